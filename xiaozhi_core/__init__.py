@@ -1,0 +1,40 @@
+"""xiaozhi-core: an open server for xiaozhi ESP32 voice assistants.
+
+Public API for provider authors: :class:`ProviderSpec`, :data:`hookimpl`, the data
+types in :mod:`xiaozhi_core.types` and the interfaces in :mod:`xiaozhi_core.providers`.
+Test doubles live in :mod:`xiaozhi_core.testing`.
+"""
+
+from .errors import (
+    ConfigError,
+    ExecutionPolicyError,
+    PluginError,
+    ProviderError,
+    ProviderTimeout,
+    XiaozhiError,
+)
+from .hookspecs import hookimpl
+from .providers import NoOptions, ProviderSpec
+from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ASRResult",
+    "ConfigError",
+    "Execution",
+    "ExecutionPolicyError",
+    "Message",
+    "NoOptions",
+    "PluginError",
+    "ProviderError",
+    "ProviderSpec",
+    "ProviderTimeout",
+    "Role",
+    "SpeakerMatch",
+    "ToolCall",
+    "ToolSpec",
+    "XiaozhiError",
+    "__version__",
+    "hookimpl",
+]

@@ -1,0 +1,397 @@
+"""YAML deployment configs → typed, validated settings.
+
+A deployment is one or more YAML files, deep-merged in order (later files win; mappings
+merge key by key, everything else is replaced). A ``local.yaml`` beside the first file is
+merged last when present, so operators can keep secrets and host tweaks out of git.
+Strings may use ``${VAR}`` and ``${VAR:-default}``; ``$${`` is a literal ``${``.
+
+Unknown keys are errors. Every error names the file, the key path and what is allowed.
+
+Example:
+    >>> import os, tempfile, textwrap
+    >>> from xiaozhi_core.registry import Registry
+    >>> import xiaozhi_core.testing
+    >>> registry = Registry(); registry.register(xiaozhi_core.testing)
+    >>> d = tempfile.mkdtemp()
+    >>> path = os.path.join(d, "demo.yaml")
+    >>> _ = open(path, "w").write(textwrap.dedent('''
+    ...     server: {port: "${DEMO_PORT:-9000}"}
+    ...     vad: {provider: fake}
+    ...     asr: {provider: fake, options: {text: "hi"}}
+    ...     llm: {provider: fake}
+    ...     tts: {provider: fake}
+    ... '''))
+    >>> cfg = load_config([path], registry)
+    >>> cfg.server.port, cfg.asr.options.text
+    (9000, 'hi')
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+from .executor import ExecutorSettings
+from .options import validate_options
+from .providers import ProviderSpec
+from .registry import Registry
+from .types import Role
+
+__all__ = [
+    "AuthSettings",
+    "DeploymentConfig",
+    "LimitSettings",
+    "ProviderChoice",
+    "ServerSettings",
+    "SessionSettings",
+    "TimeoutSettings",
+    "expand_env",
+    "load_config",
+    "merge",
+]
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass
+class AuthSettings:
+    """Device authentication (``server.auth``)."""
+
+    #: ``auto``: on whenever the server listens on a non-loopback address.
+    enabled: bool | Literal["auto"] = "auto"
+    #: HMAC key for the tokens the OTA endpoint issues. Empty: a random key per process
+    #: (tokens then stop working after a restart and devices fetch new ones via OTA).
+    secret: str = ""
+    #: Lifetime of an issued token, in seconds.
+    token_ttl: int = 30 * 24 * 3600
+    #: Static bearer tokens accepted as well (e.g. for browser clients).
+    tokens: list[str] = field(default_factory=list)
+    #: Device ids (MACs) allowed to connect; empty = any device with a valid token.
+    allowed_devices: list[str] = field(default_factory=list)
+
+
+@dataclass
+class LimitSettings:
+    """Admission control and resource bounds (``server.limits``)."""
+
+    max_sessions: int = 256
+    #: Largest WebSocket frame accepted (the firmware refuses frames over 65535 bytes).
+    max_frame_bytes: int = 65535
+    #: Frames the per-session audio lane buffers before back-pressure (~60 ms each).
+    audio_queue_frames: int = 64
+    #: Refuse new sessions while the event loop runs this late (ms); 0 disables.
+    max_loop_lag_ms: float = 500.0
+
+
+@dataclass
+class TimeoutSettings:
+    """Timeouts in seconds (``server.timeouts``)."""
+
+    hello: float = 10.0
+    #: Close a session after this long without voice (after a spoken goodbye).
+    idle: float = 120.0
+    #: Limit for one provider step (ASR result, first LLM token, first TTS audio...).
+    provider: float = 30.0
+    #: Limit for a device MCP request.
+    mcp: float = 10.0
+
+
+@dataclass
+class ServerSettings:
+    """``server:`` — where to listen and how devices are admitted."""
+
+    host: str = "127.0.0.1"
+    #: WebSocket port (``ws://HOST:PORT/xiaozhi/v1/``).
+    port: int = 8000
+    #: HTTP port for OTA, health and metrics.
+    http_port: int = 8003
+    #: WebSocket URL handed to devices by OTA; empty: derived from the request's host.
+    public_ws_url: str = ""
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("port", "http_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"must be a TCP port 0..65535, got {value}", path=f"server.{name}")
+
+    @property
+    def auth_enabled(self) -> bool:
+        if self.auth.enabled != "auto":
+            return bool(self.auth.enabled)
+        return not _is_loopback(self.host)
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class SessionSettings:
+    """``session:`` — conversation behaviour."""
+
+    system_prompt: str = (
+        "You are Xiaozhi, a friendly voice assistant. Answer in one or two short sentences."
+    )
+    #: History kept for the LLM, in characters (oldest turns are dropped first).
+    history_chars: int = 4000
+    #: Downstream (server → device) Opus sample rate announced in the server hello.
+    output_sample_rate: int = 24000
+    output_frame_ms: int = 60
+    #: Frames sent before pacing starts, and the most audio sent ahead of real time.
+    prebuffer_frames: int = 3
+    max_ahead_ms: int = 1500
+    #: VAD: speech at/above ``threshold``, released below ``release_threshold``.
+    vad_threshold: float = 0.5
+    vad_release_threshold: float = 0.35
+    #: End of utterance after this much audio-time silence.
+    silence_ms: int = 700
+    #: Ignore speech shorter than this (clicks, coughs).
+    min_speech_ms: int = 250
+    #: Audio kept before the detected speech start, so the first syllable survives.
+    pre_roll_ms: int = 300
+    #: Longest utterance; ended (and recognised) when reached.
+    max_utterance_ms: int = 30000
+    #: VAD batch tick: windows of all sessions gathered this long go in one call.
+    vad_tick_ms: int = 20
+    greeting: str = "Hi, I'm listening."
+    goodbye: str = "I haven't heard from you for a while. Goodbye!"
+    #: Words that are only a wake word (``listen detect`` with these gets a greeting).
+    wake_words: list[str] = field(default_factory=lambda: ["你好小智", "小智", "hi xiaozhi",
+                                                           "hey xiaozhi", "xiaozhi"])
+    apology: str = "Sorry, something went wrong. Please try again."
+    tts_voice: str | None = None
+    #: Server-side tools offered to the LLM.
+    server_tools: list[str] = field(default_factory=lambda: ["get_time"])
+    #: Most tool-call rounds in one turn.
+    max_tool_rounds: int = 3
+
+
+@dataclass
+class ProviderChoice:
+    """A role's selection: the provider's spec and its validated options."""
+
+    provider: str
+    spec: ProviderSpec
+    options: Any
+
+
+@dataclass
+class DeploymentConfig:
+    """A validated deployment."""
+
+    files: list[str]
+    server: ServerSettings
+    executor: ExecutorSettings
+    session: SessionSettings
+    vad: ProviderChoice
+    asr: ProviderChoice
+    llm: ProviderChoice
+    tts: ProviderChoice
+    voiceprint: ProviderChoice | None
+    raw: dict[str, Any]
+
+    def choices(self) -> dict[Role, ProviderChoice]:
+        out = {Role.VAD: self.vad, Role.ASR: self.asr, Role.LLM: self.llm, Role.TTS: self.tts}
+        if self.voiceprint is not None:
+            out[Role.VOICEPRINT] = self.voiceprint
+        return out
+
+
+# --------------------------------------------------------------------------- loading
+_ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, path: str = "", env: Mapping[str, str] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``value``.
+
+    >>> expand_env({"k": "${NOPE_UNSET:-x}-${HOME_TEST}"}, env={"HOME_TEST": "h"})
+    {'k': 'x-h'}
+    >>> expand_env({"key": "${NOPE_UNSET}"}, env={})
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.errors.ConfigError: key: environment variable NOPE_UNSET is not set (set it, or write ${NOPE_UNSET:-default})
+    """
+    env = os.environ if env is None else env
+    if isinstance(value, str):
+        if "$" not in value:
+            return value
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$${":
+                return "${"
+            name, default = m.group(1), m.group(2)
+            if name in env and env[name] != "":
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"environment variable {name} is not set (set it, or write ${{{name}:-default}})",
+                path=path,
+            )
+
+        out = _ENV_RE.sub(sub, value)
+        whole = _ENV_RE.fullmatch(value)
+        if whole and whole.group(0) != "$${":  # a whole-value reference: keep YAML typing
+            try:
+                return yaml.safe_load(out) if out.strip() else out
+            except yaml.YAMLError:
+                return out
+        return out
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``override`` into a copy of ``base``.
+
+    >>> merge({"a": {"x": 1, "y": 2}, "l": [1]}, {"a": {"y": 3}, "l": [2]})
+    {'a': {'x': 1, 'y': 3}, 'l': [2]}
+    """
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _record_origins(data: Any, file: str, prefix: str, origins: dict[str, str]) -> None:
+    origins[prefix] = file
+    if isinstance(data, Mapping):
+        for k, v in data.items():
+            _record_origins(v, file, f"{prefix}.{k}" if prefix else str(k), origins)
+
+
+def _origin_of(path: str, origins: dict[str, str]) -> str | None:
+    probe = path
+    while probe:
+        if probe in origins:
+            return origins[probe]
+        probe = probe.rsplit(".", 1)[0] if "." in probe else ""
+    return origins.get("")
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """One YAML file as a mapping (empty file → ``{}``)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config: {exc.strerror}", file=str(p)) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML: {exc}", file=str(p)) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"top level must be a mapping, got {type(data).__name__}", file=str(p))
+    return data
+
+
+_TOP_KEYS = ("server", "executor", "session", "vad", "asr", "llm", "tts", "voiceprint")
+_REQUIRED_ROLES = (Role.VAD, Role.ASR, Role.LLM, Role.TTS)
+
+
+def config_files(paths: Sequence[str | Path]) -> list[str]:
+    """The files a deployment reads: the given ones, plus ``local.yaml`` beside the first."""
+    files = [str(p) for p in paths]
+    if files:
+        local = Path(files[0]).parent / "local.yaml"
+        if local.exists() and all(Path(f).resolve() != local.resolve() for f in files):
+            files.append(str(local))
+    return files
+
+
+def load_config(paths: Sequence[str | Path], registry: Registry,
+                env: Mapping[str, str] | None = None, *, auto_local: bool = True) -> DeploymentConfig:
+    """Read, merge, expand and validate a deployment. Raises :class:`ConfigError`."""
+    if not paths:
+        raise ConfigError("no config file given (use -c configs/default.yaml)")
+    files = config_files(paths) if auto_local else [str(p) for p in paths]
+    raw: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for f in files:
+        try:
+            data = expand_env(read_yaml(f), env=env)
+        except ConfigError as exc:
+            raise exc.with_file(f) from None
+        _record_origins(data, f, "", origins)
+        raw = merge(raw, data)
+    try:
+        return _validate(raw, registry, files)
+    except ConfigError as exc:
+        raise exc.with_file(_origin_of(exc.path, origins) or files[-1]) from None
+
+
+def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"expected a mapping, got {type(value).__name__}", path=key)
+    return value
+
+
+def _choice(raw: dict[str, Any], role: Role, registry: Registry) -> ProviderChoice | None:
+    key = role.value
+    if key not in raw or raw[key] is None:
+        if role in _REQUIRED_ROLES:
+            installed = ", ".join(s.name for s in registry.specs(role)) or "(none)"
+            raise ConfigError(
+                f"is required: choose a provider, e.g. '{key}: {{provider: NAME}}'; "
+                f"installed {role} providers: {installed}", path=key)
+        return None
+    section = _section(raw, key)
+    unknown = sorted(set(section) - {"provider", "options"})
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; allowed keys: options, provider",
+                          path=f"{key}.{unknown[0]}")
+    name = section.get("provider")
+    if not isinstance(name, str) or not name:
+        installed = ", ".join(s.name for s in registry.specs(role)) or "(none)"
+        raise ConfigError(f"is required; installed {role} providers: {installed}",
+                          path=f"{key}.provider")
+    try:
+        spec = registry.get(role, name)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, path=f"{key}.provider") from None
+    except Exception as exc:  # PluginError for duplicates
+        raise ConfigError(str(exc), path=f"{key}.provider") from None
+    options = section.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError("expected a mapping of provider options", path=f"{key}.options")
+    return ProviderChoice(name, spec, spec.validate(options, path=f"{key}.options"))
+
+
+def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> DeploymentConfig:
+    unknown = sorted(set(raw) - set(_TOP_KEYS))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(_TOP_KEYS)}",
+                          path=unknown[0])
+    server = validate_options(ServerSettings, _section(raw, "server"), path="server")
+    executor = validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
+    session = validate_options(SessionSettings, _section(raw, "session"), path="session")
+    choices = {role: _choice(raw, role, registry) for role in Role}
+    vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
+    assert vad and asr and llm and tts
+    return DeploymentConfig(files, server, executor, session, vad, asr, llm, tts,
+                            choices[Role.VOICEPRINT], raw)

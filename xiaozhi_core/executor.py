@@ -1,0 +1,488 @@
+"""The executor policy: ``io`` providers run on the event loop, ``cpu`` providers in pools.
+
+The core never calls a provider's work method directly. It *binds* each provider once
+(:func:`bind`), which
+
+1. checks that the provider's work methods have the flavour its spec declares
+   (coroutines for ``io``, plain functions for ``cpu``) and refuses it otherwise;
+2. returns a :class:`BoundProvider` whose work methods are always ``async``: ``io`` ones
+   are awaited on the loop, ``cpu`` ones run in the shared, bounded :class:`Executor`
+   pool, and ``cpu`` streams (sync generators) are pumped item by item into a bounded
+   queue on the loop, so a slow consumer never holds a pool thread.
+
+Blocking code in a worker that needs the loop uses :meth:`Executor.run_on_loop`
+(``run_coroutine_threadsafe`` underneath); called from the loop thread it raises
+instead of dead-locking.
+
+Example:
+    >>> import asyncio
+    >>> import numpy as np
+    >>> from xiaozhi_core.testing import FakeASR, fake_spec
+    >>> async def main():
+    ...     executor = Executor(ExecutorSettings(cpu_workers=2))
+    ...     asr = bind(fake_spec("asr"), FakeASR(text="ok"), executor)
+    ...     result = await asr.transcribe(np.zeros(160, np.int16))
+    ...     executor.shutdown()
+    ...     return result.text
+    >>> asyncio.run(main())
+    'ok'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import functools
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from .errors import ExecutionPolicyError
+from .providers import ASR_STREAM_METHODS, REQUIRED_METHODS, WORK_METHODS, ProviderSpec
+from .types import Execution
+
+__all__ = ["BoundProvider", "Executor", "ExecutorSettings", "bind", "check_policy"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_END = object()
+
+
+@dataclass
+class ExecutorSettings:
+    """``executor:`` section of a deployment config.
+
+    ``cpu_workers`` 0 means one worker per core. ``max_pending`` bounds the jobs waiting
+    for a worker (beyond it, callers wait: back-pressure instead of an unbounded queue).
+    ``stream_buffer`` is how many items a ``cpu`` stream may produce ahead of its
+    consumer.
+    """
+
+    kind: Literal["thread", "process"] = "thread"
+    cpu_workers: int = 0
+    max_pending: int = 256
+    stream_buffer: int = 8
+
+    def __post_init__(self) -> None:
+        if self.cpu_workers < 0:
+            raise ValueError("cpu_workers must be >= 0 (0 = one per core)")
+        if self.max_pending < 1 or self.stream_buffer < 1:
+            raise ValueError("max_pending and stream_buffer must be >= 1")
+
+    @property
+    def workers(self) -> int:
+        return self.cpu_workers or os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- process-pool side
+_WORKER_INSTANCES: dict[tuple[str, str], Any] = {}
+
+
+def _worker_instance(spec: ProviderSpec, options: Any) -> Any:
+    key = (spec.role.value, spec.name)
+    inst = _WORKER_INSTANCES.get(key)
+    if inst is None:
+        inst = spec.resolve_factory()(options)
+        _WORKER_INSTANCES[key] = inst
+    return inst
+
+
+def _worker_call(spec: ProviderSpec, options: Any, method: str, args: tuple[Any, ...],
+                 kwargs: dict[str, Any], collect: bool) -> Any:
+    result = getattr(_worker_instance(spec, options), method)(*args, **kwargs)
+    return list(result) if collect else result
+
+
+def _worker_attr(spec: ProviderSpec, options: Any, name: str) -> Any:
+    value = getattr(_worker_instance(spec, options), name)
+    return value() if callable(value) else value
+
+
+class Executor:
+    """The shared worker pool plus the bridges between it and the event loop.
+
+    Created on (or bound lazily to) the running loop. One per process; nothing here
+    creates a thread per connection.
+    """
+
+    def __init__(self, settings: ExecutorSettings | None = None) -> None:
+        self.settings = settings or ExecutorSettings()
+        self._pool: concurrent.futures.Executor
+        if self.settings.kind == "process":
+            import multiprocessing
+
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.settings.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+        else:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.settings.workers, thread_name_prefix="xiaozhi-cpu"
+            )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self.pending = 0
+        self.running = 0
+        self.completed = 0
+        self.busy_seconds = 0.0
+
+    @property
+    def is_process_pool(self) -> bool:
+        return self.settings.kind == "process"
+
+    # -- loop binding -------------------------------------------------------------
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            self._loop_thread = threading.get_ident()
+            self._slots = asyncio.Semaphore(self.settings.max_pending)
+        return loop
+
+    def on_loop_thread(self) -> bool:
+        return self._loop_thread is not None and threading.get_ident() == self._loop_thread
+
+    # -- running blocking work ------------------------------------------------------
+    def _timed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self.running += 1
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.busy_seconds += time.perf_counter() - t0
+            self.running -= 1
+            self.completed += 1
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking ``fn`` in the pool and await its result (never on the loop)."""
+        loop = self._bind_loop()
+        assert self._slots is not None
+        self.pending += 1
+        try:
+            async with self._slots:
+                if self.is_process_pool:
+                    call = functools.partial(fn, *args, **kwargs)
+                else:
+                    call = functools.partial(self._timed, fn, *args, **kwargs)
+                return await loop.run_in_executor(self._pool, call)
+        finally:
+            self.pending -= 1
+
+    async def stream(
+        self, gen_fn: Callable[..., Iterator[T]], *args: Any, **kwargs: Any
+    ) -> AsyncIterator[T]:
+        """Iterate a blocking generator from the loop.
+
+        Each ``next()`` runs in the pool; at most ``stream_buffer`` items are produced
+        ahead of the consumer. Leaving the ``async for`` early (or cancelling the
+        consumer) stops the producer after the item it is computing and closes the
+        generator in the pool.
+        """
+        self._bind_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.stream_buffer)
+        gen: Iterator[T] = await self.run(gen_fn, *args, **kwargs)
+        stop = threading.Event()
+
+        def step() -> Any:
+            if stop.is_set():
+                return _END
+            try:
+                return next(gen)
+            except StopIteration:
+                return _END
+
+        async def pump() -> None:
+            try:
+                while True:
+                    item = await self.run(step)
+                    await queue.put(item)
+                    if item is _END:
+                        return
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # forwarded to the consumer
+                await queue.put(_Raise(exc))
+
+        task = asyncio.get_running_loop().create_task(pump(), name=f"cpu-stream:{gen_fn!r}")
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    return
+                if isinstance(item, _Raise):
+                    raise item.exc
+                yield item
+        finally:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            close = getattr(gen, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await self.run(close)
+
+    # -- the other direction: worker → loop -------------------------------------------
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Schedule ``fn(*args)`` on the loop from any thread (never blocks)."""
+        if self._loop is None:
+            raise ExecutionPolicyError("executor is not bound to an event loop yet")
+        if self.on_loop_thread():
+            fn(*args)
+        else:
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def run_on_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Blocking: run ``coro`` on the loop and wait for its result, from a worker thread.
+
+        Raises :class:`ExecutionPolicyError` on the loop thread, where waiting would
+        dead-lock the loop.
+        """
+        if self._loop is None:
+            coro.close()
+            raise ExecutionPolicyError("executor is not bound to an event loop yet")
+        if self.on_loop_thread():
+            coro.close()
+            raise ExecutionPolicyError(
+                "run_on_loop() was called on the event-loop thread; it would dead-lock. "
+                "Use 'await' there instead."
+            )
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def stats(self) -> dict[str, float]:
+        return {
+            "workers": self.settings.workers,
+            "pending": self.pending,
+            "running": self.running,
+            "completed": self.completed,
+            "busy_seconds": round(self.busy_seconds, 6),
+        }
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+@dataclass
+class _Raise:
+    exc: BaseException
+
+
+# ---------------------------------------------------------------- policy checks
+def _flavour(fn: Any) -> Literal["async", "asyncgen", "sync"]:
+    target = inspect.unwrap(fn)
+    if inspect.isasyncgenfunction(target):
+        return "asyncgen"
+    if inspect.iscoroutinefunction(target):
+        return "async"
+    return "sync"
+
+
+def check_policy(
+    spec: ProviderSpec, instance: Any, methods: dict[str, Literal["call", "stream"]] | None = None,
+    required: tuple[str, ...] | None = None, what: str | None = None,
+) -> list[str]:
+    """Raise :class:`ExecutionPolicyError` if ``instance`` breaks its declared policy.
+
+    Returns the work methods it implements.
+
+    >>> from xiaozhi_core.testing import fake_spec
+    >>> class AsyncOnCpu:
+    ...     async def transcribe(self, pcm, *, language=None): ...
+    >>> check_policy(fake_spec("asr"), AsyncOnCpu())
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.errors.ExecutionPolicyError: asr provider 'fake': transcribe() is async, but the provider is declared 'cpu'; cpu providers use plain blocking methods (the core runs them in the worker pool)
+    """
+    methods = WORK_METHODS[spec.role] if methods is None else methods
+    required = REQUIRED_METHODS[spec.role] if required is None else required
+    label = what or f"{spec.role} provider {spec.name!r}"
+    for name in required:
+        if not callable(getattr(instance, name, None)):
+            raise ExecutionPolicyError(f"{label}: missing required method {name}()")
+    present = []
+    for name, kind in methods.items():
+        fn = getattr(instance, name, None)
+        if fn is None:
+            continue
+        present.append(name)
+        flavour = _flavour(fn)
+        if spec.execution is Execution.CPU and flavour != "sync":
+            raise ExecutionPolicyError(
+                f"{label}: {name}() is async, but the provider is declared 'cpu'; cpu "
+                "providers use plain blocking methods (the core runs them in the worker pool)"
+            )
+        if spec.execution is Execution.IO:
+            want = "asyncgen" if kind == "stream" else "async"
+            if flavour != want:
+                shape = "an async generator (async def + yield)" if want == "asyncgen" else (
+                    "a coroutine function (async def)")
+                raise ExecutionPolicyError(
+                    f"{label}: {name}() is a plain blocking function, but the provider is "
+                    f"declared 'io'; io work methods must be {shape}. Declare it 'cpu' if "
+                    "it blocks."
+                )
+    return present
+
+
+class BoundProvider:
+    """A provider behind the executor policy. Work methods are ``async`` here whatever
+    the provider's flavour; other attributes pass through unchanged.
+
+    For ``io`` providers each call asserts it runs on the loop thread; for ``cpu`` ones
+    the call is submitted to the pool.
+    """
+
+    def __init__(self, spec: ProviderSpec, instance: Any, executor: Executor,
+                 options: Any = None, *, methods: dict[str, Literal["call", "stream"]] | None = None,
+                 required: tuple[str, ...] | None = None, what: str | None = None) -> None:
+        self.spec = spec
+        self.instance = instance
+        self.executor = executor
+        self.options = options
+        self._remote = executor.is_process_pool and spec.execution is Execution.CPU
+        self._methods = WORK_METHODS[spec.role] if methods is None else methods
+        if not self._remote:
+            check_policy(spec, instance, self._methods, required, what)
+        for name, kind in self._methods.items():
+            if self._remote or getattr(instance, name, None) is not None:
+                setattr(self, name, self._wrap(name, kind))
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def execution(self) -> Execution:
+        return self.spec.execution
+
+    def __getattr__(self, item: str) -> Any:
+        # Only reached for attributes not set in __init__: metadata of the provider.
+        if item.startswith("__") or item in ("instance", "spec", "executor", "_remote"):
+            raise AttributeError(item)
+        if self._remote:
+            raise AttributeError(f"{item} (use await bound.remote_attr({item!r}) in process mode)")
+        return getattr(self.instance, item)
+
+    async def remote_attr(self, name: str) -> Any:
+        """Read a metadata attribute (or call a cheap method) of a provider in the pool."""
+        if not self._remote:
+            value = getattr(self.instance, name)
+            return value() if callable(value) else value
+        return await self.executor.run(_worker_attr, self.spec, self.options, name)
+
+    def _check_loop(self, name: str) -> None:
+        if self.executor._loop_thread is not None and not self.executor.on_loop_thread():
+            raise ExecutionPolicyError(
+                f"{self.spec.role} provider {self.spec.name!r}: io method {name}() called off "
+                "the event-loop thread"
+            )
+
+    def _wrap(self, name: str, kind: str) -> Callable[..., Any]:
+        spec, executor = self.spec, self.executor
+        if spec.execution is Execution.IO:
+            fn = getattr(self.instance, name)
+            if kind == "stream":
+                def io_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                    self._check_loop(name)
+                    return fn(*args, **kwargs)  # type: ignore[no-any-return]
+                return io_stream
+
+            async def io_call(*args: Any, **kwargs: Any) -> Any:
+                executor._bind_loop()
+                self._check_loop(name)
+                result = await fn(*args, **kwargs)
+                return self._post(name, result)
+            return io_call
+
+        if self._remote:
+            collect = kind == "stream"
+
+            async def remote_call(*args: Any, **kwargs: Any) -> Any:
+                if name == "open_stream":
+                    raise ExecutionPolicyError(
+                        f"{spec.role} provider {spec.name!r}: streaming sessions are not "
+                        "supported with executor.kind 'process'; use 'thread'"
+                    )
+                return await executor.run(
+                    _worker_call, spec, self.options, name, args, kwargs, collect
+                )
+
+            if kind == "stream":
+                async def remote_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                    for item in await remote_call(*args, **kwargs):
+                        yield item
+                return remote_stream
+            return remote_call
+
+        fn = getattr(self.instance, name)
+        if kind == "stream":
+            def cpu_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                return executor.stream(fn, *args, **kwargs)
+            return cpu_stream
+
+        async def cpu_call(*args: Any, **kwargs: Any) -> Any:
+            if "on_partial" in kwargs and kwargs["on_partial"] is not None:
+                callback = kwargs["on_partial"]
+                kwargs["on_partial"] = lambda result: executor.call_soon(callback, result)
+            result = await executor.run(fn, *args, **kwargs)
+            return self._post(name, result)
+        return cpu_call
+
+    def _post(self, name: str, result: Any) -> Any:
+        if name == "open_stream":
+            return BoundProvider(
+                self.spec, result, self.executor, self.options,
+                methods=ASR_STREAM_METHODS, required=("push", "finish"),
+                what=f"{self.spec.role} provider {self.spec.name!r} stream",
+            )
+        return result
+
+    async def aclose(self) -> None:
+        """Release the provider (calls its ``close()`` if it has one)."""
+        close = getattr(self.instance, "close", None)
+        if close is None or self._remote:
+            return
+        if _flavour(close) == "async":
+            await close()
+        elif self.spec.execution is Execution.CPU:
+            await self.executor.run(close)
+        else:
+            close()
+
+
+def bind(spec: ProviderSpec, instance: Any, executor: Executor, options: Any = None) -> Any:
+    """Put ``instance`` (built from ``spec``) behind the executor policy.
+
+    Raises :class:`ExecutionPolicyError` when its methods do not match ``spec.execution``.
+    Returns a :class:`BoundProvider` (typed ``Any`` so callers may annotate it with the
+    role's ``Async*Provider`` protocol).
+    """
+    return BoundProvider(spec, instance, executor, options)
+
+
+async def build(spec: ProviderSpec, options: Any, executor: Executor) -> Any:
+    """Create a provider from validated ``options`` and bind it.
+
+    ``cpu`` factories (which load models) run in the pool so the loop stays responsive;
+    in process mode the instance is created lazily inside each worker instead.
+    """
+    if spec.execution is Execution.CPU and executor.is_process_pool:
+        bound = BoundProvider(spec, None, executor, options)
+        return bound
+    factory = await executor.run(spec.resolve_factory) if spec.execution is Execution.CPU \
+        else spec.resolve_factory()
+    if spec.execution is Execution.CPU:
+        instance = await executor.run(factory, options)
+    else:
+        instance = factory(options)
+        if inspect.isawaitable(instance):
+            instance = await instance
+    return bind(spec, instance, executor, options)
+

@@ -1,0 +1,182 @@
+"""Typed option schemas: a provider (and the core) declares its options as a dataclass.
+
+A YAML mapping is validated against it: unknown keys are errors, types are checked,
+``Literal`` values list what is allowed, and every error names its key path.
+
+Supported field types: ``str``, ``int``, ``float``, ``bool``, ``Literal[...]``,
+``list[T]``, ``dict[str, T]``, ``T | None``, ``Any`` and nested dataclasses.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> from typing import Literal
+    >>> @dataclass
+    ... class Opts:
+    ...     model: Literal["tiny", "base"] = "tiny"
+    ...     beam_size: int = 1
+    >>> validate_options(Opts, {"beam_size": 2}, path="asr.options")
+    Opts(model='tiny', beam_size=2)
+    >>> validate_options(Opts, {"model": "huge"}, path="asr.options")
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.errors.ConfigError: asr.options.model: 'huge' is not allowed; allowed: 'tiny', 'base'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+from .errors import ConfigError
+
+__all__ = ["describe_options", "options_to_dict", "validate_options"]
+
+T = TypeVar("T")
+_MISSING = dataclasses.MISSING
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(tp))
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in get_args(tp))}]"
+    if tp is type(None):
+        return "null"
+    if tp is Any:
+        return "any"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(tp: Any, value: Any, path: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        allowed = get_args(tp)
+        if value not in allowed:
+            choices = ", ".join(repr(a) for a in allowed)
+            raise ConfigError(f"{value!r} is not allowed; allowed: {choices}", path=path)
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"must not be null; expected {_type_name(tp)}", path=path)
+        errors: list[ConfigError] = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(arg, value, path)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{value!r} is not a valid {_type_name(tp)}", path=path)
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"expected a mapping, got {type(value).__name__}", path=path)
+        return validate_options(tp, value, path=path)
+    if origin is list or tp is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {type(value).__name__}", path=path)
+        (item_tp,) = get_args(tp) or (Any,)
+        return [_convert(item_tp, v, _join(path, i)) for i, v in enumerate(value)]
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"expected a mapping, got {type(value).__name__}", path=path)
+        key_tp, val_tp = get_args(tp) or (str, Any)
+        return {
+            _convert(key_tp, k, _join(path, str(k))): _convert(val_tp, v, _join(path, str(k)))
+            for k, v in value.items()
+        }
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected true or false, got {value!r}", path=path)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"expected an integer, got {value!r}", path=path)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"expected a number, got {value!r}", path=path)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"expected a string, got {type(value).__name__}", path=path)
+    raise ConfigError(f"unsupported option type {tp!r} in schema", path=path)
+
+
+def validate_options(schema: type[T], data: Mapping[str, Any] | None, *, path: str = "") -> T:
+    """Build ``schema`` (a dataclass) from ``data``, or raise :class:`ConfigError`."""
+    if not (dataclasses.is_dataclass(schema) and isinstance(schema, type)):
+        raise TypeError(f"options schema must be a dataclass type, got {schema!r}")
+    data = dict(data or {})
+    hints = typing.get_type_hints(schema)
+    fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        allowed = ", ".join(sorted(fields)) or "(none)"
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}; allowed keys: {allowed}", path=_join(path, unknown[0])
+        )
+    kwargs: dict[str, Any] = {}
+    for name, f in fields.items():
+        sub = _join(path, name)
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], sub)
+        elif f.default is _MISSING and f.default_factory is _MISSING:
+            raise ConfigError(f"is required ({_type_name(hints[name])})", path=sub)
+    try:
+        obj = schema(**kwargs)
+    except ConfigError as exc:
+        if exc.path or not path:
+            raise
+        raise ConfigError(exc.message, path=path) from exc
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc), path=path) from exc
+    return obj
+
+
+def options_to_dict(obj: Any) -> dict[str, Any]:
+    """The plain mapping of a validated options object (for logs and process pools)."""
+    return dataclasses.asdict(obj)
+
+
+def describe_options(schema: type) -> list[tuple[str, str, Any]]:
+    """``(name, type, default)`` rows for docs and ``xiaozhi plugins --verbose``.
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class O:
+    ...     x: int = 3
+    >>> describe_options(O)
+    [('x', 'int', 3)]
+    """
+    hints = typing.get_type_hints(schema)
+    rows: list[tuple[str, str, Any]] = []
+    for f in dataclasses.fields(schema):
+        if f.default is not _MISSING:
+            default: Any = f.default
+        elif f.default_factory is not _MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        rows.append((f.name, _type_name(hints[f.name]), default))
+    return rows

@@ -1,0 +1,379 @@
+"""Provider interfaces: what a VAD, ASR, LLM, TTS or voiceprint provider must offer.
+
+A provider package describes each provider with a :class:`ProviderSpec` (returned from
+the ``xiaozhi_providers`` hook). The spec's ``execution`` decides which flavour of the
+interface the provider implements:
+
+* ``cpu``: the *work methods* listed in :data:`WORK_METHODS` are plain blocking
+  functions (or generators, for streams). The core runs them only in its worker pool.
+* ``io``: the same methods are coroutine functions (or async generators). The core
+  awaits them on the event loop.
+
+Everything else (``initial_state``, ``sample_rate``, ``close``...) is cheap metadata and
+runs where it is called. The core checks the flavour when it builds a provider and
+refuses a mismatch (see :mod:`xiaozhi_core.executor`).
+
+Example — a complete ``cpu`` TTS provider that yields silence:
+
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class SilenceOptions:
+    ...     sample_rate: int = 16000
+    >>> class SilenceTTS:
+    ...     def __init__(self, options: SilenceOptions) -> None:
+    ...         self.sample_rate = options.sample_rate
+    ...     def synthesize(self, text, *, voice=None):
+    ...         yield b"\\x00\\x00" * (self.sample_rate // 10) * len(text.split())
+    >>> spec = ProviderSpec(role="tts", name="silence", execution="cpu",
+    ...                     factory=SilenceTTS, options=SilenceOptions)
+    >>> tts = spec.create({"sample_rate": 24000})
+    >>> len(b"".join(tts.synthesize("two words")))
+    9600
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from .errors import PluginError
+from .options import validate_options
+from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec
+
+__all__ = [
+    "ASRProvider",
+    "ASRStream",
+    "AsyncASRProvider",
+    "AsyncASRStream",
+    "AsyncLLMProvider",
+    "AsyncTTSProvider",
+    "AsyncVADProvider",
+    "AsyncVoiceprintProvider",
+    "CAPABILITIES",
+    "LLMChunk",
+    "LLMProvider",
+    "NoOptions",
+    "ProviderSpec",
+    "TTSProvider",
+    "VADProvider",
+    "VoiceprintProvider",
+    "WORK_METHODS",
+]
+
+#: Items of an LLM stream: text deltas, or a complete tool call request.
+LLMChunk = str | ToolCall
+
+#: For each role, the methods the executor policy governs, and whether each returns one
+#: value (``"call"``) or a stream (``"stream"``).
+WORK_METHODS: dict[Role, dict[str, Literal["call", "stream"]]] = {
+    Role.VAD: {"speech_probs": "call"},
+    Role.ASR: {"transcribe": "call", "open_stream": "call"},
+    Role.LLM: {"chat": "stream"},
+    Role.TTS: {"synthesize": "stream"},
+    Role.VOICEPRINT: {"embed": "call", "enroll": "call", "identify": "call", "speakers": "call"},
+}
+
+#: Methods of an ASR stream session (returned by ``open_stream``), same policy as its provider.
+ASR_STREAM_METHODS: dict[str, Literal["call", "stream"]] = {
+    "push": "call",
+    "finish": "call",
+    "close": "call",
+}
+
+#: Methods a role requires; the rest of WORK_METHODS are optional, gated by capabilities.
+REQUIRED_METHODS: dict[Role, tuple[str, ...]] = {
+    Role.VAD: ("speech_probs", "initial_state"),
+    Role.ASR: ("transcribe",),
+    Role.LLM: ("chat",),
+    Role.TTS: ("synthesize",),
+    Role.VOICEPRINT: ("embed", "enroll", "identify", "speakers"),
+}
+
+#: Capability flags the core understands, per role. Providers may declare others.
+CAPABILITIES: dict[Role, dict[str, str]] = {
+    Role.VAD: {"batch": "speech_probs accepts windows of many streams in one call"},
+    Role.ASR: {
+        "streaming": "open_stream(): push audio as it arrives, partial + final results",
+        "multilingual": "recognises more than one language",
+    },
+    Role.LLM: {"tools": "accepts tool schemas and emits ToolCall requests"},
+    Role.TTS: {"multilingual": "speaks more than one language"},
+    Role.VOICEPRINT: {},
+}
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """The options schema of a provider that takes none."""
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """A provider described as data, yielded by the ``xiaozhi_providers`` hook.
+
+    ``factory`` is either a callable or, better, a ``"package.module:attr"`` string: the
+    module is imported only when a deployment selects the provider, which keeps entry
+    points cheap. It is called with one argument, the validated options object (an
+    instance of ``options``, a dataclass; :class:`NoOptions` if omitted).
+
+    >>> spec = ProviderSpec(role="vad", name="energy", execution="cpu",
+    ...                     factory="xiaozhi_core.testing:EnergyVAD")
+    >>> spec.role, spec.execution, spec.factory_path
+    (<Role.VAD: 'vad'>, <Execution.CPU: 'cpu'>, 'xiaozhi_core.testing:EnergyVAD')
+    """
+
+    role: Role
+    name: str
+    execution: Execution
+    factory: str | Callable[[Any], Any]
+    options: type = NoOptions
+    capabilities: frozenset[str] = field(default_factory=frozenset)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(self, "role", Role(self.role))
+        except ValueError:
+            allowed = ", ".join(r.value for r in Role)
+            raise PluginError(
+                f"provider {self.name!r}: role {self.role!r} is not one of: {allowed}"
+            ) from None
+        try:
+            object.__setattr__(self, "execution", Execution(self.execution))
+        except ValueError:
+            raise PluginError(
+                f"provider {self.name!r}: execution {self.execution!r} must be 'io' or 'cpu'"
+            ) from None
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise PluginError(
+                f"provider name {self.name!r} must be lowercase letters, digits, '_' or '-'"
+            )
+        if not (dataclasses.is_dataclass(self.options) and isinstance(self.options, type)):
+            raise PluginError(f"provider {self.name!r}: options must be a dataclass type")
+        if isinstance(self.factory, str):
+            if ":" not in self.factory:
+                raise PluginError(
+                    f"provider {self.name!r}: factory {self.factory!r} must look like "
+                    "'package.module:attribute'"
+                )
+        elif not callable(self.factory):
+            raise PluginError(f"provider {self.name!r}: factory must be callable or a string")
+        object.__setattr__(self, "capabilities", frozenset(self.capabilities))
+
+    @property
+    def key(self) -> tuple[Role, str]:
+        return (self.role, self.name)
+
+    @property
+    def factory_path(self) -> str:
+        if isinstance(self.factory, str):
+            return self.factory
+        return f"{self.factory.__module__}:{self.factory.__qualname__}"
+
+    def resolve_factory(self) -> Callable[[Any], Any]:
+        """Import and return the factory (this is where heavy imports happen)."""
+        if not isinstance(self.factory, str):
+            return self.factory
+        module_name, _, attr = self.factory.partition(":")
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj  # type: ignore[no-any-return]
+
+    def validate(self, options: Mapping[str, Any] | None, path: str = "") -> Any:
+        """Validate a raw options mapping against this provider's schema."""
+        return validate_options(self.options, options, path=path)
+
+    def create(self, options: Mapping[str, Any] | None = None) -> Any:
+        """Validate ``options`` and build the provider (without executor enforcement;
+        the core goes through :func:`xiaozhi_core.executor.bind` instead)."""
+        return self.resolve_factory()(self.validate(options))
+
+
+# --------------------------------------------------------------------------- VAD
+class VADProvider(Protocol):
+    """``cpu`` VAD: speech probabilities of 512-sample windows of many streams at once.
+
+    ``windows`` has shape ``(n, window)`` (float32, 16 kHz); ``states[i]`` is the
+    recurrent state of the stream that window ``i`` belongs to (from
+    :meth:`initial_state`). Returns the probabilities, shape ``(n,)``, and the new states.
+    A stream appears at most once per call; the core keeps the states between calls.
+    States are returned rather than mutated so that the call works in a process pool.
+
+    >>> from xiaozhi_core.testing import EnergyVAD
+    >>> vad = EnergyVAD()
+    >>> probs, states = vad.speech_probs(np.zeros((2, 512), np.float32),
+    ...                                  [vad.initial_state(), vad.initial_state()])
+    >>> probs.tolist()
+    [0.0, 0.0]
+    """
+
+    sample_rate: int
+    window: int
+
+    def initial_state(self) -> Any: ...
+
+    def speech_probs(
+        self, windows: np.ndarray, states: Sequence[Any]
+    ) -> tuple[np.ndarray, list[Any]]: ...
+
+
+class AsyncVADProvider(Protocol):
+    """``io`` VAD (e.g. a remote VAD service): :class:`VADProvider` with ``async`` work."""
+
+    sample_rate: int
+    window: int
+
+    def initial_state(self) -> Any: ...
+
+    async def speech_probs(
+        self, windows: np.ndarray, states: Sequence[Any]
+    ) -> tuple[np.ndarray, list[Any]]: ...
+
+
+# --------------------------------------------------------------------------- ASR
+class ASRStream(Protocol):
+    """A streaming recognition session (``cpu`` flavour): push int16 audio, then finish."""
+
+    def push(self, pcm: np.ndarray) -> None: ...
+
+    def finish(self) -> ASRResult: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncASRStream(Protocol):
+    """A streaming recognition session (``io`` flavour)."""
+
+    async def push(self, pcm: np.ndarray) -> None: ...
+
+    async def finish(self) -> ASRResult: ...
+
+    async def close(self) -> None: ...
+
+
+class ASRProvider(Protocol):
+    """``cpu`` ASR: recognise a whole utterance of 16 kHz int16 audio.
+
+    Providers with the ``streaming`` capability also implement ``open_stream``; partial
+    hypotheses go to ``on_partial`` (the core makes it safe to call from any thread).
+
+    >>> from xiaozhi_core.testing import FakeASR
+    >>> FakeASR(text="hi there").transcribe(np.zeros(1600, np.int16)).text
+    'hi there'
+    """
+
+    def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult: ...
+
+    def open_stream(
+        self, *, language: str | None = None, on_partial: Callable[[ASRResult], None] | None = None
+    ) -> ASRStream: ...
+
+
+class AsyncASRProvider(Protocol):
+    """``io`` ASR (cloud): :class:`ASRProvider` with ``async`` work methods."""
+
+    async def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult: ...
+
+    async def open_stream(
+        self, *, language: str | None = None, on_partial: Callable[[ASRResult], None] | None = None
+    ) -> AsyncASRStream: ...
+
+
+# --------------------------------------------------------------------------- LLM
+class LLMProvider(Protocol):
+    """``cpu`` LLM: stream a chat completion as text deltas and :class:`ToolCall` items.
+
+    A tool call is yielded once, complete (arguments decoded). The caller runs the tool,
+    appends the assistant message (with ``tool_calls``) and a ``tool`` message, and calls
+    ``chat`` again.
+
+    >>> from xiaozhi_core.testing import FakeLLM
+    >>> list(FakeLLM(reply="Hi. Bye.").chat([Message("user", "hello")]))
+    ['Hi.', ' Bye.']
+    """
+
+    def chat(
+        self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
+    ) -> Iterator[LLMChunk]: ...
+
+
+class AsyncLLMProvider(Protocol):
+    """``io`` LLM: ``chat`` is an async generator."""
+
+    def chat(
+        self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
+    ) -> AsyncIterator[LLMChunk]: ...
+
+
+# --------------------------------------------------------------------------- TTS
+class TTSProvider(Protocol):
+    """``cpu`` TTS: stream PCM16 mono at ``sample_rate`` for one piece of text.
+
+    >>> from xiaozhi_core.testing import FakeTTS
+    >>> tts = FakeTTS(sample_rate=16000, seconds_per_char=0.01)
+    >>> sum(len(b) for b in tts.synthesize("abc")) // 2
+    480
+    """
+
+    sample_rate: int
+
+    def synthesize(self, text: str, *, voice: str | None = None) -> Iterator[bytes]: ...
+
+
+class AsyncTTSProvider(Protocol):
+    """``io`` TTS: ``synthesize`` is an async generator of PCM16 chunks."""
+
+    sample_rate: int
+
+    def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]: ...
+
+
+# --------------------------------------------------------------------------- Voiceprint
+class VoiceprintProvider(Protocol):
+    """``cpu`` speaker identification over 16 kHz int16 utterances.
+
+    ``identify`` returns the best enrolled speaker whose similarity reaches the
+    provider's threshold, else ``SpeakerMatch(None, best_score)``.
+
+    >>> from xiaozhi_core.testing import FakeVoiceprint
+    >>> vp = FakeVoiceprint()
+    >>> vp.enroll("alice", np.full(1600, 1000, np.int16))
+    >>> vp.identify(np.full(1600, 1000, np.int16)).name
+    'alice'
+    """
+
+    def embed(self, pcm: np.ndarray) -> np.ndarray: ...
+
+    def enroll(self, name: str, pcm: np.ndarray) -> None: ...
+
+    def identify(self, pcm: np.ndarray) -> SpeakerMatch: ...
+
+    def speakers(self) -> list[str]: ...
+
+
+class AsyncVoiceprintProvider(Protocol):
+    """``io`` speaker identification (a remote service)."""
+
+    async def embed(self, pcm: np.ndarray) -> np.ndarray: ...
+
+    async def enroll(self, name: str, pcm: np.ndarray) -> None: ...
+
+    async def identify(self, pcm: np.ndarray) -> SpeakerMatch: ...
+
+    async def speakers(self) -> list[str]: ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """Providers may define ``close()`` (sync or async); the core calls it at shutdown."""
+
+    def close(self) -> Any: ...

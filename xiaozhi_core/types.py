@@ -1,0 +1,142 @@
+"""Plain data types shared by the core and every provider.
+
+Nothing here imports anything heavy; plugins may import this module from their entry
+point at no cost.
+
+Audio conventions (all providers):
+
+* microphone audio handed to VAD / ASR / voiceprint is **16 kHz mono**;
+* VAD windows are ``float32`` in ``[-1, 1]``, 512 samples each;
+* ASR and voiceprint receive ``int16`` numpy arrays;
+* TTS yields ``bytes`` of signed 16-bit little-endian mono PCM at the provider's
+  declared ``sample_rate``.
+
+Example:
+    >>> from xiaozhi_core.types import Message, ToolCall, ToolSpec
+    >>> Message(role="user", content="What time is it?").role
+    'user'
+    >>> ToolCall(id="call_1", name="get_time", arguments={}).name
+    'get_time'
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "ASRResult",
+    "Execution",
+    "Message",
+    "Role",
+    "SpeakerMatch",
+    "ToolCall",
+    "ToolSpec",
+]
+
+
+class Role(str, enum.Enum):
+    """The five pipeline roles a provider can fill.
+
+    >>> Role("asr") is Role.ASR
+    True
+    """
+
+    VAD = "vad"
+    ASR = "asr"
+    LLM = "llm"
+    TTS = "tts"
+    VOICEPRINT = "voiceprint"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Execution(str, enum.Enum):
+    """How the core must run a provider's work methods.
+
+    * ``IO``: coroutine functions / async generators, awaited on the event loop.
+    * ``CPU``: plain blocking functions / generators, run only in the shared worker pool.
+
+    >>> Execution("cpu") is Execution.CPU
+    True
+    """
+
+    IO = "io"
+    CPU = "cpu"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A function the LLM may call. ``parameters`` is a JSON Schema object.
+
+    >>> ToolSpec("get_time", "Current time", {"type": "object", "properties": {}}).name
+    'get_time'
+    """
+
+    name: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call requested by the LLM. ``arguments`` is the decoded JSON object.
+
+    >>> ToolCall("c1", "set_volume", {"volume": 50}).arguments["volume"]
+    50
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class Message:
+    """One entry of a chat history (OpenAI-style roles).
+
+    ``tool_calls`` is set on assistant messages that requested calls; ``tool_call_id``
+    on the ``tool`` message that carries a call's result.
+
+    >>> Message("tool", "12:00", tool_call_id="c1").tool_call_id
+    'c1'
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ASRResult:
+    """A recognised utterance (or a partial hypothesis when ``final`` is False).
+
+    >>> ASRResult("hello world").final
+    True
+    """
+
+    text: str
+    final: bool = True
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class SpeakerMatch:
+    """The outcome of speaker identification. ``name`` is None for an unknown speaker.
+
+    >>> SpeakerMatch(None, 0.31).known
+    False
+    """
+
+    name: str | None
+    score: float
+
+    @property
+    def known(self) -> bool:
+        return self.name is not None
