@@ -371,3 +371,25 @@ def fake_spec(role: str | Role, execution: str | Execution = "cpu") -> ProviderS
 def xiaozhi_providers() -> list[ProviderSpec]:
     """The fakes, as a plugin."""
     return [fake_spec(role, execution) for role, execution in _FAKES]
+
+
+def fake_config(**sections: Any) -> Any:
+    """A validated :class:`~xiaozhi_core.config.DeploymentConfig` on the fake providers
+    (loopback, auth off), for tests. Keyword arguments deep-merge over the defaults, e.g.
+    ``fake_config(llm={"provider": "fake", "options": {"reply": "Hi."}})``.
+
+    >>> fake_config(server={"port": 0}).server.port
+    0
+    """
+    from .config import _validate, merge
+    from .registry import Registry
+
+    registry = Registry()
+    registry.register(__import__(__name__, fromlist=["_"]))
+    raw: dict[str, Any] = {
+        "server": {"host": "127.0.0.1", "port": 0, "http_port": 0},
+        "vad": {"provider": "fake"}, "asr": {"provider": "fake"},
+        "llm": {"provider": "fake"}, "tts": {"provider": "fake"},
+    }
+    raw = merge(raw, sections)
+    return _validate(raw, registry, ["<fake_config>"])

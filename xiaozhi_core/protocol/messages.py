@@ -1,0 +1,113 @@
+"""JSON messages between device and server (text frames).
+
+Parsing is strict about shape (an object with a string ``type``) and tolerant about
+everything else: missing optional fields get defaults, unknown fields are kept.
+
+Example:
+    >>> parse_message('{"type":"listen","state":"start","mode":"auto"}')["mode"]
+    'auto'
+    >>> parse_message('[1,2]')
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.protocol.messages.ProtocolError: message must be a JSON object with a string "type", got list
+    >>> server_hello("s1", 24000, 60)["transport"]
+    'websocket'
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "EMOTIONS",
+    "ProtocolError",
+    "alert",
+    "dumps",
+    "llm_emotion",
+    "mcp",
+    "parse_message",
+    "server_hello",
+    "stt",
+    "tts",
+]
+
+#: Emotions the firmware knows (``llm`` message); anything else shows as neutral.
+EMOTIONS = (
+    "neutral", "happy", "laughing", "funny", "sad", "angry", "crying", "loving",
+    "embarrassed", "surprised", "shocked", "thinking", "winking", "cool", "relaxed",
+    "delicious", "kissy", "confident", "sleepy", "silly", "confused",
+)
+
+_EMOJI = {
+    "neutral": "😶", "happy": "🙂", "laughing": "😆", "funny": "😂", "sad": "😔",
+    "angry": "😠", "crying": "😭", "loving": "😍", "embarrassed": "😳", "surprised": "😯",
+    "shocked": "😱", "thinking": "🤔", "winking": "😉", "cool": "😎", "relaxed": "😌",
+    "delicious": "🤤", "kissy": "😘", "confident": "😏", "sleepy": "😴", "silly": "😜",
+    "confused": "🙄",
+}
+
+
+class ProtocolError(ValueError):
+    """A text frame that is not a valid protocol message."""
+
+
+def parse_message(text: str | bytes) -> dict[str, Any]:
+    """Decode one text frame into a dict with at least a string ``type``."""
+    try:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"text frame is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+        raise ProtocolError(
+            f'message must be a JSON object with a string "type", got {type(data).__name__}'
+            if not isinstance(data, dict) else 'message has no string "type" field')
+    return data
+
+
+def dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+def server_hello(session_id: str, sample_rate: int, frame_duration: int) -> dict[str, Any]:
+    """The server hello: ``transport`` and ``session_id`` are mandatory for firmware."""
+    return {
+        "type": "hello",
+        "transport": "websocket",
+        "session_id": session_id,
+        "audio_params": {"format": "opus", "sample_rate": sample_rate, "channels": 1,
+                         "frame_duration": frame_duration},
+    }
+
+
+def stt(session_id: str, text: str) -> dict[str, Any]:
+    return {"type": "stt", "text": text, "session_id": session_id}
+
+
+def llm_emotion(session_id: str, emotion: str) -> dict[str, Any]:
+    """``{"type":"llm","emotion":...,"text":<emoji>}``; unknown emotions become neutral.
+
+    >>> llm_emotion("s", "happy")["text"]
+    '🙂'
+    """
+    if emotion not in _EMOJI:
+        emotion = "neutral"
+    return {"type": "llm", "emotion": emotion, "text": _EMOJI[emotion], "session_id": session_id}
+
+
+def tts(session_id: str, state: str, text: str | None = None) -> dict[str, Any]:
+    msg: dict[str, Any] = {"type": "tts", "state": state, "session_id": session_id}
+    if text is not None:
+        msg["text"] = text
+    return msg
+
+
+def alert(session_id: str, message: str, status: str = "error",
+          emotion: str = "sad") -> dict[str, Any]:
+    """An alert: ``status``, ``message`` and ``emotion`` are all required by firmware."""
+    return {"type": "alert", "status": status, "message": message, "emotion": emotion,
+            "session_id": session_id}
+
+
+def mcp(session_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "mcp", "payload": payload, "session_id": session_id}

@@ -1,0 +1,72 @@
+"""Opus encode/decode for the device's audio (opuslib over libopus).
+
+Upstream audio is 16 kHz mono Opus, usually 60 ms per packet; DTX packets (1–3 bytes)
+decode to comfort noise / silence, and 0-byte frames carry no audio at all.
+Downstream audio is encoded at the server-hello sample rate in ``frame_ms`` packets.
+
+Example:
+    >>> import numpy as np
+    >>> enc = OpusEncoder(16000, 60)
+    >>> packets = enc.encode(np.zeros(1920, np.int16).tobytes())
+    >>> len(packets)
+    2
+    >>> dec = OpusDecoder(16000)
+    >>> len(dec.decode(packets[0])) // 2
+    960
+"""
+
+from __future__ import annotations
+
+import opuslib
+
+__all__ = ["OpusDecoder", "OpusEncoder", "OpusError"]
+
+OpusError = opuslib.OpusError
+
+
+class OpusDecoder:
+    """Stateful decoder of one stream (keep one per connection; not thread-safe)."""
+
+    def __init__(self, sample_rate: int = 16000, max_frame_ms: int = 120) -> None:
+        self.sample_rate = sample_rate
+        self._max_samples = sample_rate * max_frame_ms // 1000
+        self._decoder = opuslib.Decoder(sample_rate, 1)
+
+    def decode(self, packet: bytes) -> bytes:
+        """PCM16LE mono of one packet; ``b""`` for an empty frame."""
+        if not packet:
+            return b""
+        return bytes(self._decoder.decode(packet, self._max_samples))
+
+
+class OpusEncoder:
+    """Encodes PCM16LE mono into packets of exactly ``frame_ms`` (last one zero-padded
+    by :meth:`flush`). Keeps the remainder between calls."""
+
+    def __init__(self, sample_rate: int = 24000, frame_ms: int = 60,
+                 application: str = "audio") -> None:
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        self.frame_samples = sample_rate * frame_ms // 1000
+        self._encoder = opuslib.Encoder(sample_rate, 1, application)
+        self._pending = b""
+
+    def encode(self, pcm: bytes) -> list[bytes]:
+        data = self._pending + pcm
+        step = self.frame_samples * 2
+        whole = len(data) // step * step
+        self._pending = data[whole:]
+        return [self._encoder.encode(data[i:i + step], self.frame_samples)
+                for i in range(0, whole, step)]
+
+    def flush(self) -> list[bytes]:
+        """Encode what is left, padded with silence to a whole frame."""
+        if not self._pending:
+            return []
+        step = self.frame_samples * 2
+        data = self._pending + b"\x00" * (step - len(self._pending))
+        self._pending = b""
+        return [self._encoder.encode(data, self.frame_samples)]
+
+    def reset(self) -> None:
+        self._pending = b""

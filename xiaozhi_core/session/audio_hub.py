@@ -1,0 +1,178 @@
+"""The audio hub: Opus decode and VAD for *all* sessions, batched on a short tick.
+
+Each session's ordered lane hands the hub a list of Opus packets and awaits the result.
+The hub gathers the requests of every session that arrive within one tick, then
+
+1. decodes all of them in **one** pool job (each session's decoder is used by one job at
+   a time, so per-stream order is kept), cutting the PCM into 512-sample windows with a
+   per-stream carry-over;
+2. runs VAD over the windows of all streams in as few provider calls as possible: call
+   ``k`` holds the ``k``-th window of every stream that has one (the recurrent state
+   forbids two windows of one stream in the same call);
+3. resolves each request with its windows and probabilities.
+
+So the per-frame cost on the event loop is a queue hand-off; the decode and inference
+happen in the pool, one hop per tick for all sessions together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..executor import Executor
+from ..protocol.opus import OpusDecoder, OpusError
+
+__all__ = ["AudioHub", "HubResult", "StreamState"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamState:
+    """One session's decode + VAD state. Touched only by the hub, one batch at a time."""
+
+    decoder: OpusDecoder
+    vad_state: Any
+    carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+    decode_errors: int = 0
+
+
+@dataclass
+class HubResult:
+    windows: list[np.ndarray]
+    probs: list[float]
+    errors: list[str]
+
+
+@dataclass
+class _Request:
+    stream: StreamState
+    packets: list[bytes]
+    future: asyncio.Future[HubResult]
+    windows: list[np.ndarray] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def _decode_batch(requests: list[_Request], window: int) -> None:
+    """Pool job: decode every request's packets and cut windows (mutates requests)."""
+    for req in requests:
+        st = req.stream
+        parts = [st.carry]
+        for packet in req.packets:
+            try:
+                pcm = st.decoder.decode(packet)
+            except OpusError as exc:
+                st.decode_errors += 1
+                req.errors.append(f"opus decode failed for a {len(packet)}-byte packet: {exc}")
+                continue
+            if pcm:
+                parts.append(np.frombuffer(pcm, np.int16))
+        data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        whole = len(data) // window * window
+        req.windows = [data[i:i + window] for i in range(0, whole, window)]
+        st.carry = data[whole:].copy()
+
+
+class AudioHub:
+    """Batches decode and VAD across sessions. One per server."""
+
+    def __init__(self, executor: Executor, vad: Any, tick_ms: int = 20) -> None:
+        self.executor = executor
+        self.vad = vad
+        self.window = int(getattr(vad, "window", 512))
+        self.sample_rate = int(getattr(vad, "sample_rate", 16000))
+        self.tick = tick_ms / 1000
+        self._requests: list[_Request] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.vad_calls = 0
+        self.windows_total = 0
+        self.last_batch_streams = 0
+        self.busy_seconds = 0.0
+
+    def new_stream(self) -> StreamState:
+        return StreamState(OpusDecoder(self.sample_rate), self.vad.initial_state())
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="audio-hub")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for req in self._requests:
+            if not req.future.done():
+                req.future.cancel()
+        self._requests.clear()
+
+    async def process(self, stream: StreamState, packets: list[bytes]) -> HubResult:
+        """Decode + VAD ``packets`` of one stream (in order). At most one call per stream
+        may be outstanding at a time (the session's lane guarantees it)."""
+        if self._task is None:
+            self.start()
+        future: asyncio.Future[HubResult] = asyncio.get_running_loop().create_future()
+        self._requests.append(_Request(stream, packets, future))
+        self._wake.set()
+        return await future
+
+    async def _run(self) -> None:
+        last = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            # let the other sessions' frames of this tick join the batch
+            delay = last + self.tick - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            last = loop.time()
+            self._wake.clear()
+            batch, self._requests = self._requests, []
+            batch = [r for r in batch if not r.future.done()]
+            if not batch:
+                continue
+            t0 = time.perf_counter()
+            try:
+                await self._process(batch)
+            except asyncio.CancelledError:
+                for r in batch:
+                    if not r.future.done():
+                        r.future.cancel()
+                raise
+            except Exception as exc:
+                log.error("audio hub batch of %d streams failed: %s", len(batch), exc)
+                for r in batch:
+                    if not r.future.done():
+                        r.future.set_exception(exc)
+            self.busy_seconds += time.perf_counter() - t0
+
+    async def _process(self, batch: list[_Request]) -> None:
+        await self.executor.run(_decode_batch, batch, self.window)
+        probs: list[list[float]] = [[] for _ in batch]
+        rounds = max((len(r.windows) for r in batch), default=0)
+        for k in range(rounds):
+            members = [i for i, r in enumerate(batch) if len(r.windows) > k]
+            frames = np.stack([batch[i].windows[k] for i in members]).astype(np.float32)
+            frames /= 32768.0
+            states = [batch[i].stream.vad_state for i in members]
+            p, new_states = await self.vad.speech_probs(frames, states)
+            self.vad_calls += 1
+            for j, i in enumerate(members):
+                probs[i].append(float(p[j]))
+                batch[i].stream.vad_state = new_states[j]
+        self.batches += 1
+        self.last_batch_streams = len(batch)
+        for i, r in enumerate(batch):
+            self.windows_total += len(r.windows)
+            if not r.future.done():
+                r.future.set_result(HubResult(r.windows, probs[i], r.errors))

@@ -1,0 +1,111 @@
+"""The server side of device MCP: we are the MCP *client*, the device is the server.
+
+JSON-RPC 2.0 wrapped in ``{"type":"mcp","payload":...}``. Firmware quirks handled here:
+ids must be numbers; ``params`` is always an object; errors may lack ``code``;
+``tools/list`` pages until ``nextCursor`` is absent; replies arrive asynchronously.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+__all__ = ["MCPClient", "MCPError"]
+
+log = logging.getLogger(__name__)
+
+
+class MCPError(Exception):
+    """An MCP request failed (error reply or timeout)."""
+
+
+class MCPClient:
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], timeout: float,
+                 client_name: str = "xiaozhi-core", client_version: str = "0.1.0",
+                 max_pages: int = 50) -> None:
+        self._send = send
+        self.timeout = timeout
+        self.client_info = {"name": client_name, "version": client_version}
+        self.max_pages = max_pages
+        self._next_id = 1
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self.server_info: dict[str, Any] = {}
+        self.tools: list[dict[str, Any]] = []
+
+    async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+        rid = self._next_id
+        self._next_id += 1
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            await self._send({"jsonrpc": "2.0", "id": rid, "method": method,
+                              "params": params or {}})
+            async with asyncio.timeout(self.timeout):
+                return await fut
+        except TimeoutError:
+            raise MCPError(f"device did not answer MCP {method} (id {rid}) within "
+                           f"{self.timeout:g} s") from None
+        finally:
+            self._pending.pop(rid, None)
+
+    def handle(self, payload: Any) -> None:
+        """Route one payload from the device (responses by numeric id)."""
+        if not isinstance(payload, dict):
+            log.debug("ignoring MCP payload that is not an object: %r", payload)
+            return
+        rid = payload.get("id")
+        if "method" in payload:
+            log.debug("ignoring MCP request/notification from device: %s", payload.get("method"))
+            return
+        fut = self._pending.get(rid) if isinstance(rid, int) else None
+        if fut is None or fut.done():
+            log.debug("MCP reply with unknown id %r", rid)
+            return
+        if "error" in payload:
+            err = payload["error"] if isinstance(payload["error"], dict) else {}
+            fut.set_exception(MCPError(str(err.get("message") or payload["error"])))
+        else:
+            fut.set_result(payload.get("result"))
+
+    async def initialize(self, vision: dict[str, Any] | None = None) -> None:
+        capabilities: dict[str, Any] = {}
+        if vision:
+            capabilities["vision"] = vision
+        result = await self.request("initialize", {
+            "protocolVersion": "2024-11-05", "capabilities": capabilities,
+            "clientInfo": self.client_info})
+        self.server_info = (result or {}).get("serverInfo", {}) if isinstance(result, dict) else {}
+
+    async def list_tools(self) -> list[dict[str, Any]]:
+        tools: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(self.max_pages):
+            result = await self.request("tools/list", {"cursor": cursor})
+            if not isinstance(result, dict):
+                break
+            tools.extend(t for t in result.get("tools", []) if isinstance(t, dict))
+            cursor = result.get("nextCursor") or ""
+            if not cursor:
+                break
+        self.tools = tools
+        return tools
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> str:
+        """Call a device tool; the result's text content (errors raise MCPError)."""
+        result = await self.request("tools/call", {"name": name, "arguments": arguments})
+        if not isinstance(result, dict):
+            return json.dumps(result)
+        texts = [c.get("text", "") for c in result.get("content", []) if isinstance(c, dict)]
+        text = "\n".join(t for t in texts if t) or json.dumps(result)
+        if result.get("isError"):
+            raise MCPError(text)
+        return text
+
+    def cancel_all(self) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        self._pending.clear()

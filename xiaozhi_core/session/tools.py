@@ -1,0 +1,85 @@
+"""Tools offered to the LLM: server-side functions and the device's MCP tools, behind
+one interface (LLM function names must match ``^[a-zA-Z0-9_-]+$``, MCP names have dots,
+so names are mapped both ways).
+
+Example:
+    >>> import asyncio
+    >>> box = ToolBox(server_tools=["get_time"])
+    >>> [t.name for t in box.specs()]
+    ['get_time']
+    >>> "T" in asyncio.run(box.call(ToolCall("1", "get_time", {})))
+    True
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..types import ToolCall, ToolSpec
+
+__all__ = ["SERVER_TOOLS", "ToolBox", "llm_name"]
+
+
+async def _get_time(arguments: dict[str, Any]) -> str:
+    now = datetime.datetime.now().astimezone()
+    return json.dumps({"local_time": now.isoformat(timespec="seconds"),
+                       "weekday": now.strftime("%A")})
+
+
+#: Server-side tools: name → (spec, implementation).
+SERVER_TOOLS: dict[str, tuple[ToolSpec, Callable[[dict[str, Any]], Awaitable[str]]]] = {
+    "get_time": (ToolSpec("get_time", "Get the current local date, time and weekday.",
+                          {"type": "object", "properties": {}}), _get_time),
+}
+
+
+def llm_name(name: str) -> str:
+    """An MCP tool name as an LLM function name.
+
+    >>> llm_name("self.audio_speaker.set_volume")
+    'self_audio_speaker_set_volume'
+    """
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64]
+
+
+class ToolBox:
+    """The tools of one session."""
+
+    def __init__(self, server_tools: list[str] | None = None) -> None:
+        unknown = [n for n in server_tools or [] if n not in SERVER_TOOLS]
+        if unknown:
+            raise ValueError(f"unknown server tool {unknown[0]!r}; available: "
+                             f"{', '.join(SERVER_TOOLS)}")
+        self.server = {n: SERVER_TOOLS[n] for n in server_tools or []}
+        self.device: dict[str, tuple[str, ToolSpec]] = {}   # llm name → (mcp name, spec)
+        self.device_call: Callable[[str, dict[str, Any]], Awaitable[str]] | None = None
+
+    def set_device_tools(self, tools: list[dict[str, Any]],
+                         call: Callable[[str, dict[str, Any]], Awaitable[str]]) -> None:
+        self.device = {}
+        for t in tools:
+            name = t.get("name")
+            if not isinstance(name, str):
+                continue
+            schema = t.get("inputSchema") or {"type": "object", "properties": {}}
+            spec = ToolSpec(llm_name(name), str(t.get("description", "")), schema)
+            self.device[spec.name] = (name, spec)
+        self.device_call = call
+
+    def specs(self) -> list[ToolSpec]:
+        return [s for s, _ in self.server.values()] + [s for _, s in self.device.values()]
+
+    async def call(self, call: ToolCall) -> str:
+        """Run a tool; failures come back as text for the LLM, never as exceptions."""
+        try:
+            if call.name in self.server:
+                return await self.server[call.name][1](call.arguments)
+            if call.name in self.device and self.device_call is not None:
+                return await self.device_call(self.device[call.name][0], call.arguments)
+            return json.dumps({"error": f"unknown tool {call.name}"})
+        except Exception as exc:
+            return json.dumps({"error": f"{type(exc).__name__}: {exc}"})

@@ -1,0 +1,374 @@
+"""One conversational turn: ASR → ``stt`` → LLM (streamed, with tools) → sentences →
+TTS (streamed) → Opus → paced frames → ``tts stop``.
+
+Three tasks run in one task group so that speech starts with the first sentence:
+
+* **think**: streams the LLM, runs tool calls, cuts sentences as text arrives;
+* **speak**: synthesises each sentence, resamples to the downstream rate and encodes
+  Opus in the worker pool;
+* **send**: paces frames to the device — a small pre-buffer, then one frame per frame
+  duration — and sends ``tts stop`` once the device has played the last one.
+
+Cancelling the turn (abort, barge-in, disconnect) cancels all three at once; every
+audio frame carries the turn's id and the session drops frames of a turn that is no
+longer current, so nothing stale is ever sent after ``tts stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+
+from ..audio import Resampler
+from ..errors import ProviderError, ProviderTimeout
+from ..protocol import messages as msg
+from ..protocol.opus import OpusEncoder
+from ..types import ASRResult, Message, ToolCall
+from .text import SentenceCutter, clean_for_speech, detect_emotion
+
+if TYPE_CHECKING:
+    from .session import Session
+
+__all__ = ["Turn", "TurnLatency"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class TurnLatency:
+    """Timestamps (``time.monotonic()``) of one turn's milestones."""
+
+    turn_id: int
+    kind: str
+    end_of_speech: float
+    asr_final: float | None = None
+    llm_first_token: float | None = None
+    tts_first_audio: float | None = None
+    first_frame_sent: float | None = None
+    finished: float | None = None
+    error: str | None = None
+    provider_seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_ms(self) -> dict[str, float | None]:
+        def ms(t: float | None) -> float | None:
+            return None if t is None else round((t - self.end_of_speech) * 1000, 1)
+        return {
+            "asr_final_ms": ms(self.asr_final),
+            "llm_first_token_ms": ms(self.llm_first_token),
+            "tts_first_audio_ms": ms(self.tts_first_audio),
+            "first_frame_sent_ms": ms(self.first_frame_sent),
+            "total_ms": ms(self.finished),
+        }
+
+
+_END = None
+
+
+class Turn:
+    """A single turn of one session. Create, then ``await turn.run()`` in a task."""
+
+    def __init__(self, session: Session, turn_id: int, *, audio: np.ndarray | None = None,
+                 text: str | None = None, speak: str | None = None,
+                 asr_result: ASRResult | None = None, kind: str = "voice",
+                 end_of_speech: float | None = None) -> None:
+        self.session = session
+        self.id = turn_id
+        self.audio = audio
+        self.text = text
+        self.speak_text = speak
+        self.asr_result = asr_result
+        self.latency = TurnLatency(turn_id, kind, end_of_speech or time.monotonic())
+        self.reply_parts: list[str] = []
+        self.tts_started = False
+        self.tts_stopped = False
+        self.frames_sent = 0
+        self.history: list[Message] = []
+        #: A streaming ASR session that already heard the utterance (finish() gives text).
+        self.asr_stream: Any = None
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def timeout(self) -> float:
+        return self.session.settings.server.timeouts.provider
+
+    async def _within(self, what: str, aw: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await aw
+        except TimeoutError:
+            raise ProviderTimeout(f"{what} did not answer within {self.timeout:g} s") from None
+
+    async def _items(self, what: str, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Iterate a provider stream with a timeout on every item."""
+        it = stream.__aiter__()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        item = await it.__anext__()
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    raise ProviderTimeout(
+                        f"{what} produced nothing for {self.timeout:g} s") from None
+                yield item
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    # ------------------------------------------------------------------ the turn
+    async def run(self) -> None:
+        s = self.session
+        try:
+            if self.speak_text is None and self.text is None:
+                text = await self._recognise()
+                if not text:
+                    log.info("session %s turn %d: nothing recognised", s.session_id, self.id)
+                    if s.listen_mode == "manual":
+                        await s.send_json(msg.tts(s.session_id, "stop"))
+                    return
+                self.text = text
+            if self.text is not None:
+                await s.send_json(msg.stt(s.session_id, self.text))
+            await self._pipeline()
+        except asyncio.CancelledError:
+            self.latency.error = "cancelled"
+            raise
+        except Exception as exc:
+            await self._fail(exc)
+        finally:
+            if self.asr_stream is not None:
+                stream, self.asr_stream = self.asr_stream, None
+                with contextlib.suppress(Exception):
+                    await stream.close()
+            self.latency.finished = time.monotonic()
+            s.turn_finished(self)
+
+    async def _recognise(self) -> str:
+        s = self.session
+        t0 = time.monotonic()
+        if self.asr_result is None and self.asr_stream is not None:
+            stream, self.asr_stream = self.asr_stream, None
+            try:
+                self.asr_result = await self._within(
+                    f"ASR provider '{s.providers.asr.name}' (stream)", stream.finish())
+            except Exception as exc:
+                log.warning("session %s: streaming ASR failed (%s); recognising the whole "
+                            "utterance instead", s.session_id, exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.close()
+        if self.asr_result is None:
+            assert self.audio is not None
+            vp_task = None
+            if s.providers.voiceprint is not None and len(self.audio) >= 16000:
+                vp_task = asyncio.ensure_future(self._identify(self.audio))
+            try:
+                self.asr_result = await self._within(
+                    f"ASR provider '{s.providers.asr.name}'", s.providers.asr.transcribe(self.audio))
+            finally:
+                if vp_task is not None:
+                    await vp_task
+        self.latency.asr_final = time.monotonic()
+        self.latency.provider_seconds["asr"] = self.latency.asr_final - t0
+        assert self.asr_result is not None
+        return self.asr_result.text.strip()
+
+    async def _identify(self, audio: np.ndarray) -> None:
+        s = self.session
+        try:
+            match = await self._within("voiceprint provider", s.providers.voiceprint.identify(audio))
+            s.speaker = match.name
+            log.info("session %s: speaker %s (score %.2f)", s.session_id,
+                     match.name or "unknown", match.score)
+        except Exception as exc:  # identification is optional: never fail the turn
+            log.warning("session %s: voiceprint failed: %s", s.session_id, exc)
+
+    async def _pipeline(self) -> None:
+        sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        frames: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue(
+            maxsize=max(8, 3000 // self.session.settings.session.output_frame_ms))
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._think(sentences), name=f"turn{self.id}-think")
+            tg.create_task(self._speak(sentences, frames), name=f"turn{self.id}-speak")
+            tg.create_task(self._send(frames), name=f"turn{self.id}-send")
+        if self.text is not None:
+            s = self.session
+            s.memory.add_turn([Message("user", self.text), *self.history,
+                               Message("assistant", "".join(self.reply_parts).strip())])
+
+    async def _think(self, sentences: asyncio.Queue[str | None]) -> None:
+        s = self.session
+        cutter = SentenceCutter()
+        emotion_sent = False
+
+        async def emit(parts: list[str]) -> None:
+            nonlocal emotion_sent
+            for sentence in parts:
+                if not emotion_sent:
+                    emotion_sent = True
+                    await s.send_json(msg.llm_emotion(s.session_id, detect_emotion(sentence)))
+                spoken = clean_for_speech(sentence)
+                if spoken:
+                    await sentences.put(spoken)
+
+        try:
+            if self.speak_text is not None:
+                self.latency.llm_first_token = time.monotonic()
+                await emit([*cutter.feed(self.speak_text), *cutter.flush()])
+                return
+            assert self.text is not None
+            context = f"The user speaking is {s.speaker}." if s.speaker else ""
+            messages = [*s.memory.messages(context), Message("user", self.text)]
+            tools = s.tools.specs() if s.llm_tools else []
+            max_rounds = s.settings.session.max_tool_rounds
+            t0 = time.monotonic()
+            for round_no in range(max_rounds + 1):
+                calls: list[ToolCall] = []
+                round_text: list[str] = []
+                stream = s.providers.llm.chat(
+                    messages, tools=tools if tools and round_no < max_rounds else None)
+                async for item in self._items(f"LLM provider '{s.providers.llm.name}'", stream):
+                    if self.latency.llm_first_token is None:
+                        self.latency.llm_first_token = time.monotonic()
+                        self.latency.provider_seconds["llm_first_token"] = \
+                            self.latency.llm_first_token - t0
+                    if isinstance(item, ToolCall):
+                        calls.append(item)
+                    elif item:
+                        round_text.append(item)
+                        self.reply_parts.append(item)
+                        await emit(cutter.feed(item))
+                if not calls:
+                    break
+                assistant = Message("assistant", "".join(round_text), tool_calls=calls)
+                messages.append(assistant)
+                self.history.append(assistant)
+                for call in calls:
+                    log.info("session %s turn %d: tool call %s(%s)", s.session_id, self.id,
+                             call.name, call.arguments)
+                    result = await s.tools.call(call)
+                    tool_msg = Message("tool", result, tool_call_id=call.id)
+                    messages.append(tool_msg)
+                    self.history.append(tool_msg)
+            await emit(cutter.flush())
+        finally:
+            await sentences.put(_END)
+
+    async def _speak(self, sentences: asyncio.Queue[str | None],
+                     frames: asyncio.Queue[tuple[str, Any] | None]) -> None:
+        s = self.session
+        tts = s.providers.tts
+        out_rate = s.settings.session.output_sample_rate
+        encoder = OpusEncoder(out_rate, s.settings.session.output_frame_ms)
+        executor = s.executor
+        voice = s.settings.session.tts_voice
+        try:
+            while (sentence := await sentences.get()) is not None:
+                await frames.put(("sentence_start", sentence))
+                resampler = Resampler(s.tts_sample_rate, out_rate)
+                t0 = time.monotonic()
+                kwargs = {"voice": voice} if voice else {}
+                stream = tts.synthesize(sentence, **kwargs)
+                async for chunk in self._items(f"TTS provider '{tts.name}'", stream):
+                    if not chunk:
+                        continue
+                    if self.latency.tts_first_audio is None:
+                        self.latency.tts_first_audio = time.monotonic()
+                        self.latency.provider_seconds["tts_first_audio"] = \
+                            self.latency.tts_first_audio - t0
+                    pcm = resampler.process(np.frombuffer(chunk, np.int16)).tobytes()
+                    for packet in await executor.run(encoder.encode, pcm):
+                        await frames.put(("frame", packet))
+                tail = resampler.flush().tobytes()
+                for packet in await executor.run(lambda t=tail: encoder.encode(t) + encoder.flush()):
+                    await frames.put(("frame", packet))
+                await frames.put(("sentence_end", sentence))
+        finally:
+            await frames.put(_END)
+
+    async def _send(self, frames: asyncio.Queue[tuple[str, Any] | None]) -> None:
+        s = self.session
+        cfg = s.settings.session
+        frame_s = cfg.output_frame_ms / 1000
+        lead_max = min(cfg.prebuffer_frames * frame_s, cfg.max_ahead_ms / 1000)
+        played_until = 0.0
+        loop = asyncio.get_running_loop()
+        while (item := await frames.get()) is not None:
+            kind, value = item
+            if not self.tts_started:
+                self.tts_started = True
+                await s.send_json(msg.tts(s.session_id, "start"))
+            if kind == "sentence_start":
+                await s.send_json(msg.tts(s.session_id, "sentence_start", value))
+                continue
+            if kind == "sentence_end":
+                await s.send_json(msg.tts(s.session_id, "sentence_end", value))
+                continue
+            now = loop.time()
+            if played_until < now:       # start, or the device ran dry: pre-buffer again
+                played_until = now
+            lead = played_until - now
+            if lead > lead_max:
+                await asyncio.sleep(lead - lead_max)
+            await s.send_audio(self.id, value)
+            if self.latency.first_frame_sent is None:
+                self.latency.first_frame_sent = time.monotonic()
+            self.frames_sent += 1
+            played_until += frame_s
+        if self.tts_started:
+            # let the device play what it holds before leaving Speaking
+            remaining = played_until - loop.time()
+            if remaining > 0:
+                await asyncio.sleep(remaining)
+            await self.stop_speaking()
+
+    async def stop_speaking(self) -> None:
+        if not self.tts_stopped:
+            self.tts_stopped = True
+            await self.session.send_json(msg.tts(self.session.session_id, "stop"))
+
+    async def _fail(self, exc: BaseException) -> None:
+        s = self.session
+        errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
+        first = errors[0]
+        self.latency.error = f"{type(first).__name__}: {first}"
+        if isinstance(first, ProviderError):
+            log.error("session %s turn %d failed: %s", s.session_id, self.id, first)
+        else:
+            log.exception("session %s turn %d failed", s.session_id, self.id, exc_info=first)
+        s.metrics_turn_failed(first)
+        try:
+            await s.send_json(msg.alert(s.session_id, s.settings.session.apology))
+            if not self.tts_started:
+                await s.send_json(msg.tts(s.session_id, "start"))
+                self.tts_started = True
+            await s.send_json(msg.tts(s.session_id, "sentence_start", s.settings.session.apology))
+            await self._speak_apology()
+        except Exception as exc2:  # the apology itself may fail (e.g. TTS is the culprit)
+            log.warning("session %s: apology not spoken: %s", s.session_id, exc2)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.stop_speaking()
+
+    async def _speak_apology(self) -> None:
+        s = self.session
+        cached = s.apology_frames
+        if cached is None:
+            return
+        frame_s = s.settings.session.output_frame_ms / 1000
+        for i, packet in enumerate(cached):
+            if i >= s.settings.session.prebuffer_frames:
+                await asyncio.sleep(frame_s)
+            await s.send_audio(self.id, packet)
+        await asyncio.sleep(frame_s * min(len(cached), s.settings.session.prebuffer_frames))
