@@ -1,0 +1,85 @@
+"""Entry point of the ``xiaozhi-silero`` distribution: the ``silero`` VAD provider.
+
+Cheap to import: only the options schema and the spec live here; onnxruntime and the
+model load in :class:`xiaozhi_silero.vad.SileroVAD` when a deployment selects it.
+
+Example:
+    >>> from xiaozhi_core.registry import Registry
+    >>> import xiaozhi_silero.plugin
+    >>> registry = Registry()
+    >>> registry.register(xiaozhi_silero.plugin)
+    >>> spec = registry.get("vad", "silero")
+    >>> spec.execution, sorted(spec.capabilities)
+    (<Execution.CPU: 'cpu'>, ['batch'])
+    >>> spec.validate({"threshold": 0.6, "min_silence_ms": 500}).release_threshold
+    0.35
+    >>> spec.validate({"threshold": 0.3})
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.errors.ConfigError: release_threshold (0.35) must not exceed threshold (0.3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xiaozhi_core import ProviderSpec, hookimpl
+
+__all__ = ["SileroOptions", "xiaozhi_providers"]
+
+
+@dataclass(frozen=True)
+class SileroOptions:
+    """Options of the ``silero`` VAD provider (``vad.options`` in a deployment config).
+
+    ``model_path`` overrides the model file; by default it is ``silero_vad/data/
+    silero_vad.onnx`` from the installed ``silero-vad`` package. The other options
+    configure utterance segmentation (:class:`xiaozhi_silero.segmenter.Segmenter`);
+    durations are audio time, counted in samples.
+    """
+
+    #: A silero VAD ONNX file (v5+ interface: inputs ``input``, ``state``, ``sr``).
+    model_path: str | None = None
+    #: A window whose speech probability reaches this starts (or resumes) speech.
+    threshold: float = 0.5
+    #: Once in speech, windows stay voiced while their probability is at least this
+    #: (hysteresis; must not exceed ``threshold``).
+    release_threshold: float = 0.35
+    #: Voiced audio needed before a start is reported (shorter blips are dropped).
+    min_speech_ms: int = 250
+    #: Unvoiced audio that ends an utterance (shorter pauses do not split it).
+    min_silence_ms: int = 700
+    #: Audio before the first voiced window that is included in the utterance.
+    pre_roll_ms: int = 300
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold ({self.threshold}) must be in (0, 1]")
+        if not 0.0 <= self.release_threshold <= self.threshold:
+            if self.release_threshold < 0.0:
+                raise ValueError(f"release_threshold ({self.release_threshold}) must be >= 0")
+            raise ValueError(
+                f"release_threshold ({self.release_threshold}) must not exceed "
+                f"threshold ({self.threshold})"
+            )
+        for name in ("min_speech_ms", "min_silence_ms", "pre_roll_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 0")
+        if self.model_path is not None and not self.model_path.strip():
+            raise ValueError("model_path must not be empty; omit it to use the packaged model")
+
+
+@hookimpl
+def xiaozhi_providers() -> list[ProviderSpec]:
+    return [
+        ProviderSpec(
+            role="vad",
+            name="silero",
+            execution="cpu",
+            factory="xiaozhi_silero.vad:SileroVAD",
+            options=SileroOptions,
+            capabilities=frozenset({"batch"}),
+            description="Silero VAD v5 (ONNX Runtime, one thread), windows of many streams "
+            "batched into one inference call",
+        )
+    ]
