@@ -1,0 +1,249 @@
+"""A fake xiaozhi device: speaks the protocol as the ESP32 firmware does.
+
+Used by the tests and by ``xiaozhi simulate``; plugin authors can use it to drive a
+server end to end. It records every message and audio frame it receives, in order.
+
+Example:
+    >>> import asyncio
+    >>> from xiaozhi_core.gateway import XiaozhiServer
+    >>> from xiaozhi_core.testing import fake_config
+    >>> async def main():
+    ...     server = await XiaozhiServer.create(fake_config())
+    ...     await server.start(port=0, http_port=0)
+    ...     try:
+    ...         async with FakeDevice(server.ws_url) as dev:
+    ...             return dev.server_hello["transport"]
+    ...     finally:
+    ...         await server.stop()
+    >>> asyncio.run(main())
+    'websocket'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+
+from .protocol.framing import decode_frame, encode_frame
+from .protocol.opus import OpusDecoder, OpusEncoder
+
+__all__ = ["FakeDevice", "Received", "encode_utterance"]
+
+
+@dataclass
+class Received:
+    """One thing the device received: a JSON message or an audio frame."""
+
+    at: float
+    message: dict[str, Any] | None = None
+    audio: bytes | None = None
+    timestamp: int | None = None
+
+
+def encode_utterance(pcm: np.ndarray, frame_ms: int = 60, sample_rate: int = 16000) -> list[bytes]:
+    """Encode int16 audio as the firmware's upstream Opus packets (padded last frame)."""
+    enc = OpusEncoder(sample_rate, frame_ms, application="voip")
+    return enc.encode(pcm.astype(np.int16).tobytes()) + enc.flush()
+
+
+@dataclass
+class FakeDevice:
+    url: str
+    device_id: str = "aa:bb:cc:dd:ee:ff"
+    client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    token: str = ""
+    protocol_version: int = 1
+    #: Send identity as query parameters (browser style) instead of headers.
+    use_query: bool = False
+    features: dict[str, Any] = field(default_factory=lambda: {"mcp": False})
+    send_hello: bool = True
+    #: Answer MCP requests with this handler: payload → result dict (or None: no answer).
+    mcp_handler: Any = None
+
+    def __post_init__(self) -> None:
+        self.ws: ClientConnection | None = None
+        self.received: list[Received] = []
+        self.server_hello: dict[str, Any] = {}
+        self.session_id = ""
+        self._reader: asyncio.Task[None] | None = None
+        self._new = asyncio.Event()
+        self.closed_code: int | None = None
+        self.closed_reason = ""
+
+    # ------------------------------------------------------------------ connect
+    async def connect(self) -> FakeDevice:
+        headers = {"Device-Id": self.device_id, "Client-Id": self.client_id,
+                   "Protocol-Version": str(self.protocol_version)}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        url = self.url
+        if self.use_query:
+            query = {"device-id": self.device_id, "client-id": self.client_id,
+                     "protocol-version": str(self.protocol_version)}
+            if self.token:
+                query["authorization"] = f"Bearer {self.token}"
+            url = f"{url}?{urlencode(query)}"
+            headers = {}
+        self.ws = await connect(url, additional_headers=headers, compression=None,
+                                max_size=65535, ping_interval=None)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        if self.send_hello:
+            await self.send_json({"type": "hello", "version": self.protocol_version,
+                                  "transport": "websocket", "features": self.features,
+                                  "audio_params": {"format": "opus", "sample_rate": 16000,
+                                                   "channels": 1, "frame_duration": 60}})
+            hello = await self.wait_for("hello", timeout=10)
+            self.server_hello = hello
+            self.session_id = hello.get("session_id", "")
+        return self
+
+    async def __aenter__(self) -> FakeDevice:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def drop(self) -> None:
+        """Vanish like a real device: drop TCP without a close frame."""
+        if self.ws is not None:
+            transport = self.ws.transport
+            transport.abort()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+
+    async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        assert self.ws is not None
+        try:
+            async for raw in self.ws:
+                now = time.monotonic()
+                if isinstance(raw, bytes):
+                    payload, ts = decode_frame(raw, self.protocol_version)
+                    self.received.append(Received(now, audio=payload, timestamp=ts))
+                else:
+                    data = json.loads(raw)
+                    self.received.append(Received(now, message=data))
+                    if data.get("type") == "mcp" and self.mcp_handler is not None:
+                        await self._answer_mcp(data.get("payload", {}))
+                self._new.set()
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed_code = self.ws.close_code
+            self.closed_reason = self.ws.close_reason or ""
+            self._new.set()
+
+    async def _answer_mcp(self, payload: dict[str, Any]) -> None:
+        reply = self.mcp_handler(payload)
+        if asyncio.iscoroutine(reply):
+            reply = await reply
+        if reply is not None:
+            await self.send_json({"session_id": self.session_id, "type": "mcp", "payload": reply})
+
+    # ------------------------------------------------------------------ sending
+    async def send_json(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        if self.session_id and "session_id" not in message:
+            message = {"session_id": self.session_id, **message}
+        await self.ws.send(json.dumps(message))
+
+    async def send_raw(self, data: bytes | str) -> None:
+        assert self.ws is not None
+        await self.ws.send(data)
+
+    async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
+        await self.send_raw(encode_frame(packet, self.protocol_version, timestamp))
+
+    async def listen(self, state: str = "start", mode: str = "auto", text: str | None = None) -> None:
+        msg: dict[str, Any] = {"type": "listen", "state": state}
+        if state == "start":
+            msg["mode"] = mode
+        if text is not None:
+            msg["text"] = text
+        await self.send_json(msg)
+
+    async def abort(self, reason: str | None = None) -> None:
+        await self.send_json({"type": "abort", **({"reason": reason} if reason else {})})
+
+    async def stream(self, packets: Iterable[bytes], frame_ms: int = 60,
+                     realtime: bool = True) -> None:
+        """Send packets as the firmware does: one per ``frame_ms`` (or as fast as possible)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, packet in enumerate(packets):
+            if realtime:
+                delay = start + i * frame_ms / 1000 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await self.send_packet(packet, timestamp=i * frame_ms)
+
+    # ------------------------------------------------------------------ inspecting
+    def messages(self, type_: str | None = None) -> list[dict[str, Any]]:
+        return [r.message for r in self.received
+                if r.message is not None and (type_ is None or r.message.get("type") == type_)]
+
+    def audio_frames(self) -> list[bytes]:
+        return [r.audio for r in self.received if r.audio is not None]
+
+    def events(self) -> list[str]:
+        """A compact ordered log: ``stt``, ``llm``, ``tts:start``, ``audio``, ``tts:stop``..."""
+        out: list[str] = []
+        for r in self.received:
+            if r.audio is not None:
+                if not out or out[-1] != "audio":
+                    out.append("audio")
+            elif r.message is not None:
+                t = r.message.get("type", "?")
+                out.append(f"{t}:{r.message['state']}" if t == "tts" else t)
+        return out
+
+    async def wait_for(self, type_: str, state: str | None = None, timeout: float = 10.0,
+                       after: int = 0) -> dict[str, Any]:
+        """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for r in self.received[after:]:
+                    m = r.message
+                    if m is not None and m.get("type") == type_ and (
+                            state is None or m.get("state") == state):
+                        return m
+                if self.closed_code is not None:
+                    raise ConnectionError(
+                        f"closed ({self.closed_code} {self.closed_reason}) before {type_}")
+                self._new.clear()
+                await self._new.wait()
+
+    async def wait_closed(self, timeout: float = 10.0) -> tuple[int | None, str]:
+        async with asyncio.timeout(timeout):
+            while self.closed_code is None:
+                self._new.clear()
+                await self._new.wait()
+        return self.closed_code, self.closed_reason
+
+    def decode_reply_audio(self, sample_rate: int | None = None) -> np.ndarray:
+        """Decode every received Opus frame into one int16 signal."""
+        rate = sample_rate or self.server_hello.get("audio_params", {}).get("sample_rate", 24000)
+        dec = OpusDecoder(rate)
+        pcm = b"".join(dec.decode(p) for p in self.audio_frames())
+        return np.frombuffer(pcm, np.int16)
