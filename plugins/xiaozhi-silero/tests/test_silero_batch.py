@@ -128,6 +128,7 @@ def test_bad_model_path_is_a_precise_error(tmp_path) -> None:  # type: ignore[no
         SileroVAD(SileroOptions(model_path=str(garbage)))
 
 
+@pytest.mark.slow
 def test_model_path_override(tmp_path) -> None:  # type: ignore[no-untyped-def]
     import shutil
 

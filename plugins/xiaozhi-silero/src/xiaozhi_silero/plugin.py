@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xiaozhi_core import ProviderSpec, hookimpl
+from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
 __all__ = ["SileroOptions", "xiaozhi_providers"]
 
@@ -73,9 +73,9 @@ class SileroOptions:
 def xiaozhi_providers() -> list[ProviderSpec]:
     return [
         ProviderSpec(
-            role="vad",
+            role=Role.VAD,
             name="silero",
-            execution="cpu",
+            execution=Execution.CPU,
             factory="xiaozhi_silero.vad:SileroVAD",
             options=SileroOptions,
             capabilities=frozenset({"batch"}),
