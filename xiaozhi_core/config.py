@@ -3,7 +3,10 @@
 A deployment is one or more YAML files, deep-merged in order (later files win; mappings
 merge key by key, everything else is replaced). A ``local.yaml`` beside the first file is
 merged last when present, so operators can keep secrets and host tweaks out of git.
-Strings may use ``${VAR}`` and ``${VAR:-default}``; ``$${`` is a literal ``${``.
+Strings may use ``${VAR}`` and ``${VAR:-default}``; ``$${`` is a literal ``${``. An
+expanded value is a string (:class:`~xiaozhi_core.options.EnvStr`) that validation parses
+as the option's type: ``port: ${PORT:-8000}`` is an int, ``api_key: ${KEY}`` keeps the
+key's exact text even when it looks like a number.
 
 Unknown keys are errors. Every error names the file, the key path and what is allowed.
 
@@ -41,7 +44,7 @@ import yaml
 
 from .errors import ConfigError
 from .executor import ExecutorSettings
-from .options import validate_options
+from .options import EnvStr, validate_options
 from .providers import ProviderSpec
 from .registry import Registry
 from .types import Role
@@ -123,7 +126,8 @@ class ServerSettings:
         for name in ("port", "http_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
-                raise ConfigError(f"must be a TCP port 0..65535, got {value}", path=f"server.{name}")
+                raise ConfigError(f"must be a TCP port 0..65535, got {value}",
+                                  path=f"server.{name}")
 
     @property
     def auth_enabled(self) -> bool:
@@ -222,10 +226,10 @@ def expand_env(value: Any, path: str = "", env: Mapping[str, str] | None = None)
 
     >>> expand_env({"k": "${NOPE_UNSET:-x}-${HOME_TEST}"}, env={"HOME_TEST": "h"})
     {'k': 'x-h'}
-    >>> expand_env({"key": "${NOPE_UNSET}"}, env={})
+    >>> expand_env({"key": "${NOPE_UNSET}"}, env={})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xiaozhi_core.errors.ConfigError: key: environment variable NOPE_UNSET is not set (set it, or write ${NOPE_UNSET:-default})
+    xiaozhi_core.errors.ConfigError: key: environment variable NOPE_UNSET is not set (set it, ...
     """
     env = os.environ if env is None else env
     if isinstance(value, str):
@@ -246,13 +250,9 @@ def expand_env(value: Any, path: str = "", env: Mapping[str, str] | None = None)
             )
 
         out = _ENV_RE.sub(sub, value)
-        whole = _ENV_RE.fullmatch(value)
-        if whole and whole.group(0) != "$${":  # a whole-value reference: keep YAML typing
-            try:
-                return yaml.safe_load(out) if out.strip() else out
-            except yaml.YAMLError:
-                return out
-        return out
+        if value.replace("$${", "").find("${") < 0:
+            return out  # only escapes: a plain string
+        return EnvStr(out)
     if isinstance(value, dict):
         return {k: expand_env(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()}
     if isinstance(value, list):
@@ -323,8 +323,10 @@ def config_files(paths: Sequence[str | Path]) -> list[str]:
     return files
 
 
-def load_config(paths: Sequence[str | Path], registry: Registry,
-                env: Mapping[str, str] | None = None, *, auto_local: bool = True) -> DeploymentConfig:
+def load_config(
+    paths: Sequence[str | Path], registry: Registry, env: Mapping[str, str] | None = None, *,
+    auto_local: bool = True,
+) -> DeploymentConfig:
     """Read, merge, expand and validate a deployment. Raises :class:`ConfigError`."""
     if not paths:
         raise ConfigError("no config file given (use -c configs/default.yaml)")
@@ -379,7 +381,7 @@ def _choice(raw: dict[str, Any], role: Role, registry: Registry) -> ProviderChoi
     options = section.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError("expected a mapping of provider options", path=f"{key}.options")
-    return ProviderChoice(name, spec, spec.validate(options, path=f"{key}.options"))
+    return ProviderChoice(str(name), spec, spec.validate(options, path=f"{key}.options"))
 
 
 def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> DeploymentConfig:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import inspect
 import logging
 import os
@@ -45,7 +44,7 @@ from typing import Any, Literal, TypeVar
 
 from .errors import ExecutionPolicyError
 from .providers import ASR_STREAM_METHODS, REQUIRED_METHODS, WORK_METHODS, ProviderSpec
-from .types import Execution
+from .types import Execution, Role
 
 __all__ = ["BoundProvider", "Executor", "ExecutorSettings", "bind", "check_policy"]
 
@@ -99,6 +98,12 @@ def _worker_call(spec: ProviderSpec, options: Any, method: str, args: tuple[Any,
     return list(result) if collect else result
 
 
+def _check_in_worker(spec: ProviderSpec) -> None:
+    factory = spec.resolve_factory()
+    if isinstance(factory, type):  # a plain factory function can only be checked per instance
+        check_policy(spec, factory)
+
+
 def _worker_attr(spec: ProviderSpec, options: Any, name: str) -> Any:
     value = getattr(_worker_instance(spec, options), name)
     return value() if callable(value) else value
@@ -128,7 +133,12 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._lock = threading.Lock()
+        #: Jobs not finished yet: waiting for a slot, queued in the pool, or running.
         self.pending = 0
+        #: Jobs handed to the pool (queued or running); never more than ``max_pending``.
+        self.in_pool = 0
+        #: Jobs running in a worker thread right now (thread pools only).
         self.running = 0
         self.completed = 0
         self.busy_seconds = 0.0
@@ -151,29 +161,60 @@ class Executor:
 
     # -- running blocking work ------------------------------------------------------
     def _timed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        self.running += 1
+        with self._lock:
+            self.running += 1
         t0 = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            self.busy_seconds += time.perf_counter() - t0
-            self.running -= 1
-            self.completed += 1
+            with self._lock:
+                self.busy_seconds += time.perf_counter() - t0
+                self.running -= 1
+
+    def _job_done(self, slots: asyncio.Semaphore) -> None:
+        # On the loop thread, once the pool has really finished (or dropped) the job.
+        self.in_pool -= 1
+        self.pending -= 1
+        self.completed += 1
+        slots.release()
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run blocking ``fn`` in the pool and await its result (never on the loop)."""
+        """Run blocking ``fn`` in the pool and await its result (never on the loop).
+
+        At most ``max_pending`` jobs are in the pool (queued or running); further
+        callers wait here. A job keeps its slot until it has really finished, even if
+        its caller was cancelled meanwhile (a running thread cannot be interrupted);
+        a job cancelled before a worker picked it up is dropped.
+        """
         loop = self._bind_loop()
-        assert self._slots is not None
+        slots = self._slots
+        assert slots is not None
         self.pending += 1
         try:
-            async with self._slots:
-                if self.is_process_pool:
-                    call = functools.partial(fn, *args, **kwargs)
-                else:
-                    call = functools.partial(self._timed, fn, *args, **kwargs)
-                return await loop.run_in_executor(self._pool, call)
-        finally:
+            await slots.acquire()
+        except BaseException:
             self.pending -= 1
+            raise
+        try:
+            if self.is_process_pool:
+                job = self._pool.submit(fn, *args, **kwargs)
+            else:
+                job = self._pool.submit(self._timed, fn, *args, **kwargs)
+        except BaseException:
+            self.pending -= 1
+            slots.release()
+            raise
+        self.in_pool += 1
+
+        def done(_: concurrent.futures.Future[Any]) -> None:
+            try:
+                loop.call_soon_threadsafe(self._job_done, slots)
+            except RuntimeError:  # the loop is closed: nobody waits for the slot any more
+                pass
+
+        job.add_done_callback(done)
+        # wrap_future cancels the pool job if this await is cancelled before it starts.
+        return await asyncio.wrap_future(job, loop=loop)
 
     async def stream(
         self, gen_fn: Callable[..., Iterator[T]], *args: Any, **kwargs: Any
@@ -189,14 +230,25 @@ class Executor:
         queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.stream_buffer)
         gen: Iterator[T] = await self.run(gen_fn, *args, **kwargs)
         stop = threading.Event()
+        # next() and close() must not overlap: closing a generator while another
+        # thread runs it fails ("generator already executing") and skips its cleanup.
+        lock = threading.Lock()
 
         def step() -> Any:
-            if stop.is_set():
-                return _END
-            try:
-                return next(gen)
-            except StopIteration:
-                return _END
+            with lock:
+                if stop.is_set():
+                    return _END
+                try:
+                    return next(gen)
+                except StopIteration:
+                    return _END
+
+        def close_gen() -> None:
+            stop.set()
+            with lock:
+                close = getattr(gen, "close", None)
+                if close is not None:
+                    close()
 
         async def pump() -> None:
             try:
@@ -224,10 +276,15 @@ class Executor:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            close = getattr(gen, "close", None)
-            if close is not None:
-                with contextlib.suppress(Exception):
-                    await self.run(close)
+            # Shielded: a second cancellation of the consumer must not skip the cleanup.
+            closing = asyncio.ensure_future(self.run(close_gen))
+            try:
+                await asyncio.shield(closing)
+            except asyncio.CancelledError:
+                closing.add_done_callback(_log_close_error)
+                raise
+            except Exception as exc:
+                log.warning("closing cpu stream %r failed: %s", gen_fn, exc)
 
     # -- the other direction: worker → loop -------------------------------------------
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -245,9 +302,9 @@ class Executor:
         Raises :class:`ExecutionPolicyError` on the loop thread, where waiting would
         dead-lock the loop.
         """
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             coro.close()
-            raise ExecutionPolicyError("executor is not bound to an event loop yet")
+            raise ExecutionPolicyError("executor is not bound to a running event loop")
         if self.on_loop_thread():
             coro.close()
             raise ExecutionPolicyError(
@@ -257,9 +314,11 @@ class Executor:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
     def stats(self) -> dict[str, float]:
+        """Counters for the metrics endpoint."""
         return {
             "workers": self.settings.workers,
             "pending": self.pending,
+            "in_pool": self.in_pool,
             "running": self.running,
             "completed": self.completed,
             "busy_seconds": round(self.busy_seconds, 6),
@@ -274,13 +333,30 @@ class _Raise:
     exc: BaseException
 
 
+def _log_close_error(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("closing a cpu stream failed: %s", fut.exception())
+
+
 # ---------------------------------------------------------------- policy checks
-def _flavour(fn: Any) -> Literal["async", "asyncgen", "sync"]:
+_Flavour = Literal["async", "asyncgen", "gen", "sync"]
+
+_FLAVOUR_TEXT: dict[_Flavour, str] = {
+    "async": "a coroutine function (async def)",
+    "asyncgen": "an async generator (async def + yield)",
+    "gen": "a plain generator (def + yield, blocking)",
+    "sync": "a plain blocking function",
+}
+
+
+def _flavour(fn: Any) -> _Flavour:
     target = inspect.unwrap(fn)
     if inspect.isasyncgenfunction(target):
         return "asyncgen"
     if inspect.iscoroutinefunction(target):
         return "async"
+    if inspect.isgeneratorfunction(target):
+        return "gen"
     return "sync"
 
 
@@ -295,10 +371,10 @@ def check_policy(
     >>> from xiaozhi_core.testing import fake_spec
     >>> class AsyncOnCpu:
     ...     async def transcribe(self, pcm, *, language=None): ...
-    >>> check_policy(fake_spec("asr"), AsyncOnCpu())
+    >>> check_policy(fake_spec("asr"), AsyncOnCpu())  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xiaozhi_core.errors.ExecutionPolicyError: asr provider 'fake': transcribe() is async, but the provider is declared 'cpu'; cpu providers use plain blocking methods (the core runs them in the worker pool)
+    xiaozhi_core.errors.ExecutionPolicyError: asr provider 'fake': transcribe() is a ...
     """
     methods = WORK_METHODS[spec.role] if methods is None else methods
     required = REQUIRED_METHODS[spec.role] if required is None else required
@@ -311,23 +387,33 @@ def check_policy(
         fn = getattr(instance, name, None)
         if fn is None:
             continue
+        if not callable(fn):
+            raise ExecutionPolicyError(f"{label}: {name} must be a method, got {fn!r}")
         present.append(name)
         flavour = _flavour(fn)
-        if spec.execution is Execution.CPU and flavour != "sync":
+        if spec.execution is Execution.CPU and flavour in ("async", "asyncgen"):
+            want = "a plain generator (def + yield)" if kind == "stream" else (
+                "a plain blocking function")
             raise ExecutionPolicyError(
-                f"{label}: {name}() is async, but the provider is declared 'cpu'; cpu "
-                "providers use plain blocking methods (the core runs them in the worker pool)"
+                f"{label}: {name}() is {_FLAVOUR_TEXT[flavour]}, but the provider is declared "
+                f"'cpu'; cpu work methods must be {want} (the core runs them in the worker "
+                "pool). Declare the provider 'io' if it only awaits I/O."
             )
         if spec.execution is Execution.IO:
-            want = "asyncgen" if kind == "stream" else "async"
-            if flavour != want:
-                shape = "an async generator (async def + yield)" if want == "asyncgen" else (
-                    "a coroutine function (async def)")
+            want_flavour: _Flavour = "asyncgen" if kind == "stream" else "async"
+            if flavour != want_flavour:
+                hint = " Declare the provider 'cpu' if it blocks." if flavour in (
+                    "sync", "gen") else ""
                 raise ExecutionPolicyError(
-                    f"{label}: {name}() is a plain blocking function, but the provider is "
-                    f"declared 'io'; io work methods must be {shape}. Declare it 'cpu' if "
-                    "it blocks."
+                    f"{label}: {name}() is {_FLAVOUR_TEXT[flavour]}, but the provider is "
+                    f"declared 'io'; io {'streams' if kind == 'stream' else 'calls'} must be "
+                    f"{_FLAVOUR_TEXT[want_flavour]}.{hint}"
                 )
+    if Role.ASR is spec.role and "streaming" in spec.capabilities and methods is WORK_METHODS[
+            Role.ASR] and "open_stream" not in present:
+        raise ExecutionPolicyError(
+            f"{label}: declares the 'streaming' capability but has no open_stream() method"
+        )
     return present
 
 
@@ -339,9 +425,11 @@ class BoundProvider:
     the call is submitted to the pool.
     """
 
-    def __init__(self, spec: ProviderSpec, instance: Any, executor: Executor,
-                 options: Any = None, *, methods: dict[str, Literal["call", "stream"]] | None = None,
-                 required: tuple[str, ...] | None = None, what: str | None = None) -> None:
+    def __init__(
+        self, spec: ProviderSpec, instance: Any, executor: Executor, options: Any = None, *,
+        methods: dict[str, Literal["call", "stream"]] | None = None,
+        required: tuple[str, ...] | None = None, what: str | None = None,
+    ) -> None:
         self.spec = spec
         self.instance = instance
         self.executor = executor
@@ -391,7 +479,7 @@ class BoundProvider:
             if kind == "stream":
                 def io_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
                     self._check_loop(name)
-                    return fn(*args, **kwargs)  # type: ignore[no-any-return]
+                    return fn(*args, **kwargs)
                 return io_stream
 
             async def io_call(*args: Any, **kwargs: Any) -> Any:
@@ -474,8 +562,11 @@ async def build(spec: ProviderSpec, options: Any, executor: Executor) -> Any:
     in process mode the instance is created lazily inside each worker instead.
     """
     if spec.execution is Execution.CPU and executor.is_process_pool:
-        bound = BoundProvider(spec, None, executor, options)
-        return bound
+        # Instances live in the worker processes (created on first use there). Check the
+        # factory class's methods in a worker, so a policy mismatch is still refused at
+        # load time without importing the provider's module into this process.
+        await executor.run(_check_in_worker, spec)
+        return BoundProvider(spec, None, executor, options)
     factory = await executor.run(spec.resolve_factory) if spec.execution is Execution.CPU \
         else spec.resolve_factory()
     if spec.execution is Execution.CPU:

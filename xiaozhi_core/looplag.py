@@ -57,8 +57,11 @@ def _timed_run(self: events.Handle) -> None:
         _original_run(self)
     finally:
         dt = time.perf_counter() - t0
+        loop = getattr(self, "_loop", None)
         for monitor in tuple(_active):
-            if dt >= monitor.slow_callback:
+            # Handle._run is patched process-wide: count only the monitored loop's callbacks
+            # (another thread may run its own loop).
+            if dt >= monitor.slow_callback and loop is monitor._loop:
                 monitor._record_slow(self, dt)
 
 
@@ -75,16 +78,19 @@ class LoopLagMonitor:
         self.last_lag = 0.0
         self.slow_total = 0
         self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
         """Start on the running loop."""
         if self._task is not None:
             return
+        self._loop = asyncio.get_running_loop()
         _active.add(self)
         events.Handle._run = _timed_run  # type: ignore[method-assign]
-        self._task = asyncio.get_running_loop().create_task(self._tick(), name="loop-lag-monitor")
+        self._task = self._loop.create_task(self._tick(), name="loop-lag-monitor")
 
     def stop(self) -> None:
+        """Stop measuring (the collected numbers stay readable)."""
         _active.discard(self)
         if not _active:
             events.Handle._run = _original_run  # type: ignore[method-assign]

@@ -6,6 +6,12 @@ A YAML mapping is validated against it: unknown keys are errors, types are check
 Supported field types: ``str``, ``int``, ``float``, ``bool``, ``Literal[...]``,
 ``list[T]``, ``dict[str, T]``, ``T | None``, ``Any`` and nested dataclasses.
 
+Values are not coerced (``port: "80"`` is an error for an ``int``), except strings that
+came from ``${VAR}`` expansion (:class:`EnvStr`): the environment only holds strings, so
+those are parsed as the field's type (``"8000"`` → 8000, ``"true"`` → True, ``""`` →
+None for an optional field), while a ``str`` field keeps them verbatim (an API key
+``"0123"`` stays ``"0123"``).
+
 Example:
     >>> from dataclasses import dataclass
     >>> from typing import Literal
@@ -15,10 +21,12 @@ Example:
     ...     beam_size: int = 1
     >>> validate_options(Opts, {"beam_size": 2}, path="asr.options")
     Opts(model='tiny', beam_size=2)
-    >>> validate_options(Opts, {"model": "huge"}, path="asr.options")
+    >>> validate_options(Opts, {"model": "huge"}, path="asr.options")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xiaozhi_core.errors.ConfigError: asr.options.model: 'huge' is not allowed; allowed: 'tiny', 'base'
+    xiaozhi_core.errors.ConfigError: asr.options.model: 'huge' is not allowed; allowed: 'tiny', ...
+    >>> validate_options(Opts, {"beam_size": EnvStr("5")}).beam_size
+    5
 """
 
 from __future__ import annotations
@@ -31,10 +39,52 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from .errors import ConfigError
 
-__all__ = ["describe_options", "options_to_dict", "validate_options"]
+__all__ = ["EnvStr", "describe_options", "options_to_dict", "validate_options"]
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
+
+
+class EnvStr(str):
+    """A config string produced by ``${VAR}`` expansion.
+
+    Validation parses it as the option's type (int, float, bool, null); a ``str``
+    option gets it unchanged.
+
+    >>> EnvStr("8000") == "8000"
+    True
+    """
+
+    __slots__ = ()
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NULL = {"", "null", "~", "none"}
+
+
+def _env_scalar(tp: Any, value: EnvStr) -> Any:
+    """``value`` parsed as scalar type ``tp``; raises ValueError when it does not parse."""
+    text = value.strip()
+    if tp is bool:
+        if text.lower() in _TRUE:
+            return True
+        if text.lower() in _FALSE:
+            return False
+        raise ValueError(value)
+    if tp is int:
+        return int(text, 10)
+    if tp is float:
+        return float(text)
+    if tp is type(None):
+        if text.lower() in _NULL:
+            return None
+        raise ValueError(value)
+    return str(value)
+
+
+def _kind(value: Any) -> str:
+    return "a string" if isinstance(value, str) else type(value).__name__
 
 
 def _join(path: str, key: str | int) -> str:
@@ -61,15 +111,24 @@ def _type_name(tp: Any) -> str:
 def _convert(tp: Any, value: Any, path: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
-        return value
+        return str(value) if isinstance(value, EnvStr) else value
     if origin is Literal:
         allowed = get_args(tp)
-        if value not in allowed:
-            choices = ", ".join(repr(a) for a in allowed)
-            raise ConfigError(f"{value!r} is not allowed; allowed: {choices}", path=path)
-        return value
+        for choice in allowed:
+            if value == choice and isinstance(value, bool) == isinstance(choice, bool):
+                return choice
+            if isinstance(value, EnvStr) and not isinstance(choice, str):
+                try:
+                    if _env_scalar(type(choice), value) == choice:
+                        return choice
+                except ValueError:
+                    pass
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"{str(value)!r} is not allowed; allowed: {choices}", path=path)
     if origin in (Union, types.UnionType):
         args = get_args(tp)
+        if isinstance(value, EnvStr) and type(None) in args and value.strip().lower() in _NULL:
+            return None
         if value is None:
             if type(None) in args:
                 return None
@@ -87,21 +146,26 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
         raise ConfigError(f"{value!r} is not a valid {_type_name(tp)}", path=path)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a mapping, got {type(value).__name__}", path=path)
+            raise ConfigError(f"expected a mapping, got {_kind(value)}", path=path)
         return validate_options(tp, value, path=path)
     if origin is list or tp is list:
         if not isinstance(value, list):
-            raise ConfigError(f"expected a list, got {type(value).__name__}", path=path)
+            raise ConfigError(f"expected a list, got {_kind(value)}", path=path)
         (item_tp,) = get_args(tp) or (Any,)
         return [_convert(item_tp, v, _join(path, i)) for i, v in enumerate(value)]
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a mapping, got {type(value).__name__}", path=path)
+            raise ConfigError(f"expected a mapping, got {_kind(value)}", path=path)
         key_tp, val_tp = get_args(tp) or (str, Any)
         return {
             _convert(key_tp, k, _join(path, str(k))): _convert(val_tp, v, _join(path, str(k)))
             for k, v in value.items()
         }
+    if isinstance(value, EnvStr) and tp in (bool, int, float, str):
+        try:
+            return _env_scalar(tp, value)
+        except ValueError:
+            pass  # reported below, like a literal value of the wrong type
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -119,7 +183,7 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
             return value
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"expected a string, got {type(value).__name__}", path=path)
+        raise ConfigError(f"expected a string, got {_kind(value)}", path=path)
     raise ConfigError(f"unsupported option type {tp!r} in schema", path=path)
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -166,7 +166,15 @@ class ProviderSpec:
                 )
         elif not callable(self.factory):
             raise PluginError(f"provider {self.name!r}: factory must be callable or a string")
-        object.__setattr__(self, "capabilities", frozenset(self.capabilities))
+        caps: Any = self.capabilities
+        if isinstance(caps, str | bytes) or not isinstance(caps, Iterable) or not all(
+            isinstance(c, str) for c in caps
+        ):
+            raise PluginError(
+                f"provider {self.name!r}: capabilities must be a set of strings such as "
+                f"{{'tools'}}, got {caps!r}"
+            )
+        object.__setattr__(self, "capabilities", frozenset(caps))
 
     @property
     def key(self) -> tuple[Role, str]:
@@ -179,14 +187,39 @@ class ProviderSpec:
         return f"{self.factory.__module__}:{self.factory.__qualname__}"
 
     def resolve_factory(self) -> Callable[[Any], Any]:
-        """Import and return the factory (this is where heavy imports happen)."""
+        """Import and return the factory (this is where heavy imports happen).
+
+        Raises :class:`PluginError` naming the provider when the module cannot be
+        imported (typically a missing dependency) or lacks the attribute.
+
+        >>> spec = ProviderSpec(role="tts", name="nope", execution="cpu",
+        ...                     factory="xiaozhi_core.testing:NoSuchTTS")
+        >>> spec.resolve_factory()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xiaozhi_core.errors.PluginError: tts provider 'nope': ... has no attribute 'NoSuchTTS'
+        """
         if not isinstance(self.factory, str):
             return self.factory
         module_name, _, attr = self.factory.partition(":")
-        obj: Any = importlib.import_module(module_name)
+        where = f"{self.role} provider {self.name!r}: factory {self.factory!r}"
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except Exception as exc:  # ImportError, or whatever the module raises on import
+            raise PluginError(
+                f"{where}: cannot import {module_name!r}: {type(exc).__name__}: {exc} "
+                "(are the provider's dependencies installed?)"
+            ) from exc
         for part in attr.split("."):
-            obj = getattr(obj, part)
-        return obj  # type: ignore[no-any-return]
+            try:
+                obj = getattr(obj, part)
+            except AttributeError:
+                raise PluginError(
+                    f"{where}: module {module_name!r} has no attribute {attr!r}"
+                ) from None
+        if not callable(obj):
+            raise PluginError(f"{where}: {attr!r} is not callable")
+        return obj
 
     def validate(self, options: Mapping[str, Any] | None, path: str = "") -> Any:
         """Validate a raw options mapping against this provider's schema."""
@@ -227,7 +260,21 @@ class VADProvider(Protocol):
 
 
 class AsyncVADProvider(Protocol):
-    """``io`` VAD (e.g. a remote VAD service): :class:`VADProvider` with ``async`` work."""
+    """``io`` VAD (e.g. a remote VAD service): :class:`VADProvider` with ``async`` work.
+
+    >>> import asyncio
+    >>> class RemoteVAD:
+    ...     sample_rate, window = 16000, 512
+    ...     def initial_state(self):
+    ...         return None
+    ...     async def speech_probs(self, windows, states):
+    ...         await asyncio.sleep(0)  # the network round trip
+    ...         return np.ones(len(windows), np.float32), list(states)
+    >>> vad = RemoteVAD()
+    >>> probs, _ = asyncio.run(vad.speech_probs(np.zeros((1, 512), np.float32), [None]))
+    >>> probs.tolist()
+    [1.0]
+    """
 
     sample_rate: int
     window: int
@@ -241,7 +288,18 @@ class AsyncVADProvider(Protocol):
 
 # --------------------------------------------------------------------------- ASR
 class ASRStream(Protocol):
-    """A streaming recognition session (``cpu`` flavour): push int16 audio, then finish."""
+    """A streaming recognition session (``cpu`` flavour): push int16 audio, then finish.
+
+    >>> from xiaozhi_core.testing import FakeASR
+    >>> partials = []
+    >>> stream = FakeASR(text="turn on the light").open_stream(on_partial=partials.append)
+    >>> stream.push(np.zeros(8000, np.int16))
+    >>> partials[-1]
+    ASRResult(text='turn on', final=False, language=None)
+    >>> stream.finish().text
+    'turn on the light'
+    >>> stream.close()
+    """
 
     def push(self, pcm: np.ndarray) -> None: ...
 
@@ -251,7 +309,25 @@ class ASRStream(Protocol):
 
 
 class AsyncASRStream(Protocol):
-    """A streaming recognition session (``io`` flavour)."""
+    """A streaming recognition session (``io`` flavour).
+
+    >>> import asyncio
+    >>> class CloudStream:
+    ...     def __init__(self):
+    ...         self.samples = 0
+    ...     async def push(self, pcm):
+    ...         self.samples += len(pcm)  # would send a WebSocket frame
+    ...     async def finish(self):
+    ...         return ASRResult(f"{self.samples} samples")
+    ...     async def close(self):
+    ...         pass
+    >>> async def demo():
+    ...     stream = CloudStream()
+    ...     await stream.push(np.zeros(1600, np.int16))
+    ...     return (await stream.finish()).text
+    >>> asyncio.run(demo())
+    '1600 samples'
+    """
 
     async def push(self, pcm: np.ndarray) -> None: ...
 
@@ -279,7 +355,13 @@ class ASRProvider(Protocol):
 
 
 class AsyncASRProvider(Protocol):
-    """``io`` ASR (cloud): :class:`ASRProvider` with ``async`` work methods."""
+    """``io`` ASR (cloud): :class:`ASRProvider` with ``async`` work methods.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.testing import FakeAsyncASR
+    >>> asyncio.run(FakeAsyncASR(text="hi").transcribe(np.zeros(1600, np.int16))).text
+    'hi'
+    """
 
     async def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult: ...
 
@@ -307,7 +389,16 @@ class LLMProvider(Protocol):
 
 
 class AsyncLLMProvider(Protocol):
-    """``io`` LLM: ``chat`` is an async generator."""
+    """``io`` LLM: ``chat`` is an async generator.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.testing import FakeAsyncLLM
+    >>> async def demo():
+    ...     llm = FakeAsyncLLM(reply="Hi. Bye.")
+    ...     return [chunk async for chunk in llm.chat([Message("user", "hello")])]
+    >>> asyncio.run(demo())
+    ['Hi.', ' Bye.']
+    """
 
     def chat(
         self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
@@ -330,7 +421,16 @@ class TTSProvider(Protocol):
 
 
 class AsyncTTSProvider(Protocol):
-    """``io`` TTS: ``synthesize`` is an async generator of PCM16 chunks."""
+    """``io`` TTS: ``synthesize`` is an async generator of PCM16 chunks.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.testing import FakeAsyncTTS
+    >>> async def demo():
+    ...     tts = FakeAsyncTTS(sample_rate=16000, seconds_per_char=0.01)
+    ...     return sum([len(chunk) async for chunk in tts.synthesize("abc")]) // 2
+    >>> asyncio.run(demo())
+    480
+    """
 
     sample_rate: int
 
@@ -361,7 +461,31 @@ class VoiceprintProvider(Protocol):
 
 
 class AsyncVoiceprintProvider(Protocol):
-    """``io`` speaker identification (a remote service)."""
+    """``io`` speaker identification (a remote service).
+
+    >>> import asyncio
+    >>> class RemoteVoiceprint:
+    ...     def __init__(self):
+    ...         self.known = {}
+    ...     async def embed(self, pcm):
+    ...         return np.array([float(np.abs(pcm).mean())], np.float32)
+    ...     async def enroll(self, name, pcm):
+    ...         self.known[name] = await self.embed(pcm)
+    ...     async def identify(self, pcm):
+    ...         emb = await self.embed(pcm)
+    ...         for name, ref in self.known.items():
+    ...             if abs(float(emb[0] - ref[0])) < 1.0:
+    ...                 return SpeakerMatch(name, 1.0)
+    ...         return SpeakerMatch(None, 0.0)
+    ...     async def speakers(self):
+    ...         return sorted(self.known)
+    >>> async def demo():
+    ...     vp = RemoteVoiceprint()
+    ...     await vp.enroll("bob", np.full(160, 500, np.int16))
+    ...     return (await vp.identify(np.full(160, 500, np.int16))).name, await vp.speakers()
+    >>> asyncio.run(demo())
+    ('bob', ['bob'])
+    """
 
     async def embed(self, pcm: np.ndarray) -> np.ndarray: ...
 
@@ -374,6 +498,13 @@ class AsyncVoiceprintProvider(Protocol):
 
 @runtime_checkable
 class Closable(Protocol):
-    """Providers may define ``close()`` (sync or async); the core calls it at shutdown."""
+    """Providers may define ``close()`` (sync or async); the core calls it at shutdown.
+
+    >>> class WithClient:
+    ...     def close(self):
+    ...         print("client closed")
+    >>> isinstance(WithClient(), Closable), isinstance(object(), Closable)
+    (True, False)
+    """
 
     def close(self) -> Any: ...

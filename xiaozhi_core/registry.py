@@ -17,17 +17,17 @@ Example:
     >>> registry.register(xiaozhi_core.testing)
     >>> [s.name for s in registry.specs("llm")]
     ['fake', 'fake_io']
-    >>> registry.get("asr", "whisperx")
+    >>> registry.get("asr", "whisperx")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    xiaozhi_core.errors.ConfigError: asr provider 'whisperx' is not installed; installed asr providers: fake, fake_io
+    xiaozhi_core.errors.ConfigError: asr provider 'whisperx' is not installed; installed asr ...
 """
 
 from __future__ import annotations
 
 import importlib.metadata as md
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +82,37 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _plugin_label(plugin: Any) -> str:
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+def _is_hookspec(name: str) -> bool:
+    return hasattr(getattr(hookspecs, name, None), f"{hookspecs.PROJECT}_spec")
+
+
+def _call_hook(function: Callable[[], object]) -> tuple[list[Any], str]:
+    """Call one ``xiaozhi_providers`` implementation: (items it gave, error or "").
+
+    Items yielded by a generator before it failed are kept, so one broken spec does
+    not hide its siblings.
+    """
+    items: list[Any] = []
+    try:
+        result: Any = function()
+        if result is None:
+            return items, ""
+        if isinstance(result, ProviderSpec):
+            return [result], ""
+        if isinstance(result, str | bytes | Mapping) or not isinstance(result, Iterable):
+            return items, (f"xiaozhi_providers() returned {type(result).__name__}; expected "
+                           "a list of ProviderSpec (or yield them)")
+        for item in result:
+            items.append(item)
+    except Exception as exc:
+        return items, f"xiaozhi_providers() failed: {_describe(exc)}"
+    return items, ""
+
+
 class Registry:
     """Discovers, validates and looks up provider specs."""
 
@@ -110,26 +141,46 @@ class Registry:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:  # isolation: report, keep loading the rest
-                log.warning("plugin %s failed to import: %s", origin, _describe(exc))
-                self._load_failures.append(LoadFailure(origin, f"import failed: {_describe(exc)}"))
+            except (Exception, SystemExit) as exc:  # isolation: report, keep loading the rest
+                self._fail(LoadFailure(origin, f"import failed: {_describe(exc)}"))
                 continue
             self.register(plugin, name=name, origin=origin)
 
     def register(self, plugin: Any, name: str | None = None, origin: Origin | None = None) -> None:
-        """Register a plugin object or module directly (no entry point needed)."""
+        """Register a plugin object or module directly (no entry point needed).
+
+        A plugin that pluggy refuses, that implements a hook the core does not know (a
+        typo such as ``xiaozhi_provider``), or that implements no hook at all (a
+        forgotten ``@hookimpl``) is recorded in :attr:`failures` instead.
+        """
         if self.pm.is_registered(plugin):
             return
+        label = origin or Origin(f"<registered {name or _plugin_label(plugin)}>", "")
         try:
             registered_name = self.pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
-            origin = origin or Origin(f"<registered {name or plugin!r}>", "")
-            self._load_failures.append(LoadFailure(origin, f"invalid plugin: {_describe(exc)}"))
-            log.warning("plugin %s is invalid: %s", origin, _describe(exc))
+            self._fail(LoadFailure(label, f"invalid plugin: {_describe(exc)}"))
+            return
+        callers = self.pm.get_hookcallers(plugin) or []
+        unknown = sorted(c.name for c in callers if c.spec is None)
+        known = ", ".join(sorted(n for n in vars(hookspecs) if _is_hookspec(n)))
+        problem = ""
+        if unknown:
+            problem = f"implements unknown hook {unknown[0]}(); the core's hooks are: {known}"
+        elif not callers:
+            problem = (f"implements no hook; mark its {known}() function with "
+                       "@xiaozhi_core.hookimpl")
+        if problem:
+            self.pm.unregister(plugin)
+            self._fail(LoadFailure(label, problem))
             return
         if registered_name is not None:
             self._origins[registered_name] = origin or Origin(f"<registered {registered_name}>", "")
         self._cache_key = None
+
+    def _fail(self, failure: LoadFailure) -> None:
+        log.warning("plugin %s", failure)
+        self._load_failures.append(failure)
 
     # -- collection -------------------------------------------------------------
     def _collect(self) -> None:
@@ -144,11 +195,9 @@ class Registry:
             origin = self._origins.get(impl.plugin_name) or Origin(
                 f"<registered {impl.plugin_name}>", ""
             )
-            try:
-                specs = list(impl.function() or [])
-            except Exception as exc:
-                failures.append(LoadFailure(origin, f"xiaozhi_providers() failed: {_describe(exc)}"))
-                continue
+            specs, error = _call_hook(impl.function)
+            if error:
+                failures.append(LoadFailure(origin, error))
             for spec in specs:
                 if not isinstance(spec, ProviderSpec):
                     failures.append(LoadFailure(
@@ -207,7 +256,9 @@ class Registry:
             raise PluginError(f"{role} provider {name!r} is offered by both {who}; uninstall one")
         installed = ", ".join(s.name for s in self.specs(role)) or "(none)"
         hint = ""
-        broken = [f for f in self.failures if name in f.error or name in f.origin.distribution]
+        broken = [f for f in self.failures
+                  if name in f.error or name in f.origin.distribution or
+                  name in f.origin.entry_point.partition("=")[0]]
         if broken:
             hint = f" (a plugin failed to load: {broken[0]})"
         raise ConfigError(

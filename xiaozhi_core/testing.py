@@ -84,7 +84,9 @@ class EnergyVAD:
     def initial_state(self) -> Any:
         return None
 
-    def speech_probs(self, windows: np.ndarray, states: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    def speech_probs(
+        self, windows: np.ndarray, states: Sequence[Any]
+    ) -> tuple[np.ndarray, list[Any]]:
         if len(windows) != len(states):
             raise ValueError("one state per window is required")
         self.calls += 1

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     """The five pipeline roles a provider can fill.
 
     >>> Role("asr") is Role.ASR
@@ -49,11 +49,8 @@ class Role(str, enum.Enum):
     TTS = "tts"
     VOICEPRINT = "voiceprint"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class Execution(str, enum.Enum):
+class Execution(enum.StrEnum):
     """How the core must run a provider's work methods.
 
     * ``IO``: coroutine functions / async generators, awaited on the event loop.
@@ -65,9 +62,6 @@ class Execution(str, enum.Enum):
 
     IO = "io"
     CPU = "cpu"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
