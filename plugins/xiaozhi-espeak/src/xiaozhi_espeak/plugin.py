@@ -1,0 +1,74 @@
+"""Entry point of ``xiaozhi-espeak``: the ``espeak`` TTS provider's spec and options.
+
+Cheap to import: libespeak-ng is loaded only when a deployment builds the provider
+(``factory`` is a string).
+
+Example:
+    >>> [spec] = xiaozhi_providers()
+    >>> spec.role, spec.name, spec.execution, sorted(spec.capabilities)
+    (<Role.TTS: 'tts'>, 'espeak', <Execution.CPU: 'cpu'>, ['multilingual'])
+    >>> spec.validate({"voice": "cmn", "sample_rate": 16000}).voice
+    'cmn'
+    >>> spec.validate({"sample_rate": 16000}).sample_rate
+    16000
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from xiaozhi_core.hookspecs import hookimpl
+from xiaozhi_core.providers import ProviderSpec
+from xiaozhi_core.types import Execution, Role
+
+__all__ = ["EspeakOptions", "xiaozhi_providers"]
+
+
+@dataclass(frozen=True)
+class EspeakOptions:
+    """Options of the ``espeak`` TTS provider (``tts.options`` in a deployment config)."""
+
+    #: espeak-ng voice: a language code ("en-us", "cmn", "yue", "fr"...), a voice name or
+    #: identifier, optionally with a variant ("en-us+f3"). `python -m xiaozhi_espeak voices`.
+    voice: str = "en-us"
+    #: Speaking rate in words per minute (80-450).
+    rate: int = 175
+    #: Base pitch, 0-100 (50 is the voice's normal pitch).
+    pitch: int = 50
+    #: Pitch range (intonation), 0-100: 0 is monotone, 50 normal.
+    pitch_range: int = 50
+    #: Volume, 0-200 (100 is normal; above it espeak compresses and may distort).
+    volume: int = 100
+    #: Output sample rate of the PCM16 stream (espeak renders at 22050 Hz; resampled).
+    sample_rate: Literal[16000, 24000] = 24000
+    #: Length of each streamed chunk, in milliseconds (10-2000).
+    chunk_ms: int = 100
+    #: Add espeak's sentence pause after each text (keeps sentences apart when the
+    #: core sends a reply sentence by sentence).
+    end_pause: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low, high in (("rate", 80, 450), ("pitch", 0, 100), ("pitch_range", 0, 100),
+                                ("volume", 0, 200), ("chunk_ms", 10, 2000)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name}: {value} is out of range; allowed: {low}..{high}")
+        if not self.voice.strip():
+            raise ValueError("voice: must not be empty (e.g. 'en-us' or 'cmn')")
+
+
+@hookimpl
+def xiaozhi_providers() -> list[ProviderSpec]:
+    return [
+        ProviderSpec(
+            role=Role.TTS,
+            name="espeak",
+            execution=Execution.CPU,
+            factory="xiaozhi_espeak.tts:EspeakTTS",
+            options=EspeakOptions,
+            capabilities=frozenset({"multilingual"}),
+            description="eSpeak NG formant synthesis via libespeak-ng (ctypes); ~100 "
+                        "languages incl. Mandarin; tiny and fast, robotic voice (GPL-3.0+)",
+        )
+    ]

@@ -1,0 +1,79 @@
+"""The ``espeak`` TTS provider: libespeak-ng through ctypes, resampled to 16 or 24 kHz.
+
+``synthesize`` renders the whole text with espeak-ng (its callback API delivers audio
+only from inside a blocking ``espeak_Synth`` call; at ~1000x real time a sentence takes a
+few milliseconds, so a second thread buys nothing), then resamples it block by block and
+yields ``chunk_ms`` chunks of PCM16LE as soon as each is ready.
+
+Example:
+    >>> from xiaozhi_espeak.plugin import EspeakOptions
+    >>> tts = EspeakTTS(EspeakOptions(sample_rate=16000, chunk_ms=100))
+    >>> chunks = list(tts.synthesize("Hello world."))
+    >>> len(chunks[0])  # 100 ms of 16-bit samples at 16 kHz
+    3200
+    >>> list(tts.synthesize("   "))
+    []
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import numpy as np
+
+from .engine import EspeakEngine, VoiceInfo, get_engine
+from .plugin import EspeakOptions
+from .resample import PolyphaseResampler
+
+__all__ = ["EspeakTTS"]
+
+
+class EspeakTTS:
+    """``cpu`` TTS provider. One instance per deployment; the library is shared by all."""
+
+    def __init__(self, options: EspeakOptions | None = None) -> None:
+        self.options = options or EspeakOptions()
+        self.sample_rate: int = self.options.sample_rate
+        self.engine: EspeakEngine = get_engine()
+        # Fail at start-up, not at the first sentence, when the configured voice is wrong.
+        self.engine.check_voice(self.options.voice)
+
+    def list_voices(self, language: str | None = None) -> list[VoiceInfo]:
+        """The voices espeak-ng offers (optionally only those for ``language``)."""
+        return self.engine.list_voices(language)
+
+    def synthesize(self, text: str, *, voice: str | None = None
+                   ) -> Generator[bytes, None, None]:
+        """Yield PCM16LE mono chunks of ``chunk_ms`` (the last one may be shorter).
+
+        ``voice`` overrides the configured voice for this call. An unknown voice raises
+        :class:`~xiaozhi_espeak.engine.UnknownVoiceError` (a ``ProviderError``) before
+        anything is yielded; text without anything to say yields nothing.
+        """
+        if not text or not text.strip():
+            return
+        o = self.options
+        pcm = self.engine.synthesize(
+            text, voice=voice or o.voice, rate=o.rate, pitch=o.pitch, volume=o.volume,
+            pitch_range=o.pitch_range, end_pause=o.end_pause,
+        )
+        if len(pcm) == 0:
+            return
+        in_rate = self.engine.sample_rate
+        resampler = PolyphaseResampler(in_rate, self.sample_rate)
+        chunk_bytes = 2 * max(1, self.sample_rate * o.chunk_ms // 1000)
+        block = max(1, in_rate * o.chunk_ms // 1000)
+        pending = bytearray()
+        for start in range(0, len(pcm), block):
+            last = start + block >= len(pcm)
+            out = resampler.process(pcm[start:start + block], final=last)
+            pending += _to_pcm16(out)
+            while len(pending) >= chunk_bytes:
+                yield bytes(pending[:chunk_bytes])
+                del pending[:chunk_bytes]
+        if pending:
+            yield bytes(pending)
+
+
+def _to_pcm16(samples: np.ndarray) -> bytes:
+    return bytes(np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes())
