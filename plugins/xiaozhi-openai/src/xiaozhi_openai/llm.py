@@ -1,0 +1,240 @@
+"""``llm`` ``openai``: streamed chat completions with tool calls.
+
+Text deltas are yielded as they arrive. Tool calls arrive as fragments (the first
+delta of a call carries its ``index``, ``id`` and function ``name``; later deltas
+carry pieces of the JSON ``arguments``); they are assembled and yielded complete,
+arguments decoded, when the choice finishes (or when the stream ends).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from xiaozhi_core.errors import ProviderError
+from xiaozhi_core.types import Message, ToolCall, ToolSpec
+
+from ._common import Budget, close_quietly, make_client, map_error
+from .plugin import OpenAILLMOptions
+
+__all__ = ["OpenAILLM", "ToolCallAssembler", "to_api_messages", "to_api_tools"]
+
+log = logging.getLogger("xiaozhi_openai.llm")
+
+
+def to_api_messages(messages: Sequence[Message], label: str = "openai llm") -> list[dict[str, Any]]:
+    """Chat history in the Chat Completions wire format.
+
+    >>> history = [Message("user", "time?"),
+    ...            Message("assistant", tool_calls=[ToolCall("c1", "now", {})]),
+    ...            Message("tool", "12:00", tool_call_id="c1")]
+    >>> to_api_messages(history)  # doctest: +NORMALIZE_WHITESPACE
+    [{'role': 'user', 'content': 'time?'},
+     {'role': 'assistant', 'content': None, 'tool_calls': [{'id': 'c1', 'type': 'function',
+       'function': {'name': 'now', 'arguments': '{}'}}]},
+     {'role': 'tool', 'tool_call_id': 'c1', 'content': '12:00'}]
+    """
+    out: list[dict[str, Any]] = []
+    for i, m in enumerate(messages):
+        if m.role == "tool":
+            if not m.tool_call_id:
+                raise ProviderError(
+                    f"{label}: messages[{i}] has role 'tool' but no tool_call_id; a tool result "
+                    "must name the call it answers"
+                )
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+        elif m.role == "assistant" and m.tool_calls:
+            out.append({
+                "role": "assistant",
+                "content": m.content or None,
+                "tool_calls": [
+                    {"id": c.id, "type": "function",
+                     "function": {"name": c.name,
+                                  "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
+                    for c in m.tool_calls
+                ],
+            })
+        elif m.role in ("system", "user", "assistant"):
+            out.append({"role": m.role, "content": m.content})
+        else:
+            raise ProviderError(f"{label}: messages[{i}] has unknown role {m.role!r}")
+    return out
+
+
+def to_api_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Tool schemas in the Chat Completions ``tools`` format.
+
+    >>> to_api_tools([ToolSpec("now", "Current time")])  # doctest: +NORMALIZE_WHITESPACE
+    [{'type': 'function', 'function': {'name': 'now', 'description': 'Current time',
+      'parameters': {'type': 'object', 'properties': {}}}}]
+    """
+    return [
+        {"type": "function",
+         "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        for t in tools
+    ]
+
+
+@dataclass
+class _Partial:
+    id: str | None = None
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+
+class ToolCallAssembler:
+    """Collects streamed tool-call fragments into complete :class:`ToolCall` items.
+
+    Fragments are matched by ``index`` (as OpenAI sends them); servers that omit the
+    index are matched by ``id``, else appended to the latest call.
+
+    >>> a = ToolCallAssembler("test")
+    >>> a.add(0, "call_1", "set_volume", '{"vol')
+    >>> a.add(0, None, None, 'ume": 30}')
+    >>> a.drain()
+    [ToolCall(id='call_1', name='set_volume', arguments={'volume': 30})]
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self._calls: dict[int, _Partial] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def _key(self, index: int | None, call_id: str | None) -> int:
+        if index is not None:
+            return index
+        if call_id is not None:
+            for key, partial in self._calls.items():
+                if partial.id == call_id:
+                    return key
+            return max(self._calls, default=-1) + 1
+        return max(self._calls, default=0)
+
+    def add(self, index: int | None, call_id: str | None, name: str | None,
+            arguments: str | None) -> None:
+        partial = self._calls.setdefault(self._key(index, call_id), _Partial())
+        if call_id and not partial.id:
+            partial.id = call_id
+        if name and name != partial.name:
+            # OpenAI sends the whole name once; tolerate servers that split or repeat it.
+            partial.name = name if not partial.name else partial.name + name
+        if arguments:
+            partial.arguments.append(arguments)
+
+    def drain(self) -> list[ToolCall]:
+        """The complete calls in index order (and forget them)."""
+        calls: list[ToolCall] = []
+        for key in sorted(self._calls):
+            partial = self._calls[key]
+            if not partial.name:
+                raise ProviderError(
+                    f"{self.label}: the server streamed tool call #{key} without a function name"
+                )
+            text = "".join(partial.arguments).strip() or "{}"
+            try:
+                arguments = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ProviderError(
+                    f"{self.label}: tool call {partial.name!r} has malformed JSON arguments "
+                    f"({exc.msg} at char {exc.pos}): {text[:200]!r}"
+                ) from None
+            if not isinstance(arguments, dict):
+                raise ProviderError(
+                    f"{self.label}: tool call {partial.name!r} arguments must be a JSON object, "
+                    f"got {type(arguments).__name__}: {text[:200]!r}"
+                )
+            calls.append(ToolCall(partial.id or f"call_{key}", partial.name, arguments))
+        self._calls.clear()
+        return calls
+
+
+class OpenAILLM:
+    """Streams a chat completion from an OpenAI-compatible server.
+
+    One :class:`openai.AsyncOpenAI` client (one connection pool) per provider, shared by
+    every session; each :meth:`chat` call is one streamed request.
+    """
+
+    def __init__(self, options: OpenAILLMOptions) -> None:
+        self.options = options
+        self.client, self.target = make_client(options, "llm", options.model)
+
+    def _params(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None
+                ) -> dict[str, Any]:
+        o = self.options
+        params: dict[str, Any] = {
+            "model": o.model,
+            "messages": to_api_messages(messages, self.target.label),
+            "stream": True,
+        }
+        if tools:
+            params["tools"] = to_api_tools(tools)
+        if o.temperature is not None:
+            params["temperature"] = o.temperature
+        if o.max_tokens is not None:
+            params["max_tokens"] = o.max_tokens
+        if o.extra_body:
+            params["extra_body"] = dict(o.extra_body)
+        return params
+
+    async def chat(self, messages: Sequence[Message], *,
+                   tools: Sequence[ToolSpec] | None = None) -> AsyncIterator[str | ToolCall]:
+        params = self._params(messages, tools)
+        label = self.target.label
+        budget = Budget(self.target, "chat completion", self.options.total_timeout,
+                        self.options.first_token_timeout, "first_token_timeout")
+        calls = ToolCallAssembler(label)
+        finish_reason: str | None = None
+        stream: Any = None
+        try:
+            stream = await budget.step(self.client.chat.completions.create(**params))
+            while True:
+                try:
+                    chunk = await budget.step(stream.__anext__())
+                except StopAsyncIteration:
+                    break
+                for choice in chunk.choices or ():
+                    if choice.index != 0:
+                        continue
+                    delta = choice.delta
+                    if delta is not None and delta.content:
+                        budget.got_first()
+                        yield delta.content
+                    if delta is not None and delta.tool_calls:
+                        budget.got_first()
+                        for tc in delta.tool_calls:
+                            fn = tc.function
+                            calls.add(tc.index, tc.id, fn.name if fn else None,
+                                      fn.arguments if fn else None)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                        for call in calls.drain():
+                            yield call
+            for call in calls.drain():
+                yield call
+        except (openai.OpenAIError, json.JSONDecodeError, OSError) as exc:
+            raise map_error(exc, self.target, "chat completion") from exc
+        except (AttributeError, TypeError) as exc:  # a chunk without the expected shape
+            raise ProviderError(
+                f"{label}: chat completion failed: malformed stream chunk ({exc}); is base_url "
+                "an OpenAI-compatible API?"
+            ) from exc
+        finally:
+            if stream is not None:
+                await close_quietly(stream)
+        if finish_reason is None:
+            log.warning("%s: the stream ended without a finish_reason (cut short?)", label)
+        elif finish_reason in ("length", "content_filter"):
+            log.warning("%s: the reply was cut short (finish_reason %r)", label, finish_reason)
+        if budget.first_at is not None:
+            log.debug("%s: first output after %.3f s", label, budget.first_at)
+
+    async def close(self) -> None:
+        await self.client.close()
