@@ -36,7 +36,7 @@ import numpy as np
 __all__ = ["PolyphaseResampler", "design_filter_bank", "resample"]
 
 #: Output samples computed per vectorised block (bounds the temporary gather matrix).
-_BLOCK = 4096
+_BLOCK = 1024
 
 
 def _kaiser_beta(attenuation_db: float) -> float:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .engine import EspeakEngine, VoiceInfo, get_engine
 from .plugin import EspeakOptions
-from .resample import PolyphaseResampler
+from .resample import PolyphaseResampler, design_filter_bank
 
 __all__ = ["EspeakTTS"]
 
@@ -37,6 +37,9 @@ class EspeakTTS:
         self.engine: EspeakEngine = get_engine()
         # Fail at start-up, not at the first sentence, when the configured voice is wrong.
         self.engine.check_voice(self.options.voice)
+        # Design the resampling filter now (tens of ms, cached) rather than at the first
+        # sentence, where it would delay the first audio.
+        design_filter_bank(self.engine.sample_rate, self.sample_rate)
 
     def list_voices(self, language: str | None = None) -> list[VoiceInfo]:
         """The voices espeak-ng offers (optionally only those for ``language``)."""
