@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import os
 import threading
 from collections.abc import Iterable
 from typing import Literal
@@ -267,3 +269,21 @@ async def test_streams_through_a_process_pool() -> None:
         assert_speech(audio, 16000, 2.0, 4.0)
     finally:
         executor.shutdown()
+
+
+def _samples_in_child(text: str) -> tuple[int, bool]:
+    from xiaozhi_espeak import engine
+
+    fresh = engine._engine is None  # the parent's engine was dropped at fork
+    return len(EspeakTTS(EspeakOptions(sample_rate=16000)).synthesize(text).__next__()), fresh
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_forked_child_builds_its_own_engine(tts24: EspeakTTS) -> None:
+    # The parent's engine (and its lock, which another thread might hold at fork time)
+    # is not inherited: the child loads and initialises its own library instance.
+    assert get_engine() is tts24.engine
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        size, fresh = pool.apply(_samples_in_child, (EN,))
+    assert fresh and size == 3200
+    assert_speech(pcm(tts24.synthesize(EN)), 24000, 2.0, 4.0)
