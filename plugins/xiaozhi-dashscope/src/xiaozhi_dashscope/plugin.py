@@ -1,0 +1,159 @@
+"""Entry point of the ``dashscope`` plugin: option schemas and provider specs.
+
+Cheap to import (no SDK): the factories are named as strings, so the DashScope SDK
+loads only when a deployment selects one of these providers.
+
+Example:
+    >>> specs = {s.name: s for s in xiaozhi_providers()}
+    >>> sorted(specs)
+    ['cosyvoice', 'paraformer', 'qwen']
+    >>> specs["paraformer"].execution, sorted(specs["paraformer"].capabilities)
+    (<Execution.IO: 'io'>, ['multilingual', 'streaming'])
+    >>> specs["qwen"].validate({"model": "qwen-turbo"}, path="llm.options").model
+    'qwen-turbo'
+    >>> specs["cosyvoice"].validate({"sample_rate": 44000}, path="tts.options")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.errors.ConfigError: tts.options.sample_rate: ...44000... is not allowed; ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from xiaozhi_core.hookspecs import hookimpl
+from xiaozhi_core.providers import ProviderSpec
+
+__all__ = ["CosyVoiceOptions", "ParaformerOptions", "QwenOptions", "xiaozhi_providers"]
+
+
+def _positive(owner: str, **values: float) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise ValueError(f"{owner}: {name} must be > 0 (got {value})")
+
+
+@dataclass
+class QwenOptions:
+    """``llm.options`` of provider ``qwen`` (DashScope Generation API, streamed)."""
+
+    #: Any DashScope text-generation model: qwen-turbo, qwen-plus, qwen-max, qwen3-*...
+    model: str = "qwen-plus"
+    #: API key; when unset, the ``DASHSCOPE_API_KEY`` environment variable.
+    api_key: str | None = None
+    #: HTTP API root; unset = the SDK default (``https://dashscope.aliyuncs.com/api/v1``,
+    #: or ``DASHSCOPE_HTTP_BASE_URL``). International: ``https://dashscope-intl.aliyuncs.com/api/v1``.
+    base_http_url: str | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    #: Let Qwen search the web (costs extra; slower first token).
+    enable_search: bool = False
+    #: Qwen3 hybrid models: think before answering (slow for voice; null = model default).
+    enable_thinking: bool | None = None
+    #: Seconds without any data from the server (connect, first token, between chunks).
+    timeout: float = 30.0
+    #: Extra Generation parameters passed as they are (e.g. ``{seed: 1, stop: ["。"]}``).
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive("qwen", timeout=self.timeout)
+        if self.temperature is not None and not 0 <= self.temperature < 2:
+            raise ValueError(f"qwen: temperature must be in [0, 2) (got {self.temperature})")
+
+
+@dataclass
+class ParaformerOptions:
+    """``asr.options`` of provider ``paraformer`` (real-time recognition over WebSocket)."""
+
+    #: paraformer-realtime-v2 (zh, en, ja, yue, ko, de, fr, ru), paraformer-realtime-v1 (zh),
+    #: fun-asr-realtime...; 16 kHz models only (the core's audio is 16 kHz).
+    model: str = "paraformer-realtime-v2"
+    api_key: str | None = None
+    #: WebSocket endpoint; unset = the SDK default (``wss://dashscope.aliyuncs.com/api-ws/v1/inference``,
+    #: or ``DASHSCOPE_WEBSOCKET_BASE_URL``). International: ``wss://dashscope-intl.aliyuncs.com/api-ws/v1/inference``.
+    base_websocket_url: str | None = None
+    #: The audio sent: 16 kHz mono PCM16 (what the core delivers).
+    sample_rate: Literal[16000] = 16000
+    format: Literal["pcm"] = "pcm"
+    #: Languages to expect (paraformer-realtime-v2), e.g. ``[zh, en]``; a ``language``
+    #: passed by the core for one utterance replaces them.
+    language_hints: list[str] | None = None
+    #: Seconds allowed to connect and start the task, and, after ``finish()``, to get
+    #: the final result.
+    timeout: float = 10.0
+    #: Seconds a stream may go without any message from the server before it is
+    #: declared dead (the user may be silent for a while: keep it generous).
+    idle_timeout: float = 60.0
+    #: Frame size used by ``transcribe()`` (the service recommends ~100 ms).
+    chunk_ms: int = 100
+    #: Most audio buffered while the connection is not ready or the server lags.
+    max_buffered_seconds: float = 30.0
+    #: Extra task parameters passed as they are (e.g. ``{vocabulary_id: ...,
+    #: disfluency_removal_enabled: true, max_sentence_silence: 800}``).
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive("paraformer", timeout=self.timeout, idle_timeout=self.idle_timeout,
+                  chunk_ms=self.chunk_ms, max_buffered_seconds=self.max_buffered_seconds)
+
+
+@dataclass
+class CosyVoiceOptions:
+    """``tts.options`` of provider ``cosyvoice`` (streaming synthesis over WebSocket)."""
+
+    #: cosyvoice-v2 (voices ``*_v2``), cosyvoice-v1 (voices without suffix), cosyvoice-v3...
+    model: str = "cosyvoice-v2"
+    #: Voice of the model, e.g. longxiaochun_v2 (cosyvoice-v2), longxiaochun (cosyvoice-v1).
+    voice: str = "longxiaochun_v2"
+    #: PCM16 mono output rate (the rates CosyVoice offers for PCM).
+    sample_rate: Literal[8000, 16000, 22050, 24000, 44100, 48000] = 24000
+    #: 0..100
+    volume: int = 50
+    #: Speech rate and pitch, 0.5..2.0.
+    rate: float = 1.0
+    pitch: float = 1.0
+    api_key: str | None = None
+    base_websocket_url: str | None = None
+    #: Seconds allowed to connect and start, to get the first audio, and between chunks.
+    timeout: float = 10.0
+    #: Audio chunks the receiving thread may hold ahead of the consumer.
+    buffer_chunks: int = 32
+    #: Extra task parameters passed as they are (e.g. ``{language_hints: [zh]}``).
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive("cosyvoice", timeout=self.timeout, buffer_chunks=self.buffer_chunks)
+        if not 0 <= self.volume <= 100:
+            raise ValueError(f"cosyvoice: volume must be in 0..100 (got {self.volume})")
+        for name in ("rate", "pitch"):
+            value = getattr(self, name)
+            if not 0.5 <= value <= 2.0:
+                raise ValueError(f"cosyvoice: {name} must be in 0.5..2.0 (got {value})")
+
+
+@hookimpl
+def xiaozhi_providers() -> list[ProviderSpec]:
+    """The three DashScope providers (all ``io``: the work is on Alibaba's servers)."""
+    return [
+        ProviderSpec(
+            role="llm", name="qwen", execution="io",
+            factory="xiaozhi_dashscope.llm:QwenLLM", options=QwenOptions,
+            capabilities=frozenset({"tools"}),
+            description="Qwen chat via DashScope's Generation API (streamed, tool calls)",
+        ),
+        ProviderSpec(
+            role="asr", name="paraformer", execution="io",
+            factory="xiaozhi_dashscope.asr:ParaformerASR", options=ParaformerOptions,
+            capabilities=frozenset({"streaming", "multilingual"}),
+            description="DashScope Paraformer real-time recognition (WebSocket, partials)",
+        ),
+        ProviderSpec(
+            role="tts", name="cosyvoice", execution="io",
+            factory="xiaozhi_dashscope.tts:CosyVoiceTTS", options=CosyVoiceOptions,
+            capabilities=frozenset({"multilingual"}),
+            description="DashScope CosyVoice streaming synthesis (WebSocket, PCM16)",
+        ),
+    ]
