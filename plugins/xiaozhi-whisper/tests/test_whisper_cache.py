@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from xiaozhi_whisper import models
@@ -255,3 +258,39 @@ def test_real_base_parts_join_to_the_upstream_model(tmp_path: Path) -> None:
     assert (path / "model.bin").stat().st_size == 145_217_532
     resolve_model_dir("base", cache_dir=str(tmp_path))
     assert manifest(path)["build_id"] == built["build_id"]
+
+
+@pytest.mark.slow
+def test_provider_joins_base_once_and_rebuilds_a_corrupt_cache(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, say: Callable[..., Any],
+        wer: Callable[[list[str], list[str]], float]) -> None:
+    from xiaozhi_whisper.asr import WhisperASR
+    from xiaozhi_whisper.plugin import WhisperOptions
+
+    options = WhisperOptions(model="base", cache_dir=str(tmp_path), language="en")
+    caplog.set_level(logging.INFO, logger="xiaozhi_whisper.models")
+    first = WhisperASR(options)
+    target = tmp_path / "base"
+    assert first.model_dir == target and first.multilingual
+    build_id = manifest(target)["build_id"]
+    assert "joining model into" in caplog.text
+    first.close()
+
+    caplog.clear()
+    second = WhisperASR(options)  # a second process start: verified, not joined again
+    assert "joining" not in caplog.text
+    assert manifest(target)["build_id"] == build_id
+    second.close()
+
+    with (target / "model.bin").open("r+b") as f:  # bit rot in the middle of the weights
+        f.seek(100_000_000)
+        byte = f.read(1)
+        f.seek(100_000_000)
+        f.write(bytes([byte[0] ^ 0x55]))
+    caplog.clear()
+    third = WhisperASR(options)
+    assert "model.bin is corrupt" in caplog.text
+    assert manifest(target)["build_id"] != build_id
+    sentence = "What is the weather like in Paris today?"
+    assert wer([sentence], [third.transcribe(say(sentence)).text]) <= 0.25
+    third.close()
