@@ -1,0 +1,64 @@
+"""Entry point of the ``xiaozhi-voiceprint`` distribution (cheap to import: no numpy model).
+
+It declares one ``cpu`` voiceprint provider, ``resemblyzer``: speaker embeddings from
+Resemblyzer's pretrained GE2E speaker encoder, computed in numpy.
+
+    >>> [(s.role.value, s.name, s.execution.value) for s in xiaozhi_providers()]
+    [('voiceprint', 'resemblyzer', 'cpu')]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xiaozhi_core import ProviderSpec, hookimpl
+
+__all__ = ["ResemblyzerOptions", "xiaozhi_providers"]
+
+
+@dataclass
+class ResemblyzerOptions:
+    """Options of the ``resemblyzer`` voiceprint provider.
+
+    >>> ResemblyzerOptions(threshold=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: threshold must be between 0 and 1 (cosine similarity), got 1.5
+    """
+
+    #: Minimum cosine similarity between an utterance and an enrolled voice for
+    #: ``identify`` to name that speaker; below it the speaker is unknown.
+    threshold: float = 0.80
+    #: Where enrolled voices are kept (one JSON file per speaker). Default:
+    #: ``$XDG_DATA_HOME/xiaozhi/voiceprints`` (``~/.local/share/xiaozhi/voiceprints``).
+    store_dir: str | None = None
+    #: The encoder checkpoint. Default: ``pretrained.pt`` of the installed ``resemblyzer``.
+    weights_path: str | None = None
+    #: Drop pauses longer than ~0.25 s (and trailing silence) before embedding, as
+    #: Resemblyzer's preprocessing does.
+    trim_silence: bool = True
+    #: Seconds of speech (after trimming) an utterance needs; shorter ones are refused.
+    min_seconds: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(
+                f"threshold must be between 0 and 1 (cosine similarity), got {self.threshold}"
+            )
+        if self.min_seconds <= 0:
+            raise ValueError(f"min_seconds must be > 0, got {self.min_seconds}")
+
+
+@hookimpl
+def xiaozhi_providers() -> list[ProviderSpec]:
+    return [
+        ProviderSpec(
+            role="voiceprint",
+            name="resemblyzer",
+            execution="cpu",
+            factory="xiaozhi_voiceprint.provider:ResemblyzerVoiceprint",
+            options=ResemblyzerOptions,
+            description="speaker embeddings from Resemblyzer's GE2E encoder, in numpy "
+            "(weights from the resemblyzer package; no torch)",
+        )
+    ]
