@@ -140,6 +140,15 @@ class TTSScript:
     malformed_after_frames: int | None = None
 
 
+async def eventually(condition: Any, within: float = 2.0) -> None:
+    """Wait until ``condition()`` is true (polling the test's own state)."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition still false after {within} s")
+        await asyncio.sleep(0.005)
+
+
 def tts_pcm(chars: int, sample_rate: int, seconds_per_char: float = 0.1) -> bytes:
     """The PCM16 the fake synthesises for ``chars`` characters (a deterministic ramp)."""
     n = int(round(chars * seconds_per_char * sample_rate))

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from xiaozhi_dashscope.llm import QwenLLM
+from xiaozhi_dashscope.plugin import QwenOptions, xiaozhi_providers
 
 from xiaozhi_core.errors import ProviderError, ProviderTimeout
 from xiaozhi_core.executor import Executor, ExecutorSettings, build
 from xiaozhi_core.types import Message, ToolCall, ToolSpec
-from xiaozhi_dashscope.llm import QwenLLM
-from xiaozhi_dashscope.plugin import QwenOptions, xiaozhi_providers
 
 WEATHER = ToolSpec("get_weather", "天气查询", {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
@@ -198,8 +198,7 @@ async def test_cancelling_the_consumer_task_closes_the_connection(
             got.append(item)
 
     task = asyncio.get_running_loop().create_task(consume())
-    while len(got) < 3:
-        await asyncio.sleep(0.005)
+    await fake_module.eventually(lambda: len(got) >= 3)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

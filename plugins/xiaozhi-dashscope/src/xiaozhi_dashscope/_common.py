@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from xiaozhi_core.errors import ProviderError, ProviderTimeout
@@ -270,3 +270,32 @@ class SessionThread:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+
+class SessionThreads:
+    """The live session threads of one provider, so that ``close()`` can end them all.
+
+    A session that completed normally does not wait for its thread: the thread only
+    has the WebSocket close handshake left (one round trip), which it does on its own
+    while the result is already in use.
+    """
+
+    def __init__(self) -> None:
+        self._threads: set[SessionThread] = set()
+
+    def add(self, thread: SessionThread) -> None:
+        self._threads.add(thread)
+        thread.done.add_done_callback(lambda _: self._threads.discard(thread))
+
+    def __len__(self) -> int:
+        return len(self._threads)
+
+    def __iter__(self) -> Iterator[SessionThread]:
+        return iter(list(self._threads))
+
+    async def close(self) -> None:
+        threads = list(self._threads)
+        for thread in threads:
+            thread.abort()
+        for thread in threads:
+            await thread.wait_done()

@@ -41,7 +41,7 @@ import numpy as np
 from xiaozhi_core.errors import ProviderError, ProviderTimeout
 from xiaozhi_core.types import ASRResult
 
-from ._common import SessionThread, log, resolve_api_key, ws_error
+from ._common import SessionThread, SessionThreads, log, resolve_api_key, ws_error
 from .plugin import ParaformerOptions
 
 __all__ = ["ParaformerASR", "ParaformerStream", "join_sentences"]
@@ -106,6 +106,7 @@ class ParaformerStream:
             parameters=parameters, ws_url=self._url, connector=self._thread.connector,
             timeout=o.idle_timeout, api_key=owner._api_key,
         )
+        owner._threads.add(self._thread)
         self._thread.start(self._run)
         self._sender = loop.create_task(self._send_loop(), name=f"{self._thread.name}-send")
 
@@ -290,7 +291,8 @@ class ParaformerStream:
         if not self._sender.done():
             self._sender.cancel()
         await asyncio.gather(self._sender, return_exceptions=True)
-        await self._thread.wait_done()
+        if not completed:
+            await self._thread.wait_done()  # aborted: ends at once
         self._owner._streams.discard(self)
 
 
@@ -309,6 +311,7 @@ class ParaformerASR:
             self._audio = client.audio
         self._send_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._streams: weakref.WeakSet[ParaformerStream] = weakref.WeakSet()
+        self._threads = SessionThreads()
 
     @property
     def ws_url(self) -> str:
@@ -344,6 +347,7 @@ class ParaformerASR:
     async def close(self) -> None:
         for stream in list(self._streams):
             await stream.close()
+        await self._threads.close()
         if self._send_pool is not None:
             self._send_pool.shutdown(wait=False, cancel_futures=True)
             self._send_pool = None

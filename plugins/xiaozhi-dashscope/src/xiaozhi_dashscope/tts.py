@@ -31,7 +31,7 @@ import dashscope
 
 from xiaozhi_core.errors import ProviderError, ProviderTimeout
 
-from ._common import SessionThread, log, resolve_api_key, ws_error
+from ._common import SessionThread, SessionThreads, log, resolve_api_key, ws_error
 from .plugin import CosyVoiceOptions
 
 __all__ = ["CosyVoiceTTS"]
@@ -71,7 +71,7 @@ class CosyVoiceTTS:
             client = dashscope.Client(api_key=self._api_key,
                                       base_url=str(dashscope.base_http_api_url))
             self._audio = client.audio
-        self._threads: set[SessionThread] = set()
+        self._threads = SessionThreads()
 
     @property
     def ws_url(self) -> str:
@@ -139,11 +139,7 @@ class CosyVoiceTTS:
         finally:
             if not completed:
                 thread.abort()  # barge-in, cancellation, timeout or failure
-            await thread.wait_done()
-            self._threads.discard(thread)
+                await thread.wait_done()  # ends at once
 
     async def close(self) -> None:
-        for thread in list(self._threads):
-            thread.abort()
-        for thread in list(self._threads):
-            await thread.wait_done()
+        await self._threads.close()
