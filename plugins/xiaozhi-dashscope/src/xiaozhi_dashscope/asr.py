@@ -320,7 +320,9 @@ class ParaformerASR:
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._send_pool is None:
             self._send_pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=4, thread_name_prefix="xiaozhi-dashscope-send")
+                # Threads are made only when needed; a sender blocked on one socket (full
+                # buffer) must not hold up the other sessions for long.
+                max_workers=16, thread_name_prefix="xiaozhi-dashscope-send")
         return self._send_pool
 
     async def open_stream(self, *, language: str | None = None,
