@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from xiaozhi_core import ProviderSpec, hookimpl
+from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
 __all__ = [
     "ComputeType",
@@ -132,7 +132,7 @@ class WhisperOptions:
 class WhisperMultilingualOptions(WhisperOptions):
     """Options of ``whisper_multilingual``: as :class:`WhisperOptions`, multilingual models only."""
 
-    model: Literal["base"] = "base"  # type: ignore[assignment]
+    model: Literal["base"] = "base"
     require_multilingual: ClassVar[bool] = True
 
 
@@ -144,18 +144,18 @@ def xiaozhi_providers() -> list[ProviderSpec]:
     """The Whisper ASR providers."""
     return [
         ProviderSpec(
-            role="asr",
+            role=Role.ASR,
             name="whisper",
-            execution="cpu",
+            execution=Execution.CPU,
             factory=_FACTORY,
             options=WhisperOptions,
             description="Whisper on CPU via faster-whisper/CTranslate2, offline; models "
             "tiny.en (default, English) or base (multilingual) from PyPI packages",
         ),
         ProviderSpec(
-            role="asr",
+            role=Role.ASR,
             name="whisper_multilingual",
-            execution="cpu",
+            execution=Execution.CPU,
             factory=_FACTORY,
             options=WhisperMultilingualOptions,
             capabilities=frozenset({"multilingual"}),
