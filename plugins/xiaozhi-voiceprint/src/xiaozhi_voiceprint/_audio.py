@@ -147,7 +147,7 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Binary dilation by a window of ``2 * radius + 1`` (``radius`` on each side)."""
     padded = np.concatenate([np.zeros(radius, bool), mask, np.zeros(radius, bool)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1)
-    return windows.any(axis=1)
+    return np.asarray(windows.any(axis=1), bool)
 
 
 def speech_mask(wav: np.ndarray, *, floor_dbfs: float = -60.0, range_db: float = 30.0,

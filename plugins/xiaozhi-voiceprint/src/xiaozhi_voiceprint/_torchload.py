@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 
@@ -214,7 +214,7 @@ def _load_legacy(f: IO[bytes]) -> Any:
     keys = plain()
     if not isinstance(keys, list):
         raise CheckpointError("corrupt legacy checkpoint: storage key list missing")
-    order = "<" if little else ">"
+    order: Literal["<", ">"] = "<" if little else ">"
     for key in keys:
         storage = storages.get(str(key))
         if storage is None or storage.view_of is not None:
@@ -243,7 +243,7 @@ def _load_zip(zf: zipfile.ZipFile) -> Any:
     if len(pickles) != 1:
         raise CheckpointError("zip checkpoint must contain exactly one data.pkl")
     root = pickles[0][: -len("data.pkl")]
-    order = "<"
+    order: Literal["<", ">"] = "<"
     if f"{root}byteorder" in zf.namelist():
         order = "<" if zf.read(f"{root}byteorder").strip() == b"little" else ">"
     storages: dict[str, _Storage] = {}

@@ -112,8 +112,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class _LSTMLayer:
     w_ih_t: np.ndarray  # (inputs, 4 * hidden), gates ordered input, forget, cell, output
-    w_hh_t: np.ndarray  # (hidden, 4 * hidden)
     bias: np.ndarray  # (4 * hidden,) = bias_ih + bias_hh
+    # Recurrent weights, one (hidden, hidden) matrix per gate: four small products per
+    # step are faster than one wide one (the matrices stay in cache and BLAS does not
+    # spin up threads for them, which matters when pool threads run in parallel).
+    w_hh_t: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 class ResemblyzerEncoder:
@@ -128,7 +131,10 @@ class ResemblyzerEncoder:
             w_hh = _param(state, f"lstm.weight_hh_l{k}", (4 * HIDDEN_SIZE, HIDDEN_SIZE))
             b = _param(state, f"lstm.bias_ih_l{k}", (4 * HIDDEN_SIZE,)) + _param(
                 state, f"lstm.bias_hh_l{k}", (4 * HIDDEN_SIZE,))
-            layers.append(_LSTMLayer(_frozen(w_ih.T), _frozen(w_hh.T), _frozen(b)))
+            w_hh_t = w_hh.T
+            per_gate = tuple(_frozen(w_hh_t[:, g * HIDDEN_SIZE:(g + 1) * HIDDEN_SIZE])
+                             for g in range(4))
+            layers.append(_LSTMLayer(_frozen(w_ih.T), _frozen(b), per_gate))  # type: ignore[arg-type]
         self._layers = tuple(layers)
         self._linear_t = _frozen(_param(state, "linear.weight", (EMBEDDING_SIZE, HIDDEN_SIZE)).T)
         self._linear_b = _frozen(_param(state, "linear.bias", (EMBEDDING_SIZE,)))
@@ -151,23 +157,27 @@ class ResemblyzerEncoder:
         if x.ndim != 3 or x.shape[2] != _audio.N_MELS:
             raise ValueError(f"expected mels of shape (batch, frames, 40), got {x.shape}")
         batch, steps, _ = x.shape
+        x = np.ascontiguousarray(x.transpose(1, 0, 2))  # time-major: (steps, batch, 40)
         h = np.zeros((batch, HIDDEN_SIZE), np.float32)
         for index, layer in enumerate(self._layers):
             top = index == N_LAYERS - 1
-            gates_in = x @ layer.w_ih_t + layer.bias  # (batch, steps, 4H), all steps at once
+            # Input contributions of all steps at once: (steps, batch, 4H).
+            gates_in = x @ layer.w_ih_t + layer.bias
+            gi, gf, gc, go = (gates_in[..., g * HIDDEN_SIZE:(g + 1) * HIDDEN_SIZE]
+                              for g in range(4))
+            whi, whf, whc, who = layer.w_hh_t
             h = np.zeros((batch, HIDDEN_SIZE), np.float32)
             c = np.zeros((batch, HIDDEN_SIZE), np.float32)
-            outputs = None if top else np.empty((batch, steps, HIDDEN_SIZE), np.float32)
+            outputs = None if top else np.empty((steps, batch, HIDDEN_SIZE), np.float32)
             for t in range(steps):
-                g = gates_in[:, t] + h @ layer.w_hh_t
-                i = _sigmoid(g[:, :HIDDEN_SIZE])
-                f = _sigmoid(g[:, HIDDEN_SIZE:2 * HIDDEN_SIZE])
-                cell = np.tanh(g[:, 2 * HIDDEN_SIZE:3 * HIDDEN_SIZE])
-                o = _sigmoid(g[:, 3 * HIDDEN_SIZE:])
+                i = _sigmoid(gi[t] + h @ whi)
+                f = _sigmoid(gf[t] + h @ whf)
+                cell = np.tanh(gc[t] + h @ whc)
+                o = _sigmoid(go[t] + h @ who)
                 c = f * c + i * cell
                 h = o * np.tanh(c)
                 if outputs is not None:
-                    outputs[:, t] = h
+                    outputs[t] = h
             if outputs is not None:
                 x = outputs
         raw = np.maximum(h @ self._linear_t + self._linear_b, 0.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xiaozhi_core import ProviderSpec, hookimpl
+from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
 __all__ = ["ResemblyzerOptions", "xiaozhi_providers"]
 
@@ -53,9 +53,9 @@ class ResemblyzerOptions:
 def xiaozhi_providers() -> list[ProviderSpec]:
     return [
         ProviderSpec(
-            role="voiceprint",
+            role=Role.VOICEPRINT,
             name="resemblyzer",
-            execution="cpu",
+            execution=Execution.CPU,
             factory="xiaozhi_voiceprint.provider:ResemblyzerVoiceprint",
             options=ResemblyzerOptions,
             description="speaker embeddings from Resemblyzer's GE2E encoder, in numpy "
