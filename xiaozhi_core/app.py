@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import Any
 
@@ -53,7 +52,12 @@ async def build_providers(config: DeploymentConfig, executor: Executor) -> dict[
 
 
 async def close_providers(bound: dict[Role, Any]) -> None:
+    """Close every provider (its ``close()``, if any); a failure is logged, not raised,
+    so one bad provider cannot keep the others open at shutdown."""
     for role, provider in bound.items():
-        with contextlib.suppress(Exception):
+        try:
             await provider.aclose()
             log.debug("provider %s closed", role)
+        except Exception as exc:
+            log.warning("closing %s provider %r failed: %s: %s", role,
+                        getattr(provider, "name", "?"), type(exc).__name__, exc)

@@ -113,8 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+    logging.basicConfig(stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(args.log_level.upper())
     cmd: Command | None = getattr(args, "_command", None)
     if cmd is None:
         args._parser.print_help(sys.stderr)
@@ -292,5 +293,5 @@ def _serve(args: argparse.Namespace) -> int:
         config.server.port = args.port
     print(f"OK: {' + '.join(config.files)}")
     asyncio.run(_build_and_report(config, registry))
-    print("providers built; the gateway is not wired into 'serve' yet, exiting")
+    print("all providers built; the gateway is not wired into serve yet: exiting")
     return 0

@@ -1,8 +1,10 @@
 """YAML deployment configs → typed, validated settings.
 
 A deployment is one or more YAML files, deep-merged in order (later files win; mappings
-merge key by key, everything else is replaced). A ``local.yaml`` beside the first file is
-merged last when present, so operators can keep secrets and host tweaks out of git.
+merge key by key, everything else is replaced). One exception: a later file that selects
+a *different* provider for a role replaces that role's section, since the earlier
+options belong to the earlier provider. A ``local.yaml`` beside the first file is merged
+last when present, so operators can keep secrets and host tweaks out of git.
 Strings may use ``${VAR}`` and ``${VAR:-default}``; ``$${`` is a literal ``${``. An
 expanded value is a string (:class:`~xiaozhi_core.options.EnvStr`) that validation parses
 as the option's type: ``port: ${PORT:-8000}`` is an int, ``api_key: ${KEY}`` keeps the
@@ -339,6 +341,11 @@ def load_config(
         except ConfigError as exc:
             raise exc.with_file(f) from None
         _record_origins(data, f, "", origins)
+        for role in Role:
+            new, old = data.get(role.value), raw.get(role.value)
+            if (isinstance(new, dict) and isinstance(old, dict) and "provider" in new
+                    and new["provider"] != old.get("provider")):
+                del raw[role.value]  # a different provider: drop the old one's options
         raw = merge(raw, data)
     try:
         return _validate(raw, registry, files)
