@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 import wave
 from collections.abc import Callable
@@ -35,6 +37,22 @@ def test_embedding_is_unit_256d(tmp_path: Path, pcm: Pcm) -> None:
     assert e.shape == (256,) and e.dtype == np.float32
     assert abs(float(np.linalg.norm(e)) - 1.0) < 1e-5
     assert float(e.min()) >= 0.0  # ReLU output
+
+
+def test_never_imports_torch_or_resemblyzer(tmp_path: Path, data_dir: Path) -> None:
+    # In a fresh interpreter: other tests of the session may import anything.
+    script = (
+        "import sys\n"
+        "from xiaozhi_voiceprint.plugin import ResemblyzerOptions\n"
+        "from xiaozhi_voiceprint.provider import ResemblyzerVoiceprint, enroll_wav\n"
+        f"vp = ResemblyzerVoiceprint(ResemblyzerOptions(store_dir={str(tmp_path)!r}))\n"
+        f"enroll_wav(vp, 'alice', {str(data_dir / 'en-us_1.wav')!r})\n"
+        "heavy = {'torch', 'librosa', 'webrtcvad', 'resemblyzer', 'scipy', 'numba'}\n"
+        "print(sorted(heavy & set(sys.modules)), vp.speakers())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert out.stdout.strip() == "[] ['alice']"
 
 
 def test_identify_two_enrolled_speakers(tmp_path: Path, pcm: Pcm) -> None:
