@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import subprocess
 import sys
 import threading
@@ -116,9 +117,11 @@ def test_enrolments_persist_and_refine(tmp_path: Path, pcm: Pcm) -> None:
 def test_names_are_stored_safely(tmp_path: Path, pcm: Pcm) -> None:
     vp = make(tmp_path)
     x = pcm("en-us_1.wav")
-    for name in ("小明", "../../etc/passwd", " Anne-Marie O'Neil "):
+    long_cjk = "欧阳" * 32  # 64 characters, 576 bytes once quoted
+    for name in ("小明", "../../etc/passwd", " Anne-Marie O'Neil ", long_cjk):
         vp.enroll(name, x)
-    assert vp.speakers() == ["../../etc/passwd", "Anne-Marie O'Neil", "小明"]
+    assert vp.speakers() == ["../../etc/passwd", "Anne-Marie O'Neil", "小明", long_cjk]
+    assert max(len(p.name.encode()) for p in tmp_path.iterdir()) <= 255
     assert all(p.parent == tmp_path for p in tmp_path.iterdir())
     assert make(tmp_path).identify(pcm("en-us_2.wav")).name in vp.speakers()
     for bad, message in (("", "name is empty"), ("a\nb", "control characters"),
@@ -127,16 +130,27 @@ def test_names_are_stored_safely(tmp_path: Path, pcm: Pcm) -> None:
             vp.enroll(bad, x)
 
 
-def test_voices_from_other_weights_are_ignored(tmp_path: Path, pcm: Pcm) -> None:
+def test_voices_from_other_weights_are_ignored(tmp_path: Path, pcm: Pcm,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     vp = make(tmp_path)
     vp.enroll("alice", pcm("en-us_1.wav"))
     data = json.loads((tmp_path / "alice.json").read_text())
     data["model"] = "some-other-encoder"
     (tmp_path / "alice.json").write_text(json.dumps(data))
     assert vp.speakers() == []
+    # A damaged file is logged (once) and skipped; enrolling that name says what to do.
+    vp.enroll("carol", pcm("en+f3_1.wav"))
     (tmp_path / "bob.json").write_text("{not json")
-    with pytest.raises(ProviderError, match=r"corrupt voiceprint file .*bob\.json"):
-        vp.speakers()
+    with caplog.at_level(logging.WARNING):
+        assert vp.speakers() == ["carol"]
+        assert vp.identify(pcm("en+f3_2.wav")).name == "carol"
+    assert [r.getMessage() for r in caplog.records if "bob.json" in r.getMessage()] == [
+        f"voiceprint 'resemblyzer': corrupt voiceprint file {tmp_path / 'bob.json'}: "
+        "Expecting property name enclosed in double quotes: line 1 column 2 (char 1); "
+        "delete it and enrol again"
+    ]
+    with pytest.raises(ProviderError, match=r"corrupt voiceprint file .*bob\.json.*delete it"):
+        vp.enroll("bob", pcm("en-us_1.wav"))
 
 
 def test_bad_audio_is_refused_precisely(tmp_path: Path, pcm: Pcm) -> None:

@@ -21,7 +21,9 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -51,8 +53,11 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["ResemblyzerVoiceprint", "default_store_dir", "enroll_wav", "read_wav"]
 
+log = logging.getLogger(__name__)
+
 _LABEL = "voiceprint 'resemblyzer'"
 _MAX_NAME = 64
+_MAX_STEM = 200  # file names are limited to 255 bytes
 _FILE_VERSION = 1
 
 
@@ -85,6 +90,7 @@ class ResemblyzerVoiceprint:
         self.store_dir = store
         self._lock = threading.RLock()
         self._voices: dict[str, _Voice] = {}  # keyed by file name
+        self._bad: dict[str, tuple[int, int]] = {}  # corrupt files already reported
 
     # ----------------------------------------------------------------- embeddings
     def _prepare(self, pcm: np.ndarray) -> np.ndarray:
@@ -126,7 +132,10 @@ class ResemblyzerVoiceprint:
 
     # ----------------------------------------------------------------- the store
     def _path(self, name: str) -> Path:
-        return self.store_dir / (quote(name, safe="") + ".json")
+        stem = quote(name, safe="")
+        if len(stem) > _MAX_STEM:  # e.g. long CJK names: 9 bytes per character once quoted
+            stem = stem[:_MAX_STEM - 17] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+        return self.store_dir / (stem + ".json")
 
     def _read_voice(self, path: Path) -> _Voice | None:
         """Parse one speaker file; None if it is not a valid enrolment for these weights."""
@@ -156,7 +165,8 @@ class ResemblyzerVoiceprint:
 
     def _refresh(self) -> dict[str, _Voice]:
         """Bring the in-memory voices up to date with the directory (other processes or
-        instances may enrol too); unchanged files are not re-read."""
+        instances may enrol too); unchanged files are not re-read, corrupt ones are
+        logged once and skipped."""
         with self._lock:
             seen: set[str] = set()
             try:
@@ -169,9 +179,18 @@ class ResemblyzerVoiceprint:
                 seen.add(entry.name)
                 cached = self._voices.get(entry.name)
                 stat = entry.stat()
-                if cached is not None and cached.stamp == (stat.st_ino, stat.st_mtime_ns):
+                stamp = (stat.st_ino, stat.st_mtime_ns)
+                if cached is not None and cached.stamp == stamp:
                     continue
-                voice = self._read_voice(Path(entry.path))
+                if self._bad.get(entry.name) == stamp:
+                    continue
+                try:
+                    voice = self._read_voice(Path(entry.path))
+                except ProviderError as exc:
+                    # One damaged file must not stop identification of everybody else.
+                    log.warning("%s", exc)
+                    self._bad[entry.name] = stamp
+                    voice = None
                 if voice is None:
                     self._voices.pop(entry.name, None)
                 else:
