@@ -221,6 +221,29 @@ def test_thread_safe_enrolment_and_identification(tmp_path: Path, pcm: Pcm) -> N
     assert vp.identify(x2).name == "alice"
 
 
+def test_readers_never_see_half_written_files(tmp_path: Path, pcm: Pcm,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    writer, reader = make(tmp_path), make(tmp_path)  # e.g. two processes on one store
+    x1, x2 = pcm("en-us_1.wav"), pcm("en-us_2.wav")
+    writer.enroll("alice", x1)
+    stop = threading.Event()
+    names: list[str | None] = []
+
+    def read() -> None:
+        while not stop.is_set():
+            names.extend(reader.speakers())
+
+    with caplog.at_level(logging.WARNING), ThreadPoolExecutor(1) as pool:
+        job = pool.submit(read)
+        for _ in range(5):
+            writer.enroll("alice", x2)
+        stop.set()
+        job.result()
+    assert names and set(names) == {"alice"}
+    assert not caplog.records
+    assert reader.identify(x2).name == "alice"
+
+
 def _write_wav(path: Path, samples: np.ndarray, rate: int, channels: int) -> None:
     frames = np.repeat(samples[:, None], channels, axis=1)
     with wave.open(str(path), "wb") as w:

@@ -220,7 +220,8 @@ class ResemblyzerVoiceprint:
                     fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def _write_atomic(self, path: Path, payload: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=self.store_dir)
+        # The temporary name does not end in .json: readers never see a half-written file.
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=self.store_dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(payload, f, ensure_ascii=False)
