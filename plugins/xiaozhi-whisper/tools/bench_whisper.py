@@ -11,15 +11,19 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import os
+import shutil
 import statistics
 import subprocess
 import tempfile
 import time
 import wave
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+Model = Literal["tiny.en", "base"]
+MODELS: tuple[Model, Model] = ("tiny.en", "base")
 UTTERANCE = "What is the weather like in Paris today?"
 SENTENCES = [
     UTTERANCE,
@@ -47,13 +51,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-whisper-"))
+    try:
+        run(args.runs, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
+
+def run(runs: int, tmp: Path) -> None:
     import jiwer
     from xiaozhi_whisper.asr import WhisperASR
     from xiaozhi_whisper.models import resolve_model_dir
     from xiaozhi_whisper.plugin import WhisperOptions
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-whisper-"))
     clips = {s: speak(s, tmp) for s in SENTENCES}
     pcm = clips[UTTERANCE]
     seconds = len(pcm) / 16000
@@ -71,7 +81,8 @@ def main() -> None:
     print("| model | language | cpu_threads | load s (median) | transcribe s median / min "
           "| RTF median | CPU s per call |")
     print("|---|---|---|---|---|---|---|")
-    for model, language in (("tiny.en", None), ("base", "en"), ("base", None)):
+    layouts: list[tuple[Model, str | None]] = [("tiny.en", None), ("base", "en"), ("base", None)]
+    for model, language in layouts:
         for threads in (1, 2):
             opts = WhisperOptions(model=model, language=language, cpu_threads=threads,
                                   num_workers=1, cache_dir=str(tmp / "cache"))
@@ -82,7 +93,7 @@ def main() -> None:
                 loads.append(time.perf_counter() - t0)
             asr.transcribe(pcm)  # warm-up
             walls, cpus = [], []
-            for _ in range(args.runs):
+            for _ in range(runs):
                 c0, t0 = time.process_time(), time.perf_counter()
                 asr.transcribe(pcm)
                 walls.append(time.perf_counter() - t0)
@@ -96,7 +107,7 @@ def main() -> None:
     print("\nThroughput, 8 utterances submitted from 2 threads (the core's pool size):\n")
     print("| model | cpu_threads x num_workers | wall s | utterances / s |")
     print("|---|---|---|---|")
-    for model in ("tiny.en", "base"):
+    for model in MODELS:
         for threads, workers in ((1, 2), (2, 1), (2, 2)):
             asr = WhisperASR(WhisperOptions(model=model, language="en", cpu_threads=threads,
                                             num_workers=workers, cache_dir=str(tmp / "cache")))
@@ -109,7 +120,7 @@ def main() -> None:
             asr.close()
 
     print("\nWord error rate, greedy, espeak-ng en-us, 6 sentences:\n")
-    for model in ("tiny.en", "base"):
+    for model in MODELS:
         asr = WhisperASR(WhisperOptions(model=model, language="en", cache_dir=str(tmp / "cache")))
         hyps = [asr.transcribe(clips[s]).text for s in SENTENCES]
         norm = [" ".join("".join(c for c in t.lower() if c.isalnum() or c in " '").split())
