@@ -111,10 +111,12 @@ class _FakeASRStream:
     def __init__(self, owner: FakeASR, on_partial: Callable[[ASRResult], None] | None) -> None:
         self.owner = owner
         self.on_partial = on_partial
+        self.chunks: list[np.ndarray] = []
         self.samples = 0
         self.closed = False
 
     def push(self, pcm: np.ndarray) -> None:
+        self.chunks.append(np.asarray(pcm, np.int16))
         self.samples += len(pcm)
         if self.on_partial is not None:
             words = self.owner.options.text.split()
@@ -122,7 +124,8 @@ class _FakeASRStream:
             self.on_partial(ASRResult(" ".join(words[:n]), final=False))
 
     def finish(self) -> ASRResult:
-        return self.owner.transcribe(np.zeros(self.samples, np.int16))
+        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
+        return self.owner.transcribe(audio)
 
     def close(self) -> None:
         self.closed = True

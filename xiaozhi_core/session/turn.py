@@ -72,6 +72,14 @@ class TurnLatency:
 _END = None
 
 
+def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> list[bytes]:
+    """Pool job: resample one TTS chunk to the downstream rate and Opus-encode it
+    (``None`` flushes the tail of the sentence, padded to a whole frame)."""
+    if chunk is None:
+        return encoder.encode(resampler.flush().tobytes()) + encoder.flush()
+    return encoder.encode(resampler.process(np.frombuffer(chunk, np.int16)).tobytes())
+
+
 class Turn:
     """A single turn of one session. Create, then ``await turn.run()`` in a task."""
 
@@ -222,48 +230,47 @@ class Turn:
                 if spoken:
                     await sentences.put(spoken)
 
-        try:
-            if self.speak_text is not None:
-                self.latency.llm_first_token = time.monotonic()
-                await emit([*cutter.feed(self.speak_text), *cutter.flush()])
-                return
-            assert self.text is not None
-            context = f"The user speaking is {s.speaker}." if s.speaker else ""
-            messages = [*s.memory.messages(context), Message("user", self.text)]
-            tools = s.tools.specs() if s.llm_tools else []
-            max_rounds = s.settings.session.max_tool_rounds
-            t0 = time.monotonic()
-            for round_no in range(max_rounds + 1):
-                calls: list[ToolCall] = []
-                round_text: list[str] = []
-                stream = s.providers.llm.chat(
-                    messages, tools=tools if tools and round_no < max_rounds else None)
-                async for item in self._items(f"LLM provider '{s.providers.llm.name}'", stream):
-                    if self.latency.llm_first_token is None:
-                        self.latency.llm_first_token = time.monotonic()
-                        self.latency.provider_seconds["llm_first_token"] = \
-                            self.latency.llm_first_token - t0
-                    if isinstance(item, ToolCall):
-                        calls.append(item)
-                    elif item:
-                        round_text.append(item)
-                        self.reply_parts.append(item)
-                        await emit(cutter.feed(item))
-                if not calls:
-                    break
-                assistant = Message("assistant", "".join(round_text), tool_calls=calls)
-                messages.append(assistant)
-                self.history.append(assistant)
-                for call in calls:
-                    log.info("session %s turn %d: tool call %s(%s)", s.session_id, self.id,
-                             call.name, call.arguments)
-                    result = await s.tools.call(call)
-                    tool_msg = Message("tool", result, tool_call_id=call.id)
-                    messages.append(tool_msg)
-                    self.history.append(tool_msg)
-            await emit(cutter.flush())
-        finally:
+        if self.speak_text is not None:
+            self.latency.llm_first_token = time.monotonic()
+            await emit([*cutter.feed(self.speak_text), *cutter.flush()])
             await sentences.put(_END)
+            return
+        assert self.text is not None
+        context = f"The user speaking is {s.speaker}." if s.speaker else ""
+        messages = [*s.memory.messages(context), Message("user", self.text)]
+        tools = s.tools.specs() if s.llm_tools else []
+        max_rounds = s.settings.session.max_tool_rounds
+        t0 = time.monotonic()
+        for round_no in range(max_rounds + 1):
+            calls: list[ToolCall] = []
+            round_text: list[str] = []
+            stream = s.providers.llm.chat(
+                messages, tools=tools if tools and round_no < max_rounds else None)
+            async for item in self._items(f"LLM provider '{s.providers.llm.name}'", stream):
+                if self.latency.llm_first_token is None and item:
+                    self.latency.llm_first_token = time.monotonic()
+                    self.latency.provider_seconds["llm_first_token"] = \
+                        self.latency.llm_first_token - t0
+                if isinstance(item, ToolCall):
+                    calls.append(item)
+                elif item:
+                    round_text.append(item)
+                    self.reply_parts.append(item)
+                    await emit(cutter.feed(item))
+            if not calls:
+                break
+            assistant = Message("assistant", "".join(round_text), tool_calls=calls)
+            messages.append(assistant)
+            self.history.append(assistant)
+            for call in calls:
+                log.info("session %s turn %d: tool call %s(%s)", s.session_id, self.id,
+                         call.name, call.arguments)
+                result = await s.tools.call(call)
+                tool_msg = Message("tool", result, tool_call_id=call.id)
+                messages.append(tool_msg)
+                self.history.append(tool_msg)
+        await emit(cutter.flush())
+        await sentences.put(_END)
 
     async def _speak(self, sentences: asyncio.Queue[str | None],
                      frames: asyncio.Queue[tuple[str, Any] | None]) -> None:
@@ -273,29 +280,25 @@ class Turn:
         encoder = OpusEncoder(out_rate, s.settings.session.output_frame_ms)
         executor = s.executor
         voice = s.settings.session.tts_voice
-        try:
-            while (sentence := await sentences.get()) is not None:
-                await frames.put(("sentence_start", sentence))
-                resampler = Resampler(s.tts_sample_rate, out_rate)
-                t0 = time.monotonic()
-                kwargs = {"voice": voice} if voice else {}
-                stream = tts.synthesize(sentence, **kwargs)
-                async for chunk in self._items(f"TTS provider '{tts.name}'", stream):
-                    if not chunk:
-                        continue
-                    if self.latency.tts_first_audio is None:
-                        self.latency.tts_first_audio = time.monotonic()
-                        self.latency.provider_seconds["tts_first_audio"] = \
-                            self.latency.tts_first_audio - t0
-                    pcm = resampler.process(np.frombuffer(chunk, np.int16)).tobytes()
-                    for packet in await executor.run(encoder.encode, pcm):
-                        await frames.put(("frame", packet))
-                tail = resampler.flush().tobytes()
-                for packet in await executor.run(lambda t=tail: encoder.encode(t) + encoder.flush()):
+        while (sentence := await sentences.get()) is not None:
+            await frames.put(("sentence_start", sentence))
+            resampler = Resampler(s.tts_sample_rate, out_rate)
+            t0 = time.monotonic()
+            kwargs = {"voice": voice} if voice else {}
+            stream = tts.synthesize(sentence, **kwargs)
+            async for chunk in self._items(f"TTS provider '{tts.name}'", stream):
+                if not chunk:
+                    continue
+                if self.latency.tts_first_audio is None:
+                    self.latency.tts_first_audio = time.monotonic()
+                    self.latency.provider_seconds["tts_first_audio"] = \
+                        self.latency.tts_first_audio - t0
+                for packet in await executor.run(_encode, resampler, encoder, chunk):
                     await frames.put(("frame", packet))
-                await frames.put(("sentence_end", sentence))
-        finally:
-            await frames.put(_END)
+            for packet in await executor.run(_encode, resampler, encoder, None):
+                await frames.put(("frame", packet))
+            await frames.put(("sentence_end", sentence))
+        await frames.put(_END)
 
     async def _send(self, frames: asyncio.Queue[tuple[str, Any] | None]) -> None:
         s = self.session
