@@ -1,0 +1,48 @@
+"""Running the server from the command line until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any, TextIO
+
+from ..config import DeploymentConfig
+from .server import XiaozhiServer
+
+__all__ = ["serve"]
+
+log = logging.getLogger(__name__)
+
+
+async def serve(config: DeploymentConfig, registry: Any, out: TextIO,
+                ready: asyncio.Event | None = None) -> None:
+    """Build the providers, start the gateway, print where devices connect, and run
+    until a signal (or until ``ready``'s owner cancels us)."""
+    server = await XiaozhiServer.create(config)
+    try:
+        await server.start()
+        print(f"WebSocket URL (give it to devices): {server.ws_url}", file=out)
+        print(f"OTA URL (set it in the device firmware): {server.ota_url}", file=out)
+        print(f"Health: http://{server.ota_url.split('/')[2]}/health   "
+              f"Metrics: http://{server.ota_url.split('/')[2]}/metrics", file=out)
+        print(f"Auth: {'on' if server.auth.enabled else 'off'}", file=out)
+        for role, bound in server.bound.items():
+            try:
+                origin = registry.lookup(role, bound.name).origin
+            except Exception:
+                origin = "?"
+            print(f"  {role}: {bound.name} ({bound.execution}, {origin})", file=out)
+        out.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await server.stop()
