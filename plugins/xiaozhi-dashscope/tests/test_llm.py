@@ -177,7 +177,7 @@ async def test_server_hang_is_a_timeout_and_the_connection_is_dropped(
 async def test_leaving_the_stream_closes_the_connection_promptly(
         qwen: QwenLLM, fake_dashscope: Any, fake_module: Any) -> None:
     fake_dashscope.script_llm(fake_module.LLMTurn(text="字" * 200, chunk_chars=1, delay=0.02))
-    stream = qwen.chat([Message("user", "讲个长故事")])
+    stream: Any = qwen.chat([Message("user", "讲个长故事")])
     got = [await anext(stream) for _ in range(3)]
     left = time.monotonic()
     await stream.aclose()  # what the session does on barge-in
@@ -191,7 +191,7 @@ async def test_leaving_the_stream_closes_the_connection_promptly(
 async def test_cancelling_the_consumer_task_closes_the_connection(
         qwen: QwenLLM, fake_dashscope: Any, fake_module: Any) -> None:
     fake_dashscope.script_llm(fake_module.LLMTurn(text="字" * 200, chunk_chars=1, delay=0.02))
-    got: list[str] = []
+    got: list[Any] = []
 
     async def consume() -> None:
         async for item in qwen.chat([Message("user", "x")]):

@@ -54,7 +54,7 @@ async def test_streams_pcm_as_it_arrives(tts: CosyVoiceTTS, fake_dashscope: Any,
 
 @pytest.mark.parametrize("rate", [16000, 22050, 24000])
 async def test_sample_rates_and_voice(fake_dashscope: Any, fake_module: Any,
-                                      rate: int) -> None:
+                                      rate: Any) -> None:
     provider = CosyVoiceTTS(CosyVoiceOptions(
         api_key="sk-test", base_websocket_url=fake_dashscope.ws_url, sample_rate=rate,
         model="cosyvoice-v1", voice="longxiaochun", rate=1.2, parameters={"seed": 3}))
@@ -153,7 +153,7 @@ async def test_hang_before_start_is_a_timeout(tts: CosyVoiceTTS, fake_dashscope:
 async def test_leaving_mid_stream_drops_the_connection_at_once(
         tts: CosyVoiceTTS, fake_dashscope: Any) -> None:
     fake_dashscope.tts.frame_delay = 0.03
-    stream = tts.synthesize("这是一段很长的回答。" * 5)
+    stream: Any = tts.synthesize("这是一段很长的回答。" * 5)
     got = [await anext(stream) for _ in range(3)]
     left = time.monotonic()
     await stream.aclose()  # barge-in

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
+from xiaozhi_core.types import Execution, Role
 
 __all__ = ["CosyVoiceOptions", "ParaformerOptions", "QwenOptions", "xiaozhi_providers"]
 
@@ -139,19 +140,19 @@ def xiaozhi_providers() -> list[ProviderSpec]:
     """The three DashScope providers (all ``io``: the work is on Alibaba's servers)."""
     return [
         ProviderSpec(
-            role="llm", name="qwen", execution="io",
+            role=Role.LLM, name="qwen", execution=Execution.IO,
             factory="xiaozhi_dashscope.llm:QwenLLM", options=QwenOptions,
             capabilities=frozenset({"tools"}),
             description="Qwen chat via DashScope's Generation API (streamed, tool calls)",
         ),
         ProviderSpec(
-            role="asr", name="paraformer", execution="io",
+            role=Role.ASR, name="paraformer", execution=Execution.IO,
             factory="xiaozhi_dashscope.asr:ParaformerASR", options=ParaformerOptions,
             capabilities=frozenset({"streaming", "multilingual"}),
             description="DashScope Paraformer real-time recognition (WebSocket, partials)",
         ),
         ProviderSpec(
-            role="tts", name="cosyvoice", execution="io",
+            role=Role.TTS, name="cosyvoice", execution=Execution.IO,
             factory="xiaozhi_dashscope.tts:CosyVoiceTTS", options=CosyVoiceOptions,
             capabilities=frozenset({"multilingual"}),
             description="DashScope CosyVoice streaming synthesis (WebSocket, PCM16)",
