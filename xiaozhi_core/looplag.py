@@ -116,6 +116,13 @@ class LoopLagMonitor:
             self.lags.append(lag)
             self.max_lag = max(self.max_lag, lag)
 
+    def sustained_lag(self, ticks: int = 5) -> float:
+        """The smallest lag of the last ``ticks`` ticks: high only while the loop has been
+        late for a while (one GC pause or one slow callback does not count)."""
+        if len(self.lags) < ticks:
+            return 0.0
+        return min(list(self.lags)[-ticks:])
+
     def percentile(self, q: float) -> float:
         if not self.lags:
             return 0.0

@@ -183,7 +183,7 @@ class XiaozhiServer:
         if len(self.sessions) >= limits.max_sessions:
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
                                 f"server full ({limits.max_sessions} sessions)", "refused_full")
-        lag_ms = self.lag_monitor.last_lag * 1000
+        lag_ms = self.lag_monitor.sustained_lag() * 1000
         if limits.max_loop_lag_ms and lag_ms > limits.max_loop_lag_ms:
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
                                 f"server overloaded (event loop {lag_ms:.0f} ms late)",
