@@ -10,6 +10,7 @@ import pytest
 from xiaozhi_dashscope.plugin import xiaozhi_providers
 
 from xiaozhi_core.errors import ConfigError, ProviderError
+from xiaozhi_core.executor import Executor, ExecutorSettings, bind, check_policy
 from xiaozhi_core.registry import default_registry
 from xiaozhi_core.types import Message
 
@@ -74,3 +75,21 @@ async def test_the_key_comes_from_the_environment(fake_dashscope: Any,
 def test_option_validation(name: str, options: dict[str, Any], pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):
         SPECS[name].validate(options, path=f"{name}.options")
+
+
+@pytest.mark.parametrize(("name", "methods"), [
+    ("qwen", ["chat"]), ("paraformer", ["transcribe", "open_stream"]),
+    ("cosyvoice", ["synthesize"])])
+async def test_every_provider_binds_as_io(name: str, methods: list[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-env")
+    spec = SPECS[name]
+    instance = spec.create({})
+    executor = Executor(ExecutorSettings(cpu_workers=1))
+    try:
+        assert check_policy(spec, instance) == methods
+        bound = bind(spec, instance, executor)
+        assert bound.execution.value == "io"
+        await bound.aclose()
+    finally:
+        executor.shutdown()
