@@ -162,15 +162,20 @@ class SessionSettings:
     #: Frames sent before pacing starts, and the most audio sent ahead of real time.
     prebuffer_frames: int = 3
     max_ahead_ms: int = 1500
-    #: VAD: speech at/above ``threshold``, released below ``release_threshold``.
-    vad_threshold: float = 0.5
-    vad_release_threshold: float = 0.35
-    #: End of utterance after this much audio-time silence.
-    silence_ms: int = 700
+    #: Utterance segmentation. Each of these, when left unset (null), is taken from the
+    #: VAD provider's options of the same meaning (e.g. silero's ``threshold``,
+    #: ``release_threshold``, ``min_speech_ms``, ``min_silence_ms``, ``pre_roll_ms``),
+    #: else from the built-in default (0.5, 0.35, 700, 250, 300). Set here, they win.
+    #: Speech starts at ``vad_threshold`` and continues while the probability stays at
+    #: or above ``vad_release_threshold`` (hysteresis).
+    vad_threshold: float | None = None
+    vad_release_threshold: float | None = None
+    #: End of utterance after this much unvoiced audio (audio time).
+    silence_ms: int | None = None
     #: Ignore speech shorter than this (clicks, coughs).
-    min_speech_ms: int = 250
+    min_speech_ms: int | None = None
     #: Audio kept before the detected speech start, so the first syllable survives.
-    pre_roll_ms: int = 300
+    pre_roll_ms: int | None = None
     #: Longest utterance; ended (and recognised) when reached.
     max_utterance_ms: int = 30000
     #: VAD batch tick: windows of all sessions gathered this long go in one call.

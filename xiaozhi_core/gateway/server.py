@@ -35,6 +35,7 @@ from ..executor import Executor
 from ..looplag import LoopLagMonitor
 from ..protocol.opus import OpusEncoder
 from ..session.audio_hub import AudioHub
+from ..session.segmenter import segmentation_params
 from ..session.session import DeviceInfo, Providers, Session
 from ..types import Role
 from .auth import AuthError, Authenticator, identity_from_request
@@ -63,6 +64,8 @@ class XiaozhiServer:
                                   enabled=s.auth_enabled, tokens=s.auth.tokens,
                                   allowed_devices=s.auth.allowed_devices)
         self.hub = AudioHub(executor, self.providers.vad, config.session.vad_tick_ms)
+        self.segmentation = segmentation_params(config.session,
+                                                getattr(self.providers.vad, "options", None))
         self.sessions: dict[str, Session] = {}
         self.tts_sample_rate = 16000
         self.apology_frames: list[bytes] | None = None

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Segment", "Segmenter"]
+__all__ = ["Segment", "Segmenter", "segmentation_params"]
 
 
 @dataclass
@@ -113,3 +113,36 @@ class Segmenter:
         audio = self._audio() if self.active else None
         self.reset()
         return audio
+
+
+#: core setting → (option names a VAD provider may declare, built-in default)
+_PARAMS: dict[str, tuple[tuple[str, ...], float]] = {
+    "threshold": (("threshold",), 0.5),
+    "release_threshold": (("release_threshold",), 0.35),
+    "silence_ms": (("min_silence_ms", "silence_ms"), 700),
+    "min_speech_ms": (("min_speech_ms",), 250),
+    "pre_roll_ms": (("pre_roll_ms",), 300),
+}
+
+
+def segmentation_params(session: object, vad_options: object) -> dict[str, float]:
+    """Resolve the segmentation settings: ``session.*`` when set, else the VAD provider's
+    option of the same meaning, else the default.
+
+    >>> from types import SimpleNamespace as NS
+    >>> p = segmentation_params(NS(vad_threshold=None, vad_release_threshold=None,
+    ...     silence_ms=500, min_speech_ms=None, pre_roll_ms=None),
+    ...     NS(threshold=0.6, min_silence_ms=900))
+    >>> p["threshold"], p["silence_ms"], p["pre_roll_ms"]
+    (0.6, 500, 300)
+    """
+    session_names = {"threshold": "vad_threshold", "release_threshold": "vad_release_threshold"}
+    out: dict[str, float] = {}
+    for key, (option_names, default) in _PARAMS.items():
+        value = getattr(session, session_names.get(key, key), None)
+        if value is None:
+            value = next((getattr(vad_options, n) for n in option_names
+                          if getattr(vad_options, n, None) is not None), default)
+        out[key] = value
+    out["release_threshold"] = min(out["release_threshold"], out["threshold"])
+    return out

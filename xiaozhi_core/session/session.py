@@ -99,18 +99,24 @@ class Session:
         self.listening = False
         self.closed = False
         # lane
-        self.queue: asyncio.Queue[tuple[bytes, float] | _Control] = asyncio.Queue(
+        #: (Opus packet, arrival time, arrival sequence number) or a control item.
+        self.queue: asyncio.Queue[tuple[bytes, float, int] | _Control] = asyncio.Queue(
             self.settings.server.limits.audio_queue_frames)
         self.stream = server.hub.new_stream()
+        self.seg = server.segmentation
         self.segmenter = Segmenter(
-            16000, server.hub.window, threshold=cfg.vad_threshold,
-            release_threshold=cfg.vad_release_threshold, min_speech_ms=cfg.min_speech_ms,
-            silence_ms=cfg.silence_ms, pre_roll_ms=cfg.pre_roll_ms,
-            max_utterance_ms=cfg.max_utterance_ms)
+            16000, server.hub.window, threshold=self.seg["threshold"],
+            release_threshold=self.seg["release_threshold"],
+            min_speech_ms=int(self.seg["min_speech_ms"]), silence_ms=int(self.seg["silence_ms"]),
+            pre_roll_ms=int(self.seg["pre_roll_ms"]), max_utterance_ms=cfg.max_utterance_ms)
         self.manual_buffer: list[np.ndarray] = []
         self.asr_stream: Any = None
         self.frames_in = 0
         self.frames_processed = 0
+        #: Frames the lane skipped (decode/VAD failure) or saw out of order: stay 0.
+        self.frames_lost = 0
+        self.frames_reordered = 0
+        self._last_seq = 0
         self.frame_errors = 0
         self.lane_lag_max = 0.0
         # turns
@@ -239,7 +245,7 @@ class Session:
             return
         self.frames_in += 1
         self.metrics.frames_in.inc()
-        item = (payload, time.monotonic())
+        item = (payload, time.monotonic(), self.frames_in)
         if self.queue.full():
             self.metrics.lane_backpressure.inc()
             log.warning("session %s: audio lane full (%d frames); applying back-pressure",
@@ -315,7 +321,7 @@ class Session:
                     j += 1
                 group = items[i:j]
                 i = j
-                packets = [p for p, _ in group]  # type: ignore[misc]
+                packets = [p for p, _, _ in group]  # type: ignore[misc]
                 try:
                     result = await self.server.hub.process(self.stream, packets)
                 except asyncio.CancelledError:
@@ -326,17 +332,32 @@ class Session:
                     await self._alert_once(f"Voice detection failed: {exc}")
                     continue
                 now = time.monotonic()
-                for _, arrived in group:  # type: ignore[misc]
-                    lag = now - arrived
-                    self.metrics.lane_lag.observe(lag)
-                    self.lane_lag_max = max(self.lane_lag_max, lag)
+                lags = [now - arrived for _, arrived, _ in group]  # type: ignore[misc]
+                self.metrics.observe_lane_lag(lags)
+                self.lane_lag_max = max(self.lane_lag_max, *lags)
+                self._check_order(group)  # type: ignore[arg-type]
                 self.frames_processed += len(group)
+                self.metrics.frames_processed.inc(len(group))
                 for err in result.errors:
                     self.frame_errors += 1
                     self.metrics.frame_errors.labels("opus").inc()
                     log.info("session %s: %s", self.session_id, err)
                 for window, prob in zip(result.windows, result.probs, strict=True):
                     await self._on_window(window, prob)
+
+    def _check_order(self, group: list[tuple[bytes, float, int]]) -> None:
+        """Count frames skipped (a failed hub call) or processed out of arrival order."""
+        for _, _, seq in group:
+            expected = self._last_seq + 1
+            if seq > expected:
+                self.frames_lost += seq - expected
+                self.metrics.frames_lost.inc(seq - expected)
+            elif seq < expected:
+                self.frames_reordered += 1
+                self.metrics.frames_reordered.inc()
+                log.error("session %s: frame %d processed after frame %d", self.session_id,
+                          seq, self._last_seq)
+            self._last_seq = max(self._last_seq, seq)
 
     async def _control(self, item: _Control) -> None:
         if item.kind == "start":
@@ -367,7 +388,7 @@ class Session:
             self.manual_buffer.append(window)
             if self.asr_stream is not None:
                 await self._push_asr(window)
-            if prob >= self.settings.session.vad_threshold:
+            if prob >= self.seg["threshold"]:
                 self.last_voice = time.monotonic()
             return
         events = self.segmenter.feed(window, prob)
@@ -392,7 +413,7 @@ class Session:
 
     async def _end_utterance(self, audio: np.ndarray) -> None:
         eos = time.monotonic()
-        min_samples = 16 * self.settings.session.min_speech_ms
+        min_samples = int(16 * self.seg["min_speech_ms"])
         stream, self.asr_stream = self.asr_stream, None
         if len(audio) < min_samples:
             log.info("session %s: utterance of %d ms too short; ignored", self.session_id,
