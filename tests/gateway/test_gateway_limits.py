@@ -160,6 +160,19 @@ async def test_max_sessions_refuses_new_devices_cleanly(make_server):
         pass
 
 
+async def test_overloaded_loop_refuses_new_devices(make_server):
+    server = await make_server(server={"limits": {"max_loop_lag_ms": 200}})
+    async with FakeDevice(server.ws_url, device_id="d:ok"):
+        pass
+    server.lag_monitor.lags.extend([0.4] * 5)        # as if the loop ran 400 ms late...
+    assert server.lag_monitor.sustained_lag() == 0.4
+    server.lag_monitor.sustained_lag = lambda ticks=5: 0.4   # ...and keeps doing so
+    with pytest.raises(InvalidStatus) as info:
+        await FakeDevice(server.ws_url, device_id="d:late").connect()
+    assert info.value.response.status_code == 503
+    assert "overloaded" in info.value.response.body.decode()
+
+
 async def test_oversized_frame_closes_only_that_connection(make_server):
     server = await make_server(server={"limits": {"max_frame_bytes": 1000}})
     good = await FakeDevice(server.ws_url, device_id="d:good").connect()
