@@ -261,6 +261,10 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_port, help="WebSocket port (overrides server.port)")
     p.add_argument("--no-local", action="store_true",
                    help="do not merge the local.yaml beside the first file")
+    p.add_argument("--http-port", type=_port, help="OTA/health/metrics port "
+                   "(overrides server.http_port)")
+    p.add_argument("--check", action="store_true",
+                   help="build every provider, report, and exit without serving")
 
 
 async def _build_and_report(config: Any, registry: Any) -> None:
@@ -291,7 +295,14 @@ def _serve(args: argparse.Namespace) -> int:
         config.server.host = args.host
     if args.port is not None:
         config.server.port = args.port
+    if args.http_port is not None:
+        config.server.http_port = args.http_port
     print(f"OK: {' + '.join(config.files)}")
-    asyncio.run(_build_and_report(config, registry))
-    print("all providers built; the gateway is not wired into serve yet: exiting")
+    if args.check:
+        asyncio.run(_build_and_report(config, registry))
+        print("every provider started (--check): exiting")
+        return 0
+    from .gateway.run import serve
+
+    asyncio.run(serve(config, registry, sys.stdout))
     return 0

@@ -96,8 +96,8 @@ def test_config_check_merges_several_files(good: Path, tmp_path: Path,
 def test_serve_builds_every_provider_and_exits(good: Path, tmp_path: Path) -> None:
     override = tmp_path / "override.yaml"
     override.write_text("executor: {cpu_workers: 1}\nllm: {provider: echo}\n")
-    result = run_cli("--log-level", "info", "serve", "-c", str(good), "-c", str(override),
-                     "--host", "127.0.0.1", "--port", "9123")
+    result = run_cli("--log-level", "info", "serve", "--check", "-c", str(good), "-c",
+                     str(override), "--host", "127.0.0.1", "--port", "9123")
     assert result.returncode == 0, result.stderr
     built = [line.strip() for line in result.stdout.splitlines() if "built " in line]
     assert built == [
@@ -113,7 +113,7 @@ def test_serve_in_process_pool_mode(good: Path, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     override = tmp_path / "process.yaml"
     override.write_text("executor: {kind: process, cpu_workers: 1}\n")
-    assert cli.main(["serve", "-c", str(good), "-c", str(override)]) == 0
+    assert cli.main(["serve", "--check", "-c", str(good), "-c", str(override)]) == 0
     assert "built asr: fake (cpu, xiaozhi-core 0.1.0)" in capsys.readouterr().out
 
 
@@ -122,7 +122,7 @@ def test_serve_reports_a_provider_that_cannot_start(
         capsys: pytest.CaptureFixture[str]) -> None:
     override = tmp_path / "broken.yaml"
     override.write_text("asr: {provider: xzfine}\n")  # its factory module does not exist
-    assert cli.main(["serve", "-c", str(good), "-c", str(override)]) == 1
+    assert cli.main(["serve", "--check", "-c", str(good), "-c", str(override)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert err.startswith("xiaozhi: error: asr provider 'xzfine': factory "

