@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -102,16 +103,24 @@ async def bench_calls(n: int) -> dict[str, Any]:
     direct = TrivialASR()
     direct_s = _best([_time_sync(lambda: direct.transcribe(pcm), n) for _ in range(3)])
 
+    # baseline: asyncio's own thread hop, without the policy
+    loop = asyncio.get_running_loop()
+    bare_pool = concurrent.futures.ThreadPoolExecutor(2)
+    await loop.run_in_executor(bare_pool, int)
+    bare_s = _best([await _timed_async(lambda: loop.run_in_executor(bare_pool, int), n)
+                    for _ in range(3)])
+    bare_pool.shutdown()
+
     ex = Executor(ExecutorSettings(cpu_workers=2))
     bound = bind(_spec("asr", "cpu", TrivialASR), TrivialASR(), ex)
     await bound.transcribe(pcm)  # warm the pool
     bound_s = _best([await _timed_async(lambda: bound.transcribe(pcm), n) for _ in range(3)])
 
     # throughput with many calls in flight (what a busy server sees)
-    concurrent = 64
+    in_flight = 64
     t0 = time.perf_counter()
-    for _ in range(n // concurrent):
-        await asyncio.gather(*(bound.transcribe(pcm) for _ in range(concurrent)))
+    for _ in range(n // in_flight):
+        await asyncio.gather(*(bound.transcribe(pcm) for _ in range(in_flight)))
     concurrent_s = time.perf_counter() - t0
 
     io_direct = TrivialAsyncASR()
@@ -133,10 +142,11 @@ async def bench_calls(n: int) -> dict[str, Any]:
     return {
         "iterations": n,
         "direct_call_us": _per_call_us(direct_s, n),
+        "bare_run_in_executor_us": _per_call_us(bare_s, n),
         "cpu_thread_pool_awaited_us": _per_call_us(bound_s, n),
         "cpu_thread_pool_overhead_us": _per_call_us(bound_s - direct_s, n),
-        f"cpu_thread_pool_{concurrent}_in_flight_us_per_call": _per_call_us(
-            concurrent_s, (n // concurrent) * concurrent),
+        f"cpu_thread_pool_{in_flight}_in_flight_us_per_call": _per_call_us(
+            concurrent_s, (n // in_flight) * in_flight),
         "io_direct_await_us": _per_call_us(io_direct_s, n),
         "io_bound_await_us": _per_call_us(io_bound_s, n),
         "io_wrapper_overhead_us": _per_call_us(io_bound_s - io_direct_s, n),

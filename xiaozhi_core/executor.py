@@ -205,16 +205,21 @@ class Executor:
             slots.release()
             raise
         self.in_pool += 1
+        try:
+            # wrap_future cancels the pool job if this await is cancelled before it starts.
+            return await asyncio.wrap_future(job, loop=loop)
+        finally:
+            if job.done():
+                self._job_done(slots)
+            else:  # cancelled while running: the slot stays taken until the thread is done
 
-        def done(_: concurrent.futures.Future[Any]) -> None:
-            try:
-                loop.call_soon_threadsafe(self._job_done, slots)
-            except RuntimeError:  # the loop is closed: nobody waits for the slot any more
-                pass
+                def done(_: concurrent.futures.Future[Any]) -> None:
+                    try:
+                        loop.call_soon_threadsafe(self._job_done, slots)
+                    except RuntimeError:  # the loop is closed: nobody waits for slots
+                        pass
 
-        job.add_done_callback(done)
-        # wrap_future cancels the pool job if this await is cancelled before it starts.
-        return await asyncio.wrap_future(job, loop=loop)
+                job.add_done_callback(done)
 
     async def stream(
         self, gen_fn: Callable[..., Iterator[T]], *args: Any, **kwargs: Any
