@@ -4,8 +4,8 @@ Example:
     >>> import numpy as np
     >>> r = Resampler(16000, 24000)
     >>> out = np.concatenate([r.process(np.zeros(1600, np.int16)), r.flush()])
-    >>> abs(len(out) - 2400) <= 1
-    True
+    >>> len(out)
+    2400
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-__all__ = ["Resampler", "float_to_int16", "int16_to_float", "resample"]
+__all__ = ["Resampler", "float_to_int16", "int16_to_float", "read_wav", "resample", "write_wav"]
 
 
 def int16_to_float(pcm: np.ndarray) -> np.ndarray:
@@ -43,6 +43,8 @@ class Resampler:
         self._hist = np.zeros(self.half, np.float32)
         self._pos = float(self.half)
         self._passthrough = src_rate == dst_rate
+        self._in = 0
+        self._out = 0
 
     def _kernel(self, frac: np.ndarray) -> np.ndarray:
         x = frac[:, None] - self._offsets[None, :]
@@ -54,6 +56,12 @@ class Resampler:
         """Resample one chunk; output is int16."""
         if self._passthrough:
             return pcm.astype(np.int16, copy=False)
+        self._in += len(pcm)
+        out = self._run(pcm)
+        self._out += len(out)
+        return out
+
+    def _run(self, pcm: np.ndarray) -> np.ndarray:
         buf = np.concatenate([self._hist, pcm.astype(np.float32)])
         last = len(buf) - 1 - self.half
         if last < self._pos:
@@ -71,16 +79,69 @@ class Resampler:
         return np.clip(np.round(out), -32768, 32767).astype(np.int16)
 
     def flush(self) -> np.ndarray:
-        """Emit the tail held back for the filter."""
+        """Emit the tail held back for the filter, so that the whole stream comes out
+        with exactly ``round(n_in * dst / src)`` samples; then start afresh."""
         if self._passthrough:
             return np.zeros(0, np.int16)
-        out = self.process(np.zeros(self.half, np.int16))
+        want = round(self._in * self.dst_rate / self.src_rate) - self._out
+        out = self._run(np.zeros(self.half + int(math.ceil(self.step)) + 1, np.int16))
         self._hist = np.zeros(self.half, np.float32)
         self._pos = float(self.half)
-        return out
+        self._in = self._out = 0
+        return out[:max(0, want)]
 
 
 def resample(pcm: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     """Resample a whole int16 signal."""
     r = Resampler(src_rate, dst_rate)
     return np.concatenate([r.process(pcm), r.flush()])
+
+
+def read_wav(path: str, rate: int = 16000) -> np.ndarray:
+    """A PCM WAV file (8/16/24/32-bit, any rate, mono or stereo) as int16 mono at ``rate``.
+
+    >>> import tempfile, wave, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "t.wav")
+    >>> with wave.open(p, "wb") as w:
+    ...     w.setnchannels(2); w.setsampwidth(2); w.setframerate(8000)
+    ...     w.writeframes(np.zeros(1600, np.int16).tobytes())
+    >>> read_wav(p).shape
+    (1600,)
+    """
+    import wave
+
+    try:
+        with wave.open(path, "rb") as w:
+            channels, width, src = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise ValueError(f"{path}: not a PCM WAV file ({exc}); convert it, e.g. "
+                         f"'sox in.mp3 -b 16 out.wav'") from None
+    if width == 1:
+        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128) / 128
+    elif width == 2:
+        x = np.frombuffer(raw, "<i2").astype(np.float32) / 32768
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3)
+        v = (b[:, 0].astype(np.int32) | (b[:, 1].astype(np.int32) << 8)
+             | (b[:, 2].astype(np.int32) << 16))
+        x = np.where(v >= 1 << 23, v - (1 << 24), v).astype(np.float32) / (1 << 23)
+    elif width == 4:
+        x = np.frombuffer(raw, "<i4").astype(np.float32) / 2**31
+    else:
+        raise ValueError(f"{path}: unsupported sample width {width * 8} bits")
+    if channels > 1:
+        x = x.reshape(-1, channels).mean(axis=1)
+    pcm = float_to_int16(x)
+    return resample(pcm, src, rate) if src != rate else pcm
+
+
+def write_wav(path: str, pcm: np.ndarray, rate: int) -> None:
+    """Write int16 mono audio as a 16-bit PCM WAV file."""
+    import wave
+
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.astype("<i2").tobytes())

@@ -16,7 +16,7 @@ rest.
 
 Example:
     >>> sorted(" ".join(path) for path in COMMANDS)
-    ['config check', 'plugins', 'serve']
+    ['config check', 'plugins', 'serve', 'voiceprint enroll', 'voiceprint identify', 'voiceprint list']
     >>> main(["config", "check", "/nonexistent.yaml"])
     2
 """
@@ -53,7 +53,8 @@ class Command:
 #: Every subcommand, by path.
 COMMANDS: dict[tuple[str, ...], Command] = {}
 #: Help of the intermediate words of nested commands.
-GROUPS: dict[tuple[str, ...], str] = {("config",): "inspect deployment configs"}
+GROUPS: dict[tuple[str, ...], str] = {("config",): "inspect deployment configs",
+                                      ("voiceprint",): "manage enrolled speakers"}
 
 
 _Run = Callable[[argparse.Namespace], int]
@@ -306,3 +307,12 @@ def _serve(args: argparse.Namespace) -> int:
 
     asyncio.run(serve(config, registry, sys.stdout))
     return 0
+
+
+# Subcommands that live in their own modules register themselves on import.
+from . import voiceprint_cli  # noqa: E402,F401
+
+
+# ---------------------------------------------------------------------------- tools
+# Modules that register more commands (imported last: they use @command from here).
+from .tools import simulate as _tools_simulate  # noqa: E402,F401

@@ -163,29 +163,36 @@ class Turn:
             s.turn_finished(self)
 
     async def _recognise(self) -> str:
+        """ASR (streamed session if one heard the utterance, else whole-utterance), with
+        speaker identification running beside it when a voiceprint provider is set."""
         s = self.session
         t0 = time.monotonic()
-        if self.asr_result is None and self.asr_stream is not None:
-            stream, self.asr_stream = self.asr_stream, None
-            try:
+        vp_task: asyncio.Task[None] | None = None
+        if s.providers.voiceprint is not None and self.audio is not None \
+                and len(self.audio) >= 16000:
+            vp_task = asyncio.ensure_future(self._identify(self.audio))
+        try:
+            if self.asr_result is None and self.asr_stream is not None:
+                stream, self.asr_stream = self.asr_stream, None
+                try:
+                    self.asr_result = await self._within(
+                        f"ASR provider '{s.providers.asr.name}' (stream)", stream.finish())
+                except Exception as exc:
+                    log.warning("session %s: streaming ASR failed (%s); recognising the "
+                                "whole utterance instead", s.session_id, exc)
+                finally:
+                    with contextlib.suppress(Exception):
+                        await stream.close()
+            if self.asr_result is None:
+                assert self.audio is not None
                 self.asr_result = await self._within(
-                    f"ASR provider '{s.providers.asr.name}' (stream)", stream.finish())
-            except Exception as exc:
-                log.warning("session %s: streaming ASR failed (%s); recognising the whole "
-                            "utterance instead", s.session_id, exc)
-            finally:
-                with contextlib.suppress(Exception):
-                    await stream.close()
-        if self.asr_result is None:
-            assert self.audio is not None
-            vp_task = None
-            if s.providers.voiceprint is not None and len(self.audio) >= 16000:
-                vp_task = asyncio.ensure_future(self._identify(self.audio))
-            try:
-                self.asr_result = await self._within(
-                    f"ASR provider '{s.providers.asr.name}'", s.providers.asr.transcribe(self.audio))
-            finally:
-                if vp_task is not None:
+                    f"ASR provider '{s.providers.asr.name}'",
+                    s.providers.asr.transcribe(self.audio))
+        finally:
+            if vp_task is not None:
+                if self.asr_result is None:
+                    vp_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
                     await vp_task
         self.latency.asr_final = time.monotonic()
         self.latency.provider_seconds["asr"] = self.latency.asr_final - t0

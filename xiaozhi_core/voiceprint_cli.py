@@ -1,0 +1,99 @@
+"""``xiaozhi voiceprint enroll|list|identify``: manage the speakers of the voiceprint
+provider a deployment selects (works with any provider of the role).
+
+Example (with the fake voiceprint provider)::
+
+    xiaozhi voiceprint enroll -c configs/default.yaml alice alice1.wav alice2.wav
+    xiaozhi voiceprint identify -c configs/default.yaml unknown.wav
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from .cli import command
+from .errors import ConfigError
+
+__all__: list[str] = []
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", action="append", required=True, metavar="FILE",
+                   help="deployment config(s) selecting a voiceprint provider")
+
+
+async def _with_provider(args: argparse.Namespace, work: Any) -> Any:
+    from .config import load_config
+    from .executor import Executor, build
+    from .registry import default_registry
+
+    config = load_config(args.config, default_registry())
+    if config.voiceprint is None:
+        raise ConfigError("selects no voiceprint provider; add e.g. "
+                          "'voiceprint: {provider: resemblyzer}'", path="voiceprint",
+                          file=config.files[0])
+    executor = Executor(config.executor)
+    try:
+        provider = await build(config.voiceprint.spec, config.voiceprint.options, executor)
+        try:
+            return await work(provider)
+        finally:
+            await provider.aclose()
+    finally:
+        executor.shutdown(wait=False)
+
+
+def _read(path: str) -> Any:
+    from .audio import read_wav
+
+    try:
+        return read_wav(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _enroll_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("name", help="the speaker's name (as the assistant should call them)")
+    p.add_argument("wav", nargs="+", help="16-bit PCM WAV file(s) of the speaker, 3+ s each")
+
+
+@command("voiceprint", "enroll", help="enroll a named speaker from WAV files",
+         arguments=_enroll_args)
+def _enroll(args: argparse.Namespace) -> int:
+    async def work(provider: Any) -> None:
+        for path in args.wav:
+            pcm = _read(path)
+            await provider.enroll(args.name, pcm)
+            print(f"enrolled {args.name!r} from {path} ({len(pcm) / 16000:.1f} s)")
+
+    asyncio.run(_with_provider(args, work))
+    return 0
+
+
+@command("voiceprint", "list", help="list enrolled speakers", arguments=_common)
+def _list(args: argparse.Namespace) -> int:
+    async def work(provider: Any) -> list[str]:
+        return list(await provider.speakers())
+
+    for name in asyncio.run(_with_provider(args, work)):
+        print(name)
+    return 0
+
+
+def _identify_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("wav", help="a WAV file to identify")
+
+
+@command("voiceprint", "identify", help="identify the speaker of a WAV file",
+         arguments=_identify_args)
+def _identify(args: argparse.Namespace) -> int:
+    async def work(provider: Any) -> Any:
+        return await provider.identify(_read(args.wav))
+
+    match = asyncio.run(_with_provider(args, work))
+    print(f"{match.name or 'unknown'} (score {match.score:.3f})")
+    return 0
