@@ -1,0 +1,176 @@
+"""Upstream audio as the firmware produces it: 16 kHz mono, 60 ms Opus packets, DTX on.
+
+* :func:`load_wav` reads any PCM WAV (8/16/24/32-bit, any rate, any channel count) with
+  the standard :mod:`wave` module and returns 16 kHz mono int16 (channels averaged,
+  resampled with :func:`xiaozhi_core.audio.resample`);
+* :func:`synthesize` speaks a text with the offline ``espeak`` TTS provider, found in the
+  provider registry like any other provider;
+* :func:`encode_upstream` encodes like the device: Opus VOIP at 16 kHz, 60 ms frames,
+  DTX enabled, so silence becomes 1–3-byte packets after a few frames, as on the wire.
+
+Example:
+    >>> import numpy as np
+    >>> packets = encode_upstream(np.zeros(16000, np.int16))   # one second of silence
+    >>> len(packets), max(len(p) for p in packets[-5:])
+    (17, 1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..audio import resample
+from ..errors import XiaozhiError
+
+__all__ = ["Utterance", "encode_upstream", "load_wav", "make_utterance", "silence_packets",
+           "synthesize", "synthesize_async", "write_wav"]
+
+RATE = 16000
+FRAME_MS = 60
+FRAME = RATE * FRAME_MS // 1000
+
+
+def load_wav(path: str | Path) -> np.ndarray:
+    """A PCM WAV file as 16 kHz mono int16 (any rate, channels and sample width)."""
+    try:
+        with wave.open(str(path), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except (OSError, EOFError, wave.Error) as exc:
+        raise XiaozhiError(f"cannot read WAV file {str(path)!r}: {exc} (a PCM .wav file "
+                           "is needed; convert others with e.g. ffmpeg -i in.mp3 out.wav)"
+                           ) from exc
+    if width == 1:
+        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) * 256.0
+    elif width == 2:
+        x = np.frombuffer(raw, "<i2").astype(np.float32)
+    elif width == 3:
+        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = (np.where(v >= 1 << 23, v - (1 << 24), v) >> 8).astype(np.float32)
+    elif width == 4:
+        x = (np.frombuffer(raw, "<i4") >> 16).astype(np.float32)
+    else:
+        raise XiaozhiError(f"WAV file {str(path)!r} has an unsupported sample width "
+                           f"({width} bytes)")
+    if channels > 1:
+        x = x[: len(x) // channels * channels].reshape(-1, channels).mean(axis=1)
+    pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    if rate != RATE:
+        pcm = resample(pcm, rate, RATE)
+    if not len(pcm):
+        raise XiaozhiError(f"WAV file {str(path)!r} holds no audio")
+    return pcm
+
+
+def write_wav(path: str | Path, pcm: np.ndarray, rate: int) -> None:
+    """Write int16 mono ``pcm`` as a WAV file."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.asarray(pcm, np.int16).tobytes())
+
+
+async def synthesize_async(text: str, voice: str | None = None) -> np.ndarray:
+    """Speak ``text`` with the ``espeak`` provider (on a running loop): 16 kHz int16."""
+    if not text.strip():
+        raise XiaozhiError("--text is empty")
+    from ..executor import Executor, build
+    from ..registry import default_registry
+
+    registry = default_registry()
+    try:
+        spec = registry.get("tts", "espeak")
+    except XiaozhiError:
+        raise XiaozhiError(
+            "--text needs the offline 'espeak' TTS provider, which is not installed "
+            "(apt-get install espeak-ng && pip install -e plugins/xiaozhi-espeak); "
+            "or pass a recording with --wav FILE") from None
+    options = {"sample_rate": RATE}
+    if voice:
+        options["voice"] = voice  # type: ignore[assignment]
+    executor = Executor()
+    try:
+        tts = await build(spec, spec.validate(options), executor)
+        chunks = [c async for c in tts.synthesize(text)]
+        await tts.aclose()
+    finally:
+        executor.shutdown(wait=False)
+    pcm = np.frombuffer(b"".join(chunks), np.int16)
+    rate = int(getattr(tts, "sample_rate", RATE))
+    return resample(pcm, rate, RATE) if rate != RATE else pcm
+
+
+def synthesize(text: str, voice: str | None = None) -> np.ndarray:
+    """Speak ``text`` with the ``espeak`` provider: 16 kHz mono int16."""
+    return asyncio.run(synthesize_async(text, voice))
+
+
+class UpstreamEncoder:
+    """Opus VOIP encoder at 16 kHz / 60 ms with DTX on, as the firmware configures it."""
+
+    def __init__(self, dtx: bool = True) -> None:
+        import opuslib
+        import opuslib.api.ctl as ctl
+        import opuslib.api.encoder as enc_api
+
+        self._enc = opuslib.Encoder(RATE, 1, "voip")
+        if dtx:
+            enc_api.encoder_ctl(self._enc.encoder_state, ctl.set_dtx, 1)
+
+    def encode(self, pcm: np.ndarray) -> list[bytes]:
+        """Encode whole 60 ms frames (the tail is zero-padded)."""
+        pcm = np.asarray(pcm, np.int16)
+        pad = (-len(pcm)) % FRAME
+        if pad:
+            pcm = np.concatenate([pcm, np.zeros(pad, np.int16)])
+        data = pcm.tobytes()
+        step = FRAME * 2
+        return [bytes(self._enc.encode(data[i:i + step], FRAME)) for i in range(0, len(data), step)]
+
+
+def encode_upstream(pcm: np.ndarray, dtx: bool = True) -> list[bytes]:
+    """``pcm`` (16 kHz mono int16) as the device's upstream Opus packets."""
+    return UpstreamEncoder(dtx).encode(pcm)
+
+
+def silence_packets(seconds: float = 3.0) -> list[bytes]:
+    """What the device sends while nobody speaks: DTX packets (1–3 bytes) once the
+    encoder has settled. Cycle through them as a filler."""
+    packets = encode_upstream(np.zeros(int(seconds * RATE) + 12 * FRAME, np.int16))
+    tail = [p for p in packets[12:] if len(p) <= 3]
+    return tail or [b"\xf8"]
+
+
+@dataclass
+class Utterance:
+    """Pre-encoded speech: ``packets`` (60 ms each) and where the voice ends in them."""
+
+    packets: list[bytes]
+    #: Index of the packet after the last one that holds voice (trailing silence
+    #: excluded): the moment the user stopped speaking is when packet ``voice_end - 1``
+    #: has been sent.
+    voice_end: int
+    seconds: float
+
+
+def make_utterance(pcm: np.ndarray, threshold: float = 0.02) -> Utterance:
+    """Encode ``pcm`` and find where its voice ends (last 60 ms frame whose RMS exceeds
+    ``threshold`` of full scale)."""
+    pcm = np.asarray(pcm, np.int16)
+    frames = len(pcm) // FRAME
+    if frames:
+        x = pcm[: frames * FRAME].astype(np.float32).reshape(frames, FRAME) / 32768.0
+        rms = np.sqrt(np.mean(x * x, axis=1))
+        loud = np.nonzero(rms > threshold)[0]
+        voice_end = int(loud[-1]) + 1 if len(loud) else frames
+    else:
+        voice_end = 0
+    packets = encode_upstream(pcm)
+    return Utterance(packets, max(1, min(voice_end, len(packets))), len(pcm) / RATE)
