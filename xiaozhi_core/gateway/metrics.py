@@ -32,6 +32,8 @@ __all__ = ["Metrics"]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2,
                     0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
+_OVERHEAD_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04,
+                     0.05, 0.075, 0.1, 0.2, 0.5, 1, 2)
 _LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
                 0.2, 0.5, 1, 2)
 
@@ -86,7 +88,7 @@ class Metrics:
         self.turn_overhead = Histogram(
             "xiaozhi_turn_server_overhead_seconds",
             "End of speech to first audio frame sent, minus the providers' own time "
-            "(ASR, LLM first token, TTS first audio)", registry=r, buckets=_LATENCY_BUCKETS)
+            "(ASR, LLM first token, TTS first audio)", registry=r, buckets=_OVERHEAD_BUCKETS)
         self.loop_lag = Gauge("xiaozhi_loop_lag_seconds", "Event-loop lag", ["stat"], registry=r)
         self.slow_callbacks = Gauge("xiaozhi_loop_slow_callbacks", "Slow loop callbacks seen",
                                     registry=r)
