@@ -312,5 +312,5 @@ def _serve(args: argparse.Namespace) -> int:
 
 # Subcommands that live in their own modules register themselves on import.
 from . import voiceprint_cli  # noqa: E402,F401
-from .tools import simulate as _tools_simulate  # noqa: E402,F401
 from .tools import bench as _tools_bench  # noqa: E402,F401
+from .tools import simulate as _tools_simulate  # noqa: E402,F401

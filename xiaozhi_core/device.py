@@ -50,7 +50,8 @@ class Received:
     timestamp: int | None = None
 
 
-def encode_utterance(pcm: np.ndarray, frame_ms: int = 60, sample_rate: int = 16000) -> list[bytes]:
+def encode_utterance(pcm: np.ndarray, frame_ms: int = 60,
+                     sample_rate: int = 16000) -> list[bytes]:
     """Encode int16 audio as the firmware's upstream Opus packets (padded last frame)."""
     enc = OpusEncoder(sample_rate, frame_ms, application="voip")
     return enc.encode(pcm.astype(np.int16).tobytes()) + enc.flush()
@@ -175,7 +176,8 @@ class FakeDevice:
     async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
         await self.send_raw(encode_frame(packet, self.protocol_version, timestamp))
 
-    async def listen(self, state: str = "start", mode: str = "auto", text: str | None = None) -> None:
+    async def listen(self, state: str = "start", mode: str = "auto",
+                     text: str | None = None) -> None:
         msg: dict[str, Any] = {"type": "listen", "state": state}
         if state == "start":
             msg["mode"] = mode
@@ -218,8 +220,20 @@ class FakeDevice:
                 out.append(f"{t}:{r.message['state']}" if t == "tts" else t)
         return out
 
-    async def wait_for(self, type_: str, state: str | None = None, timeout: float = 10.0,
-                       after: int = 0) -> dict[str, Any]:
+    # The waits take a timeout argument on purpose: they are a test/driver convenience
+    # API where every call needs a bound.
+    async def wait_frames(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until ``count`` audio frames have arrived."""
+        async with asyncio.timeout(timeout):
+            while len(self.audio_frames()) < count:
+                if self.closed_code is not None:
+                    raise ConnectionError(f"closed ({self.closed_code}) before {count} frames")
+                self._new.clear()
+                await self._new.wait()
+
+    async def wait_for(self, type_: str, state: str | None = None,
+                       timeout: float = 10.0, after: int = 0  # noqa: ASYNC109
+                       ) -> dict[str, Any]:
         """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
         async with asyncio.timeout(timeout):
             while True:
@@ -234,7 +248,8 @@ class FakeDevice:
                 self._new.clear()
                 await self._new.wait()
 
-    async def wait_closed(self, timeout: float = 10.0) -> tuple[int | None, str]:
+    async def wait_closed(self, timeout: float = 10.0  # noqa: ASYNC109
+                          ) -> tuple[int | None, str]:
         async with asyncio.timeout(timeout):
             while self.closed_code is None:
                 self._new.clear()

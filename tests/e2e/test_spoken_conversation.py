@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xiaozhi_core.audio import resample
 from xiaozhi_core.config import load_config, merge
 from xiaozhi_core.device import FakeDevice, encode_utterance
 from xiaozhi_core.gateway import XiaozhiServer

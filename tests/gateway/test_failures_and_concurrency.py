@@ -102,8 +102,7 @@ async def test_client_vanishing_mid_turn_leaves_nothing_behind(make_server):
     dev = await FakeDevice(server.ws_url).connect()
     await speak(dev)
     await dev.wait_for("tts", "start", timeout=15)
-    while not dev.audio_frames():
-        await asyncio.sleep(0.02)
+    await dev.wait_frames(1)
     session = next(iter(server.sessions.values()))
     ref = weakref.ref(session)
     turn_task = session.turn_task
@@ -250,7 +249,7 @@ async def test_memory_carries_history_and_is_trimmed(make_server):
     last = server.providers.llm.instance.requests[-1][0]
     contents = [m.content for m in last]
     assert last[0].role == "system"
-    assert "third question here" == contents[-1]
+    assert contents[-1] == "third question here"
     assert "second question here" in contents           # the previous turn is remembered
     assert "first question here" not in contents        # ...the oldest one trimmed
 
@@ -282,7 +281,8 @@ async def test_strict_frame_order_under_concurrency(make_server):
         await d.connect()
     try:
         await asyncio.gather(*(d.listen("start", "manual") for d in devices))
-        await asyncio.gather(*(d.stream(p, realtime=False) for d, p in zip(devices, packets)))
+        await asyncio.gather(*(d.stream(p, realtime=False)
+                               for d, p in zip(devices, packets, strict=True)))
         await asyncio.gather(*(d.listen("stop") for d in devices))
         await asyncio.gather(*(d.wait_for("stt", timeout=30) for d in devices))
         sessions = {s.device.device_id: s for s in server.sessions.values()}

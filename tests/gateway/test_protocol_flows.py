@@ -190,8 +190,7 @@ async def test_realtime_barge_in_stops_the_reply_and_starts_a_new_turn(make_serv
         await dev.listen("start", "realtime")
         await dev.stream(utterance(), realtime=False)
         await dev.wait_for("tts", "start", timeout=15)
-        while not dev.audio_frames():
-            await asyncio.sleep(0.02)
+        await dev.wait_frames(1)
         # the user talks over the reply (mic stays on in realtime mode)
         await dev.stream(utterance(lead=0.1), realtime=True)
         await dev.wait_for("tts", "stop", timeout=10)
@@ -225,8 +224,7 @@ async def test_abort_while_speaking_sends_tts_stop_and_no_stale_frame(make_serve
     async with FakeDevice(server.ws_url) as dev:
         await speak(dev)
         await dev.wait_for("tts", "start", timeout=15)
-        while len(dev.audio_frames()) < 5:
-            await asyncio.sleep(0.02)
+        await dev.wait_frames(5)
         await dev.abort(reason)
         await dev.wait_for("tts", "stop", timeout=2)
         stop_i = next(i for i, r in enumerate(dev.received)

@@ -45,7 +45,8 @@ async def _cors(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
-def _ota_response(server: XiaozhiServer, request: web.Request, body: dict[str, Any]) -> dict[str, Any]:
+def _ota_response(server: XiaozhiServer, request: web.Request,
+                  body: dict[str, Any]) -> dict[str, Any]:
     device_id = (request.headers.get("Device-Id") or body.get("mac_address") or "").lower()
     client_id = request.headers.get("Client-Id") or body.get("uuid") or ""
     token = server.auth.issue(client_id, device_id) if server.auth.enabled and device_id else ""

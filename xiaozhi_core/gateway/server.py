@@ -38,7 +38,7 @@ from ..session.audio_hub import AudioHub
 from ..session.segmenter import segmentation_params
 from ..session.session import DeviceInfo, Providers, Session
 from ..types import Role
-from .auth import AuthError, Authenticator, identity_from_request
+from .auth import Authenticator, AuthError, identity_from_request
 from .http import make_app
 from .metrics import Metrics
 
@@ -52,7 +52,8 @@ WS_PATH = "/xiaozhi/v1/"
 class XiaozhiServer:
     """Owns the executor, the shared providers, the audio hub and every session."""
 
-    def __init__(self, config: DeploymentConfig, bound: dict[Role, Any], executor: Executor) -> None:
+    def __init__(self, config: DeploymentConfig, bound: dict[Role, Any],
+                 executor: Executor) -> None:
         self.config = config
         self.bound = bound
         self.providers = Providers.from_roles(bound)

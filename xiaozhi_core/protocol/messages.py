@@ -6,10 +6,11 @@ everything else: missing optional fields get defaults, unknown fields are kept.
 Example:
     >>> parse_message('{"type":"listen","state":"start","mode":"auto"}')["mode"]
     'auto'
-    >>> parse_message('[1,2]')
-    Traceback (most recent call last):
-    ...
-    xiaozhi_core.protocol.messages.ProtocolError: message must be a JSON object with a string "type", got list
+    >>> try:
+    ...     parse_message('[1,2]')
+    ... except ProtocolError as exc:
+    ...     print(exc)
+    message must be a JSON object with a string "type", got list
     >>> server_hello("s1", 24000, 60)["transport"]
     'websocket'
 """

@@ -201,14 +201,16 @@ class Session:
         if isinstance(version, int) and version in (1, 2, 3) and not self.device.protocol_version:
             self.protocol_version = version
         self.protocol_version = self.protocol_version or 1
-        params = data.get("audio_params") if isinstance(data.get("audio_params"), dict) else {}
+        raw_params = data.get("audio_params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         if params and params.get("format", "opus") != "opus":
             log.warning("session %s: device audio format %r unsupported; expecting opus",
                         self.session_id, params.get("format"))
         cfg = self.settings.session
         await self.send_json(msg.server_hello(self.session_id, cfg.output_sample_rate,
                                               cfg.output_frame_ms))
-        features = data.get("features") if isinstance(data.get("features"), dict) else {}
+        raw_features = data.get("features")
+        features: dict[str, Any] = raw_features if isinstance(raw_features, dict) else {}
         if features.get("mcp"):
             self._spawn(self._init_mcp(), "mcp-init")
         log.info("session %s: hello from %s (protocol v%d, mcp=%s)", self.session_id,

@@ -202,7 +202,8 @@ class Turn:
     async def _identify(self, audio: np.ndarray) -> None:
         s = self.session
         try:
-            match = await self._within("voiceprint provider", s.providers.voiceprint.identify(audio))
+            match = await self._within("voiceprint provider",
+                                       s.providers.voiceprint.identify(audio))
             s.speaker = match.name
             log.info("session %s: speaker %s (score %.2f)", s.session_id,
                      match.name or "unknown", match.score)
