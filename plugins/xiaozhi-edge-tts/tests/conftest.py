@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_edge import FakeEdge
 from xiaozhi_edge_tts.plugin import xiaozhi_providers
 
+from xiaozhi_core.providers import ProviderSpec
+
 
 # --------------------------------------------------------------------------- no network
 class _NetworkGuard:
@@ -87,19 +89,22 @@ async def fake_edge() -> AsyncIterator[FakeEdge]:
         yield server
 
 
-def edge_spec() -> Any:
+@pytest.fixture
+def edge_spec() -> ProviderSpec:
+    """The ``edge`` provider's spec (as the entry point declares it)."""
     [spec] = xiaozhi_providers()
     return spec
 
 
 @pytest.fixture
-async def make_tts(fake_edge: FakeEdge) -> AsyncIterator[Callable[..., Any]]:
+async def make_tts(fake_edge: FakeEdge,
+                   edge_spec: ProviderSpec) -> AsyncIterator[Callable[..., Any]]:
     """``make_tts(**options)``: an ``edge`` provider built through its spec (option
     validation and factory) with ``endpoint`` = the fake server; closed after the test."""
     made: list[Any] = []
 
     def make(**options: Any) -> Any:
-        tts = edge_spec().create({"endpoint": fake_edge.url, **options})
+        tts = edge_spec.create({"endpoint": fake_edge.url, **options})
         made.append(tts)
         return tts
 

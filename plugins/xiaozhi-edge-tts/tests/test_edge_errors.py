@@ -9,10 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import edge_spec
 from fake_edge import FakeEdge, Hang, Malformed, NoAudio, Reject, Speak, mp3_frames, sine_mp3
 
 from xiaozhi_core.errors import ProviderError, ProviderTimeout
+from xiaozhi_core.providers import ProviderSpec
 
 URL = r"ws://127\.0\.0\.1:\d+/consumer/speech/synthesize/readaloud/edge/v1"
 
@@ -21,17 +21,48 @@ async def collect(stream: Any) -> bytes:
     return b"".join([chunk async for chunk in stream])
 
 
-async def test_connection_refused() -> None:
+async def test_connection_refused(edge_spec: ProviderSpec) -> None:
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    tts = edge_spec().create({"endpoint": f"ws://127.0.0.1:{port}/edge/v1"})
+    tts = edge_spec.create({"endpoint": f"ws://127.0.0.1:{port}/edge/v1"})
     with pytest.raises(ProviderError, match=rf"edge: cannot connect to ws://127\.0\.0\.1:{port}"
                                             r"/edge/v1 \(connection refused: nothing listens"):
         await collect(tts.synthesize("hello"))
 
 
-async def test_a_connect_that_never_completes_times_out() -> None:
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_the_proxy_option_is_used(fake_edge: FakeEdge,
+                                        make_tts: Callable[..., Any]) -> None:
+    port = _dead_port()
+    with pytest.raises(ProviderError, match=rf"edge: cannot connect to the proxy 127\.0\.0\.1:"
+                                            rf"{port} \(.*\); check the proxy option or "
+                                            r"WSS_PROXY"):
+        await collect(make_tts(proxy=f"http://127.0.0.1:{port}").synthesize("hello"))
+    assert fake_edge.connections == []
+
+
+async def test_proxies_come_from_the_environment_by_url_scheme(
+        fake_edge: FakeEdge, make_tts: Callable[..., Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake is ws://, so WS_PROXY applies (for Microsoft's wss:// URL: WSS_PROXY);
+    # HTTP(S)_PROXY do not.
+    port = _dead_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    assert await collect(make_tts().synthesize("hello"))
+    monkeypatch.setenv("WS_PROXY", f"http://127.0.0.1:{port}")
+    with pytest.raises(ProviderError, match=rf"cannot connect to the proxy 127\.0\.0\.1:{port}"):
+        await collect(make_tts().synthesize("hello"))
+    assert len(fake_edge.connections) == 1
+
+
+async def test_a_connect_that_never_completes_times_out(edge_spec: ProviderSpec) -> None:
     # A listener whose accept queue is full: Linux drops further SYNs, so the TCP
     # connect hangs (loopback only).
     with socket.socket() as listener:
@@ -46,13 +77,14 @@ async def test_a_connect_that_never_completes_times_out() -> None:
             except BlockingIOError:
                 pass
         try:
-            tts = edge_spec().create({"endpoint": f"ws://127.0.0.1:{port}/edge/v1",
+            tts = edge_spec.create({"endpoint": f"ws://127.0.0.1:{port}/edge/v1",
                                       "connect_timeout": 0.3, "receive_timeout": 0.3})
             t0 = time.monotonic()
             with pytest.raises(ProviderTimeout, match=r"edge: could not connect to "
                                                       r"ws://127\.0\.0\.1:\d+/edge/v1 within "
                                                       r"0\.6 s \(connect_timeout \+ "
-                                                      r"receive_timeout\); check network"):
+                                                      r"receive_timeout\); check network "
+                                                      r"access, the proxy option or WSS_PROXY"):
                 await collect(tts.synthesize("hello"))
             assert time.monotonic() - t0 < 1.2
         finally:

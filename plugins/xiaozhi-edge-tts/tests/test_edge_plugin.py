@@ -7,9 +7,9 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import edge_spec
 
 from xiaozhi_core.errors import ConfigError, ProviderError
+from xiaozhi_core.providers import ProviderSpec
 from xiaozhi_core.registry import Registry
 from xiaozhi_core.types import Execution, Role
 
@@ -33,12 +33,12 @@ def test_the_plugin_module_imports_no_sdk() -> None:
     assert out.stdout.strip() == "[]"
 
 
-def test_defaults() -> None:
-    options = edge_spec().validate({})
+def test_defaults(edge_spec: ProviderSpec) -> None:
+    options = edge_spec.validate({})
     assert options.voice == "en-US-EmmaMultilingualNeural"
     assert (options.rate, options.volume, options.pitch) == ("+0%", "+0%", "+0Hz")
     assert options.sample_rate == 24000 and options.endpoint is None and options.proxy is None
-    tts = edge_spec().create({})
+    tts = edge_spec.create({})
     assert tts.sample_rate == 24000
     assert tts.url == ("wss://speech.platform.bing.com/consumer/speech/synthesize/readaloud/"
                        "edge/v1")
@@ -57,21 +57,22 @@ def test_defaults() -> None:
     ({"proxy": "socks5://p:1080"}, r"edge: proxy 'socks5://p:1080' must be an http:// or"),
     ({"voices": "x"}, r"unknown key 'voices'"),
 ])
-def test_options_are_validated(options: dict[str, Any], message: str) -> None:
+def test_options_are_validated(options: dict[str, Any], message: str,
+                               edge_spec: ProviderSpec) -> None:
     with pytest.raises(ConfigError, match=message):
-        edge_spec().validate(options, path="tts.options")
+        edge_spec.validate(options, path="tts.options")
 
 
-def test_long_form_voice_names_are_accepted() -> None:
+def test_long_form_voice_names_are_accepted(edge_spec: ProviderSpec) -> None:
     voice = "Microsoft Server Speech Text to Speech Voice (zh-CN, YunxiNeural)"
-    assert edge_spec().create({"voice": voice}).options.voice == voice
+    assert edge_spec.create({"voice": voice}).options.voice == voice
 
 
 async def test_the_default_endpoint_is_microsofts_and_the_tests_cannot_reach_it(
-        no_network: Any) -> None:
+        no_network: Any, edge_spec: ProviderSpec) -> None:
     # Without `endpoint`, edge-tts goes to speech.platform.bing.com: the guard of these
     # tests stops the DNS look-up before any packet leaves.
-    tts = edge_spec().create({"connect_timeout": 1, "receive_timeout": 1})
+    tts = edge_spec.create({"connect_timeout": 1, "receive_timeout": 1})
     with pytest.raises(ProviderError, match=r"edge: .*RuntimeError: test tried to reach a "
                                             r"non-loopback host: socket\.getaddrinfo "
                                             r"'speech\.platform\.bing\.com'"):

@@ -4,17 +4,19 @@ cancellation and the core's executor policy."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import edge_spec
 from fake_edge import FakeEdge, Hang, Speak, mp3_frames, sine_mp3, speech_mp3
 
-from xiaozhi_core.errors import ProviderError
+from xiaozhi_core.errors import ExecutionPolicyError, ProviderError
 from xiaozhi_core.executor import Executor, ExecutorSettings, bind, build
+from xiaozhi_core.providers import ProviderSpec
+from xiaozhi_core.types import Execution
 
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 
@@ -127,16 +129,18 @@ async def test_long_text_is_sent_in_several_turns_and_decoded_as_one_stream(
     assert len(pcm) // 2 == 2 * mp3_frames(sine_mp3()) * 576
 
 
-async def test_two_endpoints_at_the_same_time(make_tts: Callable[..., Any]) -> None:
+async def test_two_endpoints_at_the_same_time(edge_spec: ProviderSpec) -> None:
     # Each synthesis carries its own endpoint (a context variable in its task).
     async with FakeEdge() as a, FakeEdge() as b:
         a.script(Speak(chunk_delay=0.01, chunk_bytes=500))
         b.script(Speak(chunk_delay=0.01, chunk_bytes=500))
-        tts_a = edge_spec().create({"endpoint": a.url})
-        tts_b = edge_spec().create({"endpoint": b.url})
+        tts_a = edge_spec.create({"endpoint": a.url})
+        tts_b = edge_spec.create({"endpoint": b.url})
         await asyncio.gather(collect(tts_a.synthesize("to a")), collect(tts_b.synthesize("to b")))
         assert [c.text for c in a.connections] == ["to a"]
         assert [c.text for c in b.connections] == ["to b"]
+        await tts_a.close()
+        await tts_b.close()
 
 
 async def test_stopping_early_closes_the_websocket_at_once(
@@ -192,17 +196,22 @@ async def test_close_aborts_running_syntheses(
     await asyncio.wait_for(fake_edge.connections[0].ended.wait(), 1.0)
 
 
-async def test_passes_the_executor_policy_as_io(fake_edge: FakeEdge) -> None:
+async def test_passes_the_executor_policy_as_io(fake_edge: FakeEdge,
+                                                edge_spec: ProviderSpec) -> None:
     executor = Executor(ExecutorSettings(cpu_workers=1))
     try:
-        spec = edge_spec()
+        spec = edge_spec
         options = spec.validate({"endpoint": fake_edge.url, "sample_rate": 16000})
         bound = await build(spec, options, executor)
         assert bound.execution.value == "io" and bound.sample_rate == 16000
         pcm = await collect(bound.synthesize("through the core"))
         assert len(pcm) // 2 == mp3_frames(sine_mp3()) * 576 * 2 // 3
-        # bind() directly checks the same policy (synthesize is an async generator).
+        # bind() checks the same policy (synthesize is an async generator)...
         bind(spec, bound.instance, executor)
+        # ...and would refuse the provider declared 'cpu'.
+        as_cpu = dataclasses.replace(spec, execution=Execution.CPU)
+        with pytest.raises(ExecutionPolicyError, match=r"synthesize\(\) is an async generator"):
+            bind(as_cpu, bound.instance, executor)
         await bound.aclose()
     finally:
         executor.shutdown()

@@ -92,7 +92,7 @@ def stream_error(exc: BaseException, *, url: str, voice: str,
         return ProviderError(f"edge: the audio from {url} is not MP3: {exc}")
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         return ProviderError(f"edge: cannot connect to the proxy {exc.host}:{exc.port} "
-                             f"({exc.os_error}); check the proxy option or HTTPS_PROXY")
+                             f"({exc.os_error}); check the proxy option or WSS_PROXY")
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return ProviderError(f"edge: cannot resolve {exc.host} ({exc.os_error}); check "
                              "DNS and network access")

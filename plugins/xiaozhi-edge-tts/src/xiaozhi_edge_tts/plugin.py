@@ -70,8 +70,9 @@ class EdgeTTSOptions:
     #: Seconds the service may stay silent: after connecting until the first message,
     #: and between messages. A stalled stream raises ProviderTimeout.
     receive_timeout: float = 10.0
-    #: HTTP proxy for the WebSocket, e.g. "http://proxy:3128". Unset: edge-tts honours
-    #: the HTTPS_PROXY / WSS_PROXY / NO_PROXY environment variables.
+    #: HTTP proxy for the WebSocket, e.g. "http://proxy:3128". Unset: the WSS_PROXY and
+    #: NO_PROXY environment variables (aiohttp picks proxies by URL scheme, so
+    #: HTTPS_PROXY does not apply to wss://).
     proxy: str | None = None
     #: WebSocket URL of the read-aloud service (a relay, or a test server). Unset:
     #: edge-tts's own wss://speech.platform.bing.com/.../edge/v1 URL.

@@ -201,7 +201,7 @@ class EdgeTTS:
             raise ProviderTimeout(
                 f"edge: could not connect to {self.url} within {limit:g} s "
                 "(connect_timeout + receive_timeout); check network access, the proxy "
-                "option or HTTPS_PROXY") from None
+                "option or WSS_PROXY") from None
         raise ProviderTimeout(
             f"edge: {self.url} accepted the connection but sent no audio within {limit:g} s "
             f"(voice {voice}; connect_timeout + receive_timeout)") from None
