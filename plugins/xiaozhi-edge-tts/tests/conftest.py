@@ -81,6 +81,17 @@ def no_network() -> Iterator[_NetworkGuard]:
     assert not guard.violations, f"non-loopback network access: {guard.violations}"
 
 
+@pytest.fixture(autouse=True)
+def keep_edge_tts_clock() -> Iterator[None]:
+    """edge-tts corrects a 403 by shifting a process-wide clock skew (from the fake's
+    Date header): undo it after each test."""
+    from edge_tts.drm import DRM
+
+    skew = DRM.clock_skew_seconds
+    yield
+    DRM.clock_skew_seconds = skew
+
+
 # --------------------------------------------------------------------------- fake service
 @pytest.fixture
 async def fake_edge() -> AsyncIterator[FakeEdge]:

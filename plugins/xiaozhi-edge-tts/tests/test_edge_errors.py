@@ -174,6 +174,18 @@ async def test_hang_at_the_handshake_times_out(
     assert time.monotonic() - t0 < 1.2
 
 
+async def test_an_unanswered_upgrade_times_out_in_edge_tts(
+        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    # edge-tts's own read timeout (whole seconds) covers the HTTP upgrade.
+    fake_edge.script(Hang("handshake"))
+    t0 = time.monotonic()
+    with pytest.raises(ProviderTimeout, match=rf"edge: {URL} accepted the connection but did "
+                                              r"not answer the WebSocket upgrade within 1 s "
+                                              r"\(receive_timeout"):
+        await collect(make_tts(connect_timeout=5, receive_timeout=1).synthesize("hi"))
+    assert 0.9 < time.monotonic() - t0 < 2.0
+
+
 async def test_hang_after_the_ssml_times_out_and_hangs_up(
         fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
     fake_edge.script(Hang("ssml"))

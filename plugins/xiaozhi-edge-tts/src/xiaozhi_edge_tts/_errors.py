@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import http
 import json
+import math
 
 import aiohttp
 from edge_tts import exceptions as edge_errors
@@ -58,8 +59,8 @@ def handshake_error(status: int, url: str) -> ProviderError:
     return ProviderError(f"edge: the WebSocket handshake with {url} failed ({what})")
 
 
-def stream_error(exc: BaseException, *, url: str, voice: str,
-                 connect_timeout: float = 0.0) -> ProviderError:
+def stream_error(exc: BaseException, *, url: str, voice: str, connect_timeout: float = 0.0,
+                 receive_timeout: float = 0.0) -> ProviderError:
     """Map an exception raised while edge-tts connects, streams or we decode."""
     if isinstance(exc, ProviderError):
         return exc
@@ -102,11 +103,16 @@ def stream_error(exc: BaseException, *, url: str, voice: str,
         else:
             why = str(exc.os_error)
         return ProviderError(f"edge: cannot connect to {url} ({why})")
-    if isinstance(exc, (aiohttp.ServerTimeoutError, aiohttp.ConnectionTimeoutError,
-                        asyncio.TimeoutError)):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ProviderTimeout(
-            f"edge: {url} did not complete the connection in time ({exc or type(exc).__name__}"
-            f"; connect_timeout {connect_timeout:g} s)")
+            f"edge: could not connect to {url} within {math.ceil(connect_timeout)} s "
+            "(connect_timeout, in whole seconds for edge-tts); check network access, the "
+            "proxy option or WSS_PROXY")
+    if isinstance(exc, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return ProviderTimeout(
+            f"edge: {url} accepted the connection but did not answer the WebSocket upgrade "
+            f"within {math.ceil(receive_timeout)} s (receive_timeout, in whole seconds for "
+            "edge-tts)")
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return ProviderError(f"edge: connection to {url} failed ({type(exc).__name__}: {exc})")
     return ProviderError(f"edge: synthesis failed ({type(exc).__name__}: {exc})")

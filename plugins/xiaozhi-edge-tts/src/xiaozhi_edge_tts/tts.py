@@ -74,7 +74,7 @@ class _Synthesis:
                     self.queue.put_nowait(_PROGRESS)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # handed to the consumer, who maps it
+        except Exception as exc:  # handed to the consumer, who maps it
             self.queue.put_nowait(_Failure(exc))
         else:
             self.queue.put_nowait(_END)
@@ -125,10 +125,11 @@ class EdgeTTS:
             return edge_tts.Communicate(
                 text, voice, rate=o.rate, volume=o.volume, pitch=o.pitch,
                 proxy=o.proxy,
-                # edge-tts wants whole seconds; the watchdog in synthesize() is exact
-                # and fires first (these only bound the TCP connect and the upgrade).
-                connect_timeout=math.ceil(o.connect_timeout) + 1,
-                receive_timeout=math.ceil(o.receive_timeout) + 1,
+                # Whole seconds, as edge-tts wants. They bound the TCP connect and the
+                # HTTP upgrade's response; after the upgrade only the watchdog in
+                # _next() bounds the waits.
+                connect_timeout=math.ceil(o.connect_timeout),
+                receive_timeout=math.ceil(o.receive_timeout),
                 connector=connector,
             )
         except (TypeError, ValueError) as exc:
@@ -157,7 +158,8 @@ class EdgeTTS:
                     break
                 if isinstance(item, _Failure):
                     raise stream_error(item.exc, url=self.url, voice=voice,
-                                       connect_timeout=o.connect_timeout) from item.exc
+                                       connect_timeout=o.connect_timeout,
+                                       receive_timeout=o.receive_timeout) from item.exc
                 if item is _PROGRESS:
                     continue
                 try:
