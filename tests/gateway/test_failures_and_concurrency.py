@@ -99,6 +99,7 @@ async def test_client_vanishing_mid_turn_leaves_nothing_behind(make_server):
     server = await make_server(llm={"provider": "fake", "options": {
         "reply": "A very long answer. " * 20, "token_delay": 0.01}})
     tasks_before = _session_tasks()
+    threads_before = {t.ident for t in threading.enumerate()}
     dev = await FakeDevice(server.ws_url).connect()
     await speak(dev)
     await dev.wait_for("tts", "start", timeout=15)
@@ -123,8 +124,9 @@ async def test_client_vanishing_mid_turn_leaves_nothing_behind(make_server):
     # asyncio's resolver threads exist
     names = [t.name for t in threading.enumerate()]
     pool = [n for n in names if n.startswith("xiaozhi-cpu")]
-    others = [n for n in names if not n.startswith(("xiaozhi-cpu", "asyncio_", "MainThread"))]
-    assert len(pool) <= server.executor.settings.workers and others == [], names
+    new = [t.name for t in threading.enumerate() if t.ident not in threads_before
+           and not t.name.startswith(("xiaozhi-cpu", "asyncio_"))]
+    assert len(pool) <= server.executor.settings.workers and new == [], names
     # the server still serves
     async with FakeDevice(server.ws_url) as dev2:
         await dev2.listen("detect", text="still there?")
