@@ -21,7 +21,7 @@ log() { printf '\n== %s\n' "$*"; }
 # llama.cpp from source. espeak-ng + sox: the tests speak real sentences with espeak-ng
 # (the espeak TTS provider itself uses the library from the espeakng-loader wheel).
 PKGS="libopus0 build-essential cmake"
-[ $DEV = 1 ] && PKGS="$PKGS espeak-ng sox"
+[ $DEV = 1 ] && PKGS="$PKGS espeak-ng sox strace"
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   PKGS="$PKGS python3-venv"
   "$PYTHON" --version 2>&1 | grep -q '3\.11' && PKGS="$PKGS python3.11-venv"

@@ -5,7 +5,13 @@ types in :mod:`xiaozhi_core.types` and the interfaces in :mod:`xiaozhi_core.prov
 Test doubles live in :mod:`xiaozhi_core.testing`.
 """
 
-from .errors import (
+import os as _os
+
+# onnxruntime >= 1.29 sends telemetry (DNS look-ups) unless this is set before it
+# initialises; the server must make no traffic beyond loopback by itself.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+from .errors import (  # noqa: E402
     ConfigError,
     ExecutionPolicyError,
     PluginError,
@@ -13,9 +19,9 @@ from .errors import (
     ProviderTimeout,
     XiaozhiError,
 )
-from .hookspecs import hookimpl
-from .providers import NoOptions, ProviderSpec
-from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec
+from .hookspecs import hookimpl  # noqa: E402
+from .providers import NoOptions, ProviderSpec  # noqa: E402
+from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec  # noqa: E402
 
 __version__ = "0.1.0"
 
