@@ -11,7 +11,7 @@ import os as _os
 # initialises; the server must make no traffic beyond loopback by itself.
 _os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from .errors import (  # noqa: E402
+from .errors import (
     ConfigError,
     ExecutionPolicyError,
     PluginError,
@@ -19,9 +19,9 @@ from .errors import (  # noqa: E402
     ProviderTimeout,
     XiaozhiError,
 )
-from .hookspecs import hookimpl  # noqa: E402
-from .providers import NoOptions, ProviderSpec  # noqa: E402
-from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec  # noqa: E402
+from .hookspecs import hookimpl
+from .providers import NoOptions, ProviderSpec
+from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec
 
 __version__ = "0.1.0"
 
