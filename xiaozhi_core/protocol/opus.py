@@ -17,26 +17,45 @@ Example:
 
 from __future__ import annotations
 
+import ctypes
+
 import opuslib
+import opuslib.api
+import opuslib.api.decoder
 
 __all__ = ["OpusDecoder", "OpusEncoder", "OpusError"]
 
 OpusError = opuslib.OpusError
 
 
+_opus_decode = opuslib.api.decoder.libopus_decode
+
+
 class OpusDecoder:
-    """Stateful decoder of one stream (keep one per connection; not thread-safe)."""
+    """Stateful decoder of one stream (keep one per connection; not thread-safe).
+
+    Calls ``opus_decode`` directly into a buffer allocated once, and copies the result
+    out with one ``memcpy``. (opuslib's ``Decoder.decode`` turns every decoded sample
+    into a Python int and back, about 40 µs per 60 ms frame with the GIL held: more
+    than the decoding itself, and on the hot path of every upstream frame.)
+    """
 
     def __init__(self, sample_rate: int = 16000, max_frame_ms: int = 120) -> None:
         self.sample_rate = sample_rate
         self._max_samples = sample_rate * max_frame_ms // 1000
         self._decoder = opuslib.Decoder(sample_rate, 1)
+        self._pcm = (ctypes.c_int16 * self._max_samples)()
+        self._pcm_ptr = ctypes.cast(self._pcm, opuslib.api.c_int16_pointer)
 
     def decode(self, packet: bytes) -> bytes:
         """PCM16LE mono of one packet; ``b""`` for an empty frame."""
         if not packet:
             return b""
-        return bytes(self._decoder.decode(packet, self._max_samples))
+        samples = _opus_decode(self._decoder.decoder_state, packet, len(packet), self._pcm_ptr,
+                               self._max_samples, 0)
+        if samples < 0:
+            raise OpusError(samples)
+        return ctypes.string_at(self._pcm, samples * 2)
 
 
 class OpusEncoder:
