@@ -3,13 +3,23 @@
 Each session's ordered lane hands the hub a list of Opus packets and awaits the result.
 The hub gathers the requests of every session that arrive within one tick, then
 
-1. decodes all of them in **one** pool job (each session's decoder is used by one job at
-   a time, so per-stream order is kept), cutting the PCM into 512-sample windows with a
-   per-stream carry-over;
+1. decodes all of them (each session's decoder is used by one job at a time, so
+   per-stream order is kept), cutting the PCM into 512-sample windows with a per-stream
+   carry-over;
 2. runs VAD over the windows of all streams in as few provider calls as possible: call
    ``k`` holds the ``k``-th window of every stream that has one (the recurrent state
    forbids two windows of one stream in the same call);
 3. resolves each request with its windows and probabilities.
+
+With a local ``cpu`` VAD (thread pool) steps 1 and 2 are **one** pool job: a round trip
+between the loop and the pool per VAD round would cost a thread hand-off and a GIL
+hand-back each, and under load those waits, not the work, set the lane's lag. Other
+VADs (``io``, or a process pool) get a decode job and then one provider call per round.
+
+Up to ``max_inflight`` batches (default: one per pool worker) run at once, so a batch
+never waits for the previous one to finish and both cores work. Order is still kept:
+a stream has at most one request outstanding (its lane awaits each one), so it is never
+in two batches at the same time.
 
 So the per-frame cost on the event loop is a queue hand-off; the decode and inference
 happen in the pool, one hop per tick for all sessions together.
@@ -28,6 +38,7 @@ import numpy as np
 
 from ..executor import Executor
 from ..protocol.opus import OpusDecoder, OpusError
+from ..types import Execution
 
 __all__ = ["AudioHub", "HubResult", "StreamState"]
 
@@ -42,6 +53,8 @@ class StreamState:
     vad_state: Any
     carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     decode_errors: int = 0
+    #: A request of this stream is queued or being processed.
+    busy: bool = False
 
 
 @dataclass
@@ -80,18 +93,50 @@ def _decode_batch(requests: list[_Request], window: int) -> None:
         st.carry = data[whole:].copy()
 
 
+def _round_members(requests: list[_Request], k: int) -> tuple[list[int], np.ndarray, list[Any]]:
+    """VAD round ``k``: the requests with a ``k``-th window, those windows as float32
+    in [-1, 1], and their streams' states."""
+    members = [i for i, r in enumerate(requests) if len(r.windows) > k]
+    frames = np.stack([requests[i].windows[k] for i in members]).astype(np.float32)
+    frames /= 32768.0
+    return members, frames, [requests[i].stream.vad_state for i in members]
+
+
+def _decode_and_vad(requests: list[_Request], window: int, vad: Any) -> tuple[list[list[float]],
+                                                                                 int]:
+    """Pool job: decode, then every VAD round, with the blocking provider ``vad``.
+    Returns the probabilities per request and the number of provider calls."""
+    _decode_batch(requests, window)
+    probs: list[list[float]] = [[] for _ in requests]
+    rounds = max((len(r.windows) for r in requests), default=0)
+    for k in range(rounds):
+        members, frames, states = _round_members(requests, k)
+        p, new_states = vad.speech_probs(frames, states)
+        for j, i in enumerate(members):
+            probs[i].append(float(p[j]))
+            requests[i].stream.vad_state = new_states[j]
+    return probs, rounds
+
+
 class AudioHub:
     """Batches decode and VAD across sessions. One per server."""
 
-    def __init__(self, executor: Executor, vad: Any, tick_ms: int = 20) -> None:
+    def __init__(self, executor: Executor, vad: Any, tick_ms: int = 20,
+                 max_inflight: int | None = None) -> None:
         self.executor = executor
         self.vad = vad
         self.window = int(getattr(vad, "window", 512))
         self.sample_rate = int(getattr(vad, "sample_rate", 16000))
         self.tick = tick_ms / 1000
+        self.max_inflight = max(1, max_inflight or executor.settings.workers)
+        #: The provider itself when the pool may call it directly (cpu, thread pool).
+        self.local_vad: Any = None
+        if getattr(vad, "execution", None) is Execution.CPU and not executor.is_process_pool:
+            self.local_vad = getattr(vad, "instance", None)
         self._requests: list[_Request] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.vad_calls = 0
         self.windows_total = 0
@@ -106,11 +151,14 @@ class AudioHub:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="audio-hub")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._inflight) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await t
+        self._task = None
+        self._inflight.clear()
         for req in self._requests:
             if not req.future.done():
                 req.future.cancel()
@@ -121,55 +169,74 @@ class AudioHub:
         may be outstanding at a time (the session's lane guarantees it)."""
         if self._task is None:
             self.start()
+        if stream.busy:
+            raise RuntimeError("AudioHub.process: this stream already has a request "
+                               "outstanding (its lane must await each one)")
         future: asyncio.Future[HubResult] = asyncio.get_running_loop().create_future()
         self._requests.append(_Request(stream, packets, future))
+        stream.busy = True
         self._wake.set()
-        return await future
+        try:
+            return await future
+        finally:
+            stream.busy = False
 
     async def _run(self) -> None:
         last = 0.0
         loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(self.max_inflight)
         while True:
             await self._wake.wait()
             # let the other sessions' frames of this tick join the batch
             delay = last + self.tick - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+            await slots.acquire()            # while all batches run, the next one grows
             last = loop.time()
             self._wake.clear()
             batch, self._requests = self._requests, []
             batch = [r for r in batch if not r.future.done()]
             if not batch:
+                slots.release()
                 continue
-            t0 = time.perf_counter()
-            try:
-                await self._process(batch)
-            except asyncio.CancelledError:
-                for r in batch:
-                    if not r.future.done():
-                        r.future.cancel()
-                raise
-            except Exception as exc:
-                log.error("audio hub batch of %d streams failed: %s", len(batch), exc)
-                for r in batch:
-                    if not r.future.done():
-                        r.future.set_exception(exc)
+            task = loop.create_task(self._run_batch(batch, slots), name="audio-hub-batch")
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _run_batch(self, batch: list[_Request], slots: asyncio.Semaphore) -> None:
+        t0 = time.perf_counter()
+        try:
+            await self._process(batch)
+        except asyncio.CancelledError:
+            for r in batch:
+                if not r.future.done():
+                    r.future.cancel()
+            raise
+        except Exception as exc:
+            log.error("audio hub batch of %d streams failed: %s", len(batch), exc)
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_exception(exc)
+        finally:
+            slots.release()
             self.busy_seconds += time.perf_counter() - t0
 
     async def _process(self, batch: list[_Request]) -> None:
-        await self.executor.run(_decode_batch, batch, self.window)
-        probs: list[list[float]] = [[] for _ in batch]
-        rounds = max((len(r.windows) for r in batch), default=0)
-        for k in range(rounds):
-            members = [i for i, r in enumerate(batch) if len(r.windows) > k]
-            frames = np.stack([batch[i].windows[k] for i in members]).astype(np.float32)
-            frames /= 32768.0
-            states = [batch[i].stream.vad_state for i in members]
-            p, new_states = await self.vad.speech_probs(frames, states)
-            self.vad_calls += 1
-            for j, i in enumerate(members):
-                probs[i].append(float(p[j]))
-                batch[i].stream.vad_state = new_states[j]
+        if self.local_vad is not None:
+            probs, calls = await self.executor.run(_decode_and_vad, batch, self.window,
+                                                   self.local_vad)
+            self.vad_calls += calls
+        else:
+            await self.executor.run(_decode_batch, batch, self.window)
+            probs = [[] for _ in batch]
+            rounds = max((len(r.windows) for r in batch), default=0)
+            for k in range(rounds):
+                members, frames, states = _round_members(batch, k)
+                p, new_states = await self.vad.speech_probs(frames, states)
+                self.vad_calls += 1
+                for j, i in enumerate(members):
+                    probs[i].append(float(p[j]))
+                    batch[i].stream.vad_state = new_states[j]
         self.batches += 1
         self.last_batch_streams = len(batch)
         for i, r in enumerate(batch):
