@@ -41,6 +41,7 @@ import math
 import multiprocessing
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -71,6 +72,7 @@ class BenchOptions:
     metrics_url: str | None = None
     vad: str = "silero"
     delays_ms: tuple[float, float, float] = (50.0, 100.0, 50.0)
+    vad_tick_ms: int | None = None
     phases: tuple[str, ...] = ("ingest", "idle", "churn")
     devices: int = 20
     procs: int = 1
@@ -86,6 +88,7 @@ class BenchOptions:
     idle: int = 200
     churn: int = 1000
     churn_concurrency: int = 8
+    client_nice: int = 10
     json_path: str | None = None
     profile_server: str | None = None
     quiet: bool = False
@@ -147,7 +150,8 @@ def _default_config(o: BenchOptions) -> dict[str, Any]:
         "llm": {"provider": "fake_io", "options": {"reply": DEFAULT_REPLY,
                                                    "first_token_delay": llm}},
         "tts": {"provider": "fake_io", "options": {"first_chunk_delay": tts}},
-        "session": {"greeting": "", "server_tools": []},
+        "session": {"greeting": "", "server_tools": [],
+                    **({"vad_tick_ms": o.vad_tick_ms} if o.vad_tick_ms else {})},
     }
 
 
@@ -250,12 +254,20 @@ class _Job:
     run_for: float = 0.0          # seconds after t0: no new turn after this
     cycles: int = 0
     concurrency: int = 8
+    #: Lower the worker's CPU priority by this much (the load generator shares the
+    #: machine with the server it measures; under contention the server goes first).
+    nice: int = 0
 
 
 def _worker_main(job: _Job, t0: Any, go: Any, release: Any, results: Any) -> None:
     """Child process: announce readiness, wait for ``go`` (``t0`` = start, wall clock),
     run the job and put its result on ``results``."""
     _raise_nofile()
+    if job.nice:
+        try:
+            os.nice(job.nice)
+        except OSError:
+            pass
     results.put(("ready", job.worker, None))
     go.wait()
     try:
@@ -309,6 +321,9 @@ async def _ingest_device(job: _Job, index: int, start: float, stop_at: float, ve
     from ..device import FakeDevice
     from .driver import Mic, turn_record
 
+    # Identical devices with identical pauses fall into step (a slow moment delays all
+    # of them alike) and then speak in bursts; real users do not: jitter each pause.
+    rng = random.Random(index)
     stats: dict[str, Any] = {"index": index, "version": version, "frames_sent": 0,
                              "turns": [], "error": None}
     await _sleep_until(start)
@@ -359,7 +374,7 @@ async def _ingest_device(job: _Job, index: int, start: float, stop_at: float, ve
             if job.mode == "auto":
                 await dev.listen("start", "auto")
                 mic.resume()
-            pause = job.gap
+            pause = job.gap * rng.uniform(0.5, 1.5)
     except Exception as exc:
         stats["error"] = f"{type(exc).__name__}: {exc}"
     finally:
@@ -557,6 +572,32 @@ def _wait_drained(metrics: str | None, limit: float = 30.0) -> Any:
         time.sleep(0.2)
 
 
+def _cpu_times() -> tuple[float, float, float] | None:
+    """(busy, steal, total) jiffies of the whole machine, from /proc/stat."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            parts = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0.0)
+    steal = parts[7] if len(parts) > 7 else 0.0
+    return sum(parts[:8]) - idle, steal, sum(parts[:8])
+
+
+def _machine_load(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None,
+                  server_cores: float, client_cores: float) -> dict[str, float] | None:
+    """Cores busy on the whole machine between two :func:`_cpu_times`, and the part of
+    it not used by the bench (other processes: the numbers are only comparable when
+    this is near 0)."""
+    if a is None or b is None or b[2] <= a[2]:
+        return None
+    cpus = os.cpu_count() or 1
+    busy = (b[0] - a[0]) / (b[2] - a[2]) * cpus
+    return {"cores_busy": round(busy, 2), "steal_cores": round((b[1] - a[1]) / (b[2] - a[2])
+                                                                * cpus, 2),
+            "other_processes_cores": round(max(0.0, busy - server_cores - client_cores), 2)}
+
+
 def _process_state(s: Any) -> dict[str, float] | None:
     if s is None:
         return None
@@ -607,7 +648,7 @@ def _phase_ingest(o: BenchOptions, target: _Target, utterance: Any,
                              [versions[i] for i in part], mode=o.mode, speech=utterance.packets,
                              voice_end=utterance.voice_end, filler=filler, lead=o.lead,
                              gap=o.gap, turn_timeout=o.turn_timeout,
-                             run_for=o.ramp + settle + o.duration))
+                             run_for=o.ramp + settle + o.duration, nice=o.client_nice))
         m0 = _scrape(metrics)
         workers = _Workers(jobs)
         try:
@@ -615,16 +656,20 @@ def _phase_ingest(o: BenchOptions, target: _Target, utterance: Any,
             steady_start = t0 + o.ramp + settle
             steady_end = steady_start + o.duration
             time.sleep(max(0.0, steady_start - time.time()))
-            ma = _scrape(metrics)
+            ma, ca = _scrape(metrics), _cpu_times()
             time.sleep(max(0.0, steady_end - time.time()))
-            mb = _scrape(metrics)
+            mb, cb = _scrape(metrics), _cpu_times()
             outs = workers.join(o.turn_timeout * 3 + 60)
         finally:
             workers.kill()
         mc = _wait_drained(metrics, 10)
     finally:
         target.stop()
-    return _ingest_report(o, outs, m0, ma, mb, mc)
+    rep = _ingest_report(o, outs, m0, ma, mb, mc)
+    server_cores = rep.get("ingest", {}).get("server_cpu_cores", 0.0)
+    client_cores = rep["client"]["cpu_seconds"] / max(1.0, o.ramp + 1.0 + o.duration)
+    rep["machine_load"] = _machine_load(ca, cb, server_cores, client_cores)
+    return rep
 
 
 def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any, mb: Any,
@@ -747,8 +792,8 @@ def _phase_idle(o: BenchOptions, target: _Target) -> dict[str, Any]:
         procs = max(1, min(o.procs, n))
         indexes = list(range(n))
         versions = _versions(o.protocol_version, n)
-        jobs = [_Job("idle", ws_url, w, part, [0.0] * len(part), [versions[i] for i in part])
-                for w, part in enumerate(_split(indexes, procs))]
+        jobs = [_Job("idle", ws_url, w, part, [0.0] * len(part), [versions[i] for i in part],
+                     nice=o.client_nice) for w, part in enumerate(_split(indexes, procs))]
         workers = _Workers(jobs)
         try:
             t_start = time.time()
@@ -804,7 +849,8 @@ def _phase_churn(o: BenchOptions, target: _Target) -> dict[str, Any]:
         per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
         versions = _versions(o.protocol_version, procs)
         jobs = [_Job("churn", ws_url, w, [w], [0.0], [versions[w]], cycles=per[w],
-                     concurrency=o.churn_concurrency) for w in range(procs)]
+                     concurrency=o.churn_concurrency, nice=o.client_nice)
+                for w in range(procs)]
         workers = _Workers(jobs)
         try:
             t_start = workers.start(0.2)
@@ -960,6 +1006,8 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
                       f"{i['rss_kb_per_connection']}"),
                      ("frames", _fmt(ing["frames"]))]
         rows.append(("client", _fmt(ing["client"])))
+        if ing.get("machine_load"):
+            rows.append(("machine load (steady window)", _fmt(ing["machine_load"])))
         t = ing["turns"]
         rows += [("turns", f"{t['completed']}/{t['started']} completed, {t['failed']} failed, "
                            f"{t['frames_after_tts_stop']} frames after tts stop"),
@@ -1058,6 +1106,8 @@ def _args(p: argparse.ArgumentParser) -> None:
     srv.add_argument("--delays", type=_delays, default=(50.0, 100.0, 50.0), metavar="A,L,T",
                      help="default config: ASR, LLM first token and TTS first audio delays in "
                           "ms (default 50,100,50; 0,0,0 = instant providers)")
+    srv.add_argument("--vad-tick-ms", type=int, metavar="MS",
+                     help="default config: session.vad_tick_ms (the audio hub's batch tick)")
     srv.add_argument("--profile-server", metavar="FILE",
                      help="cProfile the server process during the ingest phase (pstats file)")
     load = p.add_argument_group("load")
@@ -1077,12 +1127,17 @@ def _args(p: argparse.ArgumentParser) -> None:
     load.add_argument("--text", default=DEFAULT_TEXT, help="the utterance's text")
     load.add_argument("--lead", type=float, default=0.5, help="silence before the first turn")
     load.add_argument("--gap", type=float, default=1.0,
-                      help="silence between a reply's end and the next utterance")
+                      help="silence between a reply's end and the next utterance (each pause "
+                           "is jittered by +-50%% so devices do not fall into step)")
     load.add_argument("--turn-timeout", type=float, default=20.0)
     load.add_argument("--idle", type=int, default=200, help="idle connections (idle phase)")
     load.add_argument("--churn", type=int, default=1000, help="connect/disconnect cycles")
     load.add_argument("--churn-concurrency", type=int, default=8,
                       help="concurrent connect loops per device process")
+    load.add_argument("--client-nice", type=int, default=10, metavar="N",
+                      help="run the device processes at this lower CPU priority (default 10; "
+                           "0 = same as the server): on a shared machine the server goes "
+                           "first, and the devices' own lateness is reported as send lag")
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write the results here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
@@ -1105,11 +1160,13 @@ def _bench(args: argparse.Namespace) -> int:
             raise XiaozhiError(f"--{name.replace('_', '-')} must be at least 1")
     o = BenchOptions(
         configs=args.config, url=args.url, metrics_url=args.metrics_url, vad=args.vad,
-        delays_ms=args.delays, phases=phases, devices=args.devices, procs=args.procs,
+        delays_ms=args.delays, vad_tick_ms=args.vad_tick_ms, phases=phases,
+        devices=args.devices, procs=args.procs,
         ramp=args.ramp, duration=args.duration, mode=args.mode,
         protocol_version=args.protocol_version, wav=args.wav, text=args.text, lead=args.lead,
         gap=args.gap, turn_timeout=args.turn_timeout, idle=args.idle, churn=args.churn,
-        churn_concurrency=args.churn_concurrency, json_path=args.json_path,
+        churn_concurrency=args.churn_concurrency, client_nice=args.client_nice,
+        json_path=args.json_path,
         profile_server=args.profile_server, quiet=args.quiet)
     report = run_bench(o)
     print_report(report, sys.stdout)

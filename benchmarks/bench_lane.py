@@ -1,0 +1,194 @@
+"""Benchmark of one frame's trip through the audio lane: receive → session queue → hub
+(batched Opus decode + VAD) → segmenter, for N sessions streaming in real time.
+
+No sockets and no load generator: each session is a real
+:class:`~xiaozhi_core.session.session.Session` of a real server (fake WebSocket object),
+and a driver task per session hands it one 60 ms Opus packet every 60 ms (phases spread
+evenly) through ``Session._on_binary``, exactly what the receive loop does with a
+binary frame. So the numbers are the server's own cost and latency, without the
+WebSocket parsing and without a client competing for the CPU.
+
+Measured per configuration (streams × VAD tick × batches in flight):
+
+* lane lag (arrival → VAD result) p50 / p99 / max, from every frame;
+* event-loop CPU per frame (``time.thread_time`` of the loop thread) and process CPU per
+  frame (all threads: decode and VAD in the pool included);
+* hub batches per second, streams per batch, VAD calls per batch.
+
+Run: ``.venv/bin/python benchmarks/bench_lane.py [--seconds 10] [--streams 50,100,150,200]
+[--vad silero|fake] [--ticks 10,20] [--inflight 1,2]``. Writes
+``benchmarks/results/lane.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from xiaozhi_core.config import load_config
+from xiaozhi_core.gateway import XiaozhiServer
+from xiaozhi_core.registry import default_registry
+from xiaozhi_core.session.session import DeviceInfo, Session
+from xiaozhi_core.tools.upstream import encode_upstream, silence_packets, synthesize
+
+RESULTS = Path(__file__).resolve().parent / "results" / "lane.json"
+
+
+class _NullWS:
+    """Stands in for the WebSocket: the lane never sends (no turn starts)."""
+
+    remote_address = ("127.0.0.1", 0)
+    close_code = None
+
+    async def send(self, data: Any) -> None:
+        pass
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+
+def _packets() -> list[bytes]:
+    try:
+        speech = synthesize("What is the weather like today in Shanghai? Tell me, please.")
+        voiced = encode_upstream(speech)
+    except Exception:
+        from xiaozhi_core.testing import tone
+
+        voiced = encode_upstream(tone(3.0))
+    # speech then DTX silence, like a device between utterances
+    return voiced + silence_packets(2.0)
+
+
+async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: str,
+               packets: list[bytes]) -> dict[str, Any]:
+    raw = {"server": {"host": "127.0.0.1", "port": 0, "http_port": 0,
+                      "limits": {"max_sessions": streams + 8}},
+           "vad": {"provider": vad}, "asr": {"provider": "fake"}, "llm": {"provider": "fake"},
+           "tts": {"provider": "fake"}, "session": {"vad_tick_ms": tick_ms}}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lane.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        config = load_config([str(path)], default_registry(), auto_local=False)
+    server = await XiaozhiServer.create(config)
+    server.hub.max_inflight = inflight
+    server.hub.start()
+    server.lag_monitor.start()
+    lags: list[float] = []
+    observe = server.metrics.observe_lane_lag
+
+    def record(values: Any) -> None:
+        values = list(values)
+        lags.extend(values)
+        observe(values)
+
+    server.metrics.observe_lane_lag = record  # type: ignore[method-assign]
+    sessions = [Session(server, _NullWS(), DeviceInfo(f"bench:{i}", "c", 1))
+                for i in range(streams)]
+    for s in sessions:
+        s._spawn(s._lane(), "lane")
+    gc.collect()
+    gc.freeze()
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.5
+    frame_s = 0.060
+    warmup = 2.0
+
+    async def drive(i: int, s: Session) -> None:
+        t0 = start + i * frame_s / streams
+        k = i * 7 % len(packets)
+        n = 0
+        while True:
+            due = t0 + n * frame_s
+            if due > start + warmup + seconds:
+                return
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await s._on_binary(packets[k % len(packets)])
+            k += 1
+            n += 1
+
+    async def mark() -> tuple[float, float, int, int, int]:
+        await asyncio.sleep(max(0.0, start + warmup - loop.time()))
+        lags.clear()
+        hub = server.hub
+        return time.thread_time(), time.process_time(), hub.batches, hub.vad_calls, \
+            sum(s.frames_processed for s in sessions)
+
+    drivers = [loop.create_task(drive(i, s)) for i, s in enumerate(sessions)]
+    marker = loop.create_task(mark())
+    await asyncio.gather(*drivers)
+    await asyncio.sleep(0.3)                       # let the last frames through
+    th0, pr0, b0, c0, f0 = marker.result()
+    th1, pr1 = time.thread_time(), time.process_time()
+    hub = server.hub
+    frames = sum(s.frames_processed for s in sessions) - f0
+    batches = hub.batches - b0
+    lost = sum(s.frames_in - s.frames_processed for s in sessions)
+    out = {
+        "streams": streams, "tick_ms": tick_ms, "inflight": inflight, "vad": vad,
+        "seconds": seconds, "frames": frames, "frames_per_s": round(frames / seconds, 1),
+        "lane_lag_ms": {q: round(float(np.percentile(lags, p)) * 1000, 2)
+                        for q, p in (("p50", 50), ("p99", 99), ("max", 100))} if lags else {},
+        "loop_cpu_us_per_frame": round((th1 - th0) / max(1, frames) * 1e6, 1),
+        "process_cpu_us_per_frame": round((pr1 - pr0) / max(1, frames) * 1e6, 1),
+        "process_cpu_cores": round((pr1 - pr0) / seconds, 3),
+        "batches_per_s": round(batches / seconds, 1),
+        "streams_per_batch": round(frames / max(1, batches), 1),
+        "vad_calls_per_batch": round((hub.vad_calls - c0) / max(1, batches), 2),
+        "unprocessed_at_end": lost,
+        "frames_lost": sum(s.frames_lost for s in sessions),
+        "frames_reordered": sum(s.frames_reordered for s in sessions),
+        "loop_lag_p99_ms": server.lag_monitor.stats()["p99_ms"],
+    }
+    for s in sessions:
+        await s.close_tasks()
+    gc.unfreeze()
+    await server.stop()
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--streams", default="50,100,150,200")
+    ap.add_argument("--ticks", default="10,20")
+    ap.add_argument("--inflight", default="1,2")
+    ap.add_argument("--vad", default="silero", choices=("silero", "fake"))
+    args = ap.parse_args(argv)
+    packets = _packets()
+    rows = []
+    for n in (int(x) for x in args.streams.split(",")):
+        for tick in (int(x) for x in args.ticks.split(",")):
+            for inflight in (int(x) for x in args.inflight.split(",")):
+                r = asyncio.run(_run(n, tick, inflight, args.seconds, args.vad, packets))
+                rows.append(r)
+                print(f"{n:4d} streams tick {tick:2d} ms inflight {inflight}: lag "
+                      f"{r['lane_lag_ms']}, loop {r['loop_cpu_us_per_frame']} us/frame, "
+                      f"process {r['process_cpu_us_per_frame']} us/frame "
+                      f"({r['process_cpu_cores']} cores), {r['streams_per_batch']} streams/"
+                      f"batch, {r['vad_calls_per_batch']} VAD calls/batch, lost "
+                      f"{r['frames_lost']}, reordered {r['frames_reordered']}", flush=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(),
+                                               "python": platform.python_version(),
+                                               "platform": platform.platform()},
+                                   "runs": rows}, indent=2))
+    print(f"wrote {RESULTS}", file=sys.stderr)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

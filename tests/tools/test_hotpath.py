@@ -1,0 +1,217 @@
+"""The hot path the load test measures: the Opus decoder, the audio hub (one pool job per
+batch, several batches in flight, order kept per stream) and the lane's accounting of
+frames processed / lost / reordered."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import opuslib
+import pytest
+
+from xiaozhi_core.device import FakeDevice, encode_utterance
+from xiaozhi_core.executor import Executor, ExecutorSettings, bind
+from xiaozhi_core.gateway import XiaozhiServer
+from xiaozhi_core.protocol.opus import OpusDecoder, OpusError
+from xiaozhi_core.providers import ProviderSpec
+from xiaozhi_core.session.audio_hub import AudioHub
+from xiaozhi_core.testing import fake_config, tone
+from xiaozhi_core.tools.upstream import encode_upstream
+from xiaozhi_core.types import Execution, Role
+
+
+def _speechlike(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    freqs = rng.uniform(150, 900, 3)
+    t = np.arange(int(seconds * 16000)) / 16000
+    x = sum(np.sin(2 * np.pi * f * t) for f in freqs) * np.abs(np.sin(2 * np.pi * 2.5 * t))
+    return (x / 3 * 12000).astype(np.int16)
+
+
+# --------------------------------------------------------------------------- decoder
+def test_decoder_is_bit_exact_with_opuslib_and_handles_dtx_and_errors() -> None:
+    packets = encode_upstream(np.concatenate([_speechlike(1.5, 1), np.zeros(16000, np.int16)]))
+    assert min(len(p) for p in packets) == 1        # DTX packets are in there
+    ours, ref = OpusDecoder(16000), opuslib.Decoder(16000, 1)
+    for p in [*packets, b"\xf8", b"\xf8\xff\xfe"]:
+        assert ours.decode(p) == bytes(ref.decode(p, 1920))
+    assert ours.decode(b"") == b""
+    with pytest.raises(OpusError):
+        ours.decode(b"\xff" * 7)
+    assert len(ours.decode(packets[0])) == 960 * 2   # still works after an error
+
+
+# --------------------------------------------------------------------------- the hub
+@dataclass
+class _Opts:
+    delay: float = 0.0
+
+
+class OrderVAD:
+    """A recurrent fake: the state is an order-sensitive checksum of every window seen,
+    and the "probability" is that checksum. Any window processed out of order, twice,
+    or with another stream's state changes every later value. It also records how many
+    calls overlap (batches in flight)."""
+
+    sample_rate = 16000
+    window = 512
+
+    def __init__(self, options: _Opts | None = None) -> None:
+        self.delay = (options or _Opts()).delay
+        self.lock = threading.Lock()
+        self.active = 0
+        self.max_active = 0
+        self.calls = 0
+
+    def initial_state(self) -> float:
+        return 0.0
+
+    def speech_probs(self, windows: np.ndarray, states: Sequence[float]
+                     ) -> tuple[np.ndarray, list[float]]:
+        with self.lock:
+            self.active += 1
+            self.calls += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            if self.delay:
+                time.sleep(self.delay)
+            new = [(s * 31.0 + float(np.sum(w[:16])) * 1000.0 + 1.0) % 9973.0
+                   for w, s in zip(windows, states, strict=True)]
+            return np.asarray(new, np.float64) / 9973.0, new
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+class AsyncOrderVAD(OrderVAD):
+    async def speech_probs(self, windows: np.ndarray,  # type: ignore[override]
+                           states: Sequence[float]) -> tuple[np.ndarray, list[float]]:
+        await asyncio.sleep(0)
+        return OrderVAD.speech_probs(self, windows, states)
+
+
+def _spec(execution: Execution, factory: Any) -> ProviderSpec:
+    return ProviderSpec(role=Role.VAD, name="order", execution=execution, factory=factory,
+                        options=_Opts, capabilities=frozenset({"batch"}))
+
+
+def _reference(packets: list[bytes], vad: OrderVAD) -> list[float]:
+    """The stream decoded and VAD'ed alone, window by window."""
+    dec = OpusDecoder(16000)
+    pcm = np.concatenate([np.frombuffer(dec.decode(p), np.int16) for p in packets])
+    state, out = vad.initial_state(), []
+    for i in range(0, len(pcm) // 512 * 512, 512):
+        w = (pcm[i:i + 512].astype(np.float32) / 32768.0)[None]
+        p, [state] = vad.speech_probs(w, [state])
+        out.append(float(p[0]))
+    return out
+
+
+async def _drive(hub: AudioHub, streams: int, chunks: list[list[int]]) -> tuple[
+        list[list[float]], list[list[bytes]]]:
+    packets = [encode_upstream(_speechlike(2.0, s)) for s in range(streams)]
+    states = [hub.new_stream() for _ in range(streams)]
+    got: list[list[float]] = [[] for _ in range(streams)]
+
+    async def lane(s: int) -> None:
+        i = 0
+        for n in chunks[s % len(chunks)] * 100:
+            if i >= len(packets[s]):
+                break
+            result = await hub.process(states[s], packets[s][i:i + n])
+            got[s] += result.probs
+            i += n
+            await asyncio.sleep(0.001 * (s % 3))
+
+    await asyncio.gather(*(lane(s) for s in range(streams)))
+    return got, packets
+
+
+@pytest.mark.parametrize("execution", [Execution.CPU, Execution.IO])
+async def test_hub_keeps_every_stream_in_order_with_batches_in_flight(
+        execution: Execution) -> None:
+    executor = Executor(ExecutorSettings(cpu_workers=2))
+    factory = OrderVAD if execution is Execution.CPU else AsyncOrderVAD
+    instance = factory(_Opts(delay=0.004))
+    vad = bind(_spec(execution, factory), instance, executor)
+    hub = AudioHub(executor, vad, tick_ms=2)
+    assert hub.max_inflight == 2
+    # cpu + thread pool: decode and every VAD round in one pool job
+    assert (hub.local_vad is instance) == (execution is Execution.CPU)
+    hub.start()
+    try:
+        got, packets = await _drive(hub, 24, [[1], [3], [1, 2], [5]])
+    finally:
+        await hub.stop()
+        executor.shutdown()
+    ref_vad = OrderVAD()
+    for s, probs in enumerate(got):
+        assert probs == pytest.approx(_reference(packets[s], ref_vad), abs=1e-12), s
+    if execution is Execution.CPU:
+        assert instance.max_active == 2            # two batches really overlapped
+    assert hub.batches > 1 and max(len(g) for g in got) > 50
+
+
+async def test_a_stream_cannot_have_two_requests_outstanding() -> None:
+    executor = Executor(ExecutorSettings(cpu_workers=1))
+    vad = bind(_spec(Execution.CPU, OrderVAD), OrderVAD(_Opts(delay=0.05)), executor)
+    hub = AudioHub(executor, vad, tick_ms=1)
+    hub.start()
+    stream = hub.new_stream()
+    packet = encode_upstream(tone(0.06))[0]
+    try:
+        first = asyncio.ensure_future(hub.process(stream, [packet]))
+        await asyncio.sleep(0)
+        with pytest.raises(RuntimeError, match="already has a request outstanding"):
+            await hub.process(stream, [packet])
+        assert len((await first).windows) == 1
+        assert len((await hub.process(stream, [packet])).windows) == 2   # free again
+    finally:
+        await hub.stop()
+        executor.shutdown()
+
+
+# --------------------------------------------------------------------------- lane accounting
+async def test_lane_counts_processed_lost_and_reordered_frames() -> None:
+    server = await XiaozhiServer.create(fake_config(
+        server={"limits": {"max_loop_lag_ms": 0}}, session={"silence_ms": 300}))
+    await server.start(port=0, http_port=0)
+    original = server.hub.process
+    failures = {"left": 1}
+
+    async def flaky(stream: Any, packets: list[bytes]) -> Any:
+        if failures["left"] and len(packets) >= 1:
+            failures["left"] -= 1
+            raise RuntimeError("injected hub failure")
+        return await original(stream, packets)
+
+    server.hub.process = flaky  # type: ignore[method-assign]
+    pcm = np.concatenate([np.zeros(8000, np.int16), tone(0.6), np.zeros(16000, np.int16)])
+    packets = encode_utterance(pcm)
+    try:
+        async with FakeDevice(server.ws_url) as dev:
+            await dev.listen("start", "auto")
+            await dev.stream(packets, realtime=False)
+            await dev.wait_for("tts", "stop", timeout=15)
+            session = next(iter(server.sessions.values()))
+            assert session.frames_in == len(packets)
+            assert session.frames_lost >= 1                 # the failed group
+            assert session.frames_processed + session.frames_lost == session.frames_in
+            assert session.frames_reordered == 0
+            text = server.render_metrics().decode()
+    finally:
+        await server.stop()
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("xiaozhi_audio_frames_")}
+    assert values["xiaozhi_audio_frames_lost_total"] == session.frames_lost
+    assert values["xiaozhi_audio_frames_processed_total"] == session.frames_processed
+    assert values["xiaozhi_audio_frames_reordered_total"] == 0
+    assert 'xiaozhi_runtime{stat="asyncio_tasks"}' in text
+    assert "process_resident_memory_bytes" in text
+    assert "xiaozhi_turn_server_overhead_seconds_count 1.0" in text
