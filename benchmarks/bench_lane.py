@@ -41,6 +41,7 @@ from xiaozhi_core.config import load_config
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.registry import default_registry
 from xiaozhi_core.session.session import DeviceInfo, Session
+from xiaozhi_core.tools.bench import _cpu_times
 from xiaozhi_core.tools.upstream import encode_upstream, silence_packets, synthesize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lane.json"
@@ -124,15 +125,22 @@ async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: s
         await asyncio.sleep(max(0.0, start + warmup - loop.time()))
         lags.clear()
         hub = server.hub
+        machine.append(_cpu_times())
         return time.thread_time(), time.process_time(), hub.batches, hub.vad_calls, \
             sum(s.frames_processed for s in sessions)
 
+    machine: list[Any] = []
     drivers = [loop.create_task(drive(i, s)) for i, s in enumerate(sessions)]
     marker = loop.create_task(mark())
     await asyncio.gather(*drivers)
     await asyncio.sleep(0.3)                       # let the last frames through
     th0, pr0, b0, c0, f0 = marker.result()
     th1, pr1 = time.thread_time(), time.process_time()
+    m1 = _cpu_times()
+    other = None
+    if machine and machine[0] and m1:
+        busy = (m1[0] - machine[0][0]) / (m1[2] - machine[0][2]) * (os.cpu_count() or 1)
+        other = round(max(0.0, busy - (pr1 - pr0) / (seconds + 0.3)), 2)
     hub = server.hub
     frames = sum(s.frames_processed for s in sessions) - f0
     batches = hub.batches - b0
@@ -152,6 +160,8 @@ async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: s
         "frames_lost": sum(s.frames_lost for s in sessions),
         "frames_reordered": sum(s.frames_reordered for s in sessions),
         "loop_lag_p99_ms": server.lag_monitor.stats()["p99_ms"],
+        # CPU other processes used meanwhile: the numbers only compare when this is ~0
+        "other_processes_cores": other,
     }
     for s in sessions:
         await s.close_tasks()
@@ -180,7 +190,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                       f"process {r['process_cpu_us_per_frame']} us/frame "
                       f"({r['process_cpu_cores']} cores), {r['streams_per_batch']} streams/"
                       f"batch, {r['vad_calls_per_batch']} VAD calls/batch, lost "
-                      f"{r['frames_lost']}, reordered {r['frames_reordered']}", flush=True)
+                      f"{r['frames_lost']}, reordered {r['frames_reordered']}; other "
+                      f"processes {r['other_processes_cores']} cores", flush=True)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(),
                                                "python": platform.python_version(),

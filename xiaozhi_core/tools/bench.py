@@ -741,10 +741,16 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
         "server_cpu_cores": round(cpu / secs, 3),
         "cpu_percent_per_stream": round(100 * cpu / secs / streams, 3),
         "rss_mb_before": round(m0.get("process_resident_memory_bytes") / 2**20, 1),
-        "rss_mb_streaming": round(mb.get("process_resident_memory_bytes") / 2**20, 1),
-        "rss_kb_per_connection": round((mb.get("process_resident_memory_bytes")
+        "rss_mb_streaming": round(ma.get("process_resident_memory_bytes") / 2**20, 1),
+        # at the start of the steady window: every device connected and streaming, few
+        # turns done yet (the fake ASR keeps every utterance it hears, ~70 KB per turn,
+        # so later RSS grows with the number of turns, not with the connections)
+        "rss_kb_per_connection": round((ma.get("process_resident_memory_bytes")
                                         - m0.get("process_resident_memory_bytes"))
                                        / 1024 / streams, 1),
+        "rss_mb_growth_during_steady": round((mb.get("process_resident_memory_bytes")
+                                              - ma.get("process_resident_memory_bytes"))
+                                             / 2**20, 1),
         "vad_windows_per_s": round(steady.get("xiaozhi_vad", stat="windows") / secs, 1)
         if steady.get("xiaozhi_vad", stat="windows") > 0 else None,
     }
@@ -800,6 +806,7 @@ def _phase_idle(o: BenchOptions, target: _Target) -> dict[str, Any]:
             workers.start(0.0)
             connected = workers.wait_for("connected", len(jobs), 60 + n / 10)
             t_conn = time.time() - t_start
+            at_connect = _scrape(metrics)
             time.sleep(3.0)
             held = _scrape(metrics)
             workers.release.set()
@@ -827,7 +834,9 @@ def _phase_idle(o: BenchOptions, target: _Target) -> dict[str, Any]:
                                                         stat="asyncio_tasks")) / max(1, ok), 2),
             "sessions_held": held.get("xiaozhi_sessions_active"),
             "loop_lag_p99_ms_held": _ms(held.get("xiaozhi_loop_lag_seconds", stat="p99")),
-            "cpu_cores_held": None,
+            "cpu_cores_held": round((held - at_connect).get("process_cpu_seconds_total")
+                                    / max(1e-9, held.at - at_connect.at), 3)
+            if at_connect is not None else None,
             "after_release": _process_state(after),
         })
     return rep
@@ -1003,7 +1012,8 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
                       f"{i['server_cpu_cores']} / {i['cpu_percent_per_stream']}%"),
                      ("RSS MB before / streaming / KB per conn",
                       f"{i['rss_mb_before']} / {i['rss_mb_streaming']} / "
-                      f"{i['rss_kb_per_connection']}"),
+                      f"{i['rss_kb_per_connection']} (+{i['rss_mb_growth_during_steady']} MB "
+                      "during the steady window)"),
                      ("frames", _fmt(ing["frames"]))]
         rows.append(("client", _fmt(ing["client"])))
         if ing.get("machine_load"):
@@ -1025,7 +1035,8 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
         rows.append(("IDLE", f"{idle['connected']}/{idle['connections']} connections in "
                              f"{idle['connect_seconds']} s"))
         for k in ("rss_mb_before", "rss_mb_held", "rss_kb_per_connection",
-                  "tasks_per_connection", "loop_lag_p99_ms_held", "after_release"):
+                  "tasks_per_connection", "cpu_cores_held", "loop_lag_p99_ms_held",
+                  "after_release"):
             if k in idle:
                 rows.append((k, _fmt(idle[k])))
     churn = report.get("churn")
