@@ -317,6 +317,12 @@ async def test_cancel_while_a_worker_is_inside_next_still_closes_the_generator(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert await wait_for(tts_impl.closed), "generator was not closed after the step ended"
+    # the close job signals `closed` from inside the generator, a moment before the job
+    # itself returns and leaves the pool
+    for _ in range(200):
+        if executor.in_pool == 0:
+            break
+        await asyncio.sleep(0.01)
     assert executor.in_pool == 0
 
 
