@@ -1099,7 +1099,7 @@ def _delays(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"{text!r}: expected ASR,LLM,TTS in ms") from None
     if len(parts) != 3 or min(parts) < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected three delays >= 0 (ms)")
-    return parts  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2]
 
 
 def _args(p: argparse.ArgumentParser) -> None:

@@ -125,7 +125,8 @@ def firmware_mcp(volume: list[int] | None = None) -> Any:
         rid, method = payload.get("id"), payload.get("method")
         if not isinstance(rid, int):
             return None                      # notifications, or string ids: dropped
-        params = payload.get("params") if isinstance(payload.get("params"), dict) else {}
+        raw_params = payload.get("params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         if method == "initialize":
             result: dict[str, Any] = {"protocolVersion": "2024-11-05",
                                       "capabilities": {"tools": {}},
