@@ -179,7 +179,7 @@ class SessionSettings:
     #: Longest utterance; ended (and recognised) when reached.
     max_utterance_ms: int = 30000
     #: VAD batch tick: windows of all sessions gathered this long go in one call.
-    vad_tick_ms: int = 20
+    vad_tick_ms: int = 10
     greeting: str = "Hi, I'm listening."
     goodbye: str = "I haven't heard from you for a while. Goodbye!"
     #: Words that are only a wake word (``listen detect`` with these gets a greeting).
