@@ -128,6 +128,7 @@ class Session:
         self.stale_dropped = 0
         self.last_voice = time.monotonic()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._backpressured = False
 
     # ------------------------------------------------------------------ lifecycle
     def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
@@ -250,8 +251,13 @@ class Session:
         item = (payload, time.monotonic(), self.frames_in)
         if self.queue.full():
             self.metrics.lane_backpressure.inc()
-            log.warning("session %s: audio lane full (%d frames); applying back-pressure",
-                        self.session_id, self.queue.maxsize)
+            if not self._backpressured:      # log once per episode, count every frame
+                self._backpressured = True
+                log.warning("session %s: audio lane full (%d frames); applying back-pressure",
+                            self.session_id, self.queue.maxsize)
+        elif self._backpressured and self.queue.qsize() <= self.queue.maxsize // 2:
+            self._backpressured = False
+            log.info("session %s: audio lane caught up", self.session_id)
         await self.queue.put(item)
 
     async def _on_text(self, text: str) -> None:
