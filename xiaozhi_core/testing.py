@@ -1,12 +1,11 @@
-"""Test doubles: fake providers with scripted timing, for plugin authors and the core's tests.
+"""Test doubles for plugin authors and the core's tests (the stable import name).
 
-Every fake is a real provider: it has an options dataclass, can be selected in a config
-as ``provider: fake`` (``cpu``) or ``fake_io`` (``io``), and goes through the executor
-policy like any other. Timing is scripted in seconds (``delay``, ``first_token_delay``,
-...) and failures are injected with ``fail`` (raise on every call) or ``fail_after``.
-
-This module is itself a plugin (entry point ``fake`` in the core's distribution); a test
-can also ``registry.register(xiaozhi_core.testing)``.
+The fakes live in the ``xiaozhi-testkit`` distribution, which development set-ups
+install and production installs do not (so ``xiaozhi plugins`` on a production box lists
+no test doubles). This module re-exports its public API: fake providers for every role
+with scripted timing and failure injection (``fake`` = cpu, ``fake_io`` = io), and
+:func:`fake_config`. This module is also the plugin the test kit's entry point names,
+so ``registry.register(xiaozhi_core.testing)`` registers the fakes.
 
 Example:
     >>> llm = FakeLLM(reply="It is noon. Anything else?")
@@ -16,385 +15,50 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import math
-import re
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
-
-from .errors import ProviderError
-from .hookspecs import hookimpl
-from .providers import ProviderSpec
-from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec
+try:
+    from xiaozhi_testkit.fakes import (
+        EnergyVAD,
+        EnergyVADOptions,
+        FakeASR,
+        FakeASROptions,
+        FakeAsyncASR,
+        FakeAsyncLLM,
+        FakeAsyncTTS,
+        FakeLLM,
+        FakeLLMOptions,
+        FakeTTS,
+        FakeTTSOptions,
+        FakeVoiceprint,
+        FakeVoiceprintOptions,
+        fake_config,
+        fake_spec,
+        tone,
+        xiaozhi_providers,
+    )
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+    if exc.name != "xiaozhi_testkit":
+        raise
+    raise ModuleNotFoundError(
+        "xiaozhi_core.testing needs the test kit: pip install xiaozhi-testkit "
+        "(the repository's testkit/ folder; scripts/setup.sh --dev installs it)",
+        name="xiaozhi_testkit") from None
 
 __all__ = [
     "EnergyVAD",
+    "EnergyVADOptions",
     "FakeASR",
+    "FakeASROptions",
     "FakeAsyncASR",
     "FakeAsyncLLM",
     "FakeAsyncTTS",
     "FakeLLM",
+    "FakeLLMOptions",
     "FakeTTS",
+    "FakeTTSOptions",
     "FakeVoiceprint",
+    "FakeVoiceprintOptions",
+    "fake_config",
     "fake_spec",
     "tone",
     "xiaozhi_providers",
 ]
-
-
-def tone(seconds: float, sample_rate: int = 16000, freq: float = 440.0,
-         amplitude: float = 0.3) -> np.ndarray:
-    """A sine tone as int16 (a stand-in for speech that an energy VAD detects).
-
-    >>> tone(0.01).shape
-    (160,)
-    """
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    return (np.sin(2 * math.pi * freq * t) * amplitude * 32767).astype(np.int16)
-
-
-def _maybe_fail(fail: str | None) -> None:
-    if fail:
-        raise ProviderError(fail)
-
-
-# ------------------------------------------------------------------------- VAD
-@dataclass
-class EnergyVADOptions:
-    #: RMS (of float audio in [-1, 1]) at which the probability reaches 1.0.
-    full_scale_rms: float = 0.05
-    delay: float = 0.0
-
-
-class EnergyVAD:
-    """Speech probability from window energy. Stateless, batched, deterministic."""
-
-    sample_rate = 16000
-    window = 512
-
-    def __init__(self, options: EnergyVADOptions | None = None) -> None:
-        self.options = options or EnergyVADOptions()
-        self.calls = 0
-        self.batch_sizes: list[int] = []
-
-    def initial_state(self) -> Any:
-        return None
-
-    def speech_probs(
-        self, windows: np.ndarray, states: Sequence[Any]
-    ) -> tuple[np.ndarray, list[Any]]:
-        if len(windows) != len(states):
-            raise ValueError("one state per window is required")
-        self.calls += 1
-        self.batch_sizes.append(len(windows))
-        if self.options.delay:
-            time.sleep(self.options.delay)
-        rms = np.sqrt(np.mean(np.square(windows, dtype=np.float32), axis=1))
-        probs = np.clip(rms / self.options.full_scale_rms, 0.0, 1.0).astype(np.float32)
-        return probs, list(states)
-
-
-# ------------------------------------------------------------------------- ASR
-@dataclass
-class FakeASROptions:
-    text: str = "hello"
-    delay: float = 0.0
-    fail: str | None = None
-    language: str | None = "en"
-
-
-class _FakeASRStream:
-    def __init__(self, owner: FakeASR, on_partial: Callable[[ASRResult], None] | None) -> None:
-        self.owner = owner
-        self.on_partial = on_partial
-        self.chunks: list[np.ndarray] = []
-        self.samples = 0
-        self.closed = False
-
-    def push(self, pcm: np.ndarray) -> None:
-        self.chunks.append(np.asarray(pcm, np.int16))
-        self.samples += len(pcm)
-        if self.on_partial is not None:
-            words = self.owner.options.text.split()
-            n = min(len(words), 1 + self.samples // 8000)
-            self.on_partial(ASRResult(" ".join(words[:n]), final=False))
-
-    def finish(self) -> ASRResult:
-        audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
-        return self.owner.transcribe(audio)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeASR:
-    """Answers every utterance with ``text`` after ``delay`` seconds."""
-
-    def __init__(self, options: FakeASROptions | None = None, **kw: Any) -> None:
-        self.options = options or FakeASROptions(**kw)
-        self.utterances: list[np.ndarray] = []
-
-    def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult:
-        self.utterances.append(pcm)
-        if self.options.delay:
-            time.sleep(self.options.delay)
-        _maybe_fail(self.options.fail)
-        return ASRResult(self.options.text, language=self.options.language)
-
-    def open_stream(self, *, language: str | None = None,
-                    on_partial: Callable[[ASRResult], None] | None = None) -> _FakeASRStream:
-        return _FakeASRStream(self, on_partial)
-
-
-class FakeAsyncASR:
-    """``io`` twin of :class:`FakeASR`."""
-
-    def __init__(self, options: FakeASROptions | None = None, **kw: Any) -> None:
-        self.options = options or FakeASROptions(**kw)
-        self.utterances: list[np.ndarray] = []
-
-    async def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult:
-        self.utterances.append(pcm)
-        await asyncio.sleep(self.options.delay)
-        _maybe_fail(self.options.fail)
-        return ASRResult(self.options.text, language=self.options.language)
-
-
-# ------------------------------------------------------------------------- LLM
-@dataclass
-class FakeLLMOptions:
-    #: The reply. ``{tool_result}`` is replaced by the content of the last tool message.
-    reply: str = "Hello! How can I help?"
-    first_token_delay: float = 0.0
-    token_delay: float = 0.0
-    #: Scripted tool calls, ``{"name": ..., "arguments": {...}}``: requested (in one
-    #: round) when offered in ``tools`` and the history holds no tool result yet.
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)
-    fail: str | None = None
-    #: Raise after this many tokens (None: never).
-    fail_after: int | None = None
-
-
-def _tokens(text: str) -> list[str]:
-    return re.findall(r"\s*\S+", text)
-
-
-class _LLMScript:
-    def __init__(self, options: FakeLLMOptions) -> None:
-        self.options = options
-        self.requests: list[tuple[list[Message], list[ToolSpec]]] = []
-
-    def plan(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None) -> list[Any]:
-        self.requests.append((list(messages), list(tools or [])))
-        _maybe_fail(self.options.fail)
-        offered = {t.name for t in tools or []}
-        has_result = any(m.role == "tool" for m in messages)
-        calls = [c for c in self.options.tool_calls if c.get("name") in offered]
-        if calls and not has_result:
-            return [ToolCall(f"call_{i}", c["name"], dict(c.get("arguments", {})))
-                    for i, c in enumerate(calls)]
-        tool_result = next((m.content for m in reversed(messages) if m.role == "tool"), "")
-        return _tokens(self.options.reply.replace("{tool_result}", tool_result))
-
-    def delay(self, index: int) -> float:
-        return self.options.first_token_delay if index == 0 else self.options.token_delay
-
-    def check(self, index: int) -> None:
-        if self.options.fail_after is not None and index >= self.options.fail_after:
-            raise ProviderError(f"fake LLM failed after {index} tokens")
-
-
-class FakeLLM:
-    """Streams ``reply`` token by token; scripted delays and tool calls."""
-
-    def __init__(self, options: FakeLLMOptions | None = None, **kw: Any) -> None:
-        self.options = options or FakeLLMOptions(**kw)
-        self.script = _LLMScript(self.options)
-
-    @property
-    def requests(self) -> list[tuple[list[Message], list[ToolSpec]]]:
-        return self.script.requests
-
-    def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
-             ) -> Iterator[str | ToolCall]:
-        for i, item in enumerate(self.script.plan(messages, tools)):
-            self.script.check(i)
-            if d := self.script.delay(i):
-                time.sleep(d)
-            yield item
-
-
-class FakeAsyncLLM:
-    """``io`` twin of :class:`FakeLLM`."""
-
-    def __init__(self, options: FakeLLMOptions | None = None, **kw: Any) -> None:
-        self.options = options or FakeLLMOptions(**kw)
-        self.script = _LLMScript(self.options)
-
-    @property
-    def requests(self) -> list[tuple[list[Message], list[ToolSpec]]]:
-        return self.script.requests
-
-    async def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
-                   ) -> AsyncIterator[str | ToolCall]:
-        for i, item in enumerate(self.script.plan(messages, tools)):
-            self.script.check(i)
-            if d := self.script.delay(i):
-                await asyncio.sleep(d)
-            yield item
-
-
-# ------------------------------------------------------------------------- TTS
-@dataclass
-class FakeTTSOptions:
-    sample_rate: int = 24000
-    #: Audio length produced per character of text.
-    seconds_per_char: float = 0.05
-    first_chunk_delay: float = 0.0
-    chunk_delay: float = 0.0
-    chunk_ms: int = 100
-    freq: float = 330.0
-    fail: str | None = None
-
-
-def _tts_chunks(o: FakeTTSOptions, text: str) -> Iterable[bytes]:
-    pcm = tone(len(text) * o.seconds_per_char, o.sample_rate, o.freq).tobytes()
-    step = max(2, o.sample_rate * o.chunk_ms // 1000 * 2)
-    return (pcm[i:i + step] for i in range(0, len(pcm), step))
-
-
-class FakeTTS:
-    """A tone whose length follows the text; chunked, with scripted delays."""
-
-    def __init__(self, options: FakeTTSOptions | None = None, **kw: Any) -> None:
-        self.options = options or FakeTTSOptions(**kw)
-        self.sample_rate = self.options.sample_rate
-        self.texts: list[str] = []
-
-    def synthesize(self, text: str, *, voice: str | None = None) -> Iterator[bytes]:
-        self.texts.append(text)
-        _maybe_fail(self.options.fail)
-        for i, chunk in enumerate(_tts_chunks(self.options, text)):
-            d = self.options.first_chunk_delay if i == 0 else self.options.chunk_delay
-            if d:
-                time.sleep(d)
-            yield chunk
-
-
-class FakeAsyncTTS:
-    """``io`` twin of :class:`FakeTTS`."""
-
-    def __init__(self, options: FakeTTSOptions | None = None, **kw: Any) -> None:
-        self.options = options or FakeTTSOptions(**kw)
-        self.sample_rate = self.options.sample_rate
-        self.texts: list[str] = []
-
-    async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
-        self.texts.append(text)
-        _maybe_fail(self.options.fail)
-        for i, chunk in enumerate(_tts_chunks(self.options, text)):
-            d = self.options.first_chunk_delay if i == 0 else self.options.chunk_delay
-            if d:
-                await asyncio.sleep(d)
-            yield chunk
-
-
-# ------------------------------------------------------------------------- Voiceprint
-@dataclass
-class FakeVoiceprintOptions:
-    threshold: float = 0.9
-
-
-class FakeVoiceprint:
-    """Embeds an utterance as a normalised 8-bin spectrum; in-memory enrolment."""
-
-    def __init__(self, options: FakeVoiceprintOptions | None = None) -> None:
-        self.options = options or FakeVoiceprintOptions()
-        self.enrolled: dict[str, np.ndarray] = {}
-
-    def embed(self, pcm: np.ndarray) -> np.ndarray:
-        spec = np.abs(np.fft.rfft(pcm.astype(np.float32)))
-        bins = np.array([b.sum() for b in np.array_split(spec, 8)], np.float32) + 1e-6
-        return bins / np.linalg.norm(bins)
-
-    def enroll(self, name: str, pcm: np.ndarray) -> None:
-        self.enrolled[name] = self.embed(pcm)
-
-    def identify(self, pcm: np.ndarray) -> SpeakerMatch:
-        emb = self.embed(pcm)
-        best, score = None, -1.0
-        for name, ref in self.enrolled.items():
-            s = float(np.dot(emb, ref))
-            if s > score:
-                best, score = name, s
-        return SpeakerMatch(best if score >= self.options.threshold else None, max(score, 0.0))
-
-    def speakers(self) -> list[str]:
-        return sorted(self.enrolled)
-
-
-# ------------------------------------------------------------------------- specs
-_FAKES: dict[tuple[Role, Execution], tuple[Callable[..., Any], type]] = {
-    (Role.VAD, Execution.CPU): (EnergyVAD, EnergyVADOptions),
-    (Role.ASR, Execution.CPU): (FakeASR, FakeASROptions),
-    (Role.ASR, Execution.IO): (FakeAsyncASR, FakeASROptions),
-    (Role.LLM, Execution.CPU): (FakeLLM, FakeLLMOptions),
-    (Role.LLM, Execution.IO): (FakeAsyncLLM, FakeLLMOptions),
-    (Role.TTS, Execution.CPU): (FakeTTS, FakeTTSOptions),
-    (Role.TTS, Execution.IO): (FakeAsyncTTS, FakeTTSOptions),
-    (Role.VOICEPRINT, Execution.CPU): (FakeVoiceprint, FakeVoiceprintOptions),
-}
-
-
-def fake_spec(role: str | Role, execution: str | Execution = "cpu") -> ProviderSpec:
-    """The :class:`ProviderSpec` of a fake (named ``fake`` for cpu, ``fake_io`` for io).
-
-    >>> fake_spec("llm", "io").name
-    'fake_io'
-    """
-    role, execution = Role(role), Execution(execution)
-    factory, options = _FAKES[(role, execution)]
-    caps = {Role.VAD: {"batch"}, Role.LLM: {"tools"}}.get(role, set())
-    if role is Role.ASR and execution is Execution.CPU:
-        caps = {"streaming"}
-    return ProviderSpec(
-        role=role,
-        name="fake" if execution is Execution.CPU else "fake_io",
-        execution=execution,
-        factory=factory,
-        options=options,
-        capabilities=frozenset(caps),
-        description="test double with scripted timing (xiaozhi_core.testing)",
-    )
-
-
-@hookimpl
-def xiaozhi_providers() -> list[ProviderSpec]:
-    """The fakes, as a plugin."""
-    return [fake_spec(role, execution) for role, execution in _FAKES]
-
-
-def fake_config(**sections: Any) -> Any:
-    """A validated :class:`~xiaozhi_core.config.DeploymentConfig` on the fake providers
-    (loopback, auth off), for tests. Keyword arguments deep-merge over the defaults, e.g.
-    ``fake_config(llm={"provider": "fake", "options": {"reply": "Hi."}})``.
-
-    >>> fake_config(server={"port": 0}).server.port
-    0
-    """
-    from .config import _validate, merge
-    from .registry import Registry
-
-    registry = Registry()
-    registry.register(__import__(__name__, fromlist=["_"]))
-    raw: dict[str, Any] = {
-        "server": {"host": "127.0.0.1", "port": 0, "http_port": 0},
-        "vad": {"provider": "fake"}, "asr": {"provider": "fake"},
-        "llm": {"provider": "fake"}, "tts": {"provider": "fake"},
-    }
-    raw = merge(raw, sections)
-    return _validate(raw, registry, ["<fake_config>"])

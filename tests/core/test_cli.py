@@ -6,12 +6,12 @@ import argparse
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from xiaozhi_core import cli
+from xiaozhi_core.command import Command, CommandGroup, CommandSet, load_commands
 
 FAKES = """\
 vad: {provider: fake}
@@ -37,13 +37,13 @@ def test_plugins_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plugins"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ROLE", "NAME", "EXEC", "CAPABILITIES", "DISTRIBUTION", "VERSION"]
-    assert ["asr", "fake", "cpu", "streaming", "xiaozhi-core", "0.1.0"] in [
+    assert ["asr", "fake", "cpu", "streaming", "xiaozhi-testkit", "0.1.0"] in [
         line.split() for line in lines]
     assert cli.main(["plugins", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     fake_llm = next(p for p in doc["providers"] if (p["role"], p["name"]) == ("llm", "fake"))
     assert fake_llm["capabilities"] == ["tools"] and fake_llm["execution"] == "cpu"
-    assert fake_llm["distribution"] == "xiaozhi-core"
+    assert fake_llm["distribution"] == "xiaozhi-testkit"
     assert isinstance(doc["failures"], list)
 
 
@@ -66,7 +66,7 @@ def test_config_check_ok(good: Path, capsys: pytest.CaptureFixture[str]) -> None
     out = capsys.readouterr().out
     assert out.startswith(f"OK: {good}\n")
     rows = [line.split() for line in out.splitlines()]
-    assert ["llm", "fake_io", "io", "xiaozhi-core", "0.1.0"] in rows
+    assert ["llm", "fake_io", "io", "xiaozhi-testkit", "0.1.0"] in rows
     assert "(auth on)" in out  # 0.0.0.0 is not loopback
 
 
@@ -101,10 +101,10 @@ def test_serve_builds_every_provider_and_exits(good: Path, tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     built = [line.strip() for line in result.stdout.splitlines() if "built " in line]
     assert built == [
-        "built vad: fake (cpu, xiaozhi-core 0.1.0)",
-        "built asr: fake (cpu, xiaozhi-core 0.1.0)",
+        "built vad: fake (cpu, xiaozhi-testkit 0.1.0)",
+        "built asr: fake (cpu, xiaozhi-testkit 0.1.0)",
         "built llm: echo (io, xiaozhi-example 0.1.0)",
-        "built tts: fake (cpu, xiaozhi-core 0.1.0)",
+        "built tts: fake (cpu, xiaozhi-testkit 0.1.0)",
     ]
     assert "INFO xiaozhi_core.app" in result.stderr  # --log-level reached the loggers
 
@@ -114,7 +114,7 @@ def test_serve_in_process_pool_mode(good: Path, tmp_path: Path,
     override = tmp_path / "process.yaml"
     override.write_text("executor: {kind: process, cpu_workers: 1}\n")
     assert cli.main(["serve", "--check", "-c", str(good), "-c", str(override)]) == 0
-    assert "built asr: fake (cpu, xiaozhi-core 0.1.0)" in capsys.readouterr().out
+    assert "built asr: fake (cpu, xiaozhi-testkit 0.1.0)" in capsys.readouterr().out
 
 
 def test_serve_reports_a_provider_that_cannot_start(
@@ -139,23 +139,57 @@ def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert "COMMAND" in capsys.readouterr().err
 
 
-@pytest.fixture
-def demo_command() -> Iterator[None]:
+def _demo_commands() -> list[Command | CommandGroup]:
     def arguments(p: argparse.ArgumentParser) -> None:
         p.add_argument("--name", default="world")
 
-    @cli.command("demo", "hello", help="say hello", arguments=arguments)
-    def _hello(args: argparse.Namespace) -> int:
+    def hello(args: argparse.Namespace) -> int:
         print(f"hello {args.name}")
         return 3
 
-    yield
-    del cli.COMMANDS[("demo", "hello")]
+    return [CommandGroup(("demo",), "demo commands"),
+            Command(("demo", "hello"), "say hello", hello, arguments)]
 
 
-def test_a_new_subcommand_is_one_registered_function(
-        demo_command: None, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "hello", "--name", "xiaozhi"]) == 3
+def test_a_new_subcommand_is_one_record(capsys: pytest.CaptureFixture[str]) -> None:
+    found = CommandSet({}, {}, [])
+    found.add(_demo_commands(), "test")
+    assert cli.main(["demo", "hello", "--name", "xiaozhi"], commands=found) == 3
     assert capsys.readouterr().out == "hello xiaozhi\n"
-    with pytest.raises(ValueError, match="registered twice"):
-        cli.command("demo", "hello", help="again")(lambda args: 0)
+    found.add([Command(("demo", "hello"), "again", lambda args: 0)], "other")
+    assert found.failures == ["other: command 'demo hello' is already provided; ignored"]
+
+
+def _dist_info(site: Path, name: str, entry_points: str, module: str, source: str) -> None:
+    info = site / f"{name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(entry_points)
+    (site / f"{module}.py").write_text(source)
+
+
+def test_commands_come_from_entry_points_of_any_distribution(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_test_modules: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _dist_info(tmp_path, "xz-cmd", "[xiaozhi_core.commands]\nhello = xz_cmd:commands\n",
+               "xz_cmd", "from xiaozhi_core.command import Command\n"
+               "def commands():\n"
+               "    return [Command(('hello',), 'greet', lambda a: print('hi') or 0)]\n")
+    _dist_info(tmp_path, "xz-cmdbroken", "[xiaozhi_core.commands]\nbad = xz_cmdbroken:nope\n",
+               "xz_cmdbroken", "")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = load_commands()
+    assert ("hello",) in found.commands and ("serve",) in found.commands
+    assert any("xz-cmdbroken" in f and "AttributeError" in f for f in found.failures)
+    assert cli.main(["hello"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "hi\n"
+    assert "command plugin xz-cmdbroken" in captured.err  # reported, never fatal
+
+
+def test_log_level_before_or_after_the_command(good: Path) -> None:
+    for args in (["--log-level", "info", "config", "check", str(good)],
+                 ["config", "check", str(good), "--log-level", "info"]):
+        assert cli.main(args) == 0
+    with pytest.raises(SystemExit):
+        cli.main(["config", "check", str(good), "--log-level", "loud"])

@@ -13,8 +13,8 @@ import argparse
 import asyncio
 from typing import Any
 
-from .cli import command
-from .errors import ConfigError
+from ..command import Command, CommandGroup
+from ..errors import ConfigError
 
 __all__: list[str] = []
 
@@ -25,9 +25,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 async def _with_provider(args: argparse.Namespace, work: Any) -> Any:
-    from .config import load_config
-    from .executor import Executor, build
-    from .registry import default_registry
+    from ..config import load_config
+    from ..executor import Executor, build
+    from ..registry import default_registry
 
     config = load_config(args.config, default_registry())
     if config.voiceprint is None:
@@ -46,7 +46,7 @@ async def _with_provider(args: argparse.Namespace, work: Any) -> Any:
 
 
 def _read(path: str) -> Any:
-    from .audio import read_wav
+    from ..audio import read_wav
 
     try:
         return read_wav(path)
@@ -60,8 +60,6 @@ def _enroll_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("wav", nargs="+", help="16-bit PCM WAV file(s) of the speaker, 3+ s each")
 
 
-@command("voiceprint", "enroll", help="enroll a named speaker from WAV files",
-         arguments=_enroll_args)
 def _enroll(args: argparse.Namespace) -> int:
     async def work(provider: Any) -> None:
         for path in args.wav:
@@ -73,7 +71,6 @@ def _enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("voiceprint", "list", help="list enrolled speakers", arguments=_common)
 def _list(args: argparse.Namespace) -> int:
     async def work(provider: Any) -> list[str]:
         return list(await provider.speakers())
@@ -88,8 +85,6 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("wav", help="a WAV file to identify")
 
 
-@command("voiceprint", "identify", help="identify the speaker of a WAV file",
-         arguments=_identify_args)
 def _identify(args: argparse.Namespace) -> int:
     async def work(provider: Any) -> Any:
         return await provider.identify(_read(args.wav))
@@ -97,3 +92,15 @@ def _identify(args: argparse.Namespace) -> int:
     match = asyncio.run(_with_provider(args, work))
     print(f"{match.name or 'unknown'} (score {match.score:.3f})")
     return 0
+
+
+def commands() -> list[Command | CommandGroup]:
+    """``xiaozhi voiceprint enroll|list|identify`` (entry point ``voiceprint``)."""
+    return [
+        CommandGroup(("voiceprint",), "manage enrolled speakers"),
+        Command(("voiceprint", "enroll"), "enroll a named speaker from WAV files", _enroll,
+                _enroll_args),
+        Command(("voiceprint", "list"), "list enrolled speakers", _list, _common),
+        Command(("voiceprint", "identify"), "identify the speaker of a WAV file", _identify,
+                _identify_args),
+    ]

@@ -21,8 +21,8 @@ from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.protocol.opus import OpusDecoder, OpusError
 from xiaozhi_core.providers import ProviderSpec
 from xiaozhi_core.session.audio_hub import AudioHub
+from xiaozhi_core.sim.upstream import encode_upstream
 from xiaozhi_core.testing import fake_config, tone
-from xiaozhi_core.tools.upstream import encode_upstream
 from xiaozhi_core.types import Execution, Role
 
 

@@ -15,9 +15,9 @@ Measured per configuration (streams × VAD tick × batches in flight):
   frame (all threads: decode and VAD in the pool included);
 * hub batches per second, streams per batch, VAD calls per batch.
 
-Run: ``.venv/bin/python benchmarks/bench_lane.py [--seconds 10] [--streams 50,100,150,200]
+Run: ``.venv/bin/python bench/benchmarks/bench_lane.py [--seconds 10] [--streams 50,100,150,200]
 [--vad silero|fake] [--ticks 10,20] [--inflight 1,2]``. Writes
-``benchmarks/results/lane.json``.
+``bench/benchmarks/results/lane.json``.
 """
 
 from __future__ import annotations
@@ -36,13 +36,13 @@ from typing import Any
 
 import numpy as np
 import yaml
+from xiaozhi_bench.bench import _cpu_times
 
 from xiaozhi_core.config import load_config
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.registry import default_registry
 from xiaozhi_core.session.session import DeviceInfo, Session
-from xiaozhi_core.tools.bench import _cpu_times
-from xiaozhi_core.tools.upstream import encode_upstream, silence_packets, synthesize
+from xiaozhi_core.sim.upstream import encode_upstream, silence_packets, synthesize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lane.json"
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from xiaozhi_core.cli import main
-from xiaozhi_core.tools.upstream import load_wav
+from xiaozhi_core.sim.upstream import load_wav
 
 from .conftest import ThreadedServer, write_test_wav
 

@@ -1,7 +1,7 @@
 """``xiaozhi bench``: a load generator that measures a server from the outside.
 
 Simulated devices (:class:`~xiaozhi_core.device.FakeDevice` + a real-time
-:class:`~xiaozhi_core.tools.driver.Mic`) run in ``--procs`` separate processes
+:class:`~xiaozhi_core.sim.driver.Mic`) run in ``--procs`` separate processes
 (multiprocessing, spawn). The utterance is encoded **once** in the parent (Opus 16 kHz,
 60 ms, DTX on, like the firmware) and the packets are shipped to the workers, so a
 device costs a timer and a ``send`` per frame. The server is either started by the
@@ -50,8 +50,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..cli import command
-from ..errors import XiaozhiError
+from xiaozhi_core.command import Command
+from xiaozhi_core.errors import XiaozhiError
 
 __all__ = ["BenchOptions", "checks", "compare", "frames_outside_speaking", "print_report",
            "run_bench"]
@@ -170,9 +170,9 @@ def _server_main(files: list[str], max_sessions: int, profile: str | None, conn:
 
 async def _server_async(files: list[str], max_sessions: int, profile: str | None,
                         conn: Any) -> None:
-    from ..config import load_config
-    from ..gateway import XiaozhiServer
-    from ..registry import default_registry
+    from xiaozhi_core.config import load_config
+    from xiaozhi_core.gateway import XiaozhiServer
+    from xiaozhi_core.registry import default_registry
 
     config = load_config(files, default_registry(), auto_local=False)
     s = config.server
@@ -318,8 +318,8 @@ async def _wait_tts(dev: Any, states: tuple[str, ...], after: int, limit: float)
 
 async def _ingest_device(job: _Job, index: int, start: float, stop_at: float, version: int,
                          lags: list[float]) -> dict[str, Any]:
-    from ..device import FakeDevice
-    from .driver import Mic, turn_record
+    from xiaozhi_core.device import FakeDevice
+    from xiaozhi_core.sim.driver import Mic, turn_record
 
     # Identical devices with identical pauses fall into step (a slow moment delays all
     # of them alike) and then speak in bursts; real users do not: jitter each pause.
@@ -405,7 +405,7 @@ def frames_outside_speaking(received: list[Any]) -> int:
 
 
 async def _idle_worker(job: _Job, release: Any, results: Any) -> dict[str, Any]:
-    from ..device import FakeDevice
+    from xiaozhi_core.device import FakeDevice
 
     devices: list[Any] = []
     errors: list[str] = []
@@ -432,7 +432,7 @@ async def _idle_worker(job: _Job, release: Any, results: Any) -> dict[str, Any]:
 
 
 async def _churn_worker(job: _Job, t0: float) -> dict[str, Any]:
-    from ..device import FakeDevice
+    from xiaozhi_core.device import FakeDevice
 
     await _sleep_until(t0)
     remaining = job.cycles
@@ -614,7 +614,7 @@ def _say(o: BenchOptions, text: str) -> None:
 
 
 def _prepare_audio(o: BenchOptions) -> tuple[Any, list[bytes]]:
-    from .upstream import load_wav, make_utterance, silence_packets, synthesize
+    from xiaozhi_core.sim.upstream import load_wav, make_utterance, silence_packets, synthesize
 
     if o.wav:
         pcm = load_wav(o.wav)
@@ -626,7 +626,7 @@ def _prepare_audio(o: BenchOptions) -> tuple[Any, list[bytes]]:
                 raise
             import numpy as np
 
-            from ..testing import tone
+            from xiaozhi_core.testing import tone
 
             pcm = np.concatenate([tone(1.2), np.zeros(8000, np.int16)])
     return make_utterance(pcm), silence_packets()
@@ -1153,8 +1153,6 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
 
-@command("bench", help="load-test a server with simulated devices and report the numbers",
-         arguments=_args)
 def _bench(args: argparse.Namespace) -> int:
     if args.compare:
         a, b = (json.loads(Path(f).read_text()) for f in args.compare)
@@ -1189,3 +1187,9 @@ def _bench(args: argparse.Namespace) -> int:
         return 1
     return 0
 
+
+
+def commands() -> list[Command]:
+    """The ``xiaozhi bench`` command (entry point ``xiaozhi_core.commands: bench``)."""
+    return [Command(("bench",), "load-test a server with simulated devices and report the "
+                    "numbers", _bench, _args)]

@@ -12,8 +12,8 @@ Measures
    releases it (numpy matmul, hashlib over large buffers), in a thread pool and, for
    the GIL-holding case, in a process pool.
 
-Run: ``.venv/bin/python benchmarks/bench_executor.py [--seconds 3]``. Prints a summary
-and writes ``benchmarks/results/executor.json``. Numbers depend on the machine and on
+Run: ``.venv/bin/python bench/benchmarks/bench_executor.py [--seconds 3]``. Prints a summary
+and writes ``bench/benchmarks/results/executor.json``. Numbers depend on the machine and on
 whatever else runs on it; the JSON records the CPU count and Python version.
 """
 

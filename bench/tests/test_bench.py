@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+from xiaozhi_bench.bench import compare
+from xiaozhi_bench.promtext import Scrape
 
 from xiaozhi_core.cli import main
-from xiaozhi_core.tools.bench import compare
-from xiaozhi_core.tools.promtext import Scrape
 
 
 @pytest.mark.slow

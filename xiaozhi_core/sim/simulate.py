@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ..cli import command
+from ..command import Command
 from ..errors import XiaozhiError
 
 if TYPE_CHECKING:
@@ -344,8 +344,6 @@ def _args(p: argparse.ArgumentParser) -> None:
                         help="write the turns (texts, timings) as JSON")
 
 
-@command("simulate", help="act as a xiaozhi device: talk to a server and report what came back",
-         arguments=_args)
 def _simulate(args: argparse.Namespace) -> int:
     o = SimulateOptions(
         url=args.url, ota=args.ota, wav=args.wav, text=args.text, voice=args.voice,
@@ -361,3 +359,9 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"xiaozhi: error: turn(s) {failed} did not complete", file=sys.stderr)
         return 1
     return 0
+
+
+def commands() -> list[Command]:
+    """The ``xiaozhi simulate`` command (entry point ``xiaozhi_core.commands: simulate``)."""
+    return [Command(("simulate",), "act as a xiaozhi device: talk to a server and report "
+                    "what came back", _simulate, _args)]

@@ -5,8 +5,8 @@ and DTX packets) and encode (downstream, 24 kHz / 60 ms), through the core's wra
 Also measures how decode scales over threads (libopus runs outside the GIL only inside
 the C call; the ctypes glue around it holds the GIL).
 
-Run: ``.venv/bin/python benchmarks/bench_opus.py [--frames 3000]``. Prints a summary and
-writes ``benchmarks/results/opus.json``.
+Run: ``.venv/bin/python bench/benchmarks/bench_opus.py [--frames 3000]``. Prints a summary and
+writes ``bench/benchmarks/results/opus.json``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from xiaozhi_core.protocol.opus import OpusDecoder, OpusEncoder
+from xiaozhi_core.sim.upstream import encode_upstream, synthesize
 from xiaozhi_core.testing import tone
-from xiaozhi_core.tools.upstream import encode_upstream, synthesize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "opus.json"
 

@@ -12,8 +12,8 @@ For each batch size ``n`` (``n`` streams, one 512-sample window each):
 Reported as µs per window (per stream per 32 ms of audio) and as the number of real-time
 streams one core could serve (a stream makes 31.25 windows per second).
 
-Run: ``.venv/bin/python benchmarks/bench_vad_batch.py [--vad silero] [--seconds 1]``.
-Writes ``benchmarks/results/vad_batch.json``.
+Run: ``.venv/bin/python bench/benchmarks/bench_vad_batch.py [--vad silero] [--seconds 1]``.
+Writes ``bench/benchmarks/results/vad_batch.json``.
 """
 
 from __future__ import annotations
