@@ -7,9 +7,9 @@ Example:
     >>> async def main():
     ...     config = fake_config()
     ...     executor = Executor(config.executor)
-    ...     bound = await build_providers(config, executor)
-    ...     names = sorted(f"{r}:{b.name}" for r, b in bound.items())
-    ...     await close_providers(bound)
+    ...     providers = await build_providers(config, executor)
+    ...     names = sorted(f"{r}:{b.name}" for r, b in providers.items())
+    ...     await close_providers(providers)
     ...     executor.shutdown()
     ...     return names
     >>> asyncio.run(main())
@@ -19,21 +19,52 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import cast
 
 from .config import DeploymentConfig
 from .errors import ProviderError, XiaozhiError
-from .executor import Executor, build
+from .executor import BoundProvider, Executor, build
+from .providers import BoundASR, BoundLLM, BoundTTS, BoundVAD, BoundVoiceprint
 from .types import Role
 
-__all__ = ["build_providers", "close_providers"]
+__all__ = ["Providers", "build_providers", "close_providers"]
 
 log = logging.getLogger(__name__)
 
 
-async def build_providers(config: DeploymentConfig, executor: Executor) -> dict[Role, Any]:
+@dataclass(frozen=True)
+class Providers:
+    """The bound providers of a deployment, one per role, typed (shared by all sessions)."""
+
+    vad: BoundVAD
+    asr: BoundASR
+    llm: BoundLLM
+    tts: BoundTTS
+    voiceprint: BoundVoiceprint | None = None
+
+    @classmethod
+    def from_roles(cls, bound: dict[Role, BoundProvider]) -> Providers:
+        """Type the providers :func:`~xiaozhi_core.executor.build` returned, by role."""
+        vp = bound.get(Role.VOICEPRINT)
+        return cls(cast(BoundVAD, bound[Role.VAD]), cast(BoundASR, bound[Role.ASR]),
+                   cast(BoundLLM, bound[Role.LLM]), cast(BoundTTS, bound[Role.TTS]),
+                   cast(BoundVoiceprint, vp) if vp is not None else None)
+
+    def items(self) -> list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS |
+                                  BoundVoiceprint]]:
+        """``(role, provider)`` of every selected role, in pipeline order."""
+        out: list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS | BoundVoiceprint]]
+        out = [(Role.VAD, self.vad), (Role.ASR, self.asr), (Role.LLM, self.llm),
+               (Role.TTS, self.tts)]
+        if self.voiceprint is not None:
+            out.append((Role.VOICEPRINT, self.voiceprint))
+        return out
+
+
+async def build_providers(config: DeploymentConfig, executor: Executor) -> Providers:
     """Create and bind every selected provider (models load here, once per process)."""
-    bound: dict[Role, Any] = {}
+    bound: dict[Role, BoundProvider] = {}
     try:
         for role, choice in config.choices().items():
             try:
@@ -46,18 +77,23 @@ async def build_providers(config: DeploymentConfig, executor: Executor) -> dict[
                     f"{type(exc).__name__}: {exc}") from exc
             log.info("provider %s: %s (%s)", role, choice.provider, choice.spec.execution)
     except BaseException:
-        await close_providers(bound)
+        await _close(list(bound.items()))
         raise
-    return bound
+    return Providers.from_roles(bound)
 
 
-async def close_providers(bound: dict[Role, Any]) -> None:
+async def close_providers(providers: Providers) -> None:
     """Close every provider (its ``close()``, if any); a failure is logged, not raised,
     so one bad provider cannot keep the others open at shutdown."""
-    for role, provider in bound.items():
+    await _close(providers.items())
+
+
+async def _close(items: list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS |
+                                   BoundVoiceprint]] | list[tuple[Role, BoundProvider]]) -> None:
+    for role, provider in items:
         try:
             await provider.aclose()
             log.debug("provider %s closed", role)
         except Exception as exc:
-            log.warning("closing %s provider %r failed: %s: %s", role,
-                        getattr(provider, "name", "?"), type(exc).__name__, exc)
+            log.warning("closing %s provider %r failed: %s: %s", role, provider.name,
+                        type(exc).__name__, exc)

@@ -40,13 +40,24 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from .errors import ExecutionPolicyError
-from .providers import ASR_STREAM_METHODS, REQUIRED_METHODS, WORK_METHODS, ProviderSpec
+from .providers import (
+    ASR_STREAM_METHODS,
+    REQUIRED_METHODS,
+    WORK_METHODS,
+    BoundASR,
+    BoundLLM,
+    BoundTTS,
+    BoundVAD,
+    BoundVoiceprint,
+    ProviderSpec,
+)
 from .types import Execution, Role
 
-__all__ = ["BoundProvider", "Executor", "ExecutorSettings", "bind", "check_policy"]
+__all__ = ["BoundProvider", "Executor", "ExecutorSettings", "bind", "bind_asr", "bind_llm",
+           "bind_tts", "bind_vad", "bind_voiceprint", "build", "check_policy"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -550,17 +561,48 @@ class BoundProvider:
             close()
 
 
-def bind(spec: ProviderSpec, instance: Any, executor: Executor, options: Any = None) -> Any:
+def bind(spec: ProviderSpec, instance: Any, executor: Executor,
+         options: object = None) -> BoundProvider:
     """Put ``instance`` (built from ``spec``) behind the executor policy.
 
     Raises :class:`ExecutionPolicyError` when its methods do not match ``spec.execution``.
-    Returns a :class:`BoundProvider` (typed ``Any`` so callers may annotate it with the
-    role's ``Async*Provider`` protocol).
+    The per-role helpers below return the same object typed as the role's protocol.
     """
     return BoundProvider(spec, instance, executor, options)
 
 
-async def build(spec: ProviderSpec, options: Any, executor: Executor) -> Any:
+def bind_vad(spec: ProviderSpec, instance: object, executor: Executor,
+             options: object = None) -> BoundVAD:
+    """:func:`bind` for a VAD provider, typed :class:`~xiaozhi_core.providers.BoundVAD`."""
+    return cast(BoundVAD, bind(spec, instance, executor, options))
+
+
+def bind_asr(spec: ProviderSpec, instance: object, executor: Executor,
+             options: object = None) -> BoundASR:
+    """:func:`bind` for an ASR provider, typed :class:`~xiaozhi_core.providers.BoundASR`."""
+    return cast(BoundASR, bind(spec, instance, executor, options))
+
+
+def bind_llm(spec: ProviderSpec, instance: object, executor: Executor,
+             options: object = None) -> BoundLLM:
+    """:func:`bind` for an LLM provider, typed :class:`~xiaozhi_core.providers.BoundLLM`."""
+    return cast(BoundLLM, bind(spec, instance, executor, options))
+
+
+def bind_tts(spec: ProviderSpec, instance: object, executor: Executor,
+             options: object = None) -> BoundTTS:
+    """:func:`bind` for a TTS provider, typed :class:`~xiaozhi_core.providers.BoundTTS`."""
+    return cast(BoundTTS, bind(spec, instance, executor, options))
+
+
+def bind_voiceprint(spec: ProviderSpec, instance: object, executor: Executor,
+                    options: object = None) -> BoundVoiceprint:
+    """:func:`bind` for a voiceprint provider, typed
+    :class:`~xiaozhi_core.providers.BoundVoiceprint`."""
+    return cast(BoundVoiceprint, bind(spec, instance, executor, options))
+
+
+async def build(spec: ProviderSpec, options: object, executor: Executor) -> BoundProvider:
     """Create a provider from validated ``options`` and bind it.
 
     ``cpu`` factories (which load models) run in the pool so the loop stays responsive;

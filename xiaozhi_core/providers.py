@@ -44,10 +44,25 @@ import numpy as np
 
 from .errors import PluginError
 from .options import validate_options
-from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec
+from .types import (
+    ASRResult,
+    Execution,
+    Message,
+    Role,
+    SegmentationDefaults,
+    SpeakerMatch,
+    ToolCall,
+    ToolSpec,
+)
 
 __all__ = [
     "ASRProvider",
+    "BoundASR",
+    "BoundLLM",
+    "BoundTTS",
+    "BoundVAD",
+    "BoundVoiceprint",
+    "Capabilities",
     "ASRStream",
     "AsyncASRProvider",
     "AsyncASRStream",
@@ -251,6 +266,8 @@ class VADProvider(Protocol):
 
     sample_rate: int
     window: int
+    #: Optional: how this VAD's probabilities are best segmented (None: core defaults).
+    segmentation: SegmentationDefaults | None
 
     def initial_state(self) -> Any: ...
 
@@ -278,6 +295,8 @@ class AsyncVADProvider(Protocol):
 
     sample_rate: int
     window: int
+    #: Optional: how this VAD's probabilities are best segmented (None: core defaults).
+    segmentation: SegmentationDefaults | None
 
     def initial_state(self) -> Any: ...
 
@@ -494,6 +513,151 @@ class AsyncVoiceprintProvider(Protocol):
     async def identify(self, pcm: np.ndarray) -> SpeakerMatch: ...
 
     async def speakers(self) -> list[str]: ...
+
+
+# --------------------------------------------------------------------------- bound
+class _Bound(Protocol):
+    """What every provider behind the executor policy offers besides its work methods
+    (see :class:`xiaozhi_core.executor.BoundProvider`).
+
+    >>> from xiaozhi_core.executor import Executor, bind
+    >>> from xiaozhi_core.testing import FakeTTS, fake_spec
+    >>> bound = bind(fake_spec("tts"), FakeTTS(), Executor())
+    >>> bound.name, str(bound.execution), bound.spec.role
+    ('fake', 'cpu', <Role.TTS: 'tts'>)
+    """
+
+    @property
+    def spec(self) -> ProviderSpec: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def execution(self) -> Execution: ...
+
+    #: The provider object itself (None in process mode: it lives in the workers).
+    instance: Any
+
+    async def remote_attr(self, name: str) -> object: ...
+
+    async def aclose(self) -> None: ...
+
+
+class BoundVAD(_Bound, AsyncVADProvider, Protocol):
+    """A VAD provider as the core holds it: :class:`AsyncVADProvider` + metadata.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.executor import Executor, ExecutorSettings, bind_vad
+    >>> from xiaozhi_core.testing import EnergyVAD, fake_spec
+    >>> async def demo():
+    ...     executor = Executor(ExecutorSettings(cpu_workers=1))
+    ...     vad: BoundVAD = bind_vad(fake_spec("vad"), EnergyVAD(), executor)
+    ...     probs, _ = await vad.speech_probs(np.zeros((1, 512), np.float32),
+    ...                                       [vad.initial_state()])
+    ...     executor.shutdown()
+    ...     return vad.name, probs.tolist()
+    >>> asyncio.run(demo())
+    ('fake', [0.0])
+    """
+
+
+class BoundASR(_Bound, AsyncASRProvider, Protocol):
+    """An ASR provider as the core holds it: :class:`AsyncASRProvider` + metadata.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.executor import Executor, bind_asr
+    >>> from xiaozhi_core.testing import FakeASR, fake_spec
+    >>> async def demo():
+    ...     executor = Executor()
+    ...     asr: BoundASR = bind_asr(fake_spec("asr"), FakeASR(text="hi"), executor)
+    ...     text = (await asr.transcribe(np.zeros(160, np.int16))).text
+    ...     executor.shutdown()
+    ...     return text
+    >>> asyncio.run(demo())
+    'hi'
+    """
+
+
+class BoundLLM(_Bound, AsyncLLMProvider, Protocol):
+    """An LLM provider as the core holds it: :class:`AsyncLLMProvider` + metadata.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.executor import Executor, bind_llm
+    >>> from xiaozhi_core.testing import FakeLLM, fake_spec
+    >>> async def demo():
+    ...     executor = Executor()
+    ...     llm: BoundLLM = bind_llm(fake_spec("llm"), FakeLLM(reply="Hi."), executor)
+    ...     out = [c async for c in llm.chat([Message("user", "hello")])]
+    ...     executor.shutdown()
+    ...     return out
+    >>> asyncio.run(demo())
+    ['Hi.']
+    """
+
+
+class BoundTTS(_Bound, AsyncTTSProvider, Protocol):
+    """A TTS provider as the core holds it: :class:`AsyncTTSProvider` + metadata.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.executor import Executor, bind_tts
+    >>> from xiaozhi_core.testing import FakeTTS, fake_spec
+    >>> async def demo():
+    ...     executor = Executor()
+    ...     tts: BoundTTS = bind_tts(fake_spec("tts"),
+    ...                              FakeTTS(sample_rate=16000, seconds_per_char=0.01), executor)
+    ...     n = sum([len(c) async for c in tts.synthesize("abc")]) // 2
+    ...     executor.shutdown()
+    ...     return n
+    >>> asyncio.run(demo())
+    480
+    """
+
+
+class BoundVoiceprint(_Bound, AsyncVoiceprintProvider, Protocol):
+    """A voiceprint provider as the core holds it: :class:`AsyncVoiceprintProvider` +
+    metadata.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.executor import Executor, bind_voiceprint
+    >>> from xiaozhi_core.testing import FakeVoiceprint, fake_spec
+    >>> async def demo():
+    ...     executor = Executor()
+    ...     vp: BoundVoiceprint = bind_voiceprint(fake_spec("voiceprint"), FakeVoiceprint(),
+    ...                                           executor)
+    ...     await vp.enroll("ann", np.full(1600, 900, np.int16))
+    ...     names = await vp.speakers()
+    ...     executor.shutdown()
+    ...     return names
+    >>> asyncio.run(demo())
+    ['ann']
+    """
+
+
+# --------------------------------------------------------------------------- capabilities
+@dataclass(frozen=True)
+class Capabilities:
+    """The capability flags the core acts on, read once from a spec.
+
+    >>> from xiaozhi_core.testing import fake_spec
+    >>> Capabilities.of(fake_spec("asr")).streaming, Capabilities.of(fake_spec("llm")).tools
+    (True, True)
+    """
+
+    #: VAD: ``speech_probs`` takes windows of many streams in one call.
+    batch: bool = False
+    #: ASR: ``open_stream`` with partial results.
+    streaming: bool = False
+    #: ASR/TTS: more than one language.
+    multilingual: bool = False
+    #: LLM: accepts tool schemas and emits ToolCall items.
+    tools: bool = False
+
+    @classmethod
+    def of(cls, spec: ProviderSpec) -> Capabilities:
+        caps = spec.capabilities
+        return cls(batch="batch" in caps, streaming="streaming" in caps,
+                   multilingual="multilingual" in caps, tools="tools" in caps)
 
 
 @runtime_checkable

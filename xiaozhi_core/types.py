@@ -30,6 +30,7 @@ __all__ = [
     "Execution",
     "Message",
     "Role",
+    "SegmentationDefaults",
     "SpeakerMatch",
     "ToolCall",
     "ToolSpec",
@@ -134,3 +135,26 @@ class SpeakerMatch:
     @property
     def known(self) -> bool:
         return self.name is not None
+
+
+@dataclass(frozen=True)
+class SegmentationDefaults:
+    """How a VAD provider's probabilities are best cut into utterances.
+
+    A VAD provider declares these as its ``segmentation`` attribute (each ``None``: use
+    the core's default); a deployment's ``session.*`` settings override them.
+
+    >>> SegmentationDefaults(threshold=0.6, silence_ms=500).silence_ms
+    500
+    """
+
+    #: Speech starts when a window's probability reaches this.
+    threshold: float | None = None
+    #: Speech continues while the probability stays at or above this (hysteresis).
+    release_threshold: float | None = None
+    #: Unvoiced audio that ends an utterance.
+    silence_ms: int | None = None
+    #: Voiced audio needed to confirm speech (shorter blips are ignored).
+    min_speech_ms: int | None = None
+    #: Audio kept before the detected start.
+    pre_roll_ms: int | None = None

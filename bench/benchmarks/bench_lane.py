@@ -4,9 +4,9 @@
 No sockets and no load generator: each session is a real
 :class:`~xiaozhi_core.session.session.Session` of a real server (fake WebSocket object),
 and a driver task per session hands it one 60 ms Opus packet every 60 ms (phases spread
-evenly) through ``Session._on_binary``, exactly what the receive loop does with a
-binary frame. So the numbers are the server's own cost and latency, without the
-WebSocket parsing and without a client competing for the CPU.
+evenly) through ``AudioLane.put_audio``, exactly what the receive loop does with a
+binary frame once the transport removed its framing. So the numbers are the server's own
+cost and latency, without the WebSocket parsing and without a client competing for the CPU.
 
 Measured per configuration (streams × VAD tick × batches in flight):
 
@@ -31,6 +31,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,23 +42,39 @@ from xiaozhi_bench.bench import _cpu_times
 from xiaozhi_core.config import load_config
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.registry import default_registry
-from xiaozhi_core.session.session import DeviceInfo, Session
+from xiaozhi_core.session.session import Session
+from xiaozhi_core.session.transport import Peer
 from xiaozhi_core.sim.upstream import encode_upstream, silence_packets, synthesize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "lane.json"
 
 
-class _NullWS:
-    """Stands in for the WebSocket: the lane never sends (no turn starts)."""
+class _NullTransport:
+    """Stands in for the connection: the lane never sends (no turn starts)."""
 
-    remote_address = ("127.0.0.1", 0)
-    close_code = None
+    kind = "websocket"
 
-    async def send(self, data: Any) -> None:
+    def __init__(self, i: int) -> None:
+        self.peer = Peer(f"bench:{i}", "c", "127.0.0.1:0", 1)
+
+    def hello_fields(self) -> dict[str, object]:
+        return {}
+
+    def negotiated(self, protocol_version: int) -> None:
+        pass
+
+    async def send_json(self, text: str) -> None:
+        pass
+
+    async def send_audio(self, packet: bytes, timestamp_ms: int) -> None:
         pass
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         pass
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return
+        yield ""
 
 
 def _packets() -> list[bytes]:
@@ -95,10 +112,10 @@ async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: s
         observe(values)
 
     server.metrics.observe_lane_lag = record  # type: ignore[method-assign]
-    sessions = [Session(server, _NullWS(), DeviceInfo(f"bench:{i}", "c", 1))
-                for i in range(streams)]
+    host = await server.make_session_host()
+    sessions = [Session(host, _NullTransport(i)) for i in range(streams)]
     for s in sessions:
-        s._spawn(s._lane(), "lane")
+        s._spawn(s.lane.run(), "lane")
     gc.collect()
     gc.freeze()
     loop = asyncio.get_running_loop()
@@ -117,7 +134,8 @@ async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: s
             delay = due - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await s._on_binary(packets[k % len(packets)])
+            # what the transport's receive loop does with a binary frame
+            await s.lane.put_audio(packets[k % len(packets)])
             k += 1
             n += 1
 

@@ -3,6 +3,7 @@ errors when one cannot start, and no leaks when that happens."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -89,10 +90,10 @@ async def test_builds_every_selected_role_behind_the_policy(tmp_path: Path,
     executor = Executor(cfg.executor)
     try:
         providers = await build_providers(cfg, executor)
-        assert set(providers) == set(Role)
-        assert all(isinstance(p, BoundProvider) for p in providers.values())
+        assert {r for r, _ in providers.items()} == set(Role)
+        assert all(isinstance(p, BoundProvider) for _, p in providers.items())
         assert {r: p.name for r, p in providers.items()}[Role.VAD] == "probe"
-        probs, _ = await providers[Role.VAD].speech_probs(np.zeros((1, 512), np.float32),
+        probs, _ = await providers.vad.speech_probs(np.zeros((1, 512), np.float32),
                                                           [None])
         assert probs.tolist() == [0.0]
         await close_providers(providers)
@@ -146,8 +147,8 @@ async def test_close_providers_logs_a_failing_close_and_closes_the_rest(
             async def aclose(self) -> None:
                 raise OSError("socket already gone")
 
-        others = {r: p for r, p in providers.items() if r is not Role.ASR}
-        await close_providers({Role.ASR: Broken(), **others})  # the failing one first
+        with_broken = dataclasses.replace(providers, asr=Broken())  # the failing one first
+        await close_providers(with_broken)
         assert ClosableVAD.closed == ["vad"]
         assert "closing asr provider 'broken' failed: OSError: socket already gone" \
             in caplog.text

@@ -11,14 +11,32 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from .server import XiaozhiServer
+from .auth import Authenticator
 
-__all__ = ["make_app"]
+__all__ = ["HttpHost", "make_app"]
+
+
+class HttpHost(Protocol):
+    """What the HTTP side needs from the server (the WebSocket side implements it)."""
+
+    auth: Authenticator
+
+    def ws_url_for(self, request_host: str | None) -> str:
+        """The WebSocket URL to hand a device that reached us as ``request_host``."""
+        ...
+
+    def health(self) -> dict[str, object]:
+        """The body of ``GET /health``."""
+        ...
+
+    def render_metrics(self) -> bytes:
+        """``GET /metrics`` in the Prometheus text format."""
+        ...
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +51,9 @@ CORS_HEADERS = {
 
 
 @web.middleware
-async def _cors(request: web.Request, handler: Any) -> web.StreamResponse:
+async def _cors(request: web.Request,
+                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                ) -> web.StreamResponse:
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=CORS_HEADERS)
     try:
@@ -45,7 +65,7 @@ async def _cors(request: web.Request, handler: Any) -> web.StreamResponse:
     return response
 
 
-def _ota_response(server: XiaozhiServer, request: web.Request,
+def _ota_response(server: HttpHost, request: web.Request,
                   body: dict[str, Any]) -> dict[str, Any]:
     device_id = (request.headers.get("Device-Id") or body.get("mac_address") or "").lower()
     client_id = request.headers.get("Client-Id") or body.get("uuid") or ""
@@ -63,7 +83,7 @@ def _ota_response(server: XiaozhiServer, request: web.Request,
     return out
 
 
-def make_app(server: XiaozhiServer) -> web.Application:
+def make_app(server: HttpHost) -> web.Application:
     app = web.Application(middlewares=[_cors], client_max_size=256 * 1024)
 
     async def ota_post(request: web.Request) -> web.Response:
@@ -90,11 +110,7 @@ def make_app(server: XiaozhiServer) -> web.Application:
                                  f"{server.ws_url_for(request.host)}\n")
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response({
-            "status": "ok", "sessions": len(server.sessions),
-            "loop_lag_ms": server.lag_monitor.stats()["p99_ms"],
-            "providers": {role.value: b.name for role, b in server.bound.items()},
-        })
+        return web.json_response(server.health())
 
     async def metrics(request: web.Request) -> web.Response:
         body = server.render_metrics()

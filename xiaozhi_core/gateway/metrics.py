@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,8 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-if TYPE_CHECKING:
-    from ..session.turn import TurnLatency
+from ..session.latency import TurnLatency
 
 __all__ = ["Metrics"]
 
@@ -78,7 +77,7 @@ class Metrics:
                                   "Largest lane lag of any frame since the server started",
                                   registry=r)
         self._lane_lag_peak = 0.0
-        self.lane_backpressure = Counter("xiaozhi_audio_lane_backpressure_total",
+        self.lane_backpressure_total = Counter("xiaozhi_audio_lane_backpressure_total",
                                          "Frames that found their session's lane full",
                                          registry=r)
         self.turns = Counter("xiaozhi_turns_total", "Turns by outcome", ["outcome"], registry=r)
@@ -98,13 +97,38 @@ class Metrics:
                              ["stat"], registry=r)
         ProcessCollector(registry=r)
 
-    def observe_lane_lag(self, lags: Iterable[float]) -> None:
-        """Record the lane lag (arrival → VAD result, seconds) of processed frames."""
+    # -- the SessionMetrics interface (xiaozhi_core.session.host) ------------------------
+    def frame_in(self) -> None:
+        self.frames_in.inc()
+
+    def frame_out(self) -> None:
+        self.frames_out.inc()
+
+    def frame_error(self, kind: str) -> None:
+        self.frame_errors.labels(kind).inc()
+
+    def lane_backpressure(self) -> None:
+        self.lane_backpressure_total.inc()
+
+    def lane_lost(self, frames: int) -> None:
+        self.frames_lost.inc(frames)
+
+    def lane_reordered(self) -> None:
+        self.frames_reordered.inc()
+
+    def turn_outcome(self, outcome: str) -> None:
+        self.turns.labels(outcome).inc()
+
+    def observe_lane_lag(self, lags: Sequence[float] | Iterable[float]) -> None:
+        """Frames through decode + VAD: their lane lag (arrival → VAD result, seconds)."""
+        n = 0
         peak = self._lane_lag_peak
         for lag in lags:
+            n += 1
             self.lane_lag.observe(lag)
             if lag > peak:
                 peak = lag
+        self.frames_processed.inc(n)
         if peak > self._lane_lag_peak:
             self._lane_lag_peak = peak
             self.lane_lag_max.set(peak)
@@ -113,10 +137,9 @@ class Metrics:
         for stage, value in latency.as_ms().items():
             if value is not None:
                 self.turn_latency.labels(stage.removesuffix("_ms")).observe(value / 1000)
-        if latency.first_frame_sent is not None:
-            provider = sum(latency.provider_seconds.values())
-            overhead = latency.first_frame_sent - latency.end_of_speech - provider
-            self.turn_overhead.observe(max(0.0, overhead))
+        overhead = latency.server_overhead()
+        if overhead is not None:
+            self.turn_overhead.observe(overhead)
 
     def render(self, loop_stats: dict[str, Any], executor_stats: dict[str, float],
                vad_stats: dict[str, float]) -> bytes:

@@ -28,7 +28,7 @@ async def serve(config: DeploymentConfig, registry: Any, out: TextIO,
         print(f"Health: http://{server.ota_url.split('/')[2]}/health   "
               f"Metrics: http://{server.ota_url.split('/')[2]}/metrics", file=out)
         print(f"Auth: {'on' if server.auth.enabled else 'off'}", file=out)
-        for role, bound in server.bound.items():
+        for role, bound in server.providers.items():
             try:
                 origin = registry.lookup(role, bound.name).origin
             except Exception:

@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from http import HTTPStatus
-from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -28,19 +28,22 @@ from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from ..app import build_providers, close_providers
+from ..app import Providers, build_providers, close_providers
 from ..audio import Resampler
 from ..config import DeploymentConfig
 from ..executor import Executor
 from ..looplag import LoopLagMonitor
 from ..protocol.opus import OpusEncoder
 from ..session.audio_hub import AudioHub
+from ..session.host import OutputFormat, SessionHost
 from ..session.segmenter import segmentation_params
-from ..session.session import DeviceInfo, Providers, Session
-from ..types import Role
-from .auth import Authenticator, AuthError, identity_from_request
+from ..session.session import Session
+from ..session.transport import Peer
+from ..types import SegmentationDefaults
+from .auth import Authenticator, AuthError, Identity, identity_from_request
 from .http import make_app
 from .metrics import Metrics
+from .ws_transport import WebSocketTransport
 
 __all__ = ["WS_PATH", "XiaozhiServer"]
 
@@ -52,11 +55,10 @@ WS_PATH = "/xiaozhi/v1/"
 class XiaozhiServer:
     """Owns the executor, the shared providers, the audio hub and every session."""
 
-    def __init__(self, config: DeploymentConfig, bound: dict[Role, Any],
+    def __init__(self, config: DeploymentConfig, providers: Providers,
                  executor: Executor) -> None:
         self.config = config
-        self.bound = bound
-        self.providers = Providers.from_roles(bound)
+        self.providers = providers
         self.executor = executor
         self.metrics = Metrics()
         self.lag_monitor = LoopLagMonitor(slow_callback=0.05)
@@ -65,11 +67,12 @@ class XiaozhiServer:
                                   enabled=s.auth_enabled, tokens=s.auth.tokens,
                                   allowed_devices=s.auth.allowed_devices)
         self.hub = AudioHub(executor, self.providers.vad, config.session.vad_tick_ms)
-        self.segmentation = segmentation_params(config.session,
-                                                getattr(self.providers.vad, "options", None))
         self.sessions: dict[str, Session] = {}
-        self.tts_sample_rate = 16000
-        self.apology_frames: list[bytes] | None = None
+        #: Built by start(): what every session gets from this server.
+        self.session_host: SessionHost | None = None
+        #: Identity read in the handshake, until the connection's handler takes it.
+        self._identities: weakref.WeakKeyDictionary[ServerConnection, Identity] = (
+            weakref.WeakKeyDictionary())
         self._ws_server: Server | None = None
         self._http_runner: web.AppRunner | None = None
         self.host = s.host
@@ -81,8 +84,8 @@ class XiaozhiServer:
     async def create(cls, config: DeploymentConfig) -> XiaozhiServer:
         """Build the executor and every selected provider, then the server."""
         executor = Executor(config.executor)
-        bound = await build_providers(config, executor)
-        server = cls(config, bound, executor)
+        providers = await build_providers(config, executor)
+        server = cls(config, providers, executor)
         server._owns_executor = True
         return server
 
@@ -112,8 +115,7 @@ class XiaozhiServer:
         http_port = self.http_port if http_port is None else http_port
         self.lag_monitor.start()
         self.hub.start()
-        self.tts_sample_rate = int(await self.providers.tts.remote_attr("sample_rate"))
-        await self._prepare_apology()
+        self.session_host = await self.make_session_host()
         limits = self.config.server.limits
         self._ws_server = await serve(
             self._handle, self.host, port, process_request=self._process_request,
@@ -144,32 +146,53 @@ class XiaozhiServer:
         await self.hub.stop()
         self.lag_monitor.stop()
         if self._owns_executor:
-            await close_providers(self.bound)
+            await close_providers(self.providers)
             self.executor.shutdown(wait=False)
 
     async def serve_forever(self) -> None:
         assert self._ws_server is not None
         await self._ws_server.serve_forever()
 
-    async def _prepare_apology(self) -> None:
+    async def make_session_host(self) -> SessionHost:
+        """Read what the providers declare, synthesise the apology once, and freeze it
+        all into the :class:`SessionHost` every session gets."""
+        cfg = self.config.session
+        tts_rate = await self.providers.tts.remote_attr("sample_rate")
+        if not isinstance(tts_rate, int):
+            raise TypeError(f"TTS provider {self.providers.tts.name!r}: sample_rate must be "
+                            f"an int, got {tts_rate!r}")
+        try:
+            declared = await self.providers.vad.remote_attr("segmentation")
+        except AttributeError:
+            declared = None
+        defaults = declared if isinstance(declared, SegmentationDefaults) else None
+        output = OutputFormat(cfg.output_sample_rate, cfg.output_frame_ms, tts_rate)
+        return SessionHost(
+            session=cfg, timeouts=self.config.server.timeouts,
+            limits=self.config.server.limits, providers=self.providers,
+            executor=self.executor, hub=self.hub, metrics=self.metrics,
+            segmentation=segmentation_params(cfg, defaults), output=output,
+            apology_frames=await self._prepare_apology(output))
+
+    async def _prepare_apology(self, output: OutputFormat) -> tuple[bytes, ...] | None:
         """Synthesise the apology once, so a failing turn can still say sorry."""
         text = self.config.session.apology
         if not text:
-            return
+            return None
         try:
-            cfg = self.config.session
-            resampler = Resampler(self.tts_sample_rate, cfg.output_sample_rate)
-            encoder = OpusEncoder(cfg.output_sample_rate, cfg.output_frame_ms)
+            resampler = Resampler(output.tts_sample_rate, output.sample_rate)
+            encoder = OpusEncoder(output.sample_rate, output.frame_ms)
             frames: list[bytes] = []
             async with asyncio.timeout(self.config.server.timeouts.provider):
                 async for chunk in self.providers.tts.synthesize(text):
                     frames += encoder.encode(
                         resampler.process(np.frombuffer(chunk, np.int16)).tobytes())
             frames += encoder.encode(resampler.flush().tobytes()) + encoder.flush()
-            self.apology_frames = frames
+            return tuple(frames)
         except Exception as exc:
             log.warning("could not pre-synthesise the apology (%s); failed turns will only "
                         "show an alert", exc)
+            return None
 
     # ------------------------------------------------------------------ connections
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str,
@@ -198,12 +221,12 @@ class XiaozhiServer:
         except AuthError as exc:
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc}",
                                 "refused_auth")
-        connection.xiaozhi_identity = ident  # type: ignore[attr-defined]
+        self._identities[connection] = ident
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        ident = getattr(ws, "xiaozhi_identity", None)
-        if ident is None:
+        ident = self._identities.pop(ws, None)
+        if ident is None or self.session_host is None:
             await ws.close(1008, "no identity")
             return
         if len(self.sessions) >= self.config.server.limits.max_sessions:
@@ -211,10 +234,10 @@ class XiaozhiServer:
             await ws.close(1013, "server full")
             return
         remote = ws.remote_address
-        device = DeviceInfo(ident.device_id or f"anonymous-{remote[0] if remote else '?'}",
-                            ident.client_id, ident.protocol_version,
-                            f"{remote[0]}:{remote[1]}" if remote else "")
-        session = Session(self, ws, device)
+        device = Peer(ident.device_id or f"anonymous-{remote[0] if remote else '?'}",
+                      ident.client_id, f"{remote[0]}:{remote[1]}" if remote else "",
+                      ident.protocol_version)
+        session = Session(self.session_host, WebSocketTransport(ws, device, self.metrics))
         self.sessions[session.session_id] = session
         self.metrics.connections.labels("accepted").inc()
         self.metrics.sessions_active.set(len(self.sessions))
@@ -229,6 +252,12 @@ class XiaozhiServer:
             self.sessions.pop(session.session_id, None)
             self.metrics.sessions_active.set(len(self.sessions))
             log.info("session %s closed (code %s)", session.session_id, ws.close_code)
+
+    def health(self) -> dict[str, object]:
+        """``GET /health``: sessions, loop lag and the selected providers."""
+        return {"status": "ok", "sessions": len(self.sessions),
+                "loop_lag_ms": self.lag_monitor.stats()["p99_ms"],
+                "providers": {role.value: b.name for role, b in self.providers.items()}}
 
     def render_metrics(self) -> bytes:
         hub = self.hub

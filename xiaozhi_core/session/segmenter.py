@@ -13,6 +13,11 @@ arrives faster than real time is segmented exactly like the same audio in real t
 
 Example:
     >>> import numpy as np
+
+from ..types import SegmentationDefaults
+
+if TYPE_CHECKING:
+    from ..config import SessionSettings
     >>> seg = Segmenter(16000, 512, threshold=0.5, release_threshold=0.3, min_speech_ms=64,
     ...                 silence_ms=96, pre_roll_ms=64, max_utterance_ms=10000)
     >>> w = np.ones(512, np.int16)
@@ -27,10 +32,16 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-__all__ = ["Segment", "Segmenter", "segmentation_params"]
+from ..types import SegmentationDefaults
+
+if TYPE_CHECKING:
+    from ..config import SessionSettings
+
+__all__ = ["Segment", "SegmentationParams", "Segmenter", "segmentation_params"]
 
 
 @dataclass
@@ -38,7 +49,7 @@ class Segment:
     """``start``: speech confirmed (``audio`` = pre-roll + speech so far);
     ``end``: utterance complete (``audio`` = the whole utterance)."""
 
-    kind: str
+    kind: Literal["start", "end"]
     audio: np.ndarray | None = None
     forced: bool = False
 
@@ -115,34 +126,48 @@ class Segmenter:
         return audio
 
 
-#: core setting → (option names a VAD provider may declare, built-in default)
-_PARAMS: dict[str, tuple[tuple[str, ...], float]] = {
-    "threshold": (("threshold",), 0.5),
-    "release_threshold": (("release_threshold",), 0.35),
-    "silence_ms": (("min_silence_ms", "silence_ms"), 700),
-    "min_speech_ms": (("min_speech_ms",), 250),
-    "pre_roll_ms": (("pre_roll_ms",), 300),
-}
+@dataclass(frozen=True)
+class SegmentationParams:
+    """The resolved segmentation settings of a deployment (one per server)."""
+
+    threshold: float = 0.5
+    release_threshold: float = 0.35
+    silence_ms: int = 700
+    min_speech_ms: int = 250
+    pre_roll_ms: int = 300
+    max_utterance_ms: int = 30000
+
+    def segmenter(self, sample_rate: int, window: int) -> Segmenter:
+        """A fresh :class:`Segmenter` with these settings (one per session)."""
+        return Segmenter(sample_rate, window, threshold=self.threshold,
+                         release_threshold=self.release_threshold,
+                         min_speech_ms=self.min_speech_ms, silence_ms=self.silence_ms,
+                         pre_roll_ms=self.pre_roll_ms, max_utterance_ms=self.max_utterance_ms)
 
 
-def segmentation_params(session: object, vad_options: object) -> dict[str, float]:
-    """Resolve the segmentation settings: ``session.*`` when set, else the VAD provider's
-    option of the same meaning, else the default.
+def segmentation_params(session: SessionSettings,
+                        vad: SegmentationDefaults | None) -> SegmentationParams:
+    """Resolve the segmentation settings: ``session.*`` when set, else what the VAD
+    provider declares (its ``segmentation`` attribute), else the built-in defaults.
 
-    >>> from types import SimpleNamespace as NS
-    >>> p = segmentation_params(NS(vad_threshold=None, vad_release_threshold=None,
-    ...     silence_ms=500, min_speech_ms=None, pre_roll_ms=None),
-    ...     NS(threshold=0.6, min_silence_ms=900))
-    >>> p["threshold"], p["silence_ms"], p["pre_roll_ms"]
+    >>> from xiaozhi_core.config import SessionSettings
+    >>> p = segmentation_params(SessionSettings(silence_ms=500),
+    ...                         SegmentationDefaults(threshold=0.6, silence_ms=900))
+    >>> p.threshold, p.silence_ms, p.pre_roll_ms
     (0.6, 500, 300)
     """
-    session_names = {"threshold": "vad_threshold", "release_threshold": "vad_release_threshold"}
-    out: dict[str, float] = {}
-    for key, (option_names, default) in _PARAMS.items():
-        value = getattr(session, session_names.get(key, key), None)
-        if value is None:
-            value = next((getattr(vad_options, n) for n in option_names
-                          if getattr(vad_options, n, None) is not None), default)
-        out[key] = value
-    out["release_threshold"] = min(out["release_threshold"], out["threshold"])
-    return out
+    base = SegmentationParams(max_utterance_ms=session.max_utterance_ms)
+    vad = vad or SegmentationDefaults()
+
+    def pick(own: float | None, declared: float | None, default: float) -> float:
+        return own if own is not None else declared if declared is not None else default
+
+    threshold = pick(session.vad_threshold, vad.threshold, base.threshold)
+    release = pick(session.vad_release_threshold, vad.release_threshold,
+                   base.release_threshold)
+    return SegmentationParams(
+        threshold=threshold, release_threshold=min(release, threshold),
+        silence_ms=int(pick(session.silence_ms, vad.silence_ms, base.silence_ms)),
+        min_speech_ms=int(pick(session.min_speech_ms, vad.min_speech_ms, base.min_speech_ms)),
+        pre_roll_ms=int(pick(session.pre_roll_ms, vad.pre_roll_ms, base.pre_roll_ms)),
+        max_utterance_ms=session.max_utterance_ms)

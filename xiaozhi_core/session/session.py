@@ -1,16 +1,11 @@
-"""One device connection: the protocol state machine, the ordered audio lane, turns.
+"""One device connection: the protocol state machine and the turns.
 
-A session is a handful of asyncio tasks — the receive loop, the audio lane consumer, an
-idle watchdog, the current turn — never a thread.
-
-**The ordered audio lane.** The receive loop strips the binary framing and puts each
-Opus packet (and each ``listen`` control message, so control and audio keep their
-relative order) into a *bounded* queue. When the queue is full the receive loop waits,
-which stops reading the socket: back-pressure reaches the device through TCP, and it is
-counted and logged. Nothing is dropped or reordered. The lane consumer takes items
-strictly in order, has the shared :class:`~xiaozhi_core.session.audio_hub.AudioHub`
-decode and VAD them (batched with every other session), and feeds the per-window
-probabilities to the segmenter, the manual buffer and the streaming ASR session.
+A session is a handful of asyncio tasks — the receive loop, the audio lane consumer
+(:mod:`~xiaozhi_core.session.lane`), an idle watchdog, the current turn — never a
+thread. It knows its connection only as a :class:`~xiaozhi_core.session.transport.Transport`
+and its server only as a :class:`~xiaozhi_core.session.host.SessionHost`; it is the
+:class:`~xiaozhi_core.session.lane.LaneSink` of its lane and the
+:class:`~xiaozhi_core.session.turn.TurnHooks` of its turns.
 """
 
 from __future__ import annotations
@@ -20,105 +15,57 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine
+from typing import Any
 
 import numpy as np
 
 from ..protocol import messages as msg
-from ..protocol.framing import FrameError, decode_frame, encode_frame
-from ..types import Role
+from ..providers import AsyncASRStream, Capabilities
+from ..types import ASRResult
+from .host import SessionHost
+from .lane import AudioLane, ControlItem, ListenMode
 from .mcp import MCPClient, MCPError
 from .memory import Memory
-from .segmenter import Segment, Segmenter
+from .segmenter import Segment
 from .tools import ToolBox
+from .transport import Peer, Transport, TransportClosed
 from .turn import Turn
 
-if TYPE_CHECKING:
-    from ..gateway.server import XiaozhiServer
-
-__all__ = ["DeviceInfo", "Providers", "Session"]
+__all__ = ["Session"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class Providers:
-    """The bound providers a session uses (shared by all sessions)."""
-
-    vad: Any
-    asr: Any
-    llm: Any
-    tts: Any
-    voiceprint: Any = None
-
-    @classmethod
-    def from_roles(cls, bound: dict[Role, Any]) -> Providers:
-        return cls(bound[Role.VAD], bound[Role.ASR], bound[Role.LLM], bound[Role.TTS],
-                   bound.get(Role.VOICEPRINT))
-
-
-@dataclass
-class DeviceInfo:
-    device_id: str
-    client_id: str
-    protocol_version: int
-    remote: str = ""
-
-
-@dataclass
-class _Control:
-    kind: str          # "start" | "stop"
-    mode: str = "auto"
+_MODES: tuple[ListenMode, ...] = ("auto", "manual", "realtime")
 
 
 class Session:
-    """Serves one WebSocket connection until it closes."""
+    """Serves one device connection until it closes."""
 
-    def __init__(self, server: XiaozhiServer, ws: Any, device: DeviceInfo) -> None:
-        self.server = server
-        self.ws = ws
-        self.device = device
-        self.settings = server.config
-        self.providers: Providers = server.providers
-        self.executor = server.executor
-        self.metrics = server.metrics
+    def __init__(self, host: SessionHost, transport: Transport) -> None:
+        self.host = host
+        self.transport = transport
+        self.device: Peer = transport.peer
         self.session_id = uuid.uuid4().hex
-        self.protocol_version = device.protocol_version
-        cfg = self.settings.session
+        cfg = host.session
+        self.settings = cfg
         self.memory = Memory(cfg.system_prompt, cfg.history_chars)
         self.tools = ToolBox(cfg.server_tools)
-        self.llm_tools = "tools" in self.providers.llm.spec.capabilities
-        self.mcp = MCPClient(self._send_mcp, self.settings.server.timeouts.mcp)
-        self.tts_sample_rate: int = server.tts_sample_rate
-        self.apology_frames: list[bytes] | None = server.apology_frames
+        self.llm_tools = Capabilities.of(host.providers.llm.spec).tools
+        self.mcp = MCPClient(self._send_mcp, host.timeouts.mcp)
         self.speaker: str | None = None
         # protocol state
         self.hello: dict[str, Any] | None = None
-        self.listen_mode = "auto"
+        self.protocol_version = transport.peer.protocol_version
+        self.listen_mode: ListenMode = "auto"
         self.listening = False
         self.closed = False
-        # lane
-        #: (Opus packet, arrival time, arrival sequence number) or a control item.
-        self.queue: asyncio.Queue[tuple[bytes, float, int] | _Control] = asyncio.Queue(
-            self.settings.server.limits.audio_queue_frames)
-        self.stream = server.hub.new_stream()
-        self.seg = server.segmentation
-        self.segmenter = Segmenter(
-            16000, server.hub.window, threshold=self.seg["threshold"],
-            release_threshold=self.seg["release_threshold"],
-            min_speech_ms=int(self.seg["min_speech_ms"]), silence_ms=int(self.seg["silence_ms"]),
-            pre_roll_ms=int(self.seg["pre_roll_ms"]), max_utterance_ms=cfg.max_utterance_ms)
+        # the lane
+        self.lane = AudioLane(host.hub, host.hub.new_stream(), host.metrics, self,
+                              maxsize=host.limits.audio_queue_frames, label=self.session_id)
+        self.segmenter = host.segmentation.segmenter(16000, host.hub.window)
         self.manual_buffer: list[np.ndarray] = []
-        self.asr_stream: Any = None
-        self.frames_in = 0
-        self.frames_processed = 0
-        #: Frames the lane skipped (decode/VAD failure) or saw out of order: stay 0.
-        self.frames_lost = 0
-        self.frames_reordered = 0
-        self._last_seq = 0
-        self.frame_errors = 0
-        self.lane_lag_max = 0.0
+        self.asr_stream: AsyncASRStream | None = None
         # turns
         self.turn_seq = 0
         self.turn: Turn | None = None
@@ -128,10 +75,36 @@ class Session:
         self.stale_dropped = 0
         self.last_voice = time.monotonic()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._backpressured = False
+        self._last_alert = 0.0
+
+    # ------------------------------------------------------------------ counters
+    @property
+    def frames_in(self) -> int:
+        return self.lane.frames_in
+
+    @property
+    def frames_processed(self) -> int:
+        return self.lane.frames_processed
+
+    @property
+    def frames_lost(self) -> int:
+        return self.lane.frames_lost
+
+    @property
+    def frames_reordered(self) -> int:
+        return self.lane.frames_reordered
+
+    @property
+    def lane_lag_max(self) -> float:
+        return self.lane.lag_max
+
+    @property
+    def frame_errors(self) -> int:
+        """Malformed frames: framing errors (counted by the transport) + Opus errors."""
+        return int(getattr(self.transport, "frame_errors", 0)) + self.lane.opus_errors
 
     # ------------------------------------------------------------------ lifecycle
-    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.session_id[:8]}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -139,19 +112,18 @@ class Session:
 
     async def run(self) -> None:
         """Hello, then serve messages until the device goes away."""
-        from websockets.exceptions import ConnectionClosed
-
         try:
             if not await self._await_hello():
                 return
-            self._spawn(self._lane(), "lane")
+            self._spawn(self.lane.run(), "lane")
             self._spawn(self._watchdog(), "watchdog")
-            async for message in self.ws:
+            async for message in self.transport:
                 if isinstance(message, bytes):
-                    await self._on_binary(message)
+                    if message:    # a 0-byte frame is the "stopped" marker of browsers
+                        await self.lane.put_audio(message)
                 else:
                     await self._on_text(message)
-        except ConnectionClosed:
+        except TransportClosed:
             pass
         finally:
             await self.close_tasks()
@@ -161,7 +133,7 @@ class Session:
         self.closed = True
         self.active_turn_id = None
         self.mcp.cancel_all()
-        tasks = list(self._tasks)
+        tasks: list[asyncio.Task[Any]] = list(self._tasks)
         if self.turn_task is not None:
             tasks.append(self.turn_task)
         for t in tasks:
@@ -174,10 +146,10 @@ class Session:
         await self._close_asr_stream()
 
     async def _await_hello(self) -> bool:
-        timeout = self.settings.server.timeouts.hello
+        timeout = self.host.timeouts.hello
         try:
             async with asyncio.timeout(timeout):
-                async for message in self.ws:
+                async for message in self.transport:
                     if isinstance(message, bytes):
                         continue
                     try:
@@ -193,7 +165,7 @@ class Session:
         except TimeoutError:
             log.warning("device %s sent no hello within %g s; closing", self.device.device_id,
                         timeout)
-            await self.ws.close(4001, f"no hello within {timeout:g} s")
+            await self.transport.close(4001, f"no hello within {timeout:g} s")
             return False
 
     async def _on_hello(self, data: dict[str, Any]) -> None:
@@ -202,14 +174,17 @@ class Session:
         if isinstance(version, int) and version in (1, 2, 3) and not self.device.protocol_version:
             self.protocol_version = version
         self.protocol_version = self.protocol_version or 1
+        self.transport.negotiated(self.protocol_version)
         raw_params = data.get("audio_params")
         params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         if params and params.get("format", "opus") != "opus":
             log.warning("session %s: device audio format %r unsupported; expecting opus",
                         self.session_id, params.get("format"))
-        cfg = self.settings.session
-        await self.send_json(msg.server_hello(self.session_id, cfg.output_sample_rate,
-                                              cfg.output_frame_ms))
+        out = self.host.output
+        hello = msg.server_hello(self.session_id, out.sample_rate, out.frame_ms)
+        hello["transport"] = self.transport.kind
+        hello.update(self.transport.hello_fields())
+        await self.send_json(hello)
         raw_features = data.get("features")
         features: dict[str, Any] = raw_features if isinstance(raw_features, dict) else {}
         if features.get("mcp"):
@@ -221,50 +196,25 @@ class Session:
     async def send_json(self, message: dict[str, Any]) -> None:
         if self.closed:
             return
-        await self.ws.send(msg.dumps(message))
+        await self.transport.send_json(msg.dumps(message))
 
     async def send_audio(self, turn_id: int, packet: bytes) -> None:
         """Send one Opus packet of turn ``turn_id`` — unless that turn is no longer current."""
         if self.closed or turn_id != self.active_turn_id:
             self.stale_dropped += 1
             return
-        ts = int(time.monotonic() * 1000) & 0xFFFFFFFF
-        await self.ws.send(encode_frame(packet, self.protocol_version, ts))
-        self.metrics.frames_out.inc()
+        await self.transport.send_audio(packet, int(time.monotonic() * 1000) & 0xFFFFFFFF)
+        self.host.metrics.frame_out()
 
     async def _send_mcp(self, payload: dict[str, Any]) -> None:
         await self.send_json(msg.mcp(self.session_id, payload))
 
     # ------------------------------------------------------------------ receiving
-    async def _on_binary(self, data: bytes) -> None:
-        try:
-            payload, _ts = decode_frame(data, self.protocol_version)
-        except FrameError as exc:
-            self.frame_errors += 1
-            self.metrics.frame_errors.labels("framing").inc()
-            log.info("session %s: dropped malformed frame: %s", self.session_id, exc)
-            return
-        if not payload:       # 0-byte frame: "stopped" marker of browser clients
-            return
-        self.frames_in += 1
-        self.metrics.frames_in.inc()
-        item = (payload, time.monotonic(), self.frames_in)
-        if self.queue.full():
-            self.metrics.lane_backpressure.inc()
-            if not self._backpressured:      # log once per episode, count every frame
-                self._backpressured = True
-                log.warning("session %s: audio lane full (%d frames); applying back-pressure",
-                            self.session_id, self.queue.maxsize)
-        elif self._backpressured and self.queue.qsize() <= self.queue.maxsize // 2:
-            self._backpressured = False
-            log.info("session %s: audio lane caught up", self.session_id)
-        await self.queue.put(item)
-
     async def _on_text(self, text: str) -> None:
         try:
             data = msg.parse_message(text)
         except msg.ProtocolError as exc:
-            self.metrics.frame_errors.labels("json").inc()
+            self.host.metrics.frame_error("json")
             log.info("session %s: ignored text frame: %s", self.session_id, exc)
             return
         kind = data["type"]
@@ -285,89 +235,35 @@ class Session:
     async def _on_listen(self, data: dict[str, Any]) -> None:
         state = data.get("state")
         if state == "start":
-            mode = data.get("mode", "auto")
-            if mode not in ("auto", "manual", "realtime"):
-                log.info("session %s: unknown listen mode %r, using auto", self.session_id, mode)
+            raw_mode = data.get("mode", "auto")
+            mode = next((m for m in _MODES if m == raw_mode), None)
+            if mode is None:
+                log.info("session %s: unknown listen mode %r, using auto", self.session_id,
+                         raw_mode)
                 mode = "auto"
             self.listen_mode = mode
-            await self.queue.put(_Control("start", mode))
+            await self.lane.put_control(ControlItem("start", mode))
         elif state == "stop":
-            await self.queue.put(_Control("stop"))
+            await self.lane.put_control(ControlItem("stop"))
         elif state == "detect":
             text = str(data.get("text", "")).strip()
             self.last_voice = time.monotonic()
             if self._is_wake_word(text):
-                greeting = self.settings.session.greeting
+                greeting = self.settings.greeting
                 if greeting:
-                    await self.start_turn(Turn(self, self._next_turn_id(), speak=greeting,
-                                               kind="greeting"))
+                    await self.start_turn(self._turn(speak=greeting, kind="greeting"))
             elif text:
-                await self.start_turn(Turn(self, self._next_turn_id(), text=text, kind="text"))
+                await self.start_turn(self._turn(text=text, kind="text"))
         else:
             log.debug("session %s: listen state %r ignored", self.session_id, state)
 
     def _is_wake_word(self, text: str) -> bool:
         norm = "".join(ch for ch in text.lower() if ch.isalnum())
         return not norm or any(norm == "".join(c for c in w.lower() if c.isalnum())
-                               for w in self.settings.session.wake_words)
+                               for w in self.settings.wake_words)
 
-    # ------------------------------------------------------------------ the lane
-    async def _lane(self) -> None:
-        while True:
-            items = [await self.queue.get()]
-            while len(items) < 32 and not self.queue.empty():
-                items.append(self.queue.get_nowait())
-            i = 0
-            while i < len(items):
-                item = items[i]
-                if isinstance(item, _Control):
-                    await self._control(item)
-                    i += 1
-                    continue
-                j = i
-                while j < len(items) and not isinstance(items[j], _Control):
-                    j += 1
-                group = items[i:j]
-                i = j
-                packets = [p for p, _, _ in group]  # type: ignore[misc]
-                try:
-                    result = await self.server.hub.process(self.stream, packets)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.error("session %s: VAD/decode failed for %d frames: %s",
-                              self.session_id, len(packets), exc)
-                    await self._alert_once(f"Voice detection failed: {exc}")
-                    continue
-                now = time.monotonic()
-                lags = [now - arrived for _, arrived, _ in group]  # type: ignore[misc]
-                self.metrics.observe_lane_lag(lags)
-                self.lane_lag_max = max(self.lane_lag_max, *lags)
-                self._check_order(group)  # type: ignore[arg-type]
-                self.frames_processed += len(group)
-                self.metrics.frames_processed.inc(len(group))
-                for err in result.errors:
-                    self.frame_errors += 1
-                    self.metrics.frame_errors.labels("opus").inc()
-                    log.info("session %s: %s", self.session_id, err)
-                for window, prob in zip(result.windows, result.probs, strict=True):
-                    await self._on_window(window, prob)
-
-    def _check_order(self, group: list[tuple[bytes, float, int]]) -> None:
-        """Count frames skipped (a failed hub call) or processed out of arrival order."""
-        for _, _, seq in group:
-            expected = self._last_seq + 1
-            if seq > expected:
-                self.frames_lost += seq - expected
-                self.metrics.frames_lost.inc(seq - expected)
-            elif seq < expected:
-                self.frames_reordered += 1
-                self.metrics.frames_reordered.inc()
-                log.error("session %s: frame %d processed after frame %d", self.session_id,
-                          seq, self._last_seq)
-            self._last_seq = max(self._last_seq, seq)
-
-    async def _control(self, item: _Control) -> None:
+    # ------------------------------------------------------------------ LaneSink
+    async def on_control(self, item: ControlItem) -> None:
         if item.kind == "start":
             self.segmenter.reset()
             self.manual_buffer = []
@@ -375,28 +271,27 @@ class Session:
             self.listening = True
             if item.mode == "manual" and self._streaming_asr():
                 await self._open_asr_stream([])
-        elif item.kind == "stop":
-            if self.listen_mode == "manual" or self.manual_buffer:
-                audio = (np.concatenate(self.manual_buffer) if self.manual_buffer
-                         else np.zeros(0, np.int16))
-                self.manual_buffer = []
-                self.listening = False
-                await self._end_utterance(audio)
-            else:
-                # auto/realtime: a stop ends what the segmenter holds, if anything
-                audio_or_none = self.segmenter.take()
-                self.listening = False
-                if audio_or_none is not None and len(audio_or_none):
-                    await self._end_utterance(audio_or_none)
+        elif self.listen_mode == "manual" or self.manual_buffer:
+            audio = (np.concatenate(self.manual_buffer) if self.manual_buffer
+                     else np.zeros(0, np.int16))
+            self.manual_buffer = []
+            self.listening = False
+            await self._end_utterance(audio)
+        else:
+            # auto/realtime: a stop ends what the segmenter holds, if anything
+            audio_or_none = self.segmenter.take()
+            self.listening = False
+            if audio_or_none is not None and len(audio_or_none):
+                await self._end_utterance(audio_or_none)
 
-    async def _on_window(self, window: np.ndarray, prob: float) -> None:
+    async def on_window(self, window: np.ndarray, prob: float) -> None:
         if not self.listening:
             return
         if self.listen_mode == "manual":
             self.manual_buffer.append(window)
             if self.asr_stream is not None:
                 await self._push_asr(window)
-            if prob >= self.seg["threshold"]:
+            if prob >= self.host.segmentation.threshold:
                 self.last_voice = time.monotonic()
             return
         events = self.segmenter.feed(window, prob)
@@ -404,6 +299,9 @@ class Session:
             await self._push_asr(window)
         for event in events:
             await self._on_segment(event)
+
+    async def on_lane_error(self, message: str) -> None:
+        await self._alert_once(message)
 
     async def _on_segment(self, event: Segment) -> None:
         if event.kind == "start":
@@ -421,66 +319,61 @@ class Session:
 
     async def _end_utterance(self, audio: np.ndarray) -> None:
         eos = time.monotonic()
-        min_samples = int(16 * self.seg["min_speech_ms"])
+        min_samples = 16 * self.host.segmentation.min_speech_ms
         stream, self.asr_stream = self.asr_stream, None
         if len(audio) < min_samples:
             log.info("session %s: utterance of %d ms too short; ignored", self.session_id,
                      len(audio) // 16)
             if stream is not None:
-                await self._close_stream(stream)
+                await _close_stream(stream)
             self.turn = None
             self._resume_listening()
             if self.listen_mode == "manual":
                 await self.send_json(msg.tts(self.session_id, "stop"))
             return
-        await self.start_turn(Turn(self, self._next_turn_id(), audio=audio,
-                                   end_of_speech=eos), asr_stream=stream)
+        await self.start_turn(self._turn(audio=audio, end_of_speech=eos), asr_stream=stream)
 
     # ------------------------------------------------------------------ streaming ASR
     def _streaming_asr(self) -> bool:
-        asr = self.providers.asr
-        return "streaming" in asr.spec.capabilities and hasattr(asr, "open_stream") \
-            and not self.executor.is_process_pool
+        return Capabilities.of(self.host.providers.asr.spec).streaming \
+            and not self.host.executor.is_process_pool
 
     async def _open_asr_stream(self, initial: list[np.ndarray]) -> None:
         await self._close_asr_stream()
         try:
-            self.asr_stream = await self.providers.asr.open_stream(on_partial=self._on_partial)
+            stream = await self.host.providers.asr.open_stream(on_partial=self._on_partial)
+            self.asr_stream = stream
             for chunk in initial:
-                await self.asr_stream.push(chunk)
+                await stream.push(chunk)
         except Exception as exc:
             log.warning("session %s: streaming ASR unavailable, using whole-utterance "
                         "recognition: %s", self.session_id, exc)
             await self._close_asr_stream()
 
     async def _push_asr(self, window: np.ndarray) -> None:
+        stream = self.asr_stream
+        if stream is None:
+            return
         try:
-            await self.asr_stream.push(window)
+            await stream.push(window)
         except Exception as exc:
             log.warning("session %s: streaming ASR push failed: %s", self.session_id, exc)
             await self._close_asr_stream()
 
-    def _on_partial(self, result: Any) -> None:
-        log.debug("session %s: partial: %s", self.session_id, getattr(result, "text", result))
+    def _on_partial(self, result: ASRResult) -> None:
+        log.debug("session %s: partial: %s", self.session_id, result.text)
 
     async def _close_asr_stream(self) -> None:
         stream, self.asr_stream = self.asr_stream, None
         if stream is not None:
-            await self._close_stream(stream)
-
-    @staticmethod
-    async def _close_stream(stream: Any) -> None:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()
+            await _close_stream(stream)
 
     # ------------------------------------------------------------------ turns
-    def _next_turn_id(self) -> int:
+    def _turn(self, **kwargs: Any) -> Turn:
         self.turn_seq += 1
-        return self.turn_seq
+        return Turn(self.host, self, self.turn_seq, **kwargs)
 
-    async def start_turn(self, turn: Turn, asr_stream: Any = None) -> None:
+    async def start_turn(self, turn: Turn, asr_stream: AsyncASRStream | None = None) -> None:
         if self.turn_task is not None and not self.turn_task.done():
             await self.abort(answer=False)
         if asr_stream is not None:
@@ -498,26 +391,33 @@ class Session:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-            self.metrics.turns.labels("aborted").inc()
+            self.host.metrics.turn_outcome("aborted")
         self.turn_task = None
         if answer or (turn is not None and turn.tts_started and not turn.tts_stopped):
             if turn is not None:
                 turn.tts_stopped = True
             await self.send_json(msg.tts(self.session_id, "stop"))
 
+    # ------------------------------------------------------------------ TurnHooks
+    def speaker_identified(self, name: str | None) -> None:
+        self.speaker = name
+
     def turn_finished(self, turn: Turn) -> None:
-        record = {"turn": turn.id, "kind": turn.latency.kind, **turn.latency.as_ms(),
-                  "error": turn.latency.error}
+        record: dict[str, Any] = {"turn": turn.id, "kind": turn.latency.kind,
+                                  **turn.latency.as_ms(), "error": turn.latency.error}
         self.latencies.append(record)
         del self.latencies[:-20]
         self.last_voice = time.monotonic()
         if turn.latency.error is None:
-            self.metrics.turns.labels("ok").inc()
-            self.metrics.observe_turn(turn.latency)
+            self.host.metrics.turn_outcome("ok")
+            self.host.metrics.observe_turn(turn.latency)
             log.info("session %s turn %d latency: %s", self.session_id, turn.id,
                      {k: v for k, v in record.items() if k.endswith("_ms")})
         if turn.id == self.active_turn_id and self.listen_mode != "manual":
             self._resume_listening()
+
+    def turn_failed(self, error: BaseException) -> None:
+        self.host.metrics.turn_outcome("failed")
 
     def _resume_listening(self) -> None:
         """Listen again after a turn (or a non-turn) without waiting for ``listen start``
@@ -527,12 +427,9 @@ class Session:
                 self.listen_mode == "auto" and (self.turn is None or not self.turn.tts_started)):
             self.listening = True
 
-    def metrics_turn_failed(self, exc: BaseException) -> None:
-        self.metrics.turns.labels("failed").inc()
-
     async def _alert_once(self, message: str) -> None:
         now = time.monotonic()
-        if now - getattr(self, "_last_alert", 0.0) > 10:
+        if now - self._last_alert > 10:
             self._last_alert = now
             with contextlib.suppress(Exception):
                 await self.send_json(msg.alert(self.session_id, message))
@@ -549,19 +446,23 @@ class Session:
 
     # ------------------------------------------------------------------ idle
     async def _watchdog(self) -> None:
-        idle = self.settings.server.timeouts.idle
+        idle = self.host.timeouts.idle
         while True:
             await asyncio.sleep(min(1.0, idle / 4))
             busy = self.turn_task is not None and not self.turn_task.done()
             if busy or time.monotonic() - self.last_voice < idle:
                 continue
             log.info("session %s: no voice for %g s; saying goodbye", self.session_id, idle)
-            goodbye = self.settings.session.goodbye
+            goodbye = self.settings.goodbye
             if goodbye:
-                await self.start_turn(Turn(self, self._next_turn_id(), speak=goodbye,
-                                           kind="goodbye"))
+                await self.start_turn(self._turn(speak=goodbye, kind="goodbye"))
                 if self.turn_task is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(self.turn_task)
-            await self.ws.close(1000, "idle timeout")
+            await self.transport.close(1000, "idle timeout")
             return
+
+
+async def _close_stream(stream: AsyncASRStream) -> None:
+    with contextlib.suppress(Exception):
+        await stream.close()

@@ -20,9 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -30,43 +30,60 @@ from ..audio import Resampler
 from ..errors import ProviderError, ProviderTimeout
 from ..protocol import messages as msg
 from ..protocol.opus import OpusEncoder
+from ..providers import AsyncASRStream
 from ..types import ASRResult, Message, ToolCall
+from .host import SessionHost
+from .latency import TurnLatency
+from .memory import Memory
 from .text import SentenceCutter, clean_for_speech, detect_emotion
+from .tools import ToolBox
 
-if TYPE_CHECKING:
-    from .session import Session
-
-__all__ = ["Turn", "TurnLatency"]
+__all__ = ["Frame", "SubtitleEvent", "Turn", "TurnHooks"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass
-class TurnLatency:
-    """Timestamps (``time.monotonic()``) of one turn's milestones."""
+class TurnHooks(Protocol):
+    """What a turn needs from its session (and nothing more)."""
 
-    turn_id: int
-    kind: str
-    end_of_speech: float
-    asr_final: float | None = None
-    llm_first_token: float | None = None
-    tts_first_audio: float | None = None
-    first_frame_sent: float | None = None
-    finished: float | None = None
-    error: str | None = None
-    provider_seconds: dict[str, float] = field(default_factory=dict)
+    session_id: str
+    speaker: str | None
+    memory: Memory
+    tools: ToolBox
+    llm_tools: bool
 
-    def as_ms(self) -> dict[str, float | None]:
-        def ms(t: float | None) -> float | None:
-            return None if t is None else round((t - self.end_of_speech) * 1000, 1)
-        return {
-            "asr_final_ms": ms(self.asr_final),
-            "llm_first_token_ms": ms(self.llm_first_token),
-            "tts_first_audio_ms": ms(self.tts_first_audio),
-            "first_frame_sent_ms": ms(self.first_frame_sent),
-            "total_ms": ms(self.finished),
-        }
+    @property
+    def listen_mode(self) -> str: ...
+
+    async def send_json(self, message: dict[str, Any]) -> None: ...
+
+    async def send_audio(self, turn_id: int, packet: bytes) -> None: ...
+
+    def speaker_identified(self, name: str | None) -> None: ...
+
+    def turn_finished(self, turn: Turn) -> None: ...
+
+    def turn_failed(self, error: BaseException) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One encoded Opus packet on its way to the device."""
+
+    packet: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SubtitleEvent:
+    """``tts sentence_start`` / ``sentence_end`` for one sentence, in line with its audio."""
+
+    state: Literal["sentence_start", "sentence_end"]
+    text: str
+
+
+#: What the speak task hands the send task (None ends the turn's audio).
+SendItem = Frame | SubtitleEvent | None
 
 
 _END = None
@@ -83,10 +100,12 @@ def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> 
 class Turn:
     """A single turn of one session. Create, then ``await turn.run()`` in a task."""
 
-    def __init__(self, session: Session, turn_id: int, *, audio: np.ndarray | None = None,
+    def __init__(self, host: SessionHost, session: TurnHooks, turn_id: int, *,
+                 audio: np.ndarray | None = None,
                  text: str | None = None, speak: str | None = None,
                  asr_result: ASRResult | None = None, kind: str = "voice",
                  end_of_speech: float | None = None) -> None:
+        self.host = host
         self.session = session
         self.id = turn_id
         self.audio = audio
@@ -100,14 +119,14 @@ class Turn:
         self.frames_sent = 0
         self.history: list[Message] = []
         #: A streaming ASR session that already heard the utterance (finish() gives text).
-        self.asr_stream: Any = None
+        self.asr_stream: AsyncASRStream | None = None
 
     # ------------------------------------------------------------------ helpers
     @property
     def timeout(self) -> float:
-        return self.session.settings.server.timeouts.provider
+        return self.host.timeouts.provider
 
-    async def _within(self, what: str, aw: Any) -> Any:
+    async def _within(self, what: str, aw: Awaitable[T]) -> T:
         try:
             async with asyncio.timeout(self.timeout):
                 return await aw
@@ -165,10 +184,10 @@ class Turn:
     async def _recognise(self) -> str:
         """ASR (streamed session if one heard the utterance, else whole-utterance), with
         speaker identification running beside it when a voiceprint provider is set."""
-        s = self.session
+        s, providers = self.session, self.host.providers
         t0 = time.monotonic()
         vp_task: asyncio.Task[None] | None = None
-        if s.providers.voiceprint is not None and self.audio is not None \
+        if providers.voiceprint is not None and self.audio is not None \
                 and len(self.audio) >= 16000:
             vp_task = asyncio.ensure_future(self._identify(self.audio))
         try:
@@ -176,7 +195,7 @@ class Turn:
                 stream, self.asr_stream = self.asr_stream, None
                 try:
                     self.asr_result = await self._within(
-                        f"ASR provider '{s.providers.asr.name}' (stream)", stream.finish())
+                        f"ASR provider '{providers.asr.name}' (stream)", stream.finish())
                 except Exception as exc:
                     log.warning("session %s: streaming ASR failed (%s); recognising the "
                                 "whole utterance instead", s.session_id, exc)
@@ -186,8 +205,7 @@ class Turn:
             if self.asr_result is None:
                 assert self.audio is not None
                 self.asr_result = await self._within(
-                    f"ASR provider '{s.providers.asr.name}'",
-                    s.providers.asr.transcribe(self.audio))
+                    f"ASR provider '{providers.asr.name}'", providers.asr.transcribe(self.audio))
         finally:
             if vp_task is not None:
                 if self.asr_result is None:
@@ -200,11 +218,12 @@ class Turn:
         return self.asr_result.text.strip()
 
     async def _identify(self, audio: np.ndarray) -> None:
-        s = self.session
+        s, voiceprint = self.session, self.host.providers.voiceprint
+        if voiceprint is None:
+            return
         try:
-            match = await self._within("voiceprint provider",
-                                       s.providers.voiceprint.identify(audio))
-            s.speaker = match.name
+            match = await self._within("voiceprint provider", voiceprint.identify(audio))
+            s.speaker_identified(match.name)
             log.info("session %s: speaker %s (score %.2f)", s.session_id,
                      match.name or "unknown", match.score)
         except Exception as exc:  # identification is optional: never fail the turn
@@ -212,19 +231,19 @@ class Turn:
 
     async def _pipeline(self) -> None:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
-        frames: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue(
-            maxsize=max(8, 3000 // self.session.settings.session.output_frame_ms))
+        frames: asyncio.Queue[SendItem] = asyncio.Queue(
+            maxsize=max(8, 3000 // self.host.output.frame_ms))
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._think(sentences), name=f"turn{self.id}-think")
             tg.create_task(self._speak(sentences, frames), name=f"turn{self.id}-speak")
             tg.create_task(self._send(frames), name=f"turn{self.id}-send")
         if self.text is not None:
-            s = self.session
-            s.memory.add_turn([Message("user", self.text), *self.history,
-                               Message("assistant", "".join(self.reply_parts).strip())])
+            self.session.memory.add_turn([
+                Message("user", self.text), *self.history,
+                Message("assistant", "".join(self.reply_parts).strip())])
 
     async def _think(self, sentences: asyncio.Queue[str | None]) -> None:
-        s = self.session
+        s, llm = self.session, self.host.providers.llm
         cutter = SentenceCutter()
         emotion_sent = False
 
@@ -247,14 +266,13 @@ class Turn:
         context = f"The user speaking is {s.speaker}." if s.speaker else ""
         messages = [*s.memory.messages(context), Message("user", self.text)]
         tools = s.tools.specs() if s.llm_tools else []
-        max_rounds = s.settings.session.max_tool_rounds
+        max_rounds = self.host.session.max_tool_rounds
         t0 = time.monotonic()
         for round_no in range(max_rounds + 1):
             calls: list[ToolCall] = []
             round_text: list[str] = []
-            stream = s.providers.llm.chat(
-                messages, tools=tools if tools and round_no < max_rounds else None)
-            async for item in self._items(f"LLM provider '{s.providers.llm.name}'", stream):
+            stream = llm.chat(messages, tools=tools if tools and round_no < max_rounds else None)
+            async for item in self._items(f"LLM provider '{llm.name}'", stream):
                 if self.latency.llm_first_token is None and item:
                     self.latency.llm_first_token = time.monotonic()
                     self.latency.provider_seconds["llm_first_token"] = \
@@ -281,19 +299,16 @@ class Turn:
         await sentences.put(_END)
 
     async def _speak(self, sentences: asyncio.Queue[str | None],
-                     frames: asyncio.Queue[tuple[str, Any] | None]) -> None:
-        s = self.session
-        tts = s.providers.tts
-        out_rate = s.settings.session.output_sample_rate
-        encoder = OpusEncoder(out_rate, s.settings.session.output_frame_ms)
-        executor = s.executor
-        voice = s.settings.session.tts_voice
+                     frames: asyncio.Queue[SendItem]) -> None:
+        host = self.host
+        tts, out, executor = host.providers.tts, host.output, host.executor
+        encoder = OpusEncoder(out.sample_rate, out.frame_ms)
+        voice = host.session.tts_voice
         while (sentence := await sentences.get()) is not None:
-            await frames.put(("sentence_start", sentence))
-            resampler = Resampler(s.tts_sample_rate, out_rate)
+            await frames.put(SubtitleEvent("sentence_start", sentence))
+            resampler = Resampler(out.tts_sample_rate, out.sample_rate)
             t0 = time.monotonic()
-            kwargs = {"voice": voice} if voice else {}
-            stream = tts.synthesize(sentence, **kwargs)
+            stream = tts.synthesize(sentence, voice=voice) if voice else tts.synthesize(sentence)
             async for chunk in self._items(f"TTS provider '{tts.name}'", stream):
                 if not chunk:
                     continue
@@ -302,29 +317,25 @@ class Turn:
                     self.latency.provider_seconds["tts_first_audio"] = \
                         self.latency.tts_first_audio - t0
                 for packet in await executor.run(_encode, resampler, encoder, chunk):
-                    await frames.put(("frame", packet))
+                    await frames.put(Frame(packet))
             for packet in await executor.run(_encode, resampler, encoder, None):
-                await frames.put(("frame", packet))
-            await frames.put(("sentence_end", sentence))
+                await frames.put(Frame(packet))
+            await frames.put(SubtitleEvent("sentence_end", sentence))
         await frames.put(_END)
 
-    async def _send(self, frames: asyncio.Queue[tuple[str, Any] | None]) -> None:
-        s = self.session
-        cfg = s.settings.session
-        frame_s = cfg.output_frame_ms / 1000
+    async def _send(self, frames: asyncio.Queue[SendItem]) -> None:
+        s, host = self.session, self.host
+        cfg = host.session
+        frame_s = host.output.frame_seconds
         lead_max = min(cfg.prebuffer_frames * frame_s, cfg.max_ahead_ms / 1000)
         played_until = 0.0
         loop = asyncio.get_running_loop()
         while (item := await frames.get()) is not None:
-            kind, value = item
             if not self.tts_started:
                 self.tts_started = True
                 await s.send_json(msg.tts(s.session_id, "start"))
-            if kind == "sentence_start":
-                await s.send_json(msg.tts(s.session_id, "sentence_start", value))
-                continue
-            if kind == "sentence_end":
-                await s.send_json(msg.tts(s.session_id, "sentence_end", value))
+            if isinstance(item, SubtitleEvent):
+                await s.send_json(msg.tts(s.session_id, item.state, item.text))
                 continue
             now = loop.time()
             if played_until < now:       # start, or the device ran dry: pre-buffer again
@@ -332,7 +343,7 @@ class Turn:
             lead = played_until - now
             if lead > lead_max:
                 await asyncio.sleep(lead - lead_max)
-            await s.send_audio(self.id, value)
+            await s.send_audio(self.id, item.packet)
             if self.latency.first_frame_sent is None:
                 self.latency.first_frame_sent = time.monotonic()
             self.frames_sent += 1
@@ -351,6 +362,7 @@ class Turn:
 
     async def _fail(self, exc: BaseException) -> None:
         s = self.session
+        apology = self.host.session.apology
         errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
         first = errors[0]
         self.latency.error = f"{type(first).__name__}: {first}"
@@ -358,13 +370,13 @@ class Turn:
             log.error("session %s turn %d failed: %s", s.session_id, self.id, first)
         else:
             log.exception("session %s turn %d failed", s.session_id, self.id, exc_info=first)
-        s.metrics_turn_failed(first)
+        s.turn_failed(first)
         try:
-            await s.send_json(msg.alert(s.session_id, s.settings.session.apology))
+            await s.send_json(msg.alert(s.session_id, apology))
             if not self.tts_started:
                 await s.send_json(msg.tts(s.session_id, "start"))
                 self.tts_started = True
-            await s.send_json(msg.tts(s.session_id, "sentence_start", s.settings.session.apology))
+            await s.send_json(msg.tts(s.session_id, "sentence_start", apology))
             await self._speak_apology()
         except Exception as exc2:  # the apology itself may fail (e.g. TTS is the culprit)
             log.warning("session %s: apology not spoken: %s", s.session_id, exc2)
@@ -373,13 +385,13 @@ class Turn:
                 await self.stop_speaking()
 
     async def _speak_apology(self) -> None:
-        s = self.session
-        cached = s.apology_frames
+        cached = self.host.apology_frames
         if cached is None:
             return
-        frame_s = s.settings.session.output_frame_ms / 1000
+        frame_s = self.host.output.frame_seconds
+        prebuffer = self.host.session.prebuffer_frames
         for i, packet in enumerate(cached):
-            if i >= s.settings.session.prebuffer_frames:
+            if i >= prebuffer:
                 await asyncio.sleep(frame_s)
-            await s.send_audio(self.id, packet)
-        await asyncio.sleep(frame_s * min(len(cached), s.settings.session.prebuffer_frames))
+            await self.session.send_audio(self.id, packet)
+        await asyncio.sleep(frame_s * min(len(cached), prebuffer))

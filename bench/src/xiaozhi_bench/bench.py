@@ -192,7 +192,7 @@ async def _server_async(files: list[str], max_sessions: int, profile: str | None
     loop.add_reader(conn.fileno(), stop.set)
     conn.send({"ws_url": server.ws_url, "metrics": f"http://127.0.0.1:{server.http_port}/metrics",
                "pid": os.getpid(),
-               "providers": {str(r): b.name for r, b in server.bound.items()}})
+               "providers": {str(r): b.name for r, b in server.providers.items()}})
     try:
         await stop.wait()
     finally:

@@ -9,6 +9,9 @@ import pytest
 from xiaozhi_silero.plugin import SileroOptions
 from xiaozhi_silero.vad import SileroVAD
 
+from xiaozhi_core.config import SessionSettings
+from xiaozhi_core.session.segmenter import segmentation_params
+
 W = 512
 SR = 16000
 
@@ -23,11 +26,24 @@ def probabilities(vad: SileroVAD, audio: np.ndarray) -> np.ndarray:
 
 
 def detected(vad: SileroVAD, audio: np.ndarray) -> list[tuple[int, int]]:
-    seg = vad.segmenter()
-    events = seg.push(probabilities(vad, audio)) + seg.flush()
-    starts = [e.sample for e in events if e.kind == "start"]
-    ends = [e.sample for e in events if e.kind == "end"]
-    return list(zip(starts, ends, strict=True))
+    """(start, end) samples of each utterance the core's segmenter cuts from this VAD's
+    probabilities with the segmentation the provider declares (end = the first window of
+    the silence that ended it)."""
+    params = segmentation_params(SessionSettings(), vad.segmentation)
+    seg = params.segmenter(SR, W)
+    silence = -(-params.silence_ms * SR // 1000 // W) * W   # whole windows
+    pcm = (audio * 32767).astype(np.int16)
+    out: list[tuple[int, int]] = []
+    start = 0
+    for k, p in enumerate(probabilities(vad, audio)):
+        pos = (k + 1) * W
+        for event in seg.feed(pcm[k * W:pos], float(p)):
+            assert event.audio is not None
+            if event.kind == "start":
+                start = pos - len(event.audio)
+            else:
+                out.append((start, pos - silence))
+    return out
 
 
 @pytest.mark.slow

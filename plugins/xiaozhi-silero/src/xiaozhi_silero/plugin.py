@@ -34,7 +34,8 @@ class SileroOptions:
 
     ``model_path`` overrides the model file; by default it is ``silero_vad/data/
     silero_vad.onnx`` from the installed ``silero-vad`` package. The other options
-    configure utterance segmentation (:class:`xiaozhi_silero.segmenter.Segmenter`);
+    are the segmentation this VAD declares to the core (``SileroVAD.segmentation``; a
+    deployment's ``session.*`` settings override them);
     durations are audio time, counted in samples.
     """
 

@@ -32,9 +32,9 @@ import numpy as np
 import onnxruntime as ort
 
 from xiaozhi_core.errors import ProviderError
+from xiaozhi_core.types import SegmentationDefaults
 
 from .plugin import SileroOptions
-from .segmenter import Segmenter
 
 __all__ = ["SileroOptions", "SileroState", "SileroVAD", "packaged_model_path"]
 
@@ -127,9 +127,14 @@ class SileroVAD:
         """A fresh state for a new stream (or after a reset)."""
         return SileroState(np.zeros(STATE_SHAPE, np.float32), np.zeros(CONTEXT, np.float32))
 
-    def segmenter(self) -> Segmenter:
-        """A :class:`Segmenter` configured with this provider's options (one per stream)."""
-        return Segmenter.from_options(self.options, sample_rate=SAMPLE_RATE, window=WINDOW)
+    @property
+    def segmentation(self) -> SegmentationDefaults:
+        """How the core should cut this VAD's probabilities into utterances: the
+        segmentation options of this provider (``session.*`` settings still win)."""
+        o = self.options
+        return SegmentationDefaults(threshold=o.threshold, release_threshold=o.release_threshold,
+                                    silence_ms=o.min_silence_ms, min_speech_ms=o.min_speech_ms,
+                                    pre_roll_ms=o.pre_roll_ms)
 
     def speech_probs(
         self, windows: np.ndarray, states: Sequence[SileroState]

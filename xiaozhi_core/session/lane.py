@@ -1,0 +1,210 @@
+"""The ordered audio lane of one session: the architecture's central guarantee.
+
+The receive loop puts each Opus packet (:class:`AudioItem`) and each ``listen``
+start/stop (:class:`ControlItem`) into one *bounded* queue, so control messages keep
+their place among the audio. When the queue is full the receive loop waits, which stops
+reading the socket: back-pressure reaches the device through TCP; it is counted and
+logged once per episode. Nothing is dropped or reordered.
+
+:meth:`AudioLane.run` (one task per session) takes the items strictly in order: runs of
+audio go to the shared :class:`~xiaozhi_core.session.audio_hub.AudioHub` (decode + VAD,
+batched with every other session) and come back as windows with speech probabilities;
+each window, then each control item, is handed to the session through the small
+:class:`LaneSink` protocol. Frames that the hub failed on are counted as lost, frames
+seen out of arrival order as reordered — both must stay 0.
+
+Example (a sink that records what reaches it):
+    >>> import asyncio
+    >>> from xiaozhi_core.testing import tone
+    >>> from xiaozhi_core.session.host import NullMetrics
+    >>> class Sink:
+    ...     def __init__(self):
+    ...         self.events = []
+    ...     async def on_control(self, item):
+    ...         self.events.append(item.kind)
+    ...     async def on_window(self, window, prob):
+    ...         self.events.append("window")
+    ...     async def on_lane_error(self, message):
+    ...         self.events.append(message)
+    >>> class Hub:  # stands in for AudioHub: 60 ms of Opus → ~2 windows of 512
+    ...     window = 512
+    ...     async def process(self, stream, packets):
+    ...         from xiaozhi_core.session.audio_hub import HubResult
+    ...         n = len(packets) * 2
+    ...         return HubResult([tone(0.032)] * n, [0.9] * n, [])
+    >>> async def demo():
+    ...     sink = Sink()
+    ...     lane = AudioLane(Hub(), None, NullMetrics(), sink, maxsize=8, label="demo")
+    ...     task = asyncio.ensure_future(lane.run())
+    ...     await lane.put_control(ControlItem("start", "auto"))
+    ...     await lane.put_audio(b"x")
+    ...     await lane.put_control(ControlItem("stop"))
+    ...     while lane.frames_processed < 1 or len(sink.events) < 4:
+    ...         await asyncio.sleep(0.01)
+    ...     task.cancel()
+    ...     return sink.events, lane.frames_lost, lane.frames_reordered
+    >>> asyncio.run(demo())
+    (['start', 'window', 'window', 'stop'], 0, 0)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import numpy as np
+
+from .host import SessionMetrics
+
+if TYPE_CHECKING:
+    from .audio_hub import HubResult, StreamState
+
+__all__ = ["AudioItem", "AudioLane", "ControlItem", "LaneHub", "LaneItem", "LaneSink",
+           "ListenMode"]
+
+log = logging.getLogger(__name__)
+
+ListenMode = Literal["auto", "manual", "realtime"]
+
+#: Items taken from the queue per wake-up (one hub request carries at most this many).
+_BATCH = 32
+
+
+@dataclass(slots=True)
+class AudioItem:
+    """One Opus packet as it arrived: the payload, arrival time and arrival number."""
+
+    packet: bytes
+    arrived: float
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ControlItem:
+    """``listen start`` (with its mode) or ``listen stop``, in line with the audio."""
+
+    kind: Literal["start", "stop"]
+    mode: ListenMode = "auto"
+
+
+LaneItem = AudioItem | ControlItem
+
+
+class LaneHub(Protocol):
+    """What the lane needs from the audio hub."""
+
+    async def process(self, stream: StreamState, packets: list[bytes]) -> HubResult: ...
+
+
+class LaneSink(Protocol):
+    """Where the lane delivers, in order (the session)."""
+
+    async def on_control(self, item: ControlItem) -> None: ...
+
+    async def on_window(self, window: np.ndarray, prob: float) -> None: ...
+
+    async def on_lane_error(self, message: str) -> None: ...
+
+
+class AudioLane:
+    """The bounded, strictly ordered queue of one session and its consumer."""
+
+    def __init__(self, hub: LaneHub, stream: StreamState, metrics: SessionMetrics,
+                 sink: LaneSink, *, maxsize: int, label: str) -> None:
+        self.hub = hub
+        self.stream = stream
+        self.metrics = metrics
+        self.sink = sink
+        self.label = label
+        self.queue: asyncio.Queue[LaneItem] = asyncio.Queue(maxsize)
+        self.frames_in = 0
+        self.frames_processed = 0
+        #: Frames the lane skipped (decode/VAD failure) or saw out of order: stay 0.
+        self.frames_lost = 0
+        self.frames_reordered = 0
+        self.opus_errors = 0
+        self.lag_max = 0.0
+        self._last_seq = 0
+        self._backpressured = False
+
+    # ------------------------------------------------------------------ producer side
+    async def put_audio(self, packet: bytes) -> None:
+        """Queue one Opus packet; waits (back-pressure) while the lane is full."""
+        self.frames_in += 1
+        self.metrics.frame_in()
+        queue = self.queue
+        if queue.full():
+            self.metrics.lane_backpressure()
+            if not self._backpressured:      # log once per episode, count every frame
+                self._backpressured = True
+                log.warning("session %s: audio lane full (%d frames); applying back-pressure",
+                            self.label, queue.maxsize)
+        elif self._backpressured and queue.qsize() <= queue.maxsize // 2:
+            self._backpressured = False
+            log.info("session %s: audio lane caught up", self.label)
+        await queue.put(AudioItem(packet, time.monotonic(), self.frames_in))
+
+    async def put_control(self, item: ControlItem) -> None:
+        """Queue a control item behind the audio received before it."""
+        await self.queue.put(item)
+
+    # ------------------------------------------------------------------ consumer side
+    async def run(self) -> None:
+        """Consume the queue forever (cancel to stop)."""
+        queue = self.queue
+        while True:
+            items = [await queue.get()]
+            while len(items) < _BATCH and not queue.empty():
+                items.append(queue.get_nowait())
+            audio: list[AudioItem] = []
+            for item in items:
+                if isinstance(item, AudioItem):
+                    audio.append(item)
+                    continue
+                if audio:
+                    await self._process(audio)
+                    audio = []
+                await self.sink.on_control(item)
+            if audio:
+                await self._process(audio)
+
+    async def _process(self, group: list[AudioItem]) -> None:
+        try:
+            result = await self.hub.process(self.stream, [a.packet for a in group])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("session %s: VAD/decode failed for %d frames: %s", self.label,
+                      len(group), exc)
+            await self.sink.on_lane_error(f"Voice detection failed: {exc}")
+            return
+        now = time.monotonic()
+        lags = [now - a.arrived for a in group]
+        self.metrics.observe_lane_lag(lags)
+        self.lag_max = max(self.lag_max, *lags)
+        self._check_order(group)
+        self.frames_processed += len(group)
+        for err in result.errors:
+            self.opus_errors += 1
+            self.metrics.frame_error("opus")
+            log.info("session %s: %s", self.label, err)
+        on_window = self.sink.on_window
+        for window, prob in zip(result.windows, result.probs, strict=True):
+            await on_window(window, prob)
+
+    def _check_order(self, group: list[AudioItem]) -> None:
+        """Count frames skipped (a failed hub call) or processed out of arrival order."""
+        for item in group:
+            expected = self._last_seq + 1
+            if item.seq > expected:
+                self.frames_lost += item.seq - expected
+                self.metrics.lane_lost(item.seq - expected)
+            elif item.seq < expected:
+                self.frames_reordered += 1
+                self.metrics.lane_reordered()
+                log.error("session %s: frame %d processed after frame %d", self.label,
+                          item.seq, self._last_seq)
+            self._last_seq = max(self._last_seq, item.seq)
