@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -40,7 +41,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from .errors import ExecutionPolicyError
 from .providers import (
@@ -61,7 +62,12 @@ __all__ = ["BoundProvider", "Executor", "ExecutorSettings", "bind", "bind_asr", 
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_END = object()
+P = ParamSpec("P")
+class _End:
+    """The end-of-stream marker of a cpu stream's queue."""
+
+
+_END = _End()
 
 
 @dataclass
@@ -91,10 +97,10 @@ class ExecutorSettings:
 
 
 # ---------------------------------------------------------------- process-pool side
-_WORKER_INSTANCES: dict[tuple[str, str], Any] = {}
+_WORKER_INSTANCES: dict[tuple[str, str], object] = {}
 
 
-def _worker_instance(spec: ProviderSpec, options: Any) -> Any:
+def _worker_instance(spec: ProviderSpec, options: object) -> object:
     key = (spec.role.value, spec.name)
     inst = _WORKER_INSTANCES.get(key)
     if inst is None:
@@ -103,8 +109,8 @@ def _worker_instance(spec: ProviderSpec, options: Any) -> Any:
     return inst
 
 
-def _worker_call(spec: ProviderSpec, options: Any, method: str, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], collect: bool) -> Any:
+def _worker_call(spec: ProviderSpec, options: object, method: str, args: tuple[object, ...],
+                 kwargs: dict[str, object], collect: bool) -> object:
     result = getattr(_worker_instance(spec, options), method)(*args, **kwargs)
     return list(result) if collect else result
 
@@ -115,7 +121,7 @@ def _check_in_worker(spec: ProviderSpec) -> None:
         check_policy(spec, factory)
 
 
-def _worker_attr(spec: ProviderSpec, options: Any, name: str) -> Any:
+def _worker_attr(spec: ProviderSpec, options: object, name: str) -> object:
     value = getattr(_worker_instance(spec, options), name)
     return value() if callable(value) else value
 
@@ -171,7 +177,7 @@ class Executor:
         return self._loop_thread is not None and threading.get_ident() == self._loop_thread
 
     # -- running blocking work ------------------------------------------------------
-    def _timed(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _timed(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         with self._lock:
             self.running += 1
         t0 = time.perf_counter()
@@ -189,7 +195,7 @@ class Executor:
         self.completed += 1
         slots.release()
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run blocking ``fn`` in the pool and await its result (never on the loop).
 
         At most ``max_pending`` jobs are in the pool (queued or running); further
@@ -207,10 +213,11 @@ class Executor:
             self.pending -= 1
             raise
         try:
+            job: concurrent.futures.Future[T]
             if self.is_process_pool:
                 job = self._pool.submit(fn, *args, **kwargs)
             else:
-                job = self._pool.submit(self._timed, fn, *args, **kwargs)
+                job = self._pool.submit(functools.partial(self._timed, fn, *args, **kwargs))
         except BaseException:
             self.pending -= 1
             slots.release()
@@ -224,7 +231,7 @@ class Executor:
                 self._job_done(slots)
             else:  # cancelled while running: the slot stays taken until the thread is done
 
-                def done(_: concurrent.futures.Future[Any]) -> None:
+                def done(_: concurrent.futures.Future[T]) -> None:
                     try:
                         loop.call_soon_threadsafe(self._job_done, slots)
                     except RuntimeError:  # the loop is closed: nobody waits for slots
@@ -233,7 +240,7 @@ class Executor:
                 job.add_done_callback(done)
 
     async def stream(
-        self, gen_fn: Callable[..., Iterator[T]], *args: Any, **kwargs: Any
+        self, gen_fn: Callable[P, Iterator[T]], *args: P.args, **kwargs: P.kwargs
     ) -> AsyncIterator[T]:
         """Iterate a blocking generator from the loop.
 
@@ -243,14 +250,14 @@ class Executor:
         generator in the pool.
         """
         self._bind_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue(self.settings.stream_buffer)
+        queue: asyncio.Queue[T | _End | _Raise] = asyncio.Queue(self.settings.stream_buffer)
         gen: Iterator[T] = await self.run(gen_fn, *args, **kwargs)
         stop = threading.Event()
         # next() and close() must not overlap: closing a generator while another
         # thread runs it fails ("generator already executing") and skips its cleanup.
         lock = threading.Lock()
 
-        def step() -> Any:
+        def step() -> T | _End:
             with lock:
                 if stop.is_set():
                     return _END
@@ -282,7 +289,7 @@ class Executor:
         try:
             while True:
                 item = await queue.get()
-                if item is _END:
+                if isinstance(item, _End):
                     return
                 if isinstance(item, _Raise):
                     raise item.exc
@@ -303,7 +310,7 @@ class Executor:
                 log.warning("closing cpu stream %r failed: %s", gen_fn, exc)
 
     # -- the other direction: worker → loop -------------------------------------------
-    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+    def call_soon(self, fn: Callable[..., object], *args: object) -> None:
         """Schedule ``fn(*args)`` on the loop from any thread (never blocks)."""
         if self._loop is None:
             raise ExecutionPolicyError("executor is not bound to an event loop yet")
@@ -349,7 +356,7 @@ class _Raise:
     exc: BaseException
 
 
-def _log_close_error(fut: asyncio.Future[Any]) -> None:
+def _log_close_error(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("closing a cpu stream failed: %s", fut.exception())
 
@@ -365,7 +372,7 @@ _FLAVOUR_TEXT: dict[_Flavour, str] = {
 }
 
 
-def _flavour(fn: Any) -> _Flavour:
+def _flavour(fn: Callable[..., object]) -> _Flavour:
     target = inspect.unwrap(fn)
     if inspect.isasyncgenfunction(target):
         return "asyncgen"
@@ -377,7 +384,8 @@ def _flavour(fn: Any) -> _Flavour:
 
 
 def check_policy(
-    spec: ProviderSpec, instance: Any, methods: dict[str, Literal["call", "stream"]] | None = None,
+    spec: ProviderSpec, instance: object,
+    methods: dict[str, Literal["call", "stream"]] | None = None,
     required: tuple[str, ...] | None = None, what: str | None = None,
 ) -> list[str]:
     """Raise :class:`ExecutionPolicyError` if ``instance`` breaks its declared policy.
@@ -442,7 +450,7 @@ class BoundProvider:
     """
 
     def __init__(
-        self, spec: ProviderSpec, instance: Any, executor: Executor, options: Any = None, *,
+        self, spec: ProviderSpec, instance: Any, executor: Executor, options: object = None, *,
         methods: dict[str, Literal["call", "stream"]] | None = None,
         required: tuple[str, ...] | None = None, what: str | None = None,
     ) -> None:
@@ -474,7 +482,7 @@ class BoundProvider:
             raise AttributeError(f"{item} (use await bound.remote_attr({item!r}) in process mode)")
         return getattr(self.instance, item)
 
-    async def remote_attr(self, name: str) -> Any:
+    async def remote_attr(self, name: str) -> object:
         """Read a metadata attribute (or call a cheap method) of a provider in the pool."""
         if not self._remote:
             value = getattr(self.instance, name)
@@ -488,17 +496,18 @@ class BoundProvider:
                 "the event-loop thread"
             )
 
-    def _wrap(self, name: str, kind: str) -> Callable[..., Any]:
+    def _wrap(self, name: str, kind: str) -> Callable[..., object]:
         spec, executor = self.spec, self.executor
         if spec.execution is Execution.IO:
             fn = getattr(self.instance, name)
             if kind == "stream":
-                def io_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+                def io_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
                     self._check_loop(name)
-                    return fn(*args, **kwargs)
+                    stream: AsyncIterator[object] = fn(*args, **kwargs)
+                    return stream
                 return io_stream
 
-            async def io_call(*args: Any, **kwargs: Any) -> Any:
+            async def io_call(*args: object, **kwargs: object) -> object:
                 executor._bind_loop()
                 self._check_loop(name)
                 result = await fn(*args, **kwargs)
@@ -508,7 +517,7 @@ class BoundProvider:
         if self._remote:
             collect = kind == "stream"
 
-            async def remote_call(*args: Any, **kwargs: Any) -> Any:
+            async def remote_call(*args: object, **kwargs: object) -> object:
                 if name == "open_stream":
                     raise ExecutionPolicyError(
                         f"{spec.role} provider {spec.name!r}: streaming sessions are not "
@@ -519,27 +528,29 @@ class BoundProvider:
                 )
 
             if kind == "stream":
-                async def remote_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-                    for item in await remote_call(*args, **kwargs):
+                async def remote_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
+                    items = await remote_call(*args, **kwargs)
+                    assert isinstance(items, list)   # _worker_call collected the stream
+                    for item in items:
                         yield item
                 return remote_stream
             return remote_call
 
         fn = getattr(self.instance, name)
         if kind == "stream":
-            def cpu_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            def cpu_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
                 return executor.stream(fn, *args, **kwargs)
             return cpu_stream
 
-        async def cpu_call(*args: Any, **kwargs: Any) -> Any:
-            if "on_partial" in kwargs and kwargs["on_partial"] is not None:
-                callback = kwargs["on_partial"]
+        async def cpu_call(*args: object, **kwargs: object) -> object:
+            callback = kwargs.get("on_partial")
+            if callable(callback):
                 kwargs["on_partial"] = lambda result: executor.call_soon(callback, result)
             result = await executor.run(fn, *args, **kwargs)
             return self._post(name, result)
         return cpu_call
 
-    def _post(self, name: str, result: Any) -> Any:
+    def _post(self, name: str, result: object) -> object:
         if name == "open_stream":
             return BoundProvider(
                 self.spec, result, self.executor, self.options,
@@ -561,7 +572,7 @@ class BoundProvider:
             close()
 
 
-def bind(spec: ProviderSpec, instance: Any, executor: Executor,
+def bind(spec: ProviderSpec, instance: object, executor: Executor,
          options: object = None) -> BoundProvider:
     """Put ``instance`` (built from ``spec``) behind the executor policy.
 

@@ -84,6 +84,9 @@ __all__ = [
 #: Items of an LLM stream: text deltas, or a complete tool call request.
 LLMChunk = str | ToolCall
 
+#: A VAD's per-stream recurrent state: created by ``initial_state``, opaque to the core.
+VADState = Any
+
 #: For each role, the methods the executor policy governs, and whether each returns one
 #: value (``"call"``) or a stream (``"stream"``).
 WORK_METHODS: dict[Role, dict[str, Literal["call", "stream"]]] = {
@@ -148,7 +151,7 @@ class ProviderSpec:
     role: Role
     name: str
     execution: Execution
-    factory: str | Callable[[Any], Any]
+    factory: str | Callable[..., object]
     options: type = NoOptions
     capabilities: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
@@ -181,7 +184,7 @@ class ProviderSpec:
                 )
         elif not callable(self.factory):
             raise PluginError(f"provider {self.name!r}: factory must be callable or a string")
-        caps: Any = self.capabilities
+        caps: object = self.capabilities
         if isinstance(caps, str | bytes) or not isinstance(caps, Iterable) or not all(
             isinstance(c, str) for c in caps
         ):
@@ -201,7 +204,7 @@ class ProviderSpec:
             return self.factory
         return f"{self.factory.__module__}:{self.factory.__qualname__}"
 
-    def resolve_factory(self) -> Callable[[Any], Any]:
+    def resolve_factory(self) -> Callable[..., object]:
         """Import and return the factory (this is where heavy imports happen).
 
         Raises :class:`PluginError` naming the provider when the module cannot be
@@ -219,7 +222,7 @@ class ProviderSpec:
         module_name, _, attr = self.factory.partition(":")
         where = f"{self.role} provider {self.name!r}: factory {self.factory!r}"
         try:
-            obj: Any = importlib.import_module(module_name)
+            obj: object = importlib.import_module(module_name)
         except Exception as exc:  # ImportError, or whatever the module raises on import
             raise PluginError(
                 f"{where}: cannot import {module_name!r}: {type(exc).__name__}: {exc} "
@@ -236,11 +239,11 @@ class ProviderSpec:
             raise PluginError(f"{where}: {attr!r} is not callable")
         return obj
 
-    def validate(self, options: Mapping[str, Any] | None, path: str = "") -> Any:
+    def validate(self, options: Mapping[str, object] | None, path: str = "") -> object:
         """Validate a raw options mapping against this provider's schema."""
         return validate_options(self.options, options, path=path)
 
-    def create(self, options: Mapping[str, Any] | None = None) -> Any:
+    def create(self, options: Mapping[str, object] | None = None) -> object:
         """Validate ``options`` and build the provider (without executor enforcement;
         the core goes through :func:`xiaozhi_core.executor.bind` instead)."""
         return self.resolve_factory()(self.validate(options))
@@ -269,11 +272,11 @@ class VADProvider(Protocol):
     #: Optional: how this VAD's probabilities are best segmented (None: core defaults).
     segmentation: SegmentationDefaults | None
 
-    def initial_state(self) -> Any: ...
+    def initial_state(self) -> VADState: ...
 
     def speech_probs(
-        self, windows: np.ndarray, states: Sequence[Any]
-    ) -> tuple[np.ndarray, list[Any]]: ...
+        self, windows: np.ndarray, states: Sequence[VADState]
+    ) -> tuple[np.ndarray, list[VADState]]: ...
 
 
 class AsyncVADProvider(Protocol):
@@ -298,11 +301,11 @@ class AsyncVADProvider(Protocol):
     #: Optional: how this VAD's probabilities are best segmented (None: core defaults).
     segmentation: SegmentationDefaults | None
 
-    def initial_state(self) -> Any: ...
+    def initial_state(self) -> VADState: ...
 
     async def speech_probs(
-        self, windows: np.ndarray, states: Sequence[Any]
-    ) -> tuple[np.ndarray, list[Any]]: ...
+        self, windows: np.ndarray, states: Sequence[VADState]
+    ) -> tuple[np.ndarray, list[VADState]]: ...
 
 
 # --------------------------------------------------------------------------- ASR
@@ -671,4 +674,4 @@ class Closable(Protocol):
     (True, False)
     """
 
-    def close(self) -> Any: ...
+    def close(self) -> object: ...

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 __all__ = [
     "ASRResult",
     "Execution",
+    "JSONObject",
+    "JSONValue",
     "Message",
     "Role",
     "SegmentationDefaults",
@@ -35,6 +37,12 @@ __all__ = [
     "ToolCall",
     "ToolSpec",
 ]
+
+
+#: A JSON value as ``json.loads`` returns it (device messages, MCP payloads, schemas).
+JSONValue = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+#: A JSON object.
+JSONObject = dict[str, JSONValue]
 
 
 class Role(enum.StrEnum):
@@ -75,7 +83,7 @@ class ToolSpec:
 
     name: str
     description: str
-    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    parameters: JSONObject = field(default_factory=lambda: {"type": "object", "properties": {}})
 
 
 @dataclass(frozen=True)
@@ -88,7 +96,7 @@ class ToolCall:
 
     id: str
     name: str
-    arguments: dict[str, Any]
+    arguments: JSONObject
 
 
 @dataclass

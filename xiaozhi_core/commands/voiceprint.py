@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar, cast
+
+import numpy as np
 
 from ..command import Command, CommandGroup
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..providers import BoundVoiceprint
+    from ..types import SpeakerMatch
+
+T = TypeVar("T")
 
 __all__: list[str] = []
 
@@ -24,9 +33,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="deployment config(s) selecting a voiceprint provider")
 
 
-async def _with_provider(args: argparse.Namespace, work: Any) -> Any:
+async def _with_provider(args: argparse.Namespace,
+                         work: Callable[[BoundVoiceprint], Awaitable[T]]) -> T:
     from ..config import load_config
     from ..executor import Executor, build
+    from ..providers import BoundVoiceprint
     from ..registry import default_registry
 
     config = load_config(args.config, default_registry())
@@ -36,7 +47,8 @@ async def _with_provider(args: argparse.Namespace, work: Any) -> Any:
                           file=config.files[0])
     executor = Executor(config.executor)
     try:
-        provider = await build(config.voiceprint.spec, config.voiceprint.options, executor)
+        provider = cast(BoundVoiceprint,
+                        await build(config.voiceprint.spec, config.voiceprint.options, executor))
         try:
             return await work(provider)
         finally:
@@ -45,7 +57,7 @@ async def _with_provider(args: argparse.Namespace, work: Any) -> Any:
         executor.shutdown(wait=False)
 
 
-def _read(path: str) -> Any:
+def _read(path: str) -> np.ndarray:
     from ..audio import read_wav
 
     try:
@@ -61,7 +73,7 @@ def _enroll_args(p: argparse.ArgumentParser) -> None:
 
 
 def _enroll(args: argparse.Namespace) -> int:
-    async def work(provider: Any) -> None:
+    async def work(provider: BoundVoiceprint) -> None:
         for path in args.wav:
             pcm = _read(path)
             await provider.enroll(args.name, pcm)
@@ -72,7 +84,7 @@ def _enroll(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    async def work(provider: Any) -> list[str]:
+    async def work(provider: BoundVoiceprint) -> list[str]:
         return list(await provider.speakers())
 
     for name in asyncio.run(_with_provider(args, work)):
@@ -86,7 +98,7 @@ def _identify_args(p: argparse.ArgumentParser) -> None:
 
 
 def _identify(args: argparse.Namespace) -> int:
-    async def work(provider: Any) -> Any:
+    async def work(provider: BoundVoiceprint) -> SpeakerMatch:
         return await provider.identify(_read(args.wav))
 
     match = asyncio.run(_with_provider(args, work))

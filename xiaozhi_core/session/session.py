@@ -16,7 +16,6 @@ import logging
 import time
 import uuid
 from collections.abc import Coroutine
-from typing import Any
 
 import numpy as np
 
@@ -55,7 +54,7 @@ class Session:
         self.mcp = MCPClient(self._send_mcp, host.timeouts.mcp)
         self.speaker: str | None = None
         # protocol state
-        self.hello: dict[str, Any] | None = None
+        self.hello: dict[str, object] | None = None
         self.protocol_version = transport.peer.protocol_version
         self.listen_mode: ListenMode = "auto"
         self.listening = False
@@ -71,10 +70,10 @@ class Session:
         self.turn: Turn | None = None
         self.turn_task: asyncio.Task[None] | None = None
         self.active_turn_id: int | None = None
-        self.latencies: list[dict[str, Any]] = []
+        self.latencies: list[dict[str, object]] = []
         self.stale_dropped = 0
         self.last_voice = time.monotonic()
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._last_alert = 0.0
 
     # ------------------------------------------------------------------ counters
@@ -104,7 +103,7 @@ class Session:
         return int(getattr(self.transport, "frame_errors", 0)) + self.lane.opus_errors
 
     # ------------------------------------------------------------------ lifecycle
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro, name=f"{self.session_id[:8]}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -133,7 +132,7 @@ class Session:
         self.closed = True
         self.active_turn_id = None
         self.mcp.cancel_all()
-        tasks: list[asyncio.Task[Any]] = list(self._tasks)
+        tasks: list[asyncio.Task[None]] = list(self._tasks)
         if self.turn_task is not None:
             tasks.append(self.turn_task)
         for t in tasks:
@@ -168,7 +167,7 @@ class Session:
             await self.transport.close(4001, f"no hello within {timeout:g} s")
             return False
 
-    async def _on_hello(self, data: dict[str, Any]) -> None:
+    async def _on_hello(self, data: dict[str, object]) -> None:
         self.hello = data
         version = data.get("version")
         if isinstance(version, int) and version in (1, 2, 3) and not self.device.protocol_version:
@@ -176,7 +175,7 @@ class Session:
         self.protocol_version = self.protocol_version or 1
         self.transport.negotiated(self.protocol_version)
         raw_params = data.get("audio_params")
-        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        params: dict[str, object] = raw_params if isinstance(raw_params, dict) else {}
         if params and params.get("format", "opus") != "opus":
             log.warning("session %s: device audio format %r unsupported; expecting opus",
                         self.session_id, params.get("format"))
@@ -186,14 +185,14 @@ class Session:
         hello.update(self.transport.hello_fields())
         await self.send_json(hello)
         raw_features = data.get("features")
-        features: dict[str, Any] = raw_features if isinstance(raw_features, dict) else {}
+        features: dict[str, object] = raw_features if isinstance(raw_features, dict) else {}
         if features.get("mcp"):
             self._spawn(self._init_mcp(), "mcp-init")
         log.info("session %s: hello from %s (protocol v%d, mcp=%s)", self.session_id,
                  self.device.device_id, self.protocol_version, bool(features.get("mcp")))
 
     # ------------------------------------------------------------------ sending
-    async def send_json(self, message: dict[str, Any]) -> None:
+    async def send_json(self, message: dict[str, object]) -> None:
         if self.closed:
             return
         await self.transport.send_json(msg.dumps(message))
@@ -206,7 +205,7 @@ class Session:
         await self.transport.send_audio(packet, int(time.monotonic() * 1000) & 0xFFFFFFFF)
         self.host.metrics.frame_out()
 
-    async def _send_mcp(self, payload: dict[str, Any]) -> None:
+    async def _send_mcp(self, payload: dict[str, object]) -> None:
         await self.send_json(msg.mcp(self.session_id, payload))
 
     # ------------------------------------------------------------------ receiving
@@ -232,7 +231,7 @@ class Session:
         else:
             log.debug("session %s: unknown message type %r ignored", self.session_id, kind)
 
-    async def _on_listen(self, data: dict[str, Any]) -> None:
+    async def _on_listen(self, data: dict[str, object]) -> None:
         state = data.get("state")
         if state == "start":
             raw_mode = data.get("mode", "auto")
@@ -369,9 +368,12 @@ class Session:
             await _close_stream(stream)
 
     # ------------------------------------------------------------------ turns
-    def _turn(self, **kwargs: Any) -> Turn:
+    def _turn(self, *, audio: np.ndarray | None = None, text: str | None = None,
+              speak: str | None = None, kind: str = "voice",
+              end_of_speech: float | None = None) -> Turn:
         self.turn_seq += 1
-        return Turn(self.host, self, self.turn_seq, **kwargs)
+        return Turn(self.host, self, self.turn_seq, audio=audio, text=text, speak=speak,
+                    kind=kind, end_of_speech=end_of_speech)
 
     async def start_turn(self, turn: Turn, asr_stream: AsyncASRStream | None = None) -> None:
         if self.turn_task is not None and not self.turn_task.done():
@@ -403,7 +405,7 @@ class Session:
         self.speaker = name
 
     def turn_finished(self, turn: Turn) -> None:
-        record: dict[str, Any] = {"turn": turn.id, "kind": turn.latency.kind,
+        record: dict[str, object] = {"turn": turn.id, "kind": turn.latency.kind,
                                   **turn.latency.as_ms(), "error": turn.latency.error}
         self.latencies.append(record)
         del self.latencies[:-20]

@@ -17,21 +17,20 @@ import datetime
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from ..types import ToolCall, ToolSpec
+from ..types import JSONObject, ToolCall, ToolSpec
 
 __all__ = ["SERVER_TOOLS", "ToolBox", "llm_name"]
 
 
-async def _get_time(arguments: dict[str, Any]) -> str:
+async def _get_time(arguments: JSONObject) -> str:
     now = datetime.datetime.now().astimezone()
     return json.dumps({"local_time": now.isoformat(timespec="seconds"),
                        "weekday": now.strftime("%A")})
 
 
 #: Server-side tools: name → (spec, implementation).
-SERVER_TOOLS: dict[str, tuple[ToolSpec, Callable[[dict[str, Any]], Awaitable[str]]]] = {
+SERVER_TOOLS: dict[str, tuple[ToolSpec, Callable[[JSONObject], Awaitable[str]]]] = {
     "get_time": (ToolSpec("get_time", "Get the current local date, time and weekday.",
                           {"type": "object", "properties": {}}), _get_time),
 }
@@ -56,16 +55,19 @@ class ToolBox:
                              f"{', '.join(SERVER_TOOLS)}")
         self.server = {n: SERVER_TOOLS[n] for n in server_tools or []}
         self.device: dict[str, tuple[str, ToolSpec]] = {}   # llm name → (mcp name, spec)
-        self.device_call: Callable[[str, dict[str, Any]], Awaitable[str]] | None = None
+        self.device_call: Callable[[str, JSONObject], Awaitable[str]] | None = None
 
-    def set_device_tools(self, tools: list[dict[str, Any]],
-                         call: Callable[[str, dict[str, Any]], Awaitable[str]]) -> None:
+    def set_device_tools(self, tools: list[JSONObject],
+                         call: Callable[[str, JSONObject], Awaitable[str]]) -> None:
         self.device = {}
         for t in tools:
             name = t.get("name")
             if not isinstance(name, str):
                 continue
-            schema = t.get("inputSchema") or {"type": "object", "properties": {}}
+            raw_schema = t.get("inputSchema")
+            # a device's malformed schema must not reach the LLM: no parameters instead
+            schema: JSONObject = raw_schema if isinstance(raw_schema, dict) and raw_schema \
+                else {"type": "object", "properties": {}}
             spec = ToolSpec(llm_name(name), str(t.get("description", "")), schema)
             self.device[spec.name] = (name, spec)
         self.device_call = call

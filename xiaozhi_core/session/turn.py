@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 import numpy as np
 
@@ -56,7 +56,7 @@ class TurnHooks(Protocol):
     @property
     def listen_mode(self) -> str: ...
 
-    async def send_json(self, message: dict[str, Any]) -> None: ...
+    async def send_json(self, message: dict[str, object]) -> None: ...
 
     async def send_audio(self, turn_id: int, packet: bytes) -> None: ...
 
