@@ -62,7 +62,10 @@ __all__ = [
     "BoundTTS",
     "BoundVAD",
     "BoundVoiceprint",
-    "Capabilities",
+    "ASRCapabilities",
+    "LLMCapabilities",
+    "TTSCapabilities",
+    "VADCapabilities",
     "ASRStream",
     "AsyncASRProvider",
     "AsyncASRStream",
@@ -639,28 +642,74 @@ class BoundVoiceprint(_Bound, AsyncVoiceprintProvider, Protocol):
 
 # --------------------------------------------------------------------------- capabilities
 @dataclass(frozen=True)
-class Capabilities:
-    """The capability flags the core acts on, read once from a spec.
+class VADCapabilities:
+    """What the core may rely on from a VAD provider.
 
     >>> from xiaozhi_core.testing import fake_spec
-    >>> Capabilities.of(fake_spec("asr")).streaming, Capabilities.of(fake_spec("llm")).tools
-    (True, True)
+    >>> VADCapabilities.of(fake_spec("vad")).batch
+    True
     """
 
-    #: VAD: ``speech_probs`` takes windows of many streams in one call.
+    #: ``speech_probs`` takes windows of many streams in one call.
     batch: bool = False
-    #: ASR: ``open_stream`` with partial results.
+
+    @classmethod
+    def of(cls, spec: ProviderSpec) -> VADCapabilities:
+        return cls(batch="batch" in spec.capabilities)
+
+
+@dataclass(frozen=True)
+class ASRCapabilities:
+    """What the core may rely on from an ASR provider.
+
+    >>> from xiaozhi_core.testing import fake_spec
+    >>> ASRCapabilities.of(fake_spec("asr")).streaming
+    True
+    """
+
+    #: ``open_stream`` with partial results.
     streaming: bool = False
-    #: ASR/TTS: more than one language.
+    #: Recognises more than one language.
     multilingual: bool = False
-    #: LLM: accepts tool schemas and emits ToolCall items.
+
+    @classmethod
+    def of(cls, spec: ProviderSpec) -> ASRCapabilities:
+        caps = spec.capabilities
+        return cls(streaming="streaming" in caps, multilingual="multilingual" in caps)
+
+
+@dataclass(frozen=True)
+class LLMCapabilities:
+    """What the core may rely on from an LLM provider.
+
+    >>> from xiaozhi_core.testing import fake_spec
+    >>> LLMCapabilities.of(fake_spec("llm")).tools
+    True
+    """
+
+    #: Accepts tool schemas and emits ToolCall items.
     tools: bool = False
 
     @classmethod
-    def of(cls, spec: ProviderSpec) -> Capabilities:
-        caps = spec.capabilities
-        return cls(batch="batch" in caps, streaming="streaming" in caps,
-                   multilingual="multilingual" in caps, tools="tools" in caps)
+    def of(cls, spec: ProviderSpec) -> LLMCapabilities:
+        return cls(tools="tools" in spec.capabilities)
+
+
+@dataclass(frozen=True)
+class TTSCapabilities:
+    """What the core may rely on from a TTS provider.
+
+    >>> from xiaozhi_core.testing import fake_spec
+    >>> TTSCapabilities.of(fake_spec("tts")).multilingual
+    False
+    """
+
+    #: Speaks more than one language.
+    multilingual: bool = False
+
+    @classmethod
+    def of(cls, spec: ProviderSpec) -> TTSCapabilities:
+        return cls(multilingual="multilingual" in spec.capabilities)
 
 
 @runtime_checkable

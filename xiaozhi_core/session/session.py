@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 import numpy as np
 
 from ..protocol import messages as msg
-from ..providers import AsyncASRStream, Capabilities
+from ..providers import ASRCapabilities, AsyncASRStream, LLMCapabilities
 from ..types import ASRResult
 from .host import SessionHost
 from .lane import AudioLane, ControlItem, ListenMode
@@ -50,7 +50,7 @@ class Session:
         self.settings = cfg
         self.memory = Memory(cfg.system_prompt, cfg.history_chars)
         self.tools = ToolBox(cfg.server_tools)
-        self.llm_tools = Capabilities.of(host.providers.llm.spec).tools
+        self.llm_tools = LLMCapabilities.of(host.providers.llm.spec).tools
         self.mcp = MCPClient(self._send_mcp, host.timeouts.mcp)
         self.speaker: str | None = None
         # protocol state
@@ -334,7 +334,7 @@ class Session:
 
     # ------------------------------------------------------------------ streaming ASR
     def _streaming_asr(self) -> bool:
-        return Capabilities.of(self.host.providers.asr.spec).streaming \
+        return ASRCapabilities.of(self.host.providers.asr.spec).streaming \
             and not self.host.executor.is_process_pool
 
     async def _open_asr_stream(self, initial: list[np.ndarray]) -> None:
