@@ -1,0 +1,49 @@
+"""The device store: devices, sessions, turns, memory and voiceprints in SQLite or
+PostgreSQL (SQLAlchemy 2 async, Alembic migrations).
+
+Importing this package loads no database library: :class:`StoreSettings` and
+:class:`StoreError` are plain, and :class:`Store` and the records are imported (with
+SQLAlchemy) on first use, so a server without a store never pays for them.
+
+Modules: :mod:`.settings` (``store:`` config), :mod:`.engine` (URLs, SQLite/PostgreSQL
+set-up), :mod:`.models` (tables), :mod:`.migrate` (+ ``migrations/``), :mod:`.writer`
+(the batched writer), :mod:`.records` (what reads return), :mod:`.facade`
+(:class:`Store`), :mod:`.commands` (``xiaozhi devices``, ``xiaozhi db``).
+
+>>> import sys, xiaozhi_core.store as store
+>>> store.StoreSettings().url
+''
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import StoreError
+from .settings import StoreSettings
+
+if TYPE_CHECKING:
+    from .facade import Store
+    from .records import (
+        DeviceRecord,
+        PruneResult,
+        SessionRecord,
+        StoreStats,
+        TurnRecord,
+        VoiceprintRecord,
+    )
+
+__all__ = ["DeviceRecord", "PruneResult", "SessionRecord", "Store", "StoreError",
+           "StoreSettings", "StoreStats", "TurnRecord", "VoiceprintRecord"]
+
+_LAZY = {"Store": ".facade", "DeviceRecord": ".records", "PruneResult": ".records",
+         "SessionRecord": ".records", "StoreStats": ".records", "TurnRecord": ".records",
+         "VoiceprintRecord": ".records"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

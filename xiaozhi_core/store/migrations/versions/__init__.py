@@ -1,0 +1,1 @@
+"""Revision scripts of the device store, applied in order by Alembic."""

@@ -1,0 +1,112 @@
+"""What the store's reads return: plain frozen dataclasses (no database objects escape).
+
+>>> import datetime as dt
+>>> t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+>>> DeviceRecord("aa:bb", None, "esp32s3", "1.6.0", t, t, None).as_dict()["last_seen"]
+'2026-01-01T00:00:00+00:00'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DeviceRecord", "PruneResult", "SessionRecord", "StoreStats", "TurnRecord",
+           "VoiceprintRecord"]
+
+
+class _AsDict:
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping (datetimes as ISO 8601 text, bytes left out)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, bytes):
+                continue
+            out[f.name] = value.isoformat() if isinstance(value, dt.datetime) else value
+        return out
+
+
+@dataclass(frozen=True)
+class DeviceRecord(_AsDict):
+    device_id: str
+    client_id: str | None
+    board: str | None
+    firmware: str | None
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    #: The profile the device is mapped to; None = the default profile.
+    profile: str | None
+
+
+@dataclass(frozen=True)
+class SessionRecord(_AsDict):
+    id: str
+    device_id: str
+    started: dt.datetime
+    ended: dt.datetime | None
+    close_reason: str | None
+    transport: str | None
+
+
+@dataclass(frozen=True)
+class TurnRecord(_AsDict):
+    #: Row id: increases with insertion; ``device_turns(before=id)`` pages with it.
+    id: int
+    session_id: str
+    device_id: str
+    turn_no: int
+    at: dt.datetime
+    kind: str
+    text: str | None
+    reply: str | None
+    speaker: str | None
+    latency: dict[str, Any] | None
+    outcome: str
+    error: str | None
+
+
+@dataclass(frozen=True)
+class VoiceprintRecord(_AsDict):
+    name: str
+    model: str
+    embedding: bytes
+    samples: int
+    created: dt.datetime
+    updated: dt.datetime
+
+
+@dataclass(frozen=True)
+class PruneResult(_AsDict):
+    turns: int
+    sessions: int
+
+
+@dataclass
+class StoreStats:
+    """Counters of the store, as plain attributes (export them as Prometheus counters).
+
+    ``recorded`` events were accepted into the queue; each then ends as ``written``,
+    ``failed`` (the database refused it: not recorded) or ``lost_on_close`` (still
+    queued when the store closed). ``dropped`` events never entered the queue (full, or
+    the store closed).
+    """
+
+    recorded: int = 0
+    written: int = 0
+    dropped: int = 0
+    failed: int = 0
+    lost_on_close: int = 0
+    #: Batch attempts that failed and will be retried (database down or locked).
+    retries: int = 0
+    batches: int = 0
+    #: Seconds spent writing successful batches: total, largest, last.
+    batch_seconds_total: float = 0.0
+    batch_seconds_max: float = 0.0
+    batch_seconds_last: float = 0.0
+    #: Reads made for a turn that failed or timed out (answered as empty).
+    read_failures: int = 0
+    #: Events waiting to be written right now.
+    queue_depth: int = 0

@@ -1,0 +1,383 @@
+"""The batched writer: recording calls append to a bounded in-memory queue and return;
+one background task writes the queue in batches, one transaction per batch.
+
+Nothing here ever raises into the code that records. A full queue drops the event
+(``stats.dropped``); a database that is down or locked makes the writer retry the same
+batch with back-off (``stats.retries``) while new events queue up to the bound; a batch
+the database refuses (bad data) is written event by event so only the bad events are
+lost (``stats.failed``). Problems are logged as one line at most once a minute per kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, case, func, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .engine import IMMEDIATE
+from .models import Device, SessionRow, Turn, UTCDateTime
+from .records import StoreStats
+
+__all__ = ["BatchWriter", "DeviceSeen", "Op", "SessionEnded", "SessionStarted", "TurnRow",
+           "RateLimit", "json_safe"]
+
+log = logging.getLogger("xiaozhi_core.store")
+
+
+@dataclass(slots=True)
+class DeviceSeen:
+    device_id: str
+    at: float
+    client_id: str | None = None
+    board: str | None = None
+    firmware: str | None = None
+
+
+@dataclass(slots=True)
+class SessionStarted:
+    session_id: str
+    device_id: str
+    at: float
+    transport: str | None
+
+
+@dataclass(slots=True)
+class SessionEnded:
+    session_id: str
+    at: float
+    reason: str | None
+
+
+@dataclass(slots=True)
+class TurnRow:
+    #: Column values of :class:`~xiaozhi_core.store.models.Turn`, ``at`` as epoch seconds.
+    values: dict[str, Any]
+
+
+Op = DeviceSeen | SessionStarted | SessionEnded | TurnRow
+
+
+class RateLimit:
+    """At most one log line per ``seconds``; counts what it held back.
+
+    >>> r = RateLimit(60.0)
+    >>> r.ready(), r.ready(), r.ready()
+    (0, None, None)
+    >>> r.last -= 61; r.ready()
+    2
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.last = -math.inf
+        self.held = 0
+
+    def ready(self) -> int | None:
+        """None: stay quiet; else log now (the number is how many were held back)."""
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            self.held += 1
+            return None
+        held, self.held, self.last = self.held, 0, now
+        return held
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with only what JSON (and PostgreSQL's JSONB) accepts: non-finite floats
+    become None, unknown objects their ``str``, keys text.
+
+    >>> json_safe({"a_ms": float("nan"), "b": (1, 2.5), 3: object.__name__})
+    {'a_ms': None, 'b': [1, 2.5], '3': 'object'}
+    """
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    try:
+        number = float(value)  # numpy scalars
+    except (TypeError, ValueError):
+        return str(value)
+    return number if math.isfinite(number) else None
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying the same batch later (connection, lock, server down), as opposed
+    to data the database refuses."""
+    if isinstance(exc, IntegrityError | DataError | ValueError | TypeError):
+        return False
+    if isinstance(exc, StatementError) and not hasattr(exc.orig, "sqlstate") and isinstance(
+            exc.orig, ValueError | TypeError):
+        return False  # a value our types could not bind
+    return True
+
+
+async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
+    """Write ``ops`` on ``conn`` (inside the caller's transaction): device upserts first,
+    then new sessions, session ends and turns, each as one multi-row statement."""
+    devices: dict[str, dict[str, Any]] = {}
+    sessions: dict[str, dict[str, Any]] = {}
+    ends: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+
+    def touch(device_id: str, at: float, client_id: str | None = None,
+              board: str | None = None, firmware: str | None = None) -> None:
+        row = devices.get(device_id)
+        if row is None:
+            devices[device_id] = {"device_id": device_id, "first_seen": at, "last_seen": at,
+                                  "client_id": client_id, "board": board,
+                                  "firmware": firmware, "profile": None}
+            return
+        row["first_seen"] = min(row["first_seen"], at)
+        row["last_seen"] = max(row["last_seen"], at)
+        for key, value in (("client_id", client_id), ("board", board),
+                           ("firmware", firmware)):
+            if value is not None:
+                row[key] = value
+
+    for op in ops:
+        if isinstance(op, TurnRow):
+            row = dict(op.values)
+            row["at"] = _utc(row["at"])
+            row["latency"] = json_safe(row["latency"])
+            turns.append(row)
+        elif isinstance(op, DeviceSeen):
+            touch(op.device_id, op.at, op.client_id, op.board, op.firmware)
+        elif isinstance(op, SessionStarted):
+            touch(op.device_id, op.at)
+            sessions[op.session_id] = {"id": op.session_id, "device_id": op.device_id,
+                                       "started": _utc(op.at), "ended": None,
+                                       "close_reason": None, "transport": op.transport}
+        else:
+            ends.append({"b_id": op.session_id, "b_ended": _utc(op.at), "b_reason": op.reason})
+
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    if devices:
+        for row in devices.values():
+            row["first_seen"], row["last_seen"] = _utc(row["first_seen"]), _utc(row["last_seen"])
+        ins = insert(Device)
+        newer = ins.excluded.last_seen > Device.last_seen
+        await conn.execute(ins.on_conflict_do_update(index_elements=[Device.device_id], set_={
+            "last_seen": case((newer, ins.excluded.last_seen), else_=Device.last_seen),
+            "client_id": func.coalesce(ins.excluded.client_id, Device.client_id),
+            "board": func.coalesce(ins.excluded.board, Device.board),
+            "firmware": func.coalesce(ins.excluded.firmware, Device.firmware),
+        }), sorted(devices.values(), key=lambda r: r["device_id"]))
+    if sessions:
+        await conn.execute(insert(SessionRow).on_conflict_do_nothing(
+            index_elements=[SessionRow.id]), list(sessions.values()))
+    if ends:
+        await conn.execute(
+            update(SessionRow).where(SessionRow.id == bindparam("b_id")).values(
+                ended=bindparam("b_ended", type_=UTCDateTime()),
+                close_reason=bindparam("b_reason")), ends)
+    if turns:
+        await conn.execute(insert(Turn), turns)
+
+
+class BatchWriter:
+    """The queue and its background writer task (see the module docstring)."""
+
+    def __init__(self, engine: AsyncEngine, stats: StoreStats, *, batch_size: int,
+                 flush_interval: float, queue_bound: int, where: str,
+                 observe_batch: Callable[[int, float], None] | None = None,
+                 prepare: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.engine = engine
+        #: Run (until it succeeds) before the first write: e.g. the migration a database
+        #: that was down at start-up still needs.
+        self.prepare = prepare
+        self.stats = stats
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self.queue_bound = queue_bound
+        self.where = where
+        self.observe_batch = observe_batch
+        self._queue: deque[Op] = deque()
+        #: A batch that failed transiently; written again before anything newer.
+        self._pending: list[Op] = []
+        self._inflight = 0
+        self._wake = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._drop_log = RateLimit(60.0)
+        self._fail_log = RateLimit(60.0)
+        self._retry_log = RateLimit(60.0)
+
+    # ------------------------------------------------------------------ recording side
+    def put(self, op: Op) -> None:
+        """Queue ``op`` (never blocks, never raises); dropped and counted when full."""
+        waiting = len(self._queue) + len(self._pending) + self._inflight
+        if self._closed or waiting >= self.queue_bound:
+            self.stats.dropped += 1
+            held = self._drop_log.ready()
+            if held is not None:
+                why = "the store is closed" if self._closed else (
+                    f"{waiting} events are waiting to be written to {self.where}")
+                log.warning("store: event not recorded (%s); %d more dropped since the last "
+                            "message", why, held)
+            return
+        self._queue.append(op)
+        self.stats.recorded += 1
+        self.stats.queue_depth = waiting + 1
+        if len(self._queue) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def waiting(self) -> int:
+        """Events queued or being written."""
+        return len(self._queue) + len(self._pending) + self._inflight
+
+    # ------------------------------------------------------------------ writer side
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="xiaozhi-store-writer")
+
+    async def _run(self) -> None:
+        backoff = 0.0
+        while True:
+            event, timeout = ((self._kick, backoff) if backoff
+                              else (self._wake, self.flush_interval))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await event.wait()
+            self._wake.clear()
+            self._kick.clear()
+            if await self._drain():
+                backoff = 0.0
+            else:
+                backoff = min(max(backoff * 2, 0.25), 5.0)
+
+    async def _drain(self) -> bool:
+        """Write everything queued; False when the database failed (retry later)."""
+        if self.prepare is not None and (self._pending or self._queue):
+            try:
+                await self.prepare()
+            except Exception as exc:
+                self.stats.retries += 1
+                held = self._retry_log.ready()
+                if held is not None:
+                    log.warning("store: %s is not ready, will retry (%d events waiting, %d "
+                                "dropped so far): %s", self.where, self.waiting,
+                                self.stats.dropped, _one_line(exc))
+                return False
+            self.prepare = None
+            log.info("store: %s is ready", self.where)
+        while self._pending or self._queue:
+            if self._pending:
+                batch, self._pending = self._pending, []
+            else:
+                n = min(self.batch_size, len(self._queue))
+                batch = [self._queue.popleft() for _ in range(n)]
+            self._inflight = len(batch)
+            try:
+                ok = await self._write(batch)
+            finally:
+                self._inflight = 0
+            if not ok:
+                self._pending = batch
+                self.stats.queue_depth = self.waiting
+                return False
+            self.stats.queue_depth = self.waiting
+        return True
+
+    async def _transaction(self, ops: list[Op]) -> None:
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(**IMMEDIATE)
+            async with conn.begin():
+                await apply_batch(conn, ops)
+
+    async def _write(self, batch: list[Op]) -> bool:
+        start = time.perf_counter()
+        try:
+            await self._transaction(batch)
+        except Exception as exc:
+            if _transient(exc):
+                self.stats.retries += 1
+                held = self._retry_log.ready()
+                if held is not None:
+                    log.warning("store: cannot write to %s, will retry (%d events waiting, "
+                                "%d dropped so far): %s", self.where, self.waiting,
+                                self.stats.dropped, _one_line(exc))
+                return False
+            await self._write_each(batch, exc)
+            return True
+        seconds = time.perf_counter() - start
+        stats = self.stats
+        stats.written += len(batch)
+        stats.batches += 1
+        stats.batch_seconds_total += seconds
+        stats.batch_seconds_last = seconds
+        stats.batch_seconds_max = max(stats.batch_seconds_max, seconds)
+        if self.observe_batch is not None:
+            with contextlib.suppress(Exception):
+                self.observe_batch(len(batch), seconds)
+        return True
+
+    async def _write_each(self, batch: list[Op], first: BaseException) -> None:
+        """A batch the database refused: write its events one by one, lose only the bad."""
+        for op in batch:
+            try:
+                await self._transaction([op])
+            except Exception as exc:
+                self.stats.failed += 1
+                held = self._fail_log.ready()
+                if held is not None:
+                    log.warning("store: %s refused a %s event (not recorded; %d more since "
+                                "the last message): %s", self.where, type(op).__name__, held,
+                                _one_line(exc))
+            else:
+                self.stats.written += 1
+
+    async def flush(self, timeout: float) -> bool:
+        """Wait until everything queued so far is written (or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        while self.waiting:
+            if self._task is None or self._task.done() or time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            self._kick.set()
+            await asyncio.sleep(0.01)
+        return True
+
+    async def close(self, timeout: float) -> None:
+        """Refuse new events, write what is queued within ``timeout``, stop the task."""
+        self._closed = True
+        await self.flush(timeout)
+        lost = self.waiting
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if lost:
+            self.stats.lost_on_close += lost
+            log.warning("store: %d events were not written to %s before closing", lost,
+                        self.where)
+        self._queue.clear()
+        self._pending = []
+        self.stats.queue_depth = 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
