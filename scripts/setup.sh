@@ -20,8 +20,11 @@ log() { printf '\n== %s\n' "$*"; }
 # libopus0: Opus codec (opuslib). build-essential + cmake: llama-cpp-python builds
 # llama.cpp from source. espeak-ng + sox: the tests speak real sentences with espeak-ng
 # (the espeak TTS provider itself uses the library from the espeakng-loader wheel).
+# postgresql: the device store's tests start a real server of their own (initdb + pg_ctl
+# in a temp directory on 127.0.0.1, as the package's 'postgres' user when run as root);
+# the server itself needs no database package (SQLite comes with Python).
 PKGS="libopus0 build-essential cmake"
-[ $DEV = 1 ] && PKGS="$PKGS espeak-ng sox strace"
+[ $DEV = 1 ] && PKGS="$PKGS espeak-ng sox strace postgresql"
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   PKGS="$PKGS python3-venv"
   "$PYTHON" --version 2>&1 | grep -q '3\.11' && PKGS="$PKGS python3.11-venv"

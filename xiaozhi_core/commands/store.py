@@ -110,12 +110,11 @@ def _safe(value: object, limit: int = 80) -> str:
     at most ``limit`` characters.
 
     >>> _safe("evil\\x1b[2Jname\\nnext", 12), _safe(None)
-    ('evil[2Jname…', '-')
+    ('evil [2Jnam…', '-')
     """
     if value is None or value == "":
         return "-"
-    text = "".join(" " if unicodedata.category(c).startswith(("C", "Z")) and c != "\u3000"
-                   else c for c in str(value))
+    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in str(value))
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"
 

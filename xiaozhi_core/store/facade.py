@@ -180,15 +180,15 @@ class Store:
                     raise StoreError(f"store {self.location} {state}; run `xiaozhi db upgrade`")
         self._schema_ready = True
 
-    async def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued (waiting at most ``timeout`` s) and disconnect."""
+    async def close(self, within: float = 5.0) -> None:
+        """Write what is queued (waiting at most ``within`` s) and disconnect."""
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
             self._maintenance = None
         if self._writer is not None:
-            await self._writer.close(timeout)
+            await self._writer.close(within)
             self._writer = None
         await self._dispose()
 
@@ -219,9 +219,10 @@ class Store:
         return await self._operator("read the schema revision",
                                     lambda: migrate.current_revision(self._require()))
 
-    async def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every event recorded so far is written; False on timeout."""
-        return await self._writer.flush(timeout) if self._writer is not None else True
+    async def flush(self, within: float = 5.0) -> bool:
+        """Wait (at most ``within`` s) until every event recorded so far is written;
+        False when some are still waiting."""
+        return await self._writer.flush(within) if self._writer is not None else True
 
     # ------------------------------------------------------------------ recording
     def _put(self, op: Any) -> None:

@@ -125,10 +125,8 @@ def _transient(exc: BaseException) -> bool:
     to data the database refuses."""
     if isinstance(exc, IntegrityError | DataError | ValueError | TypeError):
         return False
-    if isinstance(exc, StatementError) and not hasattr(exc.orig, "sqlstate") and isinstance(
-            exc.orig, ValueError | TypeError):
-        return False  # a value our types could not bind
-    return True
+    # a StatementError around a ValueError/TypeError: a value our types could not bind
+    return not (isinstance(exc, StatementError) and isinstance(exc.orig, ValueError | TypeError))
 
 
 async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
@@ -262,10 +260,7 @@ class BatchWriter:
                     await event.wait()
             self._wake.clear()
             self._kick.clear()
-            if await self._drain():
-                backoff = 0.0
-            else:
-                backoff = min(max(backoff * 2, 0.25), 5.0)
+            backoff = 0.0 if await self._drain() else min(max(backoff * 2, 0.25), 5.0)
 
     async def _drain(self) -> bool:
         """Write everything queued; False when the database failed (retry later)."""
@@ -348,9 +343,9 @@ class BatchWriter:
             else:
                 self.stats.written += 1
 
-    async def flush(self, timeout: float) -> bool:
-        """Wait until everything queued so far is written (or ``timeout`` passes)."""
-        deadline = time.monotonic() + timeout
+    async def flush(self, within: float) -> bool:
+        """Wait until everything queued so far is written (at most ``within`` s)."""
+        deadline = time.monotonic() + within
         while self.waiting:
             if self._task is None or self._task.done() or time.monotonic() >= deadline:
                 return False
@@ -359,10 +354,10 @@ class BatchWriter:
             await asyncio.sleep(0.01)
         return True
 
-    async def close(self, timeout: float) -> None:
-        """Refuse new events, write what is queued within ``timeout``, stop the task."""
+    async def close(self, within: float) -> None:
+        """Refuse new events, write what is queued (at most ``within`` s), stop the task."""
         self._closed = True
-        await self.flush(timeout)
+        await self.flush(within)
         lost = self.waiting
         if self._task is not None:
             self._task.cancel()

@@ -22,7 +22,7 @@ def run() -> None:
 
 try:
     _running = context.config is not None
-except NameError:  # imported outside Alembic (e.g. by pytest's doctest collection)
+except (NameError, AttributeError):  # imported outside Alembic (pytest doctest collection)
     _running = False
 if _running:
     run()
