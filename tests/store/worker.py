@@ -39,7 +39,7 @@ async def main(url: str, data_dir: str, name: str, turns: int, expect: list[str]
         mine = await store.device_turns(name, limit=turns + 10)
     finally:
         await store.close()
-    print(json.dumps({"seen": seen, "turns": len(mine), "stats": store.stats.__dict__}))
+    print(json.dumps({"seen": seen, "turns": len(mine), "stats": store.stats.as_dict()}))
 
 
 if __name__ == "__main__":

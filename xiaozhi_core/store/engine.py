@@ -98,8 +98,10 @@ def describe(url: URL) -> str:
     return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
-def create_engine(url: URL, settings: StoreSettings, *, create_dir: bool = True) -> AsyncEngine:
-    """An async engine for ``url`` set up as described in the module docstring."""
+def create_engine(url: URL, settings: StoreSettings, *, create_dir: bool = True,
+                  pool_size: int = 4) -> AsyncEngine:
+    """An async engine for ``url`` set up as described in the module docstring (at most
+    ``pool_size`` connections to a PostgreSQL server, twice that in bursts)."""
     path = sqlite_path(url)
     if path is not None:
         if create_dir:
@@ -112,7 +114,7 @@ def create_engine(url: URL, settings: StoreSettings, *, create_dir: bool = True)
         # A server that went away and came back: a dead pooled connection is replaced
         # before use instead of failing the next batch.
         pool_pre_ping=True,
-        pool_size=4, max_overflow=4, pool_timeout=settings.connect_timeout,
+        pool_size=pool_size, max_overflow=pool_size, pool_timeout=settings.connect_timeout,
         connect_args={"timeout": settings.connect_timeout,
                       "server_settings": {"application_name": "xiaozhi-core"}},
     )

@@ -3,9 +3,10 @@
 Three kinds of methods, with different failure rules:
 
 * **Recording** (``device_seen``, ``session_started``, ``session_ended``,
-  ``turn_recorded``) are plain (not ``async``) calls from the event-loop thread that
-  only append to a bounded queue: microseconds, no I/O, never an exception. A background
-  task writes the queue in batches (see :mod:`xiaozhi_core.store.writer`).
+  ``turn_recorded``) are plain (not ``async``) calls that only append to a bounded
+  queue: microseconds, no I/O, never an exception. A writer on its own thread and event
+  loop writes the queue in batches (see :mod:`xiaozhi_core.store.writer`), so the
+  server's loop never builds or sends a batch.
 * **Reads a turn waits on** (``recent_turns``, ``get_memory``, ``device_profile``) give
   up after ``store.read_timeout`` and answer empty (None / ``[]``) on any failure,
   counted in ``stats.read_failures``.
@@ -103,8 +104,9 @@ def _turn(row: Turn) -> TurnRecord:
 class Store:
     """The device store (see the module docstring for the three kinds of methods).
 
-    ``observe_batch(events, seconds)``, when given, is called after every batch written
-    (e.g. a Prometheus histogram's ``observe``); ``stats`` holds the counters.
+    ``observe_batch(events, seconds)``, when given, is called after every batch written,
+    on the writer's thread (e.g. a Prometheus histogram's ``observe``, which is
+    thread-safe); ``stats`` holds the counters.
     """
 
     def __init__(self, settings: StoreSettings, *,
@@ -141,7 +143,7 @@ class Store:
                              "point --data-dir / --store-url / store.url at the right one)")
         self._engine = create_engine(self.url, self.settings)
         try:
-            await self._prepare(do_upgrade)
+            await self._prepare(self._engine, do_upgrade)
         except Exception as exc:
             if strict:
                 await self._dispose()
@@ -151,11 +153,13 @@ class Store:
             log.warning("store: %s is not ready (%s); events will be written once it is",
                         self.location, _one_line(exc))
         self._writer = BatchWriter(
-            self._engine, self.stats, batch_size=self.settings.batch_size,
+            lambda: create_engine(self.url, self.settings, pool_size=1),
+            self.stats, batch_size=self.settings.batch_size,
             flush_interval=self.settings.flush_interval, queue_bound=self.settings.queue_bound,
             where=self.location, observe_batch=self._observe_batch,
-            prepare=None if self._schema_ready else (lambda: self._prepare(do_upgrade)))
-        self._writer.start()
+            prepare=None if self._schema_ready else (
+                lambda engine: self._prepare(engine, do_upgrade)))
+        await self._writer.start()
         if self.settings.retention_days > 0:
             self._maintenance = asyncio.create_task(self._prune_hourly(),
                                                     name="xiaozhi-store-prune")
@@ -164,8 +168,7 @@ class Store:
                  f"{self.settings.retention_days} days" if self.settings.retention_days
                  else "forever")
 
-    async def _prepare(self, do_upgrade: bool) -> None:
-        engine = self._require()
+    async def _prepare(self, engine: AsyncEngine, do_upgrade: bool) -> None:
         async with asyncio.timeout(max(30.0, self.settings.connect_timeout * 2)):
             if do_upgrade:
                 before, after = await migrate.upgrade(engine)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["DeviceRecord", "PruneResult", "SessionRecord", "StoreStats", "TurnRecord",
@@ -88,6 +89,8 @@ class PruneResult(_AsDict):
 class StoreStats:
     """Counters of the store, as plain attributes (export them as Prometheus counters).
 
+    Each counter is written by one thread only (recording ones by the event loop's, the
+    writing ones by the writer's), so reading them anywhere is safe.
     ``recorded`` events were accepted into the queue; each then ends as ``written``,
     ``failed`` (the database refused it: not recorded) or ``lost_on_close`` (still
     queued when the store closed). ``dropped`` events never entered the queue (full, or
@@ -108,5 +111,20 @@ class StoreStats:
     batch_seconds_last: float = 0.0
     #: Reads made for a turn that failed or timed out (answered as empty).
     read_failures: int = 0
-    #: Events waiting to be written right now.
-    queue_depth: int = 0
+    #: Counts the events waiting to be written (set by the store).
+    waiting: Callable[[], int] = field(default=lambda: 0, repr=False, compare=False)
+
+    @property
+    def queue_depth(self) -> int:
+        """Events waiting to be written right now (queued or being written)."""
+        return self.waiting()
+
+    def as_dict(self) -> dict[str, float]:
+        """Every counter and the queue depth, by name.
+
+        >>> StoreStats(recorded=3, written=2).as_dict()["written"]
+        2
+        """
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "waiting"}
+        return {**out, "queue_depth": self.queue_depth}

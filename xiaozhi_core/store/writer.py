@@ -1,5 +1,6 @@
 """The batched writer: recording calls append to a bounded in-memory queue and return;
-one background task writes the queue in batches, one transaction per batch.
+a writer on a thread of its own (own event loop, own engine) writes the queue in batches,
+one transaction per batch.
 
 Nothing here ever raises into the code that records. A full queue drops the event
 (``stats.dropped``); a database that is down or locked makes the writer retry the same
@@ -15,6 +16,7 @@ import contextlib
 import datetime as dt
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -193,33 +195,45 @@ async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
 
 
 class BatchWriter:
-    """The queue and its background writer task (see the module docstring)."""
+    """The queue and the writer (see the module docstring).
 
-    def __init__(self, engine: AsyncEngine, stats: StoreStats, *, batch_size: int,
-                 flush_interval: float, queue_bound: int, where: str,
+    The writer runs on a thread of its own with its own event loop and engine, so
+    building, binding and sending a batch never runs on the server's loop: recording
+    costs that loop one ``deque.append`` (plus, once per full batch, a wake-up of the
+    writer's loop). ``put`` may be called from any thread.
+    """
+
+    def __init__(self, make_engine: Callable[[], AsyncEngine], stats: StoreStats, *,
+                 batch_size: int, flush_interval: float, queue_bound: int, where: str,
                  observe_batch: Callable[[int, float], None] | None = None,
-                 prepare: Callable[[], Awaitable[None]] | None = None) -> None:
-        self.engine = engine
-        #: Run (until it succeeds) before the first write: e.g. the migration a database
-        #: that was down at start-up still needs.
-        self.prepare = prepare
+                 prepare: Callable[[AsyncEngine], Awaitable[None]] | None = None) -> None:
+        self.make_engine = make_engine
         self.stats = stats
         self.batch_size = batch_size
         self.flush_interval = flush_interval
         self.queue_bound = queue_bound
         self.where = where
+        #: Called after each batch written, on the writer's thread.
         self.observe_batch = observe_batch
+        #: Run (until it succeeds) before the first write: e.g. the migration a database
+        #: that was down at start-up still needs.
+        self.prepare = prepare
         self._queue: deque[Op] = deque()
         #: A batch that failed transiently; written again before anything newer.
         self._pending: list[Op] = []
         self._inflight = 0
-        self._wake = asyncio.Event()
-        self._kick = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._wake_sent = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._kick: asyncio.Event | None = None
+        self._stop: asyncio.Event | None = None
+        self._stopped: asyncio.Future[None] | None = None
         self._drop_log = RateLimit(60.0)
         self._fail_log = RateLimit(60.0)
         self._retry_log = RateLimit(60.0)
+        stats.waiting = lambda: self.waiting
 
     # ------------------------------------------------------------------ recording side
     def put(self, op: Op) -> None:
@@ -236,37 +250,88 @@ class BatchWriter:
             return
         self._queue.append(op)
         self.stats.recorded += 1
-        self.stats.queue_depth = waiting + 1
-        if len(self._queue) >= self.batch_size:
-            self._wake.set()
+        if len(self._queue) >= self.batch_size and not self._wake_sent:
+            self._wake_sent = True
+            self._signal(kick=False)
 
     @property
     def waiting(self) -> int:
         """Events queued or being written."""
         return len(self._queue) + len(self._pending) + self._inflight
 
-    # ------------------------------------------------------------------ writer side
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="xiaozhi-store-writer")
+    def _signal(self, *, kick: bool) -> None:
+        loop, wake, kick_event = self._loop, self._wake, self._kick
+        if loop is None or wake is None or kick_event is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the writer's loop already closed
+            loop.call_soon_threadsafe(wake.set)
+            if kick:
+                loop.call_soon_threadsafe(kick_event.set)
+
+    # ------------------------------------------------------------------ writer thread
+    async def start(self) -> None:
+        """Start the writer thread (its engine connects lazily, on the first batch)."""
+        if self._thread is not None:
+            return
+        caller = asyncio.get_running_loop()
+        started: asyncio.Future[None] = caller.create_future()
+        stopped: asyncio.Future[None] = caller.create_future()
+        self._stopped = stopped
+
+        def settle(future: asyncio.Future[None]) -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def tell(future: asyncio.Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+                caller.call_soon_threadsafe(settle, future)
+
+        def main() -> None:
+            try:
+                asyncio.run(self._main(lambda: tell(started)))
+            finally:
+                tell(started)
+                tell(stopped)
+
+        self._thread = threading.Thread(target=main, name="xiaozhi-store-writer",
+                                        daemon=True)
+        self._thread.start()
+        await started
+
+    async def _main(self, started: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake, self._kick, self._stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        self.engine = self.make_engine()
+        started()
+        runner = asyncio.create_task(self._run())
+        try:
+            await self._stop.wait()
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+            with contextlib.suppress(Exception):
+                await self.engine.dispose()
 
     async def _run(self) -> None:
+        assert self._wake is not None and self._kick is not None
         backoff = 0.0
         while True:
-            event, timeout = ((self._kick, backoff) if backoff
-                              else (self._wake, self.flush_interval))
+            event, wait = ((self._kick, backoff) if backoff
+                           else (self._wake, self.flush_interval))
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(wait):
                     await event.wait()
             self._wake.clear()
             self._kick.clear()
+            self._wake_sent = False
             backoff = 0.0 if await self._drain() else min(max(backoff * 2, 0.25), 5.0)
 
     async def _drain(self) -> bool:
         """Write everything queued; False when the database failed (retry later)."""
         if self.prepare is not None and (self._pending or self._queue):
             try:
-                await self.prepare()
+                await self.prepare(self.engine)
             except Exception as exc:
                 self.stats.retries += 1
                 held = self._retry_log.ready()
@@ -279,20 +344,20 @@ class BatchWriter:
             log.info("store: %s is ready", self.where)
         while self._pending or self._queue:
             if self._pending:
-                batch, self._pending = self._pending, []
+                batch = self._pending
             else:
                 n = min(self.batch_size, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(n)]
-            self._inflight = len(batch)
+            self._inflight, self._pending = len(batch), []
+            ok = False
             try:
                 ok = await self._write(batch)
             finally:
+                if not ok:
+                    self._pending = batch
                 self._inflight = 0
             if not ok:
-                self._pending = batch
-                self.stats.queue_depth = self.waiting
                 return False
-            self.stats.queue_depth = self.waiting
         return True
 
     async def _transaction(self, ops: list[Op]) -> None:
@@ -314,7 +379,7 @@ class BatchWriter:
                                 "%d dropped so far): %s", self.where, self.waiting,
                                 self.stats.dropped, _one_line(exc))
                 return False
-            await self._write_each(batch, exc)
+            await self._write_each(batch)
             return True
         seconds = time.perf_counter() - start
         stats = self.stats
@@ -328,7 +393,7 @@ class BatchWriter:
                 self.observe_batch(len(batch), seconds)
         return True
 
-    async def _write_each(self, batch: list[Op], first: BaseException) -> None:
+    async def _write_each(self, batch: list[Op]) -> None:
         """A batch the database refused: write its events one by one, lose only the bad."""
         for op in batch:
             try:
@@ -343,34 +408,38 @@ class BatchWriter:
             else:
                 self.stats.written += 1
 
+    # ------------------------------------------------------------------ caller side
     async def flush(self, within: float) -> bool:
         """Wait until everything queued so far is written (at most ``within`` s)."""
         deadline = time.monotonic() + within
         while self.waiting:
-            if self._task is None or self._task.done() or time.monotonic() >= deadline:
+            alive = self._thread is not None and self._thread.is_alive()
+            if not alive or time.monotonic() >= deadline:
                 return False
-            self._wake.set()
-            self._kick.set()
+            self._signal(kick=True)
             await asyncio.sleep(0.01)
         return True
 
     async def close(self, within: float) -> None:
-        """Refuse new events, write what is queued (at most ``within`` s), stop the task."""
+        """Refuse new events, write what is queued (at most ``within`` s), stop the
+        writer thread."""
         self._closed = True
         await self.flush(within)
         lost = self.waiting
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        thread = self._thread
+        if (thread is not None and self._loop is not None and self._stop is not None
+                and self._stopped is not None):
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stopped), 10.0)
+        self._thread = None
         if lost:
             self.stats.lost_on_close += lost
             log.warning("store: %d events were not written to %s before closing", lost,
                         self.where)
         self._queue.clear()
         self._pending = []
-        self.stats.queue_depth = 0
 
 
 def _one_line(exc: BaseException) -> str:
