@@ -201,3 +201,12 @@ async def test_closed_or_unopened_store(settings: StoreSettings) -> None:
     assert (store.stats.written, store.stats.lost_on_close) == (1, 0)
     _turn(store, 3)
     assert store.stats.dropped == 2
+
+
+async def test_an_event_the_database_refuses_costs_only_itself(store: Store) -> None:
+    _turn(store, 1)
+    _turn(store, 2**70)  # out of every backend's integer range
+    _turn(store, 3)
+    assert await store.flush()
+    assert (store.stats.written, store.stats.failed, store.stats.retries) == (2, 1, 0)
+    assert [t.turn_no for t in await store.device_turns(DEV)] == [3, 1]

@@ -5,8 +5,9 @@ one transaction per batch.
 Nothing here ever raises into the code that records. A full queue drops the event
 (``stats.dropped``); a database that is down or locked makes the writer retry the same
 batch with back-off (``stats.retries``) while new events queue up to the bound; a batch
-the database refuses (bad data) is written event by event so only the bad events are
-lost (``stats.failed``). Problems are logged as one line at most once a minute per kind.
+that fails any other way (data the database refuses) is written event by event so only
+the bad events are lost (``stats.failed``). Problems are logged as one line at most once
+a minute per kind.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from typing import Any
 
 from sqlalchemy import bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DataError, IntegrityError, StatementError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .engine import IMMEDIATE
@@ -123,12 +130,24 @@ def _utc(ts: float) -> dt.datetime:
 
 
 def _transient(exc: BaseException) -> bool:
-    """Worth retrying the same batch later (connection, lock, server down), as opposed
-    to data the database refuses."""
-    if isinstance(exc, IntegrityError | DataError | ValueError | TypeError):
-        return False
-    # a StatementError around a ValueError/TypeError: a value our types could not bind
-    return not (isinstance(exc, StatementError) and isinstance(exc.orig, ValueError | TypeError))
+    """Worth writing the same batch again later: the database is unreachable, restarting,
+    locked or overloaded. Anything else is taken as data it refuses (the batch is then
+    written event by event, see :meth:`BatchWriter._write_each`), so that no unexpected
+    error can hold the queue forever.
+
+    >>> _transient(ConnectionRefusedError()), _transient(OverflowError("int too large"))
+    (True, False)
+    """
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        exc = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, OSError | TimeoutError | SQLATimeoutError | DisconnectionError):
+        return True
+    # asyncpg's own errors (when not wrapped): connection lost, server shutting down,
+    # too many clients, lock timeouts, deadlocks, serialization failures
+    sqlstate = getattr(exc, "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate[:2] in ("08", "53", "57", "40", "55")
 
 
 async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
@@ -379,26 +398,35 @@ class BatchWriter:
                                 "%d dropped so far): %s", self.where, self.waiting,
                                 self.stats.dropped, _one_line(exc))
                 return False
-            await self._write_each(batch)
+            rest = await self._write_each(batch)
+            if rest:
+                batch[:] = rest  # kept pending: retried when the database answers
+                return False
             return True
-        seconds = time.perf_counter() - start
+        self._done(len(batch), time.perf_counter() - start)
+        return True
+
+    def _done(self, events: int, seconds: float) -> None:
         stats = self.stats
-        stats.written += len(batch)
+        stats.written += events
         stats.batches += 1
         stats.batch_seconds_total += seconds
         stats.batch_seconds_last = seconds
         stats.batch_seconds_max = max(stats.batch_seconds_max, seconds)
         if self.observe_batch is not None:
             with contextlib.suppress(Exception):
-                self.observe_batch(len(batch), seconds)
-        return True
+                self.observe_batch(events, seconds)
 
-    async def _write_each(self, batch: list[Op]) -> None:
-        """A batch the database refused: write its events one by one, lose only the bad."""
-        for op in batch:
+    async def _write_each(self, batch: list[Op]) -> list[Op]:
+        """A batch the database refused: write its events one by one, lose only the bad
+        ones. Returns the events left when the database became unreachable meanwhile."""
+        for i, op in enumerate(batch):
+            start = time.perf_counter()
             try:
                 await self._transaction([op])
             except Exception as exc:
+                if _transient(exc):
+                    return batch[i:]
                 self.stats.failed += 1
                 held = self._fail_log.ready()
                 if held is not None:
@@ -406,17 +434,18 @@ class BatchWriter:
                                 "the last message): %s", self.where, type(op).__name__, held,
                                 _one_line(exc))
             else:
-                self.stats.written += 1
+                self._done(1, time.perf_counter() - start)
+        return []
 
     # ------------------------------------------------------------------ caller side
     async def flush(self, within: float) -> bool:
         """Wait until everything queued so far is written (at most ``within`` s)."""
         deadline = time.monotonic() + within
+        self._signal(kick=True)  # now, not at the next flush interval or back-off step
         while self.waiting:
             alive = self._thread is not None and self._thread.is_alive()
             if not alive or time.monotonic() >= deadline:
                 return False
-            self._signal(kick=True)
             await asyncio.sleep(0.01)
         return True
 
