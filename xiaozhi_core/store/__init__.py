@@ -5,10 +5,11 @@ Importing this package loads no database library: :class:`StoreSettings` and
 :class:`StoreError` are plain, and :class:`Store` and the records are imported (with
 SQLAlchemy) on first use, so a server without a store never pays for them.
 
-Modules: :mod:`.settings` (``store:`` config), :mod:`.engine` (URLs, SQLite/PostgreSQL
-set-up), :mod:`.models` (tables), :mod:`.migrate` (+ ``migrations/``), :mod:`.writer`
-(the batched writer), :mod:`.records` (what reads return), :mod:`.facade`
-(:class:`Store`), :mod:`.commands` (``xiaozhi devices``, ``xiaozhi db``).
+Modules: :mod:`.settings` (``store:`` config), :mod:`.device_info` (what OTA says),
+:mod:`.engine` (URLs, SQLite/PostgreSQL set-up), :mod:`.models` (tables),
+:mod:`.migrate` (+ ``migrations/``), :mod:`.writer` (the batched writer),
+:mod:`.records` (what reads return), :mod:`.facade` (:class:`Store`), and
+:mod:`xiaozhi_core.commands.store` (``xiaozhi devices``, ``xiaozhi db``).
 
 >>> import sys, xiaozhi_core.store as store
 >>> store.StoreSettings().url
@@ -20,6 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .device_info import DeviceInfo, ota_device_info
 from .errors import StoreError
 from .settings import StoreSettings
 
@@ -34,8 +36,8 @@ if TYPE_CHECKING:
         VoiceprintRecord,
     )
 
-__all__ = ["DeviceRecord", "PruneResult", "SessionRecord", "Store", "StoreError",
-           "StoreSettings", "StoreStats", "TurnRecord", "VoiceprintRecord"]
+__all__ = ["DeviceInfo", "DeviceRecord", "PruneResult", "SessionRecord", "Store", "StoreError",
+           "StoreSettings", "StoreStats", "TurnRecord", "VoiceprintRecord", "ota_device_info"]
 
 _LAZY = {"Store": ".facade", "DeviceRecord": ".records", "PruneResult": ".records",
          "SessionRecord": ".records", "StoreStats": ".records", "TurnRecord": ".records",
