@@ -11,8 +11,9 @@ Three measurements per backend, with realistic turn events (a 40-character quest
   how late a 5 ms sleeper on the producer's loop woke up (the writer runs on a thread of
   its own; what remains is the producer's own work and GIL contention).
 * ``fleet``: ``--devices`` devices each finishing a turn every ``--turn-every`` seconds
-  (plus session events), with the store on and off: the sleeper's lateness p50/p99/max
-  shows what recording costs the loop at that load.
+  (plus session events), with the store off and on (interleaved, ``--repeat`` times):
+  the sleeper's lateness p50/p99/max and the process's CPU per second show what
+  recording costs at that load.
 
 Run: ``.venv/bin/python bench/benchmarks/bench_store.py [--seconds 10] [--devices 200]``
 (needs Debian's postgresql for the PostgreSQL part, or ``--pg-url``, or
@@ -88,7 +89,9 @@ async def record_cost(settings: StoreSettings) -> float:
         t = time.perf_counter()
         for i in range(n):
             _turn(store, "aa:00:00:00:00:00", i)
-        return (time.perf_counter() - t) / n * 1e6
+        cost = (time.perf_counter() - t) / n * 1e6
+        await store.flush(300)
+        return cost
 
 
 async def sustained(settings: StoreSettings, seconds: float) -> dict[str, Any]:
@@ -142,6 +145,7 @@ async def fleet(settings: StoreSettings | None, devices: int, turn_every: float,
             await store.flush(30)
         recorded = 0
         with Sleeper() as sleeper:
+            cpu = time.process_time()
             start = time.perf_counter()
             tick = turn_every / devices
             nxt = start
@@ -154,7 +158,10 @@ async def fleet(settings: StoreSettings | None, devices: int, turn_every: float,
                 recorded += 1
                 i += 1
             elapsed = time.perf_counter() - start
+            cpu = time.process_time() - cpu
         out: dict[str, Any] = {"turns_per_s": round(recorded / elapsed, 1),
+                               # CPU of this process (all threads) per second of the run
+                               "cpu_ms_per_s": round(cpu / elapsed * 1000, 1),
                                "loop_lateness": sleeper.summary()}
         if store is not None:
             await store.flush(30)
@@ -181,11 +188,16 @@ async def run_backend(name: str, settings: StoreSettings, args: argparse.Namespa
               f"{r['mean_batch_events']} events, {r['mean_batch_ms']} ms); loop lateness p99 "
               f"{r['loop_lateness']['p99_ms']} ms, max {r['loop_lateness']['max_ms']} ms",
               flush=True)
-    r = await fleet(settings, args.devices, args.turn_every, args.seconds)
-    out["fleet"] = r
-    print(f"  {name}: fleet of {args.devices} ({r['turns_per_s']} turns/s) loop lateness p50 "
-          f"{r['loop_lateness']['p50_ms']} / p99 {r['loop_lateness']['p99_ms']} / max "
-          f"{r['loop_lateness']['max_ms']} ms; mean batch {r['mean_batch_ms']} ms", flush=True)
+    out["fleet"] = []
+    for _ in range(args.repeat):  # store off and on, interleaved
+        for label, s in (("no store", None), (name, settings)):
+            r = await fleet(s, args.devices, args.turn_every, args.seconds)
+            r["store"] = label != "no store"
+            out["fleet"].append(r)
+            late = r["loop_lateness"]
+            print(f"  {label}: fleet of {args.devices} ({r['turns_per_s']} turns/s) loop "
+                  f"lateness p50 {late['p50_ms']} / p99 {late['p99_ms']} / max "
+                  f"{late['max_ms']} ms; process CPU {r['cpu_ms_per_s']} ms/s", flush=True)
     return out
 
 
@@ -195,11 +207,6 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     "load_before": os.getloadavg()},
         "params": dict(vars(args)),
     }
-    off = await fleet(None, args.devices, args.turn_every, args.seconds)
-    results["fleet_store_off"] = off
-    print(f"  no store: fleet of {args.devices} loop lateness p50 "
-          f"{off['loop_lateness']['p50_ms']} / p99 {off['loop_lateness']['p99_ms']} / max "
-          f"{off['loop_lateness']['max_ms']} ms", flush=True)
     if "sqlite" in args.backends:
         with tempfile.TemporaryDirectory() as d:
             results["sqlite"] = await run_backend("sqlite", StoreSettings(data_dir=d), args)
@@ -230,6 +237,8 @@ if __name__ == "__main__":
     p.add_argument("--turn-every", type=float, default=5.0,
                    help="seconds between one device's turns in the fleet phase")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[500, 100])
+    p.add_argument("--repeat", type=int, default=2,
+                   help="fleet runs per backend, store off and on interleaved")
     p.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"],
                    choices=["sqlite", "postgresql"])
     p.add_argument("--pg-url", default="", help="an existing PostgreSQL database to use")

@@ -473,4 +473,6 @@ class BatchWriter:
 
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    if not text and isinstance(exc, TimeoutError):
+        text = "timed out"
     return f"{type(exc).__name__}: {text[:300]}"
