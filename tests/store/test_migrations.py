@@ -8,6 +8,7 @@ import subprocess
 import sys
 from typing import Any
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
@@ -60,6 +61,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.slow
 def test_workers_migrating_at_once_end_with_one_schema(settings: StoreSettings) -> None:
     procs = [subprocess.Popen([sys.executable, "-c", _MIGRATE, settings.url, settings.data_dir],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
