@@ -210,3 +210,24 @@ async def test_an_event_the_database_refuses_costs_only_itself(store: Store) -> 
     assert await store.flush()
     assert (store.stats.written, store.stats.failed, store.stats.retries) == (2, 1, 0)
     assert [t.turn_no for t in await store.device_turns(DEV)] == [3, 1]
+
+
+async def test_session_turns_and_the_prometheus_export(store: Store) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from xiaozhi_core.store import StoreCollector
+
+    for n in (1, 2, 3):
+        _turn(store, n, session="s-a")
+    _turn(store, 1, session="s-b")
+    assert await store.flush()
+    assert [t.turn_no for t in await store.session_turns("s-a")] == [1, 2, 3]
+    assert await store.session_turns("nope") == []
+
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(store.stats))
+    text = generate_latest(registry).decode()
+    assert 'xiaozhi_store_events_total{outcome="written"} 4.0' in text
+    assert 'xiaozhi_store_events_total{outcome="dropped"} 0.0' in text
+    assert "xiaozhi_store_queue_depth 0.0" in text
+    assert "xiaozhi_store_batches_total" in text

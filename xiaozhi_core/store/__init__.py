@@ -8,7 +8,8 @@ SQLAlchemy) on first use, so a server without a store never pays for them.
 Modules: :mod:`.settings` (``store:`` config), :mod:`.device_info` (what OTA says),
 :mod:`.engine` (URLs, SQLite/PostgreSQL set-up), :mod:`.models` (tables),
 :mod:`.migrate` (+ ``migrations/``), :mod:`.writer` (the batched writer),
-:mod:`.records` (what reads return), :mod:`.facade` (:class:`Store`), and
+:mod:`.records` (what reads return), :mod:`.facade` (:class:`Store`), :mod:`.metrics`
+(Prometheus), and
 :mod:`xiaozhi_core.commands.store` (``xiaozhi devices``, ``xiaozhi db``).
 
 >>> import sys, xiaozhi_core.store as store
@@ -27,6 +28,7 @@ from .settings import StoreSettings
 
 if TYPE_CHECKING:
     from .facade import Store
+    from .metrics import StoreCollector
     from .records import (
         DeviceRecord,
         PruneResult,
@@ -36,12 +38,13 @@ if TYPE_CHECKING:
         VoiceprintRecord,
     )
 
-__all__ = ["DeviceInfo", "DeviceRecord", "PruneResult", "SessionRecord", "Store", "StoreError",
-           "StoreSettings", "StoreStats", "TurnRecord", "VoiceprintRecord", "ota_device_info"]
+__all__ = ["DeviceInfo", "DeviceRecord", "PruneResult", "SessionRecord", "Store",
+           "StoreCollector", "StoreError", "StoreSettings", "StoreStats", "TurnRecord",
+           "VoiceprintRecord", "ota_device_info"]
 
-_LAZY = {"Store": ".facade", "DeviceRecord": ".records", "PruneResult": ".records",
-         "SessionRecord": ".records", "StoreStats": ".records", "TurnRecord": ".records",
-         "VoiceprintRecord": ".records"}
+_LAZY = {"Store": ".facade", "StoreCollector": ".metrics", "DeviceRecord": ".records",
+         "PruneResult": ".records", "SessionRecord": ".records", "StoreStats": ".records",
+         "TurnRecord": ".records", "VoiceprintRecord": ".records"}
 
 
 def __getattr__(name: str) -> Any:

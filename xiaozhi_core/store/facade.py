@@ -397,6 +397,14 @@ class Store:
             return [_turn(r) for r in rows]  # type: ignore[arg-type]
         return await self._read("read turns", read)
 
+    async def session_turns(self, session_id: str) -> list[TurnRecord]:
+        """Every turn of one session, in order (e.g. for a summary after it ended)."""
+        async def read(conn: AsyncConnection) -> list[TurnRecord]:
+            rows = await conn.execute(select(Turn).where(Turn.session_id == session_id)
+                                      .order_by(Turn.id))
+            return [_turn(r) for r in rows]  # type: ignore[arg-type]
+        return await self._read("read a session's turns", read)
+
     async def set_profile(self, device_id: str, profile: str | None, *,
                           create: bool = False) -> bool:
         """Map the device to ``profile`` (None: the default). False when the device is

@@ -153,6 +153,7 @@ class Turn(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_turns_device_id_id", "device_id", "id"),
+                      Index("ix_turns_session_id", "session_id"),
                       Index("ix_turns_at", "at"))
 
 

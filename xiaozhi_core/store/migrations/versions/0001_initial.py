@@ -60,6 +60,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_turns")),
     )
     op.create_index("ix_turns_device_id_id", "turns", ["device_id", "id"])
+    op.create_index("ix_turns_session_id", "turns", ["session_id"])
     op.create_index("ix_turns_at", "turns", ["at"])
     op.create_table(
         "memory",
