@@ -242,7 +242,9 @@ if __name__ == "__main__":
     p.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"],
                    choices=["sqlite", "postgresql"])
     p.add_argument("--pg-url", default="", help="an existing PostgreSQL database to use")
-    results = asyncio.run(main(p.parse_args()))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2))
-    print(f"wrote {RESULTS}")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"result file (default {RESULTS})")
+    args = p.parse_args()
+    results = asyncio.run(main(args))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"wrote {args.out}")
