@@ -241,7 +241,7 @@ def _db_status(args: argparse.Namespace) -> int:
     async def main() -> tuple[str, str | None, str]:
         from ..store.engine import create_engine, describe, resolve_url, sqlite_path
         from ..store.migrate import current_revision, head_revision
-        from ..store.writer import _one_line
+        from ..store.writer import error_line
 
         url = resolve_url(settings)
         path = sqlite_path(url)
@@ -251,7 +251,7 @@ def _db_status(args: argparse.Namespace) -> int:
         try:
             return describe(url), await current_revision(engine), head_revision()
         except Exception as exc:
-            raise StoreError(f"store {describe(url)}: {_one_line(exc)}") from exc
+            raise StoreError(f"store {describe(url)}: {error_line(exc)}") from exc
         finally:
             await engine.dispose()
 

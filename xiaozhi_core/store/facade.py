@@ -61,7 +61,7 @@ from .writer import (
     SessionEnded,
     SessionStarted,
     TurnRow,
-    _one_line,
+    error_line,
 )
 
 __all__ = ["TEXT_CHARS", "Store"]
@@ -130,7 +130,8 @@ class Store:
 
         ``strict=False`` (the server): a database that cannot be reached or migrated now
         is logged, and the writer migrates and writes once it answers; until then events
-        queue (bounded) and reads answer empty. ``strict=True`` (the CLI): raise
+        queue (bounded) and reads answer empty (an unreachable PostgreSQL server costs
+        the caller ``store.connect_timeout`` here). ``strict=True`` (the CLI): raise
         :class:`StoreError` instead — also when the database does not exist yet or its
         schema is not current and ``upgrade`` is off.
         """
@@ -149,9 +150,9 @@ class Store:
                 await self._dispose()
                 if isinstance(exc, StoreError):
                     raise
-                raise StoreError(f"store {self.location}: {_one_line(exc)}") from exc
+                raise StoreError(f"store {self.location}: {error_line(exc)}") from exc
             log.warning("store: %s is not ready (%s); events will be written once it is",
-                        self.location, _one_line(exc))
+                        self.location, error_line(exc))
         self._writer = BatchWriter(
             lambda: create_engine(self.url, self.settings, pool_size=1),
             self.stats, batch_size=self.settings.batch_size,
@@ -299,7 +300,7 @@ class Store:
             if held is not None:
                 log.warning("store: reading %s from %s failed, going on without it (%d more "
                             "since the last message): %s", what, self.location, held,
-                            "timed out" if isinstance(exc, TimeoutError) else _one_line(exc))
+                            "timed out" if isinstance(exc, TimeoutError) else error_line(exc))
             return empty
 
     async def recent_turns(self, device_id: str, max_chars: int) -> list[TurnRecord]:
@@ -343,7 +344,7 @@ class Store:
         except StoreError:
             raise
         except Exception as exc:
-            raise StoreError(f"store {self.location}: cannot {what}: {_one_line(exc)}") from exc
+            raise StoreError(f"store {self.location}: cannot {what}: {error_line(exc)}") from exc
 
     async def _read(self, what: str, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
         async def work() -> T:

@@ -39,8 +39,8 @@ from .engine import IMMEDIATE
 from .models import Device, SessionRow, Turn, UTCDateTime
 from .records import StoreStats
 
-__all__ = ["BatchWriter", "DeviceSeen", "Op", "SessionEnded", "SessionStarted", "TurnRow",
-           "RateLimit", "json_safe"]
+__all__ = ["BatchWriter", "DeviceSeen", "Op", "RateLimit", "SessionEnded", "SessionStarted",
+           "TurnRow", "error_line", "json_safe"]
 
 log = logging.getLogger("xiaozhi_core.store")
 
@@ -357,7 +357,7 @@ class BatchWriter:
                 if held is not None:
                     log.warning("store: %s is not ready, will retry (%d events waiting, %d "
                                 "dropped so far): %s", self.where, self.waiting,
-                                self.stats.dropped, _one_line(exc))
+                                self.stats.dropped, error_line(exc))
                 return False
             self.prepare = None
             log.info("store: %s is ready", self.where)
@@ -396,7 +396,7 @@ class BatchWriter:
                 if held is not None:
                     log.warning("store: cannot write to %s, will retry (%d events waiting, "
                                 "%d dropped so far): %s", self.where, self.waiting,
-                                self.stats.dropped, _one_line(exc))
+                                self.stats.dropped, error_line(exc))
                 return False
             rest = await self._write_each(batch)
             if rest:
@@ -432,7 +432,7 @@ class BatchWriter:
                 if held is not None:
                     log.warning("store: %s refused a %s event (not recorded; %d more since "
                                 "the last message): %s", self.where, type(op).__name__, held,
-                                _one_line(exc))
+                                error_line(exc))
             else:
                 self._done(1, time.perf_counter() - start)
         return []
@@ -471,7 +471,13 @@ class BatchWriter:
         self._pending = []
 
 
-def _one_line(exc: BaseException) -> str:
+def error_line(exc: BaseException) -> str:
+    """An exception as one log line: its type and the driver's message, 300 characters
+    at most.
+
+    >>> error_line(TimeoutError())
+    'TimeoutError: timed out'
+    """
     text = " ".join(str(getattr(exc, "orig", None) or exc).split())
     if not text and isinstance(exc, TimeoutError):
         text = "timed out"
