@@ -1,8 +1,7 @@
 """Upstream audio as the firmware produces it: 16 kHz mono, 60 ms Opus packets, DTX on.
 
-* :func:`load_wav` reads any PCM WAV (8/16/24/32-bit, any rate, any channel count) with
-  the standard :mod:`wave` module and returns 16 kHz mono int16 (channels averaged,
-  resampled with :func:`xiaozhi_core.audio.resample`);
+* :func:`load_wav` reads any PCM WAV (8/16/24/32-bit, any rate, any channel count) as
+  16 kHz mono int16 (the core's one WAV reader, :func:`xiaozhi_core.audio.read_wav`);
 * :func:`synthesize` speaks a text with the offline ``espeak`` TTS provider, found in the
   provider registry like any other provider;
 * :func:`encode_upstream` encodes like the device: Opus VOIP at 16 kHz, 60 ms frames,
@@ -18,13 +17,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..audio import resample
+from ..audio import read_wav, resample, write_wav
 from ..errors import XiaozhiError
 
 __all__ = ["Utterance", "encode_upstream", "load_wav", "make_utterance", "silence_packets",
@@ -36,45 +34,8 @@ FRAME = RATE * FRAME_MS // 1000
 
 
 def load_wav(path: str | Path) -> np.ndarray:
-    """A PCM WAV file as 16 kHz mono int16 (any rate, channels and sample width)."""
-    try:
-        with wave.open(str(path), "rb") as w:
-            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            raw = w.readframes(w.getnframes())
-    except (OSError, EOFError, wave.Error) as exc:
-        raise XiaozhiError(f"cannot read WAV file {str(path)!r}: {exc} (a PCM .wav file "
-                           "is needed; convert others with e.g. ffmpeg -i in.mp3 out.wav)"
-                           ) from exc
-    if width == 1:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) * 256.0
-    elif width == 2:
-        x = np.frombuffer(raw, "<i2").astype(np.float32)
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        x = (np.where(v >= 1 << 23, v - (1 << 24), v) >> 8).astype(np.float32)
-    elif width == 4:
-        x = (np.frombuffer(raw, "<i4") >> 16).astype(np.float32)
-    else:
-        raise XiaozhiError(f"WAV file {str(path)!r} has an unsupported sample width "
-                           f"({width} bytes)")
-    if channels > 1:
-        x = x[: len(x) // channels * channels].reshape(-1, channels).mean(axis=1)
-    pcm = np.clip(np.round(x), -32768, 32767).astype(np.int16)
-    if rate != RATE:
-        pcm = resample(pcm, rate, RATE)
-    if not len(pcm):
-        raise XiaozhiError(f"WAV file {str(path)!r} holds no audio")
-    return pcm
-
-
-def write_wav(path: str | Path, pcm: np.ndarray, rate: int) -> None:
-    """Write int16 mono ``pcm`` as a WAV file."""
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.asarray(pcm, np.int16).tobytes())
+    """A PCM WAV file as 16 kHz mono int16: :func:`xiaozhi_core.audio.read_wav`."""
+    return read_wav(path, RATE)
 
 
 async def synthesize_async(text: str, voice: str | None = None) -> np.ndarray:

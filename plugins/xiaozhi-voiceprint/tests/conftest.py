@@ -8,16 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from xiaozhi_core.audio import read_wav, wav_rate
+
 DATA = Path(__file__).parent / "data"
 
 
 def read_pcm16(name: str) -> np.ndarray:
     """A committed test WAV (16 kHz mono 16-bit) as an int16 array."""
-    import wave
-
-    with wave.open(str(DATA / name), "rb") as w:
-        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (16000, 1, 2)
-        return np.frombuffer(w.readframes(w.getnframes()), "<i2").copy()
+    assert wav_rate(DATA / name) == 16000
+    return read_wav(DATA / name, None)
 
 
 @pytest.fixture

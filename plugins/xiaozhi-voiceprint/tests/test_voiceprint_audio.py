@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import wave
-from pathlib import Path
-
 import numpy as np
-import pytest
 from xiaozhi_voiceprint import _audio
 from xiaozhi_voiceprint.encoder import partial_slices
-from xiaozhi_voiceprint.provider import read_wav
-
-from xiaozhi_core.errors import ProviderError
 
 
 def test_mel_filterbank_shape_and_slaney_normalisation() -> None:
@@ -75,52 +68,3 @@ def test_partial_slices_follow_resemblyzer() -> None:
     assert partial_slices(55200) == [(0, 160), (77, 237), (154, 314)]  # 71 % coverage
     assert partial_slices(56160) == [(0, 160), (77, 237), (154, 314), (231, 391)]  # 75 %
     assert partial_slices(100) == [(0, 160)]
-
-
-@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
-def test_resample_keeps_in_band_and_removes_aliases(rate: int) -> None:
-    t = np.arange(rate) / rate
-    y = _audio.resample(np.sin(2 * np.pi * 1000 * t), rate, 16000)
-    assert len(y) == 16000
-    ref = np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000)
-    # In band: same phase and amplitude (the filter has no delay).
-    assert np.max(np.abs(y[500:-500] - ref[500:-500])) < 0.01
-    if rate > 16000:
-        # 10 kHz is above the new Nyquist (8 kHz): it must not fold back to 6 kHz.
-        z = _audio.resample(np.sin(2 * np.pi * 10000 * t), rate, 16000)
-        assert np.sqrt(np.mean(z[500:-500] ** 2)) < 0.01
-
-
-def _write_wav(path: Path, data: np.ndarray, rate: int, width: int, channels: int = 1) -> None:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(width)
-        w.setframerate(rate)
-        w.writeframes(data.tobytes())
-
-
-def test_read_wav_formats(tmp_path: Path) -> None:
-    left = np.array([1000, -2000, 3000], np.int16)
-    stereo = np.stack([left, -left], axis=1)
-    _write_wav(tmp_path / "s16.wav", stereo, 44100, 2, channels=2)
-    x, rate = read_wav(tmp_path / "s16.wav")
-    assert rate == 44100 and x.tolist() == [0.0, 0.0, 0.0]  # channels averaged
-    _write_wav(tmp_path / "m16.wav", left, 8000, 2)
-    assert read_wav(tmp_path / "m16.wav")[0].tolist() == (left / 32768).tolist()
-    u8 = np.array([128, 255, 0], np.uint8)
-    _write_wav(tmp_path / "u8.wav", u8, 16000, 1)
-    assert read_wav(tmp_path / "u8.wav")[0].tolist() == [0.0, 127 / 128, -1.0]
-    v24 = np.array([1 << 22, -(1 << 22)], np.int32)
-    raw = np.frombuffer(v24.astype("<i4").tobytes(), np.uint8).reshape(-1, 4)[:, :3].copy()
-    _write_wav(tmp_path / "s24.wav", raw, 16000, 3)
-    assert read_wav(tmp_path / "s24.wav")[0].tolist() == [0.5, -0.5]
-    _write_wav(tmp_path / "s32.wav", np.array([1 << 30], "<i4"), 16000, 4)
-    assert read_wav(tmp_path / "s32.wav")[0].tolist() == [0.5]
-
-
-def test_read_wav_errors(tmp_path: Path) -> None:
-    with pytest.raises(ProviderError, match="does not exist"):
-        read_wav(tmp_path / "missing.wav")
-    (tmp_path / "not.wav").write_bytes(b"ID3 this is an mp3")
-    with pytest.raises(ProviderError, match="cannot read .* as a PCM WAV file"):
-        read_wav(tmp_path / "not.wav")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from xiaozhi_voiceprint import _audio
 from xiaozhi_voiceprint.plugin import ResemblyzerOptions
 from xiaozhi_voiceprint.provider import ResemblyzerVoiceprint, default_store_dir, enroll_wav
 
+from xiaozhi_core.audio import resample
 from xiaozhi_core.errors import ConfigError, ProviderError
 from xiaozhi_core.executor import Executor, ExecutorSettings, build
 from xiaozhi_core.registry import default_registry
@@ -257,7 +257,7 @@ def test_enroll_wav_any_rate_and_channels(tmp_path: Path, pcm: Pcm, data_dir: Pa
     vp = make(tmp_path / "store")
     # A 44.1 kHz stereo version of a committed 16 kHz utterance.
     x = pcm("en-us_1.wav")
-    hi = np.clip(np.round(_audio.resample(x / 32768, 16000, 44100) * 32768), -32768, 32767)
+    hi = np.clip(np.round(resample(x / 32768, 16000, 44100) * 32768), -32768, 32767)
     _write_wav(tmp_path / "alice44k.wav", hi.astype(np.int16), 44100, 2)
     seconds = enroll_wav(vp, "alice", tmp_path / "alice44k.wav")
     assert abs(seconds - len(x) / 16000) < 0.01

@@ -2,8 +2,9 @@
 
 ``synthesize`` renders the whole text with espeak-ng (its callback API delivers audio
 only from inside a blocking ``espeak_Synth`` call; at ~1000x real time a sentence takes a
-few milliseconds, so a second thread buys nothing), then resamples it block by block and
-yields ``chunk_ms`` chunks of PCM16LE as soon as each is ready.
+few milliseconds, so a second thread buys nothing), resamples it in one call (libsoxr
+through :func:`xiaozhi_core.audio.resample`, well under a millisecond per second of
+speech) and yields it in ``chunk_ms`` chunks of PCM16LE.
 
 Example:
     >>> from xiaozhi_espeak.plugin import EspeakOptions
@@ -19,11 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Generator
 
-import numpy as np
+from xiaozhi_core.audio import resample
 
 from .engine import EspeakEngine, VoiceInfo, get_engine
 from .plugin import EspeakOptions
-from .resample import PolyphaseResampler, design_filter_bank
 
 __all__ = ["EspeakTTS"]
 
@@ -37,9 +37,6 @@ class EspeakTTS:
         self.engine: EspeakEngine = get_engine()
         # Fail at start-up, not at the first sentence, when the configured voice is wrong.
         self.engine.check_voice(self.options.voice)
-        # Design the resampling filter now (tens of ms, cached) rather than at the first
-        # sentence, where it would delay the first audio.
-        design_filter_bank(self.engine.sample_rate, self.sample_rate)
 
     def list_voices(self, language: str | None = None) -> list[VoiceInfo]:
         """The voices espeak-ng offers (optionally only those for ``language``)."""
@@ -62,21 +59,7 @@ class EspeakTTS:
         )
         if len(pcm) == 0:
             return
-        in_rate = self.engine.sample_rate
-        resampler = PolyphaseResampler(in_rate, self.sample_rate)
-        chunk_bytes = 2 * max(1, self.sample_rate * o.chunk_ms // 1000)
-        block = max(1, in_rate * o.chunk_ms // 1000)
-        pending = bytearray()
-        for start in range(0, len(pcm), block):
-            last = start + block >= len(pcm)
-            out = resampler.process(pcm[start:start + block], final=last)
-            pending += _to_pcm16(out)
-            while len(pending) >= chunk_bytes:
-                yield bytes(pending[:chunk_bytes])
-                del pending[:chunk_bytes]
-        if pending:
-            yield bytes(pending)
-
-
-def _to_pcm16(samples: np.ndarray) -> bytes:
-    return bytes(np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes())
+        data = resample(pcm, self.engine.sample_rate, self.sample_rate).tobytes()
+        step = 2 * max(1, self.sample_rate * o.chunk_ms // 1000)
+        for start in range(0, len(data), step):
+            yield data[start:start + step]

@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -32,7 +31,6 @@ __all__ = [
     "mel_filterbank",
     "mel_spectrogram",
     "normalize_volume",
-    "resample",
     "trim_long_silences",
 ]
 
@@ -205,47 +203,3 @@ def trim_long_silences(wav: np.ndarray) -> np.ndarray:
     mask = speech_mask(wav)
     n = len(mask) * VAD_WINDOW
     return np.asarray(wav[:n])[np.repeat(mask, VAD_WINDOW)]
-
-
-# ------------------------------------------------------------------ resampling
-def resample(x: np.ndarray, orig_sr: int, target_sr: int, *, zero_crossings: int = 16,
-             beta: float = 8.6) -> np.ndarray:
-    """Band-limited resampling by a rational factor (windowed-sinc, polyphase).
-
-    The anti-aliasing low-pass is at 0.95 of the lower Nyquist frequency, with a
-    Kaiser window (``beta``) spanning ``zero_crossings`` zero crossings each side.
-    Returns float64.
-
-    >>> t = np.arange(44100) / 44100
-    >>> y = resample(np.sin(2 * np.pi * 1000 * t), 44100, 16000)
-    >>> len(y), round(float(np.max(np.abs(y[1000:-1000]))), 2)
-    (16000, 1.0)
-    """
-    if orig_sr <= 0 or target_sr <= 0:
-        raise ValueError("sample rates must be positive")
-    x = np.asarray(x, np.float64)
-    if orig_sr == target_sr or len(x) == 0:
-        return x.copy()
-    ratio = Fraction(target_sr, orig_sr)
-    up, down = ratio.numerator, ratio.denominator
-    n_out = -(-len(x) * up // down)  # ceil
-    cutoff = 0.95 * min(1.0, up / down)  # relative to the input Nyquist frequency
-    half = int(math.ceil(zero_crossings / cutoff))  # filter half-length, in input samples
-    # Output sample k sits at input position k * down / up = base + phase / up.
-    positions = np.arange(n_out) * down
-    base = positions // up
-    phase = positions % up
-    # Taps for every phase: input samples base - half + 1 .. base + half.
-    offsets = np.arange(-half + 1, half + 1)
-    delta = offsets[None, :] - (np.arange(up)[:, None] / up)  # (up, taps) distance in inputs
-    # Kaiser window evaluated at each tap's exact (fractional) distance from the centre.
-    arg = np.clip(1 - (delta / half) ** 2, 0.0, 1.0)
-    kernel = cutoff * np.sinc(cutoff * delta) * np.i0(beta * np.sqrt(arg)) / np.i0(beta)
-    padded = np.concatenate([np.zeros(half), x, np.zeros(half + 1)])
-    out = np.empty(n_out)
-    chunk = 8192
-    for start in range(0, n_out, chunk):
-        stop = min(n_out, start + chunk)
-        idx = base[start:stop, None] + offsets[None, :] + half
-        out[start:stop] = np.einsum("ij,ij->i", padded[idx], kernel[phase[start:stop]])
-    return out

@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 import unicodedata
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
@@ -39,6 +38,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from xiaozhi_core.audio import read_wav
 from xiaozhi_core.errors import ProviderError
 from xiaozhi_core.types import SpeakerMatch
 
@@ -51,7 +51,7 @@ try:  # POSIX: serialise read-modify-write of a speaker file across processes to
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["ResemblyzerVoiceprint", "default_store_dir", "enroll_wav", "read_wav"]
+__all__ = ["ResemblyzerVoiceprint", "default_store_dir", "enroll_wav"]
 
 log = logging.getLogger(__name__)
 
@@ -319,49 +319,13 @@ def _check_name(name: str) -> str:
 
 
 # --------------------------------------------------------------------- WAV files
-def read_wav(path: str | PathLike[str]) -> tuple[np.ndarray, int]:
-    """Read a PCM WAV file (8/16/24/32-bit integer, any channels, any rate).
-
-    Returns ``(samples, sample_rate)``: mono float64 in [-1, 1) (channels averaged).
-    Raises :class:`ProviderError` for a missing or unsupported file.
-    """
-    path = Path(path)
-    try:
-        with wave.open(str(path), "rb") as w:
-            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            raw = w.readframes(w.getnframes())
-    except FileNotFoundError:
-        raise ProviderError(f"{_LABEL}: WAV file {path} does not exist") from None
-    except (wave.Error, EOFError, OSError) as exc:
-        raise ProviderError(
-            f"{_LABEL}: cannot read {path} as a PCM WAV file ({exc}); convert it first, e.g. "
-            f"'sox {path.name} -b 16 out.wav' or 'ffmpeg -i {path.name} -c:a pcm_s16le out.wav'"
-        ) from exc
-    if width == 1:
-        x = (np.frombuffer(raw, np.uint8).astype(np.float64) - 128.0) / 128.0
-    elif width == 2:
-        x = np.frombuffer(raw, "<i2").astype(np.float64) / 32768.0
-    elif width == 3:
-        b = np.frombuffer(raw, np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        x = np.where(v >= 1 << 23, v - (1 << 24), v).astype(np.float64) / float(1 << 23)
-    elif width == 4:
-        x = np.frombuffer(raw, "<i4").astype(np.float64) / float(1 << 31)
-    else:  # pragma: no cover - the wave module rejects other widths itself
-        raise ProviderError(f"{_LABEL}: {path}: {8 * width}-bit samples are not supported")
-    x = x[: len(x) // channels * channels].reshape(-1, channels).mean(axis=1)
-    return x, rate
-
-
 def enroll_wav(provider: ResemblyzerVoiceprint, name: str, wav_path: str | PathLike[str]) -> float:
     """Enrol ``name`` from a WAV file; returns the file's duration in seconds.
 
     The file may have any sample rate and channel count (16-bit PCM is the common
-    case); it is mixed to mono and resampled to 16 kHz first.
+    case); the core's :func:`xiaozhi_core.audio.read_wav` mixes it to mono and resamples
+    it to 16 kHz first (and raises its one-line :class:`~xiaozhi_core.audio.WavError`).
     """
-    samples, rate = read_wav(wav_path)
-    if rate != _audio.SAMPLE_RATE:
-        samples = _audio.resample(samples, rate, _audio.SAMPLE_RATE)
-    pcm = np.clip(np.round(samples * 32768.0), -32768, 32767).astype(np.int16)
+    pcm = read_wav(wav_path, _audio.SAMPLE_RATE)
     provider.enroll(name, pcm)
     return len(pcm) / _audio.SAMPLE_RATE
