@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import wave
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from xiaozhi_core.audio import int16_to_float, read_wav
+
 SR = 16000
-
-
-def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    """Band-limited resampling of a whole signal by truncating / padding its spectrum."""
-    if sr_in == sr_out:
-        return x.astype(np.float32)
-    n_out = round(len(x) * sr_out / sr_in)
-    spectrum = np.fft.rfft(x.astype(np.float64))
-    keep = np.zeros(n_out // 2 + 1, complex)
-    m = min(len(keep), len(spectrum))
-    keep[:m] = spectrum[:m]
-    return (np.fft.irfft(keep, n_out) * (n_out / len(x))).astype(np.float32)
 
 
 def espeak(text: str, tmp_dir: Path, *, voice: str = "en", speed: int = 150) -> np.ndarray:
@@ -33,11 +22,7 @@ def espeak(text: str, tmp_dir: Path, *, voice: str = "en", speed: int = 150) -> 
     out = tmp_dir / f"speech-{abs(hash((text, voice, speed)))}.wav"
     subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(out), text],
                    check=True, capture_output=True, timeout=60)
-    with wave.open(str(out)) as w:
-        assert w.getsampwidth() == 2 and w.getnchannels() == 1
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
-    audio = resample(pcm.astype(np.float32) / 32768.0, rate, SR)
+    audio = int16_to_float(read_wav(out, SR))
     loud = np.flatnonzero(np.abs(audio) > 0.01)
     return audio[loud[0]: loud[-1] + 1]
 

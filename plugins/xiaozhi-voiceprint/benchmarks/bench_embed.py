@@ -11,18 +11,18 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from xiaozhi_core.audio import read_wav
+
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 
 
 def _utterance(seconds: float) -> np.ndarray:
-    with wave.open(str(DATA / "en-us_1.wav"), "rb") as w:
-        x = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    x = read_wav(DATA / "en-us_1.wav", 16000)
     n = int(seconds * 16000)
     return np.tile(x, n // len(x) + 1)[:n].copy()
 

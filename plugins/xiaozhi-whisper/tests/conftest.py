@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import wave
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jiwer
 import numpy as np
 import pytest
+
+from xiaozhi_core.audio import read_wav
 
 RATE = 16000
 
@@ -22,16 +23,6 @@ SENTENCES = [
     "What is the weather like in Paris today?",
     "The quick brown fox jumps over the lazy dog.",
 ]
-
-
-def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Resample a whole clip to 16 kHz in the frequency domain (ideal low-pass), int16."""
-    x = samples.astype(np.float64)
-    if rate != RATE:
-        n = round(len(x) * RATE / rate)
-        spec = np.fft.rfft(x)[: n // 2 + 1]
-        x = np.fft.irfft(spec, n) * (n / len(samples))
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
 
 
 def normalise(text: str) -> str:
@@ -76,10 +67,7 @@ def say(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., np.ndarray]:
             out = folder / f"{len(made)}.wav"
             subprocess.run([exe, "-v", voice, "-s", "140", "-w", str(out), text],
                            check=True, capture_output=True, timeout=60)
-            with wave.open(str(out)) as w:
-                assert (w.getnchannels(), w.getsampwidth()) == (1, 2), "espeak-ng: mono int16"
-                pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
-                made[(text, voice)] = to_16k(pcm, w.getframerate())
+            made[(text, voice)] = read_wav(out, RATE)
         return made[(text, voice)]
 
     return speak

@@ -16,11 +16,12 @@ import statistics
 import subprocess
 import tempfile
 import time
-import wave
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+
+from xiaozhi_core.audio import read_wav
 
 Model = Literal["tiny.en", "base"]
 MODELS: tuple[Model, Model] = ("tiny.en", "base")
@@ -39,12 +40,7 @@ def speak(text: str, folder: Path) -> np.ndarray:
     out = folder / "u.wav"
     subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(out), text],
                    check=True, capture_output=True)
-    with wave.open(str(out)) as w:
-        x = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float64)
-        rate = w.getframerate()
-    n = round(len(x) * 16000 / rate)
-    y = np.fft.irfft(np.fft.rfft(x)[: n // 2 + 1], n) * (n / len(x))
-    return np.clip(np.round(y), -32768, 32767).astype(np.int16)
+    return read_wav(out, 16000)
 
 
 def main() -> None:
