@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from fake_openai import ChatReply, FakeOpenAI
-from xiaozhi_openai.llm import ToolCallAssembler
 
 from xiaozhi_core.errors import ProviderError
 from xiaozhi_core.types import Message, ToolCall, ToolSpec
@@ -161,19 +160,3 @@ async def test_tool_message_without_call_id_is_refused_before_sending(
     with pytest.raises(ProviderError, match=r"messages\[1\] has role 'tool' but no tool_call_id"):
         await collect(llm.chat([Message("user", "x"), Message("tool", "result")]))
     assert fake_openai.requests == []
-
-
-def test_assembler_tolerates_servers_without_index() -> None:
-    a = ToolCallAssembler("test")
-    a.add(None, "x1", "get_", '{"ci')
-    a.add(None, None, "weather", 'ty": "Rome"}')
-    a.add(None, "x2", "now", None)
-    assert a.drain() == [ToolCall("x1", "get_weather", {"city": "Rome"}), ToolCall("x2", "now", {})]
-    assert not a
-
-
-def test_assembler_refuses_a_call_without_name() -> None:
-    a = ToolCallAssembler("test")
-    a.add(0, "x1", None, "{}")
-    with pytest.raises(ProviderError, match="tool call #0 without a function name"):
-        a.drain()

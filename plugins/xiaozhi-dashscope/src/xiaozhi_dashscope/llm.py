@@ -37,12 +37,13 @@ from dashscope import AioGeneration
 from dashscope.common.utils import get_user_agent
 
 from xiaozhi_core.errors import ProviderError, ProviderTimeout
+from xiaozhi_core.toolcalls import ToolCallAssembler
 from xiaozhi_core.types import Message, ToolCall, ToolSpec
 
 from ._common import api_error, log, resolve_api_key
 from .plugin import QwenOptions
 
-__all__ = ["QwenLLM", "ToolCallAssembler", "to_dashscope_messages", "to_dashscope_tools"]
+__all__ = ["QwenLLM", "to_dashscope_messages", "to_dashscope_tools"]
 
 _SSE = "text/event-stream"
 
@@ -82,62 +83,6 @@ def to_dashscope_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     return [{"type": "function",
              "function": {"name": t.name, "description": t.description,
                           "parameters": t.parameters}} for t in tools]
-
-
-class ToolCallAssembler:
-    """Joins the incremental pieces of streamed tool calls, keyed by their ``index``.
-
-    The first piece of a call brings its ``id`` and ``name``; later pieces bring more
-    ``arguments`` text (``incremental_output=True``).
-
-    >>> a = ToolCallAssembler("qwen")
-    >>> a.add({"index": 0, "id": "call_1", "type": "function",
-    ...        "function": {"name": "set_volume", "arguments": '{"vol'}})
-    >>> a.add({"index": 0, "id": "", "function": {"arguments": 'ume": 30}'}})
-    >>> a.calls()
-    [ToolCall(id='call_1', name='set_volume', arguments={'volume': 30})]
-    """
-
-    def __init__(self, provider: str) -> None:
-        self.provider = provider
-        self._parts: dict[Any, dict[str, str]] = {}
-
-    def add(self, piece: dict[str, Any]) -> None:
-        key = piece.get("index")
-        if key is None:
-            key = piece.get("id") or len(self._parts)
-        part = self._parts.setdefault(key, {"id": "", "name": "", "arguments": ""})
-        if piece.get("id") and not part["id"]:
-            part["id"] = str(piece["id"])
-        fn = piece.get("function") or {}
-        if fn.get("name") and not part["name"]:
-            part["name"] = str(fn["name"])
-        if fn.get("arguments"):
-            part["arguments"] += str(fn["arguments"])
-
-    def calls(self) -> list[ToolCall]:
-        result = []
-        for n, (key, part) in enumerate(self._parts.items()):
-            if not part["name"]:
-                raise ProviderError(
-                    f"dashscope {self.provider}: malformed stream: tool call #{key} has no "
-                    "function name"
-                )
-            text = part["arguments"].strip()
-            try:
-                args = json.loads(text) if text else {}
-            except json.JSONDecodeError as exc:
-                raise ProviderError(
-                    f"dashscope {self.provider}: the model called tool {part['name']!r} with "
-                    f"arguments that are not valid JSON ({exc.msg}): {text[:200]!r}"
-                ) from None
-            if not isinstance(args, dict):
-                raise ProviderError(
-                    f"dashscope {self.provider}: the model called tool {part['name']!r} with "
-                    f"arguments that are not a JSON object: {text[:200]!r}"
-                )
-            result.append(ToolCall(part["id"] or f"call_{n}", part["name"], args))
-        return result
 
 
 class QwenLLM:
@@ -199,7 +144,7 @@ class QwenLLM:
         if not messages:
             raise ProviderError("dashscope qwen: chat() needs at least one message")
         stream: Any = await AioGeneration.call(**self._request(messages, tools))
-        calls = ToolCallAssembler("qwen")
+        calls = ToolCallAssembler("dashscope qwen")
         try:
             while True:
                 rsp = await self._next(stream)
@@ -207,7 +152,7 @@ class QwenLLM:
                     break
                 for item in self._parse(rsp, calls):
                     yield item
-            for call in calls.calls():
+            for call in calls.drain():
                 yield call
         finally:
             # Leaving early (barge-in, cancellation) closes the SDK's generators; the

@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 
 from xiaozhi_core.errors import ProviderError
+from xiaozhi_core.toolcalls import ToolCallAssembler
 from xiaozhi_core.types import Message, ToolCall, ToolSpec
 
 from ._common import Budget, close_quietly, make_client, map_error
 from .plugin import OpenAILLMOptions
 
-__all__ = ["OpenAILLM", "ToolCallAssembler", "to_api_messages", "to_api_tools"]
+__all__ = ["OpenAILLM", "to_api_messages", "to_api_tools"]
 
 log = logging.getLogger("xiaozhi_openai.llm")
 
@@ -78,81 +78,6 @@ def to_api_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
          "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
         for t in tools
     ]
-
-
-@dataclass
-class _Partial:
-    id: str | None = None
-    name: str = ""
-    arguments: list[str] = field(default_factory=list)
-
-
-class ToolCallAssembler:
-    """Collects streamed tool-call fragments into complete :class:`ToolCall` items.
-
-    Fragments are matched by ``index`` (as OpenAI sends them); servers that omit the
-    index are matched by ``id``, else appended to the latest call.
-
-    >>> a = ToolCallAssembler("test")
-    >>> a.add(0, "call_1", "set_volume", '{"vol')
-    >>> a.add(0, None, None, 'ume": 30}')
-    >>> a.drain()
-    [ToolCall(id='call_1', name='set_volume', arguments={'volume': 30})]
-    """
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self._calls: dict[int, _Partial] = {}
-
-    def __bool__(self) -> bool:
-        return bool(self._calls)
-
-    def _key(self, index: int | None, call_id: str | None) -> int:
-        if index is not None:
-            return index
-        if call_id is not None:
-            for key, partial in self._calls.items():
-                if partial.id == call_id:
-                    return key
-            return max(self._calls, default=-1) + 1
-        return max(self._calls, default=0)
-
-    def add(self, index: int | None, call_id: str | None, name: str | None,
-            arguments: str | None) -> None:
-        partial = self._calls.setdefault(self._key(index, call_id), _Partial())
-        if call_id and not partial.id:
-            partial.id = call_id
-        if name and name != partial.name:
-            # OpenAI sends the whole name once; tolerate servers that split or repeat it.
-            partial.name = name if not partial.name else partial.name + name
-        if arguments:
-            partial.arguments.append(arguments)
-
-    def drain(self) -> list[ToolCall]:
-        """The complete calls in index order (and forget them)."""
-        calls: list[ToolCall] = []
-        for key in sorted(self._calls):
-            partial = self._calls[key]
-            if not partial.name:
-                raise ProviderError(
-                    f"{self.label}: the server streamed tool call #{key} without a function name"
-                )
-            text = "".join(partial.arguments).strip() or "{}"
-            try:
-                arguments = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ProviderError(
-                    f"{self.label}: tool call {partial.name!r} has malformed JSON arguments "
-                    f"({exc.msg} at char {exc.pos}): {text[:200]!r}"
-                ) from None
-            if not isinstance(arguments, dict):
-                raise ProviderError(
-                    f"{self.label}: tool call {partial.name!r} arguments must be a JSON object, "
-                    f"got {type(arguments).__name__}: {text[:200]!r}"
-                )
-            calls.append(ToolCall(partial.id or f"call_{key}", partial.name, arguments))
-        self._calls.clear()
-        return calls
 
 
 class OpenAILLM:
@@ -211,8 +136,9 @@ class OpenAILLM:
                         budget.got_first()
                         for tc in delta.tool_calls:
                             fn = tc.function
-                            calls.add(tc.index, tc.id, fn.name if fn else None,
-                                      fn.arguments if fn else None)
+                            calls.add({"index": tc.index, "id": tc.id, "function": {
+                                "name": fn.name if fn else None,
+                                "arguments": fn.arguments if fn else None}})
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
                         for call in calls.drain():
