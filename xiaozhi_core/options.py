@@ -1,30 +1,46 @@
 """Typed option schemas: a provider (and the core) declares its options as a dataclass.
 
-A YAML mapping is validated against it: unknown keys are errors, types are checked,
-``Literal`` values list what is allowed, and every error names its key path.
+A YAML mapping is validated against it by pydantic (a ``TypeAdapter`` over the plain
+dataclass, strict types, unknown keys forbidden): unknown keys are errors, types are
+checked, ``Literal`` values list what is allowed, range limits written as
+``annotated_types`` constraints (``Annotated[int, Ge(1)]``, ``Interval(ge=0, le=100)``)
+are enforced, and every error names its key path. Provider modules only import
+``annotated_types`` (tiny), so ``plugin.py`` stays cheap to import; pydantic loads when
+a config is validated.
 
 Supported field types: ``str``, ``int``, ``float``, ``bool``, ``Literal[...]``,
-``list[T]``, ``dict[str, T]``, ``T | None``, ``Any`` and nested dataclasses.
+``list[T]``, ``dict[str, T]``, ``T | None``, ``Any``, nested dataclasses, each optionally
+``Annotated`` with ``annotated_types`` constraints. A ``__post_init__`` may check what
+types cannot say (relations between fields); its ``ValueError`` becomes a
+:class:`ConfigError` at the schema's path.
 
 Values are not coerced (``port: "80"`` is an error for an ``int``), except strings that
 came from ``${VAR}`` expansion (:class:`EnvStr`): the environment only holds strings, so
 those are parsed as the field's type (``"8000"`` → 8000, ``"true"`` → True, ``""`` →
 None for an optional field), while a ``str`` field keeps them verbatim (an API key
-``"0123"`` stays ``"0123"``).
+``"0123"`` stays ``"0123"``). Numbers are accepted for ``str`` fields (as text).
+
+:func:`json_schema` gives the JSON Schema of an options dataclass (``xiaozhi plugins
+--schema``, ``docs/configuration.md``).
 
 Example:
     >>> from dataclasses import dataclass
-    >>> from typing import Literal
+    >>> from typing import Annotated, Literal
+    >>> import annotated_types as at
     >>> @dataclass
     ... class Opts:
     ...     model: Literal["tiny", "base"] = "tiny"
-    ...     beam_size: int = 1
+    ...     beam_size: Annotated[int, at.Ge(1)] = 1
     >>> validate_options(Opts, {"beam_size": 2}, path="asr.options")
     Opts(model='tiny', beam_size=2)
     >>> validate_options(Opts, {"model": "huge"}, path="asr.options")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     xiaozhi_core.errors.ConfigError: asr.options.model: 'huge' is not allowed; allowed: 'tiny', ...
+    >>> validate_options(Opts, {"beam_size": 0}, path="asr.options")
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.errors.ConfigError: asr.options.beam_size: must be >= 1, got 0
     >>> validate_options(Opts, {"beam_size": EnvStr("5")}).beam_size
     5
 """
@@ -32,14 +48,30 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
+import json
+import re
 import types
 import typing
-from collections.abc import Mapping
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+
+import annotated_types as at  # noqa: F401 - doctest schemas resolve ``at.Ge`` here
 
 from .errors import ConfigError
 
-__all__ = ["EnvStr", "describe_options", "options_to_dict", "validate_options"]
+if TYPE_CHECKING:
+    from pydantic import TypeAdapter
+
+__all__ = [
+    "EnvStr",
+    "describe_options",
+    "field_docs",
+    "json_schema",
+    "options_to_dict",
+    "validate_options",
+]
 
 T = TypeVar("T")
 _MISSING = dataclasses.MISSING
@@ -63,7 +95,7 @@ _FALSE = {"false", "no", "off", "0"}
 _NULL = {"", "null", "~", "none"}
 
 
-def _env_scalar(tp: Any, value: EnvStr) -> Any:
+def _env_scalar(tp: Any, value: str) -> Any:
     """``value`` parsed as scalar type ``tp``; raises ValueError when it does not parse."""
     text = value.strip()
     if tp is bool:
@@ -80,20 +112,87 @@ def _env_scalar(tp: Any, value: EnvStr) -> Any:
         if text.lower() in _NULL:
             return None
         raise ValueError(value)
-    return str(value)
+    if tp is str or tp is Any:
+        return str(value)
+    raise ValueError(value)
 
 
-def _kind(value: Any) -> str:
-    return "a string" if isinstance(value, str) else type(value).__name__
+def _parse_env(tp: Any, value: str) -> Any:
+    """An :class:`EnvStr` parsed for declared type ``tp`` (today's rules); ValueError
+    when it cannot be."""
+    tp = _strip(tp)
+    origin = get_origin(tp)
+    if origin is Literal:
+        for choice in get_args(tp):
+            if isinstance(choice, str):
+                if value == choice:
+                    return choice
+                continue
+            try:
+                if _env_scalar(type(choice), value) == choice:
+                    return choice
+            except ValueError:
+                pass
+        raise ValueError(value)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if type(None) in args and value.strip().lower() in _NULL:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _parse_env(arg, value)
+            except ValueError:
+                pass
+        raise ValueError(value)
+    return _env_scalar(tp, value)
 
 
-def _join(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else key
+# ----------------------------------------------------------------------- type helpers
+def _strip(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` metadata."""
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _metadata(tp: Any) -> list[Any]:
+    out: list[Any] = []
+    while get_origin(tp) is Annotated:
+        out.extend(tp.__metadata__)
+        tp = get_args(tp)[0]
+    return out
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (Union, types.UnionType)
+
+
+def _non_null(tp: Any) -> Any:
+    """``X`` for ``X | None``; the type itself otherwise."""
+    if _is_union(tp):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp) and isinstance(tp, type)
+
+
+@functools.cache
+def _hints(schema: type) -> dict[str, Any]:
+    return typing.get_type_hints(schema, include_extras=True)
+
+
+def _init_fields(schema: type) -> list[dataclasses.Field[Any]]:
+    return [f for f in dataclasses.fields(schema) if f.init]
 
 
 def _type_name(tp: Any) -> str:
+    tp = _strip(tp)
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -108,114 +207,209 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(tp: Any, value: Any, path: str) -> Any:
-    origin = get_origin(tp)
-    if tp is Any:
-        return str(value) if isinstance(value, EnvStr) else value
-    if origin is Literal:
-        allowed = get_args(tp)
-        for choice in allowed:
-            if value == choice and isinstance(value, bool) == isinstance(choice, bool):
-                return choice
-            if isinstance(value, EnvStr) and not isinstance(choice, str):
-                try:
-                    if _env_scalar(type(choice), value) == choice:
-                        return choice
-                except ValueError:
-                    pass
-        choices = ", ".join(repr(a) for a in allowed)
-        raise ConfigError(f"{str(value)!r} is not allowed; allowed: {choices}", path=path)
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if isinstance(value, EnvStr) and type(None) in args and value.strip().lower() in _NULL:
-            return None
-        if value is None:
-            if type(None) in args:
-                return None
-            raise ConfigError(f"must not be null; expected {_type_name(tp)}", path=path)
-        errors: list[ConfigError] = []
-        for arg in args:
-            if arg is type(None):
+def _kind(value: Any) -> str:
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _join(path: str, key: str | int) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else key
+
+
+def _walk(schema: Any, data: Any, loc: Sequence[str | int]
+          ) -> tuple[Any, Any, list[str | int], Any, Any]:
+    """Follow a pydantic error location through the declared types and the data.
+
+    Returns ``(type, value, keys, parent, key)``: the declared type at the location
+    (a multi-member union is not descended: its member tags are skipped), the input
+    value there, the data keys followed (for the error path), and the container and key
+    holding the value (to replace it).
+    """
+    tp: Any = schema
+    value, parent, key = data, None, None
+    keys: list[str | int] = []
+    for part in loc:
+        base = _non_null(_strip(tp))
+        if _is_union(base):
+            break  # the rest is a union member tag
+        origin = get_origin(base)
+        if _is_dataclass_type(base) and isinstance(part, str):
+            tp = _hints(base).get(part, Any)
+        elif origin is list and isinstance(part, int):
+            tp = (get_args(base) or (Any,))[0]
+        elif origin is dict:
+            tp = (get_args(base) or (str, Any))[1]
+        else:
+            tp = Any
+        if (isinstance(value, Mapping) and part in value) or (
+                isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)):
+            parent, key, value = value, part, value[part]
+            keys.append(part)
+        else:
+            keys.append(part)
+            parent, key, value = None, None, None
+    return tp, value, keys, parent, key
+
+
+# ----------------------------------------------------------------------- pydantic
+def _forbid_extra(tp: Any, seen: set[int]) -> None:
+    """Give every dataclass reachable from ``tp`` pydantic's ``extra="forbid"`` config."""
+    tp = _strip(tp)
+    if id(tp) in seen:
+        return
+    seen.add(id(tp))
+    if _is_dataclass_type(tp):
+        if "__pydantic_config__" not in tp.__dict__:
+            from pydantic import ConfigDict
+
+            tp.__pydantic_config__ = ConfigDict(extra="forbid")
+        for hint in _hints(tp).values():
+            _forbid_extra(hint, seen)
+    for arg in get_args(tp):
+        _forbid_extra(arg, seen)
+
+
+@functools.cache
+def _adapter(schema: type) -> TypeAdapter[Any]:
+    from pydantic import TypeAdapter
+
+    _forbid_extra(schema, set())
+    return TypeAdapter(schema)
+
+
+def _bounds(tp: Any) -> str:
+    """The range an ``Annotated`` type allows, as text: ``0..100``, ``>= 1``, ``> 0``."""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in _metadata(tp):
+        for name in ("ge", "gt", "le", "lt"):
+            v = getattr(m, name, None)
+            if v is None:
                 continue
-            try:
-                return _convert(arg, value, path)
-            except ConfigError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{value!r} is not a valid {_type_name(tp)}", path=path)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a mapping, got {_kind(value)}", path=path)
-        return validate_options(tp, value, path=path)
-    if origin is list or tp is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"expected a list, got {_kind(value)}", path=path)
-        (item_tp,) = get_args(tp) or (Any,)
-        return [_convert(item_tp, v, _join(path, i)) for i, v in enumerate(value)]
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"expected a mapping, got {_kind(value)}", path=path)
-        key_tp, val_tp = get_args(tp) or (str, Any)
-        return {
-            _convert(key_tp, k, _join(path, str(k))): _convert(val_tp, v, _join(path, str(k)))
-            for k, v in value.items()
-        }
-    if isinstance(value, EnvStr) and tp in (bool, int, float, str):
+            if name in ("ge", "gt"):
+                lo, lo_open = v, name == "gt"
+            else:
+                hi, hi_open = v, name == "lt"
+    if lo is not None and hi is not None:
+        if not lo_open and not hi_open:
+            return f"in {lo}..{hi}"
+        return f"in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {hi}"
+    return ""
+
+
+def _message(err: Mapping[str, Any], tp: Any, value: Any, parent_tp: Any) -> str:
+    """Today's wording for one pydantic error."""
+    kind = err["type"]
+    ctx = err.get("ctx") or {}
+    base = _non_null(_strip(tp))
+    if kind in ("unexpected_keyword_argument", "extra_forbidden"):
+        key = err["loc"][-1]
+        allowed = ", ".join(sorted(f.name for f in _init_fields(_strip(parent_tp))))
+        return f"unknown key {key!r}; allowed keys: {allowed or '(none)'}"
+    if kind in ("missing", "missing_argument"):
+        return f"is required ({_type_name(tp)})"
+    if _is_union(base) and kind not in ("value_error", "assertion_error"):
+        return f"{value!r} is not a valid {_type_name(tp)}"
+    if kind == "literal_error":
+        choices = ", ".join(repr(a) for a in get_args(base))
+        return f"{str(value)!r} is not allowed; allowed: {choices}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected an integer, got {value!r}"
+    if kind in ("float_type", "float_parsing", "finite_number"):
+        return f"expected a number, got {value!r}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {value!r}"
+    if kind == "string_type":
+        return f"expected a string, got {_kind(value)}"
+    if kind == "list_type":
+        return f"expected a list, got {_kind(value)}"
+    if kind in ("dict_type", "dataclass_type", "model_type", "dataclass_args_type"):
+        return f"expected a mapping, got {_kind(value)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"must be {_bounds(tp) or _bounds(base)}, got {value!r}"
+    if kind == "too_short":
+        if isinstance(value, str) and ctx.get("min_length") == 1:
+            return "must not be empty"
+        return f"needs at least {ctx.get('min_length')} items, got {ctx.get('actual_length')}"
+    if kind == "too_long":
+        return f"allows at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}"
+    if kind == "string_pattern_mismatch":
+        return f"{value!r} does not match {ctx.get('pattern')}"
+    if kind in ("value_error", "assertion_error") and "error" in ctx:
+        return str(ctx["error"])
+    return str(err.get("msg", kind))
+
+
+def _prepare(tp: Any, value: Any) -> Any:
+    """A copy of ``value`` with each ${VAR} string parsed for its declared type (left as
+    it is when it does not parse: validation then reports it) and numbers given for a
+    ``str`` turned into text."""
+    base = _non_null(_strip(tp))
+    if isinstance(value, EnvStr):
         try:
-            return _env_scalar(tp, value)
+            return _parse_env(tp, value)
         except ValueError:
-            pass  # reported below, like a literal value of the wrong type
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"expected true or false, got {value!r}", path=path)
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"expected an integer, got {value!r}", path=path)
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"expected a number, got {value!r}", path=path)
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(f"expected a string, got {_kind(value)}", path=path)
-    raise ConfigError(f"unsupported option type {tp!r} in schema", path=path)
+    if base is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, Mapping):
+        if _is_dataclass_type(base):
+            hints = _hints(base)
+            return {k: _prepare(hints.get(k, Any), v) for k, v in value.items()}
+        if get_origin(base) is dict:
+            key_tp, val_tp = get_args(base) or (str, Any)
+            return {_prepare(key_tp, k): _prepare(val_tp, v) for k, v in value.items()}
+        return {k: _prepare(Any, v) for k, v in value.items()}
+    if isinstance(value, list):
+        item_tp = (get_args(base) or (Any,))[0] if get_origin(base) is list else Any
+        return [_prepare(item_tp, v) for v in value]
+    return value
+
+
+def _order(err: Mapping[str, Any]) -> tuple[int, str]:
+    # Unknown keys first, by name (like a reader scanning the mapping), then field order.
+    unknown = err["type"] in ("unexpected_keyword_argument", "extra_forbidden")
+    return (0, str(err["loc"])) if unknown else (1, "")
 
 
 def validate_options(schema: type[T], data: Mapping[str, Any] | None, *, path: str = "") -> T:
     """Build ``schema`` (a dataclass) from ``data``, or raise :class:`ConfigError`."""
-    if not (dataclasses.is_dataclass(schema) and isinstance(schema, type)):
+    from pydantic import ValidationError
+
+    if not _is_dataclass_type(schema):
         raise TypeError(f"options schema must be a dataclass type, got {schema!r}")
-    data = dict(data or {})
-    hints = typing.get_type_hints(schema)
-    fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        allowed = ", ".join(sorted(fields)) or "(none)"
-        raise ConfigError(
-            f"unknown key {unknown[0]!r}; allowed keys: {allowed}", path=_join(path, unknown[0])
-        )
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        sub = _join(path, name)
-        if name in data:
-            kwargs[name] = _convert(hints[name], data[name], sub)
-        elif f.default is _MISSING and f.default_factory is _MISSING:
-            raise ConfigError(f"is required ({_type_name(hints[name])})", path=sub)
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"expected a mapping, got {_kind(data)}", path=path)
+    work = _prepare(schema, dict(data or {}))
     try:
-        obj = schema(**kwargs)
-    except ConfigError as exc:
+        text = json.dumps(work, default=str, allow_nan=True)
+        obj: T = _adapter(schema).validate_json(text, strict=True)
+        return obj
+    except ConfigError as exc:  # raised by a __post_init__ with its own path
         if exc.path or not path:
             raise
-        raise ConfigError(exc.message, path=path) from exc
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(str(exc), path=path) from exc
-    return obj
+        raise ConfigError(exc.message, path=path) from None
+    except (TypeError, ValueError) as exc:
+        if not isinstance(exc, ValidationError):
+            raise ConfigError(str(exc), path=path) from None
+        err = sorted(exc.errors(), key=_order)[0]
+    loc = err["loc"]
+    tp, value, keys, _, _ = _walk(schema, work, loc)
+    parent_tp = None
+    if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
+        parent_tp, _, parent_keys, _, _ = _walk(schema, work, loc[:-1])
+        keys = [*parent_keys, loc[-1]]
+    elif err["type"] in ("missing", "missing_argument"):
+        keys = list(loc)
+    where = path
+    for k in keys:
+        where = _join(where, k)
+    raise ConfigError(_message(err, tp, value, parent_tp), path=where) from None
 
 
 def options_to_dict(obj: Any) -> dict[str, Any]:
@@ -223,24 +417,100 @@ def options_to_dict(obj: Any) -> dict[str, Any]:
     return dataclasses.asdict(obj)
 
 
-def describe_options(schema: type) -> list[tuple[str, str, Any]]:
-    """``(name, type, default)`` rows for docs and ``xiaozhi plugins --verbose``.
+# ----------------------------------------------------------------------- documentation
+_DOC_RE = re.compile(r"^\s*#:\s?(.*)$")
+_FIELD_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*:")
+
+
+@functools.cache
+def field_docs(schema: type) -> dict[str, str]:
+    """The ``#:`` comments written above each field of ``schema`` (and its bases).
+
+    >>> from xiaozhi_core.config import LimitSettings
+    >>> field_docs(LimitSettings)["max_frame_bytes"]
+    'Largest WebSocket frame accepted (the firmware refuses frames over 65535 bytes).'
+    """
+    docs: dict[str, str] = {}
+    for cls in reversed(schema.__mro__):
+        if not _is_dataclass_type(cls):
+            continue
+        try:
+            lines = inspect.getsource(cls).splitlines()
+        except (OSError, TypeError):
+            continue
+        pending: list[str] = []
+        for line in lines[1:]:
+            if m := _DOC_RE.match(line):
+                pending.append(m.group(1).strip())
+                continue
+            if (m := _FIELD_RE.match(line)) and pending:
+                docs[m.group(1)] = " ".join(pending)
+            if line.strip() and not line.strip().startswith("#"):
+                pending = []
+    return docs
+
+
+def json_schema(schema: type) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of an options dataclass, with each field's ``#:``
+    comment as its description.
 
     >>> from dataclasses import dataclass
+    >>> from typing import Annotated
+    >>> import annotated_types as at
+    >>> @dataclass
+    ... class O:
+    ...     volume: Annotated[int, at.Interval(ge=0, le=100)] = 50
+    >>> s = json_schema(O)
+    >>> s["properties"]["volume"], s["additionalProperties"]
+    ({'default': 50, 'maximum': 100, 'minimum': 0, 'type': 'integer'}, False)
+    """
+    doc = _adapter(schema).json_schema()
+
+    def describe(node: dict[str, Any], cls: type) -> None:
+        docs = field_docs(cls)
+        hints = _hints(cls)
+        for name, prop in (node.get("properties") or {}).items():
+            prop.pop("title", None)
+            if name in docs:
+                prop["description"] = docs[name]
+            sub = _non_null(_strip(hints.get(name)))
+            ref = prop.get("$ref", "")
+            if _is_dataclass_type(sub) and ref.startswith("#/$defs/"):
+                describe(doc["$defs"][ref.rsplit("/", 1)[1]], sub)
+
+    describe(doc, schema)
+    if schema.__doc__ and not schema.__doc__.startswith(f"{schema.__name__}("):
+        doc["description"] = inspect.cleandoc(schema.__doc__).split("\n\n")[0]
+    return doc
+
+
+def describe_options(schema: type) -> list[tuple[str, str, Any]]:
+    """``(name, type, default)`` rows for docs and ``xiaozhi plugins --verbose``; the
+    type shows its range when it has one.
+
+    >>> from dataclasses import dataclass
+    >>> from typing import Annotated
+    >>> import annotated_types as at
     >>> @dataclass
     ... class O:
     ...     x: int = 3
+    ...     n: Annotated[int, at.Ge(1)] = 2
     >>> describe_options(O)
-    [('x', 'int', 3)]
+    [('x', 'int', 3), ('n', 'int >= 1', 2)]
     """
-    hints = typing.get_type_hints(schema)
+    hints = _hints(schema)
     rows: list[tuple[str, str, Any]] = []
     for f in dataclasses.fields(schema):
+        if not f.init:
+            continue
         if f.default is not _MISSING:
             default: Any = f.default
         elif f.default_factory is not _MISSING:
             default = f.default_factory()
         else:
             default = "(required)"
-        rows.append((f.name, _type_name(hints[f.name]), default))
+        tp = hints[f.name]
+        bounds = _bounds(tp) or _bounds(_non_null(_strip(tp)))
+        name = _type_name(tp) + (f" {bounds}" if bounds else "")
+        rows.append((f.name, name, default))
     return rows
