@@ -64,13 +64,14 @@ async def test_the_key_comes_from_the_environment(fake_dashscope: Any,
 
 
 @pytest.mark.parametrize(("name", "options", "pattern"), [
-    ("qwen", {"temperature": 2.5}, r"temperature must be in \[0, 2\)"),
-    ("qwen", {"timeout": 0}, "timeout must be > 0"),
+    ("qwen", {"temperature": 2.5}, r"^qwen\.options\.temperature: must be in \[0, 2\), got 2\.5$"),
+    ("qwen", {"timeout": 0}, r"^qwen\.options\.timeout: must be > 0, got 0"),
     ("qwen", {"modle": "qwen-max"}, "unknown key 'modle'"),
     ("paraformer", {"sample_rate": 8000}, "not allowed"),
     ("paraformer", {"language_hints": "zh"}, "expected a list"),
-    ("cosyvoice", {"volume": 120}, r"volume must be in 0\.\.100"),
-    ("cosyvoice", {"rate": 3.0}, r"rate must be in 0\.5\.\.2\.0"),
+    ("cosyvoice", {"volume": 120}, r"^cosyvoice\.options\.volume: must be in 0\.\.100, got 120$"),
+    ("cosyvoice", {"rate": 3.0}, r"^cosyvoice\.options\.rate: must be in 0\.5\.\.2\.0, got 3\.0$"),
+    ("paraformer", {"chunk_ms": 0}, r"^paraformer\.options\.chunk_ms: must be >= 1, got 0$"),
 ])
 def test_option_validation(name: str, options: dict[str, Any], pattern: str) -> None:
     with pytest.raises(ConfigError, match=pattern):

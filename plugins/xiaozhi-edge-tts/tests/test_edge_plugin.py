@@ -51,7 +51,7 @@ def test_defaults(edge_spec: ProviderSpec) -> None:
     ({"pitch": "+10%"}, r"edge: pitch '\+10%' must look like '\+5Hz' or '-10Hz'"),
     ({"sample_rate": 22050}, r"tts\.options\.sample_rate: .*22050.* is not allowed; "
                              r"allowed: 16000, 24000"),
-    ({"receive_timeout": 0}, r"edge: receive_timeout must be > 0"),
+    ({"receive_timeout": 0}, r"tts\.options\.receive_timeout: must be > 0, got 0"),
     ({"endpoint": "http://127.0.0.1/x"}, r"edge: endpoint 'http://127\.0\.0\.1/x' must be a "
                                          r"ws:// or wss:// URL"),
     ({"proxy": "socks5://p:1080"}, r"edge: proxy 'socks5://p:1080' must be an http:// or"),

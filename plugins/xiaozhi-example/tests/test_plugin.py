@@ -51,5 +51,5 @@ def test_sine_options_are_validated(options: dict[str, object], path: str, messa
 
 def test_echo_options_are_validated() -> None:
     spec = default_registry().get("llm", "echo")
-    with pytest.raises(ConfigError, match="word_delay -1.0 must be >= 0"):
+    with pytest.raises(ConfigError, match=r"^llm\.options\.word_delay: must be >= 0, got -1$"):
         spec.validate({"word_delay": -1}, path="llm.options")

@@ -26,10 +26,11 @@ def test_discovered_through_the_entry_point() -> None:
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    ({"n_threads": 0}, "llm.options: n_threads must be >= 1"),
+    ({"n_threads": 0}, "llm.options.n_threads: must be >= 1, got 0"),
     ({"max_tokens": 4096, "n_ctx": 2048}, "llm.options: max_tokens must be smaller than n_ctx"),
-    ({"top_p": 0}, "llm.options: top_p must be in (0, 1]"),
-    ({"instances": 0}, "llm.options: instances must be >= 1"),
+    ({"top_p": 0}, "llm.options.top_p: must be in (0, 1], got 0"),
+    ({"instances": 0}, "llm.options.instances: must be >= 1, got 0"),
+    ({"n_threads_batch": 0}, "llm.options.n_threads_batch: must be >= 1, got 0"),
     ({"n_ctx": "big"}, "llm.options.n_ctx: expected an integer, got 'big'"),
     ({"tools": True}, "llm.options.tools: unknown key 'tools'"),
 ])

@@ -46,9 +46,10 @@ def test_plugin_module_does_not_import_the_sdk() -> None:
 @pytest.mark.parametrize(("role", "options", "message"), [
     ("llm", {"base_url": "api.openai.com/v1"}, r"llm\.options: base_url 'api\.openai\.com/v1' "
                                                 r"must be an http\(s\) URL"),
-    ("llm", {"first_token_timeout": 0}, r"first_token_timeout must be > 0"),
-    ("asr", {"max_retries": -1}, r"max_retries must be >= 0"),
-    ("tts", {"speed": 9.0}, r"speed must be between 0\.25 and 4\.0"),
+    ("llm", {"first_token_timeout": 0}, r"^llm\.options\.first_token_timeout: must be > 0, got 0$"),
+    ("asr", {"max_retries": -1}, r"^asr\.options\.max_retries: must be >= 0, got -1$"),
+    ("tts", {"speed": 9.0}, r"^tts\.options\.speed: must be in 0\.25\.\.4\.0, got 9\.0$"),
+    ("asr", {"read_timeout": -1}, r"^asr\.options\.read_timeout: must be > 0, got -1$"),
     ("tts", {"voices": "nova"}, r"unknown key 'voices'"),
     ("llm", {"extra_body": ["x"]}, r"llm\.options\.extra_body: expected a mapping"),
 ])

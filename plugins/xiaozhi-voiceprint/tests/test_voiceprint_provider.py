@@ -177,7 +177,8 @@ def test_bad_audio_is_refused_precisely(tmp_path: Path, pcm: Pcm) -> None:
 
 def test_options_are_validated_by_the_spec() -> None:
     spec = default_registry().get("voiceprint", "resemblyzer")
-    with pytest.raises(ConfigError, match="threshold must be between 0 and 1"):
+    with pytest.raises(ConfigError,
+                       match=r"^voiceprint\.options\.threshold: must be in 0\.0\.\.1\.0, got 80$"):
         spec.validate({"threshold": 80}, path="voiceprint.options")
     with pytest.raises(ConfigError, match="unknown key 'treshold'"):
         spec.validate({"treshold": 0.8}, path="voiceprint.options")

@@ -34,9 +34,9 @@ def test_specs_and_defaults() -> None:
 
 @pytest.mark.parametrize(("raw", "message"), [
     ({"model": "small"}, "asr.options.model: 'small' is not allowed; allowed: 'tiny.en', 'base'"),
-    ({"beam_size": 0}, "asr.options: beam_size must be >= 1"),
-    ({"cpu_threads": 0}, "asr.options: cpu_threads must be >= 1"),
-    ({"num_workers": 0}, "asr.options: num_workers must be >= 1"),
+    ({"beam_size": 0}, "asr.options.beam_size: must be >= 1, got 0"),
+    ({"cpu_threads": 0}, "asr.options.cpu_threads: must be >= 1, got 0"),
+    ({"num_workers": 0}, "asr.options.num_workers: must be >= 1, got 0"),
     ({"compute_type": "float16"}, "asr.options.compute_type: 'float16' is not allowed"),
     ({"language": "french"}, "asr.options: language 'french' is not a language code"),
     ({"language": "fr"}, "asr.options: language 'fr' needs a multilingual model"),

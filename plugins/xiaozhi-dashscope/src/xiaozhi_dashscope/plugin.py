@@ -21,19 +21,15 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import annotated_types as at
 
 from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
 from xiaozhi_core.types import Execution, Role
 
 __all__ = ["CosyVoiceOptions", "ParaformerOptions", "QwenOptions", "xiaozhi_providers"]
-
-
-def _positive(owner: str, **values: float) -> None:
-    for name, value in values.items():
-        if value <= 0:
-            raise ValueError(f"{owner}: {name} must be > 0 (got {value})")
 
 
 @dataclass
@@ -47,22 +43,17 @@ class QwenOptions:
     #: HTTP API root; unset = the SDK default (``https://dashscope.aliyuncs.com/api/v1``,
     #: or ``DASHSCOPE_HTTP_BASE_URL``). International: ``https://dashscope-intl.aliyuncs.com/api/v1``.
     base_http_url: str | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
+    temperature: Annotated[float, at.Interval(ge=0, lt=2)] | None = None
+    top_p: Annotated[float, at.Interval(gt=0, le=1)] | None = None
+    max_tokens: Annotated[int, at.Ge(1)] | None = None
     #: Let Qwen search the web (costs extra; slower first token).
     enable_search: bool = False
     #: Qwen3 hybrid models: think before answering (slow for voice; null = model default).
     enable_thinking: bool | None = None
     #: Seconds without any data from the server (connect, first token, between chunks).
-    timeout: float = 30.0
+    timeout: Annotated[float, at.Gt(0)] = 30.0
     #: Extra Generation parameters passed as they are (e.g. ``{seed: 1, stop: ["。"]}``).
     parameters: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _positive("qwen", timeout=self.timeout)
-        if self.temperature is not None and not 0 <= self.temperature < 2:
-            raise ValueError(f"qwen: temperature must be in [0, 2) (got {self.temperature})")
 
 
 @dataclass
@@ -84,21 +75,17 @@ class ParaformerOptions:
     language_hints: list[str] | None = None
     #: Seconds allowed to connect and start the task, and, after ``finish()``, to get
     #: the final result.
-    timeout: float = 10.0
+    timeout: Annotated[float, at.Gt(0)] = 10.0
     #: Seconds a stream may go without any message from the server before it is
     #: declared dead (the user may be silent for a while: keep it generous).
-    idle_timeout: float = 60.0
+    idle_timeout: Annotated[float, at.Gt(0)] = 60.0
     #: Frame size used by ``transcribe()`` (the service recommends ~100 ms).
-    chunk_ms: int = 100
+    chunk_ms: Annotated[int, at.Ge(1)] = 100
     #: Most audio buffered while the connection is not ready or the server lags.
-    max_buffered_seconds: float = 30.0
+    max_buffered_seconds: Annotated[float, at.Gt(0)] = 30.0
     #: Extra task parameters passed as they are (e.g. ``{vocabulary_id: ...,
     #: disfluency_removal_enabled: true, max_sentence_silence: 800}``).
     parameters: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _positive("paraformer", timeout=self.timeout, idle_timeout=self.idle_timeout,
-                  chunk_ms=self.chunk_ms, max_buffered_seconds=self.max_buffered_seconds)
 
 
 @dataclass
@@ -112,27 +99,18 @@ class CosyVoiceOptions:
     #: PCM16 mono output rate (the rates CosyVoice offers for PCM).
     sample_rate: Literal[8000, 16000, 22050, 24000, 44100, 48000] = 24000
     #: 0..100
-    volume: int = 50
+    volume: Annotated[int, at.Interval(ge=0, le=100)] = 50
     #: Speech rate and pitch, 0.5..2.0.
-    rate: float = 1.0
-    pitch: float = 1.0
+    rate: Annotated[float, at.Interval(ge=0.5, le=2.0)] = 1.0
+    pitch: Annotated[float, at.Interval(ge=0.5, le=2.0)] = 1.0
     api_key: str | None = None
     base_websocket_url: str | None = None
     #: Seconds allowed to connect and start, to get the first audio, and between chunks.
-    timeout: float = 10.0
+    timeout: Annotated[float, at.Gt(0)] = 10.0
     #: Audio chunks the receiving thread may hold ahead of the consumer.
-    buffer_chunks: int = 32
+    buffer_chunks: Annotated[int, at.Ge(1)] = 32
     #: Extra task parameters passed as they are (e.g. ``{language_hints: [zh]}``).
     parameters: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _positive("cosyvoice", timeout=self.timeout, buffer_chunks=self.buffer_chunks)
-        if not 0 <= self.volume <= 100:
-            raise ValueError(f"cosyvoice: volume must be in 0..100 (got {self.volume})")
-        for name in ("rate", "pitch"):
-            value = getattr(self, name)
-            if not 0.5 <= value <= 2.0:
-                raise ValueError(f"cosyvoice: {name} must be in 0.5..2.0 (got {value})")
 
 
 @hookimpl

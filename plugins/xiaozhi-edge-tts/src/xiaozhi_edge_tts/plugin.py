@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+import annotated_types as at
 
 from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
@@ -66,10 +68,10 @@ class EdgeTTSOptions:
     #: PCM16 mono rate of the output (Edge sends 24 kHz MP3; 16000 is resampled).
     sample_rate: Literal[16000, 24000] = 24000
     #: Seconds allowed to open the TCP (and TLS) connection.
-    connect_timeout: float = 10.0
+    connect_timeout: Annotated[float, at.Gt(0)] = 10.0
     #: Seconds the service may stay silent: after connecting until the first message,
     #: and between messages. A stalled stream raises ProviderTimeout.
-    receive_timeout: float = 10.0
+    receive_timeout: Annotated[float, at.Gt(0)] = 10.0
     #: HTTP proxy for the WebSocket, e.g. "http://proxy:3128". Unset: the WSS_PROXY and
     #: NO_PROXY environment variables (aiohttp picks proxies by URL scheme, so
     #: HTTPS_PROXY does not apply to wss://).
@@ -88,9 +90,6 @@ class EdgeTTSOptions:
                                  "(a signed percentage)")
         if not _HERTZ.match(self.pitch):
             raise ValueError(f"edge: pitch {self.pitch!r} must look like '+5Hz' or '-10Hz'")
-        for name in ("connect_timeout", "receive_timeout"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"edge: {name} must be > 0 (got {getattr(self, name)})")
         if self.proxy is not None and not self.proxy.startswith(("http://", "https://")):
             raise ValueError(f"edge: proxy {self.proxy!r} must be an http:// or https:// URL")
         if self.endpoint is not None and not self.endpoint.startswith(("ws://", "wss://")):

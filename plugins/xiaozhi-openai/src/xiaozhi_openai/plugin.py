@@ -27,8 +27,10 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
+
+import annotated_types as at
 
 from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
@@ -44,11 +46,8 @@ __all__ = [
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-def _positive(obj: object, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if value is not None and value <= 0:
-            raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+#: Seconds, more than zero.
+Seconds = Annotated[float, at.Gt(0)]
 
 
 @dataclass
@@ -71,14 +70,14 @@ class OpenAIConnectionOptions:
     #: Environment variable holding the key when ``api_key`` is unset (named in errors).
     api_key_env: str = "OPENAI_API_KEY"
     #: Seconds to establish the TCP/TLS connection.
-    connect_timeout: float = 5.0
+    connect_timeout: Seconds = 5.0
     #: Longest silence, in seconds, between two reads from the server (headers included).
-    read_timeout: float = 30.0
+    read_timeout: Seconds = 30.0
     #: Longest total time, in seconds, spent waiting for the server for one request
     #: (time the caller spends between streamed items is not counted).
-    total_timeout: float = 60.0
+    total_timeout: Seconds = 60.0
     #: Retries of a failed request (connection error, 408/409/429/5xx) before any output.
-    max_retries: int = 1
+    max_retries: Annotated[int, at.Ge(0)] = 1
     #: Extra JSON fields merged into every request body (vendor extensions).
     extra_body: dict[str, Any] = field(default_factory=dict)
     #: Extra HTTP headers sent with every request.
@@ -90,9 +89,6 @@ class OpenAIConnectionOptions:
             raise ValueError(
                 f"base_url {self.base_url!r} must be an http(s) URL such as {DEFAULT_BASE_URL}"
             )
-        _positive(self, "connect_timeout", "read_timeout", "total_timeout")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         if not self.api_key_env:
             raise ValueError("api_key_env must name an environment variable")
 
@@ -105,15 +101,9 @@ class OpenAILLMOptions(OpenAIConnectionOptions):
     #: Sampling temperature (server default when unset).
     temperature: float | None = None
     #: Cap on generated tokens, sent as ``max_tokens`` (server default when unset).
-    max_tokens: int | None = None
+    max_tokens: Annotated[int, at.Ge(1)] | None = None
     #: Seconds from the request until the first text or tool-call delta.
-    first_token_timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _positive(self, "first_token_timeout")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+    first_token_timeout: Seconds = 10.0
 
 
 @dataclass
@@ -127,7 +117,7 @@ class OpenAIASROptions(OpenAIConnectionOptions):
     #: Optional text to guide the model (names, spelling, previous sentence).
     prompt: str | None = None
     temperature: float | None = None
-    total_timeout: float = 30.0
+    total_timeout: Seconds = 30.0
 
 
 @dataclass
@@ -139,21 +129,13 @@ class OpenAITTSOptions(OpenAIConnectionOptions):
     #: Default voice; ``synthesize(voice=...)`` overrides it per call.
     voice: str = "alloy"
     #: 0.25 .. 4.0 (server default 1.0 when unset).
-    speed: float | None = None
+    speed: Annotated[float, at.Interval(ge=0.25, le=4.0)] | None = None
     #: Speaking style for models that accept it (not tts-1 / tts-1-hd).
     instructions: str | None = None
     #: Sample rate of the server's raw PCM. OpenAI's "pcm" is 24 kHz 16-bit mono.
-    sample_rate: int = 24000
+    sample_rate: Annotated[int, at.Ge(8000)] = 24000
     #: Seconds from the request until the first audio bytes.
-    first_chunk_timeout: float = 10.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _positive(self, "first_chunk_timeout")
-        if self.speed is not None and not 0.25 <= self.speed <= 4.0:
-            raise ValueError(f"speed must be between 0.25 and 4.0, got {self.speed}")
-        if self.sample_rate < 8000:
-            raise ValueError(f"sample_rate must be >= 8000 Hz, got {self.sample_rate}")
+    first_chunk_timeout: Seconds = 10.0
 
 
 @hookimpl

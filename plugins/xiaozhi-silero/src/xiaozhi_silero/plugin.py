@@ -22,6 +22,9 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import annotated_types as at
 
 from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
@@ -42,30 +45,23 @@ class SileroOptions:
     #: A silero VAD ONNX file (v5+ interface: inputs ``input``, ``state``, ``sr``).
     model_path: str | None = None
     #: A window whose speech probability reaches this starts (or resumes) speech.
-    threshold: float = 0.5
+    threshold: Annotated[float, at.Interval(gt=0, le=1)] = 0.5
     #: Once in speech, windows stay voiced while their probability is at least this
     #: (hysteresis; must not exceed ``threshold``).
-    release_threshold: float = 0.35
+    release_threshold: Annotated[float, at.Ge(0)] = 0.35
     #: Voiced audio needed before a start is reported (shorter blips are dropped).
-    min_speech_ms: int = 250
+    min_speech_ms: Annotated[int, at.Ge(0)] = 250
     #: Unvoiced audio that ends an utterance (shorter pauses do not split it).
-    min_silence_ms: int = 700
+    min_silence_ms: Annotated[int, at.Ge(0)] = 700
     #: Audio before the first voiced window that is included in the utterance.
-    pre_roll_ms: int = 300
+    pre_roll_ms: Annotated[int, at.Ge(0)] = 300
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.threshold <= 1.0:
-            raise ValueError(f"threshold ({self.threshold}) must be in (0, 1]")
-        if not 0.0 <= self.release_threshold <= self.threshold:
-            if self.release_threshold < 0.0:
-                raise ValueError(f"release_threshold ({self.release_threshold}) must be >= 0")
+        if self.release_threshold > self.threshold:
             raise ValueError(
                 f"release_threshold ({self.release_threshold}) must not exceed "
                 f"threshold ({self.threshold})"
             )
-        for name in ("min_speech_ms", "min_silence_ms", "pre_roll_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} ({getattr(self, name)}) must be >= 0")
         if self.model_path is not None and not self.model_path.strip():
             raise ValueError("model_path must not be empty; omit it to use the packaged model")
 

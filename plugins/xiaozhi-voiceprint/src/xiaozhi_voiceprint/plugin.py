@@ -10,6 +10,9 @@ Resemblyzer's pretrained GE2E speaker encoder, computed in numpy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import annotated_types as at
 
 from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
@@ -20,15 +23,16 @@ __all__ = ["ResemblyzerOptions", "xiaozhi_providers"]
 class ResemblyzerOptions:
     """Options of the ``resemblyzer`` voiceprint provider.
 
-    >>> ResemblyzerOptions(threshold=1.5)
+    >>> [spec] = xiaozhi_providers()
+    >>> spec.validate({"threshold": 1.5}, path="voiceprint.options")
     Traceback (most recent call last):
     ...
-    ValueError: threshold must be between 0 and 1 (cosine similarity), got 1.5
+    xiaozhi_core.errors.ConfigError: voiceprint.options.threshold: must be in 0.0..1.0, got 1.5
     """
 
     #: Minimum cosine similarity between an utterance and an enrolled voice for
     #: ``identify`` to name that speaker; below it the speaker is unknown.
-    threshold: float = 0.80
+    threshold: Annotated[float, at.Interval(ge=0.0, le=1.0)] = 0.80
     #: Where enrolled voices are kept (one JSON file per speaker). Default:
     #: ``$XDG_DATA_HOME/xiaozhi/voiceprints`` (``~/.local/share/xiaozhi/voiceprints``).
     store_dir: str | None = None
@@ -38,15 +42,7 @@ class ResemblyzerOptions:
     #: Resemblyzer's preprocessing does.
     trim_silence: bool = True
     #: Seconds of speech (after trimming) an utterance needs; shorter ones are refused.
-    min_seconds: float = 1.0
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(
-                f"threshold must be between 0 and 1 (cosine similarity), got {self.threshold}"
-            )
-        if self.min_seconds <= 0:
-            raise ValueError(f"min_seconds must be > 0, got {self.min_seconds}")
+    min_seconds: Annotated[float, at.Gt(0)] = 1.0
 
 
 @hookimpl

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
+
+import annotated_types as at
 
 from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
@@ -94,10 +96,12 @@ class WhisperOptions:
     model_path: str | None = None
     #: None: detect per utterance (multilingual models); English-only models use "en".
     language: str | None = None
-    beam_size: int = 1
+    #: 1 = greedy.
+    beam_size: Annotated[int, at.Ge(1)] = 1
     compute_type: ComputeType = "int8"
-    cpu_threads: int = 1
-    num_workers: int = 2
+    #: At least 1 (CTranslate2's 0 would pick 4, more than a small box has).
+    cpu_threads: Annotated[int, at.Ge(1)] = 1
+    num_workers: Annotated[int, at.Ge(1)] = 2
     #: Whisper's own Silero VAD pass; off because the core segments speech already.
     vad_filter: bool = False
     #: Text that conditions the first window: names, spelling, punctuation style.
@@ -109,15 +113,6 @@ class WhisperOptions:
 
     def __post_init__(self) -> None:
         self.language = normalize_language(self.language)
-        if self.beam_size < 1:
-            raise ValueError(f"beam_size must be >= 1 (1 = greedy), got {self.beam_size}")
-        if self.cpu_threads < 1:
-            raise ValueError(
-                f"cpu_threads must be >= 1, got {self.cpu_threads} (CTranslate2 would pick 4, "
-                "more than a small box has)"
-            )
-        if self.num_workers < 1:
-            raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
         if self.initial_prompt is not None and not self.initial_prompt.strip():
             self.initial_prompt = None
         if (self.model_path is None and self.model.endswith(".en")
