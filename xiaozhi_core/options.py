@@ -69,6 +69,7 @@ __all__ = [
     "describe_options",
     "field_docs",
     "json_schema",
+    "option_range",
     "options_to_dict",
     "validate_options",
 ]
@@ -485,8 +486,8 @@ def json_schema(schema: type) -> dict[str, Any]:
 
 
 def describe_options(schema: type) -> list[tuple[str, str, Any]]:
-    """``(name, type, default)`` rows for docs and ``xiaozhi plugins --verbose``; the
-    type shows its range when it has one.
+    """``(name, type, default)`` rows for docs and ``xiaozhi plugins --verbose``
+    (:func:`option_range` gives a field's range, :func:`json_schema` everything).
 
     >>> from dataclasses import dataclass
     >>> from typing import Annotated
@@ -496,7 +497,9 @@ def describe_options(schema: type) -> list[tuple[str, str, Any]]:
     ...     x: int = 3
     ...     n: Annotated[int, at.Ge(1)] = 2
     >>> describe_options(O)
-    [('x', 'int', 3), ('n', 'int >= 1', 2)]
+    [('x', 'int', 3), ('n', 'int', 2)]
+    >>> option_range(O, "n")
+    '>= 1'
     """
     hints = _hints(schema)
     rows: list[tuple[str, str, Any]] = []
@@ -509,8 +512,12 @@ def describe_options(schema: type) -> list[tuple[str, str, Any]]:
             default = f.default_factory()
         else:
             default = "(required)"
-        tp = hints[f.name]
-        bounds = _bounds(tp) or _bounds(_non_null(_strip(tp)))
-        name = _type_name(tp) + (f" {bounds}" if bounds else "")
-        rows.append((f.name, name, default))
+        rows.append((f.name, _type_name(hints[f.name]), default))
     return rows
+
+
+def option_range(schema: type, name: str) -> str:
+    """The range field ``name`` of ``schema`` allows, as text (``"in 0..100"``,
+    ``">= 1"``), or ``""`` when it has no ``annotated_types`` bounds."""
+    tp = _hints(schema)[name]
+    return _bounds(tp) or _bounds(_non_null(_strip(tp)))

@@ -47,6 +47,20 @@ def test_plugins_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert isinstance(doc["failures"], list)
 
 
+def test_plugins_schema_is_json_schema_with_ranges_and_descriptions(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plugins", "--schema"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    sine = next(p for p in doc if (p["role"], p["name"]) == ("tts", "sine"))
+    options = sine["options"]
+    assert options["type"] == "object" and options["additionalProperties"] is False
+    rate = options["properties"]["sample_rate"]
+    assert (rate["type"], rate["minimum"], rate["maximum"], rate["default"]) == (
+        "integer", 8000, 48000, 16000)
+    assert rate["description"] == "Output sample rate of the PCM16 mono stream, in Hz."
+    assert {(p["role"], p["name"]) for p in doc} >= {("llm", "echo"), ("asr", "fake")}
+
+
 def test_plugins_lists_load_failures(with_test_plugins: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plugins", "--verbose"]) == 0

@@ -16,15 +16,27 @@ def _plugins_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="also show each provider's factory, description and options")
+    p.add_argument("--schema", action="store_true",
+                   help="print the JSON Schema of each provider's options (JSON)")
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from ..options import describe_options
+    from ..options import describe_options, option_range
     from ..registry import default_registry
 
     registry = default_registry()
     providers = registry.providers()
     failures = registry.failures
+    if args.schema:
+        from ..options import json_schema
+
+        print(json.dumps([{
+            "role": r.spec.role.value,
+            "name": r.spec.name,
+            "distribution": r.origin.distribution,
+            "options": json_schema(r.spec.options),
+        } for r in providers], indent=2, ensure_ascii=False, default=repr))
+        return 0
     if args.json:
         doc = {
             "providers": [{
@@ -64,7 +76,9 @@ def _plugins(args: argparse.Namespace) -> int:
                   file=out)
             print(f"  factory: {r.spec.factory_path}", file=out)
             for name, type_name, default in describe_options(r.spec.options):
-                print(f"  option {name}: {type_name} = {default!r}", file=out)
+                bounds = option_range(r.spec.options, name)
+                print(f"  option {name}: {type_name}{' ' + bounds if bounds else ''} = "
+                      f"{default!r}", file=out)
     if failures:
         print(f"\n{len(failures)} plugin(s) failed to load:", file=out)
         table([["DISTRIBUTION", "VERSION", "ERROR"]] + [

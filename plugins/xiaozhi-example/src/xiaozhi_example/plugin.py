@@ -40,9 +40,9 @@ class EchoOptions:
 
     #: Put before the echoed words.
     prefix: str = "You said:"
+    # Ranges are annotated_types constraints: checked when a config is validated, listed
+    # in the JSON Schema and docs/configuration.md, and cheap to import.
     #: Pause between streamed words, in seconds (imitates a remote model's pace).
-    #: Ranges are ``annotated_types`` constraints: checked when a config is validated,
-    #: listed in the JSON Schema, and cheap to import.
     word_delay: Annotated[float, at.Ge(0)] = 0.0
 
 
