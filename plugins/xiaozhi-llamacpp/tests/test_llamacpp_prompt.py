@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xiaozhi_llamacpp.prompt import fit_turns, to_turns
+from xiaozhi_llamacpp._prompt import fit_turns, to_turns
 
 from xiaozhi_core.types import Message, ToolCall
 

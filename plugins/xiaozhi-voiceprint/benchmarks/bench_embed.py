@@ -28,9 +28,9 @@ def _utterance(seconds: float) -> np.ndarray:
 
 
 def main(repeats: int = 20) -> None:
-    from xiaozhi_voiceprint.encoder import _CACHE
+    from xiaozhi_voiceprint._encoder import _CACHE
     from xiaozhi_voiceprint.plugin import ResemblyzerOptions
-    from xiaozhi_voiceprint.provider import ResemblyzerVoiceprint
+    from xiaozhi_voiceprint.voiceprint import ResemblyzerVoiceprint
 
     _CACHE.clear()
     t0 = time.perf_counter()

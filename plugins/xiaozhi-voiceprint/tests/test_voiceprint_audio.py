@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from xiaozhi_voiceprint import _audio
-from xiaozhi_voiceprint.encoder import partial_slices
+from xiaozhi_voiceprint._encoder import partial_slices
 
 
 def test_mel_filterbank_shape_and_slaney_normalisation() -> None:

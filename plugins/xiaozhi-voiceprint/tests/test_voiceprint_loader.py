@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from xiaozhi_voiceprint._encoder import default_weights_path
 from xiaozhi_voiceprint._torchload import CheckpointError, _LazyTensor, _Storage, load_checkpoint
-from xiaozhi_voiceprint.encoder import default_weights_path
 
 
 @pytest.mark.parametrize("name", ["tiny_zip_format.pt", "tiny_legacy_format.pt"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from xiaozhi_voiceprint.plugin import ResemblyzerOptions
-from xiaozhi_voiceprint.provider import ResemblyzerVoiceprint, default_store_dir, enroll_wav
+from xiaozhi_voiceprint.voiceprint import ResemblyzerVoiceprint, default_store_dir, enroll_wav
 
 from xiaozhi_core.audio import resample
 from xiaozhi_core.errors import ConfigError, ProviderError
@@ -45,7 +45,7 @@ def test_never_imports_torch_or_resemblyzer(tmp_path: Path, data_dir: Path) -> N
     script = (
         "import sys\n"
         "from xiaozhi_voiceprint.plugin import ResemblyzerOptions\n"
-        "from xiaozhi_voiceprint.provider import ResemblyzerVoiceprint, enroll_wav\n"
+        "from xiaozhi_voiceprint.voiceprint import ResemblyzerVoiceprint, enroll_wav\n"
         f"vp = ResemblyzerVoiceprint(ResemblyzerOptions(store_dir={str(tmp_path)!r}))\n"
         f"enroll_wav(vp, 'alice', {str(data_dir / 'en-us_1.wav')!r})\n"
         "heavy = {'torch', 'librosa', 'webrtcvad', 'resemblyzer', 'scipy', 'numba'}\n"

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 from xiaozhi_voiceprint import _audio
-from xiaozhi_voiceprint.encoder import load_encoder
+from xiaozhi_voiceprint._encoder import load_encoder
 from xiaozhi_voiceprint.plugin import ResemblyzerOptions
-from xiaozhi_voiceprint.provider import ResemblyzerVoiceprint
+from xiaozhi_voiceprint.voiceprint import ResemblyzerVoiceprint
 
 pytestmark = pytest.mark.slow
 

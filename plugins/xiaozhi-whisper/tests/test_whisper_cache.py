@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xiaozhi_whisper import models
-from xiaozhi_whisper.models import (
+from xiaozhi_whisper import _models as models
+from xiaozhi_whisper._models import (
     CATALOGUE,
     MANIFEST,
     FileCheck,
@@ -171,7 +171,7 @@ def test_publish_replaces_an_invalid_target(tmp_path: Path) -> None:
 _RACER = """
 import json, sys, time
 from pathlib import Path
-from xiaozhi_whisper.models import FileCheck, ensure_joined
+from xiaozhi_whisper._models import FileCheck, ensure_joined
 job = json.loads(sys.argv[1])
 go = Path(job["go"])
 while not go.exists():
@@ -268,7 +268,7 @@ def test_provider_joins_base_once_and_rebuilds_a_corrupt_cache(
     from xiaozhi_whisper.plugin import WhisperOptions
 
     options = WhisperOptions(model="base", cache_dir=str(tmp_path), language="en")
-    caplog.set_level(logging.INFO, logger="xiaozhi_whisper.models")
+    caplog.set_level(logging.INFO, logger="xiaozhi_whisper._models")
     first = WhisperASR(options)
     target = tmp_path / "base"
     assert first.model_dir == target and first.multilingual

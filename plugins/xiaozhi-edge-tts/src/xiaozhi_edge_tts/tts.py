@@ -18,7 +18,7 @@ connector is closed first, which drops the socket at once, then the pump is canc
 no close handshake to wait for, nothing left running.
 
 Decoding runs on the event loop: it costs about 1.5 ms of CPU per second of audio
-(README, ``bench_decode.py``), less than a thread hand-off would save.
+(README, ``benchmarks/bench_decode.py``), less than a thread hand-off would save.
 """
 
 from __future__ import annotations

@@ -1,3 +1,8 @@
 """xiaozhi-espeak: the ``espeak`` TTS provider (libespeak-ng via ctypes) for xiaozhi-core."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the version is written once, in pyproject.toml
+    __version__ = version("xiaozhi-espeak")
+except PackageNotFoundError:  # pragma: no cover - imported from a source tree
+    __version__ = "0+unknown"

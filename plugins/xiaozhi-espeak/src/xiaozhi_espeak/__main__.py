@@ -20,7 +20,7 @@ __all__ = ["main"]
 
 
 def _voices(language: str | None) -> int:
-    from .engine import list_voices
+    from ._engine import list_voices
 
     voices = list_voices(language)
     if not voices:

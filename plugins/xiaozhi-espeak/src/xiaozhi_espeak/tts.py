@@ -22,10 +22,10 @@ from collections.abc import Generator
 
 from xiaozhi_core.audio import resample
 
-from .engine import EspeakEngine, VoiceInfo, get_engine
+from ._engine import EspeakEngine, UnknownVoiceError, VoiceInfo, get_engine, list_voices
 from .plugin import EspeakOptions
 
-__all__ = ["EspeakTTS"]
+__all__ = ["EspeakTTS", "UnknownVoiceError", "VoiceInfo", "list_voices"]
 
 
 class EspeakTTS:
@@ -47,7 +47,7 @@ class EspeakTTS:
         """Yield PCM16LE mono chunks of ``chunk_ms`` (the last one may be shorter).
 
         ``voice`` overrides the configured voice for this call. An unknown voice raises
-        :class:`~xiaozhi_espeak.engine.UnknownVoiceError` (a ``ProviderError``) before
+        :class:`UnknownVoiceError` (a ``ProviderError``) before
         anything is yielded; text without anything to say yields nothing.
         """
         if not text or not text.strip():

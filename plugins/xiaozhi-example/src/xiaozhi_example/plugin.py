@@ -2,8 +2,8 @@
 
 The entry point names this module, so it must stay cheap to import: options
 dataclasses and provider specs only. The implementations (and any heavy import: SDKs,
-onnxruntime, model weights) live in :mod:`xiaozhi_example.echo` and
-:mod:`xiaozhi_example.sine`, which the core imports only when a deployment selects the
+onnxruntime, model weights) live in :mod:`xiaozhi_example.llm` and
+:mod:`xiaozhi_example.tts`, which the core imports only when a deployment selects the
 provider, because the factories are given as ``"module:attr"`` strings.
 
 Example:
@@ -78,7 +78,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             name="echo",
             # io: chat() is an async generator, awaited on the event loop.
             execution=Execution.IO,
-            factory="xiaozhi_example.echo:EchoLLM",
+            factory="xiaozhi_example.llm:EchoLLM",
             options=EchoOptions,
             capabilities=frozenset({"tools"}),
             description="echoes the last user message word by word; calls get_time when "
@@ -89,7 +89,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             name="sine",
             # cpu: synthesize() is a plain generator, run in the core's worker pool.
             execution=Execution.CPU,
-            factory="xiaozhi_example.sine:SineTTS",
+            factory="xiaozhi_example.tts:SineTTS",
             options=SineOptions,
             description="a sine tone whose length follows the text (template provider)",
         ),

@@ -24,7 +24,7 @@ other caller.)
 
 Tools. The provider does not declare the ``tools`` capability, so the core never
 offers it tools; ``tools`` passed anyway are ignored. Tool calls and results in the
-history are rendered as text (see :mod:`xiaozhi_llamacpp.prompt`).
+history are rendered as text (see :mod:`xiaozhi_llamacpp._prompt`).
 """
 
 from __future__ import annotations
@@ -48,9 +48,9 @@ from xiaozhi_core.errors import ProviderError
 from xiaozhi_core.providers import LLMChunk
 from xiaozhi_core.types import Message, ToolSpec
 
-from .modelfile import default_model_path
+from ._modelfile import default_model_path
+from ._prompt import CHATML_TEMPLATE, Turn, fit_turns, to_turns
 from .plugin import LlamaCppOptions
-from .prompt import CHATML_TEMPLATE, Turn, fit_turns, to_turns
 
 __all__ = ["POLL_SECONDS", "GenerationStats", "LlamaCppLLM", "Reply"]
 

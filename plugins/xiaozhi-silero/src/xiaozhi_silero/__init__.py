@@ -1,3 +1,8 @@
 """Silero VAD provider for xiaozhi-core (see :mod:`xiaozhi_silero.plugin`)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the version is written once, in pyproject.toml
+    __version__ = version("xiaozhi-silero")
+except PackageNotFoundError:  # pragma: no cover - imported from a source tree
+    __version__ = "0+unknown"

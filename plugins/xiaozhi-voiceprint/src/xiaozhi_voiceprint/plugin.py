@@ -52,7 +52,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             role=Role.VOICEPRINT,
             name="resemblyzer",
             execution=Execution.CPU,
-            factory="xiaozhi_voiceprint.provider:ResemblyzerVoiceprint",
+            factory="xiaozhi_voiceprint.voiceprint:ResemblyzerVoiceprint",
             options=ResemblyzerOptions,
             description="speaker embeddings from Resemblyzer's GE2E encoder, in numpy "
             "(weights from the resemblyzer package; no torch)",

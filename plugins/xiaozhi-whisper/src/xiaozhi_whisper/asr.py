@@ -32,7 +32,7 @@ from faster_whisper import WhisperModel
 from xiaozhi_core.errors import ProviderError
 from xiaozhi_core.types import ASRResult
 
-from .models import resolve_model_dir
+from ._models import resolve_model_dir
 from .plugin import WhisperOptions, normalize_language
 
 __all__ = ["MIN_SAMPLES", "SAMPLE_RATE", "WhisperASR"]

@@ -7,7 +7,7 @@ produces 31.25 windows per second of audio, so ``1e6 / (31.25 * us)`` streams fi
 one core in real time. ``session.run`` alone is timed too, to show the Python overhead
 of building the batch (state stacking, context) around it.
 
-Run:  python plugins/xiaozhi-silero/bench_vad.py [--out PATH] [--seconds 0.4]
+Run:  python plugins/xiaozhi-silero/benchmarks/bench_vad.py [--out PATH] [--seconds 0.4]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "vad.json"
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 WINDOWS_PER_SECOND = 16000 / 512

@@ -1,8 +1,8 @@
 """Measure the ``llamacpp`` provider on this machine: load time, time to first token and
 generation speed for a short voice-assistant question, per ``n_threads``.
 
-    python plugins/xiaozhi-llamacpp/bench_llamacpp.py            # n_threads 1 and 2
-    python plugins/xiaozhi-llamacpp/bench_llamacpp.py --busy     # + one busy core beside
+    python plugins/xiaozhi-llamacpp/benchmarks/bench_llamacpp.py         # n_threads 1 and 2
+    python plugins/xiaozhi-llamacpp/benchmarks/bench_llamacpp.py --busy  # + one busy core
 
 ``--busy`` runs a CPU-bound process beside the model, as TTS/ASR of other sessions do in
 the core's pool. "cold" TTFT evaluates the whole prompt; "cached" is the next question of

@@ -64,7 +64,7 @@ _GENDERS = {0: "", 1: "male", 2: "female"}
 
 HOW_TO_LIST = (
     "list the voices with `python -m xiaozhi_espeak voices [LANGUAGE]` (or "
-    "xiaozhi_espeak.engine.list_voices()); a voice is a language code such as 'en-us', "
+    "xiaozhi_espeak.tts.list_voices()); a voice is a language code such as 'en-us', "
     "'en-gb', 'cmn', 'yue', 'fr', 'de', a voice name or identifier ('English (America)', "
     "'gmw/en-US'), optionally with a variant: 'en-us+f3'"
 )

@@ -1,6 +1,6 @@
 """Measure the whisper provider on this machine: join, load, latency/RTF, throughput.
 
-Run:  python plugins/xiaozhi-whisper/tools/bench_whisper.py [--runs 7]
+Run:  python plugins/xiaozhi-whisper/benchmarks/bench_whisper.py [--runs 7]
 Needs espeak-ng (the utterance is synthesised). Prints Markdown tables. Wall times on a
 shared machine are noisy: the medians and minima of several runs are shown, with the
 process CPU time (all threads) per call beside them.
@@ -56,8 +56,8 @@ def main() -> None:
 
 def run(runs: int, tmp: Path) -> None:
     import jiwer
+    from xiaozhi_whisper._models import resolve_model_dir
     from xiaozhi_whisper.asr import WhisperASR
-    from xiaozhi_whisper.models import resolve_model_dir
     from xiaozhi_whisper.plugin import WhisperOptions
 
     clips = {s: speak(s, tmp) for s in SENTENCES}

@@ -6,7 +6,9 @@ with ``--speech``) to MP3 at Edge's 48 kbit/s, then decodes it with the provider
 rates. Reports CPU milliseconds per second of audio and the longest single ``feed()``
 (the longest the event loop is held when a chunk of that size arrives).
 
-Usage: ``.venv/bin/python plugins/xiaozhi-edge-tts/bench_decode.py [--seconds 30] [--speech]``
+Usage::
+
+    .venv/bin/python plugins/xiaozhi-edge-tts/benchmarks/bench_decode.py [--seconds 30] [--speech]
 """
 
 from __future__ import annotations

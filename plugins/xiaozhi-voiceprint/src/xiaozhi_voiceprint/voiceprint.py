@@ -1,7 +1,7 @@
 """The ``resemblyzer`` voiceprint provider: embed, enrol, identify.
 
 Utterances (16 kHz mono int16) are scaled to [-1, 1), raised to -30 dBFS if quieter,
-stripped of long pauses, and embedded by :class:`~xiaozhi_voiceprint.encoder.ResemblyzerEncoder`.
+stripped of long pauses, and embedded by :class:`~xiaozhi_voiceprint._encoder.ResemblyzerEncoder`.
 Enrolled voices live in ``store_dir``, one JSON file per speaker holding the running
 mean of that speaker's utterance embeddings; ``identify`` compares an utterance with
 each of them by cosine similarity.
@@ -43,7 +43,7 @@ from xiaozhi_core.errors import ProviderError
 from xiaozhi_core.types import SpeakerMatch
 
 from . import _audio
-from .encoder import EMBEDDING_SIZE, WeightsError, load_encoder
+from ._encoder import EMBEDDING_SIZE, WeightsError, load_encoder
 from .plugin import ResemblyzerOptions
 
 try:  # POSIX: serialise read-modify-write of a speaker file across processes too.
