@@ -158,7 +158,7 @@ def scaffold(name: str, role: str, *, execution: str | None = None,
         "options": r.options, "doctest": r.doctest, "bad_key": r.bad_key,
         "bad_value": r.bad_value,
         "vad": roles["vad"], "asr": roles["asr"], "llm": roles["llm"], "tts": roles["tts"],
-        "voiceprint_line": f"voiceprint: {{provider: {provider}}}" if role == "voiceprint"
+        "voiceprint_line": f"\nvoiceprint: {{provider: {provider}}}" if role == "voiceprint"
         else "",
         "options_doc": f"See `src/{package}/plugin.py`, or `xiaozhi plugins --schema`.",
     }
