@@ -47,7 +47,7 @@ A deployment is one or more YAML files (`xiaozhi serve -c base.yaml -c local.yam
 deep-merged in order. Unknown keys, wrong types and values out of range are refused at
 start-up with the key path (`asr.options.beam_size: must be >= 1, got 0`). Any string
 may be `${VAR}` or `${VAR:-default}`; such values are parsed as the key's type.
-`xiaozhi config FILE...` checks a deployment without starting it; `xiaozhi plugins
+`xiaozhi config check FILE...` checks a deployment without starting it; `xiaozhi plugins
 --schema` prints the JSON Schema of every installed provider's options.
 """
 

@@ -55,7 +55,17 @@ import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    TypeGuard,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import annotated_types as at  # noqa: F401 - doctest schemas resolve ``at.Ge`` here
 
@@ -63,6 +73,7 @@ from .errors import ConfigError
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
+    from pydantic_core import ErrorDetails
 
 __all__ = [
     "EnvStr",
@@ -96,7 +107,7 @@ _FALSE = {"false", "no", "off", "0"}
 _NULL = {"", "null", "~", "none"}
 
 
-def _env_scalar(tp: Any, value: str) -> Any:
+def _env_scalar(tp: object, value: str) -> object:
     """``value`` parsed as scalar type ``tp``; raises ValueError when it does not parse."""
     text = value.strip()
     if tp is bool:
@@ -118,7 +129,7 @@ def _env_scalar(tp: Any, value: str) -> Any:
     raise ValueError(value)
 
 
-def _parse_env(tp: Any, value: str) -> Any:
+def _parse_env(tp: object, value: str) -> object:
     """An :class:`EnvStr` parsed for declared type ``tp`` (today's rules); ValueError
     when it cannot be."""
     tp = _strip(tp)
@@ -151,26 +162,26 @@ def _parse_env(tp: Any, value: str) -> Any:
 
 
 # ----------------------------------------------------------------------- type helpers
-def _strip(tp: Any) -> Any:
+def _strip(tp: object) -> object:
     """``tp`` without ``Annotated`` metadata."""
     while get_origin(tp) is Annotated:
         tp = get_args(tp)[0]
     return tp
 
 
-def _metadata(tp: Any) -> list[Any]:
-    out: list[Any] = []
+def _metadata(tp: object) -> list[object]:
+    out: list[object] = []
     while get_origin(tp) is Annotated:
-        out.extend(tp.__metadata__)
+        out.extend(get_args(tp)[1:])
         tp = get_args(tp)[0]
     return out
 
 
-def _is_union(tp: Any) -> bool:
+def _is_union(tp: object) -> bool:
     return get_origin(tp) in (Union, types.UnionType)
 
 
-def _non_null(tp: Any) -> Any:
+def _non_null(tp: object) -> object:
     """``X`` for ``X | None``; the type itself otherwise."""
     if _is_union(tp):
         args = [a for a in get_args(tp) if a is not type(None)]
@@ -179,20 +190,20 @@ def _non_null(tp: Any) -> Any:
     return tp
 
 
-def _is_dataclass_type(tp: Any) -> bool:
+def _is_dataclass_type(tp: object) -> TypeGuard[type]:
     return dataclasses.is_dataclass(tp) and isinstance(tp, type)
 
 
 @functools.cache
-def _hints(schema: type) -> dict[str, Any]:
+def _hints(schema: type) -> dict[str, object]:
     return typing.get_type_hints(schema, include_extras=True)
 
 
-def _init_fields(schema: type) -> list[dataclasses.Field[Any]]:
+def _init_fields(schema: type) -> list[dataclasses.Field[object]]:
     return [f for f in dataclasses.fields(schema) if f.init]
 
 
-def _type_name(tp: Any) -> str:
+def _type_name(tp: object) -> str:
     tp = _strip(tp)
     origin = get_origin(tp)
     if origin is Literal:
@@ -208,7 +219,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _kind(value: Any) -> str:
+def _kind(value: object) -> str:
     return "a string" if isinstance(value, str) else type(value).__name__
 
 
@@ -218,8 +229,17 @@ def _join(path: str, key: str | int) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _walk(schema: Any, data: Any, loc: Sequence[str | int]
-          ) -> tuple[Any, Any, list[str | int], Any, Any]:
+def _child(container: object, part: str | int) -> tuple[bool, object]:
+    """``(True, container[part])`` if the data has that key or index, else ``(False, None)``."""
+    if isinstance(container, Mapping) and part in container:
+        return True, container[part]
+    if isinstance(container, list) and isinstance(part, int) and 0 <= part < len(container):
+        return True, container[part]
+    return False, None
+
+
+def _walk(schema: object, data: object, loc: Sequence[str | int]
+          ) -> tuple[object, object, list[str | int], object, str | int | None]:
     """Follow a pydantic error location through the declared types and the data.
 
     Returns ``(type, value, keys, parent, key)``: the declared type at the location
@@ -227,8 +247,10 @@ def _walk(schema: Any, data: Any, loc: Sequence[str | int]
     value there, the data keys followed (for the error path), and the container and key
     holding the value (to replace it).
     """
-    tp: Any = schema
-    value, parent, key = data, None, None
+    tp: object = schema
+    value: object = data
+    parent: object = None
+    key: str | int | None = None
     keys: list[str | int] = []
     for part in loc:
         base = _non_null(_strip(tp))
@@ -243,18 +265,14 @@ def _walk(schema: Any, data: Any, loc: Sequence[str | int]
             tp = (get_args(base) or (str, Any))[1]
         else:
             tp = Any
-        if (isinstance(value, Mapping) and part in value) or (
-                isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value)):
-            parent, key, value = value, part, value[part]
-            keys.append(part)
-        else:
-            keys.append(part)
-            parent, key, value = None, None, None
+        keys.append(part)
+        found, child = _child(value, part)
+        parent, key, value = (value, part, child) if found else (None, None, None)
     return tp, value, keys, parent, key
 
 
 # ----------------------------------------------------------------------- pydantic
-def _forbid_extra(tp: Any, seen: set[int]) -> None:
+def _forbid_extra(tp: object, seen: set[int]) -> None:
     """Give every dataclass reachable from ``tp`` pydantic's ``extra="forbid"`` config."""
     tp = _strip(tp)
     if id(tp) in seen:
@@ -264,7 +282,7 @@ def _forbid_extra(tp: Any, seen: set[int]) -> None:
         if "__pydantic_config__" not in tp.__dict__:
             from pydantic import ConfigDict
 
-            tp.__pydantic_config__ = ConfigDict(extra="forbid")
+            setattr(tp, "__pydantic_config__", ConfigDict(extra="forbid"))  # noqa: B010
         for hint in _hints(tp).values():
             _forbid_extra(hint, seen)
     for arg in get_args(tp):
@@ -279,7 +297,7 @@ def _adapter(schema: type) -> TypeAdapter[Any]:
     return TypeAdapter(schema)
 
 
-def _bounds(tp: Any) -> str:
+def _bounds(tp: object) -> str:
     """The range an ``Annotated`` type allows, as text: ``0..100``, ``>= 1``, ``> 0``."""
     lo = hi = None
     lo_open = hi_open = False
@@ -303,14 +321,16 @@ def _bounds(tp: Any) -> str:
     return ""
 
 
-def _message(err: Mapping[str, Any], tp: Any, value: Any, parent_tp: Any) -> str:
+def _message(err: ErrorDetails, tp: object, value: object, parent_tp: object) -> str:
     """Today's wording for one pydantic error."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
     base = _non_null(_strip(tp))
     if kind in ("unexpected_keyword_argument", "extra_forbidden"):
         key = err["loc"][-1]
-        allowed = ", ".join(sorted(f.name for f in _init_fields(_strip(parent_tp))))
+        parent = _strip(parent_tp)
+        fields = _init_fields(parent) if _is_dataclass_type(parent) else []
+        allowed = ", ".join(sorted(f.name for f in fields))
         return f"unknown key {key!r}; allowed keys: {allowed or '(none)'}"
     if kind in ("missing", "missing_argument"):
         return f"is required ({_type_name(tp)})"
@@ -346,7 +366,7 @@ def _message(err: Mapping[str, Any], tp: Any, value: Any, parent_tp: Any) -> str
     return str(err.get("msg", kind))
 
 
-def _prepare(tp: Any, value: Any) -> Any:
+def _prepare(tp: object, value: object) -> object:
     """A copy of ``value`` with each ${VAR} string parsed for its declared type (left as
     it is when it does not parse: validation then reports it) and numbers given for a
     ``str`` turned into text."""
@@ -372,7 +392,7 @@ def _prepare(tp: Any, value: Any) -> Any:
     return value
 
 
-def _order(err: Mapping[str, Any]) -> tuple[int, str]:
+def _order(err: ErrorDetails) -> tuple[int, str]:
     # Unknown keys first, by name (like a reader scanning the mapping), then field order.
     unknown = err["type"] in ("unexpected_keyword_argument", "extra_forbidden")
     return (0, str(err["loc"])) if unknown else (1, "")
@@ -389,7 +409,7 @@ def validate_options(schema: type[T], data: Mapping[str, Any] | None, *, path: s
     work = _prepare(schema, dict(data or {}))
     try:
         text = json.dumps(work, default=str, allow_nan=True)
-        obj: T = _adapter(schema).validate_json(text, strict=True)
+        obj: T = _adapter(typing.cast(type, schema)).validate_json(text, strict=True)
         return obj
     except ConfigError as exc:  # raised by a __post_init__ with its own path
         if exc.path or not path:
