@@ -89,7 +89,8 @@ def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_ME
     weights = np.maximum(0.0, np.minimum(rising, falling))
     weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
     weights.setflags(write=False)
-    return weights
+    out: np.ndarray = weights
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -113,7 +114,8 @@ def mel_spectrogram(wav: np.ndarray) -> np.ndarray:
     frames = np.lib.stride_tricks.sliding_window_view(x, N_FFT)[::HOP_LENGTH][:n_frames]
     spectrum = np.fft.rfft(frames * _hann(N_FFT), axis=1)
     power = spectrum.real**2 + spectrum.imag**2
-    return (power @ mel_filterbank().T).astype(np.float32)
+    mel: np.ndarray = (power @ mel_filterbank().T).astype(np.float32)
+    return mel
 
 
 # ------------------------------------------------------------------ level and silence
@@ -202,4 +204,5 @@ def trim_long_silences(wav: np.ndarray) -> np.ndarray:
     """
     mask = speech_mask(wav)
     n = len(mask) * VAD_WINDOW
-    return np.asarray(wav[:n])[np.repeat(mask, VAD_WINDOW)]
+    kept: np.ndarray = np.asarray(wav[:n])[np.repeat(mask, VAD_WINDOW)]
+    return kept

@@ -182,7 +182,8 @@ class ResemblyzerEncoder:
                 x = outputs
         raw = np.maximum(h @ self._linear_t + self._linear_b, 0.0)
         norms = np.linalg.norm(raw, axis=1, keepdims=True)
-        return raw / np.maximum(norms, 1e-12)
+        out: np.ndarray = raw / np.maximum(norms, 1e-12)
+        return out
 
     # -- utterances ------------------------------------------------------------------
     def embed_prepared(self, wav: np.ndarray) -> np.ndarray:
@@ -200,7 +201,8 @@ class ResemblyzerEncoder:
         batch = np.stack([mel[a:b] for a, b in slices])
         partials = self.forward(batch)
         mean = partials.mean(axis=0)
-        return (mean / np.linalg.norm(mean)).astype(np.float32)
+        embedding: np.ndarray = (mean / np.linalg.norm(mean)).astype(np.float32)
+        return embedding
 
 
 def _param(state: Mapping[str, np.ndarray], name: str, shape: tuple[int, ...]) -> np.ndarray:
