@@ -239,18 +239,15 @@ def _child(container: object, part: str | int) -> tuple[bool, object]:
 
 
 def _walk(schema: object, data: object, loc: Sequence[str | int]
-          ) -> tuple[object, object, list[str | int], object, str | int | None]:
+          ) -> tuple[object, object, list[str | int]]:
     """Follow a pydantic error location through the declared types and the data.
 
-    Returns ``(type, value, keys, parent, key)``: the declared type at the location
-    (a multi-member union is not descended: its member tags are skipped), the input
-    value there, the data keys followed (for the error path), and the container and key
-    holding the value (to replace it).
+    Returns ``(type, value, keys)``: the declared type at the location (a multi-member
+    union is not descended: its member tags are skipped), the input value there (None if
+    absent) and the keys followed (for the error path).
     """
     tp: object = schema
     value: object = data
-    parent: object = None
-    key: str | int | None = None
     keys: list[str | int] = []
     for part in loc:
         base = _non_null(_strip(tp))
@@ -266,9 +263,8 @@ def _walk(schema: object, data: object, loc: Sequence[str | int]
         else:
             tp = Any
         keys.append(part)
-        found, child = _child(value, part)
-        parent, key, value = (value, part, child) if found else (None, None, None)
-    return tp, value, keys, parent, key
+        value = _child(value, part)[1]
+    return tp, value, keys
 
 
 # ----------------------------------------------------------------------- pydantic
@@ -420,10 +416,10 @@ def validate_options(schema: type[T], data: Mapping[str, Any] | None, *, path: s
             raise ConfigError(str(exc), path=path) from None
         err = sorted(exc.errors(), key=_order)[0]
     loc = err["loc"]
-    tp, value, keys, _, _ = _walk(schema, work, loc)
+    tp, value, keys = _walk(schema, work, loc)
     parent_tp = None
     if err["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
-        parent_tp, _, parent_keys, _, _ = _walk(schema, work, loc[:-1])
+        parent_tp, _, parent_keys = _walk(schema, work, loc[:-1])
         keys = [*parent_keys, loc[-1]]
     elif err["type"] in ("missing", "missing_argument"):
         keys = list(loc)
