@@ -60,6 +60,13 @@ def test_names_and_roles_are_checked(tmp_path: Path) -> None:
         scaffold("acme", "asr", parent=tmp_path)
 
 
+def test_an_installed_provider_name_is_refused(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["plugin", "new", "espeak", "--role", "tts", "--dir", str(tmp_path)]) == 1
+    assert "a tts provider named 'espeak' is already installed" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_skeleton_matches_the_repository_packages(tmp_path: Path) -> None:
     root = scaffold("acme-voice", "tts", execution="io", parent=tmp_path)
     pyproject = (root / "pyproject.toml").read_text()

@@ -199,6 +199,14 @@ def _new_args(p: argparse.ArgumentParser) -> None:
 
 
 def _new(args: argparse.Namespace) -> int:
+    from ..registry import default_registry
+
+    provider = args.name.removeprefix("xiaozhi-").removeprefix("xiaozhi_").replace("-", "_")
+    taken = {s.name for s in default_registry().specs(args.role)}
+    if provider in taken:
+        # Two installed providers with one role and name are both refused by the registry.
+        raise XiaozhiError(f"a {args.role} provider named {provider!r} is already installed; "
+                           "choose another name (xiaozhi plugins lists them)")
     root = scaffold(args.name, args.role, execution=args.execution, parent=args.dir)
     print(f"created {root}")
     print(f"next: pip install -e {root} && (cd {root} && pytest) && xiaozhi plugins")
