@@ -69,7 +69,7 @@ from typing import (
 
 import annotated_types as at  # noqa: F401 - doctest schemas resolve ``at.Ge`` here
 
-from .errors import ConfigError
+from .errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
     from pydantic import TypeAdapter
@@ -285,8 +285,19 @@ def _forbid_extra(tp: object, seen: set[int]) -> None:
         _forbid_extra(arg, seen)
 
 
-@functools.cache
 def _adapter(schema: type) -> TypeAdapter[Any]:
+    """The cached validator of ``schema``; :class:`PluginError` (one line) when pydantic
+    cannot build one (a field type it does not know: a plugin's bug, not the user's)."""
+    try:
+        return _build_adapter(schema)
+    except Exception as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise PluginError(f"options schema {schema.__module__}.{schema.__qualname__} is not "
+                          f"supported: {first}") from None
+
+
+@functools.cache
+def _build_adapter(schema: type) -> TypeAdapter[Any]:
     from pydantic import TypeAdapter
 
     _forbid_extra(schema, set())
@@ -402,10 +413,11 @@ def validate_options(schema: type[T], data: Mapping[str, Any] | None, *, path: s
         raise TypeError(f"options schema must be a dataclass type, got {schema!r}")
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"expected a mapping, got {_kind(data)}", path=path)
+    adapter = _adapter(typing.cast(type, schema))
     work = _prepare(schema, dict(data or {}))
     try:
         text = json.dumps(work, default=str, allow_nan=True)
-        obj: T = _adapter(typing.cast(type, schema)).validate_json(text, strict=True)
+        obj: T = adapter.validate_json(text, strict=True)
         return obj
     except ConfigError as exc:  # raised by a __post_init__ with its own path
         if exc.path or not path:

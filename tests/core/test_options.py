@@ -129,3 +129,23 @@ def test_describe_range_and_docs() -> None:
     assert option_range(Opts, "ratio") == "in (0, 1]"
     assert option_range(Opts, "name") == ""
     assert field_docs(Child) == {"name": "A name.", "more": "Only in the child."}
+
+
+class Opaque:
+    pass
+
+
+@dataclass
+class Broken:
+    thing: Opaque | None = None
+
+
+def test_a_schema_pydantic_cannot_handle_is_a_one_line_plugin_error() -> None:
+    from xiaozhi_core.errors import PluginError
+
+    with pytest.raises(PluginError, match=r"^options schema .*Broken is not supported: "
+                                          r"Unable to generate pydantic-core schema") as info:
+        validate_options(Broken, {})
+    assert "\n" not in str(info.value)
+    with pytest.raises(PluginError):
+        json_schema(Broken)

@@ -28,14 +28,19 @@ def _plugins(args: argparse.Namespace) -> int:
     providers = registry.providers()
     failures = registry.failures
     if args.schema:
+        from ..errors import XiaozhiError
         from ..options import json_schema
 
-        print(json.dumps([{
-            "role": r.spec.role.value,
-            "name": r.spec.name,
-            "distribution": r.origin.distribution,
-            "options": json_schema(r.spec.options),
-        } for r in providers], indent=2, ensure_ascii=False, default=repr))
+        docs: list[dict[str, object]] = []
+        for r in providers:
+            doc: dict[str, object] = {"role": r.spec.role.value, "name": r.spec.name,
+                                      "distribution": r.origin.distribution}
+            try:
+                doc["options"] = json_schema(r.spec.options)
+            except XiaozhiError as exc:  # one plugin's broken schema does not hide the rest
+                doc["error"] = str(exc)
+            docs.append(doc)
+        print(json.dumps(docs, indent=2, ensure_ascii=False, default=repr))
         return 0
     if args.json:
         doc = {
