@@ -70,8 +70,10 @@ from typing import (
 import annotated_types as at  # noqa: F401 - doctest schemas resolve ``at.Ge`` here
 
 from .errors import ConfigError, PluginError
+from .types import JSONObject
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
     from pydantic import TypeAdapter
     from pydantic_core import ErrorDetails
 
@@ -255,13 +257,13 @@ def _walk(schema: object, data: object, loc: Sequence[str | int]
             break  # the rest is a union member tag
         origin = get_origin(base)
         if _is_dataclass_type(base) and isinstance(part, str):
-            tp = _hints(base).get(part, Any)
+            tp = _hints(base).get(part, object)
         elif origin is list and isinstance(part, int):
-            tp = (get_args(base) or (Any,))[0]
+            tp = (get_args(base) or (object,))[0]
         elif origin is dict:
-            tp = (get_args(base) or (str, Any))[1]
+            tp = (get_args(base) or (str, object))[1]
         else:
-            tp = Any
+            tp = object  # nothing declared here: any value
         keys.append(part)
         value = _child(value, part)[1]
     return tp, value, keys
@@ -285,7 +287,7 @@ def _forbid_extra(tp: object, seen: set[int]) -> None:
         _forbid_extra(arg, seen)
 
 
-def _adapter(schema: type) -> TypeAdapter[Any]:
+def _adapter(schema: type) -> TypeAdapter[object]:
     """The cached validator of ``schema``; :class:`PluginError` (one line) when pydantic
     cannot build one (a field type it does not know: a plugin's bug, not the user's)."""
     try:
@@ -297,7 +299,7 @@ def _adapter(schema: type) -> TypeAdapter[Any]:
 
 
 @functools.cache
-def _build_adapter(schema: type) -> TypeAdapter[Any]:
+def _build_adapter(schema: type) -> TypeAdapter[object]:
     from pydantic import TypeAdapter
 
     _forbid_extra(schema, set())
@@ -388,13 +390,13 @@ def _prepare(tp: object, value: object) -> object:
     if isinstance(value, Mapping):
         if _is_dataclass_type(base):
             hints = _hints(base)
-            return {k: _prepare(hints.get(k, Any), v) for k, v in value.items()}
+            return {k: _prepare(hints.get(k, object), v) for k, v in value.items()}
         if get_origin(base) is dict:
-            key_tp, val_tp = get_args(base) or (str, Any)
+            key_tp, val_tp = get_args(base) or (str, object)
             return {_prepare(key_tp, k): _prepare(val_tp, v) for k, v in value.items()}
-        return {k: _prepare(Any, v) for k, v in value.items()}
+        return {k: _prepare(object, v) for k, v in value.items()}
     if isinstance(value, list):
-        item_tp = (get_args(base) or (Any,))[0] if get_origin(base) is list else Any
+        item_tp = (get_args(base) or (object,))[0] if get_origin(base) is list else object
         return [_prepare(item_tp, v) for v in value]
     return value
 
@@ -405,20 +407,19 @@ def _order(err: ErrorDetails) -> tuple[int, str]:
     return (0, str(err["loc"])) if unknown else (1, "")
 
 
-def validate_options(schema: type[T], data: Mapping[str, Any] | None, *, path: str = "") -> T:
+def validate_options(schema: type[T], data: Mapping[str, object] | None, *, path: str = "") -> T:
     """Build ``schema`` (a dataclass) from ``data``, or raise :class:`ConfigError`."""
     from pydantic import ValidationError
 
-    if not _is_dataclass_type(schema):
+    if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
         raise TypeError(f"options schema must be a dataclass type, got {schema!r}")
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"expected a mapping, got {_kind(data)}", path=path)
-    adapter = _adapter(typing.cast(type, schema))
+    adapter = _adapter(schema)
     work = _prepare(schema, dict(data or {}))
     try:
         text = json.dumps(work, default=str, allow_nan=True)
-        obj: T = adapter.validate_json(text, strict=True)
-        return obj
+        obj = adapter.validate_json(text, strict=True)
     except ConfigError as exc:  # raised by a __post_init__ with its own path
         if exc.path or not path:
             raise
@@ -427,6 +428,10 @@ def validate_options(schema: type[T], data: Mapping[str, Any] | None, *, path: s
         if not isinstance(exc, ValidationError):
             raise ConfigError(str(exc), path=path) from None
         err = sorted(exc.errors(), key=_order)[0]
+    else:
+        if isinstance(obj, schema):
+            return obj
+        raise TypeError(f"validating {schema.__qualname__} gave a {type(obj).__name__}")
     loc = err["loc"]
     tp, value, keys = _walk(schema, work, loc)
     parent_tp = None
@@ -441,7 +446,7 @@ def validate_options(schema: type[T], data: Mapping[str, Any] | None, *, path: s
     raise ConfigError(_message(err, tp, value, parent_tp), path=where) from None
 
 
-def options_to_dict(obj: Any) -> dict[str, Any]:
+def options_to_dict(obj: DataclassInstance) -> dict[str, object]:
     """The plain mapping of a validated options object (for logs and process pools)."""
     return dataclasses.asdict(obj)
 
@@ -479,7 +484,7 @@ def field_docs(schema: type) -> dict[str, str]:
     return docs
 
 
-def json_schema(schema: type) -> dict[str, Any]:
+def json_schema(schema: type) -> JSONObject:
     """The JSON Schema (draft 2020-12) of an options dataclass, with each field's ``#:``
     comment as its description.
 
@@ -493,19 +498,26 @@ def json_schema(schema: type) -> dict[str, Any]:
     >>> s["properties"]["volume"], s["additionalProperties"]
     ({'default': 50, 'maximum': 100, 'minimum': 0, 'type': 'integer'}, False)
     """
-    doc = _adapter(schema).json_schema()
+    doc: JSONObject = _adapter(schema).json_schema()
+    defs = doc.get("$defs")
 
-    def describe(node: dict[str, Any], cls: type) -> None:
+    def describe(node: JSONObject, cls: type) -> None:
         docs = field_docs(cls)
         hints = _hints(cls)
-        for name, prop in (node.get("properties") or {}).items():
+        props = node.get("properties")
+        for name, prop in (props.items() if isinstance(props, dict) else ()):
+            if not isinstance(prop, dict):
+                continue
             prop.pop("title", None)
             if name in docs:
                 prop["description"] = docs[name]
             sub = _non_null(_strip(hints.get(name)))
-            ref = prop.get("$ref", "")
-            if _is_dataclass_type(sub) and ref.startswith("#/$defs/"):
-                describe(doc["$defs"][ref.rsplit("/", 1)[1]], sub)
+            ref = prop.get("$ref")
+            if _is_dataclass_type(sub) and isinstance(ref, str) and ref.startswith("#/$defs/") \
+                    and isinstance(defs, dict):
+                target = defs.get(ref.rsplit("/", 1)[1])
+                if isinstance(target, dict):
+                    describe(target, sub)
 
     describe(doc, schema)
     if schema.__doc__ and not schema.__doc__.startswith(f"{schema.__name__}("):
@@ -513,7 +525,7 @@ def json_schema(schema: type) -> dict[str, Any]:
     return doc
 
 
-def describe_options(schema: type) -> list[tuple[str, str, Any]]:
+def describe_options(schema: type) -> list[tuple[str, str, object]]:
     """``(name, type, default)`` rows for docs and ``xiaozhi plugins --verbose``
     (:func:`option_range` gives a field's range, :func:`json_schema` everything).
 
@@ -530,12 +542,12 @@ def describe_options(schema: type) -> list[tuple[str, str, Any]]:
     '>= 1'
     """
     hints = _hints(schema)
-    rows: list[tuple[str, str, Any]] = []
+    rows: list[tuple[str, str, object]] = []
     for f in dataclasses.fields(schema):
         if not f.init:
             continue
         if f.default is not _MISSING:
-            default: Any = f.default
+            default: object = f.default
         elif f.default_factory is not _MISSING:
             default = f.default_factory()
         else:
