@@ -26,9 +26,8 @@ import contextlib
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlencode
 
 import numpy as np
@@ -36,8 +35,16 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from .protocol.framing import decode_frame, encode_frame
 from .protocol.opus import OpusDecoder, OpusEncoder
+from .types import JSONObject
 
-__all__ = ["FakeDevice", "Received", "encode_utterance"]
+__all__ = ["FakeDevice", "McpHandler", "Received", "downstream_rate", "encode_utterance"]
+
+#: Answers one MCP request of the server: its JSON-RPC payload → the reply payload, or
+#: None for no answer; may be a coroutine function.
+McpHandler = Callable[[JSONObject], "JSONObject | None | Awaitable[JSONObject | None]"]
+
+#: The sample rates an Opus decoder plays.
+_OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 
 
 @dataclass
@@ -45,9 +52,36 @@ class Received:
     """One thing the device received: a JSON message or an audio frame."""
 
     at: float
-    message: dict[str, Any] | None = None
+    message: JSONObject | None = None
     audio: bytes | None = None
     timestamp: int | None = None
+
+
+def downstream_rate(hello: JSONObject) -> int:
+    """The sample rate of the reply audio a server hello announces
+    (``audio_params.sample_rate``; absent: the firmware's 24000).
+
+    Raises ValueError naming the value when it is not a rate Opus can be played at.
+
+    >>> downstream_rate({"type": "hello", "audio_params": {"sample_rate": 16000}})
+    16000
+    >>> downstream_rate({"type": "hello"})
+    24000
+    >>> downstream_rate({"type": "hello", "audio_params": {"sample_rate": None}})
+    Traceback (most recent call last):
+    ...
+    ValueError: audio_params.sample_rate None is not an Opus rate (8000, 12000, 16000, 24000, 48000)
+    """
+    params = hello.get("audio_params")
+    if params is None:
+        return 24000
+    if not isinstance(params, dict):
+        raise ValueError(f"audio_params is not an object: {params!r}")
+    rate = params.get("sample_rate", 24000)
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate not in _OPUS_RATES:
+        raise ValueError(f"audio_params.sample_rate {rate!r} is not an Opus rate "
+                         f"({', '.join(map(str, _OPUS_RATES))})")
+    return rate
 
 
 def encode_utterance(pcm: np.ndarray, frame_ms: int = 60,
@@ -66,16 +100,18 @@ class FakeDevice:
     protocol_version: int = 1
     #: Send identity as query parameters (browser style) instead of headers.
     use_query: bool = False
-    features: dict[str, Any] = field(default_factory=lambda: {"mcp": False})
+    features: JSONObject = field(default_factory=lambda: {"mcp": False})
     send_hello: bool = True
     #: Answer MCP requests with this handler: payload → result dict (or None: no answer).
-    mcp_handler: Any = None
+    mcp_handler: McpHandler | None = None
 
     def __post_init__(self) -> None:
         self.ws: ClientConnection | None = None
         self.received: list[Received] = []
-        self.server_hello: dict[str, Any] = {}
+        self.server_hello: JSONObject = {}
         self.session_id = ""
+        #: Text frames that were not a JSON object, in order: ignored, as the firmware does.
+        self.malformed: list[str] = []
         self._reader: asyncio.Task[None] | None = None
         self._new = asyncio.Event()
         self.closed_code: int | None = None
@@ -105,7 +141,8 @@ class FakeDevice:
                                                    "channels": 1, "frame_duration": 60}})
             hello = await self.wait_for("hello", timeout=10)
             self.server_hello = hello
-            self.session_id = hello.get("session_id", "")
+            session_id = hello.get("session_id")
+            self.session_id = session_id if isinstance(session_id, str) else ""
         return self
 
     async def __aenter__(self) -> FakeDevice:
@@ -143,10 +180,18 @@ class FakeDevice:
                     payload, ts = decode_frame(raw, self.protocol_version)
                     self.received.append(Received(now, audio=payload, timestamp=ts))
                 else:
-                    data = json.loads(raw)
+                    try:
+                        data = json.loads(raw)
+                    except ValueError:
+                        data = None
+                    if not isinstance(data, dict):
+                        self.malformed.append(raw)
+                        continue
                     self.received.append(Received(now, message=data))
-                    if data.get("type") == "mcp" and self.mcp_handler is not None:
-                        await self._answer_mcp(data.get("payload", {}))
+                    payload = data.get("payload", {})
+                    if data.get("type") == "mcp" and self.mcp_handler is not None \
+                            and isinstance(payload, dict):
+                        await self._answer_mcp(self.mcp_handler, payload)
                 self._new.set()
         except ConnectionClosed:
             pass
@@ -155,15 +200,14 @@ class FakeDevice:
             self.closed_reason = self.ws.close_reason or ""
             self._new.set()
 
-    async def _answer_mcp(self, payload: dict[str, Any]) -> None:
-        reply = self.mcp_handler(payload)
-        if asyncio.iscoroutine(reply):
-            reply = await reply
+    async def _answer_mcp(self, handler: McpHandler, payload: JSONObject) -> None:
+        answer = handler(payload)
+        reply = await answer if isinstance(answer, Awaitable) else answer
         if reply is not None:
             await self.send_json({"session_id": self.session_id, "type": "mcp", "payload": reply})
 
     # ------------------------------------------------------------------ sending
-    async def send_json(self, message: dict[str, Any]) -> None:
+    async def send_json(self, message: Mapping[str, object]) -> None:
         assert self.ws is not None
         if self.session_id and "session_id" not in message:
             message = {"session_id": self.session_id, **message}
@@ -178,7 +222,7 @@ class FakeDevice:
 
     async def listen(self, state: str = "start", mode: str = "auto",
                      text: str | None = None) -> None:
-        msg: dict[str, Any] = {"type": "listen", "state": state}
+        msg = {"type": "listen", "state": state}
         if state == "start":
             msg["mode"] = mode
         if text is not None:
@@ -201,7 +245,7 @@ class FakeDevice:
             await self.send_packet(packet, timestamp=i * frame_ms)
 
     # ------------------------------------------------------------------ inspecting
-    def messages(self, type_: str | None = None) -> list[dict[str, Any]]:
+    def messages(self, type_: str | None = None) -> list[JSONObject]:
         return [r.message for r in self.received
                 if r.message is not None and (type_ is None or r.message.get("type") == type_)]
 
@@ -216,8 +260,9 @@ class FakeDevice:
                 if not out or out[-1] != "audio":
                     out.append("audio")
             elif r.message is not None:
-                t = r.message.get("type", "?")
-                out.append(f"{t}:{r.message['state']}" if t == "tts" else t)
+                t = r.message.get("type")
+                kind = t if isinstance(t, str) else "?"
+                out.append(f"tts:{r.message.get('state')}" if kind == "tts" else kind)
         return out
 
     # The waits take a timeout argument on purpose: they are a test/driver convenience
@@ -233,7 +278,7 @@ class FakeDevice:
 
     async def wait_for(self, type_: str, state: str | None = None,
                        timeout: float = 10.0, after: int = 0  # noqa: ASYNC109
-                       ) -> dict[str, Any]:
+                       ) -> JSONObject:
         """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
         async with asyncio.timeout(timeout):
             while True:
@@ -258,7 +303,7 @@ class FakeDevice:
 
     def decode_reply_audio(self, sample_rate: int | None = None) -> np.ndarray:
         """Decode every received Opus frame into one int16 signal."""
-        rate = sample_rate or self.server_hello.get("audio_params", {}).get("sample_rate", 24000)
+        rate = sample_rate or downstream_rate(self.server_hello)
         dec = OpusDecoder(rate)
         pcm = b"".join(dec.decode(p) for p in self.audio_frames())
         return np.frombuffer(pcm, np.int16)

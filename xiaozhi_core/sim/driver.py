@@ -28,14 +28,15 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from ..device import FakeDevice, Received
 from ..errors import XiaozhiError
 from ..protocol.opus import OpusDecoder
+from ..types import JSONObject, JSONValue
 
 __all__ = ["FIRMWARE_VERSION", "Mic", "OtaResult", "TurnRecord", "firmware_mcp", "ota_bootstrap",
            "turn_record"]
@@ -51,10 +52,10 @@ class OtaResult:
     token: str
     #: ``websocket.version`` when the server chose a binary protocol version.
     protocol_version: int | None
-    response: dict[str, Any]
+    response: JSONObject
 
 
-def ota_body(device_id: str, client_id: str, version: str = FIRMWARE_VERSION) -> dict[str, Any]:
+def ota_body(device_id: str, client_id: str, version: str = FIRMWARE_VERSION) -> JSONObject:
     """The board description the firmware POSTs (the server treats it as opaque)."""
     return {
         "version": 2, "language": "en-US", "flash_size": 16777216,
@@ -95,9 +96,11 @@ async def ota_bootstrap(url: str, device_id: str, client_id: str, *,
         data = json.loads(text)
     except ValueError:
         raise XiaozhiError(f"OTA {url} answered with non-JSON: {text[:200]!r}") from None
-    ws = data.get("websocket") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise XiaozhiError(f"OTA {url} answered without a websocket url: {text[:300]}")
+    ws = data.get("websocket")
     if not isinstance(ws, dict) or not ws.get("url"):
-        extra = " (it offers MQTT only)" if isinstance(data, dict) and "mqtt" in data else ""
+        extra = " (it offers MQTT only)" if "mqtt" in data else ""
         raise XiaozhiError(f"OTA {url} answered without a websocket url{extra}: {text[:300]}")
     version = ws.get("version")
     return OtaResult(str(ws["url"]), str(ws.get("token") or ""),
@@ -105,10 +108,20 @@ async def ota_bootstrap(url: str, device_id: str, client_id: str, *,
 
 
 # --------------------------------------------------------------------------- MCP
-def firmware_mcp(volume: list[int] | None = None) -> Any:
-    """An MCP handler that answers like the firmware's MCP server (two tools)."""
+def firmware_mcp(volume: list[int] | None = None) -> Callable[[JSONObject], JSONObject | None]:
+    """An MCP handler that answers like the firmware's MCP server (two tools).
+
+    >>> handle = firmware_mcp()
+    >>> handle({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+    ...         "params": {"name": "self.audio_speaker.set_volume", "arguments": {"volume": 5}}})
+    {'jsonrpc': '2.0', 'id': 1, 'result': {'content': [{'type': 'text', 'text': 'true'}], \
+'isError': False}}
+    >>> handle({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+    ...         "params": {"name": "self.audio_speaker.set_volume", "arguments": [5]}})["error"]
+    {'message': 'Unknown tool: self.audio_speaker.set_volume'}
+    """
     state = {"volume": 70 if not volume else volume[0]}
-    tools = [
+    tools: list[JSONValue] = [
         {"name": "self.get_device_status",
          "description": "Provides the real-time information of the device (speaker volume, "
                         "screen, battery, network)",
@@ -121,26 +134,27 @@ def firmware_mcp(volume: list[int] | None = None) -> Any:
                          "required": ["volume"]}},
     ]
 
-    def handle(payload: dict[str, Any]) -> dict[str, Any] | None:
+    def handle(payload: JSONObject) -> JSONObject | None:
         rid, method = payload.get("id"), payload.get("method")
         if not isinstance(rid, int):
             return None                      # notifications, or string ids: dropped
         raw_params = payload.get("params")
-        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        params: JSONObject = raw_params if isinstance(raw_params, dict) else {}
         if method == "initialize":
-            result: dict[str, Any] = {"protocolVersion": "2024-11-05",
+            result: JSONObject = {"protocolVersion": "2024-11-05",
                                       "capabilities": {"tools": {}},
                                       "serverInfo": {"name": "xiaozhi-simulate",
                                                      "version": FIRMWARE_VERSION}}
         elif method == "tools/list":
             result = {"tools": tools}
         elif method == "tools/call":
-            name, args = params.get("name"), params.get("arguments") or {}
+            name, args = params.get("name"), params.get("arguments")
+            volume = args.get("volume") if isinstance(args, dict) else None
             if name == "self.get_device_status":
                 text = json.dumps({"audio_speaker": {"volume": state["volume"]},
                                    "network": {"type": "wifi", "signal": "strong"}})
-            elif name == "self.audio_speaker.set_volume" and isinstance(args.get("volume"), int):
-                state["volume"] = args["volume"]
+            elif name == "self.audio_speaker.set_volume" and isinstance(volume, int):
+                state["volume"] = volume
                 text = "true"
             else:
                 return {"jsonrpc": "2.0", "id": rid, "error": {"message": f"Unknown tool: {name}"}}
@@ -272,7 +286,7 @@ class TurnRecord:
     def completed(self) -> bool:
         return self.error is None and self.tts_stop_ms is not None
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         out = {k: v for k, v in self.__dict__.items() if k != "audio"}
         out["completed"] = self.completed
         return out
@@ -280,6 +294,10 @@ class TurnRecord:
     def decode(self, sample_rate: int) -> np.ndarray:
         dec = OpusDecoder(sample_rate)
         return np.frombuffer(b"".join(dec.decode(p) for p in self.audio), np.int16)
+
+
+def _text(value: JSONValue) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def turn_record(received: list[Received], eos: float) -> TurnRecord:
@@ -306,7 +324,7 @@ def turn_record(received: list[Received], eos: float) -> TurnRecord:
         if kind == "stt" and rec.stt is None:
             rec.stt, rec.stt_ms = str(m.get("text", "")), ms(r.at)
         elif kind == "llm" and rec.emotion is None:
-            rec.emotion, rec.emoji = m.get("emotion"), m.get("text")
+            rec.emotion, rec.emoji = _text(m.get("emotion")), _text(m.get("text"))
         elif kind == "alert":
             rec.alerts.append(str(m.get("message", "")))
         elif kind == "tts":

@@ -30,14 +30,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from ..command import Command
 from ..errors import XiaozhiError
 
 if TYPE_CHECKING:
     from ..device import FakeDevice
+    from ..types import JSONObject
     from .driver import Mic, TurnRecord
+    from .upstream import Utterance
 
 __all__ = ["SimulateOptions", "SimulateResult", "simulate", "write_outputs"]
 
@@ -72,14 +74,14 @@ class SimulateOptions:
 @dataclass
 class SimulateResult:
     session_id: str
-    server_hello: dict[str, Any]
+    server_hello: JSONObject
     protocol_version: int
     sample_rate: int
     greeting: TurnRecord | None = None
     turns: list[TurnRecord] = field(default_factory=list)
     mcp_requests: list[str] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         return {"session_id": self.session_id, "server_hello": self.server_hello,
                 "protocol_version": self.protocol_version, "sample_rate": self.sample_rate,
                 "greeting": self.greeting.summary() if self.greeting else None,
@@ -120,7 +122,7 @@ async def _connect(dev: FakeDevice) -> None:
 
 
 async def _wait_tts(dev: FakeDevice, states: tuple[str, ...], after: int, limit_s: float,
-                    what: str) -> dict[str, Any]:
+                    what: str) -> JSONObject:
     """The first ``tts`` message in ``states`` at index >= ``after``."""
     try:
         async with asyncio.timeout(limit_s):
@@ -139,7 +141,7 @@ async def _wait_tts(dev: FakeDevice, states: tuple[str, ...], after: int, limit_
         raise XiaozhiError(f"timed out after {limit_s:g} s waiting for {what}") from None
 
 
-async def _one_turn(dev: FakeDevice, mic: Mic, o: SimulateOptions, utterance: Any,
+async def _one_turn(dev: FakeDevice, mic: Mic, o: SimulateOptions, utterance: Utterance,
                     send_listen_start: bool) -> TurnRecord:
     from .driver import turn_record
 
@@ -179,7 +181,7 @@ async def _one_turn(dev: FakeDevice, mic: Mic, o: SimulateOptions, utterance: An
 
 async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateResult:
     """Run the conversation described by ``o``; print progress to ``out``."""
-    from ..device import FakeDevice
+    from ..device import FakeDevice, downstream_rate
     from .driver import Mic, firmware_mcp, ota_bootstrap, turn_record
     from .upstream import load_wav, make_utterance, silence_packets, synthesize_async
 
@@ -204,7 +206,7 @@ async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateRes
     mcp_requests: list[str] = []
     handler = firmware_mcp() if o.mcp else None
 
-    def mcp(payload: dict[str, Any]) -> Any:
+    def mcp(payload: JSONObject) -> JSONObject | None:
         mcp_requests.append(str(payload.get("method")))
         return handler(payload) if handler is not None else None
 
@@ -214,8 +216,13 @@ async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateRes
                      mcp_handler=mcp if o.mcp else None)
     await _connect(dev)
     hello = dev.server_hello
-    params = hello.get("audio_params") or {}
-    rate = int(params.get("sample_rate", 24000))
+    try:
+        rate = downstream_rate(hello)
+    except ValueError as exc:
+        await dev.drop()
+        raise XiaozhiError(f"server hello: {exc}") from None
+    params = hello.get("audio_params")
+    params = params if isinstance(params, dict) else {}
     result = SimulateResult(dev.session_id, hello, version, rate, mcp_requests=mcp_requests)
     print(f"connected: session {dev.session_id}, protocol v{version}, reply audio "
           f"{params.get('format', 'opus')} {rate} Hz {params.get('frame_duration', 60)} ms; "
