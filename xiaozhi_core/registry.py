@@ -29,7 +29,6 @@ import importlib.metadata as md
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import pluggy
 
@@ -82,7 +81,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _plugin_label(plugin: Any) -> str:
+def _plugin_label(plugin: object) -> str:
     return getattr(plugin, "__name__", None) or type(plugin).__name__
 
 
@@ -90,15 +89,15 @@ def _is_hookspec(name: str) -> bool:
     return hasattr(getattr(hookspecs, name, None), f"{hookspecs.PROJECT}_spec")
 
 
-def _call_hook(function: Callable[[], object]) -> tuple[list[Any], str]:
+def _call_hook(function: Callable[[], object]) -> tuple[list[object], str]:
     """Call one ``xiaozhi_providers`` implementation: (items it gave, error or "").
 
     Items yielded by a generator before it failed are kept, so one broken spec does
     not hide its siblings.
     """
-    items: list[Any] = []
+    items: list[object] = []
     try:
-        result: Any = function()
+        result = function()
         if result is None:
             return items, ""
         if isinstance(result, ProviderSpec):
@@ -146,7 +145,8 @@ class Registry:
                 continue
             self.register(plugin, name=name, origin=origin)
 
-    def register(self, plugin: Any, name: str | None = None, origin: Origin | None = None) -> None:
+    def register(self, plugin: object, name: str | None = None,
+                 origin: Origin | None = None) -> None:
         """Register a plugin object or module directly (no entry point needed).
 
         A plugin that pluggy refuses, that implements a hook the core does not know (a
@@ -267,7 +267,7 @@ class Registry:
         )
 
 
-def default_registry(extra_plugins: Iterable[Any] = ()) -> Registry:
+def default_registry(extra_plugins: Iterable[object] = ()) -> Registry:
     """A registry loaded from installed distributions, plus ``extra_plugins``."""
     registry = Registry()
     registry.load_entry_points()
