@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -63,6 +63,7 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
 if TYPE_CHECKING:
     from .config import DeploymentConfig
     from .gateway import XiaozhiServer
+    from .types import JSONObject, JSONValue
 
 __all__ = [
     "EnergyVAD",
@@ -88,7 +89,7 @@ __all__ = [
 ]
 
 
-def e2e_config(*, plugins: Iterable[Any] = (), **sections: Any) -> DeploymentConfig:
+def e2e_config(*, plugins: Iterable[object] = (), **sections: JSONValue) -> DeploymentConfig:
     """A validated deployment for end-to-end tests: the sections given deep-merged over
     loopback, free ports, auth off, short-utterance segmentation and the ``fake``
     providers for every role not given. Providers are looked up among the installed
@@ -106,7 +107,7 @@ def e2e_config(*, plugins: Iterable[Any] = (), **sections: Any) -> DeploymentCon
     from .registry import default_registry
 
     registry = default_registry([sys.modules[__name__], *plugins])
-    raw: dict[str, Any] = {
+    raw: JSONObject = {
         "server": {"host": "127.0.0.1", "port": 0, "http_port": 0,
                    "auth": {"enabled": False},
                    # a loaded test machine must not trip the overload refusal
@@ -125,8 +126,9 @@ def e2e_config(*, plugins: Iterable[Any] = (), **sections: Any) -> DeploymentCon
 
 
 @contextlib.asynccontextmanager
-async def serve_with(config: DeploymentConfig | None = None, *, plugins: Iterable[Any] = (),
-                     **sections: Any) -> AsyncIterator[XiaozhiServer]:
+async def serve_with(config: DeploymentConfig | None = None, *,
+                     plugins: Iterable[object] = (),
+                     **sections: JSONValue) -> AsyncIterator[XiaozhiServer]:
     """Run a real server on ``config`` (default: ``e2e_config(plugins=..., **sections)``)
     on 127.0.0.1 with free ports for the duration of the block; ``server.ws_url`` is
     where a :class:`~xiaozhi_core.device.FakeDevice` connects.
