@@ -22,7 +22,7 @@ import json
 import sys
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..command import Command, CommandGroup
 from ..errors import ConfigError
@@ -31,7 +31,11 @@ from ..store.settings import StoreSettings
 from ._output import table
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from ..store.facade import Store
+    from ..store.records import DeviceRecord, SessionRecord, TurnRecord
+    from ..types import JSONObject
 
 __all__ = ["commands", "load_store_settings"]
 
@@ -50,7 +54,7 @@ def load_store_settings(files: Sequence[str], *, url: str | None = None,
     from ..config import config_files, expand_env, merge, read_yaml
     from ..options import validate_options
 
-    section: dict[str, Any] = {}
+    section: JSONObject = {}
     origin = ""
     for file in config_files(files):
         data = read_yaml(file)
@@ -119,7 +123,7 @@ def _safe(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def _time(value: Any) -> str:
+def _time(value: dt.datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
 
@@ -158,7 +162,8 @@ def _show_args(p: argparse.ArgumentParser) -> None:
 def _devices_show(args: argparse.Namespace) -> int:
     device_id = args.device_id.strip().lower()
 
-    async def work(store: Store) -> tuple[Any, ...]:
+    async def work(store: Store) -> tuple[DeviceRecord, str | None, list[SessionRecord],
+                                          list[TurnRecord]]:
         device = await store.get_device(device_id)
         if device is None:
             raise StoreError(f"no device {_safe(device_id)!r} in {store.location} (a device "
@@ -190,7 +195,8 @@ def _devices_show(args: argparse.Namespace) -> int:
         for t in reversed(turns):
             total = (t.latency or {}).get("total_ms")
             rows.append([_time(t.at), _safe(t.kind), _safe(t.outcome),
-                         "-" if total is None else f"{total:g}", _safe(t.speaker, 20),
+                         f"{total:g}" if isinstance(total, int | float) else "-",
+                         _safe(t.speaker, 20),
                          _safe(t.text, 40), _safe(t.reply if not t.error else t.error, 60)])
         table(rows, out)
     return 0

@@ -20,7 +20,7 @@ Modules: :mod:`.settings` (``store:`` config), :mod:`.device_info` (what OTA say
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .device_info import DeviceInfo, ota_device_info
 from .errors import StoreError
@@ -47,7 +47,7 @@ _LAZY = {"Store": ".facade", "StoreCollector": ".metrics", "DeviceRecord": ".rec
          "TurnRecord": ".records", "VoiceprintRecord": ".records"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,7 @@ DeviceInfo(client_id=None, board='bread-compact-wifi', firmware='1.6.2')
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 __all__ = ["DeviceInfo", "ota_device_info"]
 
@@ -30,11 +30,11 @@ class DeviceInfo(NamedTuple):
     firmware: str | None
 
 
-def _text(value: Any) -> str | None:
+def _text(value: object) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
-def ota_device_info(headers: Mapping[str, str], body: Mapping[str, Any]) -> DeviceInfo:
+def ota_device_info(headers: Mapping[str, str], body: Mapping[str, object]) -> DeviceInfo:
     """The device facts of one OTA request (header names as aiohttp gives them)."""
     agent_board, _, agent_version = (headers.get("User-Agent") or "").partition("/")
     board = body.get("board")

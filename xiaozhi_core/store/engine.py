@@ -24,15 +24,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ..errors import ConfigError
 from .settings import StoreSettings
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = ["DB_FILE", "IMMEDIATE", "create_engine", "describe", "resolve_url", "sqlite_path"]
 
@@ -122,7 +126,7 @@ def create_engine(url: URL, settings: StoreSettings, *, create_dir: bool = True,
 
 def _sqlite_events(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
-    def _connect(dbapi_connection: Any, record: Any) -> None:
+    def _connect(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         # The engine emits BEGIN itself (below): pysqlite's own transaction handling
         # would run DDL outside transactions and cannot take the write lock up front.
         dbapi_connection.isolation_level = None
@@ -135,6 +139,6 @@ def _sqlite_events(engine: AsyncEngine) -> None:
             cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
-    def _begin(conn: Any) -> None:
+    def _begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")

@@ -35,16 +35,16 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Delete, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from . import migrate
 from .engine import IMMEDIATE, create_engine, describe, resolve_url, sqlite_path
 from .errors import StoreError
-from .models import ID_CHARS, NAME_CHARS, Device, MemoryNote, SessionRow, Turn, Voiceprint
+from .models import ID_CHARS, NAME_CHARS, Base, Device, MemoryNote, SessionRow, Turn, Voiceprint
 from .records import (
     DeviceRecord,
     PruneResult,
@@ -57,6 +57,7 @@ from .settings import StoreSettings
 from .writer import (
     BatchWriter,
     DeviceSeen,
+    Op,
     RateLimit,
     SessionEnded,
     SessionStarted,
@@ -229,7 +230,7 @@ class Store:
         return await self._writer.flush(within) if self._writer is not None else True
 
     # ------------------------------------------------------------------ recording
-    def _put(self, op: Any) -> None:
+    def _put(self, op: Op) -> None:
         if self._writer is None:
             self.stats.dropped += 1
             return
@@ -265,7 +266,7 @@ class Store:
 
     def turn_recorded(self, *, session_id: str, device_id: str, turn: int, kind: str,
                       outcome: str, text: str | None = None, reply: str | None = None,
-                      speaker: str | None = None, latency: Mapping[str, Any] | None = None,
+                      speaker: str | None = None, latency: Mapping[str, object] | None = None,
                       error: str | None = None, at: float | None = None) -> None:
         """A turn finished. ``latency`` is the per-turn record the session logs
         (``*_ms`` stages...); ``text``/``reply`` are left out when ``store.transcripts``
@@ -274,16 +275,15 @@ class Store:
         if not device:
             return
         transcripts = self.settings.transcripts
-        self._put(TurnRow({
-            "session_id": _clip(session_id, ID_CHARS) or "", "device_id": device,
-            "turn_no": int(turn), "at": time.time() if at is None else at,
-            "kind": _clip(kind, NAME_CHARS) or "", "outcome": _clip(outcome, NAME_CHARS) or "",
-            "text": _clip(text, TEXT_CHARS) if transcripts else None,
-            "reply": _clip(reply, TEXT_CHARS) if transcripts else None,
-            "speaker": _clip(speaker, NAME_CHARS),
-            "latency": dict(latency) if latency is not None else None,
-            "error": _clip(error, TEXT_CHARS),
-        }))
+        self._put(TurnRow(
+            session_id=_clip(session_id, ID_CHARS) or "", device_id=device,
+            turn_no=int(turn), at=time.time() if at is None else at,
+            kind=_clip(kind, NAME_CHARS) or "", outcome=_clip(outcome, NAME_CHARS) or "",
+            text=_clip(text, TEXT_CHARS) if transcripts else None,
+            reply=_clip(reply, TEXT_CHARS) if transcripts else None,
+            speaker=_clip(speaker, NAME_CHARS),
+            latency=dict(latency) if latency is not None else None,
+            error=_clip(error, TEXT_CHARS)))
 
     # ------------------------------------------------------------------ reads for turns
     async def _quiet(self, what: str, read: Callable[[AsyncConnection], Awaitable[T]],
@@ -360,7 +360,8 @@ class Store:
                     return await write(conn)
         return await self._operator(what, work)
 
-    def _insert(self, conn: AsyncConnection) -> Any:
+    def _insert(self, conn: AsyncConnection
+                ) -> Callable[[type[Base]], postgresql.Insert | sqlite.Insert]:
         return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
     async def list_devices(self, limit: int = 1000) -> list[DeviceRecord]:
@@ -479,12 +480,11 @@ class Store:
         for table, key, column in ((Turn, Turn.id, Turn.at),
                                    (SessionRow, SessionRow.id, SessionRow.started)):
             total = 0
+            chunk = select(key).where(column < cutoff).limit(_PRUNE_CHUNK).scalar_subquery()
+            stmt = delete(table).where(key.in_(chunk))
             while True:
-                chunk = select(key).where(column < cutoff).limit(_PRUNE_CHUNK).scalar_subquery()
-
-                async def write(conn: AsyncConnection, table: Any = table, key: Any = key,
-                                chunk: Any = chunk) -> int:
-                    return int((await conn.execute(delete(table).where(key.in_(chunk)))).rowcount)
+                async def write(conn: AsyncConnection, stmt: Delete = stmt) -> int:
+                    return int((await conn.execute(stmt)).rowcount)
                 n = await self._write("prune", write)
                 total += n
                 if n < _PRUNE_CHUNK:

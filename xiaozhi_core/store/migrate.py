@@ -14,13 +14,12 @@ schema as it was.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .engine import IMMEDIATE
@@ -46,7 +45,7 @@ def head_revision() -> str:
     return head
 
 
-def _current(sync_conn: Any) -> str | None:
+def _current(sync_conn: Connection) -> str | None:
     return MigrationContext.configure(sync_conn).get_current_revision()
 
 
@@ -60,7 +59,7 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> tuple[str | No
     """Migrate the database to ``revision``; returns (revision before, revision after)."""
     cfg = _config()
 
-    def run(sync_conn: Any) -> tuple[str | None, str | None]:
+    def run(sync_conn: Connection) -> tuple[str | None, str | None]:
         if sync_conn.dialect.name == "postgresql":
             sync_conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
         before = _current(sync_conn)

@@ -17,7 +17,6 @@ Times are timezone-aware UTC datetimes on both backends.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -35,6 +34,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+from ..types import JSONObject  # at run time: SQLAlchemy reads the Mapped[...] annotations
 
 __all__ = ["ID_CHARS", "NAME_CHARS", "Base", "Device", "Json", "MemoryNote", "RowId",
            "SessionRow", "Turn", "UTCDateTime", "Voiceprint"]
@@ -147,7 +148,7 @@ class Turn(Base):
     reply: Mapped[str | None] = mapped_column(Text)
     speaker: Mapped[str | None] = mapped_column(String(NAME_CHARS))
     #: The per-turn latency record (``*_ms`` stages, provider seconds...).
-    latency: Mapped[dict[str, Any] | None] = mapped_column(Json)
+    latency: Mapped[JSONObject | None] = mapped_column(Json)
     #: ``ok``, ``failed``, ``aborted``...
     outcome: Mapped[str] = mapped_column(String(NAME_CHARS))
     error: Mapped[str | None] = mapped_column(Text)

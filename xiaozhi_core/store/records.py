@@ -12,16 +12,19 @@ import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..types import JSONObject
 
 __all__ = ["DeviceRecord", "PruneResult", "SessionRecord", "StoreStats", "TurnRecord",
            "VoiceprintRecord"]
 
 
 class _AsDict:
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, object]:
         """A JSON-ready mapping (datetimes as ISO 8601 text, bytes left out)."""
-        out: dict[str, Any] = {}
+        out: dict[str, object] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if isinstance(value, bytes):
@@ -64,7 +67,7 @@ class TurnRecord(_AsDict):
     text: str | None
     reply: str | None
     speaker: str | None
-    latency: dict[str, Any] | None
+    latency: JSONObject | None
     outcome: str
     error: str | None
 

@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import SupportsFloat
 
 from sqlalchemy import bindparam, case, func, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -35,6 +35,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.exc import TimeoutError as SQLATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..types import JSONValue
 from .engine import IMMEDIATE
 from .models import Device, SessionRow, Turn, UTCDateTime
 from .records import StoreStats
@@ -71,8 +72,20 @@ class SessionEnded:
 
 @dataclass(slots=True)
 class TurnRow:
-    #: Column values of :class:`~xiaozhi_core.store.models.Turn`, ``at`` as epoch seconds.
-    values: dict[str, Any]
+    """A finished turn: the columns of :class:`~xiaozhi_core.store.models.Turn`
+    (``at`` as epoch seconds; ``latency`` made JSON-safe when written)."""
+
+    session_id: str
+    device_id: str
+    turn_no: int
+    at: float
+    kind: str
+    outcome: str
+    text: str | None
+    reply: str | None
+    speaker: str | None
+    latency: dict[str, object] | None
+    error: str | None
 
 
 Op = DeviceSeen | SessionStarted | SessionEnded | TurnRow
@@ -103,7 +116,7 @@ class RateLimit:
         return held
 
 
-def json_safe(value: Any) -> Any:
+def json_safe(value: object) -> JSONValue:
     """``value`` with only what JSON (and PostgreSQL's JSONB) accepts: non-finite floats
     become None, unknown objects their ``str``, keys text.
 
@@ -118,8 +131,10 @@ def json_safe(value: Any) -> Any:
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
+    if not isinstance(value, SupportsFloat):  # numpy scalars are
+        return str(value)
     try:
-        number = float(value)  # numpy scalars
+        number = float(value)
     except (TypeError, ValueError):
         return str(value)
     return number if math.isfinite(number) else None
@@ -150,35 +165,45 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(sqlstate, str) and sqlstate[:2] in ("08", "53", "57", "40", "55")
 
 
+@dataclass(slots=True)
+class _DeviceRow:
+    """The events of one device in a batch, merged."""
+
+    device_id: str
+    first_seen: float
+    last_seen: float
+    client_id: str | None
+    board: str | None
+    firmware: str | None
+
+
 async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
     """Write ``ops`` on ``conn`` (inside the caller's transaction): device upserts first,
     then new sessions, session ends and turns, each as one multi-row statement."""
-    devices: dict[str, dict[str, Any]] = {}
-    sessions: dict[str, dict[str, Any]] = {}
-    ends: list[dict[str, Any]] = []
-    turns: list[dict[str, Any]] = []
+    devices: dict[str, _DeviceRow] = {}
+    sessions: dict[str, dict[str, object]] = {}
+    ends: list[dict[str, object]] = []
+    turns: list[dict[str, object]] = []
 
     def touch(device_id: str, at: float, client_id: str | None = None,
               board: str | None = None, firmware: str | None = None) -> None:
         row = devices.get(device_id)
         if row is None:
-            devices[device_id] = {"device_id": device_id, "first_seen": at, "last_seen": at,
-                                  "client_id": client_id, "board": board,
-                                  "firmware": firmware, "profile": None}
+            devices[device_id] = _DeviceRow(device_id, at, at, client_id, board, firmware)
             return
-        row["first_seen"] = min(row["first_seen"], at)
-        row["last_seen"] = max(row["last_seen"], at)
-        for key, value in (("client_id", client_id), ("board", board),
-                           ("firmware", firmware)):
-            if value is not None:
-                row[key] = value
+        row.first_seen = min(row.first_seen, at)
+        row.last_seen = max(row.last_seen, at)
+        row.client_id = client_id if client_id is not None else row.client_id
+        row.board = board if board is not None else row.board
+        row.firmware = firmware if firmware is not None else row.firmware
 
     for op in ops:
         if isinstance(op, TurnRow):
-            row = dict(op.values)
-            row["at"] = _utc(row["at"])
-            row["latency"] = json_safe(row["latency"])
-            turns.append(row)
+            turns.append({"session_id": op.session_id, "device_id": op.device_id,
+                          "turn_no": op.turn_no, "at": _utc(op.at), "kind": op.kind,
+                          "outcome": op.outcome, "text": op.text, "reply": op.reply,
+                          "speaker": op.speaker, "latency": json_safe(op.latency),
+                          "error": op.error})
         elif isinstance(op, DeviceSeen):
             touch(op.device_id, op.at, op.client_id, op.board, op.firmware)
         elif isinstance(op, SessionStarted):
@@ -191,8 +216,10 @@ async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
 
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     if devices:
-        for row in devices.values():
-            row["first_seen"], row["last_seen"] = _utc(row["first_seen"]), _utc(row["last_seen"])
+        rows = [{"device_id": d.device_id, "first_seen": _utc(d.first_seen),
+                 "last_seen": _utc(d.last_seen), "client_id": d.client_id,
+                 "board": d.board, "firmware": d.firmware, "profile": None}
+                for d in sorted(devices.values(), key=lambda d: d.device_id)]
         ins = insert(Device)
         newer = ins.excluded.last_seen > Device.last_seen
         await conn.execute(ins.on_conflict_do_update(index_elements=[Device.device_id], set_={
@@ -200,7 +227,7 @@ async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
             "client_id": func.coalesce(ins.excluded.client_id, Device.client_id),
             "board": func.coalesce(ins.excluded.board, Device.board),
             "firmware": func.coalesce(ins.excluded.firmware, Device.firmware),
-        }), sorted(devices.values(), key=lambda r: r["device_id"]))
+        }), rows)
     if sessions:
         await conn.execute(insert(SessionRow).on_conflict_do_nothing(
             index_elements=[SessionRow.id]), list(sessions.values()))
