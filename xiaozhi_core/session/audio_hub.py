@@ -32,13 +32,16 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..executor import Executor
 from ..protocol.opus import OpusDecoder, OpusError
 from ..types import Execution
+
+if TYPE_CHECKING:
+    from ..providers import BoundVAD, VADProvider, VADState
 
 __all__ = ["AudioHub", "HubResult", "StreamState"]
 
@@ -50,7 +53,7 @@ class StreamState:
     """One session's decode + VAD state. Touched only by the hub, one batch at a time."""
 
     decoder: OpusDecoder
-    vad_state: Any
+    vad_state: VADState
     carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
     decode_errors: int = 0
     #: A request of this stream is queued or being processed.
@@ -93,7 +96,8 @@ def _decode_batch(requests: list[_Request], window: int) -> None:
         st.carry = data[whole:].copy()
 
 
-def _round_members(requests: list[_Request], k: int) -> tuple[list[int], np.ndarray, list[Any]]:
+def _round_members(requests: list[_Request], k: int
+                   ) -> tuple[list[int], np.ndarray, list[VADState]]:
     """VAD round ``k``: the requests with a ``k``-th window, those windows as float32
     in [-1, 1], and their streams' states."""
     members = [i for i, r in enumerate(requests) if len(r.windows) > k]
@@ -102,8 +106,8 @@ def _round_members(requests: list[_Request], k: int) -> tuple[list[int], np.ndar
     return members, frames, [requests[i].stream.vad_state for i in members]
 
 
-def _decode_and_vad(requests: list[_Request], window: int, vad: Any) -> tuple[list[list[float]],
-                                                                                 int]:
+def _decode_and_vad(requests: list[_Request], window: int,
+                    vad: VADProvider) -> tuple[list[list[float]], int]:
     """Pool job: decode, then every VAD round, with the blocking provider ``vad``.
     Returns the probabilities per request and the number of provider calls."""
     _decode_batch(requests, window)
@@ -121,7 +125,7 @@ def _decode_and_vad(requests: list[_Request], window: int, vad: Any) -> tuple[li
 class AudioHub:
     """Batches decode and VAD across sessions. One per server."""
 
-    def __init__(self, executor: Executor, vad: Any, tick_ms: int = 20,
+    def __init__(self, executor: Executor, vad: BoundVAD, tick_ms: int = 20,
                  max_inflight: int | None = None) -> None:
         self.executor = executor
         self.vad = vad
@@ -130,7 +134,7 @@ class AudioHub:
         self.tick = tick_ms / 1000
         self.max_inflight = max(1, max_inflight or executor.settings.workers)
         #: The provider itself when the pool may call it directly (cpu, thread pool).
-        self.local_vad: Any = None
+        self.local_vad: VADProvider | None = None
         if getattr(vad, "execution", None) is Execution.CPU and not executor.is_process_pool:
             self.local_vad = getattr(vad, "instance", None)
         self._requests: list[_Request] = []
