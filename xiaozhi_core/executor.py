@@ -319,7 +319,7 @@ class Executor:
         else:
             self._loop.call_soon_threadsafe(fn, *args)
 
-    def run_on_loop(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def run_on_loop(self, coro: Coroutine[object, None, T], timeout: float | None = None) -> T:
         """Blocking: run ``coro`` on the loop and wait for its result, from a worker thread.
 
         Raises :class:`ExecutionPolicyError` on the loop thread, where waiting would
@@ -450,7 +450,8 @@ class BoundProvider:
     """
 
     def __init__(
-        self, spec: ProviderSpec, instance: Any, executor: Executor, options: object = None, *,
+        self, spec: ProviderSpec, instance: object, executor: Executor, options: object = None,
+        *,
         methods: dict[str, Literal["call", "stream"]] | None = None,
         required: tuple[str, ...] | None = None, what: str | None = None,
     ) -> None:

@@ -28,7 +28,6 @@ import collections
 import logging
 import time
 from asyncio import events
-from typing import Any
 
 __all__ = ["LoopLagMonitor", "callback_name"]
 
@@ -40,7 +39,7 @@ _active: set[LoopLagMonitor] = set()
 
 def callback_name(handle: events.Handle) -> str:
     """A readable name for what a loop handle runs."""
-    cb: Any = getattr(handle, "_callback", None)
+    cb: object = getattr(handle, "_callback", None)
     owner = getattr(cb, "__self__", None)
     if isinstance(owner, asyncio.Task):
         coro = owner.get_coro()
@@ -129,7 +128,7 @@ class LoopLagMonitor:
         data = sorted(self.lags)
         return data[min(len(data) - 1, int(q / 100 * len(data)))]
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> dict[str, object]:
         """Lag in ms (last, p50, p99, max over the window) and recent slow callbacks."""
         return {
             "last_ms": round(self.last_lag * 1000, 3),
