@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import SupportsInt
 
 from .errors import ProviderError
 from .types import ToolCall
@@ -59,14 +59,15 @@ class ToolCallAssembler:
         """True while pieces are waiting to be drained."""
         return bool(self._calls)
 
-    def _key(self, index: Any, call_id: str) -> int:
+    def _key(self, index: object, call_id: str) -> int:
         if index is not None:
             try:
-                return int(index)
+                if isinstance(index, (str, SupportsInt)):
+                    return int(index)
             except (TypeError, ValueError):
-                raise ProviderError(
-                    f"{self.label}: malformed stream: tool call index {index!r} is not a "
-                    "number") from None
+                pass
+            raise ProviderError(
+                f"{self.label}: malformed stream: tool call index {index!r} is not a number")
         if call_id:
             for key, partial in self._calls.items():
                 if partial.id == call_id:
@@ -74,7 +75,7 @@ class ToolCallAssembler:
             return max(self._calls, default=-1) + 1
         return max(self._calls, default=0)
 
-    def add(self, piece: Mapping[str, Any]) -> None:
+    def add(self, piece: Mapping[str, object]) -> None:
         """Feed one piece: ``{"index": 0, "id": "...", "function": {"name": "...",
         "arguments": "..."}}``; every key may be missing or None."""
         if not isinstance(piece, Mapping):
@@ -93,8 +94,9 @@ class ToolCallAssembler:
         name = fn.get("name")
         if name and name != partial.name:
             partial.name = str(name) if not partial.name else partial.name + str(name)
-        if fn.get("arguments"):
-            partial.arguments.append(str(fn["arguments"]))
+        arguments = fn.get("arguments")
+        if arguments:
+            partial.arguments.append(str(arguments))
 
     def drain(self) -> list[ToolCall]:
         """The complete calls in index order (and forget them).
