@@ -543,7 +543,7 @@ class _Bound(Protocol):
     def execution(self) -> Execution: ...
 
     #: The provider object itself (None in process mode: it lives in the workers).
-    instance: Any
+    instance: object
 
     async def remote_attr(self, name: str) -> object: ...
 
