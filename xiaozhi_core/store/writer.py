@@ -131,7 +131,7 @@ def json_safe(value: object) -> JSONValue:
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
-    if not isinstance(value, SupportsFloat):  # numpy scalars are
+    if not isinstance(value, SupportsFloat):  # numpy scalars have __float__
         return str(value)
     try:
         number = float(value)
