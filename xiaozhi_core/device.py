@@ -41,7 +41,7 @@ __all__ = ["FakeDevice", "McpHandler", "Received", "downstream_rate", "encode_ut
 
 #: Answers one MCP request of the server: its JSON-RPC payload → the reply payload, or
 #: None for no answer; may be a coroutine function.
-McpHandler = Callable[[JSONObject], "JSONObject | None | Awaitable[JSONObject | None]"]
+McpHandler = Callable[[JSONObject], JSONObject | None | Awaitable[JSONObject | None]]
 
 #: The sample rates an Opus decoder plays.
 _OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
