@@ -120,6 +120,12 @@ class ServerSettings:
     http_port: int = 8003
     #: WebSocket URL handed to devices by OTA; empty: derived from the request's host.
     public_ws_url: str = ""
+    #: Worker processes sharing the ports (SO_REUSEPORT) under a supervising parent;
+    #: ``auto``: one per usable core. 1 runs the server in this process, no supervisor.
+    workers: int | Literal["auto"] = "auto"
+    #: On SIGTERM: stop accepting, let running turns finish for up to this many
+    #: seconds, then close the remaining sessions (close code 1012: reconnect).
+    drain_timeout: float = 30.0
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
@@ -130,6 +136,26 @@ class ServerSettings:
             if not 0 <= value <= 65535:
                 raise ConfigError(f"must be a TCP port 0..65535, got {value}",
                                   path=f"server.{name}")
+        if self.workers != "auto" and not 1 <= self.workers <= 256:
+            raise ConfigError(f"must be 1..256 or 'auto', got {self.workers}",
+                              path="server.workers")
+        if self.drain_timeout < 0:
+            raise ConfigError(f"must be >= 0 seconds, got {self.drain_timeout:g}",
+                              path="server.drain_timeout")
+
+    @property
+    def worker_count(self) -> int:
+        """Worker processes to run: ``workers``, or one per usable core for ``auto``.
+
+        >>> ServerSettings(workers=3).worker_count
+        3
+        """
+        if self.workers != "auto":
+            return int(self.workers)
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
 
     @property
     def auth_enabled(self) -> bool:

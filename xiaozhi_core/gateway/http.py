@@ -38,6 +38,14 @@ class HttpHost(Protocol):
         """``GET /metrics`` in the Prometheus text format."""
         ...
 
+    async def health_report(self) -> dict[str, Any]:
+        """What ``GET /health`` answers (a worker: for every worker)."""
+        ...
+
+    async def metrics_report(self) -> bytes:
+        """What ``GET /metrics`` answers (a worker: merged over every worker)."""
+        ...
+
 log = logging.getLogger(__name__)
 
 CORS_HEADERS = {
@@ -110,10 +118,10 @@ def make_app(server: HttpHost) -> web.Application:
                                  f"{server.ws_url_for(request.host)}\n")
 
     async def health(request: web.Request) -> web.Response:
-        return web.json_response(server.health())
+        return web.json_response(await server.health_report())
 
     async def metrics(request: web.Request) -> web.Response:
-        body = server.render_metrics()
+        body = await server.metrics_report()
         return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4"})
 
     for path in ("/xiaozhi/ota/", "/xiaozhi/ota"):

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from ..config import DeploymentConfig
 from .server import XiaozhiServer
 
-__all__ = ["serve"]
+__all__ = ["drain_until", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -44,5 +44,24 @@ async def serve(config: DeploymentConfig, registry: Any, out: TextIO,
             ready.set()
         await stop.wait()
         log.info("shutting down")
+        await drain_until(server, config.server.drain_timeout)
     finally:
         await server.stop()
+
+
+async def drain_until(server: XiaozhiServer, seconds: float) -> None:
+    """:meth:`XiaozhiServer.drain`, cut short by a second SIGINT/SIGTERM."""
+    loop = asyncio.get_running_loop()
+    hurry = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, hurry.set)
+    drain = loop.create_task(server.drain(seconds))
+    waiter = loop.create_task(hurry.wait())
+    await asyncio.wait([drain, waiter], return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
+    if not drain.done():
+        log.warning("second signal: not waiting for running turns")
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain

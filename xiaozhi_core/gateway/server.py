@@ -21,6 +21,7 @@ import contextlib
 import logging
 import weakref
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -40,6 +41,7 @@ from ..session.segmenter import segmentation_params
 from ..session.session import Session
 from ..session.transport import Peer
 from ..types import SegmentationDefaults
+from .admission import Admission, LocalAdmission
 from .auth import Authenticator, AuthError, Identity, identity_from_request
 from .http import make_app
 from .metrics import Metrics
@@ -79,6 +81,12 @@ class XiaozhiServer:
         self.port = s.port
         self.http_port = s.http_port
         self._owns_executor = False
+        #: Admission control of sessions; a worker of a supervised server shares it.
+        self.admission: Admission = LocalAdmission(s.limits.max_sessions)
+        #: Extra headers on every WebSocket handshake response (a worker names itself).
+        self.response_headers: dict[str, str] = {}
+        #: Set by :meth:`drain`: no new sessions; /health says "draining".
+        self.draining = False
 
     @classmethod
     async def create(cls, config: DeploymentConfig) -> XiaozhiServer:
@@ -109,7 +117,9 @@ class XiaozhiServer:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self, host: str | None = None, port: int | None = None,
-                    http_port: int | None = None) -> None:
+                    http_port: int | None = None, *, reuse_port: bool = False) -> None:
+        """Listen. ``reuse_port``: SO_REUSEPORT on both ports, so several worker
+        processes share them (the kernel spreads connections over the workers)."""
         self.host = host or self.host
         port = self.port if port is None else port
         http_port = self.http_port if http_port is None else http_port
@@ -120,17 +130,56 @@ class XiaozhiServer:
         self._ws_server = await serve(
             self._handle, self.host, port, process_request=self._process_request,
             max_size=limits.max_frame_bytes, compression=None, ping_interval=20,
-            ping_timeout=20, close_timeout=2, server_header="xiaozhi-core")
+            ping_timeout=20, close_timeout=2, server_header="xiaozhi-core",
+            process_response=self._process_response if self.response_headers else None,
+            reuse_port=reuse_port or None)
         self.port = self._ws_server.sockets[0].getsockname()[1]
         self._http_runner = web.AppRunner(make_app(self), access_log=None)
         await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, self.host, http_port)
+        site = web.TCPSite(self._http_runner, self.host, http_port,
+                           reuse_port=reuse_port or None)
         await site.start()
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.http_port = server.sockets[0].getsockname()[1]
         log.info("listening: WebSocket %s  OTA %s (auth %s)", self.ws_url, self.ota_url,
                  "on" if self.auth.enabled else "off")
+
+    async def drain(self, seconds: float) -> None:
+        """Graceful drain: stop accepting devices, let running turns finish for up to
+        ``seconds``, closing each session (code 1012, "service restart": the device
+        reconnects, to another worker or host) as soon as it has no turn running; then
+        close whatever is left. The HTTP side stays up until :meth:`stop` and reports
+        ``"status": "draining"``.
+        """
+        self.draining = True
+        if self._ws_server is not None:
+            self._ws_server.close(close_connections=False)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        closing: dict[str, asyncio.Task[None]] = {}
+
+        def close(session: Session, reason: str) -> None:
+            if session.session_id not in closing:
+                closing[session.session_id] = loop.create_task(
+                    session.transport.close(1012, reason),
+                    name=f"drain:{session.session_id[:8]}")
+
+        n = len(self.sessions)
+        log.info("draining: %d sessions, up to %g s for running turns", n, seconds)
+        while True:
+            for session in list(self.sessions.values()):
+                task = session.turn_task
+                if task is None or task.done():
+                    close(session, "server draining")
+            if not self.sessions or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for session in list(self.sessions.values()):
+            close(session, "server draining (deadline)")
+        if closing:
+            await asyncio.wait(closing.values(), timeout=5)
+        log.info("drained %d sessions", n)
 
     async def stop(self) -> None:
         if self._ws_server is not None:
@@ -207,7 +256,10 @@ class XiaozhiServer:
             return self._refuse(connection, HTTPStatus.NOT_FOUND,
                                 f"unknown path {path}; devices connect to {WS_PATH}", "not_found")
         limits = self.config.server.limits
-        if len(self.sessions) >= limits.max_sessions:
+        if self.draining:
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
+                                "server draining; try again", "refused_draining")
+        if self.admission.full():
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
                                 f"server full ({limits.max_sessions} sessions)", "refused_full")
         lag_ms = self.lag_monitor.sustained_lag() * 1000
@@ -229,10 +281,22 @@ class XiaozhiServer:
         if ident is None or self.session_host is None:
             await ws.close(1008, "no identity")
             return
-        if len(self.sessions) >= self.config.server.limits.max_sessions:
+        if not self.admission.acquire():
             self.metrics.connections.labels("refused_full").inc()
             await ws.close(1013, "server full")
             return
+        try:
+            await self._serve_session(ws, ident)
+        finally:
+            self.admission.release()
+
+    def _process_response(self, connection: ServerConnection, request: Request,
+                          response: Response) -> None:
+        for name, value in self.response_headers.items():
+            response.headers[name] = value
+
+    async def _serve_session(self, ws: ServerConnection, ident: Identity) -> None:
+        assert self.session_host is not None
         remote = ws.remote_address
         device = Peer(ident.device_id or f"anonymous-{remote[0] if remote else '?'}",
                       ident.client_id, f"{remote[0]}:{remote[1]}" if remote else "",
@@ -255,9 +319,17 @@ class XiaozhiServer:
 
     def health(self) -> dict[str, object]:
         """``GET /health``: sessions, loop lag and the selected providers."""
-        return {"status": "ok", "sessions": len(self.sessions),
+        return {"status": "draining" if self.draining else "ok", "sessions": len(self.sessions),
                 "loop_lag_ms": self.lag_monitor.stats()["p99_ms"],
                 "providers": {role.value: b.name for role, b in self.providers.items()}}
+
+    async def health_report(self) -> dict[str, Any]:
+        """``GET /health``; a worker of a supervised server covers every worker."""
+        return self.health()
+
+    async def metrics_report(self) -> bytes:
+        """``GET /metrics``; a worker of a supervised server merges every worker's."""
+        return self.render_metrics()
 
     def render_metrics(self) -> bytes:
         hub = self.hub
