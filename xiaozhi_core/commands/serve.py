@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from ..config import DeploymentConfig
     from ..registry import Registry
 
-__all__ = ["commands", "port"]
+__all__ = ["commands", "port", "workers"]
 
 
 def port(text: str) -> int:
@@ -35,6 +36,27 @@ def port(text: str) -> int:
     return value
 
 
+def workers(text: str) -> int | str:
+    """argparse type of ``--workers``: 1..256 or ``auto``.
+
+    >>> workers("auto"), workers("2")
+    ('auto', 2)
+    >>> workers("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: workers 0 is not in 1..256
+    """
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"workers {value} is not in 1..256")
+    return value
+
+
 def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", action="append", required=True, metavar="FILE",
                    help="YAML config file; repeat to deep-merge several (later files win)")
@@ -46,6 +68,9 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
                    "(overrides server.http_port)")
     p.add_argument("--check", action="store_true",
                    help="build every provider, report, and exit without serving")
+    p.add_argument("--workers", type=workers, metavar="N",
+                   help="worker processes sharing the ports, under a supervisor "
+                        "(overrides server.workers; 'auto': one per core; 1: this process)")
 
 
 async def _build_and_report(config: DeploymentConfig, registry: Registry) -> None:
@@ -77,11 +102,20 @@ def _serve(args: argparse.Namespace) -> int:
         config.server.port = args.port
     if args.http_port is not None:
         config.server.http_port = args.http_port
+    if args.workers is not None:
+        config.server.workers = args.workers
     print(f"OK: {' + '.join(config.files)}")
     if args.check:
         asyncio.run(_build_and_report(config, registry))
         print("every provider started (--check): exiting")
         return 0
+    count = config.server.worker_count
+    if count > 1:
+        from ..gateway.workers import run_workers
+
+        sys.stdout.flush()
+        return asyncio.run(run_workers(config, config.files, False, count, sys.stdout,
+                                       logging.getLevelName(logging.getLogger().level)))
     from ..gateway.run import serve
 
     asyncio.run(serve(config, registry, sys.stdout))
