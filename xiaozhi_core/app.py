@@ -68,7 +68,8 @@ async def build_providers(config: DeploymentConfig, executor: Executor) -> Provi
     try:
         for role, choice in config.choices().items():
             try:
-                bound[role] = await build(choice.spec, choice.options, executor)
+                bound[role] = await build(choice.spec, choice.options, executor,
+                                          choice.placement)
             except XiaozhiError:
                 raise
             except Exception as exc:

@@ -45,7 +45,7 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError
-from .executor import ExecutorSettings
+from .executor import ExecutorSettings, RayPlacement
 from .options import EnvStr, validate_options
 from .providers import ProviderSpec
 from .registry import Registry
@@ -226,6 +226,8 @@ class ProviderChoice:
     provider: str
     spec: ProviderSpec
     options: Any
+    #: Where a ``cpu`` provider runs: None = the local pool, else a Ray Serve deployment.
+    placement: RayPlacement | None = None
 
 
 @dataclass
@@ -391,7 +393,8 @@ def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _choice(raw: dict[str, Any], role: Role, registry: Registry) -> ProviderChoice | None:
+def _choice(raw: dict[str, Any], role: Role, registry: Registry,
+            executor: ExecutorSettings | None = None) -> ProviderChoice | None:
     key = role.value
     if key not in raw or raw[key] is None:
         if role in _REQUIRED_ROLES:
@@ -401,10 +404,10 @@ def _choice(raw: dict[str, Any], role: Role, registry: Registry) -> ProviderChoi
                 f"installed {role} providers: {installed}", path=key)
         return None
     section = _section(raw, key)
-    unknown = sorted(set(section) - {"provider", "options"})
+    unknown = sorted(set(section) - {"provider", "options", "executor", "ray"})
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r}; allowed keys: options, provider",
-                          path=f"{key}.{unknown[0]}")
+        raise ConfigError(f"unknown key {unknown[0]!r}; allowed keys: executor, options, "
+                          "provider, ray", path=f"{key}.{unknown[0]}")
     name = section.get("provider")
     if not isinstance(name, str) or not name:
         installed = ", ".join(s.name for s in registry.specs(role)) or "(none)"
@@ -419,7 +422,38 @@ def _choice(raw: dict[str, Any], role: Role, registry: Registry) -> ProviderChoi
     options = section.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError("expected a mapping of provider options", path=f"{key}.options")
-    return ProviderChoice(str(name), spec, spec.validate(options, path=f"{key}.options"))
+    validated = spec.validate(options, path=f"{key}.options")
+    return ProviderChoice(str(name), spec, validated,
+                          _placement(section, role, spec, executor or ExecutorSettings()))
+
+
+def _placement(section: dict[str, Any], role: Role, spec: ProviderSpec,
+               executor: ExecutorSettings) -> RayPlacement | None:
+    """Where a role's provider runs: ``<role>.executor`` (local|ray), else
+    ``executor.kind``; ``<role>.ray`` configures the Serve deployment."""
+    key = role.value
+    where = section.get("executor")
+    if where is not None and where not in ("local", "ray"):
+        raise ConfigError(f"{where!r} is not allowed; allowed: 'local', 'ray'",
+                          path=f"{key}.executor")
+    ray_raw = section.get("ray") or {}
+    if not isinstance(ray_raw, dict):
+        raise ConfigError("expected a mapping of Ray Serve deployment settings",
+                          path=f"{key}.ray")
+    placement = validate_options(RayPlacement, ray_raw, path=f"{key}.ray")
+    if where == "ray":
+        if role is Role.VAD:
+            raise ConfigError("the VAD runs in the local pool (one call per 32 ms window of "
+                              "every stream); 'ray' is not supported here", path=f"{key}.executor")
+        if spec.execution.value != "cpu":
+            raise ConfigError(f"provider {spec.name!r} is 'io' (it awaits network I/O on the "
+                              "event loop); only 'cpu' providers run on Ray",
+                              path=f"{key}.executor")
+        return placement
+    if where is None and executor.kind == "ray" and role is not Role.VAD \
+            and spec.execution.value == "cpu":
+        return placement
+    return None
 
 
 def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> DeploymentConfig:
@@ -430,7 +464,7 @@ def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> Depl
     server = validate_options(ServerSettings, _section(raw, "server"), path="server")
     executor = validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
     session = validate_options(SessionSettings, _section(raw, "session"), path="session")
-    choices = {role: _choice(raw, role, registry) for role in Role}
+    choices = {role: _choice(raw, role, registry, executor) for role in Role}
     vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
     assert vad and asr and llm and tts
     return DeploymentConfig(files, server, executor, session, vad, asr, llm, tts,

@@ -40,7 +40,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from .errors import ExecutionPolicyError
@@ -57,7 +57,7 @@ from .providers import (
 )
 from .types import Execution, Role
 
-__all__ = ["BoundProvider", "Executor", "ExecutorSettings", "bind", "bind_asr", "bind_llm",
+__all__ = ["BoundProvider", "Executor", "ExecutorSettings", "RayPlacement", "RaySettings", "bind", "bind_asr", "bind_llm",
            "bind_tts", "bind_vad", "bind_voiceprint", "build", "check_policy"]
 
 log = logging.getLogger(__name__)
@@ -71,19 +71,63 @@ _END = _End()
 
 
 @dataclass
+class RaySettings:
+    """``executor.ray:`` the Ray cluster that runs providers sent to Ray Serve.
+
+    ``address`` empty: this process starts a local Ray instance with ``num_cpus``
+    (stopped with the server); ``auto`` joins the cluster of this machine's
+    ``ray start``; ``ray://HOST:10001`` joins a remote cluster through Ray Client.
+    """
+
+    address: str = ""
+    num_cpus: int = 2
+    #: This process's address in the cluster (Ray's ``_node_ip_address``): empty =
+    #: Ray's choice when joining; a local instance always uses 127.0.0.1.
+    node_ip: str = ""
+    namespace: str = "xiaozhi"
+    #: Serve applications are named PREFIX-ROLE (one per role, deployed independently).
+    app_prefix: str = "xiaozhi"
+
+
+@dataclass
+class RayPlacement:
+    """``<role>.ray:`` how a provider runs as a Ray Serve deployment.
+
+    ``num_cpus`` and ``resources`` are Ray's scheduling reservations per replica
+    (``resources: {asr_node: 1}`` pins the replicas to nodes started with that custom
+    resource). ``autoscaling`` is passed to Serve as ``autoscaling_config``
+    (``min_replicas``, ``max_replicas``, ``target_ongoing_requests``...) and then
+    replaces ``replicas``. ``max_batch_size`` / ``batch_wait_ms`` configure Serve's
+    request batching for providers that declare the ``batch`` capability.
+    """
+
+    replicas: int = 1
+    num_cpus: float = 0.5
+    resources: dict[str, float] = field(default_factory=dict)
+    max_ongoing_requests: int = 8
+    autoscaling: dict[str, Any] | None = None
+    max_batch_size: int = 8
+    batch_wait_ms: float = 10.0
+
+
+@dataclass
 class ExecutorSettings:
     """``executor:`` section of a deployment config.
 
-    ``cpu_workers`` 0 means one worker per core. ``max_pending`` bounds the jobs waiting
-    for a worker (beyond it, callers wait: back-pressure instead of an unbounded queue).
-    ``stream_buffer`` is how many items a ``cpu`` stream may produce ahead of its
-    consumer.
+    ``kind``: ``thread`` or ``process`` pool for ``cpu`` providers, or ``ray``: every
+    ``cpu`` provider except the VAD runs as a Ray Serve deployment (a role's
+    ``executor: local|ray`` overrides this; the VAD, decoding and encoding always stay
+    in the local thread pool). ``cpu_workers`` 0 means one worker per core.
+    ``max_pending`` bounds the jobs waiting for a worker (beyond it, callers wait:
+    back-pressure instead of an unbounded queue). ``stream_buffer`` is how many items a
+    ``cpu`` stream may produce ahead of its consumer.
     """
 
-    kind: Literal["thread", "process"] = "thread"
+    kind: Literal["thread", "process", "ray"] = "thread"
     cpu_workers: int = 0
     max_pending: int = 256
     stream_buffer: int = 8
+    ray: RaySettings = field(default_factory=RaySettings)
 
     def __post_init__(self) -> None:
         if self.cpu_workers < 0:
@@ -159,6 +203,8 @@ class Executor:
         self.running = 0
         self.completed = 0
         self.busy_seconds = 0.0
+        #: The Ray Serve backend, created on first use (nothing imports ray before).
+        self.ray: Any = None
 
     @property
     def is_process_pool(self) -> bool:
@@ -347,7 +393,20 @@ class Executor:
             "busy_seconds": round(self.busy_seconds, 6),
         }
 
+    async def ray_backend(self) -> Any:
+        """The Ray Serve backend (:mod:`xiaozhi_core.ray_serve`), connected on first use."""
+        if self.ray is None:
+            from .ray_serve import RayBackend
+
+            backend = RayBackend(self.settings.ray)
+            await self.run(backend.start)
+            self.ray = backend
+        return self.ray
+
     def shutdown(self, wait: bool = True) -> None:
+        if self.ray is not None:
+            ray, self.ray = self.ray, None
+            ray.shutdown()
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
@@ -614,12 +673,17 @@ def bind_voiceprint(spec: ProviderSpec, instance: object, executor: Executor,
     return cast(BoundVoiceprint, bind(spec, instance, executor, options))
 
 
-async def build(spec: ProviderSpec, options: object, executor: Executor) -> BoundProvider:
+async def build(spec: ProviderSpec, options: object, executor: Executor,
+                placement: RayPlacement | None = None) -> BoundProvider:
     """Create a provider from validated ``options`` and bind it.
 
     ``cpu`` factories (which load models) run in the pool so the loop stays responsive;
-    in process mode the instance is created lazily inside each worker instead.
+    in process mode the instance is created lazily inside each worker instead; with a
+    Ray ``placement`` it is created inside the replicas of a Ray Serve deployment.
     """
+    if placement is not None and spec.execution is Execution.CPU:
+        backend = await executor.ray_backend()
+        return cast(BoundProvider, await backend.deploy(spec, options, placement, executor))
     if spec.execution is Execution.CPU and executor.is_process_pool:
         # Instances live in the worker processes (created on first use there). Check the
         # factory class's methods in a worker, so a policy mismatch is still refused at
