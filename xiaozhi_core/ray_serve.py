@@ -228,7 +228,8 @@ class RayBackend:
         t0 = time.monotonic()
         if not ray.is_initialized():
             if s.address:
-                ray.init(address=s.address, namespace=s.namespace, log_to_driver=False)
+                extra = {"_node_ip_address": s.node_ip} if s.node_ip else {}
+                ray.init(address=s.address, namespace=s.namespace, log_to_driver=False, **extra)
             else:
                 ray.init(num_cpus=s.num_cpus, namespace=s.namespace, include_dashboard=False,
                          log_to_driver=False, _node_ip_address="127.0.0.1")
