@@ -122,6 +122,7 @@ CAPABILITIES: dict[Role, dict[str, str]] = {
     Role.ASR: {
         "streaming": "open_stream(): push audio as it arrives, partial + final results",
         "multilingual": "recognises more than one language",
+        "batch": "transcribe_batch(pcms): several utterances in one call (Ray Serve batching)",
     },
     Role.LLM: {"tools": "accepts tool schemas and emits ToolCall requests"},
     Role.TTS: {"multilingual": "speaks more than one language"},

@@ -164,6 +164,12 @@ async def test_offline_default_on_serve_replicas(tmp_path: Path) -> None:
             await dev.listen("start", "auto")
             await dev.stream(encode_utterance(audio), realtime=True)
             await dev.wait_for("tts", "stop", timeout=120)
+        # whisper declares 'batch': concurrent utterances meet in one @serve.batch call
+        asr = server.bound[Role.ASR]
+        assert infos["asr"]["batch"] == ["transcribe"]
+        texts = await asyncio.gather(*(asr.transcribe(audio) for _ in range(4)))
+        assert len({t.text for t in texts}) == 1
+        assert max((await asr.describe())["batches"]) > 1
     finally:
         await server.stop()
     stt = dev.messages("stt")[0]["text"].lower()

@@ -24,8 +24,8 @@ def test_specs_and_defaults() -> None:
     specs = {s.name: s for s in xiaozhi_providers()}
     assert set(specs) == {"whisper", "whisper_multilingual"}
     assert all(s.execution.value == "cpu" and s.role.value == "asr" for s in specs.values())
-    assert specs["whisper"].capabilities == frozenset()
-    assert specs["whisper_multilingual"].capabilities == {"multilingual"}
+    assert specs["whisper"].capabilities == {"batch"}
+    assert specs["whisper_multilingual"].capabilities == {"multilingual", "batch"}
     o = specs["whisper"].validate({})
     assert (o.model, o.language, o.beam_size, o.compute_type, o.cpu_threads, o.num_workers,
             o.vad_filter) == ("tiny.en", None, 1, "int8", 1, 2, False)
@@ -170,3 +170,15 @@ def test_concurrent_calls_from_threads_match_sequential_results(
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         together = [r.text for r in pool.map(tiny.transcribe, clips)]
     assert together == alone
+
+
+@pytest.mark.slow
+def test_transcribe_batch_matches_transcribe(say: Say, sentences: list[str],
+                                             tiny: WhisperASR) -> None:
+    """One encoder + decoder pass for several utterances (Ray Serve batching): the same
+    text as one by one; a too-short clip is answered empty in its place."""
+    clips = [say(s) for s in sentences[:3]]
+    clips.insert(1, np.zeros(400, np.int16))
+    batch = tiny.transcribe_batch(clips)
+    assert [r.text for r in batch] == [tiny.transcribe(c).text for c in clips]
+    assert batch[1].text == "" and all(r.text for i, r in enumerate(batch) if i != 1)

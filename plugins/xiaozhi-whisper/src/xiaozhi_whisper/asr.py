@@ -169,6 +169,53 @@ class WhisperASR:
             raise ProviderError(f"{_WHO}: transcription failed: {exc}") from exc
         return ASRResult(" ".join(text.split()), language=info.language)
 
+    def transcribe_batch(self, pcms: list[np.ndarray], *,
+                         language: str | None = None) -> list[ASRResult]:
+        """Recognise several utterances in one encoder + decoder pass (blocking).
+
+        Used by Ray Serve's request batching (the ``batch`` capability): concurrent
+        utterances of different devices share the forward passes. Utterances longer than
+        one 30 s window, too short, or of unknown language (multilingual model without a
+        language) go through :meth:`transcribe` one by one. Greedy/beam settings are the
+        same as :meth:`transcribe`'s, without its temperature fallback.
+        """
+        from faster_whisper.audio import pad_or_trim
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        model = self._model
+        if model is None:
+            raise ProviderError(f"{_WHO}: transcribe_batch() called after close()")
+        lang = self._language(language)
+        audios = [self._audio(p) for p in pcms]
+        out: list[ASRResult | None] = [None] * len(audios)
+        window = model.feature_extractor.n_samples
+        batch = [i for i, a in enumerate(audios)
+                 if MIN_SAMPLES <= a.size <= window and lang is not None]
+        for i in range(len(audios)):
+            if i not in batch:
+                out[i] = self.transcribe(pcms[i], language=language)
+        if batch:
+            o = self.options
+            try:
+                features = np.stack([pad_or_trim(model.feature_extractor(audios[i]))
+                                     for i in batch])
+                tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
+                                      task="transcribe", language=lang)
+                prompt = model.get_prompt(tokenizer, previous_tokens=(
+                    tokenizer.encode(" " + o.initial_prompt.strip())
+                    if o.initial_prompt else []), without_timestamps=True)
+                results = model.model.generate(
+                    model.encode(features), [list(prompt) for _ in batch],
+                    beam_size=o.beam_size, max_length=model.max_length, suppress_blank=True,
+                    suppress_tokens=get_suppressed_tokens(tokenizer, [-1]))
+            except Exception as exc:
+                raise ProviderError(f"{_WHO}: batched transcription failed: {exc}") from exc
+            for i, result in zip(batch, results, strict=True):
+                ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+                out[i] = ASRResult(" ".join(tokenizer.decode(ids).split()), language=lang)
+        return [r for r in out if r is not None]
+
     def close(self) -> None:
         """Drop the model (its memory is freed when the last running call returns)."""
         with self._close_lock:

@@ -18,7 +18,7 @@ Example:
     >>> spec.execution, spec.validate({"language": "en-US"}).language
     (<Execution.CPU: 'cpu'>, 'en')
     >>> sorted(registry.get("asr", "whisper_multilingual").capabilities)
-    ['multilingual']
+    ['batch', 'multilingual']
     >>> spec.validate({"language": "zh"}, path="asr.options")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -144,6 +144,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             execution=Execution.CPU,
             factory=_FACTORY,
             options=WhisperOptions,
+            capabilities=frozenset({"batch"}),
             description="Whisper on CPU via faster-whisper/CTranslate2, offline; models "
             "tiny.en (default, English) or base (multilingual) from PyPI packages",
         ),
@@ -153,7 +154,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             execution=Execution.CPU,
             factory=_FACTORY,
             options=WhisperMultilingualOptions,
-            capabilities=frozenset({"multilingual"}),
+            capabilities=frozenset({"multilingual", "batch"}),
             description="Whisper base (99 languages, detected per utterance) on CPU via "
             "faster-whisper/CTranslate2, offline",
         ),
