@@ -74,8 +74,8 @@ class ProviderReplica:
             name for name in self.present
             if "batch" in spec.capabilities and callable(
                 getattr(self.instance, f"{name}_batch", None)))
-        self.batched.set_max_batch_size(max_batch_size)
-        self.batched.set_batch_wait_timeout_s(batch_wait_ms / 1000)
+        self.batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
+        self.batched.set_batch_wait_timeout_s(batch_wait_ms / 1000)  # type: ignore[attr-defined]
         self.calls = 0
         self.batches: list[int] = []
         #: Streams running now, items streamed in total, streams stopped by a cancel.
@@ -228,7 +228,7 @@ class RayBackend:
         t0 = time.monotonic()
         if not ray.is_initialized():
             if s.address:
-                extra = {"_node_ip_address": s.node_ip} if s.node_ip else {}
+                extra: dict[str, Any] = {"_node_ip_address": s.node_ip} if s.node_ip else {}
                 ray.init(address=s.address, namespace=s.namespace, log_to_driver=False, **extra)
             else:
                 ray.init(num_cpus=s.num_cpus, namespace=s.namespace, include_dashboard=False,
@@ -253,7 +253,7 @@ class RayBackend:
             opts["num_replicas"] = "auto"
         else:
             opts["num_replicas"] = placement.replicas
-        deployment = serve.deployment(ProviderReplica).options(**opts)
+        deployment = serve.deployment(ProviderReplica).options(**opts)  # type: ignore[attr-defined]
         handle = serve.run(deployment.bind(spec, options, placement.max_batch_size,
                                            placement.batch_wait_ms),
                            name=app, route_prefix=None)
