@@ -57,8 +57,9 @@ from .providers import (
 )
 from .types import Execution, Role
 
-__all__ = ["BoundProvider", "Executor", "ExecutorSettings", "RayPlacement", "RaySettings", "bind", "bind_asr", "bind_llm",
-           "bind_tts", "bind_vad", "bind_voiceprint", "build", "check_policy"]
+__all__ = ["BoundProvider", "Executor", "ExecutorSettings", "RayPlacement", "RaySettings", "bind",
+           "bind_asr", "bind_llm", "bind_tts", "bind_vad", "bind_voiceprint", "build",
+           "check_policy"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -79,7 +79,7 @@ def test_literal_value_not_allowed(tmp_path: Path, registry: Registry) -> None:
     f = write(tmp_path / "a.yaml", ROLES + "executor: {kind: gpu}\n")
     err = error_of(registry, f)
     assert (err.path, err.message) == (
-        "executor.kind", "'gpu' is not allowed; allowed: 'thread', 'process'")
+        "executor.kind", "'gpu' is not allowed; allowed: 'thread', 'process', 'ray'")
 
 
 def test_settings_validation_errors_keep_their_path(tmp_path: Path, registry: Registry) -> None:

@@ -30,7 +30,7 @@ async def main(address: str) -> dict[str, object]:
     await server.start(port=0, http_port=0)
     try:
         nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-        placed = {r.value: (await server.bound[r].describe())["node_id"]
+        placed = {r.value: (await getattr(server.providers, r.value).describe())["node_id"]
                   for r in (Role.ASR, Role.LLM, Role.TTS)}
         pcm = np.concatenate([np.zeros(4800, np.int16), tone(0.6), np.zeros(9600, np.int16)])
         async with FakeDevice(server.ws_url) as dev:

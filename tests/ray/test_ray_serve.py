@@ -53,10 +53,10 @@ async def ray_server() -> AsyncIterator[Any]:
 
 async def test_conversation_with_fakes_on_serve_replicas(ray_server: Any) -> None:
     server = await ray_server(llm={"provider": "fake", "options": {"reply": "Hi. From Ray."}})
-    asr, llm, tts = (server.bound[r] for r in (Role.ASR, Role.LLM, Role.TTS))
+    asr, llm, tts = (getattr(server.providers, r.value) for r in (Role.ASR, Role.LLM, Role.TTS))
     pids = {(await b.describe())["pid"] for b in (asr, llm, tts)}
     assert os.getpid() not in pids
-    assert type(server.bound[Role.VAD]).__name__ == "BoundProvider"   # VAD stays local
+    assert type(server.providers.vad).__name__ == "BoundProvider"   # VAD stays local
     async with FakeDevice(server.ws_url) as dev:
         await speak_and_wait(dev)
     assert dev.messages("stt")[0]["text"] == "hello"
@@ -70,7 +70,7 @@ async def test_cancelling_a_remote_stream_stops_the_replica_generator(ray_server
     reply = " ".join(f"w{i}" for i in range(60))
     server = await ray_server(llm={"provider": "fake",
                                    "options": {"reply": reply, "token_delay": 0.1}})
-    llm = server.bound[Role.LLM]
+    llm = server.providers.llm
     got: list[str] = []
 
     async def consume() -> None:
@@ -94,7 +94,7 @@ async def test_cancelling_a_remote_stream_stops_the_replica_generator(ray_server
 async def test_killed_replica_alert_apology_then_next_turn_works(ray_server: Any) -> None:
     server = await ray_server(llm={"provider": "fake",
                                    "options": {"reply": "Fine.", "first_token_delay": 3}})
-    llm = server.bound[Role.LLM]
+    llm = server.providers.llm
     victim = (await llm.describe())["pid"]
     async with FakeDevice(server.ws_url) as dev:
         await dev.listen("start", "auto")
@@ -140,7 +140,7 @@ async def test_offline_default_on_serve_replicas(tmp_path: Path) -> None:
     server = await XiaozhiServer.create(config)
     await server.start()
     try:
-        infos = {r.value: await server.bound[r].describe()
+        infos = {r.value: await getattr(server.providers, r.value).describe()
                  for r in (Role.ASR, Role.LLM, Role.TTS)}
         assert all(i["pid"] != os.getpid() for i in infos.values())
         async with FakeDevice(server.ws_url) as dev:
@@ -148,7 +148,7 @@ async def test_offline_default_on_serve_replicas(tmp_path: Path) -> None:
             await dev.stream(encode_utterance(audio), realtime=True)
             await dev.wait_for("tts", "stop", timeout=120)
         # whisper declares 'batch': concurrent utterances meet in one @serve.batch call
-        asr = server.bound[Role.ASR]
+        asr = server.providers.asr
         assert infos["asr"]["batch"] == ["transcribe"]
         texts = await asyncio.gather(*(asr.transcribe(audio) for _ in range(4)))
         assert len({t.text for t in texts}) == 1

@@ -203,7 +203,7 @@ class WorkerServer(XiaozhiServer):
         return {
             "status": status, "sessions": sum(int(w.get("sessions", 0)) for w in up),
             "loop_lag_ms": max((float(w.get("loop_lag_ms", 0)) for w in up), default=0.0),
-            "providers": {role.value: b.name for role, b in self.bound.items()},
+            "providers": {role.value: b.name for role, b in self.providers.items()},
             "workers_configured": self.spec.workers, "workers_up": len(up),
             "supervisor_pid": sup.get("pid"), "workers": workers,
         }
