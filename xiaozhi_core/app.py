@@ -68,8 +68,13 @@ async def build_providers(config: DeploymentConfig, executor: Executor) -> Provi
     try:
         for role, choice in config.choices().items():
             try:
-                bound[role] = await build(choice.spec, choice.options, executor,
-                                          choice.placement)
+                if choice.placement is not None:   # cpu provider on Ray Serve
+                    from .ray_serve import deploy
+
+                    bound[role] = await deploy(choice.spec, choice.options, choice.placement,
+                                               executor)
+                else:
+                    bound[role] = await build(choice.spec, choice.options, executor)
             except XiaozhiError:
                 raise
             except Exception as exc:

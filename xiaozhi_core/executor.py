@@ -204,7 +204,8 @@ class Executor:
         self.running = 0
         self.completed = 0
         self.busy_seconds = 0.0
-        #: The Ray Serve backend, created on first use (nothing imports ray before).
+        #: The Ray Serve backend (:mod:`xiaozhi_core.ray_serve`) once a provider is
+        #: deployed there; stopped with the pool. Nothing imports ray before.
         self.ray: Any = None
 
     @property
@@ -393,16 +394,6 @@ class Executor:
             "completed": self.completed,
             "busy_seconds": round(self.busy_seconds, 6),
         }
-
-    async def ray_backend(self) -> Any:
-        """The Ray Serve backend (:mod:`xiaozhi_core.ray_serve`), connected on first use."""
-        if self.ray is None:
-            from .ray_serve import RayBackend
-
-            backend = RayBackend(self.settings.ray)
-            await self.run(backend.start)
-            self.ray = backend
-        return self.ray
 
     def shutdown(self, wait: bool = True) -> None:
         if self.ray is not None:
@@ -674,17 +665,13 @@ def bind_voiceprint(spec: ProviderSpec, instance: object, executor: Executor,
     return cast(BoundVoiceprint, bind(spec, instance, executor, options))
 
 
-async def build(spec: ProviderSpec, options: object, executor: Executor,
-                placement: RayPlacement | None = None) -> BoundProvider:
+async def build(spec: ProviderSpec, options: object, executor: Executor) -> BoundProvider:
     """Create a provider from validated ``options`` and bind it.
 
     ``cpu`` factories (which load models) run in the pool so the loop stays responsive;
-    in process mode the instance is created lazily inside each worker instead; with a
-    Ray ``placement`` it is created inside the replicas of a Ray Serve deployment.
+    in process mode the instance is created lazily inside each worker instead.
+    (A provider placed on Ray is built by :func:`xiaozhi_core.ray_serve.deploy`.)
     """
-    if placement is not None and spec.execution is Execution.CPU:
-        backend = await executor.ray_backend()
-        return cast(BoundProvider, await backend.deploy(spec, options, placement, executor))
     if spec.execution is Execution.CPU and executor.is_process_pool:
         # Instances live in the worker processes (created on first use there). Check the
         # factory class's methods in a worker, so a policy mismatch is still refused at

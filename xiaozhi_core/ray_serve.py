@@ -37,7 +37,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 from .errors import ProviderError
 from .executor import BoundProvider, Executor, RayPlacement, RaySettings, check_policy
@@ -48,7 +48,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry: before ra
 import ray
 from ray import serve
 
-__all__ = ["ProviderReplica", "RayBackend", "RayBoundProvider"]
+__all__ = ["ProviderReplica", "RayBackend", "RayBoundProvider", "deploy", "ray_backend"]
 
 log = logging.getLogger(__name__)
 _END = ("__xiaozhi_end__",)
@@ -286,3 +286,18 @@ class RayBackend:
             with contextlib.suppress(Exception):
                 serve.delete(app, _blocking=False)
         self.apps.clear()
+
+
+async def ray_backend(executor: Executor) -> RayBackend:
+    """The executor's Ray backend, connected (or started) on first use."""
+    if executor.ray is None:
+        backend = RayBackend(executor.settings.ray)
+        await executor.run(backend.start)
+        executor.ray = backend
+    return cast(RayBackend, executor.ray)
+
+
+async def deploy(spec: ProviderSpec, options: Any, placement: RayPlacement,
+                 executor: Executor) -> RayBoundProvider:
+    """Deploy a ``cpu`` provider on Ray Serve (connecting to Ray first if needed)."""
+    return await (await ray_backend(executor)).deploy(spec, options, placement, executor)

@@ -117,6 +117,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     import ray
 
     from xiaozhi_core.executor import Executor, ExecutorSettings, RayPlacement, RaySettings, build
+    from xiaozhi_core.ray_serve import deploy, ray_backend
     from xiaozhi_core.registry import default_registry
     from xiaozhi_core.testing import FakeASROptions, FakeLLMOptions, fake_spec
     from xiaozhi_core.types import Role
@@ -127,7 +128,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     executor = Executor(ExecutorSettings(cpu_workers=args.num_cpus,
                                          ray=RaySettings(num_cpus=args.num_cpus)))
     t0 = time.perf_counter()
-    backend = await executor.ray_backend()
+    backend = await ray_backend(executor)
     out["ray_start_s"] = round(time.perf_counter() - t0, 2)
     await asyncio.sleep(2)                             # idle workers settle
     rss, procs = _descendants_rss_mb(os.getpid())
@@ -138,7 +139,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     place = RayPlacement(num_cpus=0.5, max_ongoing_requests=64)
     asr_spec = fake_spec("asr")
     local_asr = await build(asr_spec, FakeASROptions(), executor)
-    ray_asr = await build(asr_spec, FakeASROptions(), executor, place)
+    ray_asr = await deploy(asr_spec, FakeASROptions(), place, executor)
     pcm = np.zeros(16000, np.int16)
     for name, asr in (("thread", local_asr), ("ray", ray_asr)):
         us = await _sequential(lambda a=asr: a.transcribe(pcm), args.calls)
@@ -149,7 +150,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     llm_spec = fake_spec("llm")
     reply = " ".join(f"t{i}" for i in range(50))
     local_llm = await build(llm_spec, FakeLLMOptions(reply=reply), executor)
-    ray_llm = await build(llm_spec, FakeLLMOptions(reply=reply), executor, place)
+    ray_llm = await deploy(llm_spec, FakeLLMOptions(reply=reply), place, executor)
     for name, llm in (("thread", local_llm), ("ray", ray_llm)):
         us = await _stream_item_us(llm, 50, 10)
         out[f"stream_item_us_{name}"] = round(us, 1)
@@ -173,7 +174,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                              max_batch_size=8, batch_wait_ms=20)
         for label, sp in (("ray_nobatch", dataclasses.replace(spec, capabilities=frozenset())),
                           ("ray_batch", spec)):
-            bound = await build(sp, options, executor, whole)
+            bound = await deploy(sp, options, whole, executor)
             rate, got = await _throughput(bound, pcms)
             info = await bound.describe()
             out[f"whisper_per_s_{label}"] = round(rate, 2)
