@@ -90,10 +90,15 @@ async def start_served(tmp_path: Path, workers: int = 2, drain: float = 10,
 async def served(tmp_path: Path) -> AsyncIterator[list[Served]]:
     started: list[Served] = []
     yield started
-    for s in started:
+    for s in started:   # SIGTERM: the supervisor drains its workers and removes its run dir
         if s.proc.returncode is None:
-            s.proc.kill()
-            await s.proc.wait()
+            s.proc.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(30):
+                    await s.proc.wait()
+            except TimeoutError:
+                s.proc.kill()
+                await s.proc.wait()
 
 
 def worker_of(dev: FakeDevice) -> tuple[int, int]:
