@@ -52,10 +52,19 @@ async def ray_server() -> AsyncIterator[Any]:
         await server.stop()
 
 async def test_conversation_with_fakes_on_serve_replicas(ray_server: Any) -> None:
-    server = await ray_server(llm={"provider": "fake", "options": {"reply": "Hi. From Ray."}})
+    server = await ray_server(
+        llm={"provider": "fake", "options": {"reply": "Hi. From Ray."},
+             "ray": {"replicas": 2, "num_cpus": 0.25}},
+        tts={"provider": "fake", "ray": {"autoscaling": {"min_replicas": 1, "max_replicas": 2}}})
     asr, llm, tts = (getattr(server.providers, r.value) for r in (Role.ASR, Role.LLM, Role.TTS))
     pids = {(await b.describe())["pid"] for b in (asr, llm, tts)}
     assert os.getpid() not in pids
+    llm_pids = set()
+    for _ in range(40):      # Serve routes each request to one of the two LLM replicas
+        llm_pids.add((await llm.describe())["pid"])
+        if len(llm_pids) == 2:
+            break
+    assert len(llm_pids) == 2
     assert type(server.providers.vad).__name__ == "BoundProvider"   # VAD stays local
     async with FakeDevice(server.ws_url) as dev:
         await speak_and_wait(dev)
