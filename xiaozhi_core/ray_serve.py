@@ -31,7 +31,7 @@ instance shares this virtualenv).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -48,7 +48,8 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry: before ra
 import ray
 from ray import serve
 
-__all__ = ["ProviderReplica", "RayBackend", "RayBoundProvider", "deploy", "ray_backend"]
+__all__ = ["ProviderReplica", "RayBackend", "RayBoundProvider", "deploy", "deployment_version",
+           "ray_backend"]
 
 log = logging.getLogger(__name__)
 _END = ("__xiaozhi_end__",)
@@ -134,6 +135,25 @@ class ProviderReplica:
                     with lock:
                         close()
                 await asyncio.shield(asyncio.to_thread(closing))
+
+
+def deployment_version(spec: ProviderSpec, options: Any, placement: RayPlacement) -> str:
+    """Serve's code version of a provider's deployment: the same provider, options and
+    placement give the same version, so every gateway (and every worker of one)
+    deploying it finds it already running instead of rolling its replicas.
+
+    >>> from xiaozhi_core.testing import FakeASROptions, fake_spec
+    >>> a = deployment_version(fake_spec("asr"), FakeASROptions(), RayPlacement())
+    >>> a == deployment_version(fake_spec("asr"), FakeASROptions(), RayPlacement())
+    True
+    >>> a == deployment_version(fake_spec("asr"), FakeASROptions(text="x"), RayPlacement())
+    False
+    """
+    from . import __version__
+
+    key = repr((__version__, spec.role.value, spec.name, spec.factory_path,
+                sorted(spec.capabilities), options, placement))
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _error(spec: ProviderSpec, exc: BaseException) -> ProviderError:
@@ -246,6 +266,7 @@ class RayBackend:
         if placement.resources:
             actor["resources"] = dict(placement.resources)
         opts: dict[str, Any] = {"name": f"{spec.role.value}-{spec.name}",
+                                "version": deployment_version(spec, options, placement),
                                 "ray_actor_options": actor,
                                 "max_ongoing_requests": placement.max_ongoing_requests}
         if placement.autoscaling:
@@ -277,15 +298,12 @@ class RayBackend:
         return RayBoundProvider(spec, executor, options, handle, info, app)
 
     def shutdown(self) -> None:
-        """Delete this server's Serve applications; stop Ray if this process started it."""
-        if self.started_local:   # everything goes with the instance
-            self.apps.clear()
-            ray.shutdown()
-            return
-        for app in self.apps:
-            with contextlib.suppress(Exception):
-                serve.delete(app, _blocking=False)
+        """Stop the local Ray instance if this process started it (its Serve
+        applications go with it). On a cluster the applications stay: other gateways
+        and workers use them (remove them with ``serve.delete`` / ``serve shutdown``)."""
         self.apps.clear()
+        if self.started_local:
+            ray.shutdown()
 
 
 async def ray_backend(executor: Executor) -> RayBackend:

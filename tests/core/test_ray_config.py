@@ -41,3 +41,13 @@ def test_nothing_imports_ray_unless_configured() -> None:
                          timeout=60)
     assert out.stdout.strip() == "False", out.stderr
 
+
+
+def test_workers_with_ray_need_a_cluster_address() -> None:
+    import asyncio
+
+    from xiaozhi_core.gateway.workers import run_workers
+
+    config = fake_config(executor={"kind": "ray"})
+    with pytest.raises(ConfigError, match="executor.ray.address: 2 workers cannot each start"):
+        asyncio.run(run_workers(config, [], False, 2))

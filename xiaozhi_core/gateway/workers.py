@@ -56,6 +56,7 @@ from aiohttp import web
 from prometheus_client.metrics_core import GaugeMetricFamily
 
 from ..config import DeploymentConfig
+from ..errors import ConfigError
 from .admission import SharedAdmission
 from .promerge import merge_expositions
 from .run import drain_until
@@ -450,7 +451,17 @@ class Supervisor:
 
 async def run_workers(config: DeploymentConfig, files: list[str], auto_local: bool,
                       workers: int, out: TextIO = sys.stdout, log_level: str = "warning") -> int:
-    """Supervise ``workers`` worker processes until SIGINT/SIGTERM; returns the exit code."""
+    """Supervise ``workers`` worker processes until SIGINT/SIGTERM; returns the exit code.
+
+    Raises :class:`~xiaozhi_core.errors.ConfigError` when providers go to Ray without a
+    cluster address: each worker would start a Ray instance of its own.
+    """
+    if config.executor.ray.address == "" and any(
+            c.placement is not None for c in config.choices().values()):
+        raise ConfigError(
+            f"{workers} workers cannot each start a local Ray: start it once (.venv/bin/ray "
+            "start --head) and set executor.ray.address: auto, or use --workers 1",
+            path="executor.ray.address")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
