@@ -31,7 +31,6 @@ instance shares this virtualenv).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import os
 import threading
@@ -48,8 +47,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry: before ra
 import ray
 from ray import serve
 
-__all__ = ["ProviderReplica", "RayBackend", "RayBoundProvider", "deploy", "deployment_version",
-           "ray_backend"]
+__all__ = ["ProviderReplica", "RayBackend", "RayBoundProvider", "deploy", "ray_backend"]
 
 log = logging.getLogger(__name__)
 _END = ("__xiaozhi_end__",)
@@ -135,25 +133,6 @@ class ProviderReplica:
                     with lock:
                         close()
                 await asyncio.shield(asyncio.to_thread(closing))
-
-
-def deployment_version(spec: ProviderSpec, options: Any, placement: RayPlacement) -> str:
-    """Serve's code version of a provider's deployment: the same provider, options and
-    placement give the same version, so every gateway (and every worker of one)
-    deploying it finds it already running instead of rolling its replicas.
-
-    >>> from xiaozhi_core.testing import FakeASROptions, fake_spec
-    >>> a = deployment_version(fake_spec("asr"), FakeASROptions(), RayPlacement())
-    >>> a == deployment_version(fake_spec("asr"), FakeASROptions(), RayPlacement())
-    True
-    >>> a == deployment_version(fake_spec("asr"), FakeASROptions(text="x"), RayPlacement())
-    False
-    """
-    from . import __version__
-
-    key = repr((__version__, spec.role.value, spec.name, spec.factory_path,
-                sorted(spec.capabilities), options, placement))
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _error(spec: ProviderSpec, exc: BaseException) -> ProviderError:
@@ -266,7 +245,6 @@ class RayBackend:
         if placement.resources:
             actor["resources"] = dict(placement.resources)
         opts: dict[str, Any] = {"name": f"{spec.role.value}-{spec.name}",
-                                "version": deployment_version(spec, options, placement),
                                 "ray_actor_options": actor,
                                 "max_ongoing_requests": placement.max_ongoing_requests}
         if placement.autoscaling:
@@ -274,10 +252,17 @@ class RayBackend:
             opts["num_replicas"] = "auto"
         else:
             opts["num_replicas"] = placement.replicas
-        deployment = serve.deployment(ProviderReplica).options(**opts)  # type: ignore[attr-defined]
-        handle = serve.run(deployment.bind(spec, options, placement.max_batch_size,
-                                           placement.batch_wait_ms),
-                           name=app, route_prefix=None)
+        running = serve.status().applications.get(app)
+        if running is not None and str(running.status).endswith("RUNNING"):
+            # Another gateway, or another worker of this one, deployed it: share its
+            # replicas (deploying again would roll them under the others' turns).
+            log.info("Serve application %s is running: attaching to it", app)
+            handle = serve.get_app_handle(app)
+        else:
+            deployment = serve.deployment(ProviderReplica).options(**opts)  # type: ignore[attr-defined]
+            handle = serve.run(deployment.bind(spec, options, placement.max_batch_size,
+                                               placement.batch_wait_ms),
+                               name=app, route_prefix=None)
         self.apps.append(app)
         info = handle.describe.remote().result(timeout_s=60)
         return handle, dict(info), app
