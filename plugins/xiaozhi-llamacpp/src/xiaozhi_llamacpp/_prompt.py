@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from xiaozhi_core.types import Message
+from xiaozhi_core.types import Message, ToolSpec
 
-__all__ = ["CHATML_TEMPLATE", "fit_turns", "to_turns"]
+__all__ = ["CHATML_TEMPLATE", "fit_turns", "to_native_turns", "to_turns", "tool_dicts"]
 
-Turn = dict[str, str]
+Turn = dict[str, Any]
 
 #: Used when a GGUF file carries no ``tokenizer.chat_template`` (ChatML, the most
 #: common convention of small instruct models).
@@ -87,6 +88,54 @@ def to_turns(messages: Sequence[Message], *, default_system: str, suffix: str) -
         else:
             body.append({"role": role, "content": content})
     return turns + body
+
+
+def to_native_turns(messages: Sequence[Message], *, default_system: str,
+                    suffix: str) -> list[Turn]:
+    """Turns for a chat template that knows tool calls (Qwen2.5's and the like).
+
+    System messages merge into one leading turn as in :func:`to_turns`; assistant tool
+    calls and ``tool`` results keep their own roles, in the OpenAI shape the Hugging Face
+    templates read (``tool_calls[].function.name/arguments``); consecutive user turns merge.
+
+    >>> from xiaozhi_core.types import ToolCall
+    >>> turns = to_native_turns([
+    ...     Message("user", "几点了？"),
+    ...     Message("assistant", "", tool_calls=[ToolCall("c1", "get_time", {})]),
+    ...     Message("tool", "14:05", tool_call_id="c1")], default_system="简短回答。", suffix="")
+    >>> [t["role"] for t in turns], turns[2]["tool_calls"][0]["function"]["name"]
+    (['system', 'user', 'assistant', 'tool'], 'get_time')
+    """
+    systems = [m.content for m in messages if m.role == "system" and m.content.strip()]
+    system = "\n".join(systems) if systems else default_system
+    if suffix:
+        system = f"{system}\n{suffix}" if system else suffix
+    turns: list[Turn] = [{"role": "system", "content": system}] if system else []
+    body: list[Turn] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        if m.role == "user" and body and body[-1]["role"] == "user":
+            body[-1]["content"] = f"{body[-1]['content']}\n{m.content}"
+            continue
+        turn: Turn = {"role": m.role, "content": m.content or ""}
+        if m.role == "assistant" and m.tool_calls:
+            turn["tool_calls"] = [
+                {"id": c.id, "type": "function",
+                 "function": {"name": c.name, "arguments": c.arguments}}
+                for c in m.tool_calls]
+        body.append(turn)
+    return turns + body
+
+
+def tool_dicts(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """Tools in the OpenAI shape that chat templates print into the prompt.
+
+    >>> tool_dicts([ToolSpec("get_time", "Now.")])[0]["function"]["name"]
+    'get_time'
+    """
+    return [{"type": "function", "function": {"name": t.name, "description": t.description,
+                                              "parameters": t.parameters}} for t in tools]
 
 
 def fit_turns(turns: list[Turn], size: Callable[[list[Turn]], int], budget: int) -> list[Turn]:

