@@ -4,8 +4,9 @@ arrive, cleaning text for speech, and picking the face (emotion) for the reply.
 English and Chinese (and mixed) replies are handled alike: sentences end at ``. ! ? ;``
 followed by a space, or at once at ``。！？；…`` and newlines; a long run without such an
 end is also cut after a Chinese comma (``，、：``), so a long Chinese sentence starts
-playing before the model has finished it (English runs are cut at sentence ends only). Cleaning removes markdown and emoji without ever
-putting a space between two CJK characters.
+playing before the model has finished it (English runs are cut at sentence ends only).
+Cleaning removes markdown and emoji without ever putting a space between two CJK
+characters.
 
 Example:
     >>> cut = SentenceCutter()

@@ -100,12 +100,25 @@ class GenerationStats:
 class _Model:
     llama: llama_cpp.Llama
     vocab: Any
+    #: End-of-generation token ids (forbidden as a reply's first token in tools mode).
+    eog: list[int]
 
     def ends_turn(self, token: int) -> bool:
         # End-of-generation tokens (<|im_end|>, <|endoftext|>...) and any other control
         # token (e.g. <|im_start|>: the model starting a new turn) end the reply.
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token)
                     or llama_cpp.llama_vocab_is_control(self.vocab, token))
+
+
+def _not_first(prompt_len: int, banned: list[int]) -> Any:
+    """A logits processor that forbids ``banned`` tokens at the first generated position."""
+
+    def process(input_ids: Any, scores: Any) -> Any:
+        if len(input_ids) == prompt_len and banned:
+            scores[banned] = -float("inf")
+        return scores
+
+    return process
 
 
 class _Checkout:
@@ -250,7 +263,9 @@ class LlamaCppLLM:
                 f"{_NAME}: cannot load {str(self.model_path)!r}: {exc}; it must be a GGUF "
                 f"chat model that llama.cpp (llama-cpp-python {llama_cpp.__version__}) reads"
             ) from exc
-        return _Model(llama, llama_cpp.llama_model_get_vocab(llama.model))
+        vocab = llama_cpp.llama_model_get_vocab(llama.model)
+        eog = [t for t in range(llama.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, t)]
+        return _Model(llama, vocab, eog)
 
     @staticmethod
     def _special_text(llama: llama_cpp.Llama, token: int) -> str:
@@ -351,8 +366,13 @@ class LlamaCppLLM:
         llama.set_seed(o.seed if o.seed is not None else random.getrandbits(31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         t0 = time.perf_counter()
+        processors = None
+        if tools is not None or self.tool_calls:
+            # Small models sometimes end the turn at once after a tool result (an empty
+            # reply the user would never hear): the first token may not end the turn.
+            processors = llama_cpp.LogitsProcessorList([_not_first(len(ids), model.eog)])
         tokens = llama.generate(ids, top_k=o.top_k, top_p=o.top_p, temp=o.temperature,
-                                repeat_penalty=o.repeat_penalty)
+                                repeat_penalty=o.repeat_penalty, logits_processor=processors)
         try:
             for token in tokens:
                 if model.ends_turn(token):

@@ -121,7 +121,7 @@ def disable_dropout(data: bytes) -> tuple[bytes, int]:
                            [buf.i32(p) for p in buf.vector(table, 2)]))
         producer = {out: op for op in ops for out in op.outputs}
 
-        def consumers(tensor: int, code: int) -> list[_Op]:
+        def consumers(tensor: int, code: int, ops: list[_Op] = ops) -> list[_Op]:
             return [o for o in ops if o.code == code and any(buf.i32(p) == tensor
                                                                for p in o.inputs)]
 
