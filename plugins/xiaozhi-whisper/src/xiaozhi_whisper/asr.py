@@ -32,6 +32,7 @@ from faster_whisper import WhisperModel
 from xiaozhi_core.errors import ProviderError
 from xiaozhi_core.types import ASRResult
 
+from ._chinese import tidy_chinese
 from ._models import resolve_model_dir
 from .plugin import WhisperOptions, normalize_language
 
@@ -167,7 +168,10 @@ class WhisperASR:
             text = "".join(segment.text for segment in segments)
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError on bad state
             raise ProviderError(f"{_WHO}: transcription failed: {exc}") from exc
-        return ASRResult(" ".join(text.split()), language=info.language)
+        text = " ".join(text.split())
+        if o.chinese_punctuation and info.language == "zh":
+            text = tidy_chinese(text)
+        return ASRResult(text, language=info.language)
 
     def transcribe_batch(self, pcms: list[np.ndarray], *,
                          language: str | None = None) -> list[ASRResult]:

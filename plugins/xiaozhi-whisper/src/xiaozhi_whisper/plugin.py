@@ -106,6 +106,9 @@ class WhisperOptions:
     vad_filter: bool = False
     #: Text that conditions the first window: names, spelling, punctuation style.
     initial_prompt: str | None = None
+    #: Mandarin output gets Chinese punctuation: full-width marks, no spaces between
+    #: characters, and a final 。 or ？ when Whisper wrote none (see chinese.py).
+    chinese_punctuation: bool = True
     cache_dir: str | None = None
 
     #: The spec using this schema promises the ``multilingual`` capability.

