@@ -47,6 +47,8 @@ def run(parser: ToolCallParser, pieces: list[str]) -> list[Any]:
     '{"name": "get_time", "arguments": {}}',
     '{{"name": "get_time", "arguments": {}}}',
     '  {"name": "get_time", "arguments": "{}"}',
+    '<tools>\n{"name": "get_time", "arguments": {}}\n</tools>',
+    '<tools>\n{"name": "get_time", "arguments": {}}',
 ])
 @pytest.mark.parametrize("step", [1, 2, 5, 1000])
 def test_parser_finds_the_call_in_every_shape_and_split(reply: str, step: int) -> None:

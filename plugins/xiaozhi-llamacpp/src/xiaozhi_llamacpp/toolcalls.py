@@ -1,12 +1,12 @@
 """Find tool calls in a streamed reply of a Qwen-style model and turn them into ToolCalls.
 
 Qwen2.5's chat template asks for ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``.
-Small models often drop the tags and answer with the bare JSON object, or wrap it in a
-markdown fence (```json ... ```); all three are recognised. Everything else is text and
-streams through at once, except a short tail that could be the start of a marker (held
-back until the next delta decides). A call to a tool that was not offered, or JSON that
-is not a call, is never spoken as JSON: unknown calls are dropped (and logged), fenced
-non-call code is passed on as text for the core's cleaner.
+Small models often drop the tags and answer with the bare JSON object, wrap it in a
+markdown fence (```json ... ```) or in another tag (``<tools>``); all are recognised.
+Everything else is text and streams through at once, except a short tail that could be
+the start of a marker (held back until the next delta decides). A call to a tool that
+was not offered, or JSON that is not a call, is never spoken as JSON: unknown calls are
+dropped (and logged), fenced non-call code is passed on as text for the core's cleaner.
 
 Arguments are checked against the tool's JSON schema: keys it does not declare are
 dropped (a tiny model sometimes echoes the schema itself as arguments).
@@ -41,7 +41,11 @@ __all__ = ["ToolCallParser", "parse_calls"]
 
 log = logging.getLogger(__name__)
 
-_OPEN_TAG, _CLOSE_TAG, _FENCE = "<tool_call>", "</tool_call>", "```"
+_FENCE = "```"
+#: Tags around a call: Qwen's own, and ones small models use instead (1.5B sometimes
+#: writes the <tools> tag of its system prompt).
+_TAGS = {"<tool_call>": "</tool_call>", "<tools>": "</tools>",
+         "<function_call>": "</function_call>"}
 
 
 def _objects(text: str) -> list[Any]:
@@ -103,9 +107,9 @@ def parse_calls(text: str, tools: Sequence[ToolSpec]) -> list[tuple[str, dict[st
 
 def _held_tail(text: str) -> int:
     """Length of the longest suffix of ``text`` that could begin a marker."""
-    for n in range(min(len(text), len(_OPEN_TAG) - 1), 0, -1):
+    for n in range(min(len(text), max(map(len, _TAGS)) - 1), 0, -1):
         tail = text[-n:]
-        if _OPEN_TAG.startswith(tail) or _FENCE.startswith(tail):
+        if _FENCE.startswith(tail) or any(tag.startswith(tail) for tag in _TAGS):
             return n
     return 0
 
@@ -117,6 +121,7 @@ class ToolCallParser:
         self.tools = list(tools)
         self._buf = ""
         self._mode = "text"   # text | tag | fence | bare
+        self._close = ""
         self._started = False  # something other than whitespace was seen
         self._count = 0
         self._prefix = id_prefix
@@ -147,7 +152,7 @@ class ToolCallParser:
                     if stripped.startswith("{"):
                         self._mode, self._buf = "bare", stripped
                         continue
-                starts = [(i, m) for m in (_OPEN_TAG, _FENCE)
+                starts = [(i, m) for m in (*_TAGS, _FENCE)
                           if (i := self._buf.find(m)) >= 0]
                 if not starts:
                     keep = _held_tail(self._buf)
@@ -160,9 +165,10 @@ class ToolCallParser:
                 if i:
                     out.append(self._buf[:i])
                 self._buf = self._buf[i + len(marker):]
-                self._mode = "tag" if marker == _OPEN_TAG else "fence"
+                self._mode = "fence" if marker == _FENCE else "tag"
+                self._close = _TAGS.get(marker, _FENCE)
             elif self._mode in ("tag", "fence"):
-                end_marker = _CLOSE_TAG if self._mode == "tag" else _FENCE
+                end_marker = self._close
                 j = self._buf.find(end_marker)
                 if j < 0:
                     return out
@@ -188,7 +194,7 @@ class ToolCallParser:
         if self._mode == "fence":  # a code block that is not a call: text for the cleaner
             code = re.sub(r"^[A-Za-z]*\n", "", body)
             return [code] if code.strip() else []
-        log.info("llamacpp: a <tool_call> block without a call in it; dropped")
+        log.info("llamacpp: a tool-call block without a call in it; dropped")
         return []
 
     def finish(self) -> list[LLMChunk]:
