@@ -182,3 +182,25 @@ def test_small_talk_is_chinese_text_without_calls(qwen: Any) -> None:
     text = "".join(c for c in out if isinstance(c, str))
     assert not any(isinstance(c, ToolCall) for c in out)
     assert sum("\u4e00" <= ch <= "\u9fff" for ch in text) >= 4, text
+
+
+def test_parser_counts_what_it_dropped_and_said() -> None:
+    p = ToolCallParser(TOOLS)
+    run(p, ['<tool_call>{"name": "get_weather", "arguments": {"city": "北京"}}</tool_call>'])
+    assert (p.calls, p.dropped, p.text_chars) == (0, 1, 0)
+    p = ToolCallParser(TOOLS)
+    run(p, ["好的。", '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>'])
+    assert (p.calls, p.dropped, p.text_chars) == (1, 0, 3)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_request_for_a_missing_tool_still_gets_a_spoken_answer(qwen: Any) -> None:
+    """With only get_time and volume offered, a weather question must not end silent."""
+    reply = qwen.chat([Message("system", ZH_SYSTEM), Message("user", "今天天气怎么样？")],
+                      tools=TOOLS)
+    out = list(reply)
+    text = "".join(c for c in out if isinstance(c, str))
+    assert sum("\u4e00" <= ch <= "\u9fff" for ch in text) >= 2 or any(
+        isinstance(c, ToolCall) for c in out), (out, reply.stats)
+    assert "{" not in text, text

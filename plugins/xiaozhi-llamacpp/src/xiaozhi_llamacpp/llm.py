@@ -86,6 +86,8 @@ class GenerationStats:
     dropped_turns: int = 0
     #: Tool calls parsed from the reply (``llamacpp_tools``).
     tool_calls: int = 0
+    #: The reply was only an unusable call and was generated again without tools.
+    retried_without_tools: bool = False
 
     @property
     def tokens_per_second(self) -> float | None:
@@ -320,6 +322,17 @@ class LlamaCppLLM:
                 yield from parser.feed(delta)
             yield from parser.finish()
             stats.tool_calls = parser.calls
+            if tools and parser.dropped and not parser.calls and not parser.text_chars:
+                # It only tried to call a tool that does not exist ("what's the weather?"
+                # with no weather tool): answer again without tools, so the user hears
+                # something (typically that it cannot do that).
+                log.info("%s: the reply was only an unusable tool call; answering without "
+                         "tools", _NAME)
+                stats.retried_without_tools = True
+                again = ToolCallParser([])
+                for delta in self._complete(model, turns, stats, None):
+                    yield from again.feed(delta)
+                yield from again.finish()
         finally:
             if model is None:
                 self._models.leave(ticket)

@@ -125,12 +125,17 @@ class ToolCallParser:
         self._started = False  # something other than whitespace was seen
         self._count = 0
         self._prefix = id_prefix
+        #: Calls yielded, blocks dropped (unknown tool, no call inside), text yielded.
         self.calls = 0
+        self.dropped = 0
+        self.text_chars = 0
 
     def _calls(self, body: str) -> list[LLMChunk] | None:
         parsed = parse_calls(body, self.tools)
         if parsed is None:
             return None
+        if not parsed:
+            self.dropped += 1
         out: list[LLMChunk] = []
         for name, args in parsed:
             self._count += 1
@@ -140,6 +145,13 @@ class ToolCallParser:
 
     def feed(self, delta: str) -> list[LLMChunk]:
         """Text and calls that are complete after ``delta``."""
+        return self._count_text(self._feed(delta))
+
+    def _count_text(self, out: list[LLMChunk]) -> list[LLMChunk]:
+        self.text_chars += sum(len(c.strip()) for c in out if isinstance(c, str))
+        return out
+
+    def _feed(self, delta: str) -> list[LLMChunk]:
         self._buf += delta
         out: list[LLMChunk] = []
         while True:
@@ -195,10 +207,14 @@ class ToolCallParser:
             code = re.sub(r"^[A-Za-z]*\n", "", body)
             return [code] if code.strip() else []
         log.info("llamacpp: a tool-call block without a call in it; dropped")
+        self.dropped += 1
         return []
 
     def finish(self) -> list[LLMChunk]:
         """Whatever is left when the reply ends (an unclosed block is parsed as is)."""
+        return self._count_text(self._finish())
+
+    def _finish(self) -> list[LLMChunk]:
         out: list[LLMChunk] = []
         rest, mode = self._buf, self._mode
         self._buf, self._mode = "", "text"
@@ -210,5 +226,6 @@ class ToolCallParser:
         if calls is not None:
             return list(calls)
         if mode == "tag":
+            self.dropped += 1
             return out
         return [re.sub(r"^[A-Za-z]*\n", "", rest) if mode == "fence" else rest]
