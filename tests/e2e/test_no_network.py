@@ -49,7 +49,8 @@ def test_the_trace_parser_catches_remote_addresses():
     assert [line.split()[0] for line in remote_connections(lines)] == ["13", "14"]
 
 
-def test_offline_default_deployment_stays_on_loopback(tmp_path: Path):
+@pytest.mark.parametrize("config", ["default.yaml", "zh.yaml"])
+def test_offline_deployment_stays_on_loopback(tmp_path: Path, config: str):
     strace = shutil.which("strace")
     assert strace, "strace is installed by scripts/setup.sh --dev"
     env = {k: v for k, v in os.environ.items()
@@ -58,7 +59,7 @@ def test_offline_default_deployment_stays_on_loopback(tmp_path: Path):
     result = subprocess.run(
         [strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
          sys.executable, "-m", "xiaozhi_core", "serve", "--check", "--no-local",
-         "-c", str(ROOT / "configs" / "default.yaml")],
+         "-c", str(ROOT / "configs" / config)],
         capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "every provider started" in result.stdout
