@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from xiaozhi_llamacpp import packaged
+from xiaozhi_llamacpp import _packaged as packaged
+from xiaozhi_llamacpp._toolcalls import ToolCallParser
 from xiaozhi_llamacpp.plugin import xiaozhi_providers
-from xiaozhi_llamacpp.toolcalls import ToolCallParser
 
 from xiaozhi_core.errors import ConfigError, ProviderError
 from xiaozhi_core.types import Message, ToolCall, ToolSpec

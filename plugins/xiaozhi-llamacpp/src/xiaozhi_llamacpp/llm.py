@@ -28,7 +28,7 @@ history are rendered as text (see :mod:`xiaozhi_llamacpp._prompt`). ``llamacpp_t
 (options :class:`~xiaozhi_llamacpp.plugin.LlamaCppToolsOptions`) renders the history
 with its native roles and the offered tools through the model's own chat template, and
 parses the streamed reply into text deltas and :class:`~xiaozhi_core.types.ToolCall`
-items (:mod:`xiaozhi_llamacpp.toolcalls`), yielded once each call is complete.
+items (:mod:`xiaozhi_llamacpp._toolcalls`), yielded once each call is complete.
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ from xiaozhi_core.providers import LLMChunk
 from xiaozhi_core.types import Message, ToolSpec
 
 from ._modelfile import default_model_path
-from .packaged import packaged_model_path
-from .plugin import LlamaCppOptions, LlamaCppToolsOptions
+from ._packaged import packaged_model_path
 from ._prompt import CHATML_TEMPLATE, Turn, fit_turns, to_native_turns, to_turns, tool_dicts
-from .toolcalls import ToolCallParser
+from ._toolcalls import ToolCallParser
+from .plugin import LlamaCppOptions, LlamaCppToolsOptions
 
 __all__ = ["POLL_SECONDS", "GenerationStats", "LlamaCppLLM", "Reply"]
 

@@ -35,7 +35,7 @@ import annotated_types as at
 
 from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
-from .packaged import CATALOGUE
+from ._packaged import CATALOGUE
 
 __all__ = ["DEFAULT_SYSTEM_PROMPT", "LlamaCppOptions", "LlamaCppToolsOptions",
            "xiaozhi_providers"]
@@ -131,7 +131,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             factory="xiaozhi_llamacpp.llm:LlamaCppLLM",
             options=LlamaCppToolsOptions,
             # Tool calls through the model's chat template (<tool_call> JSON), parsed
-            # from the stream into ToolCall items (toolcalls.py).
+            # from the stream into ToolCall items (_toolcalls.py).
             capabilities=frozenset({"tools"}),
             description="local GGUF chat model that calls tools, via llama-cpp-python "
                         "(default Qwen2.5-Coder-1.5B-Instruct Q4_K_M from PyPI parts)",

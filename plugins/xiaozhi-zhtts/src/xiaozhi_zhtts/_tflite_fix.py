@@ -17,7 +17,7 @@ reads ``x`` instead of ``scaled``. Only integer fields change: an operator's opc
 index and two tensor indices.
 
 Example:
-    >>> from xiaozhi_zhtts.assets import find_assets
+    >>> from xiaozhi_zhtts._assets import find_assets
     >>> data, fixed = disable_dropout(find_assets().acoustic.read_bytes())
     >>> fixed
     2
@@ -100,7 +100,7 @@ def disable_dropout(data: bytes) -> tuple[bytes, int]:
     >>> disable_dropout(b"not a model")
     Traceback (most recent call last):
     ...
-    xiaozhi_zhtts.tflite_fix.ModelFormatError: not a TFLite model
+    xiaozhi_zhtts._tflite_fix.ModelFormatError: not a TFLite model
     """
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelFormatError("not a TFLite model")
