@@ -107,7 +107,7 @@ class WhisperOptions:
     #: Text that conditions the first window: names, spelling, punctuation style.
     initial_prompt: str | None = None
     #: Mandarin output gets Chinese punctuation: full-width marks, no spaces between
-    #: characters, and a final 。 or ？ when Whisper wrote none (see chinese.py).
+    #: characters, and a final 。 or ？ when Whisper wrote none (see _chinese.py).
     chinese_punctuation: bool = True
     cache_dir: str | None = None
 
