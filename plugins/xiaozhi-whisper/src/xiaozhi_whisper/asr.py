@@ -168,10 +168,13 @@ class WhisperASR:
             text = "".join(segment.text for segment in segments)
         except Exception as exc:  # CTranslate2 raises RuntimeError/ValueError on bad state
             raise ProviderError(f"{_WHO}: transcription failed: {exc}") from exc
+        return ASRResult(self._tidy(text, info.language), language=info.language)
+
+    def _tidy(self, text: str, language: str | None) -> str:
         text = " ".join(text.split())
-        if o.chinese_punctuation and info.language == "zh":
+        if self.options.chinese_punctuation and language == "zh":
             text = tidy_chinese(text)
-        return ASRResult(text, language=info.language)
+        return text
 
     def transcribe_batch(self, pcms: list[np.ndarray], *,
                          language: str | None = None) -> list[ASRResult]:
@@ -217,7 +220,7 @@ class WhisperASR:
                 raise ProviderError(f"{_WHO}: batched transcription failed: {exc}") from exc
             for i, result in zip(batch, results, strict=True):
                 ids = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
-                out[i] = ASRResult(" ".join(tokenizer.decode(ids).split()), language=lang)
+                out[i] = ASRResult(self._tidy(tokenizer.decode(ids), lang), language=lang)
         return [r for r in out if r is not None]
 
     def close(self) -> None:
