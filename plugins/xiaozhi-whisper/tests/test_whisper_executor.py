@@ -26,7 +26,7 @@ def test_entry_point_is_discovered() -> None:
     found = registry.lookup("asr", "whisper")
     assert found.origin.distribution == "xiaozhi-whisper"
     assert found.spec.factory_path == "xiaozhi_whisper.asr:WhisperASR"
-    assert registry.get("asr", "whisper_multilingual").capabilities == {"multilingual"}
+    assert registry.get("asr", "whisper_multilingual").capabilities == {"multilingual", "batch"}
     assert not [f for f in registry.failures if "whisper" in str(f)]
 
 
