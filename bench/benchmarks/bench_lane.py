@@ -16,8 +16,8 @@ Measured per configuration (streams × VAD tick × batches in flight):
 * hub batches per second, streams per batch, VAD calls per batch.
 
 Run: ``.venv/bin/python bench/benchmarks/bench_lane.py [--seconds 10] [--streams 50,100,150,200]
-[--vad silero|fake] [--ticks 10,20] [--inflight 1,2]``. Writes
-``bench/benchmarks/results/lane.json``.
+[--vad silero|fake] [--ticks 10,20] [--inflight 1,2] [--skip-dtx 1,0] [--out FILE]``.
+Writes ``bench/benchmarks/results/lane.json`` by default.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import json
 import os
 import platform
@@ -90,7 +91,7 @@ def _packets() -> list[bytes]:
 
 
 async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: str,
-               packets: list[bytes]) -> dict[str, Any]:
+               packets: list[bytes], skip_dtx: bool = True) -> dict[str, Any]:
     raw = {"server": {"host": "127.0.0.1", "port": 0, "http_port": 0,
                       "limits": {"max_sessions": streams + 8}},
            "vad": {"provider": vad}, "asr": {"provider": "fake"}, "llm": {"provider": "fake"},
@@ -101,6 +102,7 @@ async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: s
         config = load_config([str(path)], default_registry(), auto_local=False)
     server = await XiaozhiServer.create(config)
     server.hub.max_inflight = inflight
+    server.hub.skip_dtx = skip_dtx
     server.hub.start()
     server.lag_monitor.start()
     lags: list[float] = []
@@ -165,6 +167,8 @@ async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: s
     lost = sum(s.frames_in - s.frames_processed for s in sessions)
     out = {
         "streams": streams, "tick_ms": tick_ms, "inflight": inflight, "vad": vad,
+        "skip_dtx": skip_dtx, "vad_windows_skipped_share": round(
+            hub.windows_dtx / max(1, hub.windows_total), 3),
         "seconds": seconds, "frames": frames, "frames_per_s": round(frames / seconds, 1),
         "lane_lag_ms": {q: round(float(np.percentile(lags, p)) * 1000, 2)
                         for q, p in (("p50", 50), ("p99", 99), ("max", 100))} if lags else {},
@@ -195,27 +199,33 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--ticks", default="10,20")
     ap.add_argument("--inflight", default="1,2")
     ap.add_argument("--vad", default="silero", choices=("silero", "fake"))
+    ap.add_argument("--skip-dtx", default="1",
+                    help="comma-separated 1/0: DTX-only windows skip the VAD (default 1)")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="the JSON file to write")
     args = ap.parse_args(argv)
     packets = _packets()
     rows = []
-    for n in (int(x) for x in args.streams.split(",")):
-        for tick in (int(x) for x in args.ticks.split(",")):
-            for inflight in (int(x) for x in args.inflight.split(",")):
-                r = asyncio.run(_run(n, tick, inflight, args.seconds, args.vad, packets))
-                rows.append(r)
-                print(f"{n:4d} streams tick {tick:2d} ms inflight {inflight}: lag "
-                      f"{r['lane_lag_ms']}, loop {r['loop_cpu_us_per_frame']} us/frame, "
-                      f"process {r['process_cpu_us_per_frame']} us/frame "
-                      f"({r['process_cpu_cores']} cores), {r['streams_per_batch']} streams/"
-                      f"batch, {r['vad_calls_per_batch']} VAD calls/batch, lost "
-                      f"{r['frames_lost']}, reordered {r['frames_reordered']}; other "
-                      f"processes {r['other_processes_cores']} cores", flush=True)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(),
+    grid = itertools.product((int(x) for x in args.streams.split(",")),
+                             (int(x) for x in args.ticks.split(",")),
+                             (int(x) for x in args.inflight.split(",")),
+                             (x.strip() == "1" for x in args.skip_dtx.split(",")))
+    for n, tick, inflight, skip in grid:
+        r = asyncio.run(_run(n, tick, inflight, args.seconds, args.vad, packets, skip))
+        rows.append(r)
+        print(f"{n:4d} streams tick {tick:2d} ms inflight {inflight} skip_dtx {int(skip)}: lag "
+              f"{r['lane_lag_ms']}, loop {r['loop_cpu_us_per_frame']} us/frame, "
+              f"process {r['process_cpu_us_per_frame']} us/frame "
+              f"({r['process_cpu_cores']} cores), {r['streams_per_batch']} streams/"
+              f"batch, {r['vad_calls_per_batch']} VAD calls/batch, "
+              f"{r['vad_windows_skipped_share']:.0%} windows DTX-skipped, lost "
+              f"{r['frames_lost']}, reordered {r['frames_reordered']}; other "
+              f"processes {r['other_processes_cores']} cores", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(),
                                                "python": platform.python_version(),
                                                "platform": platform.platform()},
                                    "runs": rows}, indent=2))
-    print(f"wrote {RESULTS}", file=sys.stderr)
+    print(f"wrote {args.out}", file=sys.stderr)
     return rows
 
 

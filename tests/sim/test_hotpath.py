@@ -20,7 +20,7 @@ from xiaozhi_core.executor import Executor, ExecutorSettings, bind
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.protocol.opus import OpusDecoder, OpusError
 from xiaozhi_core.providers import ProviderSpec
-from xiaozhi_core.session.audio_hub import AudioHub
+from xiaozhi_core.session.audio_hub import DTX_VAD_WINDOWS, AudioHub
 from xiaozhi_core.sim.upstream import encode_upstream
 from xiaozhi_core.testing import fake_config, tone
 from xiaozhi_core.types import Execution, Role
@@ -215,3 +215,85 @@ async def test_lane_counts_processed_lost_and_reordered_frames() -> None:
     assert 'xiaozhi_runtime{stat="asyncio_tasks"}' in text
     assert "process_resident_memory_bytes" in text
     assert "xiaozhi_turn_server_overhead_seconds_count 1.0" in text
+
+
+# --------------------------------------------------------------------------- DTX
+def _with_silences(seed: int) -> list[bytes]:
+    """Speech, 2 s of silence (the encoder goes into DTX: 1-byte packets), speech, silence."""
+    quiet = np.zeros(32000, np.int16)
+    return encode_upstream(np.concatenate([_speechlike(1.2, seed), quiet,
+                                           _speechlike(0.9, seed + 1), quiet]))
+
+
+async def _hub_run(vad_instance: Any, packets: list[bytes], chunk: int, skip_dtx: bool
+                   ) -> tuple[list[np.ndarray], list[float], AudioHub]:
+    executor = Executor(ExecutorSettings(cpu_workers=2))
+    spec = ProviderSpec(role=Role.VAD, name="t", execution=Execution.CPU,
+                        factory=type(vad_instance), options=_Opts)
+    hub = AudioHub(executor, bind(spec, vad_instance, executor), tick_ms=1,
+                   skip_dtx=skip_dtx)
+    hub.start()
+    stream = hub.new_stream()
+    windows: list[np.ndarray] = []
+    probs: list[float] = []
+    try:
+        for i in range(0, len(packets), chunk):
+            result = await hub.process(stream, packets[i:i + chunk])
+            windows += result.windows
+            probs += result.probs
+    finally:
+        await hub.stop()
+        executor.shutdown()
+    return windows, probs, hub
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7])
+async def test_dtx_windows_skip_the_vad_but_keep_every_sample(chunk: int) -> None:
+    packets = _with_silences(3)
+    dtx = [len(p) == 1 for p in packets]
+    assert sum(dtx) > 40                              # the encoder really went into DTX
+    ref_windows, ref_probs, ref_hub = await _hub_run(OrderVAD(), packets, chunk, False)
+    windows, probs, hub = await _hub_run(OrderVAD(), packets, chunk, True)
+    # audio time is exact: the same windows, sample for sample, in the same order
+    assert len(windows) == len(ref_windows) == len(probs)
+    assert all(np.array_equal(a, b) for a, b in zip(windows, ref_windows, strict=True))
+    # exactly the windows made only of DTX audio skipped the VAD, with probability 0.0 --
+    # except the first DTX_VAD_WINDOWS of each run, which the VAD still sees
+    all_dtx = np.repeat(np.array(dtx), 960)[:len(windows) * 512].reshape(-1, 512).all(1)
+    skipped, run = [], 0
+    for d in all_dtx:
+        run = run + 1 if d else 0
+        skipped.append(run > DTX_VAD_WINDOWS)
+    assert hub.windows_dtx == sum(skipped) > 50 and ref_hub.windows_dtx == 0
+    assert [p for p, d in zip(probs, skipped, strict=True) if d] == [0.0] * hub.windows_dtx
+    # up to the first skipped window everything is as without skipping
+    first = skipped.index(True)
+    assert probs[:first] == ref_probs[:first] and probs[first - 1] != 0.0
+    assert hub.windows_total == ref_hub.windows_total == len(windows)
+
+
+async def test_dtx_skipping_keeps_the_segmenters_timing_with_silero() -> None:
+    """With silero, skipping DTX windows finds the same utterances: every end on the same
+    window or the next, every start on the same window or up to two earlier (the VAD's
+    state was held over the silence instead of settling further; the pre-roll covers it)."""
+    from xiaozhi_silero.plugin import SileroOptions
+    from xiaozhi_silero.vad import SileroVAD
+
+    from xiaozhi_core.session.segmenter import SegmentationParams
+    from xiaozhi_core.sim.upstream import synthesize_async
+
+    quiet = np.zeros(32000, np.int16)
+    speech = [await synthesize_async(t) for t in ("What is the weather like today?", "Turn it up.",
+                                                  "Tell me a story about a cat.", "Thanks!")]
+    packets = encode_upstream(np.concatenate([x for s in speech for x in (s, quiet)]))
+    events: dict[bool, list[tuple[str, int]]] = {}
+    for skip in (False, True):
+        windows, probs, hub = await _hub_run(SileroVAD(SileroOptions()), packets, 2, skip)
+        seg = SegmentationParams(silence_ms=200, min_speech_ms=120).segmenter(16000, 512)
+        events[skip] = [(e.kind, i) for i, (w, p) in enumerate(zip(windows, probs, strict=True))
+                        for e in seg.feed(w, p)]
+        if skip:
+            assert hub.windows_dtx > len(windows) // 3       # a third of the VAD work saved
+    assert [k for k, _ in events[False]] == [k for k, _ in events[True]] == ["start", "end"] * 4
+    for (kind, ref), (_, got) in zip(events[False], events[True], strict=True):
+        assert (0 <= got - ref <= 1) if kind == "end" else (-2 <= got - ref <= 0), (kind, ref, got)

@@ -11,6 +11,13 @@ The hub gathers the requests of every session that arrive within one tick, then
    forbids two windows of one stream in the same call);
 3. resolves each request with its windows and probabilities.
 
+**DTX**: while nobody speaks, the device's encoder sends 1-byte DTX packets ("nothing
+to transmit"). They are still decoded (2–3 µs each: the decoder's state stays exact and
+the segmenter still gets every sample, so audio time is unchanged), but a window made
+only of DTX audio skips the VAD and gets probability 0.0: the device's encoder already
+decided there is no signal. The VAD's recurrent state simply carries over the skipped
+windows (by the time an encoder enters DTX the VAD has heard its trailing silence).
+
 With a local ``cpu`` VAD (thread pool) steps 1 and 2 are **one** pool job: a round trip
 between the loop and the pool per VAD round would cost a thread hand-off and a GIL
 hand-back each, and under load those waits, not the work, set the lane's lag. Other
@@ -43,7 +50,7 @@ from ..types import Execution
 if TYPE_CHECKING:
     from ..providers import BoundVAD, VADProvider, VADState
 
-__all__ = ["AudioHub", "HubResult", "StreamState"]
+__all__ = ["DTX_MAX_BYTES", "DTX_VAD_WINDOWS", "AudioHub", "HubResult", "StreamState", "is_dtx"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,10 @@ class StreamState:
     decoder: OpusDecoder
     vad_state: VADState
     carry: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int16))
+    #: Whether each sample of ``carry`` came from a DTX packet.
+    carry_dtx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
+    #: Consecutive DTX-only windows so far (the VAD sees the first ``DTX_VAD_WINDOWS``).
+    dtx_run: int = 0
     decode_errors: int = 0
     #: A request of this stream is queued or being processed.
     busy: bool = False
@@ -73,14 +84,35 @@ class _Request:
     packets: list[bytes]
     future: asyncio.Future[HubResult]
     windows: list[np.ndarray] = field(default_factory=list)
+    #: Indexes (into ``windows``) of the windows the VAD must see; the others are DTX.
+    vad_windows: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-def _decode_batch(requests: list[_Request], window: int) -> None:
+#: Packets of at most this many bytes are DTX: a TOC byte and no audio data (libopus
+#: sends 1 byte per frame while DTX holds the stream).
+DTX_MAX_BYTES = 2
+#: The VAD still sees this many windows at the start of each run of DTX-only windows, so
+#: its recurrent state follows the signal into silence before it is held.
+DTX_VAD_WINDOWS = 4
+
+
+def is_dtx(packet: bytes) -> bool:
+    """Whether ``packet`` is an Opus DTX packet (it decodes to comfort noise).
+
+    >>> is_dtx(b"\\xf8"), is_dtx(bytes(20))
+    (True, False)
+    """
+    return 0 < len(packet) <= DTX_MAX_BYTES
+
+
+def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) -> None:
     """Pool job: decode every request's packets and cut windows (mutates requests)."""
     for req in requests:
         st = req.stream
         parts = [st.carry]
+        sizes: list[tuple[int, bool]] = []          # samples of each packet, DTX or not
+        any_dtx = bool(st.carry_dtx.any())
         for packet in req.packets:
             try:
                 pcm = st.decoder.decode(packet)
@@ -90,35 +122,66 @@ def _decode_batch(requests: list[_Request], window: int) -> None:
                 continue
             if pcm:
                 parts.append(np.frombuffer(pcm, np.int16))
+                dtx = skip_dtx and is_dtx(packet)
+                any_dtx = any_dtx or dtx
+                sizes.append((len(pcm) // 2, dtx))
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        whole = len(data) // window * window
+        n = len(data) // window
+        whole = n * window
         req.windows = [data[i:i + window] for i in range(0, whole, window)]
         st.carry = data[whole:].copy()
+        if not any_dtx:
+            st.carry_dtx = np.zeros(len(st.carry), np.bool_)
+            st.dtx_run = 0 if n else st.dtx_run
+            req.vad_windows = list(range(n))
+            continue
+        mask = np.concatenate([st.carry_dtx, *(np.full(k, d, np.bool_) for k, d in sizes)])
+        st.carry_dtx = mask[whole:].copy()
+        vad_windows = []
+        run = st.dtx_run
+        all_dtx = np.all(mask[:whole].reshape(n, window), axis=1)
+        for i in range(n):
+            run = run + 1 if all_dtx[i] else 0
+            if run <= DTX_VAD_WINDOWS:
+                vad_windows.append(i)
+        st.dtx_run = run
+        req.vad_windows = vad_windows
 
 
 def _round_members(requests: list[_Request], k: int
                    ) -> tuple[list[int], np.ndarray, list[VADState]]:
-    """VAD round ``k``: the requests with a ``k``-th window, those windows as float32
-    in [-1, 1], and their streams' states."""
-    members = [i for i, r in enumerate(requests) if len(r.windows) > k]
-    frames = np.stack([requests[i].windows[k] for i in members]).astype(np.float32)
+    """VAD round ``k``: the requests with a ``k``-th window for the VAD, those windows as
+    float32 in [-1, 1], and their streams' states."""
+    members = [i for i, r in enumerate(requests) if len(r.vad_windows) > k]
+    frames = np.stack([requests[i].windows[requests[i].vad_windows[k]]
+                       for i in members]).astype(np.float32)
     frames /= 32768.0
     return members, frames, [requests[i].stream.vad_state for i in members]
 
 
-def _decode_and_vad(requests: list[_Request], window: int,
-                    vad: VADProvider) -> tuple[list[list[float]], int]:
+def _new_probs(requests: list[_Request]) -> list[list[float]]:
+    """0.0 for every window; the VAD rounds fill in the windows it sees."""
+    return [[0.0] * len(r.windows) for r in requests]
+
+
+def _vad_rounds(requests: list[_Request]) -> int:
+    return max((len(r.vad_windows) for r in requests), default=0)
+
+
+def _decode_and_vad(requests: list[_Request], window: int, vad: VADProvider,
+                    skip_dtx: bool = True) -> tuple[list[list[float]], int]:
     """Pool job: decode, then every VAD round, with the blocking provider ``vad``.
     Returns the probabilities per request and the number of provider calls."""
-    _decode_batch(requests, window)
-    probs: list[list[float]] = [[] for _ in requests]
-    rounds = max((len(r.windows) for r in requests), default=0)
+    _decode_batch(requests, window, skip_dtx)
+    probs = _new_probs(requests)
+    rounds = _vad_rounds(requests)
     for k in range(rounds):
         members, frames, states = _round_members(requests, k)
         p, new_states = vad.speech_probs(frames, states)
         for j, i in enumerate(members):
-            probs[i].append(float(p[j]))
-            requests[i].stream.vad_state = new_states[j]
+            req = requests[i]
+            probs[i][req.vad_windows[k]] = float(p[j])
+            req.stream.vad_state = new_states[j]
     return probs, rounds
 
 
@@ -126,9 +189,11 @@ class AudioHub:
     """Batches decode and VAD across sessions. One per server."""
 
     def __init__(self, executor: Executor, vad: BoundVAD, tick_ms: int = 20,
-                 max_inflight: int | None = None) -> None:
+                 max_inflight: int | None = None, skip_dtx: bool = True) -> None:
         self.executor = executor
         self.vad = vad
+        #: Windows made only of DTX audio skip the VAD (probability 0.0).
+        self.skip_dtx = skip_dtx
         self.window = int(getattr(vad, "window", 512))
         self.sample_rate = int(getattr(vad, "sample_rate", 16000))
         self.tick = tick_ms / 1000
@@ -144,6 +209,8 @@ class AudioHub:
         self.batches = 0
         self.vad_calls = 0
         self.windows_total = 0
+        #: Windows that skipped the VAD (DTX).
+        self.windows_dtx = 0
         self.last_batch_streams = 0
         self.busy_seconds = 0.0
 
@@ -228,22 +295,23 @@ class AudioHub:
     async def _process(self, batch: list[_Request]) -> None:
         if self.local_vad is not None:
             probs, calls = await self.executor.run(_decode_and_vad, batch, self.window,
-                                                   self.local_vad)
+                                                   self.local_vad, self.skip_dtx)
             self.vad_calls += calls
         else:
-            await self.executor.run(_decode_batch, batch, self.window)
-            probs = [[] for _ in batch]
-            rounds = max((len(r.windows) for r in batch), default=0)
-            for k in range(rounds):
+            await self.executor.run(_decode_batch, batch, self.window, self.skip_dtx)
+            probs = _new_probs(batch)
+            for k in range(_vad_rounds(batch)):
                 members, frames, states = _round_members(batch, k)
                 p, new_states = await self.vad.speech_probs(frames, states)
                 self.vad_calls += 1
                 for j, i in enumerate(members):
-                    probs[i].append(float(p[j]))
-                    batch[i].stream.vad_state = new_states[j]
+                    req = batch[i]
+                    probs[i][req.vad_windows[k]] = float(p[j])
+                    req.stream.vad_state = new_states[j]
         self.batches += 1
         self.last_batch_streams = len(batch)
         for i, r in enumerate(batch):
             self.windows_total += len(r.windows)
+            self.windows_dtx += len(r.windows) - len(r.vad_windows)
             if not r.future.done():
                 r.future.set_result(HubResult(r.windows, probs[i], r.errors))
