@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from xiaozhi_bench.bench import compare
+from xiaozhi_bench.bench import compare, first_audio_by_turn
 from xiaozhi_bench.promtext import Scrape
 
 from xiaozhi_core.cli import main
@@ -37,6 +37,11 @@ def test_bench_smoke_run_is_correct(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert turns["server_counts"]["ok"] >= turns["completed"]
     assert turns["server_counts"]["failed"] == 0
     assert turns["server_ms"]["server_overhead"]["p95"] is not None
+    # end of speech -> first audio by turn index: every device's first turn is there
+    by_turn = turns["first_audio_by_turn"]
+    assert by_turn["first"]["n"] == 5 and by_turn["by_index"]["1"]["n"] == 5
+    assert by_turn["first"]["n"] + by_turn["later"]["n"] == turns["completed"]
+    assert len(turns["samples"]) == turns["started"]
     assert ing["ingest"]["lane_lag_ms"]["p99"] is not None
     # idle connections were all held; churn left no session, task, thread or fd behind
     assert report["idle"]["connected"] == 20
@@ -80,3 +85,24 @@ def test_histogram_quantiles_from_prometheus_text() -> None:
     assert after.share_le("lag_seconds", 0.02) == 0.8
     assert d.quantile("lag_seconds", 1.0) == 0.05          # +Inf: the largest finite bound
     assert Scrape.parse("", at=0).quantile("lag_seconds", 0.5) is None
+
+
+def test_first_audio_by_turn_index_separates_first_turns() -> None:
+    def turn(ms: float | None, at: float, error: str | None = None) -> dict[str, object]:
+        return {"first_audio_ms": ms, "at_s": at, "error": error}
+
+    sessions = [[turn(1300.0, 1.0), turn(300.0, 5.0), turn(290.0, 9.0)],
+                [turn(1250.0, 2.0), turn(280.0, 3.5), turn(None, 8.0, "no tts start")],
+                [turn(None, 2.5, "no tts start"), turn(310.0, 7.0)]]
+    r = first_audio_by_turn(sessions, steady_from=4.0)
+    # a failed turn still takes its index, but no latency
+    assert r["first"] == {"p50": 1275.0, "p95": 1297.5, "n": 2}
+    assert r["later"]["n"] == 4 and r["later"]["p50"] == 295.0
+    assert r["later_steady"]["n"] == 3                      # 280 ms came before 4 s
+    assert list(r["by_index"]) == ["1", "2", "3"]
+    assert r["by_index"]["2"] == {"p50": 300.0, "p95": 309.0, "n": 3}
+    assert r["first_over_later_p50"] == 4.32
+    many = [[turn(100.0 + i, float(i)) for i in range(8)]]
+    assert list(first_audio_by_turn(many)["by_index"]) == ["1", "2", "3", "4", "5", "6+"]
+    assert first_audio_by_turn(many)["by_index"]["6+"]["n"] == 3
+    assert "later_steady" not in first_audio_by_turn(many)

@@ -53,8 +53,8 @@ from typing import Any, TextIO
 from xiaozhi_core.command import Command
 from xiaozhi_core.errors import XiaozhiError
 
-__all__ = ["BenchOptions", "checks", "compare", "frames_outside_speaking", "print_report",
-           "run_bench"]
+__all__ = ["BenchOptions", "checks", "compare", "first_audio_by_turn",
+           "frames_outside_speaking", "print_report", "run_bench"]
 
 TARGETS = {
     "lane_lag_p99_ms": 50.0,
@@ -73,6 +73,7 @@ class BenchOptions:
     vad: str = "silero"
     delays_ms: tuple[float, float, float] = (50.0, 100.0, 50.0)
     vad_tick_ms: int | None = None
+    silence_ms: int | None = None
     phases: tuple[str, ...] = ("ingest", "idle", "churn")
     devices: int = 20
     procs: int = 1
@@ -151,7 +152,8 @@ def _default_config(o: BenchOptions) -> dict[str, Any]:
                                                    "first_token_delay": llm}},
         "tts": {"provider": "fake_io", "options": {"first_chunk_delay": tts}},
         "session": {"greeting": "", "server_tools": [],
-                    **({"vad_tick_ms": o.vad_tick_ms} if o.vad_tick_ms else {})},
+                    **({"vad_tick_ms": o.vad_tick_ms} if o.vad_tick_ms else {}),
+                    **({"silence_ms": o.silence_ms} if o.silence_ms else {})},
     }
 
 
@@ -290,7 +292,7 @@ async def _worker_async(job: _Job, t0: float, release: Any, results: Any) -> dic
         lags: list[float] = []
         stop_at = t0 + job.run_for
         devs = await asyncio.gather(*(
-            _ingest_device(job, i, t0 + off, stop_at, v, lags)
+            _ingest_device(job, i, t0, t0 + off, stop_at, v, lags)
             for i, off, v in zip(job.indexes, job.offsets, job.versions, strict=True)))
         return {"devices": devs,
                 "send_lag_ms": {"p50": _ms(_pct(lags, 0.5)), "p99": _ms(_pct(lags, 0.99)),
@@ -316,8 +318,8 @@ async def _wait_tts(dev: Any, states: tuple[str, ...], after: int, limit: float)
         return False
 
 
-async def _ingest_device(job: _Job, index: int, start: float, stop_at: float, version: int,
-                         lags: list[float]) -> dict[str, Any]:
+async def _ingest_device(job: _Job, index: int, t0: float, start: float, stop_at: float,
+                         version: int, lags: list[float]) -> dict[str, Any]:
     from xiaozhi_core.device import FakeDevice
     from xiaozhi_core.sim.driver import Mic, turn_record
 
@@ -363,7 +365,8 @@ async def _ingest_device(job: _Job, index: int, start: float, stop_at: float, ve
                     error = "no tts stop"
             rec = turn_record(dev.received[mark:], eos)
             rec.audio = []
-            turn = {"stt_ms": rec.stt_ms, "first_audio_ms": rec.first_audio_ms,
+            turn = {"at_s": round(time.time() - t0, 3),
+                    "stt_ms": rec.stt_ms, "first_audio_ms": rec.first_audio_ms,
                     "tts_stop_ms": rec.tts_stop_ms, "frames": rec.frames,
                     "frames_after_stop": rec.frames_after_stop, "stt": rec.stt is not None,
                     "alerts": len(rec.alerts), "error": error}
@@ -692,6 +695,7 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
         },
     }
     firsts = [t["first_audio_ms"] for t in completed if t["first_audio_ms"] is not None]
+    steady_from = o.ramp + 1.0
     rep["turns"] = {
         "started": len(turns), "completed": len(completed),
         "failed": len(turns) - len(completed),
@@ -708,6 +712,13 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
         },
         "note": "client times count from the last voiced frame sent, so they include the "
                 "server's end-of-utterance silence (VAD min silence)",
+        "first_audio_by_turn": first_audio_by_turn([d["turns"] for d in devices],
+                                                   steady_from),
+        # every turn as [device, index in its session, end of speech (s after the start),
+        # first audio ms or None]: for plotting latency against time and turn index
+        "samples": [[d["index"], i, t.get("at_s"), t["first_audio_ms"]
+                     if t["error"] is None else None]
+                    for d in devices for i, t in enumerate(d["turns"], 1)],
     }
     if m0 is None or mc is None:
         return rep
@@ -782,6 +793,50 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
         rep["turns"]["first_frame_mean_minus_known_delays_ms"] = \
             _r(ff["mean"] - known, 2) if ff["mean"] is not None else None
     return rep
+
+
+def first_audio_by_turn(sessions: list[list[dict[str, Any]]],
+                        steady_from: float | None = None) -> dict[str, Any]:
+    """End of speech → first audio (client ms) by the turn's index in its session.
+
+    ``sessions`` holds each device's turns in order (a turn is a dict with
+    ``first_audio_ms``, ``error`` and, optionally, ``at_s``: seconds after the run's start).
+    Returns p50/p95/n for the first turns, the later turns, each index 1..5 and "6+"; with
+    ``steady_from``, also for later turns whose end of speech came after that many seconds
+    (every device connected: the steady window).
+
+    >>> s = [[{"first_audio_ms": 900.0, "error": None, "at_s": 1.0},
+    ...       {"first_audio_ms": 300.0, "error": None, "at_s": 4.0}],
+    ...      [{"first_audio_ms": 1000.0, "error": None, "at_s": 2.0},
+    ...       {"first_audio_ms": None, "error": "no tts start", "at_s": 5.0}]]
+    >>> r = first_audio_by_turn(s, steady_from=3.0)
+    >>> r["first"], r["later"]["n"], r["by_index"]["2"]["p50"]
+    ({'p50': 950.0, 'p95': 995.0, 'n': 2}, 1, 300.0)
+    >>> r["first_over_later_p50"]
+    3.17
+    """
+    groups: dict[str, list[float]] = {"first": [], "later": [], "later_steady": []}
+    by_index: dict[str, list[float]] = {}
+    for turns in sessions:
+        for i, t in enumerate(turns, 1):
+            ms = t.get("first_audio_ms")
+            if t.get("error") is not None or ms is None:
+                continue
+            groups["first" if i == 1 else "later"].append(ms)
+            if i > 1 and steady_from is not None and t.get("at_s", 0.0) >= steady_from:
+                groups["later_steady"].append(ms)
+            by_index.setdefault(str(i) if i <= 5 else "6+", []).append(ms)
+
+    def stats(values: list[float]) -> dict[str, Any]:
+        return {"p50": _r(_pct(values, 0.5)), "p95": _r(_pct(values, 0.95)), "n": len(values)}
+
+    out: dict[str, Any] = {k: stats(v) for k, v in groups.items()
+                           if k != "later_steady" or steady_from is not None}
+    out["by_index"] = {k: stats(by_index[k]) for k in sorted(by_index, key=lambda k: (
+        len(k), k))}
+    first, later = out["first"]["p50"], out["later"]["p50"]
+    out["first_over_later_p50"] = round(first / later, 2) if first and later else None
+    return out
 
 
 def _phase_idle(o: BenchOptions, target: _Target) -> dict[str, Any]:
@@ -1022,6 +1077,14 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
         rows += [("turns", f"{t['completed']}/{t['started']} completed, {t['failed']} failed, "
                            f"{t['frames_after_tts_stop']} frames after tts stop"),
                  ("client ms from end of speech", _fmt(t["client_ms"]))]
+        by = t.get("first_audio_by_turn")
+        if by:
+            rows += [("first audio ms: first turns", _fmt(by["first"])),
+                     ("first audio ms: later turns", _fmt(by["later"]))]
+            if "later_steady" in by:
+                rows.append(("first audio ms: later, steady", _fmt(by["later_steady"])))
+            rows.append(("first audio ms by turn index", "; ".join(
+                f"#{k}: {_fmt(v)}" for k, v in by["by_index"].items())))
         if "server_ms" in t:
             for k, v in t["server_ms"].items():
                 rows.append((f"server {k} ms", _fmt(v)))
@@ -1119,6 +1182,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                           "ms (default 50,100,50; 0,0,0 = instant providers)")
     srv.add_argument("--vad-tick-ms", type=int, metavar="MS",
                      help="default config: session.vad_tick_ms (the audio hub's batch tick)")
+    srv.add_argument("--silence-ms", type=int, metavar="MS",
+                     help="default config: session.silence_ms (unvoiced audio that ends an "
+                          "utterance; default: the VAD's own, 700 ms for silero)")
     srv.add_argument("--profile-server", metavar="FILE",
                      help="cProfile the server process during the ingest phase (pstats file)")
     load = p.add_argument_group("load")
@@ -1169,7 +1235,8 @@ def _bench(args: argparse.Namespace) -> int:
             raise XiaozhiError(f"--{name.replace('_', '-')} must be at least 1")
     o = BenchOptions(
         configs=args.config, url=args.url, metrics_url=args.metrics_url, vad=args.vad,
-        delays_ms=args.delays, vad_tick_ms=args.vad_tick_ms, phases=phases,
+        delays_ms=args.delays, vad_tick_ms=args.vad_tick_ms, silence_ms=args.silence_ms,
+        phases=phases,
         devices=args.devices, procs=args.procs,
         ramp=args.ramp, duration=args.duration, mode=args.mode,
         protocol_version=args.protocol_version, wav=args.wav, text=args.text, lead=args.lead,
