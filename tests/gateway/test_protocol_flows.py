@@ -149,6 +149,29 @@ async def test_legacy_iot_and_unknown_types_are_ignored(server):
         assert dev.messages("stt")[0]["text"] == "what is the weather"
 
 
+async def test_reply_audio_is_paced_never_underruns_and_never_runs_far_ahead(make_server):
+    """The device gets its pre-buffer at once, then frames in step with playback: frame k
+    never arrives after the device would start playing it (no underrun) and the device
+    never holds more than the pre-buffer plus one send burst."""
+    server = await make_server(llm={"provider": "fake", "options": {"reply": REPLY}})
+    frame = 0.060
+    prebuffer = server.config.session.prebuffer_frames
+    async with FakeDevice(server.ws_url) as dev:
+        await speak(dev)
+        await dev.wait_for("tts", "stop", timeout=20)
+        arrivals = [r.at for r in dev.received if r.audio is not None]
+    assert len(arrivals) > 40                          # several seconds of reply
+    t0 = arrivals[0]
+    # a sentence boundary may leave the device with less, never with nothing for long
+    late = [k for k, at in enumerate(arrivals) if at > t0 + k * frame + 0.05]
+    assert not late, late[:5]
+    ahead = max(t0 + k * frame - at for k, at in enumerate(arrivals))
+    assert ahead <= (prebuffer + 2) * frame + 0.03, ahead
+    # after the pre-buffer, frames come in bursts of two: about half as many gaps
+    gaps = np.diff(arrivals[prebuffer:])
+    assert (gaps > frame / 2).sum() <= len(gaps) * 0.6
+
+
 # --------------------------------------------------------------------------- modes
 async def test_manual_mode_turn_ends_on_listen_stop_not_on_silence(make_server):
     server = await make_server(asr={"provider": "fake", "options": {"text": "manual"}})

@@ -88,6 +88,9 @@ SendItem = Frame | SubtitleEvent | None
 
 _END = None
 
+#: Frames sent per wake-up once the device holds its pre-buffer (see ``Turn._send``).
+_SEND_BURST = 2
+
 
 def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> list[bytes]:
     """Pool job: resample one TTS chunk to the downstream rate and Opus-encode it
@@ -324,10 +327,15 @@ class Turn:
         await frames.put(_END)
 
     async def _send(self, frames: asyncio.Queue[SendItem]) -> None:
+        """Pace frames to the device: send freely until it holds ``lead_max`` of audio,
+        then wake once per ``_SEND_BURST`` frames (when the device is down to
+        ``lead_max``) and send that many at once: never less buffered at the device than
+        with one frame per wake-up, and half the timer wake-ups per speaking device."""
         s, host = self.session, self.host
         cfg = host.session
         frame_s = host.output.frame_seconds
         lead_max = min(cfg.prebuffer_frames * frame_s, cfg.max_ahead_ms / 1000)
+        lead_burst = lead_max + (_SEND_BURST - 1) * frame_s
         played_until = 0.0
         loop = asyncio.get_running_loop()
         while (item := await frames.get()) is not None:
@@ -341,7 +349,7 @@ class Turn:
             if played_until < now:       # start, or the device ran dry: pre-buffer again
                 played_until = now
             lead = played_until - now
-            if lead > lead_max:
+            if lead > lead_burst:
                 await asyncio.sleep(lead - lead_max)
             await s.send_audio(self.id, item.packet)
             if self.latency.first_frame_sent is None:
