@@ -92,6 +92,8 @@ class BenchOptions:
     client_nice: int = 10
     json_path: str | None = None
     profile_server: str | None = None
+    #: ``wall`` (cProfile's default: waits count) or ``cpu`` (the loop thread's CPU time).
+    profile_clock: str = "wall"
     quiet: bool = False
 
 
@@ -157,11 +159,12 @@ def _default_config(o: BenchOptions) -> dict[str, Any]:
     }
 
 
-def _server_main(files: list[str], max_sessions: int, profile: str | None, conn: Any) -> None:
+def _server_main(files: list[str], max_sessions: int, profile: str | None, conn: Any,
+                 profile_clock: str = "wall") -> None:
     """Child process: run a server until the parent sends anything on ``conn``."""
     _raise_nofile()
     try:
-        asyncio.run(_server_async(files, max_sessions, profile, conn))
+        asyncio.run(_server_async(files, max_sessions, profile, conn, profile_clock))
     except BaseException as exc:  # report start-up failures to the parent
         try:
             conn.send({"error": f"{type(exc).__name__}: {exc}"})
@@ -171,7 +174,7 @@ def _server_main(files: list[str], max_sessions: int, profile: str | None, conn:
 
 
 async def _server_async(files: list[str], max_sessions: int, profile: str | None,
-                        conn: Any) -> None:
+                        conn: Any, profile_clock: str = "wall") -> None:
     from xiaozhi_core.config import load_config
     from xiaozhi_core.gateway import XiaozhiServer
     from xiaozhi_core.registry import default_registry
@@ -187,7 +190,8 @@ async def _server_async(files: list[str], max_sessions: int, profile: str | None
     if profile:
         import cProfile
 
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.thread_time) if profile_clock == "cpu" \
+            else cProfile.Profile()
         prof.enable()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -208,10 +212,12 @@ async def _server_async(files: list[str], max_sessions: int, profile: str | None
 class _Server:
     """A bench-owned server in a spawned process."""
 
-    def __init__(self, files: list[str], max_sessions: int, profile: str | None = None) -> None:
+    def __init__(self, files: list[str], max_sessions: int, profile: str | None = None,
+                 profile_clock: str = "wall") -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_server_main, args=(files, max_sessions, profile, child),
+        self.proc = ctx.Process(target=_server_main,
+                                args=(files, max_sessions, profile, child, profile_clock),
                                 name="xiaozhi-bench-server", daemon=True)
         self.proc.start()
         if not self._conn.poll(120):
@@ -547,7 +553,7 @@ class _Target:
     def start(self, max_sessions: int, profile: str | None = None) -> tuple[str, str | None]:
         if self.o.url:
             return self.o.url, self.o.metrics_url
-        self.server = _Server(self.files, max_sessions, profile)
+        self.server = _Server(self.files, max_sessions, profile, self.o.profile_clock)
         self.providers = self.server.providers
         return self.server.ws_url, self.server.metrics_url
 
@@ -1187,6 +1193,9 @@ def _args(p: argparse.ArgumentParser) -> None:
                           "utterance; default: the VAD's own, 700 ms for silero)")
     srv.add_argument("--profile-server", metavar="FILE",
                      help="cProfile the server process during the ingest phase (pstats file)")
+    srv.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
+                     help="--profile-server's clock: wall time (default) or the event-loop "
+                          "thread's CPU time (where its CPU goes, without the waits)")
     load = p.add_argument_group("load")
     load.add_argument("--phases", default="ingest,idle,churn",
                       help="comma-separated: ingest, idle, churn (default all)")
@@ -1243,7 +1252,7 @@ def _bench(args: argparse.Namespace) -> int:
         gap=args.gap, turn_timeout=args.turn_timeout, idle=args.idle, churn=args.churn,
         churn_concurrency=args.churn_concurrency, client_nice=args.client_nice,
         json_path=args.json_path,
-        profile_server=args.profile_server, quiet=args.quiet)
+        profile_server=args.profile_server, profile_clock=args.profile_clock, quiet=args.quiet)
     report = run_bench(o)
     print_report(report, sys.stdout)
     failed = [n for n, c in report["checks"].items()
