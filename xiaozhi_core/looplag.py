@@ -47,6 +47,11 @@ def callback_name(handle: events.Handle) -> str:
     return getattr(cb, "__qualname__", None) or repr(cb)
 
 
+#: The smallest ``slow_callback`` of the active monitors (callbacks faster than this,
+#: nearly all of them, cost two clock reads and one comparison).
+_threshold = float("inf")
+
+
 def _timed_run(self: events.Handle) -> None:
     if not _active:
         _original_run(self)
@@ -56,12 +61,18 @@ def _timed_run(self: events.Handle) -> None:
         _original_run(self)
     finally:
         dt = time.perf_counter() - t0
-        loop = getattr(self, "_loop", None)
-        for monitor in tuple(_active):
-            # Handle._run is patched process-wide: count only the monitored loop's callbacks
-            # (another thread may run its own loop).
-            if dt >= monitor.slow_callback and loop is monitor._loop:
-                monitor._record_slow(self, dt)
+        if dt >= _threshold:
+            loop = getattr(self, "_loop", None)
+            for monitor in tuple(_active):
+                # Handle._run is patched process-wide: count only the monitored loop's
+                # callbacks (another thread may run its own loop).
+                if dt >= monitor.slow_callback and loop is monitor._loop:
+                    monitor._record_slow(self, dt)
+
+
+def _update_threshold() -> None:
+    global _threshold
+    _threshold = min((m.slow_callback for m in _active), default=float("inf"))
 
 
 class LoopLagMonitor:
@@ -85,12 +96,14 @@ class LoopLagMonitor:
             return
         self._loop = asyncio.get_running_loop()
         _active.add(self)
+        _update_threshold()
         events.Handle._run = _timed_run  # type: ignore[method-assign]
         self._task = self._loop.create_task(self._tick(), name="loop-lag-monitor")
 
     def stop(self) -> None:
         """Stop measuring (the collected numbers stay readable)."""
         _active.discard(self)
+        _update_threshold()
         if not _active:
             events.Handle._run = _original_run  # type: ignore[method-assign]
         if self._task is not None:

@@ -142,10 +142,13 @@ class AudioLane:
                 self._backpressured = True
                 log.warning("session %s: audio lane full (%d frames); applying back-pressure",
                             self.label, queue.maxsize)
-        elif self._backpressured and queue.qsize() <= queue.maxsize // 2:
+            await queue.put(AudioItem(packet, time.monotonic(), self.frames_in))
+            return
+        if self._backpressured and queue.qsize() <= queue.maxsize // 2:
             self._backpressured = False
             log.info("session %s: audio lane caught up", self.label)
-        await queue.put(AudioItem(packet, time.monotonic(), self.frames_in))
+        # not full: no need for Queue.put's coroutine (once per frame on the loop)
+        queue.put_nowait(AudioItem(packet, time.monotonic(), self.frames_in))
 
     async def put_control(self, item: ControlItem) -> None:
         """Queue a control item behind the audio received before it."""
