@@ -185,6 +185,12 @@ class SessionSettings:
     #: Downstream (server → device) Opus sample rate announced in the server hello.
     output_sample_rate: int = 24000
     output_frame_ms: int = 60
+    #: Opus encoder complexity of the reply audio, 0..10 (null: libopus's default, 9).
+    #: Speech at 24 kHz costs ~0.55 ms of CPU per 60 ms frame at 8..10 (SILK/hybrid:
+    #: ~0.9 % of a core per speaking device); 7 costs ~0.44 ms (PESQ-WB 3.86 instead of
+    #: 4.0); 6 and below switch to CELT-only at ~0.04-0.1 ms but PESQ-WB drops to ~2.5
+    #: (bench/benchmarks/bench_opus_encode.py).
+    opus_complexity: int | None = None
     #: Frames sent before pacing starts, and the most audio sent ahead of real time.
     prebuffer_frames: int = 3
     max_ahead_ms: int = 1500
@@ -217,6 +223,11 @@ class SessionSettings:
     server_tools: list[str] = field(default_factory=lambda: ["get_time"])
     #: Most tool-call rounds in one turn.
     max_tool_rounds: int = 3
+
+    def __post_init__(self) -> None:
+        if self.opus_complexity is not None and not 0 <= self.opus_complexity <= 10:
+            raise ConfigError(f"must be an Opus complexity 0..10, got {self.opus_complexity}",
+                              path="session.opus_complexity")
 
 
 @dataclass

@@ -88,6 +88,21 @@ def test_settings_validation_errors_keep_their_path(tmp_path: Path, registry: Re
     assert (err.path, err.message) == ("server.port", "must be a TCP port 0..65535, got 70000")
 
 
+def test_opus_complexity_is_checked_and_reaches_the_encoder(tmp_path: Path,
+                                                            registry: Registry) -> None:
+    from xiaozhi_core.protocol.opus import OpusEncoder
+
+    f = write(tmp_path / "a.yaml", ROLES + "session: {opus_complexity: 11}\n")
+    err = error_of(registry, f)
+    assert (err.path, err.message) == ("session.opus_complexity",
+                                       "must be an Opus complexity 0..10, got 11")
+    f = write(tmp_path / "b.yaml", ROLES + "session: {opus_complexity: 3}\n")
+    assert load_config([str(f)], registry, env={}).session.opus_complexity == 3
+    assert OpusEncoder(24000, 60, complexity=3)._encoder.complexity == 3
+    default = OpusEncoder(24000, 60)._encoder.complexity          # libopus's own (9)
+    assert OpusEncoder(24000, 60, complexity=None)._encoder.complexity == default
+
+
 def test_provider_not_installed_lists_installed_ones(tmp_path: Path, registry: Registry) -> None:
     f = write(tmp_path / "a.yaml", ROLES.replace("asr: {provider: fake}",
                                                  "asr: {provider: whisperx}"))

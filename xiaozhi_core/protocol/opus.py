@@ -63,11 +63,13 @@ class OpusEncoder:
     by :meth:`flush`). Keeps the remainder between calls."""
 
     def __init__(self, sample_rate: int = 24000, frame_ms: int = 60,
-                 application: str = "audio") -> None:
+                 application: str = "audio", complexity: int | None = None) -> None:
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self.frame_samples = sample_rate * frame_ms // 1000
         self._encoder = opuslib.Encoder(sample_rate, 1, application)
+        if complexity is not None:            # None: libopus's default (10)
+            self._encoder.complexity = complexity
         self._pending = b""
 
     def encode(self, pcm: bytes) -> list[bytes]:

@@ -305,7 +305,8 @@ class Turn:
                      frames: asyncio.Queue[SendItem]) -> None:
         host = self.host
         tts, out, executor = host.providers.tts, host.output, host.executor
-        encoder = OpusEncoder(out.sample_rate, out.frame_ms)
+        encoder = OpusEncoder(out.sample_rate, out.frame_ms,
+                              complexity=host.session.opus_complexity)
         voice = host.session.tts_voice
         while (sentence := await sentences.get()) is not None:
             await frames.put(SubtitleEvent("sentence_start", sentence))
