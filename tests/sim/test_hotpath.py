@@ -272,6 +272,21 @@ async def test_dtx_windows_skip_the_vad_but_keep_every_sample(chunk: int) -> Non
     assert hub.windows_total == ref_hub.windows_total == len(windows)
 
 
+async def test_no_window_skips_the_vad_before_the_streams_first_real_audio() -> None:
+    """A device that opens its mic in DTX (the bench's filler): the VAD hears all of that
+    silence, so the first utterance meets the same VAD state as without skipping."""
+    from xiaozhi_core.sim.upstream import silence_packets
+
+    filler = silence_packets()
+    assert {len(p) for p in filler} == {1}
+    packets = [filler[i % len(filler)] for i in range(30)] + _with_silences(9)
+    ref_windows, ref_probs, _ = await _hub_run(OrderVAD(), packets, 2, False)
+    windows, probs, hub = await _hub_run(OrderVAD(), packets, 2, True)
+    first_real = 30 * 960 // 512
+    assert probs[:first_real] == ref_probs[:first_real] and 0.0 not in probs[:first_real]
+    assert hub.windows_dtx > 50                        # the later silences do skip
+
+
 async def test_dtx_skipping_keeps_the_segmenters_timing_with_silero() -> None:
     """With silero, skipping DTX windows finds the same utterances: every end on the same
     window or the next, every start on the same window or up to two earlier (the VAD's

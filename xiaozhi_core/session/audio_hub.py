@@ -16,7 +16,9 @@ to transmit"). They are still decoded (2–3 µs each: the decoder's state stays
 the segmenter still gets every sample, so audio time is unchanged), but a window made
 only of DTX audio skips the VAD and gets probability 0.0: the device's encoder already
 decided there is no signal. The VAD's recurrent state simply carries over the skipped
-windows (by the time an encoder enters DTX the VAD has heard its trailing silence).
+windows (by the time an encoder enters DTX the VAD has heard its trailing silence); the
+first DTX_VAD_WINDOWS of each run, and every window before the stream's first real audio,
+still go through the VAD.
 
 With a local ``cpu`` VAD (thread pool) steps 1 and 2 are **one** pool job: a round trip
 between the loop and the pool per VAD round would cost a thread hand-off and a GIL
@@ -66,6 +68,10 @@ class StreamState:
     carry_dtx: np.ndarray = field(default_factory=lambda: np.zeros(0, np.bool_))
     #: Consecutive DTX-only windows so far (the VAD sees the first ``DTX_VAD_WINDOWS``).
     dtx_run: int = 0
+    #: The VAD has seen a window with real audio. Until then no window skips it: the
+    #: first utterance then meets the same state as without skipping (a fresh state
+    #: held after a few windows would make first turns segment differently).
+    heard: bool = False
     decode_errors: int = 0
     #: A request of this stream is queued or being processed.
     busy: bool = False
@@ -132,7 +138,8 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
         st.carry = data[whole:].copy()
         if not any_dtx:
             st.carry_dtx = np.zeros(len(st.carry), np.bool_)
-            st.dtx_run = 0 if n else st.dtx_run
+            if n:
+                st.dtx_run, st.heard = 0, True
             req.vad_windows = list(range(n))
             continue
         mask = np.concatenate([st.carry_dtx, *(np.full(k, d, np.bool_) for k, d in sizes)])
@@ -140,11 +147,15 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
         vad_windows = []
         run = st.dtx_run
         all_dtx = np.all(mask[:whole].reshape(n, window), axis=1)
+        heard = st.heard
         for i in range(n):
-            run = run + 1 if all_dtx[i] else 0
-            if run <= DTX_VAD_WINDOWS:
+            if all_dtx[i]:
+                run += 1
+            else:
+                run, heard = 0, True
+            if run <= DTX_VAD_WINDOWS or not heard:
                 vad_windows.append(i)
-        st.dtx_run = run
+        st.dtx_run, st.heard = run, heard
         req.vad_windows = vad_windows
 
 
