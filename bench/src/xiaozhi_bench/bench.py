@@ -349,7 +349,12 @@ async def _ingest_device(job: _Job, index: int, t0: float, start: float, stop_at
         if job.mode != "manual":
             await dev.listen("start", job.mode)
             mic.resume()
-        pause = job.lead
+        # Jittered like the gaps: the server segments in 512-sample windows, 60 ms packets
+        # cross that grid with a period of 8 packets, and where an utterance falls on the
+        # grid moves its end-of-speech decision by up to ~60 ms. A fixed lead gave every
+        # device's first turn the same alignment (a first-turn "penalty" or "bonus" of
+        # up to 60 ms that was only that), while later turns spread over all of them.
+        pause = job.lead * rng.uniform(0.5, 1.5)
         while time.time() < stop_at and dev.closed_code is None:
             mark = len(dev.received)
             if job.mode == "manual":
@@ -1211,7 +1216,8 @@ def _args(p: argparse.ArgumentParser) -> None:
                       help="binary framing (mix: devices cycle through 1, 2, 3)")
     load.add_argument("--wav", help="the utterance (default: --text spoken by espeak)")
     load.add_argument("--text", default=DEFAULT_TEXT, help="the utterance's text")
-    load.add_argument("--lead", type=float, default=0.5, help="silence before the first turn")
+    load.add_argument("--lead", type=float, default=0.5,
+                      help="silence before the first turn (jittered by +-50%%, like --gap)")
     load.add_argument("--gap", type=float, default=1.0,
                       help="silence between a reply's end and the next utterance (each pause "
                            "is jittered by +-50%% so devices do not fall into step)")
