@@ -336,4 +336,5 @@ class XiaozhiServer:
         return self.metrics.render(
             self.lag_monitor.stats(), self.executor.stats(),
             {"batches": hub.batches, "calls": hub.vad_calls, "windows": hub.windows_total,
-             "windows_dtx_skipped": hub.windows_dtx, "last_batch_streams": hub.last_batch_streams, "busy_seconds": hub.busy_seconds})
+             "windows_dtx_skipped": hub.windows_dtx, "last_batch_streams": hub.last_batch_streams,
+             "busy_seconds": hub.busy_seconds})
