@@ -1,0 +1,1 @@
+"""MQTT + UDP transport: embedded broker, UDP endpoint, per-session transports."""

@@ -1,0 +1,200 @@
+"""The embedded MQTT broker: amqtt's broker, delivering to a device's own connection.
+
+Devices never SUBSCRIBE (the firmware receives whatever the broker pushes to its
+connection, the Alibaba-Cloud "P2P" model), so the server does not go through topic
+routing at all:
+
+* **in**: an amqtt plugin hears every PUBLISH (``on_broker_message_received``) and hands
+  it to the :class:`DeviceLink` in arrival order (each event's callback runs to its first
+  ``await`` in the order the broker fired it, and ours never awaits);
+* **out**: :meth:`EmbeddedBroker.deliver` writes a QoS-0 PUBLISH straight onto the
+  device's connection through the broker's session API (``Broker.sessions[client_id]``
+  → its protocol handler's ``mqtt_publish``), awaited in order;
+* **logins** are checked by an auth plugin calling :meth:`DeviceLink.authenticate`
+  (the OTA-issued HMAC credentials); a topic plugin refuses every SUBSCRIBE and every
+  subscriber delivery, so one device can never read another's traffic.
+
+The listening socket is our own (amqtt's ``external`` listener type): the port is known
+when ``port=0``, and connections are counted against a limit before MQTT is parsed.
+
+Example — a never-subscribing client gets a message pushed to it:
+
+    >>> import asyncio, aiomqtt
+    >>> class Link:
+    ...     def authenticate(self, client_id, username, password, connection):
+    ...         return password == "pw"
+    ...     def disconnected(self, client_id, connection): pass
+    ...     def message(self, client_id, topic, payload):
+    ...         broker.deliver_nowait(client_id, "devices/p2p/x", b"pong:" + payload)
+    >>> async def main():
+    ...     global broker
+    ...     broker = EmbeddedBroker(Link(), host="127.0.0.1", port=0)
+    ...     await broker.start()
+    ...     async with aiomqtt.Client("127.0.0.1", broker.port, identifier="dev-1",
+    ...                               username="u", password="pw") as device:
+    ...         await device.publish("device-server", b"ping")
+    ...         async for m in device.messages:
+    ...             got = m.payload
+    ...             break
+    ...     await broker.stop()
+    ...     return got
+    >>> asyncio.run(main())
+    b'pong:ping'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from amqtt.adapters import StreamReaderAdapter, StreamWriterAdapter
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session as AmqttSession
+
+__all__ = ["DeviceLink", "EmbeddedBroker"]
+
+log = logging.getLogger(__name__)
+
+_LISTENER = "xiaozhi"
+
+
+class DeviceLink(Protocol):
+    """What the broker reports to (the MQTT gateway). All calls are synchronous and quick."""
+
+    def authenticate(self, client_id: str, username: str, password: str,
+                     connection: object) -> bool:
+        """True when the login may connect (logs its own reason when not).
+        ``connection`` identifies this connection in :meth:`disconnected` (a reconnect
+        with the same client id takes over, and the old one's disconnect comes later)."""
+        ...
+
+    def disconnected(self, client_id: str, connection: object) -> None: ...
+
+    def message(self, client_id: str, topic: str, payload: bytes) -> None: ...
+
+
+class _LinkPlugin(BaseAuthPlugin):
+    """Logins and events → the DeviceLink (passed in through the plugin's Config)."""
+
+    @dataclass
+    class Config:
+        link: Any = None
+
+    async def authenticate(self, *, session: AmqttSession) -> bool | None:
+        link: DeviceLink = self.config.link
+        return link.authenticate(session.client_id or "", session.username or "",
+                                 session.password or "", session)
+
+    async def on_broker_client_disconnected(self, *, client_id: str,
+                                            client_session: AmqttSession) -> None:
+        self.config.link.disconnected(client_id, client_session)
+
+    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
+        if message is not None and message.topic is not None:
+            self.config.link.message(client_id, message.topic, bytes(message.data or b""))
+
+
+class _NoSubscriptions(BaseTopicPlugin):
+    """Nobody subscribes: the server delivers to connections directly."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def topic_filtering(self, *, session: AmqttSession | None = None,
+                              topic: str | None = None, action: Action | None = None) -> bool:
+        return action == Action.PUBLISH
+
+
+class EmbeddedBroker:
+    """An amqtt broker listening on ``host:port`` (``port=0``: a free one)."""
+
+    def __init__(self, link: DeviceLink, *, host: str = "127.0.0.1", port: int = 1883,
+                 max_connections: int = 1024) -> None:
+        self.link = link
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.connections = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._broker: Broker | None = None
+
+    async def start(self) -> None:
+        amqtt_log = logging.getLogger("amqtt")
+        if amqtt_log.level == logging.NOTSET:
+            # amqtt logs every connection and packet at INFO; keep warnings and worse.
+            amqtt_log.setLevel(logging.WARNING)
+        self._broker = Broker({
+            "listeners": {"default": {"type": "external", "bind": "external"},
+                          _LISTENER: {"type": "external", "bind": "external"}},
+            "plugins": {f"{__name__}._LinkPlugin": {"link": self.link},
+                        f"{__name__}._NoSubscriptions": {}},
+        })
+        await self._broker.start()
+        self._server = await asyncio.start_server(self._connected, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _connected(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        if self.connections >= self.max_connections or self._broker is None:
+            log.warning("MQTT connection from %s refused: %d connections open",
+                        writer.get_extra_info("peername"), self.connections)
+            writer.close()
+            return
+        self.connections += 1
+        try:
+            await self._broker.external_connected(StreamReaderAdapter(reader),
+                                                  StreamWriterAdapter(writer), _LISTENER)
+        except Exception as exc:  # a broken client must not take the listener down
+            log.info("MQTT connection from %s ended: %s", writer.get_extra_info("peername"),
+                     exc)
+        finally:
+            self.connections -= 1
+            writer.close()
+
+    async def deliver(self, client_id: str, topic: str, payload: bytes) -> bool:
+        """PUBLISH ``payload`` (QoS 0) on the connection of ``client_id``; False if gone."""
+        broker = self._broker
+        if broker is None:
+            return False
+        session, handler = broker.sessions.get(client_id, (None, None))
+        if session is None or handler is None or session.transitions.state != "connected":
+            return False
+        try:
+            await handler.mqtt_publish(topic, payload, 0, False)
+        except Exception as exc:
+            log.info("MQTT delivery to %s failed: %s", client_id, exc)
+            return False
+        return True
+
+    def deliver_nowait(self, client_id: str, topic: str, payload: bytes) -> None:
+        """:meth:`deliver` from synchronous code (fire and forget)."""
+        task = asyncio.get_running_loop().create_task(self.deliver(client_id, topic, payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def disconnect(self, client_id: str) -> None:
+        """Drop the connection of ``client_id`` (if any)."""
+        if self._broker is None:
+            return
+        _session, handler = self._broker.sessions.get(client_id, (None, None))
+        if handler is not None:
+            with contextlib.suppress(Exception):
+                await handler.handle_connection_closed()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._broker is not None:
+            broker, self._broker = self._broker, None
+            with contextlib.suppress(Exception):
+                await broker.shutdown()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,274 @@
+"""A fake MQTT + UDP xiaozhi device, written from the firmware's protocol.
+
+Like ``main/protocols/mqtt_protocol.cc`` it logs in with the OTA ``mqtt`` block's
+credentials, **never subscribes** (it reads whatever the broker pushes to its
+connection), publishes JSON on ``publish_topic``, opens its audio channel with a
+``hello`` (version 3, transport ``udp``), then sends and receives Opus in AES-128-CTR
+datagrams whose 16-byte header is the counter block; received datagrams are checked the
+firmware's way (size, type, length, sequence above the last one). It records what it
+receives like :class:`~xiaozhi_core.device.FakeDevice`, and exposes the datagram level
+(:meth:`FakeMqttDevice.seal`, :meth:`FakeMqttDevice.send_datagram`) so tests can lose,
+reorder, duplicate or forge packets.
+
+Example (``ota`` is the ``mqtt`` object of an OTA response)::
+
+    async with FakeMqttDevice(ota) as dev:
+        await dev.listen("start", "auto")
+        await dev.stream(packets)
+        await dev.wait_for("tts", "stop")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import aiomqtt
+import numpy as np
+
+from .device import Received
+from .protocol.opus import OpusDecoder
+from .protocol.udp import HEADER_SIZE, TYPE_AUDIO, UdpCipher, UdpError, parse_header
+
+__all__ = ["FakeMqttDevice"]
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, device: FakeMqttDevice) -> None:
+        self.device = device
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self.device._datagram(data)
+
+
+class FakeMqttDevice:
+    """One device; ``mqtt`` is the OTA response's ``mqtt`` object."""
+
+    def __init__(self, mqtt: dict[str, Any], *, features: dict[str, Any] | None = None,
+                 mcp_handler: Any = None, hello: bool = True) -> None:
+        self.config = dict(mqtt)
+        self.features = features if features is not None else {"mcp": False}
+        self.mcp_handler = mcp_handler
+        self.send_hello = hello
+        self.received: list[Received] = []
+        self.server_hello: dict[str, Any] = {}
+        self.session_id = ""
+        self.cipher: UdpCipher | None = None
+        self.local_sequence = 0
+        self.remote_sequence = 0
+        #: Datagrams dropped on receipt, by the firmware's reason.
+        self.dropped = {"short": 0, "type": 0, "length": 0, "old": 0}
+        self.gaps = 0
+        self.client: aiomqtt.Client | None = None
+        self.udp: asyncio.DatagramTransport | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._new = asyncio.Event()
+        self.disconnected = False
+
+    # ------------------------------------------------------------------ MQTT
+    async def connect(self) -> FakeMqttDevice:
+        """MQTT CONNECT (and, unless ``hello=False``, open the audio channel)."""
+        host, _, port = self.config["endpoint"].rpartition(":")
+        self.client = aiomqtt.Client(
+            host, int(port), identifier=self.config["client_id"],
+            username=self.config["username"], password=self.config["password"],
+            keepalive=int(self.config.get("keepalive", 240)))
+        await self.client.__aenter__()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        if self.send_hello:
+            await self.open_audio_channel()
+        return self
+
+    async def __aenter__(self) -> FakeMqttDevice:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self, goodbye: bool = True) -> None:
+        """Close the audio channel (saying goodbye, as the firmware does) and MQTT."""
+        if goodbye and self.udp is not None and self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.send_json({"type": "goodbye"})
+        self.close_audio_channel()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.__aexit__(None, None, None)
+            self.client = None
+
+    async def _read(self) -> None:
+        assert self.client is not None
+        try:
+            async for message in self.client.messages:
+                payload = message.payload
+                data = json.loads(payload if isinstance(payload, (str, bytes)) else b"")
+                if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+                    continue
+                self.received.append(Received(time.monotonic(), message=data))
+                if data["type"] == "hello":
+                    self._server_hello(data)
+                elif data["type"] == "goodbye" and data.get("session_id") == self.session_id:
+                    self.close_audio_channel()
+                elif data["type"] == "mcp" and self.mcp_handler is not None:
+                    reply = self.mcp_handler(data.get("payload", {}))
+                    if reply is not None:
+                        await self.send_json({"type": "mcp", "payload": reply})
+                self._new.set()
+        except aiomqtt.MqttError:
+            self.disconnected = True
+            self._new.set()
+
+    async def send_json(self, message: dict[str, Any]) -> None:
+        assert self.client is not None
+        if self.session_id and "session_id" not in message:
+            message = {"session_id": self.session_id, **message}
+        await self.client.publish(self.config["publish_topic"], json.dumps(message).encode())
+
+    # ------------------------------------------------------------------ audio channel
+    async def open_audio_channel(self, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+        """Send hello, wait for the server's (10 s like the firmware), open UDP."""
+        self.session_id = ""
+        start = len(self.received)
+        await self.send_json({"type": "hello", "version": 3, "transport": "udp",
+                              "features": self.features,
+                              "audio_params": {"format": "opus", "sample_rate": 16000,
+                                               "channels": 1, "frame_duration": 60}})
+        hello = await self.wait_for("hello", timeout=timeout, after=start)
+        udp = hello["udp"]
+        loop = asyncio.get_running_loop()
+        self.udp, _ = await loop.create_datagram_endpoint(
+            lambda: _Udp(self), remote_addr=(udp["server"], int(udp["port"])))
+        return hello
+
+    def _server_hello(self, hello: dict[str, Any]) -> None:
+        if hello.get("transport") != "udp" or not isinstance(hello.get("udp"), dict):
+            return
+        udp = hello["udp"]
+        key, nonce = bytes.fromhex(udp["key"]), bytes.fromhex(udp["nonce"])
+        if len(key) != 16 or len(nonce) != 16:
+            return
+        self.server_hello = hello
+        self.session_id = str(hello.get("session_id", ""))
+        self.cipher = UdpCipher(key, nonce)
+        self.local_sequence = self.remote_sequence = 0
+
+    def close_audio_channel(self) -> None:
+        if self.udp is not None:
+            self.udp.close()
+            self.udp = None
+
+    def seal(self, packet: bytes, timestamp: int = 0) -> bytes:
+        """The next uplink datagram for ``packet`` (advances the sequence)."""
+        assert self.cipher is not None, "no server hello yet"
+        self.local_sequence += 1
+        return self.cipher.seal(packet, self.local_sequence, timestamp)
+
+    def send_datagram(self, datagram: bytes) -> None:
+        assert self.udp is not None, "audio channel is not open"
+        self.udp.sendto(datagram)
+
+    async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
+        self.send_datagram(self.seal(packet, timestamp))
+
+    def _datagram(self, data: bytes) -> None:
+        if len(data) < HEADER_SIZE:
+            self.dropped["short"] += 1
+            return
+        try:
+            header = parse_header(data)
+        except UdpError:
+            self.dropped["type" if data[0] != TYPE_AUDIO else "length"] += 1
+            return
+        if header.sequence <= self.remote_sequence:
+            self.dropped["old"] += 1
+            return
+        if header.sequence != self.remote_sequence + 1:
+            self.gaps += header.sequence - self.remote_sequence - 1
+        assert self.cipher is not None
+        _h, payload = self.cipher.open(data)
+        self.remote_sequence = header.sequence
+        self.received.append(Received(time.monotonic(), audio=payload,
+                                      timestamp=header.timestamp))
+        self._new.set()
+
+    # ------------------------------------------------------------------ conversation
+    async def listen(self, state: str = "start", mode: str = "auto",
+                     text: str | None = None) -> None:
+        msg: dict[str, Any] = {"type": "listen", "state": state}
+        if state == "start":
+            msg["mode"] = mode
+        if text is not None:
+            msg["text"] = text
+        await self.send_json(msg)
+
+    async def abort(self) -> None:
+        await self.send_json({"type": "abort"})
+
+    async def stream(self, packets: Iterable[bytes], frame_ms: int = 60,
+                     realtime: bool = True) -> None:
+        """One datagram per ``frame_ms`` (or as fast as possible)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, packet in enumerate(packets):
+            if realtime:
+                delay = start + i * frame_ms / 1000 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+            await self.send_packet(packet)
+
+    # ------------------------------------------------------------------ inspecting
+    def messages(self, type_: str | None = None) -> list[dict[str, Any]]:
+        return [r.message for r in self.received
+                if r.message is not None and (type_ is None or r.message.get("type") == type_)]
+
+    def audio_frames(self) -> list[bytes]:
+        return [r.audio for r in self.received if r.audio is not None]
+
+    def events(self) -> list[str]:
+        out: list[str] = []
+        for r in self.received:
+            if r.audio is not None:
+                if not out or out[-1] != "audio":
+                    out.append("audio")
+            elif r.message is not None:
+                t = r.message.get("type", "?")
+                out.append(f"{t}:{r.message['state']}" if t == "tts" else t)
+        return out
+
+    async def wait_for(self, type_: str, state: str | None = None,
+                       timeout: float = 10.0, after: int = 0  # noqa: ASYNC109
+                       ) -> dict[str, Any]:
+        """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for r in self.received[after:]:
+                    m = r.message
+                    if m is not None and m.get("type") == type_ and (
+                            state is None or m.get("state") == state):
+                        return m
+                if self.disconnected:
+                    raise ConnectionError(f"MQTT connection lost before {type_}")
+                self._new.clear()
+                await self._new.wait()
+
+    async def wait_frames(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout):
+            while len(self.audio_frames()) < count:
+                self._new.clear()
+                await self._new.wait()
+
+    def decode_reply_audio(self, sample_rate: int | None = None) -> np.ndarray:
+        rate = sample_rate or self.server_hello.get("audio_params", {}).get("sample_rate", 24000)
+        dec = OpusDecoder(rate)
+        return np.frombuffer(b"".join(dec.decode(p) for p in self.audio_frames()), np.int16)
