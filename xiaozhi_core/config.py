@@ -55,6 +55,7 @@ __all__ = [
     "AuthSettings",
     "DeploymentConfig",
     "LimitSettings",
+    "MqttSettings",
     "ProviderChoice",
     "ServerSettings",
     "SessionSettings",
@@ -110,6 +111,41 @@ class TimeoutSettings:
 
 
 @dataclass
+class MqttSettings:
+    """The MQTT + UDP transport (``server.mqtt``): an embedded broker for JSON, one UDP
+    port for the encrypted Opus. When enabled, OTA hands every device an ``mqtt`` block
+    (per-device credentials signed with ``server.auth.secret``), which the firmware
+    prefers over WebSocket."""
+
+    enabled: bool = False
+    #: Where the broker and the UDP port listen; empty: ``server.host``.
+    host: str = ""
+    #: MQTT over plain TCP (the firmware uses TLS only on port 8883, so not that one).
+    port: int = 1883
+    udp_port: int = 8884
+    #: Host handed to devices (OTA ``endpoint``, hello ``udp.server``); empty: the
+    #: listening host, or the OTA request's host when listening on 0.0.0.0.
+    public_host: str = ""
+    #: MQTT keep-alive the device is told to use, seconds.
+    keepalive: int = 240
+    #: Open MQTT connections before new ones are refused.
+    max_connections: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("port", "udp_port"):
+            value = getattr(self, name)
+            if not 0 <= value <= 65535:
+                raise ConfigError(f"must be a port 0..65535, got {value}",
+                                  path=f"server.mqtt.{name}")
+        if self.port == 8883:
+            raise ConfigError("8883 makes the firmware use TLS, which the embedded broker "
+                              "does not serve; use e.g. 1883", path="server.mqtt.port")
+        if not 10 <= self.keepalive <= 3600:
+            raise ConfigError(f"must be 10..3600 seconds, got {self.keepalive}",
+                              path="server.mqtt.keepalive")
+
+
+@dataclass
 class ServerSettings:
     """``server:`` — where to listen and how devices are admitted."""
 
@@ -129,6 +165,7 @@ class ServerSettings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
 
     def __post_init__(self) -> None:
         for name in ("port", "http_port"):

@@ -115,8 +115,11 @@ class EmbeddedBroker:
     """An amqtt broker listening on ``host:port`` (``port=0``: a free one)."""
 
     def __init__(self, link: DeviceLink, *, host: str = "127.0.0.1", port: int = 1883,
-                 max_connections: int = 1024) -> None:
+                 max_connections: int = 1024, keepalive_grace: int = 120) -> None:
         self.link = link
+        #: Seconds past a client's keep-alive before its silent connection is dropped
+        #: (MQTT 3.1.1 §3.1.2.10 asks for 1.5 × keep-alive; the gateway passes half of it).
+        self.keepalive_grace = keepalive_grace
         self.host = host
         self.port = port
         self.max_connections = max_connections
@@ -131,6 +134,7 @@ class EmbeddedBroker:
             # amqtt logs every connection and packet at INFO; keep warnings and worse.
             amqtt_log.setLevel(logging.WARNING)
         self._broker = Broker({
+            "timeout_disconnect_delay": self.keepalive_grace,
             "listeners": {"default": {"type": "external", "bind": "external"},
                           _LISTENER: {"type": "external", "bind": "external"}},
             "plugins": {f"{__name__}._LinkPlugin": {"link": self.link},

@@ -109,7 +109,8 @@ class MqttGateway:
         self.keepalive = keepalive
         self.stats = GatewayStats()
         self.broker = EmbeddedBroker(self, host=host, port=port,
-                                     max_connections=max_connections)
+                                     max_connections=max_connections,
+                                     keepalive_grace=max(1, keepalive // 2))
         self.devices: dict[str, _Device] = {}
         self.by_ssrc: dict[int, MqttUdpTransport] = {}
         self._udp: asyncio.DatagramTransport | None = None
