@@ -56,6 +56,7 @@ __all__ = [
     "DeploymentConfig",
     "LimitSettings",
     "MqttSettings",
+    "OtaSettings",
     "ProviderChoice",
     "ServerSettings",
     "SessionSettings",
@@ -211,6 +212,30 @@ def _is_loopback(host: str) -> bool:
 
 
 @dataclass
+class OtaSettings:
+    """``ota:`` — what the OTA endpoint tells devices besides where to connect."""
+
+    #: Folder of firmware builds named ``{board}_{version}.bin`` (board = the firmware's
+    #: BOARD_TYPE, e.g. ``bread-compact-wifi_1.7.2.bin``); a device running an older
+    #: version of its board gets the newest one's download URL. Empty: no updates.
+    firmware_dir: str = ""
+    #: IANA time zone of the ``server_time`` devices set their clock from, e.g.
+    #: ``Asia/Shanghai``; empty: the server machine's local zone.
+    timezone: str = ""
+
+    def __post_init__(self) -> None:
+        if self.timezone:
+            import zoneinfo
+
+            try:
+                zoneinfo.ZoneInfo(self.timezone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ConfigError(f"unknown time zone {self.timezone!r} (an IANA name such "
+                                  "as Europe/Berlin or Asia/Shanghai)",
+                                  path="ota.timezone") from None
+
+
+@dataclass
 class SessionSettings:
     """``session:`` — conversation behaviour."""
 
@@ -292,6 +317,7 @@ class DeploymentConfig:
     tts: ProviderChoice
     voiceprint: ProviderChoice | None
     raw: dict[str, Any]
+    ota: OtaSettings = field(default_factory=OtaSettings)
 
     def choices(self) -> dict[Role, ProviderChoice]:
         out = {Role.VAD: self.vad, Role.ASR: self.asr, Role.LLM: self.llm, Role.TTS: self.tts}
@@ -392,7 +418,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-_TOP_KEYS = ("server", "executor", "session", "vad", "asr", "llm", "tts", "voiceprint")
+_TOP_KEYS = ("server", "executor", "session", "ota", "vad", "asr", "llm", "tts", "voiceprint")
 _REQUIRED_ROLES = (Role.VAD, Role.ASR, Role.LLM, Role.TTS)
 
 
@@ -512,8 +538,9 @@ def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> Depl
     server = validate_options(ServerSettings, _section(raw, "server"), path="server")
     executor = validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
     session = validate_options(SessionSettings, _section(raw, "session"), path="session")
+    ota = validate_options(OtaSettings, _section(raw, "ota"), path="ota")
     choices = {role: _choice(raw, role, registry, executor) for role in Role}
     vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
     assert vad and asr and llm and tts
     return DeploymentConfig(files, server, executor, session, vad, asr, llm, tts,
-                            choices[Role.VOICEPRINT], raw)
+                            choices[Role.VOICEPRINT], raw, ota)

@@ -46,8 +46,8 @@ def test_unknown_top_level_key(tmp_path: Path, registry: Registry) -> None:
     f = write(tmp_path / "a.yaml", ROLES + "sever: {port: 1}\n")
     err = error_of(registry, f)
     assert (err.file, err.path) == (str(f), "sever")
-    assert err.message == ("unknown key 'sever'; allowed keys: server, executor, session, vad, "
-                           "asr, llm, tts, voiceprint")
+    assert err.message == ("unknown key 'sever'; allowed keys: server, executor, session, ota, "
+                           "vad, asr, llm, tts, voiceprint")
     assert str(err).startswith(f"{f}: sever: unknown key 'sever'")
 
 
