@@ -110,7 +110,7 @@ class FirmwareStore:
             if key not in self._sums:
                 digest = hashlib.sha256()
                 with path.open("rb") as f:
-                    for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    while block := f.read(1 << 20):
                         digest.update(block)
                 self._sums[key] = digest.hexdigest()
             builds[path.name] = Firmware(m["board"], m["version"], path, st.st_size,

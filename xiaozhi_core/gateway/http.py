@@ -2,21 +2,35 @@
 
 ``websockets`` cannot answer POST, so OTA lives on its own port (``server.http_port``).
 The OTA endpoint answers browsers' CORS preflight and returns the WebSocket URL, a token
-and the server time; it never returns ``mqtt`` (the device would prefer it) nor
-``activation``.
+and the server time (in ``ota.timezone``); with MQTT enabled also the device's ``mqtt``
+block (which the firmware then prefers); with ``ota.firmware_dir`` a newer build's URL,
+served here with range requests. It never returns ``activation``.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import time
+import zoneinfo
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from .auth import Authenticator
+from .firmware import (
+    DOWNLOAD_PATH,
+    FirmwareStore,
+    device_build,
+    download_handler,
+    firmware_answer,
+)
+
+if TYPE_CHECKING:
+    from .mqtt.gateway import MqttGateway
 
 __all__ = ["HttpHost", "make_app"]
 
@@ -25,6 +39,12 @@ class HttpHost(Protocol):
     """What the HTTP side needs from the server (the WebSocket side implements it)."""
 
     auth: Authenticator
+    #: The MQTT + UDP gateway when ``server.mqtt.enabled`` (OTA hands out its block).
+    mqtt: MqttGateway | None
+    #: ``ota.firmware_dir`` builds, or None.
+    firmware: FirmwareStore | None
+    #: ``ota.timezone`` (IANA name; empty: the machine's local zone).
+    ota_timezone: str
 
     def ws_url_for(self, request_host: str | None) -> str:
         """The WebSocket URL to hand a device that reached us as ``request_host``."""
@@ -79,16 +99,41 @@ def _ota_response(server: HttpHost, request: web.Request,
     client_id = request.headers.get("Client-Id") or body.get("uuid") or ""
     token = server.auth.issue(client_id, device_id) if server.auth.enabled and device_id else ""
     now = time.time()
-    offset = (time.localtime(now).tm_gmtoff or 0) // 60
     out: dict[str, Any] = {
-        "server_time": {"timestamp": int(now * 1000), "timezone_offset": int(offset)},
+        "server_time": {"timestamp": int(now * 1000),
+                        "timezone_offset": _utc_offset_minutes(server.ota_timezone, now)},
         "websocket": {"url": server.ws_url_for(request.host), "token": token},
     }
-    app = body.get("application") if isinstance(body.get("application"), dict) else {}
-    version = app.get("version") if app else None
-    if isinstance(version, str) and version:
-        out["firmware"] = {"version": version, "url": ""}
+    if server.mqtt is not None and device_id:
+        from .mqtt.credentials import CredentialError
+
+        try:
+            out["mqtt"] = server.mqtt.ota_block(device_id, client_id,
+                                                _hostname(request.host))
+        except CredentialError as exc:
+            log.info("OTA: no MQTT for %r: %s", device_id, exc)
+    board, version = device_build(body, request.headers.get("User-Agent", ""))
+    firmware = firmware_answer(server.firmware, board, version,
+                               f"{request.scheme}://{request.host}")
+    if firmware is not None:
+        out["firmware"] = firmware
     return out
+
+
+def _hostname(host: str | None) -> str | None:
+    return urlsplit(f"//{host}").hostname if host else None
+
+
+def _utc_offset_minutes(tz: str, now: float) -> int:
+    """Minutes east of UTC at ``now`` in zone ``tz`` (empty: the machine's local zone).
+
+    >>> _utc_offset_minutes("Asia/Shanghai", 0.0), _utc_offset_minutes("UTC", 0.0)
+    (480, 0)
+    """
+    if tz:
+        offset = datetime.datetime.fromtimestamp(now, zoneinfo.ZoneInfo(tz)).utcoffset()
+        return int(offset.total_seconds() // 60) if offset is not None else 0
+    return int((time.localtime(now).tm_gmtoff or 0) // 60)
 
 
 def make_app(server: HttpHost) -> web.Application:
@@ -128,6 +173,8 @@ def make_app(server: HttpHost) -> web.Application:
         app.router.add_post(path, ota_post)
         app.router.add_get(path, ota_get)
         app.router.add_route("OPTIONS", path, ota_get)  # answered by the CORS middleware
+    if server.firmware is not None:
+        app.router.add_get(DOWNLOAD_PATH + "{name}", download_handler(server.firmware))
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     return app

@@ -100,9 +100,12 @@ class MqttGateway:
     def __init__(self, signer: MqttSigner,
                  on_session: Callable[[MqttUdpTransport], Awaitable[None]], *,
                  host: str = "127.0.0.1", port: int = 1883, udp_port: int = 8884,
-                 public_host: str = "", verify: bool = True, keepalive: int = 240,
+                 public_host: str = "", verify: bool = True,
+                 allowed_devices: set[str] | None = None, keepalive: int = 240,
                  max_connections: int = 1024) -> None:
         self.signer = signer
+        #: MACs allowed to log in (empty: any device with valid credentials).
+        self.allowed = {d.lower() for d in allowed_devices or ()}
         self.on_session = on_session
         self.host, self.udp_port, self.public_host = host, udp_port, public_host
         self.verify = verify
@@ -167,6 +170,8 @@ class MqttGateway:
         try:
             login = (self.signer.verify(client_id, username, password) if self.verify
                      else parse_client_id(client_id))
+            if self.allowed and login.device_id not in self.allowed:
+                raise CredentialError(f"device {login.device_id} is not on the allow-list")
         except CredentialError as exc:
             self.stats.logins_refused += 1
             log.warning("MQTT login refused for %r: %s", client_id[:80], exc)
