@@ -25,7 +25,7 @@ from typing import cast
 from .config import DeploymentConfig
 from .errors import ProviderError, XiaozhiError
 from .executor import BoundProvider, Executor, build
-from .providers import BoundASR, BoundLLM, BoundTTS, BoundVAD, BoundVoiceprint
+from .providers import BoundASR, BoundLLM, BoundTTS, BoundVAD, BoundVision, BoundVoiceprint
 from .types import Role
 
 __all__ = ["Providers", "build_providers", "close_providers"]
@@ -42,23 +42,29 @@ class Providers:
     llm: BoundLLM
     tts: BoundTTS
     voiceprint: BoundVoiceprint | None = None
+    #: The camera's image explainer (MCP vision), when a ``vision`` provider is selected.
+    vision: BoundVision | None = None
 
     @classmethod
     def from_roles(cls, bound: dict[Role, BoundProvider]) -> Providers:
         """Type the providers :func:`~xiaozhi_core.executor.build` returned, by role."""
-        vp = bound.get(Role.VOICEPRINT)
+        vp, vision = bound.get(Role.VOICEPRINT), bound.get(Role.VISION)
         return cls(cast(BoundVAD, bound[Role.VAD]), cast(BoundASR, bound[Role.ASR]),
                    cast(BoundLLM, bound[Role.LLM]), cast(BoundTTS, bound[Role.TTS]),
-                   cast(BoundVoiceprint, vp) if vp is not None else None)
+                   cast(BoundVoiceprint, vp) if vp is not None else None,
+                   cast(BoundVision, vision) if vision is not None else None)
 
     def items(self) -> list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS |
-                                  BoundVoiceprint]]:
+                                  BoundVoiceprint | BoundVision]]:
         """``(role, provider)`` of every selected role, in pipeline order."""
-        out: list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS | BoundVoiceprint]]
+        out: list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS | BoundVoiceprint |
+                        BoundVision]]
         out = [(Role.VAD, self.vad), (Role.ASR, self.asr), (Role.LLM, self.llm),
                (Role.TTS, self.tts)]
         if self.voiceprint is not None:
             out.append((Role.VOICEPRINT, self.voiceprint))
+        if self.vision is not None:
+            out.append((Role.VISION, self.vision))
         return out
 
 
@@ -95,7 +101,8 @@ async def close_providers(providers: Providers) -> None:
 
 
 async def _close(items: list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS |
-                                   BoundVoiceprint]] | list[tuple[Role, BoundProvider]]) -> None:
+                                   BoundVoiceprint | BoundVision]]
+                 | list[tuple[Role, BoundProvider]]) -> None:
     for role, provider in items:
         try:
             await provider.aclose()

@@ -318,11 +318,14 @@ class DeploymentConfig:
     voiceprint: ProviderChoice | None
     raw: dict[str, Any]
     ota: OtaSettings = field(default_factory=OtaSettings)
+    vision: ProviderChoice | None = None
 
     def choices(self) -> dict[Role, ProviderChoice]:
         out = {Role.VAD: self.vad, Role.ASR: self.asr, Role.LLM: self.llm, Role.TTS: self.tts}
         if self.voiceprint is not None:
             out[Role.VOICEPRINT] = self.voiceprint
+        if self.vision is not None:
+            out[Role.VISION] = self.vision
         return out
 
 
@@ -418,7 +421,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-_TOP_KEYS = ("server", "executor", "session", "ota", "vad", "asr", "llm", "tts", "voiceprint")
+_TOP_KEYS = ("server", "executor", "session", "ota", "vad", "asr", "llm", "tts", "voiceprint",
+             "vision")
 _REQUIRED_ROLES = (Role.VAD, Role.ASR, Role.LLM, Role.TTS)
 
 
@@ -543,4 +547,4 @@ def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> Depl
     vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
     assert vad and asr and llm and tts
     return DeploymentConfig(files, server, executor, session, vad, asr, llm, tts,
-                            choices[Role.VOICEPRINT], raw, ota)
+                            choices[Role.VOICEPRINT], raw, ota, choices[Role.VISION])

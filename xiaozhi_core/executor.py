@@ -52,14 +52,15 @@ from .providers import (
     BoundLLM,
     BoundTTS,
     BoundVAD,
+    BoundVision,
     BoundVoiceprint,
     ProviderSpec,
 )
 from .types import Execution, Role
 
 __all__ = ["BoundProvider", "Executor", "ExecutorSettings", "RayPlacement", "RaySettings", "bind",
-           "bind_asr", "bind_llm", "bind_tts", "bind_vad", "bind_voiceprint", "build",
-           "check_policy"]
+           "bind_asr", "bind_llm", "bind_tts", "bind_vad", "bind_vision", "bind_voiceprint",
+           "build", "check_policy"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -688,3 +689,9 @@ async def build(spec: ProviderSpec, options: object, executor: Executor) -> Boun
             instance = await instance
     return bind(spec, instance, executor, options)
 
+
+
+def bind_vision(spec: ProviderSpec, instance: object, executor: Executor,
+                options: object = None) -> BoundVision:
+    """:func:`bind` for a vision provider, typed :class:`~xiaozhi_core.providers.BoundVision`."""
+    return cast(BoundVision, bind(spec, instance, executor, options))

@@ -1,4 +1,4 @@
-"""Provider interfaces: what a VAD, ASR, LLM, TTS or voiceprint provider must offer.
+"""Provider interfaces: what a VAD, ASR, LLM, TTS, voiceprint or vision provider must offer.
 
 A provider package describes each provider with a :class:`ProviderSpec` (returned from
 the ``xiaozhi_providers`` hook). The spec's ``execution`` decides which flavour of the
@@ -61,6 +61,7 @@ __all__ = [
     "BoundLLM",
     "BoundTTS",
     "BoundVAD",
+    "BoundVision",
     "BoundVoiceprint",
     "ASRCapabilities",
     "LLMCapabilities",
@@ -72,6 +73,7 @@ __all__ = [
     "AsyncLLMProvider",
     "AsyncTTSProvider",
     "AsyncVADProvider",
+    "AsyncVisionProvider",
     "AsyncVoiceprintProvider",
     "CAPABILITIES",
     "LLMChunk",
@@ -80,6 +82,7 @@ __all__ = [
     "ProviderSpec",
     "TTSProvider",
     "VADProvider",
+    "VisionProvider",
     "VoiceprintProvider",
     "WORK_METHODS",
 ]
@@ -98,6 +101,7 @@ WORK_METHODS: dict[Role, dict[str, Literal["call", "stream"]]] = {
     Role.LLM: {"chat": "stream"},
     Role.TTS: {"synthesize": "stream"},
     Role.VOICEPRINT: {"embed": "call", "enroll": "call", "identify": "call", "speakers": "call"},
+    Role.VISION: {"explain": "call"},
 }
 
 #: Methods of an ASR stream session (returned by ``open_stream``), same policy as its provider.
@@ -114,6 +118,7 @@ REQUIRED_METHODS: dict[Role, tuple[str, ...]] = {
     Role.LLM: ("chat",),
     Role.TTS: ("synthesize",),
     Role.VOICEPRINT: ("embed", "enroll", "identify", "speakers"),
+    Role.VISION: ("explain",),
 }
 
 #: Capability flags the core understands, per role. Providers may declare others.
@@ -127,6 +132,7 @@ CAPABILITIES: dict[Role, dict[str, str]] = {
     Role.LLM: {"tools": "accepts tool schemas and emits ToolCall requests"},
     Role.TTS: {"multilingual": "speaks more than one language"},
     Role.VOICEPRINT: {},
+    Role.VISION: {},
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
@@ -522,6 +528,37 @@ class AsyncVoiceprintProvider(Protocol):
     async def speakers(self) -> list[str]: ...
 
 
+# --------------------------------------------------------------------------- Vision
+class VisionProvider(Protocol):
+    """``cpu`` vision-language model: answer ``question`` about one image.
+
+    ``image`` is the encoded file (JPEG from the firmware's camera, or PNG), ``mime_type``
+    its type (``image/jpeg``, ``image/png``). Returns plain text for the LLM.
+
+    >>> class Brightness:
+    ...     def explain(self, image, mime_type, question):
+    ...         return f"a {mime_type} of {len(image)} bytes; you asked: {question}"
+    >>> Brightness().explain(bytes(3), "image/jpeg", "what is this?")
+    'a image/jpeg of 3 bytes; you asked: what is this?'
+    """
+
+    def explain(self, image: bytes, mime_type: str, question: str) -> str: ...
+
+
+class AsyncVisionProvider(Protocol):
+    """``io`` vision-language model (a remote API): ``explain`` is a coroutine.
+
+    >>> import asyncio
+    >>> class Remote:
+    ...     async def explain(self, image, mime_type, question):
+    ...         return "a cat"
+    >>> asyncio.run(Remote().explain(b"...", "image/png", "what animal?"))
+    'a cat'
+    """
+
+    async def explain(self, image: bytes, mime_type: str, question: str) -> str: ...
+
+
 # --------------------------------------------------------------------------- bound
 class _Bound(Protocol):
     """What every provider behind the executor policy offers besides its work methods
@@ -638,6 +675,26 @@ class BoundVoiceprint(_Bound, AsyncVoiceprintProvider, Protocol):
     ...     return names
     >>> asyncio.run(demo())
     ['ann']
+    """
+
+
+class BoundVision(_Bound, AsyncVisionProvider, Protocol):
+    """A vision provider as the core holds it: :class:`AsyncVisionProvider` + metadata.
+
+    >>> import asyncio
+    >>> from xiaozhi_core.executor import Executor, bind_vision
+    >>> from xiaozhi_core.testing import fake_spec
+    >>> class Sizer:
+    ...     def explain(self, image, mime_type, question):
+    ...         return f"{len(image)} bytes"
+    >>> async def demo():
+    ...     executor = Executor()
+    ...     vision: BoundVision = bind_vision(fake_spec("vision"), Sizer(), executor)
+    ...     text = await vision.explain(b"1234", "image/png", "size?")
+    ...     executor.shutdown()
+    ...     return text
+    >>> asyncio.run(demo())
+    '4 bytes'
     """
 
 

@@ -46,7 +46,8 @@ JSONObject = dict[str, JSONValue]
 
 
 class Role(enum.StrEnum):
-    """The five pipeline roles a provider can fill.
+    """The roles a provider can fill: the five of the voice pipeline, and ``vision``
+    (image + question → text, for the camera of boards that have one).
 
     >>> Role("asr") is Role.ASR
     True
@@ -57,6 +58,7 @@ class Role(enum.StrEnum):
     LLM = "llm"
     TTS = "tts"
     VOICEPRINT = "voiceprint"
+    VISION = "vision"
 
 
 class Execution(enum.StrEnum):

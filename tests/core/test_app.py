@@ -80,7 +80,7 @@ def config(tmp_path: Path, registry: Registry, vad: str = "{provider: probe}",
            tts: str = "{provider: fake}") -> Any:
     path = tmp_path / "c.yaml"
     path.write_text(f"vad: {vad}\nasr: {{provider: fake_io}}\nllm: {{provider: fake}}\n"
-                    f"tts: {tts}\nvoiceprint: {{provider: fake}}\n")
+                    f"tts: {tts}\nvoiceprint: {{provider: fake}}\nvision: {{provider: fake}}\n")
     return load_config([path], registry, auto_local=False)
 
 

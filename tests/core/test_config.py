@@ -47,7 +47,7 @@ def test_unknown_top_level_key(tmp_path: Path, registry: Registry) -> None:
     err = error_of(registry, f)
     assert (err.file, err.path) == (str(f), "sever")
     assert err.message == ("unknown key 'sever'; allowed keys: server, executor, session, ota, "
-                           "vad, asr, llm, tts, voiceprint")
+                           "vad, asr, llm, tts, voiceprint, vision")
     assert str(err).startswith(f"{f}: sever: unknown key 'sever'")
 
 

@@ -42,6 +42,7 @@ __all__ = [
     "FakeAsyncTTS",
     "FakeLLM",
     "FakeTTS",
+    "FakeVision",
     "FakeVoiceprint",
     "fake_config",
     "fake_spec",
@@ -358,6 +359,34 @@ class FakeVoiceprint:
         return sorted(self.enrolled)
 
 
+# ------------------------------------------------------------------------- Vision
+@dataclass
+class FakeVisionOptions:
+    """Options of the fake vision model: the answer template (``{question}``,
+    ``{mime_type}``, ``{size}`` are filled in) and an optional failure."""
+
+    text: str = "The photo ({mime_type}, {size} bytes) shows a red apple."
+    fail: str | None = None
+
+
+class FakeVision:
+    """Answers from a template; keeps every image it was shown in ``calls``.
+
+    >>> FakeVision().explain(b"\\x89PNG", "image/png", "what fruit?")
+    'The photo (image/png, 4 bytes) shows a red apple.'
+    """
+
+    def __init__(self, options: FakeVisionOptions | None = None, **kw: Any) -> None:
+        self.options = options or FakeVisionOptions(**kw)
+        self.calls: list[tuple[bytes, str, str]] = []
+
+    def explain(self, image: bytes, mime_type: str, question: str) -> str:
+        self.calls.append((image, mime_type, question))
+        _maybe_fail(self.options.fail)
+        return self.options.text.format(question=question, mime_type=mime_type,
+                                         size=len(image))
+
+
 # ------------------------------------------------------------------------- specs
 _FAKES: dict[tuple[Role, Execution], tuple[Callable[..., Any], type]] = {
     (Role.VAD, Execution.CPU): (EnergyVAD, EnergyVADOptions),
@@ -368,6 +397,7 @@ _FAKES: dict[tuple[Role, Execution], tuple[Callable[..., Any], type]] = {
     (Role.TTS, Execution.CPU): (FakeTTS, FakeTTSOptions),
     (Role.TTS, Execution.IO): (FakeAsyncTTS, FakeTTSOptions),
     (Role.VOICEPRINT, Execution.CPU): (FakeVoiceprint, FakeVoiceprintOptions),
+    (Role.VISION, Execution.CPU): (FakeVision, FakeVisionOptions),
 }
 
 
