@@ -57,6 +57,7 @@ __all__ = [
     "LimitSettings",
     "MqttSettings",
     "OtaSettings",
+    "VisionSettings",
     "ProviderChoice",
     "ServerSettings",
     "SessionSettings",
@@ -147,6 +148,20 @@ class MqttSettings:
 
 
 @dataclass
+class VisionSettings:
+    """MCP vision, the camera's photo upload (``server.vision``): served on the HTTP port
+    at ``/mcp/vision/explain`` when a ``vision`` provider is selected."""
+
+    #: Largest accepted photo (the firmware's JPEGs are tens of kB).
+    max_image_bytes: int = 2 * 1024 * 1024
+    #: An upload token lives as long as its session, and at most this long (seconds).
+    token_ttl: float = 3600.0
+    #: The explain URL handed to devices; empty: ``http://<host>:<http_port>/mcp/vision/
+    #: explain`` with the host the device reaches this server at.
+    public_url: str = ""
+
+
+@dataclass
 class ServerSettings:
     """``server:`` — where to listen and how devices are admitted."""
 
@@ -167,6 +182,7 @@ class ServerSettings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    vision: VisionSettings = field(default_factory=VisionSettings)
 
     def __post_init__(self) -> None:
         for name in ("port", "http_port"):

@@ -28,8 +28,11 @@ from .firmware import (
     download_handler,
     firmware_answer,
 )
+from .vision import EXPLAIN_PATH, VisionTokens, explain_handler
 
 if TYPE_CHECKING:
+    from ..app import Providers
+    from ..config import ServerSettings
     from .mqtt.gateway import MqttGateway
 
 __all__ = ["HttpHost", "make_app"]
@@ -45,6 +48,16 @@ class HttpHost(Protocol):
     firmware: FirmwareStore | None
     #: ``ota.timezone`` (IANA name; empty: the machine's local zone).
     ota_timezone: str
+    #: Device id → the host it reached OTA at (where it will find the explain URL).
+    ota_hosts: dict[str, str]
+    #: Upload tokens of MCP vision, and the providers (``providers.vision``).
+    vision_tokens: VisionTokens
+    providers: Providers
+
+    @property
+    def settings(self) -> ServerSettings:
+        """``server:`` of the deployment (limits and timeouts of the HTTP side)."""
+        ...
 
     def ws_url_for(self, request_host: str | None) -> str:
         """The WebSocket URL to hand a device that reached us as ``request_host``."""
@@ -112,6 +125,11 @@ def _ota_response(server: HttpHost, request: web.Request,
                                                 _hostname(request.host))
         except CredentialError as exc:
             log.info("OTA: no MQTT for %r: %s", device_id, exc)
+    hostname = _hostname(request.host)
+    if device_id and hostname:
+        if len(server.ota_hosts) >= 100_000:
+            server.ota_hosts.clear()
+        server.ota_hosts[device_id] = hostname
     board, version = device_build(body, request.headers.get("User-Agent", ""))
     firmware = firmware_answer(server.firmware, board, version,
                                f"{request.scheme}://{request.host}")
@@ -175,6 +193,11 @@ def make_app(server: HttpHost) -> web.Application:
         app.router.add_route("OPTIONS", path, ota_get)  # answered by the CORS middleware
     if server.firmware is not None:
         app.router.add_get(DOWNLOAD_PATH + "{name}", download_handler(server.firmware))
+    s = server.settings
+    # its own size limit: the app's client_max_size is for OTA's JSON
+    app.router.add_post(EXPLAIN_PATH, explain_handler(
+        server.vision_tokens, server.providers.vision, max_bytes=s.vision.max_image_bytes,
+        timeout=s.timeouts.provider))
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     return app

@@ -13,7 +13,7 @@ Example (the metrics sink can be anything with these methods):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -131,3 +131,7 @@ class SessionHost:
     output: OutputFormat
     #: The apology, synthesised and Opus-encoded once (None: synthesis failed).
     apology_frames: tuple[bytes, ...] | None = None
+    #: ``(session_id, device_id) -> {"url", "token"}``: the MCP ``capabilities.vision``
+    #: a session offers its device (where a camera board uploads photos). None: the
+    #: harmless ``{"url": "", "token": ""}``, which clients that expect the field accept.
+    vision_grant: Callable[[str, str], dict[str, str]] | None = None

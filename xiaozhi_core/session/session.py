@@ -438,8 +438,11 @@ class Session:
 
     # ------------------------------------------------------------------ MCP
     async def _init_mcp(self) -> None:
+        grant = self.host.vision_grant
+        vision = grant(self.session_id, self.device.device_id) if grant is not None \
+            else {"url": "", "token": ""}
         try:
-            await self.mcp.initialize()
+            await self.mcp.initialize(vision)
             tools = await self.mcp.list_tools()
             self.tools.set_device_tools(tools, self.mcp.call_tool)
             log.info("session %s: device offers %d MCP tools", self.session_id, len(tools))
