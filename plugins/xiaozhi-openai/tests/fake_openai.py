@@ -9,6 +9,8 @@ It speaks the real wire format, so the real SDK can be pointed at it with
   the function ``name`` with empty ``arguments``, then deltas carrying argument
   fragments, then an empty delta with ``finish_reason: "tool_calls"``). Without
   ``stream`` it answers one ``chat.completion`` JSON object.
+  User messages may carry content parts (``text``, ``image_url`` with a base64
+  ``data:`` URL); an image that is not a real PNG/JPEG/GIF/WebP gets OpenAI's 400.
 * ``POST /v1/audio/transcriptions`` — multipart upload → ``{"text": ...}``.
 * ``POST /v1/audio/speech`` — chunked raw PCM body (24 kHz s16le mono).
 
@@ -39,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import io
 import json
@@ -500,11 +503,43 @@ def _check_chat(body: dict[str, Any]) -> tuple[str, str | None] | None:
             if m.get("tool_call_id") not in open_ids:
                 return ("Invalid parameter: messages with role 'tool' must be a response to a "
                         "preceeding message with 'tool_calls'."), f"messages.[{i}].role"
+        elif role == "user" and isinstance(m.get("content"), list):
+            if problem := _check_parts(m["content"], i):
+                return problem
+            open_ids = set()
         elif role not in ("system", "user", "assistant", "developer"):
             return f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', " \
                    "'user', 'tool', 'function', and 'developer'.", f"messages[{i}].role"
         else:
             open_ids = set()
+    return None
+
+
+def _check_parts(parts: list[Any], i: int) -> tuple[str, str | None] | None:
+    """Content parts as OpenAI checks them: text parts, and image parts whose ``data:``
+    URL holds a real PNG/JPEG/GIF/WebP (by its bytes)."""
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if kind != "image_url":
+            return (f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', "
+                    "'input_audio', 'refusal', 'audio', and 'file'.",
+                    f"messages[{i}].content[{j}].type")
+        url = (part.get("image_url") or {}).get("url", "")
+        head, _, data = url.partition(",")
+        if not (head.startswith("data:image/") and head.endswith(";base64")):
+            return ("Invalid 'image_url': expected a base64-encoded data URL with an image "
+                    "MIME type", f"messages[{i}].content[{j}].image_url.url")
+        try:
+            raw = base64.b64decode(data, validate=True)
+        except ValueError:
+            return "Invalid base64 image_url.", f"messages[{i}].content[{j}].image_url.url"
+        if not raw.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8")) and \
+                raw[8:12] != b"WEBP":
+            return ("You uploaded an unsupported image. Please make sure your image is below 20 "
+                    "MB in size and is of one the following formats: ['png', 'jpeg', 'gif', "
+                    "'webp'].", None)
     return None
 
 

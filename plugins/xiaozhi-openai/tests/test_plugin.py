@@ -27,7 +27,7 @@ def test_entry_point_is_discovered_and_cheap() -> None:
     registry.load_entry_points()
     assert not [f for f in registry.failures if "xiaozhi-openai" in str(f)]
     found = {str(r.spec.role): r for r in registry.providers() if r.spec.name == "openai"}
-    assert sorted(found) == ["asr", "llm", "tts"]
+    assert sorted(found) == ["asr", "llm", "tts", "vision"]
     assert all(r.origin.distribution == "xiaozhi-openai" for r in found.values())
     assert all(r.spec.execution is Execution.IO for r in found.values())
     assert found["llm"].spec.capabilities == {"tools"}

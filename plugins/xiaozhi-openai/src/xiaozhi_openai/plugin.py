@@ -7,7 +7,8 @@ llama.cpp server...) by changing ``base_url``:
 
 * ``llm``: streamed chat completions with tool calls;
 * ``asr``: transcription of a whole utterance (``/audio/transcriptions``);
-* ``tts``: speech as raw 24 kHz PCM, streamed (``/audio/speech``).
+* ``tts``: speech as raw 24 kHz PCM, streamed (``/audio/speech``);
+* ``vision``: a photo and a question → text, a chat completion with an image part.
 
 The SDK is imported only by the factories (``xiaozhi_openai.llm`` etc.).
 
@@ -17,7 +18,7 @@ Example:
     >>> registry = Registry()
     >>> registry.register(plugin)
     >>> sorted(str(s.role) for s in registry.specs() if s.name == "openai")
-    ['asr', 'llm', 'tts']
+    ['asr', 'llm', 'tts', 'vision']
     >>> registry.get("llm", "openai").validate({"temperature": "hot"}, path="llm.options")
     Traceback (most recent call last):
     ...
@@ -40,6 +41,7 @@ __all__ = [
     "OpenAIConnectionOptions",
     "OpenAILLMOptions",
     "OpenAITTSOptions",
+    "OpenAIVisionOptions",
     "xiaozhi_providers",
 ]
 
@@ -138,9 +140,34 @@ class OpenAITTSOptions(OpenAIConnectionOptions):
     first_chunk_timeout: Seconds = 10.0
 
 
+@dataclass
+class OpenAIVisionOptions(OpenAIConnectionOptions):
+    """``vision`` ``openai``: one chat completion with the photo as an image part."""
+
+    #: A model that accepts images: "gpt-4o-mini", "qwen-vl-plus" (DashScope compatible
+    #: mode), "llava" / "qwen2.5vl" (Ollama), any vLLM-served VLM.
+    model: str = "gpt-4o-mini"
+    #: Sent as the system message; the answer is read out by the voice assistant.
+    system_prompt: str = ("Answer the question about the photo briefly, in plain sentences "
+                          "without lists or markup; the answer will be spoken.")
+    #: OpenAI's image ``detail`` ("low", "high", "auto"); unset: not sent (some
+    #: compatible servers reject unknown fields).
+    detail: str | None = None
+    max_tokens: int | None = 300
+    temperature: float | None = None
+    total_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.detail not in (None, "low", "high", "auto"):
+            raise ValueError(f"detail must be low, high or auto, got {self.detail!r}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+
 @hookimpl
 def xiaozhi_providers() -> list[ProviderSpec]:
-    """The ``openai`` LLM, ASR and TTS providers."""
+    """The ``openai`` LLM, ASR, TTS and vision providers."""
     return [
         ProviderSpec(
             role=Role.LLM, name="openai", execution=Execution.IO,
@@ -159,5 +186,10 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             factory="xiaozhi_openai.tts:OpenAITTS", options=OpenAITTSOptions,
             capabilities=frozenset({"multilingual"}),
             description="OpenAI-compatible speech, streamed as raw 24 kHz PCM",
+        ),
+        ProviderSpec(
+            role=Role.VISION, name="openai", execution=Execution.IO,
+            factory="xiaozhi_openai.vision:OpenAIVision", options=OpenAIVisionOptions,
+            description="OpenAI-compatible vision chat (image part) explaining a photo",
         ),
     ]
