@@ -15,6 +15,10 @@ One aiohttp app on 127.0.0.1 (random port) serves:
   argument characters; the last one has ``finish_reason`` ``stop`` or ``tool_calls``).
   Errors are JSON bodies ``{"code", "message", "request_id"}`` with the HTTP status, or,
   mid-stream, an ``event:error`` event.
+* ``POST /api/v1/services/aigc/multimodal-generation/generation`` — Qwen-VL, one JSON
+  answer ``{"output": {"choices": [{"message": {"content": [{"text": ...}]}}]}}``; user
+  content parts are ``{"image": <data URL>}`` / ``{"text": ...}``, and an image whose
+  bytes are not PNG/JPEG gets 400 ``InvalidParameter`` (scripted with :class:`VLTurn`).
 * ``GET /api-ws/v1/inference`` — the WebSocket duplex task protocol. The client sends
   ``{"header": {"action": "run-task", "task_id", "streaming": "duplex"}, "payload":
   {"task_group": "audio", "task": "asr"|"tts", "function", "model", "parameters",
@@ -55,7 +59,37 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 GENERATION_PATH = "/api/v1/services/aigc/text-generation/generation"
+MULTIMODAL_PATH = "/api/v1/services/aigc/multimodal-generation/generation"
 WS_PATH = "/api-ws/v1/inference"
+
+
+def _check_vl(body: dict[str, Any]) -> str | None:
+    """What DashScope refuses in a multimodal request (400 InvalidParameter)."""
+    import base64
+
+    if not body.get("model"):
+        return "Model not specified"
+    messages = (body.get("input") or {}).get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "Input messages must not be empty"
+    for m in messages:
+        content = m.get("content")
+        if not isinstance(content, list):
+            return "Input should be a valid list: messages.content"
+        for part in content:
+            if not isinstance(part, dict) or len(part) != 1 or \
+                    next(iter(part)) not in ("text", "image"):
+                return f"Invalid content part: {str(part)[:60]}"
+            if "image" in part:
+                head, _, data = str(part["image"]).partition(",")
+                try:
+                    raw = base64.b64decode(data, validate=True)
+                except ValueError:
+                    raw = b""
+                if not head.startswith("data:image/") or not raw.startswith(
+                        (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
+                    return "The image format is illegal and cannot be opened."
+    return None
 
 
 def _rid() -> str:
@@ -63,6 +97,17 @@ def _rid() -> str:
 
 
 # ------------------------------------------------------------------------ scripts
+@dataclass
+class VLTurn:
+    """One scripted Qwen-VL answer (or error, or a hang of ``delay`` seconds)."""
+
+    text: str = "A red square on a gradient background."
+    status: int = 200
+    code: str | None = None
+    message: str | None = None
+    delay: float = 0.0
+
+
 @dataclass
 class LLMTurn:
     """What the Generation endpoint answers to one request."""
@@ -198,6 +243,7 @@ class FakeDashScope:
     def __init__(self, api_key: str = "sk-test") -> None:
         self.api_key = api_key
         self.llm_turns: deque[LLMTurn] = deque()
+        self.vl_turns: deque[VLTurn] = deque()
         self.default_turn = LLMTurn()
         self.asr = ASRScript()
         self.tts = TTSScript()
@@ -212,6 +258,7 @@ class FakeDashScope:
     async def start(self) -> FakeDashScope:
         app = web.Application()
         app.router.add_post(GENERATION_PATH, self._generation)
+        app.router.add_post(MULTIMODAL_PATH, self._multimodal)
         app.router.add_get(WS_PATH, self._inference)
         self._runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -259,6 +306,27 @@ class FakeDashScope:
     def _error(status: int, code: str, message: str) -> web.Response:
         return web.json_response({"code": code, "message": message, "request_id": _rid()},
                                  status=status)
+
+    # -- HTTP multimodal generation (Qwen-VL) ---------------------------------------
+    async def _multimodal(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.http.append(HTTPRecord(headers=dict(request.headers), body=body))
+        if not self._authorized(request):
+            return self._error(401, "InvalidApiKey", "Invalid API-key provided.")
+        problem = _check_vl(body)
+        if problem:
+            return self._error(400, "InvalidParameter", problem)
+        turn = self.vl_turns.popleft() if self.vl_turns else VLTurn()
+        if turn.delay:
+            await asyncio.sleep(turn.delay)
+        if turn.status != 200:
+            return self._error(turn.status, turn.code or "InternalError",
+                               turn.message or "error")
+        return web.json_response({
+            "output": {"choices": [{"finish_reason": "stop", "message": {
+                "role": "assistant", "content": [{"text": turn.text}] if turn.text else []}}]},
+            "usage": {"input_tokens": 1200, "output_tokens": 12, "image_tokens": 1100},
+            "request_id": _rid()})
 
     # -- HTTP generation ------------------------------------------------------------
     async def _generation(self, request: web.Request) -> web.StreamResponse:

@@ -17,11 +17,12 @@ from xiaozhi_core.types import Message
 SPECS = {s.name: s for s in xiaozhi_providers()}
 
 
-def test_the_entry_point_registers_three_io_providers() -> None:
+def test_the_entry_point_registers_four_io_providers() -> None:
     registry = default_registry()
     found = {s.name: s for s in registry.specs() if s.factory_path.startswith("xiaozhi_dash")}
     assert {(s.role.value, n, s.execution.value) for n, s in found.items()} == {
-        ("llm", "qwen", "io"), ("asr", "paraformer", "io"), ("tts", "cosyvoice", "io")}
+        ("llm", "qwen", "io"), ("asr", "paraformer", "io"), ("tts", "cosyvoice", "io"),
+        ("vision", "qwen_vl", "io")}
     assert found["qwen"].capabilities == {"tools"}
     assert found["paraformer"].capabilities == {"streaming", "multilingual"}
 

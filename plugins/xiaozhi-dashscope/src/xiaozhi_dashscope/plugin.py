@@ -6,7 +6,7 @@ loads only when a deployment selects one of these providers.
 Example:
     >>> specs = {s.name: s for s in xiaozhi_providers()}
     >>> sorted(specs)
-    ['cosyvoice', 'paraformer', 'qwen']
+    ['cosyvoice', 'paraformer', 'qwen', 'qwen_vl']
     >>> specs["paraformer"].execution, sorted(specs["paraformer"].capabilities)
     (<Execution.IO: 'io'>, ['multilingual', 'streaming'])
     >>> specs["qwen"].validate({"model": "qwen-turbo"}, path="llm.options").model
@@ -29,7 +29,8 @@ from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
 from xiaozhi_core.types import Execution, Role
 
-__all__ = ["CosyVoiceOptions", "ParaformerOptions", "QwenOptions", "xiaozhi_providers"]
+__all__ = ["CosyVoiceOptions", "ParaformerOptions", "QwenOptions", "QwenVLOptions",
+           "xiaozhi_providers"]
 
 
 @dataclass
@@ -113,9 +114,36 @@ class CosyVoiceOptions:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class QwenVLOptions:
+    """``vision.options`` of provider ``qwen_vl`` (DashScope multimodal generation)."""
+
+    #: qwen-vl-plus, qwen-vl-max, qwen2.5-vl-*, qwen3-vl-*...
+    model: str = "qwen-vl-plus"
+    api_key: str | None = None
+    #: HTTP API root; unset: ``https://dashscope.aliyuncs.com/api/v1``. International:
+    #: ``https://dashscope-intl.aliyuncs.com/api/v1``.
+    base_http_url: str | None = None
+    #: Sent as the system message; the answer is read out by the voice assistant.
+    system_prompt: str = ("Answer the question about the photo briefly, in plain sentences "
+                          "without lists or markup; the answer will be spoken.")
+    max_tokens: int | None = 300
+    temperature: float | None = None
+    #: Seconds for the whole request (the device waits: keep server.timeouts.mcp above).
+    timeout: float = 30.0
+    #: Extra generation parameters passed as they are (e.g. ``{vl_high_resolution_images:
+    #: true}``).
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _positive("qwen_vl", timeout=self.timeout)
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"qwen_vl: max_tokens must be >= 1 (got {self.max_tokens})")
+
+
 @hookimpl
 def xiaozhi_providers() -> list[ProviderSpec]:
-    """The three DashScope providers (all ``io``: the work is on Alibaba's servers)."""
+    """The four DashScope providers (all ``io``: the work is on Alibaba's servers)."""
     return [
         ProviderSpec(
             role=Role.LLM, name="qwen", execution=Execution.IO,
@@ -134,5 +162,10 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             factory="xiaozhi_dashscope.tts:CosyVoiceTTS", options=CosyVoiceOptions,
             capabilities=frozenset({"multilingual"}),
             description="DashScope CosyVoice streaming synthesis (WebSocket, PCM16)",
+        ),
+        ProviderSpec(
+            role=Role.VISION, name="qwen_vl", execution=Execution.IO,
+            factory="xiaozhi_dashscope.vision:QwenVL", options=QwenVLOptions,
+            description="Qwen-VL via DashScope's multimodal generation API (photo + question)",
         ),
     ]
