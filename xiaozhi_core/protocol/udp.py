@@ -169,7 +169,11 @@ class UdpCipher:
         route by ``header.ssrc`` and the sender's address.
         """
         header = parse_header(datagram)
-        return header, self._crypt(bytes(datagram[:HEADER_SIZE]), bytes(datagram[HEADER_SIZE:]))
+        return header, self.decrypt(datagram)
+
+    def decrypt(self, datagram: bytes) -> bytes:
+        """The payload of a datagram whose header was already checked (:func:`parse_header`)."""
+        return self._crypt(bytes(datagram[:HEADER_SIZE]), bytes(datagram[HEADER_SIZE:]))
 
 
 class SequenceCounter:
