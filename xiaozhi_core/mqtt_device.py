@@ -49,11 +49,16 @@ class FakeMqttDevice:
     """One device; ``mqtt`` is the OTA response's ``mqtt`` object."""
 
     def __init__(self, mqtt: dict[str, Any], *, features: dict[str, Any] | None = None,
-                 mcp_handler: Any = None, hello: bool = True) -> None:
+                 mcp_handler: Any = None, hello: bool = True,
+                 udp_via: tuple[str, int] | None = None) -> None:
         self.config = dict(mqtt)
         self.features = features if features is not None else {"mcp": False}
         self.mcp_handler = mcp_handler
         self.send_hello = hello
+        #: Send audio to this address instead of the hello's ``udp`` (a test proxy).
+        self.udp_via = udp_via
+        #: Sequence numbers of the audio datagrams accepted, in order.
+        self.accepted_sequences: list[int] = []
         self.received: list[Received] = []
         self.server_hello: dict[str, Any] = {}
         self.session_id = ""
@@ -146,7 +151,7 @@ class FakeMqttDevice:
         udp = hello["udp"]
         loop = asyncio.get_running_loop()
         self.udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), remote_addr=(udp["server"], int(udp["port"])))
+            lambda: _Udp(self), remote_addr=self.udp_via or (udp["server"], int(udp["port"])))
         return hello
 
     def _server_hello(self, hello: dict[str, Any]) -> None:
@@ -196,6 +201,7 @@ class FakeMqttDevice:
         assert self.cipher is not None
         _h, payload = self.cipher.open(data)
         self.remote_sequence = header.sequence
+        self.accepted_sequences.append(header.sequence)
         self.received.append(Received(time.monotonic(), audio=payload,
                                       timestamp=header.timestamp))
         self._new.set()

@@ -182,3 +182,79 @@ def test_mqtt_yaml_is_the_default_plus_mqtt():
     block = mqtt["server"].pop("mqtt")
     assert mqtt == default
     assert block["enabled"] is True and block["port"] != 8883
+
+
+class LossyProxy(asyncio.DatagramProtocol):
+    """A UDP relay between one device and the server that loses, duplicates and swaps the
+    server's datagrams on their way to the device (the uplink passes untouched)."""
+
+    def __init__(self, server: tuple[str, int], seed: int = 5) -> None:
+        self.server, self.device = server, None
+        self.rng = random.Random(seed)
+        self.held: bytes | None = None
+        self.sent = self.lost = self.duplicated = self.swapped = 0
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if addr != self.server:
+            self.device = addr
+            self.transport.sendto(data, self.server)
+            return
+        r = self.rng.random()
+        if r < 0.05:
+            self.lost += 1
+            return
+        out = [data]
+        if r < 0.10:
+            self.duplicated += 1
+            out = [data, data]
+        elif r < 0.16 and self.held is None:
+            self.held = data                      # sent after the next one: reordered
+            self.swapped += 1
+            return
+        if self.held is not None:
+            out.append(self.held)
+            self.held = None
+        for d in out:
+            self.sent += 1
+            self.transport.sendto(d, self.device)
+
+
+async def test_downlink_loss_reorder_and_duplication_are_handled_like_the_firmware(
+        make_server):
+    server = await make_server(llm={"provider": "fake", "options": {"reply": REPLY * 3}})
+    block = (await ota(server, "aa:bb:cc:00:00:06"))["mqtt"]
+    loop = asyncio.get_running_loop()
+    proxy = LossyProxy(("127.0.0.1", server.mqtt.udp_port))
+    relay, _ = await loop.create_datagram_endpoint(lambda: proxy,
+                                                   local_addr=("127.0.0.1", 0))
+    try:
+        async with FakeMqttDevice(block, udp_via=relay.get_extra_info("sockname")) as dev:
+            await dev.listen("start", "auto")
+            await dev.stream(utterance(), realtime=False)
+            await dev.wait_for("tts", "stop", timeout=30)
+            await asyncio.sleep(0.2)
+    finally:
+        relay.close()
+    assert proxy.lost and proxy.duplicated and proxy.swapped
+    seqs = dev.accepted_sequences
+    assert seqs == sorted(set(seqs))                       # strictly increasing, as played
+    assert dev.dropped["old"] >= proxy.duplicated          # duplicates and late ones dropped
+    assert dev.gaps >= proxy.lost
+    assert len(seqs) + dev.dropped["old"] == proxy.sent
+    pcm = dev.decode_reply_audio()                         # what arrived still decodes
+    assert len(pcm) > 24000 and np.abs(pcm).max() > 1000
+
+
+async def test_health_reports_the_mqtt_gateway(make_server):
+    server = await make_server()
+    block = (await ota(server, "aa:bb:cc:00:00:07"))["mqtt"]
+    async with FakeMqttDevice(block):
+        url = f"http://127.0.0.1:{server.http_port}/health"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            health = await resp.json()
+    assert health["sessions"] == 1
+    assert {"connections": 1, "devices": 1, "sessions": 1}.items() <= health["mqtt"].items()
+    assert health["mqtt"]["logins_refused"] == 0

@@ -41,11 +41,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ...protocol.udp import UdpError, parse_header
@@ -71,7 +72,6 @@ class GatewayStats:
     datagrams_unknown_ssrc: int = 0
     json_wrong_topic: int = 0
     json_without_session: int = 0
-    closed_sessions: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,6 +144,11 @@ class MqttGateway:
         if self._udp is not None:
             self._udp.close()
             self._udp = None
+
+    def health(self) -> dict[str, object]:
+        """Connections, live sessions and the gateway-wide counters (``GET /health``)."""
+        return {"connections": self.broker.connections, "devices": len(self.devices),
+                "sessions": len(self.by_ssrc), **dataclasses.asdict(self.stats)}
 
     # ------------------------------------------------------------------ OTA
     def advertised_host(self, request_host: str | None) -> str:
