@@ -75,7 +75,7 @@ def camera_mcp(photo: bytes, device_id: str, client_id: str, mime: str = "image/
                 vision.clear()
                 vision.update(url=offered["url"], token=str(offered.get("token") or ""))
         if method == "tools/list" and isinstance(rid, int):
-            reply = base(payload)
+            reply: dict[str, Any] | None = base(payload)
             assert reply is not None
             reply["result"]["tools"] = [*reply["result"]["tools"], TAKE_PHOTO]
             return reply
@@ -93,7 +93,8 @@ def camera_mcp(photo: bytes, device_id: str, client_id: str, mime: str = "image/
                         "error": {"message": "Failed to upload photo"}}
             return {"jsonrpc": "2.0", "id": rid,
                     "result": {"content": [{"type": "text", "text": text}], "isError": False}}
-        return base(payload)
+        answer: dict[str, Any] | None = base(payload)
+        return answer
 
     handle.vision = vision  # type: ignore[attr-defined]
     handle.uploads = uploads  # type: ignore[attr-defined]

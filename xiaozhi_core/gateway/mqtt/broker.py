@@ -108,7 +108,7 @@ class _NoSubscriptions(BaseTopicPlugin):
 
     async def topic_filtering(self, *, session: AmqttSession | None = None,
                               topic: str | None = None, action: Action | None = None) -> bool:
-        return action == Action.PUBLISH
+        return bool(action == Action.PUBLISH)
 
 
 class EmbeddedBroker:
