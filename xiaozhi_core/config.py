@@ -238,6 +238,11 @@ class OtaSettings:
     #: IANA time zone of the ``server_time`` devices set their clock from, e.g.
     #: ``Asia/Shanghai``; empty: the server machine's local zone.
     timezone: str = ""
+    #: Require activation: an unknown device is told a 6-digit code and gets no
+    #: credentials (and cannot connect) until ``xiaozhi devices activate CODE``.
+    activation: bool = False
+    #: Where activated and pending devices are kept (relative: to the first config file).
+    devices_file: str = "devices.json"
 
     def __post_init__(self) -> None:
         if self.timezone:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import secrets
 import time
 import zoneinfo
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from .activation import ActivationStore
 from .auth import Authenticator
 from .firmware import (
     DOWNLOAD_PATH,
@@ -48,6 +50,8 @@ class HttpHost(Protocol):
     firmware: FirmwareStore | None
     #: ``ota.timezone`` (IANA name; empty: the machine's local zone).
     ota_timezone: str
+    #: ``ota.activation``'s devices file, or None (no activation step).
+    activation: ActivationStore | None
     #: Device id → the host it reached OTA at (where it will find the explain URL).
     ota_hosts: dict[str, str]
     #: Upload tokens of MCP vision, and the providers (``providers.vision``).
@@ -110,14 +114,23 @@ def _ota_response(server: HttpHost, request: web.Request,
                   body: dict[str, Any]) -> dict[str, Any]:
     device_id = (request.headers.get("Device-Id") or body.get("mac_address") or "").lower()
     client_id = request.headers.get("Client-Id") or body.get("uuid") or ""
-    token = server.auth.issue(client_id, device_id) if server.auth.enabled and device_id else ""
+    activation = server.activation
+    waiting = activation is not None and not activation.is_activated(device_id)
+    token = server.auth.issue(client_id, device_id) \
+        if server.auth.enabled and device_id and not waiting else ""
     now = time.time()
     out: dict[str, Any] = {
         "server_time": {"timestamp": int(now * 1000),
                         "timezone_offset": _utc_offset_minutes(server.ota_timezone, now)},
         "websocket": {"url": server.ws_url_for(request.host), "token": token},
     }
-    if server.mqtt is not None and device_id:
+    if waiting and activation is not None and device_id:
+        # no credentials until the operator confirms the code the device shows and speaks
+        code = activation.code_for(device_id, client_id)
+        out["activation"] = {"code": code, "message": f"xiaozhi-core {code}",
+                             "challenge": secrets.token_hex(16), "timeout_ms": 30000}
+        log.info("OTA: device %s waits for activation with code %s", device_id, code)
+    elif server.mqtt is not None and device_id:
         from .mqtt.credentials import CredentialError
 
         try:
@@ -176,6 +189,18 @@ def make_app(server: HttpHost) -> web.Application:
                  request.headers.get("User-Agent", "?"))
         return web.json_response(response)
 
+    async def activate(request: web.Request) -> web.Response:
+        """The firmware polls here after showing its code: 202 waiting, 200 activated."""
+        device = (request.headers.get("Device-Id") or "").strip().lower()
+        store = server.activation
+        if store is None or store.is_activated(device):
+            return web.json_response({"success": True})
+        if any(p.get("device_id") == device for p in store.pending().values()):
+            return web.json_response({"success": False, "message": "waiting for the "
+                                      "operator to confirm the code"}, status=202)
+        return web.json_response({"success": False, "error": "no activation pending for "
+                                  "this device; check OTA first"}, status=400)
+
     async def ota_get(request: web.Request) -> web.Response:
         return web.Response(text=f"OTA endpoint is running; WebSocket: "
                                  f"{server.ws_url_for(request.host)}\n")
@@ -191,6 +216,7 @@ def make_app(server: HttpHost) -> web.Application:
         app.router.add_post(path, ota_post)
         app.router.add_get(path, ota_get)
         app.router.add_route("OPTIONS", path, ota_get)  # answered by the CORS middleware
+    app.router.add_post("/xiaozhi/ota/activate", activate)
     if server.firmware is not None:
         app.router.add_get(DOWNLOAD_PATH + "{name}", download_handler(server.firmware))
     s = server.settings

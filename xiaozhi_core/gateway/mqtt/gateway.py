@@ -101,11 +101,14 @@ class MqttGateway:
                  on_session: Callable[[MqttUdpTransport], Awaitable[None]], *,
                  host: str = "127.0.0.1", port: int = 1883, udp_port: int = 8884,
                  public_host: str = "", verify: bool = True,
-                 allowed_devices: set[str] | None = None, keepalive: int = 240,
+                 allowed_devices: set[str] | None = None,
+                 activated: Callable[[str], bool] | None = None, keepalive: int = 240,
                  max_connections: int = 1024) -> None:
         self.signer = signer
         #: MACs allowed to log in (empty: any device with valid credentials).
         self.allowed = {d.lower() for d in allowed_devices or ()}
+        #: ``ota.activation``: is this device activated? (None: no activation step)
+        self.activated = activated
         self.on_session = on_session
         self.host, self.udp_port, self.public_host = host, udp_port, public_host
         self.verify = verify
@@ -177,6 +180,8 @@ class MqttGateway:
                      else parse_client_id(client_id))
             if self.allowed and login.device_id not in self.allowed:
                 raise CredentialError(f"device {login.device_id} is not on the allow-list")
+            if self.activated is not None and not self.activated(login.device_id):
+                raise CredentialError(f"device {login.device_id} is not activated")
         except CredentialError as exc:
             self.stats.logins_refused += 1
             log.warning("MQTT login refused for %r: %s", client_id[:80], exc)
