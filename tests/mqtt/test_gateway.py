@@ -201,3 +201,59 @@ async def test_subscribing_gets_nothing_from_other_devices(gateway, make_device)
     await dev.listen("start")
     await asyncio.sleep(0.2)
     assert spy.messages() == []
+
+
+def connect_packet(client_id: str, username: str, password: str, keepalive: int) -> bytes:
+    """An MQTT 3.1.1 CONNECT (clean session, username + password), built by hand so the
+    test controls the keep-alive it announces and then stays silent."""
+    def s(text: str) -> bytes:
+        return len(text.encode()).to_bytes(2, "big") + text.encode()
+    body = s("MQTT") + bytes([4, 0xC2]) + keepalive.to_bytes(2, "big") \
+        + s(client_id) + s(username) + s(password)
+    assert len(body) < 128
+    return bytes([0x10, len(body)]) + body
+
+
+async def silent_client(port: int, packet: bytes | None) -> tuple[float, bytes]:
+    """Connect, send ``packet`` (if any), read until the server closes; (seconds, bytes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = asyncio.get_running_loop().time()
+    if packet is not None:
+        writer.write(packet)
+        await writer.drain()
+    received = b""
+    async with asyncio.timeout(15):
+        while chunk := await reader.read(100):
+            received += chunk
+    writer.close()
+    return asyncio.get_running_loop().time() - start, received
+
+
+async def test_a_silent_connection_is_dropped_after_one_and_a_half_keepalives():
+    from xiaozhi_core.gateway.mqtt.credentials import MqttSigner
+    from xiaozhi_core.gateway.mqtt.gateway import MqttGateway
+
+    from .conftest import EchoSessions
+
+    gw = MqttGateway(MqttSigner(b"k"), EchoSessions(), port=0, udp_port=0, keepalive=2)
+    await gw.start()
+    try:
+        creds = gw.ota_block("aa:bb:cc:dd:ee:09", "u9")
+        seconds, received = await silent_client(gw.port, connect_packet(
+            creds["client_id"], creds["username"], creds["password"], keepalive=2))
+        assert received[:4] == bytes([0x20, 2, 0, 0])            # CONNACK, accepted
+        assert 2.5 <= seconds <= 6.0, seconds                      # 1.5 x 2 s, not 1 x
+        await until(lambda: not gw.devices)
+    finally:
+        await gw.stop()
+
+
+async def test_connect_must_come_quickly_and_packets_are_bounded(gateway, make_device):
+    gw, _ = gateway
+    gw.broker.connect_timeout = 0.5
+    seconds, received = await silent_client(gw.port, None)
+    assert received == b"" and seconds < 3
+    dev = await make_device()
+    assert dev.client is not None
+    await dev.client.publish("device-server", b"x" * (gw.broker.max_packet + 10))
+    await until(lambda: dev.disconnected)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,17 +79,67 @@ class DeviceLink(Protocol):
     def message(self, client_id: str, topic: str, payload: bytes) -> None: ...
 
 
+class _GuardedReader(StreamReaderAdapter):
+    """The connection's reader, with what amqtt 0.12's broker does not enforce: a silent
+    connection is closed after its keep-alive plus grace (amqtt only times the read out and
+    keeps waiting), CONNECT must come within ``connect_timeout``, and no single read may
+    exceed ``max_packet`` bytes. Closing = EOF, which amqtt handles as a disconnect."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 connect_timeout: float, max_packet: int) -> None:
+        super().__init__(reader)
+        self.writer = writer
+        self.max_packet = max_packet
+        #: Seconds of silence allowed (None: no limit, a keep-alive of 0).
+        self.idle: float | None = connect_timeout
+        self.last = time.monotonic()
+        self.timed_out = False
+
+    def _drop(self, why: str) -> bytes:
+        log.info("MQTT connection from %s closed: %s", self.writer.get_extra_info("peername"),
+                 why)
+        self.writer.close()
+        return b""
+
+    async def read(self, n: int = -1) -> bytes:
+        if n > self.max_packet:
+            return self._drop(f"a packet of more than {self.max_packet} bytes")
+        data: bytes
+        if self.idle is None:
+            data = await super().read(n)
+        else:
+            remaining = self.last + self.idle - time.monotonic()
+            if remaining <= 0:
+                self.timed_out = True
+                return self._drop(f"silent for {self.idle:g} s (keep-alive)")
+            try:
+                async with asyncio.timeout(remaining):
+                    data = await super().read(n)
+            except TimeoutError:
+                self.timed_out = True
+                return self._drop(f"silent for {self.idle:g} s (keep-alive)")
+        self.last = time.monotonic()
+        return data
+
+
 class _LinkPlugin(BaseAuthPlugin):
     """Logins and events → the DeviceLink (passed in through the plugin's Config)."""
 
     @dataclass
     class Config:
         link: Any = None
+        #: (peer address, port) → the connection's guarded reader.
+        readers: Any = None
 
     async def authenticate(self, *, session: AmqttSession) -> bool | None:
         link: DeviceLink = self.config.link
-        return link.authenticate(session.client_id or "", session.username or "",
-                                 session.password or "", session)
+        ok = link.authenticate(session.client_id or "", session.username or "",
+                               session.password or "", session)
+        guard = self.config.readers.get((session.remote_address, session.remote_port))
+        if ok and guard is not None:
+            # amqtt has added the broker's grace to the client's keep-alive already
+            guard.idle = float(session.keep_alive) if session.keep_alive > 0 else None
+        return ok
 
     async def on_broker_client_disconnected(self, *, client_id: str,
                                             client_session: AmqttSession) -> None:
@@ -115,11 +166,15 @@ class EmbeddedBroker:
     """An amqtt broker listening on ``host:port`` (``port=0``: a free one)."""
 
     def __init__(self, link: DeviceLink, *, host: str = "127.0.0.1", port: int = 1883,
-                 max_connections: int = 1024, keepalive_grace: int = 120) -> None:
+                 max_connections: int = 1024, keepalive_grace: int = 120,
+                 connect_timeout: float = 10.0, max_packet: int = 256 * 1024) -> None:
         self.link = link
         #: Seconds past a client's keep-alive before its silent connection is dropped
         #: (MQTT 3.1.1 §3.1.2.10 asks for 1.5 × keep-alive; the gateway passes half of it).
         self.keepalive_grace = keepalive_grace
+        self.connect_timeout = connect_timeout
+        self.max_packet = max_packet
+        self._readers: dict[tuple[str, int], _GuardedReader] = {}
         self.host = host
         self.port = port
         self.max_connections = max_connections
@@ -137,7 +192,8 @@ class EmbeddedBroker:
             "timeout_disconnect_delay": self.keepalive_grace,
             "listeners": {"default": {"type": "external", "bind": "external"},
                           _LISTENER: {"type": "external", "bind": "external"}},
-            "plugins": {f"{__name__}._LinkPlugin": {"link": self.link},
+            "plugins": {f"{__name__}._LinkPlugin": {"link": self.link,
+                                                    "readers": self._readers},
                         f"{__name__}._NoSubscriptions": {}},
         })
         await self._broker.start()
@@ -152,14 +208,19 @@ class EmbeddedBroker:
             writer.close()
             return
         self.connections += 1
+        peer = writer.get_extra_info("peername")
+        key = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+        guard = _GuardedReader(reader, writer, self.connect_timeout, self.max_packet)
+        self._readers[key] = guard
         try:
-            await self._broker.external_connected(StreamReaderAdapter(reader),
-                                                  StreamWriterAdapter(writer), _LISTENER)
+            await self._broker.external_connected(guard, StreamWriterAdapter(writer),
+                                                  _LISTENER)
         except Exception as exc:  # a broken client must not take the listener down
-            log.info("MQTT connection from %s ended: %s", writer.get_extra_info("peername"),
-                     exc)
+            log.info("MQTT connection from %s ended: %s", peer, exc)
         finally:
             self.connections -= 1
+            if self._readers.get(key) is guard:
+                del self._readers[key]
             writer.close()
 
     async def deliver(self, client_id: str, topic: str, payload: bytes) -> bool:
