@@ -257,3 +257,21 @@ async def test_connect_must_come_quickly_and_packets_are_bounded(gateway, make_d
     assert dev.client is not None
     await dev.client.publish("device-server", b"x" * (gw.broker.max_packet + 10))
     await until(lambda: dev.disconnected)
+
+
+async def test_a_json_flood_is_bounded():
+    from xiaozhi_core.gateway.mqtt.transport import MAX_QUEUED_JSON, MqttUdpTransport
+    from xiaozhi_core.session.transport import Peer
+
+    async def publish(payload: bytes) -> bool:
+        return True
+
+    t = MqttUdpTransport(peer=Peer("aa:bb:cc:dd:ee:0a", "u"), ssrc=1, udp_server="127.0.0.1",
+                         udp_port=1, publish=publish, sendto=lambda d, a: None,
+                         on_closed=lambda t: None)
+    for i in range(MAX_QUEUED_JSON + 44):
+        t.feed_json(f'{{"type":"listen","n":{i}}}')
+    assert t.counters.json_dropped == 44
+    t.end()
+    items = [item async for item in t]
+    assert len(items) == MAX_QUEUED_JSON and items[0] == '{"type":"listen","n":0}'

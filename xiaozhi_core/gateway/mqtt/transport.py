@@ -36,6 +36,8 @@ Address = tuple[str, int]
 PENDING_DOWNLINK = 50
 #: Uplink packets queued for the session before new ones are dropped (~15 s at 60 ms).
 MAX_QUEUED_AUDIO = 256
+#: JSON messages queued for the session before new ones are dropped (a flooding device).
+MAX_QUEUED_JSON = 256
 
 
 @dataclass
@@ -46,6 +48,7 @@ class UdpCounters:
     accepted: int = 0
     wrong_address: int = 0
     overflow: int = 0
+    json_dropped: int = 0
     sent: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
@@ -56,7 +59,8 @@ class UdpCounters:
         return {"received": self.received, "accepted": self.accepted,
                 "late": s.late, "duplicate": s.duplicate, "gaps": s.gaps, "lost": s.lost,
                 "wrong_address": self.wrong_address,
-                "overflow": self.overflow, "sent": self.sent,
+                "overflow": self.overflow, "json_dropped": self.json_dropped,
+                "sent": self.sent,
                 "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
 
 
@@ -137,8 +141,12 @@ class MqttUdpTransport:
 
     # ------------------------------------------------------------------ gateway side
     def feed_json(self, text: str) -> None:
-        if not self.closed:
-            self._queue.put_nowait(text)
+        if self.closed:
+            return
+        if self._queue.qsize() - self._queued_audio >= MAX_QUEUED_JSON:
+            self.counters.json_dropped += 1
+            return
+        self._queue.put_nowait(text)
 
     def device_goodbye(self) -> None:
         """The device closed its audio channel: end the session without a reply."""
