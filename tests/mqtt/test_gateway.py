@@ -275,3 +275,24 @@ async def test_a_json_flood_is_bounded():
     t.end()
     items = [item async for item in t]
     assert len(items) == MAX_QUEUED_JSON and items[0] == '{"type":"listen","n":0}'
+
+
+async def sessions_stub(transport) -> None:
+    pass
+
+
+async def test_udp_server_in_hello_is_where_the_device_reached_us(gateway, make_device):
+    from xiaozhi_core.gateway.mqtt.credentials import MqttSigner
+    from xiaozhi_core.gateway.mqtt.gateway import MqttGateway
+
+    gw, _ = gateway
+    await make_device()
+    (device,) = gw.devices.values()
+    assert device.local_host == "127.0.0.1"          # the MQTT connection's local end
+    # a server on every interface (not started here: tests bind to loopback only) hands
+    # each device the address it used, unless public_host says otherwise
+    wildcard = MqttGateway(MqttSigner(b"k"), sessions_stub, host="0.0.0.0")
+    assert wildcard.advertised_host("192.168.1.20") == "192.168.1.20"
+    assert wildcard.advertised_host(None) == "127.0.0.1"
+    wildcard.public_host = "xiaozhi.lan"
+    assert wildcard.advertised_host("192.168.1.20") == "xiaozhi.lan"

@@ -223,6 +223,15 @@ class EmbeddedBroker:
                 del self._readers[key]
             writer.close()
 
+    def local_host(self, connection: object) -> str | None:
+        """The server address a client reached (its TCP connection's local end), given
+        the amqtt session :meth:`DeviceLink.authenticate` received."""
+        key = (getattr(connection, "remote_address", None),
+               getattr(connection, "remote_port", None))
+        guard = self._readers.get(key)  # type: ignore[arg-type]
+        sockname = guard.writer.get_extra_info("sockname") if guard is not None else None
+        return str(sockname[0]) if sockname else None
+
     async def deliver(self, client_id: str, topic: str, payload: bytes) -> bool:
         """PUBLISH ``payload`` (QoS 0) on the connection of ``client_id``; False if gone."""
         broker = self._broker

@@ -79,6 +79,8 @@ class _Device:
     client_id: str
     login: MqttLogin
     connection: object
+    #: The server address this device reached over MQTT (where its UDP should go too).
+    local_host: str | None = None
     transport: MqttUdpTransport | None = None
     task: asyncio.Task[None] | None = None
 
@@ -155,6 +157,8 @@ class MqttGateway:
 
     # ------------------------------------------------------------------ OTA
     def advertised_host(self, request_host: str | None) -> str:
+        """The host handed to devices: ``public_host``, the listening host, else the one
+        the device used to reach us (OTA's Host header; the MQTT connection's local end)."""
         if self.public_host:
             return self.public_host
         if self.host not in ("0.0.0.0", "::", ""):
@@ -189,7 +193,8 @@ class MqttGateway:
         old = self.devices.get(client_id)
         if old is not None and old.transport is not None:
             old.transport.end()  # a reconnect takes over the old connection
-        self.devices[client_id] = _Device(client_id, login, connection)
+        self.devices[client_id] = _Device(client_id, login, connection,
+                                          self.broker.local_host(connection))
         log.info("MQTT device %s logged in", client_id)
         return True
 
@@ -251,7 +256,8 @@ class MqttGateway:
 
         transport = MqttUdpTransport(
             peer=Peer(device.login.device_id, device.login.client_id, f"mqtt:{client_id}", 3),
-            ssrc=ssrc, udp_server=self.advertised_host(None), udp_port=self.udp_port,
+            ssrc=ssrc, udp_server=self.advertised_host(device.local_host),
+            udp_port=self.udp_port,
             publish=publish, sendto=self._sendto, on_closed=self._transport_closed)
         self.by_ssrc[ssrc] = transport
         device.transport = transport
