@@ -239,7 +239,7 @@ class OtaSettings:
     #: ``Asia/Shanghai``; empty: the server machine's local zone.
     timezone: str = ""
     #: Require activation: an unknown device is told a 6-digit code and gets no
-    #: credentials (and cannot connect) until ``xiaozhi devices activate CODE``.
+    #: credentials (and cannot connect) until ``xiaozhi activation confirm CODE``.
     activation: bool = False
     #: Where activated and pending devices are kept (relative: to the first config file).
     devices_file: str = "devices.json"

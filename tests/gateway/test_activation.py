@@ -1,6 +1,6 @@
 """The optional activation step: an unknown device gets a 6-digit code and no credentials,
 polls /xiaozhi/ota/activate (202 until confirmed), cannot connect over WebSocket or MQTT;
-the operator confirms with `xiaozhi devices activate CODE` (a separate process sharing the
+the operator confirms with `xiaozhi activation confirm CODE` (a separate process sharing the
 devices file); then OTA hands out credentials and the device talks."""
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ async def post(server: XiaozhiServer, path: str, body: Any) -> tuple[int, dict[s
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xiaozhi_core", "devices", *args, "-c",
+    return subprocess.run([sys.executable, "-m", "xiaozhi_core", "activation", *args, "-c",
                            str(config)], capture_output=True, text=True, timeout=60)
 
 
@@ -77,9 +77,9 @@ async def test_unknown_device_activates_with_the_operators_confirmation(setup):
 
     listed = cli(config_file, "pending")
     assert code in listed.stdout and MAC in listed.stdout, listed.stderr
-    bad = cli(config_file, "activate", "000000" if code != "000000" else "111111")
+    bad = cli(config_file, "confirm", "000000" if code != "000000" else "111111")
     assert bad.returncode != 0 and "no device is waiting" in bad.stderr
-    done = cli(config_file, "activate", code)
+    done = cli(config_file, "confirm", code)
     assert done.returncode == 0 and f"activated {MAC}" in done.stdout, done.stderr
 
     assert (await post(server, "/xiaozhi/ota/activate", {}))[0] == 200

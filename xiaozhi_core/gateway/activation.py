@@ -1,5 +1,5 @@
 """Device activation (``ota.activation``): an unknown device is told a 6-digit code, which
-the operator confirms with ``xiaozhi devices activate CODE``; until then it gets no
+the operator confirms with ``xiaozhi activation confirm CODE``; until then it gets no
 credentials and cannot connect.
 
 The firmware's side (``main/ota.cc``, ``main/application.cc``): when the OTA answer has an
@@ -130,7 +130,7 @@ class ActivationStore:
             entry = data["pending"].get(code.strip())
             if entry is None or time.time() - entry.get("since", 0) >= CODE_TTL:
                 raise ActivationError(f"no device is waiting with code {code.strip()!r} "
-                                      "(see `xiaozhi devices pending`)")
+                                      "(see `xiaozhi activation pending`)")
             del data["pending"][code.strip()]
             data["activated"][entry["device_id"]] = {"client_id": entry.get("client_id", ""),
                                                      "at": int(time.time())}

@@ -1,9 +1,9 @@
-"""``xiaozhi devices pending|activate|list|revoke``: the activation step (``ota.activation``).
+"""``xiaozhi activation pending|confirm|list|revoke``: the activation step (``ota.activation``).
 
 An unknown device shows and speaks a 6-digit code; the operator confirms it here::
 
-    xiaozhi devices pending -c configs/default.yaml
-    xiaozhi devices activate -c configs/default.yaml 123456
+    xiaozhi activation pending -c configs/default.yaml
+    xiaozhi activation confirm -c configs/default.yaml 123456
 
 The server and this command share the devices file (``ota.devices_file``); the running
 server sees the change at the device's next poll, no restart needed.
@@ -88,13 +88,14 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def commands() -> list[Command | CommandGroup]:
-    """``xiaozhi devices ...`` (entry point ``devices``)."""
+    """``xiaozhi activation ...`` (entry point ``activation``)."""
     return [
-        CommandGroup(("devices",), "the activation step: confirm the code a device shows"),
-        Command(("devices", "pending"), "devices waiting for activation, with their codes",
+        CommandGroup(("activation",), "the activation step: confirm the code a device shows"),
+        Command(("activation", "pending"), "devices waiting for activation, with their codes",
                 _pending, _common),
-        Command(("devices", "activate"), "activate the device that shows CODE", _activate,
+        Command(("activation", "confirm"), "activate the device that shows CODE", _activate,
                 _activate_args),
-        Command(("devices", "list"), "activated devices", _list, _common),
-        Command(("devices", "revoke"), "forget an activated device", _revoke, _revoke_args),
+        Command(("activation", "list"), "activated devices", _list, _common),
+        Command(("activation", "revoke"), "forget an activated device", _revoke,
+                _revoke_args),
     ]
