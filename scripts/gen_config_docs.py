@@ -26,9 +26,12 @@ from typing import Any
 from xiaozhi_core.config import (
     AuthSettings,
     LimitSettings,
+    MqttSettings,
+    OtaSettings,
     ServerSettings,
     SessionSettings,
     TimeoutSettings,
+    VisionSettings,
 )
 from xiaozhi_core.executor import ExecutorSettings
 from xiaozhi_core.options import describe_options, field_docs, option_range
@@ -109,8 +112,11 @@ def render() -> str:
     out += _section("server.auth", AuthSettings, 4)
     out += _section("server.limits", LimitSettings, 4)
     out += _section("server.timeouts", TimeoutSettings, 4)
+    out += _section("server.mqtt", MqttSettings, 4)
+    out += _section("server.vision", VisionSettings, 4)
     out += _section("executor", ExecutorSettings)
     out += _section("session", SessionSettings)
+    out += _section("ota", OtaSettings)
     out += ["## Providers", "",
             "Each role is `ROLE: {provider: NAME, options: {...}}`; the options of the "
             "providers shipped in this repository:", ""]

@@ -119,11 +119,13 @@ class MqttSettings:
     (per-device credentials signed with ``server.auth.secret``), which the firmware
     prefers over WebSocket."""
 
+    #: Serve MQTT + UDP next to WebSocket (needs the ``[mqtt]`` extra).
     enabled: bool = False
     #: Where the broker and the UDP port listen; empty: ``server.host``.
     host: str = ""
     #: MQTT over plain TCP (the firmware uses TLS only on port 8883, so not that one).
     port: int = 1883
+    #: The UDP port of the encrypted Opus datagrams (both directions).
     udp_port: int = 8884
     #: Host handed to devices (OTA ``endpoint``, hello ``udp.server``); empty: the
     #: listening host, or the OTA request's host when listening on 0.0.0.0.

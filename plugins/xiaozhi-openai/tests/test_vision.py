@@ -55,5 +55,5 @@ def test_detail_is_validated() -> None:
     from xiaozhi_openai.plugin import xiaozhi_providers
 
     spec = next(s for s in xiaozhi_providers() if str(s.role) == "vision")
-    with pytest.raises(ConfigError, match="detail must be low, high or auto"):
+    with pytest.raises(ConfigError, match="detail: 'ultra' is not allowed; allowed: 'low'"):
         spec.validate({"detail": "ultra"}, path="vision.options")

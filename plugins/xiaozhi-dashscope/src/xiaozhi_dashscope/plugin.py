@@ -127,18 +127,13 @@ class QwenVLOptions:
     #: Sent as the system message; the answer is read out by the voice assistant.
     system_prompt: str = ("Answer the question about the photo briefly, in plain sentences "
                           "without lists or markup; the answer will be spoken.")
-    max_tokens: int | None = 300
-    temperature: float | None = None
+    max_tokens: Annotated[int, at.Ge(1)] | None = 300
+    temperature: Annotated[float, at.Interval(ge=0, lt=2)] | None = None
     #: Seconds for the whole request (the device waits: keep server.timeouts.mcp above).
-    timeout: float = 30.0
+    timeout: Annotated[float, at.Gt(0)] = 30.0
     #: Extra generation parameters passed as they are (e.g. ``{vl_high_resolution_images:
     #: true}``).
     parameters: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        _positive("qwen_vl", timeout=self.timeout)
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"qwen_vl: max_tokens must be >= 1 (got {self.max_tokens})")
 
 
 @hookimpl

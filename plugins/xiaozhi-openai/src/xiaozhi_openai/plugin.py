@@ -28,7 +28,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import annotated_types as at
@@ -152,17 +152,10 @@ class OpenAIVisionOptions(OpenAIConnectionOptions):
                           "without lists or markup; the answer will be spoken.")
     #: OpenAI's image ``detail`` ("low", "high", "auto"); unset: not sent (some
     #: compatible servers reject unknown fields).
-    detail: str | None = None
-    max_tokens: int | None = 300
+    detail: Literal["low", "high", "auto"] | None = None
+    max_tokens: Annotated[int, at.Ge(1)] | None = 300
     temperature: float | None = None
-    total_timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.detail not in (None, "low", "high", "auto"):
-            raise ValueError(f"detail must be low, high or auto, got {self.detail!r}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+    total_timeout: Seconds = 30.0
 
 
 @hookimpl
