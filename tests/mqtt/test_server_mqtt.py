@@ -125,6 +125,12 @@ async def test_loss_reorder_and_duplication_on_the_uplink_keep_the_turn(make_ser
         # what was accepted reached the lane in order, every frame decoded
         assert session.lane.frames_in == counters["accepted"]
         assert session.lane.frames_reordered == 0 and session.lane.opus_errors == 0
+        # and the drops are in the Prometheus metrics by reason
+        metrics = server.render_metrics().decode()
+        for kind, n in (("udp_late", counters["late"]),
+                        ("udp_duplicate", counters["duplicate"])):
+            if n:
+                assert f'xiaozhi_frame_errors_total{{kind="{kind}"}} {float(n)}' in metrics
 
 
 async def test_mqtt_and_websocket_devices_talk_at_the_same_time(make_server):

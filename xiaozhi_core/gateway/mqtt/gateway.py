@@ -105,12 +105,15 @@ class MqttGateway:
                  public_host: str = "", verify: bool = True,
                  allowed_devices: set[str] | None = None,
                  activated: Callable[[str], bool] | None = None, keepalive: int = 240,
-                 max_connections: int = 1024) -> None:
+                 max_connections: int = 1024,
+                 on_drop: Callable[[str], None] | None = None) -> None:
         self.signer = signer
         #: MACs allowed to log in (empty: any device with valid credentials).
         self.allowed = {d.lower() for d in allowed_devices or ()}
         #: ``ota.activation``: is this device activated? (None: no activation step)
         self.activated = activated
+        #: Told the reason of every dropped datagram (``udp_malformed``, ``udp_late``...).
+        self.on_drop = on_drop or (lambda kind: None)
         self.on_session = on_session
         self.host, self.udp_port, self.public_host = host, udp_port, public_host
         self.verify = verify
@@ -258,7 +261,8 @@ class MqttGateway:
             peer=Peer(device.login.device_id, device.login.client_id, f"mqtt:{client_id}", 3),
             ssrc=ssrc, udp_server=self.advertised_host(device.local_host),
             udp_port=self.udp_port,
-            publish=publish, sendto=self._sendto, on_closed=self._transport_closed)
+            publish=publish, sendto=self._sendto, on_closed=self._transport_closed,
+            on_drop=self.on_drop)
         self.by_ssrc[ssrc] = transport
         device.transport = transport
         transport.feed_json(hello)
@@ -288,10 +292,12 @@ class MqttGateway:
             header = parse_header(data)
         except UdpError:
             self.stats.datagrams_malformed += 1
+            self.on_drop("udp_malformed")
             return
         transport = self.by_ssrc.get(header.ssrc)
         if transport is None:
             self.stats.datagrams_unknown_ssrc += 1
+            self.on_drop("udp_unknown_ssrc")
             return
         transport.feed_datagram(header, data, address)
 

@@ -72,7 +72,8 @@ class MqttUdpTransport:
     def __init__(self, *, peer: Peer, ssrc: int, udp_server: str, udp_port: int,
                  publish: Callable[[bytes], Awaitable[bool]],
                  sendto: Callable[[bytes, Address], None],
-                 on_closed: Callable[[MqttUdpTransport], None]) -> None:
+                 on_closed: Callable[[MqttUdpTransport], None],
+                 on_drop: Callable[[str], None] | None = None) -> None:
         self.peer = peer
         self.ssrc = ssrc
         self.key = new_key()
@@ -85,6 +86,8 @@ class MqttUdpTransport:
         self.closed = False
         self.device_said_goodbye = False
         self._publish, self._sendto, self._on_closed = publish, sendto, on_closed
+        #: Told the reason of every dropped datagram (the server's frame-error metric).
+        self._on_drop = on_drop or (lambda kind: None)
         self._queue: asyncio.Queue[str | bytes | None] = asyncio.Queue()
         self._queued_audio = 0
         self._send_seq = 0
@@ -169,8 +172,11 @@ class MqttUdpTransport:
             return
         if self.address is not None and address != self.address:
             c.wrong_address += 1
+            self._on_drop("udp_wrong_address")
             return
+        duplicates = c.sequence.duplicate
         if not c.sequence.accept(header.sequence):
+            self._on_drop("udp_duplicate" if c.sequence.duplicate > duplicates else "udp_late")
             return
         payload = self.cipher.decrypt(datagram)      # the gateway checked the layout
         if self.address is None:
@@ -181,6 +187,7 @@ class MqttUdpTransport:
                 self._send(*self._pending.popleft())
         if self._queued_audio >= MAX_QUEUED_AUDIO:
             c.overflow += 1
+            self._on_drop("udp_overflow")
             return
         c.accepted += 1
         self._queued_audio += 1
