@@ -198,6 +198,10 @@ class ServerSettings:
         if self.drain_timeout < 0:
             raise ConfigError(f"must be >= 0 seconds, got {self.drain_timeout:g}",
                               path="server.drain_timeout")
+        if self.mqtt.enabled and self.workers not in ("auto", 1):
+            raise ConfigError(f"must be 1 (or auto) with server.mqtt enabled, got "
+                              f"{self.workers}: a device's MQTT session and its UDP audio "
+                              "must reach the same process", path="server.workers")
 
     @property
     def worker_count(self) -> int:
@@ -205,9 +209,13 @@ class ServerSettings:
 
         >>> ServerSettings(workers=3).worker_count
         3
+        >>> ServerSettings(mqtt=MqttSettings(enabled=True)).worker_count  # one process
+        1
         """
         if self.workers != "auto":
             return int(self.workers)
+        if self.mqtt.enabled:
+            return 1
         try:
             return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # not Linux

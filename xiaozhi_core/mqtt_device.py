@@ -33,6 +33,7 @@ import numpy as np
 from .device import Received
 from .protocol.opus import OpusDecoder
 from .protocol.udp import HEADER_SIZE, TYPE_AUDIO, UdpCipher, UdpError, parse_header
+from .types import JSONObject
 
 __all__ = ["FakeMqttDevice"]
 
@@ -139,7 +140,7 @@ class FakeMqttDevice:
         await self.client.publish(self.config["publish_topic"], json.dumps(message).encode())
 
     # ------------------------------------------------------------------ audio channel
-    async def open_audio_channel(self, timeout: float = 10.0) -> dict[str, Any]:  # noqa: ASYNC109
+    async def open_audio_channel(self, timeout: float = 10.0) -> JSONObject:  # noqa: ASYNC109
         """Send hello, wait for the server's (10 s like the firmware), open UDP."""
         self.session_id = ""
         start = len(self.received)
@@ -148,10 +149,13 @@ class FakeMqttDevice:
                               "audio_params": {"format": "opus", "sample_rate": 16000,
                                                "channels": 1, "frame_duration": 60}})
         hello = await self.wait_for("hello", timeout=timeout, after=start)
-        udp = hello["udp"]
+        udp = hello.get("udp")
+        if not isinstance(udp, dict):
+            raise ConnectionError(f"server hello without a udp block: {hello}")
         loop = asyncio.get_running_loop()
-        self.udp, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), remote_addr=self.udp_via or (udp["server"], int(udp["port"])))
+        address = self.udp_via or (str(udp["server"]), int(str(udp["port"])))
+        self.udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self),
+                                                          remote_addr=address)
         return hello
 
     def _server_hello(self, hello: dict[str, Any]) -> None:
@@ -234,7 +238,7 @@ class FakeMqttDevice:
             await self.send_packet(packet)
 
     # ------------------------------------------------------------------ inspecting
-    def messages(self, type_: str | None = None) -> list[dict[str, Any]]:
+    def messages(self, type_: str | None = None) -> list[JSONObject]:
         return [r.message for r in self.received
                 if r.message is not None and (type_ is None or r.message.get("type") == type_)]
 
@@ -248,13 +252,14 @@ class FakeMqttDevice:
                 if not out or out[-1] != "audio":
                     out.append("audio")
             elif r.message is not None:
-                t = r.message.get("type", "?")
-                out.append(f"{t}:{r.message['state']}" if t == "tts" else t)
+                t = r.message.get("type")
+                kind = t if isinstance(t, str) else "?"
+                out.append(f"tts:{r.message.get('state')}" if kind == "tts" else kind)
         return out
 
     async def wait_for(self, type_: str, state: str | None = None,
                        timeout: float = 10.0, after: int = 0  # noqa: ASYNC109
-                       ) -> dict[str, Any]:
+                       ) -> JSONObject:
         """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
         async with asyncio.timeout(timeout):
             while True:

@@ -264,3 +264,11 @@ async def test_health_reports_the_mqtt_gateway(make_server):
     assert health["sessions"] == 1
     assert {"connections": 1, "devices": 1, "sessions": 1}.items() <= health["mqtt"].items()
     assert health["mqtt"]["logins_refused"] == 0
+
+
+def test_mqtt_runs_in_one_process():
+    from xiaozhi_core.errors import ConfigError
+
+    assert fake_config(server={"mqtt": {"enabled": True}}).server.worker_count == 1
+    with pytest.raises(ConfigError, match="server.workers: must be 1 .or auto. with server.mqtt"):
+        fake_config(server={"mqtt": {"enabled": True}, "workers": 2})

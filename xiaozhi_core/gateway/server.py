@@ -21,7 +21,8 @@ import contextlib
 import logging
 import weakref
 from http import HTTPStatus
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -31,7 +32,7 @@ from websockets.http11 import Request, Response
 
 from ..app import Providers, build_providers, close_providers
 from ..audio import Resampler
-from ..config import DeploymentConfig
+from ..config import DeploymentConfig, ServerSettings
 from ..executor import Executor
 from ..looplag import LoopLagMonitor
 from ..protocol.opus import OpusEncoder
@@ -41,17 +42,38 @@ from ..session.segmenter import segmentation_params
 from ..session.session import Session
 from ..session.transport import Peer
 from ..types import SegmentationDefaults
+from .activation import ActivationStore
 from .admission import Admission, LocalAdmission
 from .auth import Authenticator, AuthError, Identity, identity_from_request
+from .firmware import FirmwareStore
 from .http import make_app
 from .metrics import Metrics
+from .vision import EXPLAIN_PATH, VisionTokens
 from .ws_transport import WebSocketTransport
+
+if TYPE_CHECKING:
+    from ..session.transport import Transport
+    from .mqtt.gateway import MqttGateway
 
 __all__ = ["WS_PATH", "XiaozhiServer"]
 
 log = logging.getLogger(__name__)
 
 WS_PATH = "/xiaozhi/v1/"
+
+
+def devices_path(config: DeploymentConfig) -> Path:
+    """``ota.devices_file``, relative paths taken from the first config file's folder.
+
+    >>> from xiaozhi_core.testing import fake_config
+    >>> devices_path(fake_config(ota={"devices_file": "/tmp/d.json"}))
+    PosixPath('/tmp/d.json')
+    """
+    path = Path(config.ota.devices_file)
+    first = Path(config.files[0]) if config.files else None
+    if not path.is_absolute() and first is not None and first.exists():
+        path = first.parent / path
+    return path
 
 
 class XiaozhiServer:
@@ -87,6 +109,18 @@ class XiaozhiServer:
         self.response_headers: dict[str, str] = {}
         #: Set by :meth:`drain`: no new sessions; /health says "draining".
         self.draining = False
+        #: The MQTT + UDP transport (``server.mqtt.enabled``), started by start().
+        self.mqtt: MqttGateway | None = None
+        self.firmware = FirmwareStore(config.ota.firmware_dir) if config.ota.firmware_dir \
+            else None
+        self.ota_timezone = config.ota.timezone
+        #: ``ota.activation``: devices must be confirmed by the operator first.
+        self.activation = ActivationStore(devices_path(config)) if config.ota.activation \
+            else None
+        #: Upload tokens of MCP vision (one per session, revoked when it ends).
+        self.vision_tokens = VisionTokens(ttl=s.vision.token_ttl)
+        #: The host each device last reached the OTA endpoint at (explain URLs on 0.0.0.0).
+        self.ota_hosts: dict[str, str] = {}
 
     @classmethod
     async def create(cls, config: DeploymentConfig) -> XiaozhiServer:
@@ -133,7 +167,8 @@ class XiaozhiServer:
             ping_timeout=20, close_timeout=2, server_header="xiaozhi-core",
             process_response=self._process_response if self.response_headers else None,
             reuse_port=reuse_port or None)
-        self.port = self._ws_server.sockets[0].getsockname()[1]
+        # (websockets 15, which amqtt pins, types .sockets as an Iterable)
+        self.port = next(iter(self._ws_server.sockets)).getsockname()[1]
         self._http_runner = web.AppRunner(make_app(self), access_log=None)
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, self.host, http_port,
@@ -142,8 +177,34 @@ class XiaozhiServer:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.http_port = server.sockets[0].getsockname()[1]
+        if self.config.server.mqtt.enabled:
+            if reuse_port:
+                raise RuntimeError("server.mqtt does not work with several workers: a "
+                                   "device's MQTT session and its UDP datagrams must reach "
+                                   "the same process; use server.workers: 1")
+            await self._start_mqtt()
         log.info("listening: WebSocket %s  OTA %s (auth %s)", self.ws_url, self.ota_url,
                  "on" if self.auth.enabled else "off")
+
+    async def _start_mqtt(self, port: int | None = None, udp_port: int | None = None) -> None:
+        """Start the embedded broker and the UDP port (``server.mqtt``)."""
+        try:
+            from .mqtt.credentials import MqttSigner
+            from .mqtt.gateway import MqttGateway
+        except ImportError as exc:
+            raise RuntimeError(f"server.mqtt.enabled needs the MQTT extra ({exc.name} is "
+                               "missing): pip install 'xiaozhi-core[mqtt]'") from None
+        m = self.config.server.mqtt
+        self.mqtt = MqttGateway(
+            MqttSigner(self.auth.secret, ttl=self.auth.ttl), self._serve_transport,
+            host=m.host or self.host, port=m.port if port is None else port,
+            udp_port=m.udp_port if udp_port is None else udp_port,
+            public_host=m.public_host, verify=self.auth.enabled,
+            allowed_devices=self.auth.allowed if self.auth.enabled else set(),
+            activated=self.activation.is_activated if self.activation is not None else None,
+            keepalive=m.keepalive, max_connections=m.max_connections,
+            on_drop=self.metrics.frame_error)
+        await self.mqtt.start()
 
     async def drain(self, seconds: float) -> None:
         """Graceful drain: stop accepting devices, let running turns finish for up to
@@ -182,6 +243,9 @@ class XiaozhiServer:
         log.info("drained %d sessions", n)
 
     async def stop(self) -> None:
+        if self.mqtt is not None:
+            await self.mqtt.stop()
+            self.mqtt = None
         if self._ws_server is not None:
             self._ws_server.close()
             for session in list(self.sessions.values()):
@@ -221,7 +285,27 @@ class XiaozhiServer:
             limits=self.config.server.limits, providers=self.providers,
             executor=self.executor, hub=self.hub, metrics=self.metrics,
             segmentation=segmentation_params(cfg, defaults), output=output,
-            apology_frames=await self._prepare_apology(output))
+            apology_frames=await self._prepare_apology(output),
+            vision_grant=self.vision_grant)
+
+    def vision_grant(self, session_id: str, device_id: str) -> dict[str, str]:
+        """MCP ``capabilities.vision`` for a new session: the explain URL and a fresh
+        token when a vision provider is selected, else empty strings (harmless)."""
+        if self.providers.vision is None:
+            return {"url": "", "token": ""}
+        return {"url": self.explain_url_for(device_id),
+                "token": self.vision_tokens.issue(session_id, device_id)}
+
+    def explain_url_for(self, device_id: str) -> str:
+        """Where ``device_id`` uploads photos: ``server.vision.public_url``, else this
+        server's HTTP port at the host the device used for OTA (or the listening host)."""
+        settings = self.config.server
+        if settings.vision.public_url:
+            return settings.vision.public_url
+        host = self.host if self.host not in ("0.0.0.0", "::", "") else None
+        host = host or self.ota_hosts.get(device_id) or settings.mqtt.public_host or \
+            urlsplit(settings.public_ws_url).hostname or "127.0.0.1"
+        return f"http://{host}:{self.http_port}{EXPLAIN_PATH}"
 
     async def _prepare_apology(self, output: OutputFormat) -> tuple[bytes, ...] | None:
         """Synthesise the apology once, so a failing turn can still say sorry."""
@@ -273,6 +357,10 @@ class XiaozhiServer:
         except AuthError as exc:
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc}",
                                 "refused_auth")
+        if self.activation is not None and not self.activation.is_activated(ident.device_id):
+            return self._refuse(connection, HTTPStatus.FORBIDDEN,
+                                f"device {ident.device_id or '(no Device-Id)'} is not "
+                                "activated; it gets a code from OTA", "refused_auth")
         self._identities[connection] = ident
         return None
 
@@ -296,32 +384,70 @@ class XiaozhiServer:
             response.headers[name] = value
 
     async def _serve_session(self, ws: ServerConnection, ident: Identity) -> None:
-        assert self.session_host is not None
         remote = ws.remote_address
         device = Peer(ident.device_id or f"anonymous-{remote[0] if remote else '?'}",
                       ident.client_id, f"{remote[0]}:{remote[1]}" if remote else "",
                       ident.protocol_version)
-        session = Session(self.session_host, WebSocketTransport(ws, device, self.metrics))
+        await self._run_session(WebSocketTransport(ws, device, self.metrics))
+        log.info("WebSocket of %s closed (code %s)", device.device_id, ws.close_code)
+
+    async def _serve_transport(self, transport: Transport) -> None:
+        """A session on a transport other than WebSocket (MQTT + UDP: one per hello),
+        with the admission checks WebSocket connections get in their handshake."""
+        limits = self.config.server.limits
+        lag_ms = self.lag_monitor.sustained_lag() * 1000
+        if self.draining:
+            reason, outcome = "server draining; try again", "refused_draining"
+        elif self.session_host is None or not self.admission.acquire():
+            reason, outcome = f"server full ({limits.max_sessions} sessions)", "refused_full"
+        elif limits.max_loop_lag_ms and lag_ms > limits.max_loop_lag_ms:
+            self.admission.release()
+            reason = f"server overloaded (event loop {lag_ms:.0f} ms late)"
+            outcome = "refused_overload"
+        else:
+            try:
+                await self._run_session(transport)
+            finally:
+                self.admission.release()
+            return
+        self.metrics.connections.labels(outcome).inc()
+        log.warning("refused %s session of %s: %s", transport.kind, transport.peer.device_id,
+                    reason)
+        await transport.close(1013, reason)
+
+    async def _run_session(self, transport: Transport) -> None:
+        assert self.session_host is not None
+        session = Session(self.session_host, transport)
         self.sessions[session.session_id] = session
         self.metrics.connections.labels("accepted").inc()
         self.metrics.sessions_active.set(len(self.sessions))
-        log.info("session %s: device %s connected from %s", session.session_id,
-                 device.device_id, device.remote)
+        log.info("session %s: device %s connected from %s (%s)", session.session_id,
+                 transport.peer.device_id, transport.peer.remote, transport.kind)
         try:
             await session.run()
         except Exception:
             log.exception("session %s crashed", session.session_id)
         finally:
             await session.close_tasks()
+            self.vision_tokens.revoke(session.session_id)
             self.sessions.pop(session.session_id, None)
             self.metrics.sessions_active.set(len(self.sessions))
-            log.info("session %s closed (code %s)", session.session_id, ws.close_code)
+            log.info("session %s closed", session.session_id)
+
+    @property
+    def settings(self) -> ServerSettings:
+        return self.config.server
 
     def health(self) -> dict[str, object]:
-        """``GET /health``: sessions, loop lag and the selected providers."""
-        return {"status": "draining" if self.draining else "ok", "sessions": len(self.sessions),
-                "loop_lag_ms": self.lag_monitor.stats()["p99_ms"],
-                "providers": {role.value: b.name for role, b in self.providers.items()}}
+        """``GET /health``: sessions, loop lag, the selected providers (and the MQTT
+        gateway's counters when it runs)."""
+        out: dict[str, object] = {
+            "status": "draining" if self.draining else "ok", "sessions": len(self.sessions),
+            "loop_lag_ms": self.lag_monitor.stats()["p99_ms"],
+            "providers": {role.value: b.name for role, b in self.providers.items()}}
+        if self.mqtt is not None:
+            out["mqtt"] = self.mqtt.health()
+        return out
 
     async def health_report(self) -> dict[str, Any]:
         """``GET /health``; a worker of a supervised server covers every worker."""
