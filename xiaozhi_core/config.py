@@ -44,7 +44,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 from .executor import ExecutorSettings, RayPlacement
 from .options import EnvStr, validate_options
 from .providers import ProviderSpec
@@ -54,6 +54,7 @@ from .types import Role
 __all__ = [
     "AuthSettings",
     "DeploymentConfig",
+    "HttpSettings",
     "LimitSettings",
     "MqttSettings",
     "OtaSettings",
@@ -62,6 +63,8 @@ __all__ = [
     "ServerSettings",
     "SessionSettings",
     "TimeoutSettings",
+    "check_config",
+    "check_factory",
     "expand_env",
     "load_config",
     "merge",
@@ -90,13 +93,66 @@ class AuthSettings:
 class LimitSettings:
     """Admission control and resource bounds (``server.limits``)."""
 
+    #: Sessions of devices that said hello.
     max_sessions: int = 256
+    #: Connections still waiting for their hello, counted apart from max_sessions: when
+    #: full, the oldest is closed to make room, so silent connections cannot lock out
+    #: devices that do speak.
+    max_pending_handshakes: int = 64
+    #: Connections from one address (IP) still waiting for their hello (more: 503).
+    max_pending_per_peer: int = 8
+    #: Connections from one address in all (devices behind one NAT share an address).
+    max_connections_per_peer: int = 128
     #: Largest WebSocket frame accepted (the firmware refuses frames over 65535 bytes).
     max_frame_bytes: int = 65535
     #: Frames the per-session audio lane buffers before back-pressure (~60 ms each).
     audio_queue_frames: int = 64
     #: Refuse new sessions while the event loop runs this late (ms); 0 disables.
     max_loop_lag_ms: float = 500.0
+    #: Uploaded audio may arrive at most this many times faster than real time on
+    #: average, after a burst of ``audio_burst_ms``; faster frames are dropped (counted in
+    #: xiaozhi_audio_frames_dropped_total) and the device is told once.
+    max_audio_speed: float = 1.5
+    audio_burst_ms: int = 5000
+    #: Close a device (1008) once it has sent this much audio beyond its allowance
+    #: (forgiven at real-time speed): a flood, not jitter.
+    audio_flood_ms: int = 5000
+    #: Close a device that stops reading: its unacknowledged output has not drained for
+    #: this many seconds while a reply is sent (ends the turn, cancels LLM and TTS);
+    #: 0 disables.
+    send_stall_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_audio_speed < 1:
+            raise ConfigError("must be at least 1 (real time)",
+                              path="server.limits.max_audio_speed")
+
+
+@dataclass
+class HttpSettings:
+    """The HTTP port (OTA, health, metrics): ``server.http``. Bounds what a client that
+    sends slowly or not at all can hold."""
+
+    #: Close a connection whose request headers are not complete this long after connect.
+    header_timeout: float = 10.0
+    #: Answer 408 when a request body has not arrived in full within this many seconds.
+    body_timeout: float = 10.0
+    #: Close a kept-alive connection idle this long (also bounds a later request's headers).
+    keepalive_timeout: float = 15.0
+    #: Concurrent HTTP connections; more are answered 503 and closed at once.
+    max_connections: int = 256
+    #: OTA requests per address: a burst of ``ota_burst``, then this many a minute (more:
+    #: 429). A device calls OTA once per boot; with auth on, OTA hands out tokens.
+    ota_per_minute: float = 12.0
+    ota_burst: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
+            if getattr(self, name) <= 0:
+                raise ConfigError("must be a positive number of seconds",
+                                  path=f"server.http.{name}")
+        if self.max_connections < 1:
+            raise ConfigError("must be at least 1", path="server.http.max_connections")
 
 
 @dataclass
@@ -185,6 +241,7 @@ class ServerSettings:
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
     vision: VisionSettings = field(default_factory=VisionSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def __post_init__(self) -> None:
         for name in ("port", "http_port"):
@@ -275,9 +332,11 @@ class SessionSettings:
     )
     #: History kept for the LLM, in characters (oldest turns are dropped first).
     history_chars: int = 4000
-    #: Downstream (server → device) Opus sample rate announced in the server hello.
-    output_sample_rate: int = 24000
-    output_frame_ms: int = 60
+    #: Downstream (server → device) Opus sample rate announced in the server hello
+    #: (a rate Opus encodes: 8, 12, 16, 24 or 48 kHz).
+    output_sample_rate: Literal[8000, 12000, 16000, 24000, 48000] = 24000
+    #: Downstream Opus frame duration (ms); the firmware plays 10 to 60.
+    output_frame_ms: Literal[10, 20, 40, 60] = 60
     #: Opus encoder complexity of the reply audio, 0..10 (null: libopus's default, 9).
     #: Speech at 24 kHz costs ~0.55 ms of CPU per 60 ms frame at 8..10 (SILK/hybrid:
     #: ~0.9 % of a core per speaking device); 7 costs ~0.44 ms (PESQ-WB 3.86 instead of
@@ -472,6 +531,89 @@ def load_config(
     auto_local: bool = True,
 ) -> DeploymentConfig:
     """Read, merge, expand and validate a deployment. Raises :class:`ConfigError`."""
+    raw, files, origins = _read_merged(paths, env, auto_local)
+    try:
+        return _validate(raw, registry, files)
+    except ConfigError as exc:
+        raise exc.with_file(_origin_of(exc.path, origins) or files[-1]) from None
+
+
+def check_config(
+    paths: Sequence[str | Path], registry: Registry, env: Mapping[str, str] | None = None, *,
+    auto_local: bool = True, build_check: bool = True,
+) -> tuple[DeploymentConfig | None, list[ConfigError]]:
+    """Validate a deployment like :func:`load_config`, but collect *every* error (one per
+    section and role) instead of stopping at the first. With ``build_check``, also
+    import each selected provider's factory, check its execution policy and run its
+    optional ``check_options(options)`` (e.g. espeak's voice against the installed
+    voices) — what ``serve --check`` would find, without loading any model.
+
+    Returns the config (``None`` when anything is wrong) and the errors.
+    """
+    raw, files, origins = _read_merged(paths, env, auto_local)
+    errors: list[ConfigError] = []
+
+    def attempt(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except ConfigError as exc:
+            errors.append(exc.with_file(_origin_of(exc.path, origins) or files[-1]))
+            return None
+
+    unknown = sorted(set(raw) - set(_TOP_KEYS))
+    for key in unknown:
+        attempt(_raise, ConfigError(f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}; "
+                                    f"allowed keys: {', '.join(_TOP_KEYS)}", path=key))
+    schemas = (("server", ServerSettings), ("executor", ExecutorSettings),
+               ("session", SessionSettings))
+    sections = {key: attempt(lambda k, t: validate_options(t, _section(raw, k), path=k), key,
+                             schema) for key, schema in schemas}
+    choices = {role: attempt(_choice, raw, role, registry) for role in Role}
+    if build_check:
+        for role, choice in choices.items():
+            if choice is not None:
+                attempt(check_factory, role, choice)
+    if errors:
+        return None, errors
+    vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
+    assert vad and asr and llm and tts
+    return DeploymentConfig(files, sections["server"], sections["executor"],
+                            sections["session"], vad, asr, llm, tts,
+                            choices[Role.VOICEPRINT], raw), []
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+def check_factory(role: Role, choice: ProviderChoice) -> None:
+    """Import ``choice``'s factory, check its execution policy and let it check its
+    options (its optional ``check_options``), without building it. ConfigError naming
+    the role's key otherwise."""
+    from .errors import XiaozhiError
+    from .executor import check_policy
+
+    spec = choice.spec
+    try:
+        factory = spec.resolve_factory()
+        if isinstance(factory, type):
+            check_policy(spec, factory)
+    except XiaozhiError as exc:
+        raise ConfigError(str(exc), path=f"{role.value}.provider") from None
+    check = getattr(factory, "check_options", None)
+    if callable(check):
+        try:
+            check(choice.options)
+        except (XiaozhiError, ValueError) as exc:
+            message = exc.message if isinstance(exc, ConfigError) else str(exc)
+            sub = exc.path if isinstance(exc, ConfigError) and exc.path else ""
+            raise ConfigError(message, path=f"{role.value}.options"
+                              + (f".{sub}" if sub else "")) from None
+
+
+def _read_merged(paths: Sequence[str | Path], env: Mapping[str, str] | None,
+                 auto_local: bool) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """Read, expand and deep-merge the files: (raw mapping, files read, key → file)."""
     if not paths:
         raise ConfigError("no config file given (use -c configs/default.yaml)")
     files = config_files(paths) if auto_local else [str(p) for p in paths]
@@ -489,10 +631,7 @@ def load_config(
                     and new["provider"] != old.get("provider")):
                 del raw[role.value]  # a different provider: drop the old one's options
         raw = merge(raw, data)
-    try:
-        return _validate(raw, registry, files)
-    except ConfigError as exc:
-        raise exc.with_file(_origin_of(exc.path, origins) or files[-1]) from None
+    return raw, files, origins
 
 
 def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
@@ -568,8 +707,8 @@ def _placement(section: dict[str, Any], role: Role, spec: ProviderSpec,
 def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> DeploymentConfig:
     unknown = sorted(set(raw) - set(_TOP_KEYS))
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r}; allowed keys: {', '.join(_TOP_KEYS)}",
-                          path=unknown[0])
+        raise ConfigError(f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], _TOP_KEYS)}; "
+                          f"allowed keys: {', '.join(_TOP_KEYS)}", path=unknown[0])
     server = validate_options(ServerSettings, _section(raw, "server"), path="server")
     executor = validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
     session = validate_options(SessionSettings, _section(raw, "session"), path="session")

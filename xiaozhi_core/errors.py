@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 __all__ = [
     "ConfigError",
     "ExecutionPolicyError",
     "PluginError",
     "ProviderError",
     "ProviderTimeout",
+    "StartupError",
     "XiaozhiError",
+    "did_you_mean",
 ]
+
+
+def did_you_mean(word: object, choices: Iterable[object]) -> str:
+    """``" (did you mean 'x'?)"`` for the choice closest to ``word``, or ``""``.
+
+    >>> did_you_mean("wisper", ["whisper", "openai"])
+    " (did you mean 'whisper'?)"
+    >>> did_you_mean("zzz", ["whisper"])
+    ''
+    """
+    names = {str(c): c for c in choices}
+    close = difflib.get_close_matches(str(word)[:100], list(names), n=1, cutoff=0.6)
+    return f" (did you mean {names[close[0]]!r}?)" if close else ""
 
 
 class XiaozhiError(Exception):
@@ -51,6 +69,11 @@ class ExecutionPolicyError(XiaozhiError):
 
 class ProviderError(XiaozhiError):
     """A provider failed while doing its work (network error, bad response, crash)."""
+
+
+class StartupError(XiaozhiError):
+    """The server cannot start for a reason the operator can fix (a port in use, an
+    address that is not this machine's): one line naming what and how."""
 
 
 class ProviderTimeout(ProviderError):

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec, TypeVar, cast
 
 from .errors import ExecutionPolicyError
+from .looplag import traced, traced_stream
 from .providers import (
     ASR_STREAM_METHODS,
     REQUIRED_METHODS,
@@ -553,17 +554,20 @@ class BoundProvider:
         spec, executor = self.spec, self.executor
         if spec.execution is Execution.IO:
             fn = getattr(self.instance, name)
+            # a blocking call inside the provider's async code is reported as this
+            # provider's, not as the session task's that awaited it (looplag)
+            label = f"{spec.role} provider {spec.name!r} {name}()"
             if kind == "stream":
                 def io_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
                     self._check_loop(name)
                     stream: AsyncIterator[object] = fn(*args, **kwargs)
-                    return stream
+                    return traced_stream(stream, label)
                 return io_stream
 
             async def io_call(*args: object, **kwargs: object) -> object:
                 executor._bind_loop()
                 self._check_loop(name)
-                result = await fn(*args, **kwargs)
+                result = await traced(fn(*args, **kwargs), label)
                 return self._post(name, result)
             return io_call
 

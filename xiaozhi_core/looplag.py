@@ -6,6 +6,12 @@ runs longer than ``slow_callback`` seconds is recorded by name (for task steps, 
 coroutine's qualified name). Both are exposed through :meth:`LoopLagMonitor.stats` for
 the metrics endpoint and logged.
 
+A task step is named by its task's coroutine (``Turn._think``), which hides *who*
+blocked: a provider's ``async def`` that calls something blocking runs inside that step.
+Provider calls are therefore wrapped in :func:`traced` / :func:`traced_stream` (the
+executor does it for every ``io`` provider), which time each of their own steps; a slow
+callback is then reported with the provider and method that held the loop.
+
 Example:
     >>> import asyncio, time
     >>> async def main():
@@ -28,13 +34,21 @@ import collections
 import logging
 import time
 from asyncio import events
+from collections.abc import AsyncIterator, Awaitable, Generator
+from typing import Any, TypeVar
 
-__all__ = ["LoopLagMonitor", "callback_name"]
+T = TypeVar("T")
+
+__all__ = ["LoopLagMonitor", "callback_name", "traced", "traced_stream"]
 
 log = logging.getLogger(__name__)
 
 _original_run = events.Handle._run
 _active: set[LoopLagMonitor] = set()
+#: The slowest traced step (label, seconds) inside the loop callback running now.
+_blame: list[tuple[str, float] | None] = [None]
+#: Traced steps shorter than this are not worth remembering.
+_BLAME_MIN = 0.01
 
 
 def callback_name(handle: events.Handle) -> str:
@@ -56,6 +70,7 @@ def _timed_run(self: events.Handle) -> None:
     if not _active:
         _original_run(self)
         return
+    _blame[0] = None
     t0 = time.perf_counter()
     try:
         _original_run(self)
@@ -67,12 +82,90 @@ def _timed_run(self: events.Handle) -> None:
                 # Handle._run is patched process-wide: count only the monitored loop's
                 # callbacks (another thread may run its own loop).
                 if dt >= monitor.slow_callback and loop is monitor._loop:
-                    monitor._record_slow(self, dt)
+                    monitor._record_slow(self, dt, _blame[0])
 
 
 def _update_threshold() -> None:
     global _threshold
     _threshold = min((m.slow_callback for m in _active), default=float("inf"))
+
+
+def _note(label: str, seconds: float) -> None:
+    if seconds >= _BLAME_MIN and (_blame[0] is None or seconds > _blame[0][1]):
+        _blame[0] = (label, seconds)
+
+
+class _Traced:
+    """Awaitable running ``coro`` step by step, timing each step against ``label``."""
+
+    __slots__ = ("coro", "label")
+
+    def __init__(self, coro: Awaitable[T], label: str) -> None:
+        self.coro = coro
+        self.label = label
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        it = self.coro.__await__()
+        label = self.label
+        send_value: Any = None
+        error: BaseException | None = None
+        while True:
+            t0 = time.perf_counter()
+            try:
+                yielded = it.throw(error) if error is not None else it.send(send_value)
+            except StopIteration as stop:
+                _note(label, time.perf_counter() - t0)
+                return stop.value
+            except BaseException:
+                _note(label, time.perf_counter() - t0)
+                raise
+            _note(label, time.perf_counter() - t0)
+            try:
+                send_value, error = (yield yielded), None
+            except BaseException as exc:  # cancellation and throw() reach the inner coroutine
+                send_value, error = None, exc
+
+
+def traced(coro: Awaitable[T], label: str) -> Awaitable[T]:
+    """``coro``, with each of its steps that holds the loop for long blamed on ``label``
+    in the monitor's report (instead of on the task that awaits it).
+
+    >>> import asyncio
+    >>> async def add(a, b):
+    ...     await asyncio.sleep(0)
+    ...     return a + b
+    >>> async def main():
+    ...     return await traced(add(1, 2), "adder")
+    >>> asyncio.run(main())
+    3
+    """
+    return _Traced(coro, label)
+
+
+class _TracedStream:
+    """An async iterator whose ``__anext__`` steps are traced (see :func:`traced`)."""
+
+    __slots__ = ("inner", "label")
+
+    def __init__(self, inner: AsyncIterator[T], label: str) -> None:
+        self.inner = inner
+        self.label = label
+
+    def __aiter__(self) -> _TracedStream:
+        return self
+
+    def __anext__(self) -> Awaitable[Any]:
+        return _Traced(self.inner.__anext__(), self.label)
+
+    async def aclose(self) -> None:
+        close = getattr(self.inner, "aclose", None)
+        if close is not None:
+            await _Traced(close(), self.label)
+
+
+def traced_stream(stream: AsyncIterator[T], label: str) -> AsyncIterator[T]:
+    """``stream`` with each step of each item traced against ``label``."""
+    return _TracedStream(stream, label)
 
 
 class LoopLagMonitor:
@@ -110,9 +203,17 @@ class LoopLagMonitor:
             self._task.cancel()
             self._task = None
 
-    def _record_slow(self, handle: events.Handle, seconds: float) -> None:
+    def _record_slow(self, handle: events.Handle, seconds: float,
+                     blame: tuple[str, float] | None = None) -> None:
         name = callback_name(handle)
         if name == "LoopLagMonitor._tick":
+            return
+        if blame is not None and blame[1] >= seconds / 2:
+            label, held = blame
+            self.slow.append((label, seconds))
+            self.slow_total += 1
+            log.warning("slow loop callback: %s held the event loop for %.1f ms (blocking "
+                        "call in async code? task %s)", label, held * 1000, name)
             return
         self.slow.append((name, seconds))
         self.slow_total += 1

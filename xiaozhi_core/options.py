@@ -69,7 +69,7 @@ from typing import (
 
 import annotated_types as at  # noqa: F401 - doctest schemas resolve ``at.Ge`` here
 
-from .errors import ConfigError, PluginError
+from .errors import ConfigError, PluginError, did_you_mean
 from .types import JSONObject
 
 if TYPE_CHECKING:
@@ -340,14 +340,17 @@ def _message(err: ErrorDetails, tp: object, value: object, parent_tp: object) ->
         parent = _strip(parent_tp)
         fields = _init_fields(parent) if _is_dataclass_type(parent) else []
         allowed = ", ".join(sorted(f.name for f in fields))
-        return f"unknown key {key!r}; allowed keys: {allowed or '(none)'}"
+        hint = did_you_mean(key, [f.name for f in fields])
+        return f"unknown key {key!r}{hint}; allowed keys: {allowed or '(none)'}"
     if kind in ("missing", "missing_argument"):
         return f"is required ({_type_name(tp)})"
     if _is_union(base) and kind not in ("value_error", "assertion_error"):
         return f"{value!r} is not a valid {_type_name(tp)}"
     if kind == "literal_error":
         choices = ", ".join(repr(a) for a in get_args(base))
-        return f"{str(value)!r} is not allowed; allowed: {choices}"
+        hint = did_you_mean(value, [a for a in get_args(base) if isinstance(a, str)]) \
+            if isinstance(value, str) else ""
+        return f"{str(value)!r} is not allowed{hint}; allowed: {choices}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected an integer, got {value!r}"
     if kind in ("float_type", "float_parsing", "finite_number"):

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import pluggy
 
 from . import hookspecs
-from .errors import ConfigError, PluginError
+from .errors import ConfigError, PluginError, did_you_mean
 from .providers import ProviderSpec
 from .types import Role
 
@@ -261,9 +261,10 @@ class Registry:
                   name in f.origin.entry_point.partition("=")[0]]
         if broken:
             hint = f" (a plugin failed to load: {broken[0]})"
+        suggestion = did_you_mean(name, [s.name for s in self.specs(role)])
         raise ConfigError(
-            f"{role} provider {name!r} is not installed; installed {role} providers: "
-            f"{installed}{hint}"
+            f"{role} provider {name!r} is not installed{suggestion}; installed {role} "
+            f"providers: {installed}{hint}"
         )
 
 

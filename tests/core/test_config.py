@@ -46,8 +46,9 @@ def test_unknown_top_level_key(tmp_path: Path, registry: Registry) -> None:
     f = write(tmp_path / "a.yaml", ROLES + "sever: {port: 1}\n")
     err = error_of(registry, f)
     assert (err.file, err.path) == (str(f), "sever")
-    assert err.message == ("unknown key 'sever'; allowed keys: server, executor, session, ota, "
-                           "vad, asr, llm, tts, voiceprint, vision")
+    assert err.message == ("unknown key 'sever' (did you mean 'server'?); allowed keys: "
+                           "server, executor, session, ota, vad, asr, llm, tts, voiceprint, "
+                           "vision")
     assert str(err).startswith(f"{f}: sever: unknown key 'sever'")
 
 
@@ -56,14 +57,17 @@ def test_unknown_option_key_lists_the_allowed_ones(tmp_path: Path, registry: Reg
         "asr: {provider: fake}", "asr: {provider: fake, options: {txt: hi}}"))
     err = error_of(registry, f)
     assert (err.file, err.path) == (str(f), "asr.options.txt")
-    assert err.message == "unknown key 'txt'; allowed keys: delay, fail, language, text"
+    assert err.message == ("unknown key 'txt' (did you mean 'text'?); allowed keys: delay, "
+                           "fail, language, record, text")
 
 
 def test_unknown_nested_server_key(tmp_path: Path, registry: Registry) -> None:
     f = write(tmp_path / "a.yaml", ROLES + "server: {limits: {max_session: 3}}\n")
     err = error_of(registry, f)
     assert err.path == "server.limits.max_session"
-    assert "allowed keys: audio_queue_frames, max_frame_bytes, max_loop_lag_ms" in err.message
+    assert "(did you mean 'max_sessions'?)" in err.message
+    assert "audio_queue_frames, max_audio_speed, max_connections_per_peer, max_frame_bytes, " \
+        "max_loop_lag_ms" in err.message
 
 
 def test_wrong_type(tmp_path: Path, registry: Registry) -> None:

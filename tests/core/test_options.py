@@ -59,9 +59,10 @@ def error(data: dict[str, Any]) -> str:
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"nmae": 1}, "x.options.nmae: unknown key 'nmae'; allowed keys: enabled, extra, inner, "
-                  "items, level, limit, mode, name, rate, ratio, tags"),
-    ({"inner": {"cnt": 2}}, "x.options.inner.cnt: unknown key 'cnt'; allowed keys: count"),
+    ({"nmae": 1}, "x.options.nmae: unknown key 'nmae' (did you mean 'name'?); allowed keys: "
+                  "enabled, extra, inner, items, level, limit, mode, name, rate, ratio, tags"),
+    ({"inner": {"cnt": 2}}, "x.options.inner.cnt: unknown key 'cnt' (did you mean 'count'?); "
+                            "allowed keys: count"),
     ({"ratio": 0}, "x.options.ratio: must be in (0, 1], got 0"),
     ({"level": 101}, "x.options.level: must be in 0..100, got 101"),
     ({"limit": 0}, "x.options.limit: must be >= 1, got 0"),

@@ -41,13 +41,20 @@ def describe_config(config: DeploymentConfig, registry: Registry, out: TextIO) -
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from ..config import load_config
+    from ..config import check_config
     from ..registry import default_registry
 
     registry = default_registry()
-    config = load_config(args.files, registry, auto_local=not args.no_local)
+    config, errors = check_config(args.files, registry, auto_local=not args.no_local)
+    if errors or config is None:
+        for error in errors:
+            print(f"xiaozhi: config error: {' '.join(str(error).split())}", file=sys.stderr)
+        if len(errors) > 1:
+            print(f"{len(errors)} errors in {' + '.join(args.files)}", file=sys.stderr)
+        return 2
     print(f"OK: {' + '.join(config.files)}")
     describe_config(config, registry, sys.stdout)
+    print("  provider factories imported and policy-checked (no model loaded)")
     return 0
 
 

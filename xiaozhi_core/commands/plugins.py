@@ -18,6 +18,9 @@ def _plugins_args(p: argparse.ArgumentParser) -> None:
                    help="also show each provider's factory, description and options")
     p.add_argument("--schema", action="store_true",
                    help="print the JSON Schema of each provider's options (JSON)")
+    p.add_argument("--strict", action="store_true",
+                   help="exit with status 1 when any plugin failed to load (for CI and "
+                        "deployment scripts)")
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -65,7 +68,7 @@ def _plugins(args: argparse.Namespace) -> int:
             } for f in failures],
         }
         print(json.dumps(doc, indent=2, default=repr))
-        return 0
+        return 1 if args.strict and failures else 0
     out = sys.stdout
     if providers:
         rows = [["ROLE", "NAME", "EXEC", "CAPABILITIES", "DISTRIBUTION", "VERSION"]]
@@ -89,6 +92,10 @@ def _plugins(args: argparse.Namespace) -> int:
         table([["DISTRIBUTION", "VERSION", "ERROR"]] + [
             [f.origin.distribution, f.origin.version or "-", one_line(f.error)]
             for f in failures], out)
+        if args.strict:
+            print(f"xiaozhi: error: {len(failures)} plugin(s) failed to load (--strict)",
+                  file=sys.stderr)
+            return 1
     return 0
 
 

@@ -95,7 +95,26 @@ class Metrics:
         self.vad = Gauge("xiaozhi_vad", "Batched VAD state", ["stat"], registry=r)
         self.runtime = Gauge("xiaozhi_runtime", "Server runtime: asyncio tasks, OS threads",
                              ["stat"], registry=r)
+        self.audio_dropped_total = Counter(
+            "xiaozhi_audio_frames_dropped_total",
+            "Opus frames dropped because a device sent audio faster than real time",
+            registry=r)
+        self.log_suppressed = Counter(
+            "xiaozhi_log_lines_suppressed_total",
+            "Log lines an outsider can trigger, rate-limited away (by kind)", ["kind"],
+            registry=r)
+        self.http_client_errors = Counter(
+            "xiaozhi_http_client_errors_total",
+            "HTTP requests that failed by the client's doing (malformed, timed out, "
+            "abandoned, over the connection cap), by kind", ["kind"], registry=r)
         ProcessCollector(registry=r)
+
+    def audio_dropped(self) -> None:
+        self.audio_dropped_total.inc()
+
+    def count_suppressed_log(self, key: str) -> None:
+        """:class:`~xiaozhi_core.logutil.LogLimiter` callback: keys are ``kind:peer``."""
+        self.log_suppressed.labels(key.partition(":")[0]).inc()
 
     # -- the SessionMetrics interface (xiaozhi_core.session.host) ------------------------
     def frame_in(self) -> None:

@@ -17,23 +17,29 @@ Example (with the fake providers; ports 0 pick free ones):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import errno
 import logging
+import os
+import socket
 import weakref
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import numpy as np
-from aiohttp import web
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from ..app import Providers, build_providers, close_providers
 from ..audio import Resampler
 from ..config import DeploymentConfig, ServerSettings
+from ..errors import StartupError
 from ..executor import Executor
+from ..logutil import LogLimiter, clip
 from ..looplag import LoopLagMonitor
 from ..protocol.opus import OpusEncoder
 from ..session.audio_hub import AudioHub
@@ -44,18 +50,18 @@ from ..session.transport import Peer
 from ..types import SegmentationDefaults
 from .activation import ActivationStore
 from .admission import Admission, LocalAdmission
-from .auth import Authenticator, AuthError, Identity, identity_from_request
+from .auth import Authenticator, AuthError, BadRequest, Identity, identity_from_request
 from .firmware import FirmwareStore
-from .http import make_app
+from .http import HttpPort
 from .metrics import Metrics
 from .vision import EXPLAIN_PATH, VisionTokens
-from .ws_transport import WebSocketTransport
+from .ws_transport import WebSocketTransport, describe_close
 
 if TYPE_CHECKING:
     from ..session.transport import Transport
     from .mqtt.gateway import MqttGateway
 
-__all__ = ["WS_PATH", "XiaozhiServer"]
+__all__ = ["WS_PATH", "XiaozhiServer", "listen_error"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,31 @@ def devices_path(config: DeploymentConfig) -> Path:
     return path
 
 
+def listen_error(what: str, host: str, port: int, flag: str, key: str,
+                 exc: OSError) -> StartupError:
+    """The one-line error for a port the server cannot listen on.
+
+    >>> import errno
+    >>> print(listen_error("WebSocket", "127.0.0.1", 8000, "--port", "server.port",
+    ...                    OSError(errno.EADDRINUSE, "Address already in use")))
+    cannot listen for WebSocket on 127.0.0.1:8000: address already in use (another process \
+holds the port: stop it, or choose another with --port or server.port)
+    """
+    code = exc.errno
+    if code == errno.EADDRINUSE:
+        hint = f"another process holds the port: stop it, or choose another with {flag} " \
+               f"or {key}"
+    elif code == errno.EACCES:
+        hint = f"ports below 1024 need privileges: choose another with {flag} or {key}"
+    elif code in (errno.EADDRNOTAVAIL, socket.EAI_NONAME) or isinstance(exc, socket.gaierror):
+        hint = "not an address of this machine: use --host 0.0.0.0 (all interfaces), " \
+               "127.0.0.1, or one of its addresses (server.host)"
+    else:
+        hint = f"check --host and {flag} ({key})"
+    reason = (os.strerror(code) if code else str(exc)).lower()
+    return StartupError(f"cannot listen for {what} on {host}:{port}: {reason} ({hint})")
+
+
 class XiaozhiServer:
     """Owns the executor, the shared providers, the audio hub and every session."""
 
@@ -85,6 +116,8 @@ class XiaozhiServer:
         self.providers = providers
         self.executor = executor
         self.metrics = Metrics()
+        #: Log lines an outsider can trigger at will, per "kind:peer" (the rest counted).
+        self.log_limiter = LogLimiter(on_suppressed=self.metrics.count_suppressed_log)
         self.lag_monitor = LoopLagMonitor(slow_callback=0.05)
         s = config.server
         self.auth = Authenticator(secret=s.auth.secret, ttl=s.auth.token_ttl,
@@ -97,8 +130,16 @@ class XiaozhiServer:
         #: Identity read in the handshake, until the connection's handler takes it.
         self._identities: weakref.WeakKeyDictionary[ServerConnection, Identity] = (
             weakref.WeakKeyDictionary())
+        #: Connections that have not said hello yet (oldest first) and, per address, how
+        #: many of those and how many connections in all: admission keeps them apart
+        #: from the session slots (issue 9).
+        self._pending: collections.OrderedDict[str, tuple[ServerConnection, str]] = (
+            collections.OrderedDict())
+        self._pending_per_peer: collections.Counter[str] = collections.Counter()
+        self._per_peer: collections.Counter[str] = collections.Counter()
+        self._evictions: set[asyncio.Task[None]] = set()
         self._ws_server: Server | None = None
-        self._http_runner: web.AppRunner | None = None
+        self._http: HttpPort | None = None
         self.host = s.host
         self.port = s.port
         self.http_port = s.http_port
@@ -161,22 +202,25 @@ class XiaozhiServer:
         self.hub.start()
         self.session_host = await self.make_session_host()
         limits = self.config.server.limits
-        self._ws_server = await serve(
-            self._handle, self.host, port, process_request=self._process_request,
-            max_size=limits.max_frame_bytes, compression=None, ping_interval=20,
-            ping_timeout=20, close_timeout=2, server_header="xiaozhi-core",
-            process_response=self._process_response if self.response_headers else None,
-            reuse_port=reuse_port or None)
+        try:
+            self._ws_server = await serve(
+                self._handle, self.host, port, process_request=self._process_request,
+                max_size=limits.max_frame_bytes, compression=None, ping_interval=20,
+                ping_timeout=20, close_timeout=2, server_header="xiaozhi-core",
+                process_response=self._process_response if self.response_headers else None,
+                reuse_port=reuse_port or None)
+        except OSError as exc:
+            raise listen_error("WebSocket", self.host, port, "--port", "server.port",
+                               exc) from None
         # (websockets 15, which amqtt pins, types .sockets as an Iterable)
         self.port = next(iter(self._ws_server.sockets)).getsockname()[1]
-        self._http_runner = web.AppRunner(make_app(self), access_log=None)
-        await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, self.host, http_port,
-                           reuse_port=reuse_port or None)
-        await site.start()
-        server = getattr(site, "_server", None)
-        if server is not None and server.sockets:
-            self.http_port = server.sockets[0].getsockname()[1]
+        self._http = HttpPort(self, self.config.server.http)
+        try:
+            self.http_port = await self._http.start(self.host, http_port,
+                                                    reuse_port=reuse_port)
+        except OSError as exc:
+            raise listen_error("HTTP (OTA)", self.host, http_port, "--http-port",
+                               "server.http_port", exc) from None
         if self.config.server.mqtt.enabled:
             if reuse_port:
                 raise RuntimeError("server.mqtt does not work with several workers: a "
@@ -253,9 +297,9 @@ class XiaozhiServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws_server.wait_closed(), 5)
             self._ws_server = None
-        if self._http_runner is not None:
-            await self._http_runner.cleanup()
-            self._http_runner = None
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
         await self.hub.stop()
         self.lag_monitor.stop()
         if self._owns_executor:
@@ -331,14 +375,21 @@ class XiaozhiServer:
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str,
                 outcome: str) -> Response:
         self.metrics.connections.labels(outcome).inc()
-        log.warning("refused connection from %s: %s", connection.remote_address, reason)
+        peer = connection.remote_address[0] if connection.remote_address else "?"
+        if self.log_limiter.allow(f"refused:{peer}"):
+            log.warning("refused connection from %s: %s", connection.remote_address, reason)
         return connection.respond(status, reason + "\n")
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+        try:
+            path = urlsplit(request.path).path
+        except ValueError as exc:
+            return self._refuse(connection, HTTPStatus.BAD_REQUEST,
+                                f"malformed request path: {exc}", "refused_bad_request")
         if path.rstrip("/") != WS_PATH.rstrip("/"):
             return self._refuse(connection, HTTPStatus.NOT_FOUND,
-                                f"unknown path {path}; devices connect to {WS_PATH}", "not_found")
+                                f"unknown path {clip(path)}; devices connect to {WS_PATH}",
+                                "not_found")
         limits = self.config.server.limits
         if self.draining:
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
@@ -346,6 +397,15 @@ class XiaozhiServer:
         if self.admission.full():
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
                                 f"server full ({limits.max_sessions} sessions)", "refused_full")
+        peer = connection.remote_address[0] if connection.remote_address else "?"
+        if self._pending_per_peer[peer] >= limits.max_pending_per_peer:
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
+                                f"{limits.max_pending_per_peer} connections from {peer} are "
+                                "still waiting for their hello", "refused_peer")
+        if self._per_peer[peer] >= limits.max_connections_per_peer:
+            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
+                                f"too many connections from {peer} "
+                                f"({limits.max_connections_per_peer})", "refused_peer")
         lag_ms = self.lag_monitor.sustained_lag() * 1000
         if limits.max_loop_lag_ms and lag_ms > limits.max_loop_lag_ms:
             return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
@@ -354,6 +414,9 @@ class XiaozhiServer:
         try:
             ident = identity_from_request(request.path, request.headers)
             self.auth.check(ident)
+        except BadRequest as exc:
+            return self._refuse(connection, HTTPStatus.BAD_REQUEST, f"bad request: {exc}",
+                                "refused_bad_request")
         except AuthError as exc:
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc}",
                                 "refused_auth")
@@ -369,14 +432,11 @@ class XiaozhiServer:
         if ident is None or self.session_host is None:
             await ws.close(1008, "no identity")
             return
-        if not self.admission.acquire():
+        if self.admission.full():
             self.metrics.connections.labels("refused_full").inc()
             await ws.close(1013, "server full")
             return
-        try:
-            await self._serve_session(ws, ident)
-        finally:
-            self.admission.release()
+        await self._serve_session(ws, ident)
 
     def _process_response(self, connection: ServerConnection, request: Request,
                           response: Response) -> None:
@@ -385,11 +445,37 @@ class XiaozhiServer:
 
     async def _serve_session(self, ws: ServerConnection, ident: Identity) -> None:
         remote = ws.remote_address
+        peer = remote[0] if remote else "?"
         device = Peer(ident.device_id or f"anonymous-{remote[0] if remote else '?'}",
                       ident.client_id, f"{remote[0]}:{remote[1]}" if remote else "",
                       ident.protocol_version)
-        await self._run_session(WebSocketTransport(ws, device, self.metrics))
-        log.info("WebSocket of %s closed (code %s)", device.device_id, ws.close_code)
+        limits = self.config.server.limits
+        transport = WebSocketTransport(ws, device, self.metrics,
+                                       send_stall_s=limits.send_stall_s)
+        # a session slot (admission, max_sessions) is taken at the hello: connections
+        # that never say it only use the pending-handshake budget (and per address)
+        slot = [False]
+        self._per_peer[peer] += 1
+        try:
+            await self._run_session(
+                transport, on_created=lambda session: self._pending_start(session, ws, peer,
+                                                                          slot))
+        finally:
+            if slot[0]:
+                self.admission.release()
+            self._per_peer[peer] -= 1
+            if self._per_peer[peer] <= 0:
+                del self._per_peer[peer]
+        log.info("WebSocket of %s: %s", device.device_id, describe_close(ws))
+
+    def _pending_start(self, session: Session, ws: ServerConnection, peer: str,
+                       slot: list[bool]) -> None:
+        sid = session.session_id
+        self._pending[sid] = (ws, peer)
+        self._pending_per_peer[peer] += 1
+        session.on_hello = lambda: self._admit(sid, ws, slot)
+        if len(self._pending) > self.config.server.limits.max_pending_handshakes:
+            self._evict_oldest_pending()
 
     async def _serve_transport(self, transport: Transport) -> None:
         """A session on a transport other than WebSocket (MQTT + UDP: one per hello),
@@ -415,10 +501,13 @@ class XiaozhiServer:
                     reason)
         await transport.close(1013, reason)
 
-    async def _run_session(self, transport: Transport) -> None:
+    async def _run_session(self, transport: Transport,
+                           on_created: Callable[[Session], None] | None = None) -> None:
         assert self.session_host is not None
         session = Session(self.session_host, transport)
         self.sessions[session.session_id] = session
+        if on_created is not None:
+            on_created(session)
         self.metrics.connections.labels("accepted").inc()
         self.metrics.sessions_active.set(len(self.sessions))
         log.info("session %s: device %s connected from %s (%s)", session.session_id,
@@ -429,6 +518,7 @@ class XiaozhiServer:
             log.exception("session %s crashed", session.session_id)
         finally:
             await session.close_tasks()
+            self._said_hello(session.session_id)   # no longer pending, whatever happened
             self.vision_tokens.revoke(session.session_id)
             self.sessions.pop(session.session_id, None)
             self.metrics.sessions_active.set(len(self.sessions))
@@ -437,6 +527,45 @@ class XiaozhiServer:
     @property
     def settings(self) -> ServerSettings:
         return self.config.server
+
+    @property
+    def active_sessions(self) -> int:
+        """Sessions of devices that said hello (what ``max_sessions`` bounds)."""
+        return len(self.sessions) - len(self._pending)
+
+    def _admit(self, sid: str, ws: ServerConnection, slot: list[bool]) -> None:
+        """A device said hello: out of the pending budget, into a session slot (or closed
+        1013 when every slot is taken by sessions that did say hello)."""
+        self._said_hello(sid)
+        if self.admission.acquire():
+            slot[0] = True
+            return
+        self.metrics.connections.labels("refused_full").inc()
+        task = asyncio.get_running_loop().create_task(ws.close(1013, "server full"))
+        self._evictions.add(task)
+        task.add_done_callback(self._evictions.discard)
+
+    def _said_hello(self, sid: str) -> None:
+        entry = self._pending.pop(sid, None)
+        if entry is not None:
+            peer = entry[1]
+            self._pending_per_peer[peer] -= 1
+            if self._pending_per_peer[peer] <= 0:
+                del self._pending_per_peer[peer]
+
+    def _evict_oldest_pending(self) -> None:
+        """The handshake budget is full: close the connection that has waited longest
+        for its hello, so silent connections cannot keep speaking devices out."""
+        sid, (ws, _peer) = next(iter(self._pending.items()))
+        self._said_hello(sid)
+        self.metrics.connections.labels("evicted_pending").inc()
+        if self.log_limiter.allow("evicted:"):
+            log.warning("too many connections waiting for their hello; closing the oldest "
+                        "(%s)", ws.remote_address)
+        task = asyncio.get_running_loop().create_task(
+            ws.close(1013, "too many connections waiting for their hello"))
+        self._evictions.add(task)
+        task.add_done_callback(self._evictions.discard)
 
     def health(self) -> dict[str, object]:
         """``GET /health``: sessions, loop lag, the selected providers (and the MQTT

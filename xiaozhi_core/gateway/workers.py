@@ -60,7 +60,7 @@ from ..errors import ConfigError
 from .admission import SharedAdmission
 from .promerge import merge_expositions
 from .run import drain_until
-from .server import XiaozhiServer
+from .server import XiaozhiServer, listen_error
 
 __all__ = ["Supervisor", "WorkerSpec", "WorkerServer", "reserve_port", "run_workers"]
 
@@ -386,8 +386,17 @@ class Supervisor:
         s = self.config.server
         self.run_dir = tempfile.mkdtemp(prefix="xiaozhi-workers-")
         try:
-            ws_sock = reserve_port(s.host, s.port)
-            http_sock = reserve_port(s.host, s.http_port)
+            try:
+                ws_sock = reserve_port(s.host, s.port)
+            except OSError as exc:
+                raise listen_error("WebSocket", s.host, s.port, "--port", "server.port",
+                                   exc) from None
+            try:
+                http_sock = reserve_port(s.host, s.http_port)
+            except OSError as exc:
+                ws_sock.close()
+                raise listen_error("HTTP (OTA)", s.host, s.http_port, "--http-port",
+                                   "server.http_port", exc) from None
             self._reserved = [ws_sock, http_sock]
             self.port, self.http_port = ws_sock.getsockname()[1], http_sock.getsockname()[1]
             SharedAdmission.create(self._spec(0).admission_path, self.count)

@@ -5,21 +5,33 @@ JSON travels in text frames; Opus in binary frames with the v1/v2/v3 framing of
 PROTOCOL.md §3, removed on the way in and added on the way out. A malformed binary frame
 is counted (``xiaozhi_frame_errors_total{kind="framing"}``) and dropped here, so the
 session only ever sees Opus packets.
+
+A device that stops reading (its TCP window closed) is noticed while audio is sent to it:
+when the bytes not yet acknowledged have not drained for ``send_stall_s`` seconds, the
+connection is closed (1008) and the send raises :class:`TransportClosed`, which ends the
+turn and cancels its LLM and TTS calls — instead of streaming into a full socket until
+the keep-alive gives up.
 """
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
+import struct
+import time
 from collections.abc import AsyncIterator
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
+from ..logutil import LogLimiter
 from ..protocol.framing import FrameError, decode_frame, encode_frame
 from ..session.host import SessionMetrics
 from ..session.transport import Peer, TransportClosed
 
-__all__ = ["WebSocketTransport"]
+__all__ = ["WebSocketTransport", "describe_close"]
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +41,17 @@ class WebSocketTransport:
 
     kind = "websocket"
 
-    def __init__(self, ws: ServerConnection, peer: Peer, metrics: SessionMetrics) -> None:
+    def __init__(self, ws: ServerConnection, peer: Peer, metrics: SessionMetrics,
+                 send_stall_s: float = 0.0) -> None:
         self.ws = ws
         self.peer = peer
         self.metrics = metrics
         #: Binary framing in use: the handshake's, until the hello settles it.
         self.version = peer.protocol_version or 1
         self.frame_errors = 0
+        self._log_limit = LogLimiter(on_suppressed=metrics.count_suppressed_log)
+        self._stall = _StallWatch(ws, send_stall_s) if send_stall_s > 0 else None
+        self._closing: asyncio.Future[None] | None = None
 
     def hello_fields(self) -> dict[str, object]:
         return {}
@@ -50,6 +66,13 @@ class WebSocketTransport:
             raise TransportClosed(str(exc)) from None
 
     async def send_audio(self, packet: bytes, timestamp_ms: int) -> None:
+        stall = self._stall
+        if stall is not None and stall.stalled():
+            log.info("device %s stopped reading: nothing acknowledged for %g s; closing",
+                     self.peer.device_id, stall.timeout)
+            self._closing = asyncio.ensure_future(
+                self.ws.close(1008, "not reading: send buffer full"))
+            raise TransportClosed("device stopped reading")
         try:
             await self.ws.send(encode_frame(packet, self.version, timestamp_ms))
         except ConnectionClosed as exc:
@@ -72,8 +95,75 @@ class WebSocketTransport:
                 except FrameError as exc:
                     self.frame_errors += 1
                     self.metrics.frame_error("framing")
-                    log.info("device %s: dropped malformed frame: %s", self.peer.device_id, exc)
+                    if self._log_limit.allow("bad_frame:"):
+                        log.info("device %s: dropped malformed frame: %s", self.peer.device_id,
+                                 exc)
                     continue
                 yield payload
         except ConnectionClosed:
             return
+
+
+
+_TIOCOUTQ = 0x5411          # Linux SIOCOUTQ: bytes in the socket's send queue, unacked
+
+
+class _StallWatch:
+    """Whether a connection's unacknowledged output has failed to drain for ``timeout``
+    seconds. Reads the kernel send queue (Linux) plus asyncio's write buffer on every
+    4th audio frame: one ioctl, no allocation worth the name."""
+
+    #: A healthy device acknowledges within a round trip: the queue keeps falling
+    #: below this many bytes.
+    LOW_WATER = 2048
+
+    def __init__(self, ws: ServerConnection, timeout: float) -> None:
+        self.ws = ws
+        self.timeout = timeout
+        sock = ws.transport.get_extra_info("socket")
+        self.fd = sock.fileno() if sock is not None else -1
+        self.drained_at = time.monotonic()
+        self.count = 0
+
+    def backlog(self) -> int:
+        queued = self.ws.transport.get_write_buffer_size()
+        if self.fd >= 0:
+            try:
+                queued += struct.unpack("i", fcntl.ioctl(self.fd, _TIOCOUTQ, b"\0\0\0\0"))[0]
+            except OSError:
+                self.fd = -1
+        return queued
+
+    def stalled(self) -> bool:
+        self.count += 1
+        if self.count & 3:
+            return False
+        now = time.monotonic()
+        if self.backlog() <= self.LOW_WATER:
+            self.drained_at = now
+            return False
+        return now - self.drained_at > self.timeout
+
+
+def describe_close(ws: ServerConnection) -> str:
+    """How a connection ended, in words for the log. The firmware ends a session by
+    closing TCP without a close frame: that is a normal hang-up, not "1006".
+
+    ``closed by the device (code 1000)``, ``closed by the server (code 4001 no hello
+    within 10 s)``, ``device hung up``, ``connection lost (ConnectionResetError)``.
+    """
+    protocol = ws.protocol
+    received, sent = protocol.close_rcvd, protocol.close_sent
+    if received is not None:
+        reason = f" {received.reason}" if received.reason else ""
+        return f"closed by the device (code {received.code}{reason})"
+    if sent is not None:
+        reason = f" {sent.reason}" if sent.reason else ""
+        answered = "" if protocol.state is not State.CLOSED else ", no answer"
+        return f"closed by the server (code {sent.code}{reason}{answered})"
+    if protocol.state is not State.CLOSED:
+        return "closed by the server"
+    exc = getattr(ws, "connection_exc", None)
+    if exc is None:
+        return "device hung up"
+    return f"connection lost ({type(exc).__name__})"

@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 __all__ = [
@@ -53,16 +54,54 @@ class ProtocolError(ValueError):
     """A text frame that is not a valid protocol message."""
 
 
+#: A JSON escape of a UTF-16 surrogate (``\\ud800``..``\\udfff``).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _sanitise(value: Any) -> Any:
+    """``value`` with every lone surrogate in its strings replaced by U+FFFD (a device can
+    send ``"\\ud800"``; echoing it back would fail to encode and drop the connection)."""
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_sanitise(k): _sanitise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sanitise(v) for v in value]
+    return value
+
+
 def parse_message(text: str | bytes) -> dict[str, Any]:
-    """Decode one text frame into a dict with at least a string ``type``."""
+    """Decode one text frame into a dict with at least a string ``type``. Text from the
+    device is sanitised here, once: lone surrogates become U+FFFD.
+
+    >>> parse_message('{"type":"listen","text":"hi \\\\ud800"}')["text"]
+    'hi \ufffd'
+    >>> parse_message("[" * 100_000)
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.protocol.messages.ProtocolError: text frame is not valid JSON: nested too deeply
+    """
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"text frame is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("text frame is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ProtocolError(
             f'message must be a JSON object with a string "type", got {type(data).__name__}'
             if not isinstance(data, dict) else 'message has no string "type" field')
+    # JSON escapes are the only way a surrogate gets into a frame that was valid UTF-8;
+    # str frames from other transports may carry raw ones (surrogateescape)
+    raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)) or (
+            not raw.isascii() and _SURROGATES.search(raw)):
+        try:
+            clean: dict[str, Any] = _sanitise(data)
+        except RecursionError:
+            raise ProtocolError("text frame is not valid JSON: nested too deeply") from None
+        return clean
     return data
 
 

@@ -66,6 +66,14 @@ class SessionMetrics(Protocol):
         """A completed turn's latency record."""
         ...
 
+    def count_suppressed_log(self, key: str) -> None:
+        """A log line a device could trigger at will was rate-limited away (``kind:...``)."""
+        ...
+
+    def audio_dropped(self) -> None:
+        """An Opus frame dropped: the device sent audio faster than real time."""
+        ...
+
 
 class NullMetrics:
     """A :class:`SessionMetrics` that records nothing (benchmarks, embedding)."""
@@ -95,6 +103,12 @@ class NullMetrics:
         pass
 
     def observe_turn(self, latency: TurnLatency) -> None:
+        pass
+
+    def count_suppressed_log(self, key: str) -> None:
+        pass
+
+    def audio_dropped(self) -> None:
         pass
 
 

@@ -52,17 +52,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 
+from ..logutil import LogLimiter
 from .host import SessionMetrics
 
 if TYPE_CHECKING:
     from .audio_hub import HubResult, StreamState
 
-__all__ = ["AudioItem", "AudioLane", "ControlItem", "LaneHub", "LaneItem", "LaneSink",
+__all__ = ["AudioItem", "AudioLane", "AudioRate", "ControlItem", "LaneHub", "LaneItem", "LaneSink",
            "ListenMode"]
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,53 @@ class LaneSink(Protocol):
     async def on_lane_error(self, message: str) -> None: ...
 
 
+class AudioRate:
+    """Token bucket over *audio time*: ``allow(frame_ms)`` is true while the device sends
+    at most ``speed`` times real time on average, after a ``burst_ms`` burst. Frames
+    refused add to a debt forgiven at real-time speed; ``flooding`` once it passes
+    ``flood_ms``. O(1) per frame.
+
+    >>> t = [0.0]
+    >>> rate = AudioRate(speed=1.0, burst_ms=120, flood_ms=100, clock=lambda: t[0])
+    >>> [rate.allow(60) for _ in range(4)], rate.flooding
+    ([True, True, False, False], True)
+    >>> t[0] = 10.0; rate.allow(60), rate.flooding
+    (True, False)
+    """
+
+    __slots__ = ("burst", "clock", "debt", "dropped", "flood", "last", "speed", "tokens")
+
+    def __init__(self, speed: float, burst_ms: float, flood_ms: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.speed = speed * 1000.0          # ms of audio allowed per second
+        self.burst = float(burst_ms)
+        self.flood = float(flood_ms)
+        self.clock = clock
+        self.tokens = float(burst_ms)
+        self.debt = 0.0
+        self.dropped = 0
+        self.last = clock()
+
+    def allow(self, frame_ms: float) -> bool:
+        now = self.clock()
+        elapsed = now - self.last
+        self.last = now
+        tokens = self.tokens + elapsed * self.speed
+        self.tokens = tokens if tokens < self.burst else self.burst
+        if self.debt:
+            self.debt = max(0.0, self.debt - elapsed * 1000.0)
+        if self.tokens >= frame_ms:
+            self.tokens -= frame_ms
+            return True
+        self.dropped += 1
+        self.debt += frame_ms
+        return False
+
+    @property
+    def flooding(self) -> bool:
+        return self.debt > self.flood
+
+
 class AudioLane:
     """The bounded, strictly ordered queue of one session and its consumer."""
 
@@ -129,6 +178,7 @@ class AudioLane:
         self.lag_max = 0.0
         self._last_seq = 0
         self._backpressured = False
+        self._log_limit = LogLimiter(on_suppressed=metrics.count_suppressed_log)
 
     # ------------------------------------------------------------------ producer side
     async def put_audio(self, packet: bytes) -> None:
@@ -193,7 +243,8 @@ class AudioLane:
         for err in result.errors:
             self.opus_errors += 1
             self.metrics.frame_error("opus")
-            log.info("session %s: %s", self.label, err)
+            if self._log_limit.allow("bad_frame:"):
+                log.info("session %s: %s", self.label, err)
         on_window = self.sink.on_window
         for window, prob in zip(result.windows, result.probs, strict=True):
             await on_window(window, prob)

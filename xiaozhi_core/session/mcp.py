@@ -3,6 +3,8 @@
 JSON-RPC 2.0 wrapped in ``{"type":"mcp","payload":...}``. Firmware quirks handled here:
 ids must be numbers; ``params`` is always an object; errors may lack ``code``;
 ``tools/list`` pages until ``nextCursor`` is absent; replies arrive asynchronously.
+A reply of the wrong shape raises :class:`MCPError` naming the bad field, never a
+``TypeError`` from deep inside.
 """
 
 from __future__ import annotations
@@ -19,7 +21,24 @@ log = logging.getLogger(__name__)
 
 
 class MCPError(Exception):
-    """An MCP request failed (error reply or timeout)."""
+    """An MCP request failed (error reply, timeout or a reply of the wrong shape)."""
+
+
+def _field(result: dict[str, Any], method: str, key: str, kind: type, default: Any) -> Any:
+    """``result[key]`` if it has type ``kind`` (absent/null: ``default``), else MCPError.
+
+    >>> _field({"tools": 5}, "tools/list", "tools", list, [])
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.session.mcp.MCPError: bad MCP tools/list reply: result.tools is int, expected list
+    """
+    value = result.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, kind):
+        raise MCPError(f"bad MCP {method} reply: result.{key} is {type(value).__name__}, "
+                       f"expected {kind.__name__}")
+    return value
 
 
 class MCPClient:
@@ -50,6 +69,10 @@ class MCPClient:
                            f"{self.timeout:g} s") from None
         finally:
             self._pending.pop(rid, None)
+            if fut.done() and not fut.cancelled():
+                # an error reply that arrived just as this request was cancelled (the
+                # session closing) is retrieved here, not reported at garbage collection
+                fut.exception()
 
     def handle(self, payload: Any) -> None:
         """Route one payload from the device (responses by numeric id)."""
@@ -66,7 +89,8 @@ class MCPClient:
             return
         if "error" in payload:
             err = payload["error"] if isinstance(payload["error"], dict) else {}
-            fut.set_exception(MCPError(str(err.get("message") or payload["error"])))
+            # clipped: it reaches the log and the LLM, and the device chose its length
+            fut.set_exception(MCPError(str(err.get("message") or payload["error"])[:300]))
         else:
             fut.set_result(payload.get("result"))
 
@@ -77,7 +101,8 @@ class MCPClient:
         result = await self.request("initialize", {
             "protocolVersion": "2024-11-05", "capabilities": capabilities,
             "clientInfo": self.client_info})
-        self.server_info = (result or {}).get("serverInfo", {}) if isinstance(result, dict) else {}
+        info = result.get("serverInfo") if isinstance(result, dict) else None
+        self.server_info = info if isinstance(info, dict) else {}
 
     async def list_tools(self) -> list[dict[str, Any]]:
         tools: list[dict[str, Any]] = []
@@ -86,8 +111,12 @@ class MCPClient:
             result = await self.request("tools/list", {"cursor": cursor})
             if not isinstance(result, dict):
                 break
-            tools.extend(t for t in result.get("tools", []) if isinstance(t, dict))
-            cursor = result.get("nextCursor") or ""
+            page = _field(result, "tools/list", "tools", list, None)
+            if page is None:
+                raise MCPError("bad MCP tools/list reply: result.tools is missing or null, "
+                               "expected list")
+            tools.extend(t for t in page if isinstance(t, dict) and isinstance(t.get("name"), str))
+            cursor = _field(result, "tools/list", "nextCursor", str, "")
             if not cursor:
                 break
         self.tools = tools
@@ -98,8 +127,9 @@ class MCPClient:
         result = await self.request("tools/call", {"name": name, "arguments": arguments})
         if not isinstance(result, dict):
             return json.dumps(result)
-        texts = [c.get("text", "") for c in result.get("content", []) if isinstance(c, dict)]
-        text = "\n".join(t for t in texts if t) or json.dumps(result)
+        content = _field(result, "tools/call", "content", list, [])
+        texts = [c.get("text") for c in content if isinstance(c, dict)]
+        text = "\n".join(t for t in texts if isinstance(t, str) and t) or json.dumps(result)
         if result.get("isError"):
             raise MCPError(text)
         return text

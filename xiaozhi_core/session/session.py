@@ -15,15 +15,16 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 
 import numpy as np
 
+from ..logutil import LogLimiter, clip
 from ..protocol import messages as msg
 from ..providers import ASRCapabilities, AsyncASRStream, LLMCapabilities
 from ..types import ASRResult
 from .host import SessionHost
-from .lane import AudioLane, ControlItem, ListenMode
+from .lane import AudioLane, AudioRate, ControlItem, ListenMode
 from .mcp import MCPClient, MCPError
 from .memory import Memory
 from .segmenter import Segment
@@ -55,6 +56,9 @@ class Session:
         self.speaker: str | None = None
         # protocol state
         self.hello: dict[str, object] | None = None
+        #: Called once the device said hello (the gateway moves it out of its pending
+        #: handshake budget).
+        self.on_hello: Callable[[], None] | None = None
         self.protocol_version = transport.peer.protocol_version
         self.listen_mode: ListenMode = "auto"
         self.listening = False
@@ -75,6 +79,14 @@ class Session:
         self.last_voice = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_alert = 0.0
+        limits = host.limits
+        #: Uploaded audio is held to real time (plus a burst): a flood is dropped, not
+        #: decoded, so it cannot take CPU from the other sessions.
+        self.audio_rate = AudioRate(limits.max_audio_speed, limits.audio_burst_ms,
+                                    limits.audio_flood_ms)
+        self.upstream_frame_ms = 60
+        #: Complaints about malformed JSON a device can trigger at will: rate-limited.
+        self._log_limit = LogLimiter(on_suppressed=host.metrics.count_suppressed_log)
 
     # ------------------------------------------------------------------ counters
     @property
@@ -114,12 +126,18 @@ class Session:
         try:
             if not await self._await_hello():
                 return
+            if self.on_hello is not None:
+                self.on_hello()
             self._spawn(self.lane.run(), "lane")
             self._spawn(self._watchdog(), "watchdog")
             async for message in self.transport:
                 if isinstance(message, bytes):
-                    if message:    # a 0-byte frame is the "stopped" marker of browsers
+                    if not message:  # a 0-byte frame is the "stopped" marker of browsers
+                        continue
+                    if self.audio_rate.allow(self.upstream_frame_ms):
                         await self.lane.put_audio(message)
+                    elif not await self._audio_too_fast():
+                        return
                 else:
                     await self._on_text(message)
         except TransportClosed:
@@ -154,12 +172,15 @@ class Session:
                     try:
                         data = msg.parse_message(message)
                     except msg.ProtocolError as exc:
-                        log.info("session %s: bad frame before hello: %s", self.session_id, exc)
+                        if self._log_limit.allow("bad_frame:"):
+                            log.info("session %s: bad frame before hello: %s", self.session_id,
+                                     exc)
                         continue
                     if data["type"] == "hello":
                         await self._on_hello(data)
                         return True
-                    log.debug("session %s: %s before hello ignored", self.session_id, data["type"])
+                    log.debug("session %s: %s before hello ignored", self.session_id,
+                              clip(data["type"]))
                 return False
         except TimeoutError:
             log.warning("device %s sent no hello within %g s; closing", self.device.device_id,
@@ -176,9 +197,12 @@ class Session:
         self.transport.negotiated(self.protocol_version)
         raw_params = data.get("audio_params")
         params: dict[str, object] = raw_params if isinstance(raw_params, dict) else {}
+        frame_ms = params.get("frame_duration")
+        if isinstance(frame_ms, int) and 10 <= frame_ms <= 120:
+            self.upstream_frame_ms = frame_ms
         if params and params.get("format", "opus") != "opus":
-            log.warning("session %s: device audio format %r unsupported; expecting opus",
-                        self.session_id, params.get("format"))
+            log.warning("session %s: device audio format %s unsupported; expecting opus",
+                        self.session_id, clip(params.get("format")))
         out = self.host.output
         hello = msg.server_hello(self.session_id, out.sample_rate, out.frame_ms)
         hello["transport"] = self.transport.kind
@@ -214,13 +238,14 @@ class Session:
             data = msg.parse_message(text)
         except msg.ProtocolError as exc:
             self.host.metrics.frame_error("json")
-            log.info("session %s: ignored text frame: %s", self.session_id, exc)
+            if self._log_limit.allow("bad_frame:"):
+                log.info("session %s: ignored text frame: %s", self.session_id, exc)
             return
         kind = data["type"]
         if kind == "listen":
             await self._on_listen(data)
         elif kind == "abort":
-            log.info("session %s: abort (%s)", self.session_id, data.get("reason", "button"))
+            log.info("session %s: abort (%s)", self.session_id, clip(data.get("reason", "button")))
             await self.abort()
         elif kind == "mcp":
             self.mcp.handle(data.get("payload"))
@@ -229,7 +254,7 @@ class Session:
         elif kind == "iot":
             log.debug("session %s: legacy iot message ignored", self.session_id)
         else:
-            log.debug("session %s: unknown message type %r ignored", self.session_id, kind)
+            log.debug("session %s: unknown message type %s ignored", self.session_id, clip(kind))
 
     async def _on_listen(self, data: dict[str, object]) -> None:
         state = data.get("state")
@@ -237,8 +262,8 @@ class Session:
             raw_mode = data.get("mode", "auto")
             mode = next((m for m in _MODES if m == raw_mode), None)
             if mode is None:
-                log.info("session %s: unknown listen mode %r, using auto", self.session_id,
-                         raw_mode)
+                log.info("session %s: unknown listen mode %s, using auto", self.session_id,
+                         clip(raw_mode))
                 mode = "auto"
             self.listen_mode = mode
             await self.lane.put_control(ControlItem("start", mode))
@@ -254,7 +279,7 @@ class Session:
             elif text:
                 await self.start_turn(self._turn(text=text, kind="text"))
         else:
-            log.debug("session %s: listen state %r ignored", self.session_id, state)
+            log.debug("session %s: listen state %s ignored", self.session_id, clip(state))
 
     def _is_wake_word(self, text: str) -> bool:
         norm = "".join(ch for ch in text.lower() if ch.isalnum())
@@ -415,6 +440,8 @@ class Session:
             self.host.metrics.observe_turn(turn.latency)
             log.info("session %s turn %d latency: %s", self.session_id, turn.id,
                      {k: v for k, v in record.items() if k.endswith("_ms")})
+        elif turn.latency.error == "disconnected":
+            self.host.metrics.turn_outcome("disconnected")
         if turn.id == self.active_turn_id and self.listen_mode != "manual":
             self._resume_listening()
 
@@ -428,6 +455,23 @@ class Session:
         if self.listen_mode == "realtime" or (
                 self.listen_mode == "auto" and (self.turn is None or not self.turn.tts_started)):
             self.listening = True
+
+    async def _audio_too_fast(self) -> bool:
+        """A frame over the audio rate: count it, tell the device (at most every 10 s),
+        close a flood. False when the session is over."""
+        self.host.metrics.audio_dropped()
+        if self.audio_rate.flooding:
+            log.warning("session %s: device %s sends audio far faster than real time "
+                        "(%d frames dropped); closing", self.session_id,
+                        clip(self.device.device_id), self.audio_rate.dropped)
+            await self.transport.close(1008, "audio faster than real time")
+            return False
+        if time.monotonic() - self._last_alert > 10:
+            log.warning("session %s: audio faster than real time; dropping the excess",
+                        self.session_id)
+        await self._alert_once("Audio is arriving faster than real time; extra audio is "
+                               "dropped.")
+        return True
 
     async def _alert_once(self, message: str) -> None:
         now = time.monotonic()
@@ -447,7 +491,10 @@ class Session:
             self.tools.set_device_tools(tools, self.mcp.call_tool)
             log.info("session %s: device offers %d MCP tools", self.session_id, len(tools))
         except MCPError as exc:
-            log.warning("session %s: MCP setup failed: %s", self.session_id, exc)
+            log.warning("session %s: device %s: MCP setup failed: %s", self.session_id,
+                        clip(self.device.device_id), exc)
+        except TransportClosed:
+            log.debug("session %s: connection closed during MCP setup", self.session_id)
 
     # ------------------------------------------------------------------ idle
     async def _watchdog(self) -> None:

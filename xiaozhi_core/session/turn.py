@@ -28,6 +28,7 @@ import numpy as np
 
 from ..audio import Resampler
 from ..errors import ProviderError, ProviderTimeout
+from ..logutil import clip
 from ..protocol import messages as msg
 from ..protocol.opus import OpusEncoder
 from ..providers import AsyncASRStream
@@ -37,11 +38,19 @@ from .latency import TurnLatency
 from .memory import Memory
 from .text import SentenceCutter, clean_for_speech, detect_emotion
 from .tools import ToolBox
+from .transport import TransportClosed
 
 __all__ = ["Frame", "SubtitleEvent", "Turn", "TurnHooks"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _disconnected(exc: BaseException) -> bool:
+    """Whether ``exc`` (or any error of a task group's) is the connection closing."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(TransportClosed) is not None
+    return isinstance(exc, TransportClosed)
 
 
 class TurnHooks(Protocol):
@@ -175,7 +184,13 @@ class Turn:
             self.latency.error = "cancelled"
             raise
         except Exception as exc:
-            await self._fail(exc)
+            if _disconnected(exc):
+                # the device went away mid-reply: like a cancellation, not a failure
+                self.latency.error = "disconnected"
+                log.debug("session %s turn %d: connection closed during the reply",
+                          s.session_id, self.id)
+            else:
+                await self._fail(exc)
         finally:
             if self.asr_stream is not None:
                 stream, self.asr_stream = self.asr_stream, None
@@ -293,7 +308,7 @@ class Turn:
             self.history.append(assistant)
             for call in calls:
                 log.info("session %s turn %d: tool call %s(%s)", s.session_id, self.id,
-                         call.name, call.arguments)
+                         clip(call.name), clip(call.arguments))
                 result = await s.tools.call(call)
                 tool_msg = Message("tool", result, tool_call_id=call.id)
                 messages.append(tool_msg)

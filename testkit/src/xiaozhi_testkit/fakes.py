@@ -75,6 +75,9 @@ class EnergyVADOptions:
     #: RMS (of float audio in [-1, 1]) at which the probability reaches 1.0.
     full_scale_rms: float = 0.05
     delay: float = 0.0
+    #: Keep what the provider saw (utterances, requests, texts, batch sizes) for tests
+    #: to inspect; false for long runs (the fuzzer), where it would grow without bound.
+    record: bool = True
 
 
 class EnergyVAD:
@@ -97,7 +100,8 @@ class EnergyVAD:
         if len(windows) != len(states):
             raise ValueError("one state per window is required")
         self.calls += 1
-        self.batch_sizes.append(len(windows))
+        if self.options.record:
+            self.batch_sizes.append(len(windows))
         if self.options.delay:
             time.sleep(self.options.delay)
         rms = np.sqrt(np.mean(np.square(windows, dtype=np.float32), axis=1))
@@ -114,6 +118,9 @@ class FakeASROptions:
     delay: float = 0.0
     fail: str | None = None
     language: str | None = "en"
+    #: Keep what the provider saw (utterances, requests, texts, batch sizes) for tests
+    #: to inspect; false for long runs (the fuzzer), where it would grow without bound.
+    record: bool = True
 
 
 class _FakeASRStream:
@@ -148,7 +155,8 @@ class FakeASR:
         self.utterances: list[np.ndarray] = []
 
     def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult:
-        self.utterances.append(pcm)
+        if self.options.record:
+            self.utterances.append(pcm)
         if self.options.delay:
             time.sleep(self.options.delay)
         _maybe_fail(self.options.fail)
@@ -167,7 +175,8 @@ class FakeAsyncASR:
         self.utterances: list[np.ndarray] = []
 
     async def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult:
-        self.utterances.append(pcm)
+        if self.options.record:
+            self.utterances.append(pcm)
         await asyncio.sleep(self.options.delay)
         _maybe_fail(self.options.fail)
         return ASRResult(self.options.text, language=self.options.language)
@@ -188,6 +197,9 @@ class FakeLLMOptions:
     fail: str | None = None
     #: Raise after this many tokens (None: never).
     fail_after: int | None = None
+    #: Keep what the provider saw (utterances, requests, texts, batch sizes) for tests
+    #: to inspect; false for long runs (the fuzzer), where it would grow without bound.
+    record: bool = True
 
 
 def _tokens(text: str) -> list[str]:
@@ -200,7 +212,8 @@ class _LLMScript:
         self.requests: list[tuple[list[Message], list[ToolSpec]]] = []
 
     def plan(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None) -> list[Any]:
-        self.requests.append((list(messages), list(tools or [])))
+        if self.options.record:
+            self.requests.append((list(messages), list(tools or [])))
         _maybe_fail(self.options.fail)
         offered = {t.name for t in tools or []}
         has_result = any(m.role == "tool" for m in messages)
@@ -272,6 +285,9 @@ class FakeTTSOptions:
     chunk_ms: int = 100
     freq: float = 330.0
     fail: str | None = None
+    #: Keep what the provider saw (utterances, requests, texts, batch sizes) for tests
+    #: to inspect; false for long runs (the fuzzer), where it would grow without bound.
+    record: bool = True
 
 
 @functools.lru_cache(maxsize=64)
@@ -296,7 +312,8 @@ class FakeTTS:
         self.texts: list[str] = []
 
     def synthesize(self, text: str, *, voice: str | None = None) -> Iterator[bytes]:
-        self.texts.append(text)
+        if self.options.record:
+            self.texts.append(text)
         _maybe_fail(self.options.fail)
         for i, chunk in enumerate(_tts_chunks(self.options, text)):
             d = self.options.first_chunk_delay if i == 0 else self.options.chunk_delay
@@ -314,7 +331,8 @@ class FakeAsyncTTS:
         self.texts: list[str] = []
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
-        self.texts.append(text)
+        if self.options.record:
+            self.texts.append(text)
         _maybe_fail(self.options.fail)
         for i, chunk in enumerate(_tts_chunks(self.options, text)):
             d = self.options.first_chunk_delay if i == 0 else self.options.chunk_delay

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import ctypes
+import difflib
 import os
 import shutil
 import tempfile
@@ -182,6 +183,7 @@ class EspeakEngine:
         self._lib = lib
         self._declare(lib)
         self._lock = threading.Lock()
+        self._voice_list: tuple[VoiceInfo, ...] | None = None
         self._voice: str | None = None  # the voice the library currently has selected
         self._sink: list[bytes] | None = None
         # Kept alive as long as the engine (for the process): the library stores the
@@ -237,6 +239,11 @@ class EspeakEngine:
         if not raw or b"\x00" in raw:
             raise UnknownVoiceError(f"tts provider 'espeak': invalid voice {voice!r}; "
                                     f"{HOW_TO_LIST}")
+        # espeak-ng picks *some* voice for any name it does not know ('klingon' would
+        # silently speak another language): accept only installed names, identifiers
+        # and language tags
+        if not self._known(voice):
+            raise UnknownVoiceError(self._unknown(voice))
         rc = self._lib.espeak_SetVoiceByName(raw)
         if rc == _EE_NOT_FOUND and b"+" not in raw:
             # Not a voice name/identifier: try it as a language tag ('zh', 'en-gb').
@@ -245,13 +252,32 @@ class EspeakEngine:
             spec.languages = ctypes.cast(lang, ctypes.c_void_p).value
             rc = self._lib.espeak_SetVoiceByProperties(ctypes.byref(spec))
         if rc == _EE_NOT_FOUND:
-            raise UnknownVoiceError(f"tts provider 'espeak': unknown voice {voice!r}; "
-                                    f"{HOW_TO_LIST}")
+            raise UnknownVoiceError(self._unknown(voice))
         if rc != _EE_OK:
             raise ProviderError(
                 f"tts provider 'espeak': selecting voice {voice!r} failed (espeak error {rc})"
             )
         self._voice = voice
+
+    def _known(self, voice: str) -> bool:
+        """Whether ``voice`` (without its ``+variant``) names an installed voice, its
+        identifier, or a language some voice speaks (exactly or as a prefix: 'en')."""
+        base = voice.strip().partition("+")[0].lower()
+        for v in self._voices_locked():
+            if base in (v.name.lower(), v.identifier.lower(),
+                        v.identifier.lower().rpartition("/")[2]):
+                return True
+            if any(lang == base or lang.startswith(base + "-") for lang, _ in v.languages):
+                return True
+        return False
+
+    def _unknown(self, voice: str) -> str:
+        """The message for an unknown voice: the closest installed one and all codes."""
+        codes = sorted({v.code for v in self._voices_locked()})
+        close = difflib.get_close_matches(voice.strip().lower()[:50], codes, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return (f"tts provider 'espeak': unknown voice {voice!r}{hint}; installed voices: "
+                f"{', '.join(codes)}; {HOW_TO_LIST}")
 
     def check_voice(self, voice: str) -> None:
         """Raise :class:`UnknownVoiceError` unless ``voice`` can be selected."""
@@ -288,11 +314,9 @@ class EspeakEngine:
             )
         return np.frombuffer(b"".join(sink), dtype="<i2").astype(np.int16, copy=False)
 
-    def list_voices(self, language: str | None = None) -> list[VoiceInfo]:
-        """The installed voices, optionally only those speaking ``language`` (a prefix
-        match on language codes: ``"en"`` finds en-us, en-gb...)."""
-        want = language.lower() if language else None
-        with self._lock:
+    def _voices_locked(self) -> tuple[VoiceInfo, ...]:
+        """Every installed voice (lock held; read once, the voice data does not change)."""
+        if self._voice_list is None:
             array = self._lib.espeak_ListVoices(None)
             voices = []
             i = 0
@@ -305,6 +329,15 @@ class EspeakEngine:
                     gender=_GENDERS.get(v.gender, ""),
                 ))
                 i += 1
+            self._voice_list = tuple(voices)
+        return self._voice_list
+
+    def list_voices(self, language: str | None = None) -> list[VoiceInfo]:
+        """The installed voices, optionally only those speaking ``language`` (a prefix
+        match on language codes: ``"en"`` finds en-us, en-gb...)."""
+        want = language.lower() if language else None
+        with self._lock:
+            voices = list(self._voices_locked())
         if want:
             voices = [v for v in voices
                       if any(lang == want or lang.startswith(want + "-")

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Generator
 
 from xiaozhi_core.audio import resample
+from xiaozhi_core.errors import ConfigError
 
 from ._engine import EspeakEngine, UnknownVoiceError, VoiceInfo, get_engine, list_voices
 from .plugin import EspeakOptions
@@ -37,6 +38,21 @@ class EspeakTTS:
         self.engine: EspeakEngine = get_engine()
         # Fail at start-up, not at the first sentence, when the configured voice is wrong.
         self.engine.check_voice(self.options.voice)
+
+    @staticmethod
+    def check_options(options: EspeakOptions) -> None:
+        """Load-time check (``xiaozhi config check``): the voice must be installed.
+        Loads only the small libespeak-ng, no resampling filters.
+
+        >>> EspeakTTS.check_options(EspeakOptions(voice="elvish"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xiaozhi_core.errors.ConfigError: voice: tts provider 'espeak': unknown voice 'elvish'...
+        """
+        try:
+            get_engine().check_voice(options.voice)
+        except UnknownVoiceError as exc:
+            raise ConfigError(str(exc), path="voice") from None
 
     def list_voices(self, language: str | None = None) -> list[VoiceInfo]:
         """The voices espeak-ng offers (optionally only those for ``language``)."""
