@@ -79,7 +79,8 @@ $PIP install -q $CORE \
   -e plugins/xiaozhi-openai \
   -e plugins/xiaozhi-dashscope \
   -e plugins/xiaozhi-edge-tts \
-  -e plugins/xiaozhi-example
+  -e plugins/xiaozhi-example \
+  -e plugins/xiaozhi-memory
 
 log "installed providers"
 .venv/bin/xiaozhi plugins

@@ -25,12 +25,25 @@ from typing import cast
 from .config import DeploymentConfig
 from .errors import ProviderError, XiaozhiError
 from .executor import BoundProvider, Executor, build
-from .providers import BoundASR, BoundLLM, BoundTTS, BoundVAD, BoundVision, BoundVoiceprint
+from .providers import (
+    BoundASR,
+    BoundLLM,
+    BoundMemory,
+    BoundTTS,
+    BoundVAD,
+    BoundVision,
+    BoundVoiceprint,
+)
 from .types import Role
 
 __all__ = ["Providers", "build_providers", "close_providers"]
 
 log = logging.getLogger(__name__)
+
+
+#: Any role's bound provider.
+AnyBound = (BoundVAD | BoundASR | BoundLLM | BoundTTS | BoundVoiceprint | BoundVision
+            | BoundMemory)
 
 
 @dataclass(frozen=True)
@@ -44,27 +57,30 @@ class Providers:
     voiceprint: BoundVoiceprint | None = None
     #: The camera's image explainer (MCP vision), when a ``vision`` provider is selected.
     vision: BoundVision | None = None
+    memory: BoundMemory | None = None
 
     @classmethod
     def from_roles(cls, bound: dict[Role, BoundProvider]) -> Providers:
         """Type the providers :func:`~xiaozhi_core.executor.build` returned, by role."""
         vp, vision = bound.get(Role.VOICEPRINT), bound.get(Role.VISION)
+        mem = bound.get(Role.MEMORY)
         return cls(cast(BoundVAD, bound[Role.VAD]), cast(BoundASR, bound[Role.ASR]),
                    cast(BoundLLM, bound[Role.LLM]), cast(BoundTTS, bound[Role.TTS]),
                    cast(BoundVoiceprint, vp) if vp is not None else None,
-                   cast(BoundVision, vision) if vision is not None else None)
+                   cast(BoundVision, vision) if vision is not None else None,
+                   cast(BoundMemory, mem) if mem is not None else None)
 
-    def items(self) -> list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS |
-                                  BoundVoiceprint | BoundVision]]:
+    def items(self) -> list[tuple[Role, AnyBound]]:
         """``(role, provider)`` of every selected role, in pipeline order."""
-        out: list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS | BoundVoiceprint |
-                        BoundVision]]
+        out: list[tuple[Role, AnyBound]]
         out = [(Role.VAD, self.vad), (Role.ASR, self.asr), (Role.LLM, self.llm),
                (Role.TTS, self.tts)]
         if self.voiceprint is not None:
             out.append((Role.VOICEPRINT, self.voiceprint))
         if self.vision is not None:
             out.append((Role.VISION, self.vision))
+        if self.memory is not None:
+            out.append((Role.MEMORY, self.memory))
         return out
 
 
@@ -100,9 +116,7 @@ async def close_providers(providers: Providers) -> None:
     await _close(providers.items())
 
 
-async def _close(items: list[tuple[Role, BoundVAD | BoundASR | BoundLLM | BoundTTS |
-                                   BoundVoiceprint | BoundVision]]
-                 | list[tuple[Role, BoundProvider]]) -> None:
+async def _close(items: list[tuple[Role, AnyBound]] | list[tuple[Role, BoundProvider]]) -> None:
     for role, provider in items:
         try:
             await provider.aclose()

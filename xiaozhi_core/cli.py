@@ -8,7 +8,8 @@ commands exactly as the core does (``xiaozhi bench`` comes from ``xiaozhi-bench`
 
 A command returns its exit code. :class:`~xiaozhi_core.errors.XiaozhiError` raised by a
 command is printed as one line (no traceback): exit code 2 for config errors, 1 for the
-rest. ``--log-level`` is accepted before and after the subcommand.
+rest. ``--log-level`` and ``--log-format text|json`` are accepted before and after the
+subcommand.
 
 Example:
     >>> {"config check", "plugins", "serve", "voiceprint enroll"} <= {
@@ -28,6 +29,7 @@ from collections.abc import Sequence
 from . import __version__
 from .command import Command, CommandSet, load_commands
 from .errors import ConfigError, XiaozhiError
+from .logfmt import configure
 
 __all__ = ["build_parser", "load_commands", "main"]
 
@@ -42,12 +44,19 @@ def _log_level(p: argparse.ArgumentParser, default: str | None) -> None:
                    help="logging verbosity on stderr (default: warning)")
 
 
+def _log_format(p: argparse.ArgumentParser, default: str | None) -> None:
+    p.add_argument("--log-format", choices=["text", "json"],
+                   default=argparse.SUPPRESS if default is None else default,
+                   help="log lines as text or one JSON object per line (default: text)")
+
+
 def build_parser(found: CommandSet | None = None) -> argparse.ArgumentParser:
     """The argparse parser of every command in ``found`` (default: the installed ones)."""
     found = load_commands() if found is None else found
     parser = argparse.ArgumentParser(
         prog="xiaozhi", description="xiaozhi-core: an open server for xiaozhi voice assistants")
     _log_level(parser, "warning")
+    _log_format(parser, "text")
     parser.add_argument("--version", action="version", version=f"xiaozhi-core {__version__}")
     parser.set_defaults(_parser=parser)
     parsers: dict[tuple[str, ...], argparse.ArgumentParser] = {(): parser}
@@ -62,6 +71,7 @@ def build_parser(found: CommandSet | None = None) -> argparse.ArgumentParser:
         p = subparsers[path[:-1]].add_parser(path[-1], help=help_text, description=help_text)
         p.set_defaults(_parser=p)
         _log_level(p, None)
+        _log_format(p, None)
         parsers[path] = p
         return p
 
@@ -79,9 +89,7 @@ def main(argv: Sequence[str] | None = None, commands: CommandSet | None = None) 
     found = load_commands() if commands is None else commands
     parser = build_parser(found)
     args = parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(args.log_level.upper())
+    configure(args.log_level, args.log_format)
     for failure in found.failures:
         print(f"xiaozhi: warning: command plugin {failure}", file=sys.stderr)
     cmd: Command | None = getattr(args, "_command", None)

@@ -49,6 +49,7 @@ from .executor import ExecutorSettings, RayPlacement
 from .options import EnvStr, validate_options
 from .providers import ProviderSpec
 from .registry import Registry
+from .store.settings import StoreSettings
 from .types import Role
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "LimitSettings",
     "MqttSettings",
     "OtaSettings",
+    "ProfileSettings",
     "VisionSettings",
     "ProviderChoice",
     "ServerSettings",
@@ -375,6 +377,57 @@ class SessionSettings:
     server_tools: list[str] = field(default_factory=lambda: ["get_time"])
     #: Most tool-call rounds in one turn.
     max_tool_rounds: int = 3
+    #: The profile of devices mapped to none (a name under ``profiles:``); null: these
+    #: ``session:`` settings themselves.
+    default_profile: str | None = None
+
+
+@dataclass
+class ProfileSettings:
+    """One named profile ("agent") under ``profiles:``. Every key left out (null) is
+    taken from ``session:``; a device gets its profile from the store (set with
+    ``xiaozhi devices set-profile`` or the API), else from ``devices:``, else
+    ``session.default_profile``.
+
+    Example::
+
+        profiles:
+          kids:
+            system_prompt: "You talk with a child. Short, kind sentences."
+            voice: zh-CN-XiaoyiNeural
+            language: zh
+            reply_chars: 200
+            server_tools: []
+            device_tools: [self.audio_speaker.set_volume]
+            llm: {model: qwen-turbo, temperature: 0.3}
+            tts: {speed: 0.9}
+        devices:
+          "aa:bb:cc:dd:ee:ff": kids
+    """
+
+    system_prompt: str | None = None
+    #: TTS voice (``session.tts_voice``).
+    voice: str | None = None
+    #: Language hint for the ASR (and stated in the system prompt).
+    language: str | None = None
+    greeting: str | None = None
+    goodbye: str | None = None
+    #: Reply-length budget in characters: the reply stops at the first sentence end
+    #: past it (null or 0: no limit).
+    reply_chars: int | None = None
+    #: Server-side tools offered to the LLM (``session.server_tools``).
+    server_tools: list[str] | None = None
+    #: Device (MCP) tools offered to the LLM: true all, false none, or a list of names.
+    device_tools: bool | list[str] | None = None
+    #: Per-request LLM options the LLM provider declares (e.g. ``model``, ``temperature``).
+    llm: dict[str, Any] = field(default_factory=dict)
+    #: Per-request TTS options the TTS provider declares (e.g. ``speed``).
+    tts: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.reply_chars is not None and self.reply_chars < 0:
+            raise ConfigError(f"must be 0 (no limit) or more, got {self.reply_chars}",
+                              path="reply_chars")
 
     def __post_init__(self) -> None:
         if self.opus_complexity is not None and not 0 <= self.opus_complexity <= 10:
@@ -409,6 +462,15 @@ class DeploymentConfig:
     raw: dict[str, Any]
     ota: OtaSettings = field(default_factory=OtaSettings)
     vision: ProviderChoice | None = None
+    memory: ProviderChoice | None = None
+    store: StoreSettings = field(default_factory=StoreSettings)
+    #: Named profiles (``profiles:``), validated.
+    profiles: dict[str, ProfileSettings] = field(default_factory=dict)
+    #: Per-request provider options of each profile, validated against the providers'
+    #: ``request_options`` (``{profile: {"llm": obj, "tts": obj}}``, None when unset).
+    request_options: dict[str, dict[str, object | None]] = field(default_factory=dict)
+    #: Device id (lower case) → profile name (``devices:``).
+    devices: dict[str, str] = field(default_factory=dict)
 
     def choices(self) -> dict[Role, ProviderChoice]:
         out = {Role.VAD: self.vad, Role.ASR: self.asr, Role.LLM: self.llm, Role.TTS: self.tts}
@@ -416,6 +478,8 @@ class DeploymentConfig:
             out[Role.VOICEPRINT] = self.voiceprint
         if self.vision is not None:
             out[Role.VISION] = self.vision
+        if self.memory is not None:
+            out[Role.MEMORY] = self.memory
         return out
 
 
@@ -512,7 +576,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 _TOP_KEYS = ("server", "executor", "session", "ota", "vad", "asr", "llm", "tts", "voiceprint",
-             "vision")
+             "vision", "memory", "store", "profiles", "devices")
 _REQUIRED_ROLES = (Role.VAD, Role.ASR, Role.LLM, Role.TTS)
 
 
@@ -713,8 +777,42 @@ def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> Depl
     executor = validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
     session = validate_options(SessionSettings, _section(raw, "session"), path="session")
     ota = validate_options(OtaSettings, _section(raw, "ota"), path="ota")
+    store = validate_options(StoreSettings, _section(raw, "store"), path="store")
     choices = {role: _choice(raw, role, registry, executor) for role in Role}
     vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
     assert vad and asr and llm and tts
+    if choices[Role.MEMORY] is not None and not store.enabled:
+        raise ConfigError("needs the device store (store.enabled: true): memory is kept "
+                          "there", path="memory.provider")
+    profiles: dict[str, ProfileSettings] = {}
+    request: dict[str, dict[str, object | None]] = {}
+    for name, section in _section(raw, "profiles").items():
+        path = f"profiles.{name}"
+        if not isinstance(name, str) or not _PROFILE_RE.match(name):
+            raise ConfigError("a profile name is letters, digits, '_', '-' or '.' "
+                              "(at most 64)", path=path)
+        if not isinstance(section, dict):
+            raise ConfigError(f"expected a mapping, got {type(section).__name__}", path=path)
+        profile = validate_options(ProfileSettings, section, path=path)
+        request[name] = {
+            "llm": llm.spec.validate_request(profile.llm, path=f"{path}.llm"),
+            "tts": tts.spec.validate_request(profile.tts, path=f"{path}.tts"),
+        }
+        profiles[name] = profile
+    if session.default_profile is not None and session.default_profile not in profiles:
+        raise ConfigError(f"unknown profile {session.default_profile!r}; "
+                          f"defined: {', '.join(profiles) or '(none)'}",
+                          path="session.default_profile")
+    devices: dict[str, str] = {}
+    for device, name in _section(raw, "devices").items():
+        if not isinstance(name, str) or name not in profiles:
+            raise ConfigError(f"unknown profile {name!r}; defined: "
+                              f"{', '.join(profiles) or '(none)'}", path=f"devices.{device}")
+        devices[str(device).strip().lower()] = name
     return DeploymentConfig(files, server, executor, session, vad, asr, llm, tts,
-                            choices[Role.VOICEPRINT], raw, ota, choices[Role.VISION])
+                            choices[Role.VOICEPRINT], raw, ota, choices[Role.VISION],
+                            memory=choices[Role.MEMORY], store=store, profiles=profiles,
+                            request_options=request, devices=devices)
+
+
+_PROFILE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

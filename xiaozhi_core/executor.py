@@ -51,6 +51,7 @@ from .providers import (
     WORK_METHODS,
     BoundASR,
     BoundLLM,
+    BoundMemory,
     BoundTTS,
     BoundVAD,
     BoundVision,
@@ -60,7 +61,8 @@ from .providers import (
 from .types import Execution, Role
 
 __all__ = ["BoundProvider", "Executor", "ExecutorSettings", "RayPlacement", "RaySettings", "bind",
-           "bind_asr", "bind_llm", "bind_tts", "bind_vad", "bind_vision", "bind_voiceprint",
+           "bind_asr", "bind_llm", "bind_memory", "bind_tts", "bind_vad", "bind_vision",
+           "bind_voiceprint",
            "build", "check_policy"]
 
 log = logging.getLogger(__name__)
@@ -668,6 +670,12 @@ def bind_voiceprint(spec: ProviderSpec, instance: object, executor: Executor,
     """:func:`bind` for a voiceprint provider, typed
     :class:`~xiaozhi_core.providers.BoundVoiceprint`."""
     return cast(BoundVoiceprint, bind(spec, instance, executor, options))
+
+
+def bind_memory(spec: ProviderSpec, instance: object, executor: Executor,
+                options: object = None) -> BoundMemory:
+    """:func:`bind` for a memory provider, typed :class:`~xiaozhi_core.providers.BoundMemory`."""
+    return cast(BoundMemory, bind(spec, instance, executor, options))
 
 
 async def build(spec: ProviderSpec, options: object, executor: Executor) -> BoundProvider:

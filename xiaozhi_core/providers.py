@@ -1,4 +1,5 @@
-"""Provider interfaces: what a VAD, ASR, LLM, TTS, voiceprint or vision provider must offer.
+"""Provider interfaces: what a VAD, ASR, LLM, TTS, voiceprint, vision or memory provider
+must offer.
 
 A provider package describes each provider with a :class:`ProviderSpec` (returned from
 the ``xiaozhi_providers`` hook). The spec's ``execution`` decides which flavour of the
@@ -42,12 +43,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from .errors import PluginError
+from .errors import ConfigError, PluginError
 from .options import validate_options
 from .types import (
     ASRResult,
     Execution,
     Message,
+    Recall,
     Role,
     SegmentationDefaults,
     SpeakerMatch,
@@ -59,6 +61,7 @@ __all__ = [
     "ASRProvider",
     "BoundASR",
     "BoundLLM",
+    "BoundMemory",
     "BoundTTS",
     "BoundVAD",
     "BoundVision",
@@ -71,13 +74,18 @@ __all__ = [
     "AsyncASRProvider",
     "AsyncASRStream",
     "AsyncLLMProvider",
+    "AsyncMemoryProvider",
     "AsyncTTSProvider",
     "AsyncVADProvider",
     "AsyncVisionProvider",
     "AsyncVoiceprintProvider",
     "CAPABILITIES",
+    "DeviceMemory",
     "LLMChunk",
     "LLMProvider",
+    "MemoryCapabilities",
+    "MemoryProvider",
+    "SyncDeviceMemory",
     "NoOptions",
     "ProviderSpec",
     "TTSProvider",
@@ -102,6 +110,7 @@ WORK_METHODS: dict[Role, dict[str, Literal["call", "stream"]]] = {
     Role.TTS: {"synthesize": "stream"},
     Role.VOICEPRINT: {"embed": "call", "enroll": "call", "identify": "call", "speakers": "call"},
     Role.VISION: {"explain": "call"},
+    Role.MEMORY: {"recall": "call", "consolidate": "call"},
 }
 
 #: Methods of an ASR stream session (returned by ``open_stream``), same policy as its provider.
@@ -119,6 +128,7 @@ REQUIRED_METHODS: dict[Role, tuple[str, ...]] = {
     Role.TTS: ("synthesize",),
     Role.VOICEPRINT: ("embed", "enroll", "identify", "speakers"),
     Role.VISION: ("explain",),
+    Role.MEMORY: ("recall",),
 }
 
 #: Capability flags the core understands, per role. Providers may declare others.
@@ -129,10 +139,14 @@ CAPABILITIES: dict[Role, dict[str, str]] = {
         "multilingual": "recognises more than one language",
         "batch": "transcribe_batch(pcms): several utterances in one call (Ray Serve batching)",
     },
-    Role.LLM: {"tools": "accepts tool schemas and emits ToolCall requests"},
-    Role.TTS: {"multilingual": "speaks more than one language"},
+    Role.LLM: {"tools": "accepts tool schemas and emits ToolCall requests",
+               "options": "chat(..., options=...) takes per-request options (request_options)"},
+    Role.TTS: {"multilingual": "speaks more than one language",
+               "options": "synthesize(..., options=...) takes per-request options "
+                          "(request_options)"},
     Role.VOICEPRINT: {},
     Role.VISION: {},
+    Role.MEMORY: {"consolidate": "consolidate() condenses a finished session"},
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_\-]*$")
@@ -165,6 +179,11 @@ class ProviderSpec:
     options: type = NoOptions
     capabilities: frozenset[str] = field(default_factory=frozenset)
     description: str = ""
+    #: Per-request options (LLM ``chat``, TTS ``synthesize``): a dataclass whose fields a
+    #: profile may set (e.g. ``model``, ``temperature``; ``speed``). When given, the
+    #: provider gets the ``options`` capability and the core passes a validated
+    #: instance as ``options=`` on requests of a profile that sets any (only then).
+    request_options: type | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -202,6 +221,12 @@ class ProviderSpec:
                 f"provider {self.name!r}: capabilities must be a set of strings such as "
                 f"{{'tools'}}, got {caps!r}"
             )
+        if self.request_options is not None:
+            if not (dataclasses.is_dataclass(self.request_options)
+                    and isinstance(self.request_options, type)):
+                raise PluginError(
+                    f"provider {self.name!r}: request_options must be a dataclass type")
+            caps = {*caps, "options"}
         object.__setattr__(self, "capabilities", frozenset(caps))
 
     @property
@@ -252,6 +277,32 @@ class ProviderSpec:
     def validate(self, options: Mapping[str, object] | None, path: str = "") -> object:
         """Validate a raw options mapping against this provider's schema."""
         return validate_options(self.options, options, path=path)
+
+    def validate_request(self, options: Mapping[str, object] | None,
+                         path: str = "") -> object | None:
+        """Validate a profile's per-request options against ``request_options`` (None
+        when there are none to pass).
+
+        >>> @dataclass
+        ... class Req:
+        ...     temperature: float | None = None
+        >>> spec = ProviderSpec(role="llm", name="x", execution="io", factory="m:f",
+        ...                     request_options=Req)
+        >>> spec.validate_request({"temperature": 0.2}), "options" in spec.capabilities
+        (Req(temperature=0.2), True)
+        >>> ProviderSpec(role="llm", name="y", execution="io", factory="m:f"
+        ...              ).validate_request({"model": "m"}, path="profiles.kids.llm")
+        ... # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xiaozhi_core.errors.ConfigError: profiles.kids.llm: llm provider 'y' takes no per-req...
+        """
+        if not options:
+            return None
+        if self.request_options is None:
+            raise ConfigError(f"{self.role} provider {self.name!r} takes no per-request "
+                              "options", path=path)
+        return validate_options(self.request_options, options, path=path)
 
     def create(self, options: Mapping[str, object] | None = None) -> object:
         """Validate ``options`` and build the provider (without executor enforcement;
@@ -408,7 +459,8 @@ class LLMProvider(Protocol):
 
     A tool call is yielded once, complete (arguments decoded). The caller runs the tool,
     appends the assistant message (with ``tool_calls``) and a ``tool`` message, and calls
-    ``chat`` again.
+    ``chat`` again. A provider whose spec has ``request_options`` also accepts
+    ``options=`` (an instance of that dataclass) — only then does the core pass it.
 
     >>> from xiaozhi_core.testing import FakeLLM
     >>> list(FakeLLM(reply="Hi. Bye.").chat([Message("user", "hello")]))
@@ -440,6 +492,9 @@ class AsyncLLMProvider(Protocol):
 # --------------------------------------------------------------------------- TTS
 class TTSProvider(Protocol):
     """``cpu`` TTS: stream PCM16 mono at ``sample_rate`` for one piece of text.
+
+    With ``request_options`` in its spec it also accepts ``options=`` (see
+    :class:`LLMProvider`).
 
     >>> from xiaozhi_core.testing import FakeTTS
     >>> tts = FakeTTS(sample_rate=16000, seconds_per_char=0.01)
@@ -557,6 +612,120 @@ class AsyncVisionProvider(Protocol):
     """
 
     async def explain(self, image: bytes, mime_type: str, question: str) -> str: ...
+
+
+# --------------------------------------------------------------------------- Memory
+class DeviceMemory(Protocol):
+    """What the core hands a memory provider: one device's stored conversations and
+    notes, and the deployment's LLM. Reads give up after ``store.read_timeout`` and
+    answer empty; ``save_note`` and ``session_history`` raise on a store failure (they
+    run after a session, never inside a turn).
+
+    ``history``/``session_history`` give ``(user text, reply)`` pairs, oldest first.
+
+    >>> import asyncio
+    >>> class Notes:   # what a test might hand a provider instead of the store
+    ...     device_id, session_id = "aa:bb", "s1"
+    ...     async def history(self, max_chars): return [("hi", "Hello!")]
+    ...     async def session_history(self): return []
+    ...     async def note(self, kind): return None
+    ...     async def save_note(self, kind, text): pass
+    ...     async def complete(self, messages): return "ok"
+    >>> memory: DeviceMemory = Notes()
+    >>> asyncio.run(memory.history(100))
+    [('hi', 'Hello!')]
+    """
+
+    device_id: str
+    #: The session the call is about (the one starting, or the one that ended).
+    session_id: str
+
+    async def history(self, max_chars: int) -> list[tuple[str, str]]: ...
+
+    async def session_history(self) -> list[tuple[str, str]]: ...
+
+    async def note(self, kind: str) -> str | None: ...
+
+    async def save_note(self, kind: str, text: str) -> None: ...
+
+    async def complete(self, messages: Sequence[Message]) -> str:
+        """The LLM's whole answer to ``messages`` (no tools)."""
+        ...
+
+
+class SyncDeviceMemory(Protocol):
+    """:class:`DeviceMemory` for ``cpu`` memory providers: the same calls, blocking (each
+    runs on the event loop while the worker thread waits).
+
+    >>> class Notes:
+    ...     device_id, session_id = "aa:bb", "s1"
+    ...     def note(self, kind): return "likes tea"
+    >>> Notes().note("summary")
+    'likes tea'
+    """
+
+    device_id: str
+    session_id: str
+
+    def history(self, max_chars: int) -> list[tuple[str, str]]: ...
+
+    def session_history(self) -> list[tuple[str, str]]: ...
+
+    def note(self, kind: str) -> str | None: ...
+
+    def save_note(self, kind: str, text: str) -> None: ...
+
+    def complete(self, messages: Sequence[Message]) -> str: ...
+
+
+class MemoryProvider(Protocol):
+    """``cpu`` memory: what to remember of a device when its session starts
+    (``recall``), and, with the ``consolidate`` capability, what to keep after a
+    session ended (``consolidate``; a failure is logged and never reaches a session).
+
+    >>> class Last:
+    ...     def recall(self, memory):
+    ...         pairs = memory.history(200)
+    ...         return Recall("", [m for u, a in pairs
+    ...                            for m in (Message("user", u), Message("assistant", a))])
+    >>> class Mem:
+    ...     device_id, session_id = "aa:bb", "s1"
+    ...     def history(self, max_chars):
+    ...         return [("hi", "Hello!")]
+    >>> [m.content for m in Last().recall(Mem()).history]
+    ['hi', 'Hello!']
+    """
+
+    def recall(self, memory: SyncDeviceMemory) -> Recall: ...
+
+    def consolidate(self, memory: SyncDeviceMemory) -> None: ...
+
+
+class AsyncMemoryProvider(Protocol):
+    """``io`` memory (the built-ins ``history`` and ``summary`` are of this flavour):
+    :class:`MemoryProvider` with ``async`` calls and an async :class:`DeviceMemory`.
+
+    >>> import asyncio
+    >>> class NoteOnly:
+    ...     async def recall(self, memory):
+    ...         return Recall(await memory.note("summary") or "")
+    ...     async def consolidate(self, memory):
+    ...         await memory.save_note("summary", "talked")
+    >>> class Notes:
+    ...     device_id, session_id, kept = "aa:bb", "s1", {}
+    ...     async def note(self, kind): return self.kept.get(kind)
+    ...     async def save_note(self, kind, text): self.kept[kind] = text
+    >>> async def demo():
+    ...     m, notes = NoteOnly(), Notes()
+    ...     await m.consolidate(notes)
+    ...     return (await m.recall(notes)).notes
+    >>> asyncio.run(demo())
+    'talked'
+    """
+
+    async def recall(self, memory: DeviceMemory) -> Recall: ...
+
+    async def consolidate(self, memory: DeviceMemory) -> None: ...
 
 
 # --------------------------------------------------------------------------- bound
@@ -697,6 +866,22 @@ class BoundVision(_Bound, AsyncVisionProvider, Protocol):
     '4 bytes'
     """
 
+class BoundMemory(_Bound, Protocol):
+    """A memory provider as the core holds it (work methods ``async`` whatever its
+    flavour; a ``cpu`` one is handed a :class:`SyncDeviceMemory` by the core).
+
+    >>> from xiaozhi_core.executor import Executor, bind_memory
+    >>> class Nothing:
+    ...     async def recall(self, memory): return Recall()
+    >>> spec = ProviderSpec(role="memory", name="nothing", execution="io", factory=Nothing)
+    >>> bind_memory(spec, Nothing(), Executor()).name
+    'nothing'
+    """
+
+    async def recall(self, memory: object) -> Recall: ...
+
+    async def consolidate(self, memory: object) -> None: ...
+
 
 # --------------------------------------------------------------------------- capabilities
 @dataclass(frozen=True)
@@ -747,10 +932,12 @@ class LLMCapabilities:
 
     #: Accepts tool schemas and emits ToolCall items.
     tools: bool = False
+    #: ``chat(..., options=...)``: per-request options (the spec's ``request_options``).
+    options: bool = False
 
     @classmethod
     def of(cls, spec: ProviderSpec) -> LLMCapabilities:
-        return cls(tools="tools" in spec.capabilities)
+        return cls(tools="tools" in spec.capabilities, options="options" in spec.capabilities)
 
 
 @dataclass(frozen=True)
@@ -764,10 +951,30 @@ class TTSCapabilities:
 
     #: Speaks more than one language.
     multilingual: bool = False
+    #: ``synthesize(..., options=...)``: per-request options (``request_options``).
+    options: bool = False
 
     @classmethod
     def of(cls, spec: ProviderSpec) -> TTSCapabilities:
-        return cls(multilingual="multilingual" in spec.capabilities)
+        return cls(multilingual="multilingual" in spec.capabilities,
+                   options="options" in spec.capabilities)
+
+
+@dataclass(frozen=True)
+class MemoryCapabilities:
+    """What the core may rely on from a memory provider.
+
+    >>> MemoryCapabilities.of(ProviderSpec(role="memory", name="m", execution="io",
+    ...                                    factory="m:f", capabilities={"consolidate"}))
+    MemoryCapabilities(consolidate=True)
+    """
+
+    #: ``consolidate()`` is worth calling after every session.
+    consolidate: bool = False
+
+    @classmethod
+    def of(cls, spec: ProviderSpec) -> MemoryCapabilities:
+        return cls(consolidate="consolidate" in spec.capabilities)
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ __all__ = [
     "JSONObject",
     "JSONValue",
     "Message",
+    "Recall",
     "Role",
     "SegmentationDefaults",
     "SpeakerMatch",
@@ -46,8 +47,9 @@ JSONObject = dict[str, JSONValue]
 
 
 class Role(enum.StrEnum):
-    """The roles a provider can fill: the five of the voice pipeline, and ``vision``
-    (image + question → text, for the camera of boards that have one).
+    """The roles a provider can fill: the five of the voice pipeline, ``vision`` (image +
+    question → text, for the camera of boards that have one) and ``memory`` (what a
+    device's conversations leave for its next session).
 
     >>> Role("asr") is Role.ASR
     True
@@ -59,6 +61,7 @@ class Role(enum.StrEnum):
     TTS = "tts"
     VOICEPRINT = "voiceprint"
     VISION = "vision"
+    MEMORY = "memory"
 
 
 class Execution(enum.StrEnum):
@@ -168,3 +171,19 @@ class SegmentationDefaults:
     min_speech_ms: int | None = None
     #: Audio kept before the detected start.
     pre_roll_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Recall:
+    """What a memory provider remembers of a device when a session starts.
+
+    ``notes`` is added to the system prompt; ``history`` (whole user/assistant
+    exchanges, oldest first) seeds the session's conversation history.
+
+    >>> r = Recall("The user is called Ann.", [Message("user", "hi"), Message("assistant", "Hi!")])
+    >>> r.notes, len(r.history)
+    ('The user is called Ann.', 2)
+    """
+
+    notes: str = ""
+    history: list[Message] = field(default_factory=list)

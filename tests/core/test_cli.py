@@ -42,7 +42,7 @@ def test_plugins_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["plugins", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     fake_llm = next(p for p in doc["providers"] if (p["role"], p["name"]) == ("llm", "fake"))
-    assert fake_llm["capabilities"] == ["tools"] and fake_llm["execution"] == "cpu"
+    assert fake_llm["capabilities"] == ["options", "tools"] and fake_llm["execution"] == "cpu"
     assert fake_llm["distribution"] == "xiaozhi-testkit"
     assert isinstance(doc["failures"], list)
 

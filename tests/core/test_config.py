@@ -48,7 +48,7 @@ def test_unknown_top_level_key(tmp_path: Path, registry: Registry) -> None:
     assert (err.file, err.path) == (str(f), "sever")
     assert err.message == ("unknown key 'sever' (did you mean 'server'?); allowed keys: "
                            "server, executor, session, ota, vad, asr, llm, tts, voiceprint, "
-                           "vision")
+                           "vision, memory, store, profiles, devices")
     assert str(err).startswith(f"{f}: sever: unknown key 'sever'")
 
 

@@ -35,6 +35,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from ..config import HttpSettings
 from ..logutil import LogLimiter, clip
+from ..store.device_info import DeviceInfo, ota_device_info
 from .activation import ActivationStore
 from .auth import Authenticator, BadRequest, check_id
 from .firmware import (
@@ -99,6 +100,10 @@ class HttpHost(Protocol):
 
     async def metrics_report(self) -> bytes:
         """What ``GET /metrics`` answers (a worker: merged over every worker)."""
+        ...
+
+    def device_seen(self, device_id: str, info: DeviceInfo) -> None:
+        """An OTA check-in of ``device_id`` (board, firmware) for the device store."""
         ...
 
 log = logging.getLogger(__name__)
@@ -270,6 +275,8 @@ def make_app(server: HttpHost, settings: HttpSettings | None = None) -> web.Appl
                 log.warning("OTA refused for device %s: not on the allow-list", clip(device_id))
             return web.json_response({"error": "device is not allowed"}, status=403)
         response = _ota_response(server, request, body, device_id, client_id)
+        if device_id:
+            server.device_seen(device_id, ota_device_info(request.headers, body))
         if limiter.allow(f"ota:{request.remote}"):
             log.info("OTA check from %s (%s)", clip(device_id or "?"),
                      clip(request.headers.get("User-Agent", "?")))

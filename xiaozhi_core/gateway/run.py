@@ -9,18 +9,28 @@ import signal
 from typing import Any, TextIO
 
 from ..config import DeploymentConfig
+from ..errors import XiaozhiError
 from .server import XiaozhiServer
 
-__all__ = ["drain_until", "serve"]
+__all__ = ["drain_until", "reload_on_signal", "serve"]
 
 log = logging.getLogger(__name__)
+
+
+def reload_on_signal(server: XiaozhiServer) -> None:
+    """SIGHUP: reload the config; a broken one is refused (logged) and the running one
+    stays."""
+    try:
+        server.reload_config()
+    except XiaozhiError as exc:
+        log.error("reload refused, the running config stays: %s", " ".join(str(exc).split()))
 
 
 async def serve(config: DeploymentConfig, registry: Any, out: TextIO,
                 ready: asyncio.Event | None = None) -> None:
     """Build the providers, start the gateway, print where devices connect, and run
     until a signal (or until ``ready``'s owner cancels us)."""
-    server = await XiaozhiServer.create(config)
+    server = await XiaozhiServer.create(config, registry)
     try:
         await server.start()
         print(f"WebSocket URL (give it to devices): {server.ws_url}", file=out)
@@ -28,6 +38,8 @@ async def serve(config: DeploymentConfig, registry: Any, out: TextIO,
         print(f"Health: http://{server.ota_url.split('/')[2]}/health   "
               f"Metrics: http://{server.ota_url.split('/')[2]}/metrics", file=out)
         print(f"Auth: {'on' if server.auth.enabled else 'off'}", file=out)
+        print(f"Store: {server.store.location if server.store is not None else 'off'}",
+              file=out)
         for role, bound in server.providers.items():
             try:
                 origin = registry.lookup(role, bound.name).origin
@@ -40,6 +52,8 @@ async def serve(config: DeploymentConfig, registry: Any, out: TextIO,
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, reload_on_signal, server)
         if ready is not None:
             ready.set()
         await stop.wait()

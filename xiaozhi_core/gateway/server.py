@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
@@ -37,16 +38,22 @@ from websockets.http11 import Request, Response
 from ..app import Providers, build_providers, close_providers
 from ..audio import Resampler
 from ..config import DeploymentConfig, ServerSettings
-from ..errors import StartupError
+from ..errors import ConfigError, StartupError
 from ..executor import Executor
 from ..logutil import LogLimiter, clip
 from ..looplag import LoopLagMonitor
 from ..protocol.opus import OpusEncoder
+from ..providers import MemoryCapabilities
 from ..session.audio_hub import AudioHub
 from ..session.host import OutputFormat, SessionHost
+from ..session.profiles import ProfileBook, build_profiles
+from ..session.recall import StoreDeviceMemory, consolidate
 from ..session.segmenter import segmentation_params
 from ..session.session import Session
 from ..session.transport import Peer
+from ..session.voices import SharedVoiceprint
+from ..store.device_info import DeviceInfo
+from ..store.errors import StoreError
 from ..types import SegmentationDefaults
 from .activation import ActivationStore
 from .admission import Admission, LocalAdmission
@@ -58,7 +65,9 @@ from .vision import EXPLAIN_PATH, VisionTokens
 from .ws_transport import WebSocketTransport, describe_close
 
 if TYPE_CHECKING:
+    from ..registry import Registry
     from ..session.transport import Transport
+    from ..store import Store
     from .mqtt.gateway import MqttGateway
 
 __all__ = ["WS_PATH", "XiaozhiServer", "listen_error"]
@@ -66,6 +75,20 @@ __all__ = ["WS_PATH", "XiaozhiServer", "listen_error"]
 log = logging.getLogger(__name__)
 
 WS_PATH = "/xiaozhi/v1/"
+
+#: ``session:`` keys a reload applies to new turns (through the default profile); any
+#: other changed key outside ``profiles:`` and ``devices:`` needs a restart.
+_RELOADABLE_SESSION = ("system_prompt", "greeting", "goodbye", "tts_voice", "server_tools",
+                       "default_profile")
+
+
+def _flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flat(v, f"{prefix}.{k}" if prefix else str(k), out)
+    else:
+        out[prefix] = value
+    return out
 
 
 def devices_path(config: DeploymentConfig) -> Path:
@@ -111,8 +134,15 @@ class XiaozhiServer:
     """Owns the executor, the shared providers, the audio hub and every session."""
 
     def __init__(self, config: DeploymentConfig, providers: Providers,
-                 executor: Executor) -> None:
+                 executor: Executor, registry: Registry | None = None) -> None:
         self.config = config
+        #: Where ``reload_config`` looks providers up (default: the installed plugins).
+        self.registry = registry
+        #: The current profiles; a reload swaps in a new set (new turns see it).
+        self.profiles = ProfileBook(build_profiles(config))
+        #: The device store (opened by start() when ``store.enabled``).
+        self.store: Store | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.providers = providers
         self.executor = executor
         self.metrics = Metrics()
@@ -164,11 +194,13 @@ class XiaozhiServer:
         self.ota_hosts: dict[str, str] = {}
 
     @classmethod
-    async def create(cls, config: DeploymentConfig) -> XiaozhiServer:
+    async def create(cls, config: DeploymentConfig,
+                     registry: Registry | None = None) -> XiaozhiServer:
         """Build the executor and every selected provider, then the server."""
+        build_profiles(config)   # refuse a bad profile before loading any model
         executor = Executor(config.executor)
         providers = await build_providers(config, executor)
-        server = cls(config, providers, executor)
+        server = cls(config, providers, executor, registry)
         server._owns_executor = True
         return server
 
@@ -200,6 +232,7 @@ class XiaozhiServer:
         http_port = self.http_port if http_port is None else http_port
         self.lag_monitor.start()
         self.hub.start()
+        await self._open_store()
         self.session_host = await self.make_session_host()
         limits = self.config.server.limits
         try:
@@ -286,6 +319,23 @@ class XiaozhiServer:
             await asyncio.wait(closing.values(), timeout=5)
         log.info("drained %d sessions", n)
 
+    async def _open_store(self) -> None:
+        """Open the device store (``store.enabled``; SQLAlchemy is imported only here),
+        export its counters, and share enrolled voices through it."""
+        settings = self.config.store
+        if not settings.enabled or self.store is not None:
+            return
+        from ..store import Store, StoreCollector
+
+        self.store = Store(settings)
+        await self.store.open()
+        self.metrics.registry.register(StoreCollector(self.store.stats))
+        if self.providers.voiceprint is not None:
+            shared = SharedVoiceprint(self.providers.voiceprint, self.store)
+            await shared.resolve_model()
+            self.providers = dataclasses.replace(self.providers, voiceprint=shared)
+        log.info("store: %s", self.store.location)
+
     async def stop(self) -> None:
         if self.mqtt is not None:
             await self.mqtt.stop()
@@ -302,6 +352,14 @@ class XiaozhiServer:
             self._http = None
         await self.hub.stop()
         self.lag_monitor.stop()
+        if self._background:   # memory consolidation of the last sessions (bounded)
+            await asyncio.wait(list(self._background),
+                               timeout=self.config.server.timeouts.provider)
+            for task in list(self._background):
+                task.cancel()
+        if self.store is not None:
+            await self.store.close()
+            self.store = None
         if self._owns_executor:
             await close_providers(self.providers)
             self.executor.shutdown(wait=False)
@@ -330,7 +388,7 @@ class XiaozhiServer:
             executor=self.executor, hub=self.hub, metrics=self.metrics,
             segmentation=segmentation_params(cfg, defaults), output=output,
             apology_frames=await self._prepare_apology(output),
-            vision_grant=self.vision_grant)
+            vision_grant=self.vision_grant, profiles=self.profiles, store=self.store)
 
     def vision_grant(self, session_id: str, device_id: str) -> dict[str, str]:
         """MCP ``capabilities.vision`` for a new session: the explain URL and a fresh
@@ -523,6 +581,104 @@ class XiaozhiServer:
             self.sessions.pop(session.session_id, None)
             self.metrics.sessions_active.set(len(self.sessions))
             log.info("session %s closed", session.session_id)
+            if session.hello is not None:
+                self._session_over(session, session.close_reason or "closed")
+
+    def _session_over(self, session: Session, reason: str) -> None:
+        """Record the end of a session and let the memory provider condense it (in the
+        background: a failure there is logged and touches no session)."""
+        store, memory = self.store, self.providers.memory
+        if store is None:
+            return
+        store.session_ended(session.session_id, reason=reason)
+        if memory is None or not MemoryCapabilities.of(memory.spec).consolidate \
+                or not session.turn_seq:
+            return
+        view = StoreDeviceMemory(store, self.providers.llm, session.device.device_id,
+                                 session.session_id, self.config.server.timeouts.provider)
+        task = asyncio.get_running_loop().create_task(
+            self._consolidate(view), name=f"consolidate-{session.session_id[:8]}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _consolidate(self, view: StoreDeviceMemory) -> None:
+        memory = self.providers.memory
+        if memory is not None:
+            await consolidate(memory, view, self.executor)
+
+    # ------------------------------------------------------------------ devices, profiles
+    def device_seen(self, device_id: str, info: DeviceInfo) -> None:
+        """An OTA check-in: record the device with its board and firmware."""
+        if self.store is not None and device_id:
+            self.store.device_seen(device_id, **info._asdict())
+
+    def profile_names(self) -> list[str]:
+        """The profiles a device can be mapped to under the current config."""
+        return self.profiles.current.names()
+
+    async def set_device_profile(self, device_id: str, name: str | None) -> None:
+        """Map ``device_id`` to profile ``name`` (None: the default) in the store, and
+        apply it to the device's open sessions from their next turn. Raises
+        :class:`ConfigError` for a profile the current config does not define and
+        :class:`StoreError` when there is no store or it cannot be written."""
+        device_id = device_id.strip().lower()
+        if not device_id:
+            raise ConfigError("device id is empty")
+        if name is not None and name not in self.profiles.current.profiles:
+            raise ConfigError(f"unknown profile {name!r}; defined: "
+                              f"{', '.join(self.profile_names()) or '(none)'}")
+        if self.store is None:
+            raise StoreError("no device store (store.enabled is false)")
+        await self.store.set_profile(device_id, name, create=True)
+        for session in list(self.sessions.values()):
+            if session.device.device_id.lower() == device_id:
+                session.set_stored_profile(name)
+        log.info("device %s mapped to profile %s", device_id, name or "(default)")
+
+    def reload_config(self) -> list[str]:
+        """Re-read the config files, validate them exactly like ``xiaozhi config check``
+        and apply what can change at run time to new turns: ``profiles:``, ``devices:``
+        and the ``session:`` keys of the default profile (system prompt, greeting,
+        goodbye, voice, server tools, default profile). Returns one line per change,
+        saying which changed keys only a restart applies. Raises :class:`ConfigError`
+        (file, key path, what is allowed) and changes nothing when the files are
+        invalid."""
+        from ..config import load_config
+
+        files = [f for f in self.config.files if not f.startswith("<")]
+        if not files:
+            raise ConfigError("this server was not started from config files; nothing to "
+                              "reload")
+        if self.registry is None:
+            from ..registry import default_registry
+            self.registry = default_registry()
+        new = load_config(files, self.registry, auto_local=False)
+        profiles = build_profiles(new)        # may raise: nothing applied yet
+        old_flat = _flat({k: v for k, v in self.config.raw.items()
+                          if k not in ("profiles", "devices")}, "", {})
+        new_flat = _flat({k: v for k, v in new.raw.items()
+                          if k not in ("profiles", "devices")}, "", {})
+        changed = sorted(k for k in set(old_flat) | set(new_flat)
+                         if old_flat.get(k) != new_flat.get(k))
+        restart = [k for k in changed if not any(
+            k == f"session.{r}" or k.startswith(f"session.{r}.") for r in _RELOADABLE_SESSION)]
+        self.profiles.swap(profiles)
+        session_raw = {k: v for k, v in (self.config.raw.get("session") or {}).items()
+                       if k not in _RELOADABLE_SESSION}
+        session_raw.update({k: v for k, v in (new.raw.get("session") or {}).items()
+                            if k in _RELOADABLE_SESSION})
+        self.config = dataclasses.replace(
+            self.config, raw={**self.config.raw, "profiles": new.raw.get("profiles"),
+                              "devices": new.raw.get("devices"), "session": session_raw},
+            profiles=new.profiles, devices=new.devices, request_options=new.request_options)
+        lines = [f"reloaded {' + '.join(files)}: {len(profiles.profiles)} profile(s), "
+                 f"default {profiles.default.name!r}, {len(profiles.devices)} device "
+                 "mapping(s); new turns use them"]
+        if restart:
+            lines.append(f"changed but applied only by a restart: {', '.join(restart)}")
+        for line in lines:
+            log.warning("%s", line)
+        return lines
 
     @property
     def settings(self) -> ServerSettings:
@@ -573,7 +729,8 @@ class XiaozhiServer:
         out: dict[str, object] = {
             "status": "draining" if self.draining else "ok", "sessions": len(self.sessions),
             "loop_lag_ms": self.lag_monitor.stats()["p99_ms"],
-            "providers": {role.value: b.name for role, b in self.providers.items()}}
+            "providers": {role.value: b.name for role, b in self.providers.items()},
+            "store": self.store.location if self.store is not None else None}
         if self.mqtt is not None:
             out["mqtt"] = self.mqtt.health()
         return out

@@ -57,9 +57,10 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 
 from ..config import DeploymentConfig
 from ..errors import ConfigError
+from ..logfmt import JsonFormatter
 from .admission import SharedAdmission
 from .promerge import merge_expositions
-from .run import drain_until
+from .run import drain_until, reload_on_signal
 from .server import XiaozhiServer, listen_error
 
 __all__ = ["Supervisor", "WorkerSpec", "WorkerServer", "reserve_port", "run_workers"]
@@ -243,6 +244,8 @@ async def serve_worker(config: DeploymentConfig, spec: WorkerSpec,
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, reload_on_signal, server)
         watch = loop.create_task(_watch_supervisor(stop))
         out.write(json.dumps({"ready": True, "pid": os.getpid(), "worker": spec.index}) + "\n")
         out.flush()
@@ -273,9 +276,11 @@ def worker_main() -> int:
     from ..errors import XiaozhiError
     from ..registry import default_registry
 
-    logging.basicConfig(stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s [worker %(process)d] %(name)s: "
-                               "%(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if os.environ.get("XIAOZHI_LOG_FORMAT") == "json"
+                         else logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d]"
+                                                " %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(os.environ.get("XIAOZHI_LOG_LEVEL", "WARNING").upper())
     spec = WorkerSpec(**json.loads(os.environ[SPEC_ENV]))
     try:
@@ -424,11 +429,20 @@ class Supervisor:
         print(f"OTA URL (set it in the device firmware): http://{http}/xiaozhi/ota/", file=out)
         print(f"Health: http://{http}/health   Metrics: http://{http}/metrics", file=out)
         print(f"Auth: {'on' if s.auth_enabled else 'off'}", file=out)
+        print(f"Store: {_store_location(self.config)}", file=out)
         pids = ", ".join(str(w.proc.pid) for w in self.workers if w.proc)
         print(f"Workers: {self.count} (pids {pids}; supervisor {os.getpid()})", file=out)
         for role, choice in self.config.choices().items():
             print(f"  {role}: {choice.provider} ({choice.spec.execution})", file=out)
         out.flush()
+
+    def reload(self) -> None:
+        """SIGHUP: every worker reloads the config files (each refuses a broken one and
+        keeps its running config, logging why)."""
+        for w in self.workers:
+            if w.proc is not None and w.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    w.proc.send_signal(signal.SIGHUP)
 
     async def shutdown(self) -> None:
         """Have every worker drain (SIGTERM), wait ``drain_timeout`` + 10 s, then kill."""
@@ -477,7 +491,17 @@ async def run_workers(config: DeploymentConfig, files: list[str], auto_local: bo
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     supervisor = Supervisor(config, files, auto_local, workers, out, log_level)
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, supervisor.reload)
     return await supervisor.run(stop)
+
+
+def _store_location(config: DeploymentConfig) -> str:
+    if not config.store.enabled:
+        return "off"
+    from ..store.engine import describe, resolve_url
+
+    return describe(resolve_url(config.store))
 
 
 if __name__ == "__main__":

@@ -14,15 +14,19 @@ Example (the metrics sink can be anything with these methods):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from ..app import Providers
 from ..config import LimitSettings, SessionSettings, TimeoutSettings
 from ..executor import Executor
 from .audio_hub import AudioHub
 from .latency import TurnLatency
+from .profiles import DEFAULT, Profile, ProfileBook, ProfileSet, ToolPolicy
 from .segmenter import SegmentationParams
+
+if TYPE_CHECKING:
+    from ..store import Store
 
 __all__ = ["NullMetrics", "OutputFormat", "SessionHost", "SessionMetrics"]
 
@@ -149,3 +153,15 @@ class SessionHost:
     #: a session offers its device (where a camera board uploads photos). None: the
     #: harmless ``{"url": "", "token": ""}``, which clients that expect the field accept.
     vision_grant: Callable[[str, str], dict[str, str]] | None = None
+    #: The current profiles (swapped as a whole by a config reload; turns read it when
+    #: they start). Default: one profile made of ``session``.
+    profiles: ProfileBook = field(default=None)  # type: ignore[assignment]
+    #: The device store (None: nothing recorded, no durable memory).
+    store: Store | None = None
+
+    def __post_init__(self) -> None:
+        if self.profiles is None:
+            s = self.session
+            default = Profile(DEFAULT, s.system_prompt, s.tts_voice, None, s.greeting,
+                              s.goodbye, 0, ToolPolicy(frozenset(s.server_tools)))
+            object.__setattr__(self, "profiles", ProfileBook(ProfileSet({}, default, {})))

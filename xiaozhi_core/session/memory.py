@@ -40,7 +40,27 @@ class Memory:
         while len(self.turns) > 1 and total > self.budget:
             total -= sum(_size(m) for m in self.turns.pop(0))
 
-    def messages(self, context: str = "") -> list[Message]:
-        """System prompt (+ per-turn context such as the identified speaker) and history."""
-        system = self.system_prompt + (f"\n{context}" if context else "")
+    def seed(self, history: list[Message]) -> None:
+        """Put earlier sessions' exchanges (user/assistant pairs, oldest first) before
+        this session's turns, within the budget.
+
+        >>> m = Memory("S", 100)
+        >>> m.seed([Message("user", "a"), Message("assistant", "b"), Message("user", "c")])
+        >>> [[x.content for x in t] for t in m.turns]
+        [['a', 'b'], ['c']]
+        """
+        earlier: list[list[Message]] = []
+        for msg in history:
+            if msg.role == "user" or not earlier:
+                earlier.append([msg])
+            else:
+                earlier[-1].append(msg)
+        self.turns[:0] = earlier
+        self._trim()
+
+    def messages(self, context: str = "", system_prompt: str | None = None) -> list[Message]:
+        """System prompt (``system_prompt`` or the one given at creation, + per-turn
+        context such as the identified speaker or remembered notes) and history."""
+        system = (self.system_prompt if system_prompt is None else system_prompt) + (
+            f"\n{context}" if context else "")
         return [Message("system", system), *(m for t in self.turns for m in t)]

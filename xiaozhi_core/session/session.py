@@ -16,9 +16,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
+from typing import Any
 
 import numpy as np
 
+from ..logfmt import cut, plain
 from ..logutil import LogLimiter, clip
 from ..protocol import messages as msg
 from ..providers import ASRCapabilities, AsyncASRStream, LLMCapabilities
@@ -27,6 +29,8 @@ from .host import SessionHost
 from .lane import AudioLane, AudioRate, ControlItem, ListenMode
 from .mcp import MCPClient, MCPError
 from .memory import Memory
+from .profiles import Profile
+from .recall import StoreDeviceMemory, recall
 from .segmenter import Segment
 from .tools import ToolBox
 from .transport import Peer, Transport, TransportClosed
@@ -54,6 +58,16 @@ class Session:
         self.llm_tools = LLMCapabilities.of(host.providers.llm.spec).tools
         self.mcp = MCPClient(self._send_mcp, host.timeouts.mcp)
         self.speaker: str | None = None
+        # profile and durable memory (resolved after the hello, see _prepare)
+        #: The profile the store maps this device to (None: none, or not read yet).
+        self.stored_profile: str | None = None
+        self.profile: Profile = host.profiles.current.resolve(self.device.device_id, None)
+        #: What the memory provider recalled, added to the system prompt.
+        self.memory_notes = ""
+        self._prepared: asyncio.Task[None] | None = None
+        #: Why the session ended, when the session itself knows (e.g. ``idle timeout``).
+        self.close_reason: str | None = None
+        self.started_at = time.time()
         # protocol state
         self.hello: dict[str, object] | None = None
         #: Called once the device said hello (the gateway moves it out of its pending
@@ -210,10 +224,54 @@ class Session:
         await self.send_json(hello)
         raw_features = data.get("features")
         features: dict[str, object] = raw_features if isinstance(raw_features, dict) else {}
+        if self._prepared is None:
+            store = self.host.store
+            if store is not None:
+                store.session_started(self.session_id, self.device.device_id,
+                                      transport=self.transport.kind)
+            self._prepared = self._spawn(self._prepare(), "prepare")
         if features.get("mcp"):
             self._spawn(self._init_mcp(), "mcp-init")
         log.info("session %s: hello from %s (protocol v%d, mcp=%s)", self.session_id,
                  self.device.device_id, self.protocol_version, bool(features.get("mcp")))
+
+    async def _prepare(self) -> None:
+        """Read the device's profile mapping and let the memory provider recall it
+        (both bounded by ``store.read_timeout``; on failure the session goes on with
+        the defaults and no memory)."""
+        store, providers = self.host.store, self.host.providers
+        if store is None:
+            return
+        self.stored_profile = await store.device_profile(self.device.device_id)
+        if providers.memory is not None:
+            memory = StoreDeviceMemory(store, providers.llm, self.device.device_id,
+                                       self.session_id, self.host.timeouts.provider)
+            remembered = await recall(providers.memory, memory, self.host.executor,
+                                      within=store.settings.read_timeout * 3)
+            self.memory_notes = remembered.notes.strip()
+            if remembered.history:
+                self.memory.seed(list(remembered.history))
+
+    async def ready(self) -> None:
+        """Wait (bounded) for :meth:`_prepare`: a turn starts with the device's profile
+        and memory when they can be had, and without them when they cannot."""
+        task = self._prepared
+        if task is None or task.done():
+            return
+        limit = self.host.store.settings.read_timeout * 4 if self.host.store else 1.0
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), limit)
+
+    def current_profile(self) -> Profile:
+        """This device's profile as the current config defines it (a reload or a new
+        mapping applies from the next turn)."""
+        self.profile = self.host.profiles.current.resolve(self.device.device_id,
+                                                          self.stored_profile)
+        return self.profile
+
+    def set_stored_profile(self, name: str | None) -> None:
+        """The device was mapped to ``name`` (None: the default) while connected."""
+        self.stored_profile = name
 
     # ------------------------------------------------------------------ sending
     async def send_json(self, message: dict[str, object]) -> None:
@@ -273,7 +331,8 @@ class Session:
             text = str(data.get("text", "")).strip()
             self.last_voice = time.monotonic()
             if self._is_wake_word(text):
-                greeting = self.settings.greeting
+                await self.ready()
+                greeting = self.current_profile().greeting
                 if greeting:
                     await self.start_turn(self._turn(speak=greeting, kind="greeting"))
             elif text:
@@ -438,12 +497,32 @@ class Session:
         if turn.latency.error is None:
             self.host.metrics.turn_outcome("ok")
             self.host.metrics.observe_turn(turn.latency)
-            log.info("session %s turn %d latency: %s", self.session_id, turn.id,
-                     {k: v for k, v in record.items() if k.endswith("_ms")})
         elif turn.latency.error == "disconnected":
             self.host.metrics.turn_outcome("disconnected")
+        self._record_turn(turn, record)
         if turn.id == self.active_turn_id and self.listen_mode != "manual":
             self._resume_listening()
+
+    def _record_turn(self, turn: Turn, record: dict[str, object]) -> None:
+        """The turn's one log line and its row in the store (a plain queue append)."""
+        error = turn.latency.error
+        outcome = turn.outcome
+        latency = {k: v for k, v in record.items() if k.endswith("_ms") and v is not None}
+        reply = turn.reply_text
+        store = self.host.store
+        transcripts = store.settings.transcripts if store is not None else True
+        fields: dict[str, Any] = {
+            "device": self.device.device_id, "session": self.session_id, "turn": turn.id,
+            "kind": turn.latency.kind, "profile": turn.profile_name, "outcome": outcome,
+            "latency": latency, "speaker": self.speaker, "error": error}
+        if transcripts:
+            fields.update(text=turn.text, reply=reply)
+        log.info("turn %s", format_turn(fields), extra={"turn": fields})
+        if store is not None and outcome != "nothing":
+            store.turn_recorded(
+                session_id=self.session_id, device_id=self.device.device_id, turn=turn.id,
+                kind=turn.latency.kind, outcome=outcome, text=turn.text, reply=reply,
+                speaker=self.speaker, latency=latency, error=error, at=turn.started_at)
 
     def turn_failed(self, error: BaseException) -> None:
         self.host.metrics.turn_outcome("failed")
@@ -505,7 +584,8 @@ class Session:
             if busy or time.monotonic() - self.last_voice < idle:
                 continue
             log.info("session %s: no voice for %g s; saying goodbye", self.session_id, idle)
-            goodbye = self.settings.goodbye
+            goodbye = self.current_profile().goodbye
+            self.close_reason = "idle timeout"
             if goodbye:
                 await self.start_turn(self._turn(speak=goodbye, kind="goodbye"))
                 if self.turn_task is not None:
@@ -513,6 +593,27 @@ class Session:
                         await asyncio.shield(self.turn_task)
             await self.transport.close(1000, "idle timeout")
             return
+
+
+def format_turn(fields: dict[str, Any]) -> str:
+    """A turn's fields as one ``key=value`` log line, device-supplied text clipped.
+
+    >>> format_turn({"device": "aa:bb\\nX", "outcome": "ok", "latency": {"total_ms": 5.0},
+    ...              "error": None})
+    "device=aa:bb?X outcome=ok latency={'total_ms': 5.0}"
+    >>> format_turn({"text": "x" * 300})[-14:]
+    "'…(+220 chars)"
+    """
+    parts = []
+    for key, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, str) and key in ("text", "reply", "error"):
+            value = clip(value)
+        elif isinstance(value, str):
+            value = plain(value)
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 async def _close_stream(stream: AsyncASRStream) -> None:

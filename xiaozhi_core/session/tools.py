@@ -17,6 +17,7 @@ import datetime
 import json
 import re
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from ..types import JSONObject, ToolCall, ToolSpec
 
@@ -34,6 +35,15 @@ SERVER_TOOLS: dict[str, tuple[ToolSpec, Callable[[JSONObject], Awaitable[str]]]]
     "get_time": (ToolSpec("get_time", "Get the current local date, time and weekday.",
                           {"type": "object", "properties": {}}), _get_time),
 }
+
+
+class ToolPolicyLike(Protocol):
+    """Which tools a profile allows (:class:`~xiaozhi_core.session.profiles.ToolPolicy`)."""
+
+    @property
+    def server(self) -> frozenset[str]: ...
+
+    def allows_device(self, mcp_name: str) -> bool: ...
 
 
 def llm_name(name: str) -> str:
@@ -72,12 +82,24 @@ class ToolBox:
             self.device[spec.name] = (name, spec)
         self.device_call = call
 
-    def specs(self) -> list[ToolSpec]:
-        return [s for s, _ in self.server.values()] + [s for _, s in self.device.values()]
+    def specs(self, policy: ToolPolicyLike | None = None) -> list[ToolSpec]:
+        """The tools to offer; ``policy`` (a profile's) narrows them: its ``server``
+        names (any server tool, not only the session's) and the device tools it allows."""
+        if policy is None:
+            return [s for s, _ in self.server.values()] + [s for _, s in self.device.values()]
+        return ([SERVER_TOOLS[n][0] for n in sorted(policy.server) if n in SERVER_TOOLS]
+                + [s for mcp, s in self.device.values() if policy.allows_device(mcp)])
 
-    async def call(self, call: ToolCall) -> str:
+    async def call(self, call: ToolCall, policy: ToolPolicyLike | None = None) -> str:
         """Run a tool; failures come back as text for the LLM, never as exceptions."""
         try:
+            if policy is not None:
+                if call.name in SERVER_TOOLS and call.name in policy.server:
+                    return await SERVER_TOOLS[call.name][1](call.arguments)
+                if call.name in self.device and policy.allows_device(self.device[call.name][0]) \
+                        and self.device_call is not None:
+                    return await self.device_call(self.device[call.name][0], call.arguments)
+                return json.dumps({"error": f"tool {call.name} is not available"})
             if call.name in self.server:
                 return await self.server[call.name][1](call.arguments)
             if call.name in self.device and self.device_call is not None:

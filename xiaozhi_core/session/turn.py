@@ -36,6 +36,7 @@ from ..types import ASRResult, Message, ToolCall
 from .host import SessionHost
 from .latency import TurnLatency
 from .memory import Memory
+from .profiles import Profile
 from .text import SentenceCutter, clean_for_speech, detect_emotion
 from .tools import ToolBox
 from .transport import TransportClosed
@@ -61,6 +62,8 @@ class TurnHooks(Protocol):
     memory: Memory
     tools: ToolBox
     llm_tools: bool
+    #: What the memory provider recalled of the device (added to the system prompt).
+    memory_notes: str
 
     @property
     def listen_mode(self) -> str: ...
@@ -70,6 +73,14 @@ class TurnHooks(Protocol):
     async def send_audio(self, turn_id: int, packet: bytes) -> None: ...
 
     def speaker_identified(self, name: str | None) -> None: ...
+
+    async def ready(self) -> None:
+        """Wait (bounded) until the device's profile and memory are known."""
+        ...
+
+    def current_profile(self) -> Profile:
+        """The device's profile under the current config."""
+        ...
 
     def turn_finished(self, turn: Turn) -> None: ...
 
@@ -125,6 +136,12 @@ class Turn:
         self.speak_text = speak
         self.asr_result = asr_result
         self.latency = TurnLatency(turn_id, kind, end_of_speech or time.monotonic())
+        #: Wall-clock start (epoch seconds), for the store.
+        self.started_at = time.time()
+        #: The profile this turn runs with (resolved when it starts).
+        self.profile: Profile | None = None
+        #: Nothing was recognised (no turn to record).
+        self.empty = False
         self.reply_parts: list[str] = []
         self.tts_started = False
         self.tts_stopped = False
@@ -134,6 +151,28 @@ class Turn:
         self.asr_stream: AsyncASRStream | None = None
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def profile_name(self) -> str | None:
+        return self.profile.name if self.profile is not None else None
+
+    @property
+    def reply_text(self) -> str | None:
+        """What the turn answered (the LLM's text, or the spoken greeting/goodbye)."""
+        if self.speak_text is not None:
+            return self.speak_text
+        reply = "".join(self.reply_parts).strip()
+        return reply or None
+
+    @property
+    def outcome(self) -> str:
+        """``ok``, ``failed``, ``aborted`` or ``nothing`` (nothing recognised)."""
+        if self.empty:
+            return "nothing"
+        error = self.latency.error
+        if error is None:
+            return "ok"
+        return "aborted" if error == "cancelled" else "failed"
+
     @property
     def timeout(self) -> float:
         return self.host.timeouts.provider
@@ -169,9 +208,12 @@ class Turn:
     async def run(self) -> None:
         s = self.session
         try:
+            await s.ready()
+            self.profile = s.current_profile()
             if self.speak_text is None and self.text is None:
                 text = await self._recognise()
                 if not text:
+                    self.empty = True
                     log.info("session %s turn %d: nothing recognised", s.session_id, self.id)
                     if s.listen_mode == "manual":
                         await s.send_json(msg.tts(s.session_id, "stop"))
@@ -222,8 +264,10 @@ class Turn:
                         await stream.close()
             if self.asr_result is None:
                 assert self.audio is not None
-                self.asr_result = await self._within(
-                    f"ASR provider '{providers.asr.name}'", providers.asr.transcribe(self.audio))
+                language = self.profile.language if self.profile is not None else None
+                call = providers.asr.transcribe(self.audio, language=language) if language \
+                    else providers.asr.transcribe(self.audio)
+                self.asr_result = await self._within(f"ASR provider '{providers.asr.name}'", call)
         finally:
             if vp_task is not None:
                 if self.asr_result is None:
@@ -262,12 +306,18 @@ class Turn:
 
     async def _think(self, sentences: asyncio.Queue[str | None]) -> None:
         s, llm = self.session, self.host.providers.llm
+        profile = self.profile or s.current_profile()
         cutter = SentenceCutter()
         emotion_sent = False
+        spoken_chars = 0
+        said: list[str] = []
+        budget = profile.reply_chars
 
         async def emit(parts: list[str]) -> None:
-            nonlocal emotion_sent
+            nonlocal emotion_sent, spoken_chars
             for sentence in parts:
+                spoken_chars += len(sentence)
+                said.append(sentence)
                 if not emotion_sent:
                     emotion_sent = True
                     await s.send_json(msg.llm_emotion(s.session_id, detect_emotion(sentence)))
@@ -281,15 +331,23 @@ class Turn:
             await sentences.put(_END)
             return
         assert self.text is not None
-        context = f"The user speaking is {s.speaker}." if s.speaker else ""
-        messages = [*s.memory.messages(context), Message("user", self.text)]
-        tools = s.tools.specs() if s.llm_tools else []
+        context = "\n".join(part for part in (
+            f"What you remember about this user from earlier conversations: "
+            f"{s.memory_notes}" if s.memory_notes else "",
+            f"The user speaking is {s.speaker}." if s.speaker else "") if part)
+        messages = [*s.memory.messages(context, profile.prompt), Message("user", self.text)]
+        tools = s.tools.specs(profile.tools) if s.llm_tools else []
         max_rounds = self.host.session.max_tool_rounds
+        extra: dict[str, object] = {}
+        if profile.llm_options is not None:
+            extra["options"] = profile.llm_options
         t0 = time.monotonic()
+        cut = False
         for round_no in range(max_rounds + 1):
             calls: list[ToolCall] = []
             round_text: list[str] = []
-            stream = llm.chat(messages, tools=tools if tools and round_no < max_rounds else None)
+            stream = llm.chat(messages, tools=tools if tools and round_no < max_rounds else None,
+                              **extra)
             async for item in self._items(f"LLM provider '{llm.name}'", stream):
                 if self.latency.llm_first_token is None and item:
                     self.latency.llm_first_token = time.monotonic()
@@ -301,7 +359,10 @@ class Turn:
                     round_text.append(item)
                     self.reply_parts.append(item)
                     await emit(cutter.feed(item))
-            if not calls:
+                    if budget and spoken_chars >= budget:
+                        cut = True   # the reply-length budget: stop at this sentence end
+                        break
+            if cut or not calls:
                 break
             assistant = Message("assistant", "".join(round_text), tool_calls=calls)
             messages.append(assistant)
@@ -309,11 +370,16 @@ class Turn:
             for call in calls:
                 log.info("session %s turn %d: tool call %s(%s)", s.session_id, self.id,
                          clip(call.name), clip(call.arguments))
-                result = await s.tools.call(call)
+                result = await s.tools.call(call, profile.tools)
                 tool_msg = Message("tool", result, tool_call_id=call.id)
                 messages.append(tool_msg)
                 self.history.append(tool_msg)
-        await emit(cutter.flush())
+        if cut:
+            self.reply_parts = ["".join(said)]
+            log.info("session %s turn %d: reply cut at the profile's %d-character budget",
+                     s.session_id, self.id, budget)
+        else:
+            await emit(cutter.flush())
         await sentences.put(_END)
 
     async def _speak(self, sentences: asyncio.Queue[str | None],
@@ -322,12 +388,18 @@ class Turn:
         tts, out, executor = host.providers.tts, host.output, host.executor
         encoder = OpusEncoder(out.sample_rate, out.frame_ms,
                               complexity=host.session.opus_complexity)
-        voice = host.session.tts_voice
+        profile = self.profile
+        voice = profile.voice if profile is not None else host.session.tts_voice
+        extra: dict[str, object] = {}
+        if voice:
+            extra["voice"] = voice
+        if profile is not None and profile.tts_options is not None:
+            extra["options"] = profile.tts_options
         while (sentence := await sentences.get()) is not None:
             await frames.put(SubtitleEvent("sentence_start", sentence))
             resampler = Resampler(out.tts_sample_rate, out.sample_rate)
             t0 = time.monotonic()
-            stream = tts.synthesize(sentence, voice=voice) if voice else tts.synthesize(sentence)
+            stream = tts.synthesize(sentence, **extra)
             async for chunk in self._items(f"TTS provider '{tts.name}'", stream):
                 if not chunk:
                     continue

@@ -41,7 +41,9 @@ __all__ = [
     "FakeAsyncLLM",
     "FakeAsyncTTS",
     "FakeLLM",
+    "FakeLLMRequest",
     "FakeTTS",
+    "FakeTTSRequest",
     "FakeVision",
     "FakeVoiceprint",
     "fake_config",
@@ -202,6 +204,14 @@ class FakeLLMOptions:
     record: bool = True
 
 
+@dataclass
+class FakeLLMRequest:
+    """Per-request options the fake LLM accepts (a profile's ``llm:``)."""
+
+    model: str | None = None
+    temperature: float | None = None
+
+
 def _tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S+", text)
 
@@ -238,13 +248,16 @@ class FakeLLM:
     def __init__(self, options: FakeLLMOptions | None = None, **kw: Any) -> None:
         self.options = options or FakeLLMOptions(**kw)
         self.script = _LLMScript(self.options)
+        #: The per-request options of each chat (None: none passed).
+        self.request_options: list[FakeLLMRequest | None] = []
 
     @property
     def requests(self) -> list[tuple[list[Message], list[ToolSpec]]]:
         return self.script.requests
 
-    def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
-             ) -> Iterator[str | ToolCall]:
+    def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
+             options: FakeLLMRequest | None = None) -> Iterator[str | ToolCall]:
+        self.request_options.append(options)
         for i, item in enumerate(self.script.plan(messages, tools)):
             self.script.check(i)
             if d := self.script.delay(i):
@@ -303,6 +316,13 @@ def _tts_chunks(o: FakeTTSOptions, text: str) -> Iterable[bytes]:
     return (pcm[i:i + step] for i in range(0, len(pcm), step))
 
 
+@dataclass
+class FakeTTSRequest:
+    """Per-request options the fake TTS accepts (a profile's ``tts:``)."""
+
+    speed: float | None = None
+
+
 class FakeTTS:
     """A tone whose length follows the text; chunked, with scripted delays."""
 
@@ -310,10 +330,14 @@ class FakeTTS:
         self.options = options or FakeTTSOptions(**kw)
         self.sample_rate = self.options.sample_rate
         self.texts: list[str] = []
+        #: (voice, per-request options) of each synthesis.
+        self.requests: list[tuple[str | None, FakeTTSRequest | None]] = []
 
-    def synthesize(self, text: str, *, voice: str | None = None) -> Iterator[bytes]:
+    def synthesize(self, text: str, *, voice: str | None = None,
+                   options: FakeTTSRequest | None = None) -> Iterator[bytes]:
         if self.options.record:
             self.texts.append(text)
+            self.requests.append((voice, options))
         _maybe_fail(self.options.fail)
         for i, chunk in enumerate(_tts_chunks(self.options, text)):
             d = self.options.first_chunk_delay if i == 0 else self.options.chunk_delay
@@ -430,6 +454,8 @@ def fake_spec(role: str | Role, execution: str | Execution = "cpu") -> ProviderS
     caps = {Role.VAD: {"batch"}, Role.LLM: {"tools"}}.get(role, set())
     if role is Role.ASR and execution is Execution.CPU:
         caps = {"streaming"}
+    request = {(Role.LLM, Execution.CPU): FakeLLMRequest,
+               (Role.TTS, Execution.CPU): FakeTTSRequest}.get((role, execution))
     return ProviderSpec(
         role=role,
         name="fake" if execution is Execution.CPU else "fake_io",
@@ -438,6 +464,7 @@ def fake_spec(role: str | Role, execution: str | Execution = "cpu") -> ProviderS
         options=options,
         capabilities=frozenset(caps),
         description="test double with scripted timing (xiaozhi-testkit)",
+        request_options=request,
     )
 
 
@@ -449,7 +476,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
 
 def fake_config(**sections: Any) -> Any:
     """A validated :class:`~xiaozhi_core.config.DeploymentConfig` on the fake providers
-    (loopback, auth off), for tests. Keyword arguments deep-merge over the defaults, e.g.
+    (loopback, auth off, no device store), for tests. Keyword arguments deep-merge over the defaults, e.g.
     ``fake_config(llm={"provider": "fake", "options": {"reply": "Hi."}})``.
 
     >>> fake_config(server={"port": 0}).server.port
@@ -462,6 +489,7 @@ def fake_config(**sections: Any) -> Any:
     registry.register(__import__(__name__, fromlist=["_"]))
     raw: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 0, "http_port": 0},
+        "store": {"enabled": False},   # a test that wants a store passes store={...}
         "vad": {"provider": "fake"}, "asr": {"provider": "fake"},
         "llm": {"provider": "fake"}, "tts": {"provider": "fake"},
     }

@@ -1,0 +1,1 @@
+"""xiaozhi-memory: the ``history`` and ``summary`` memory providers for xiaozhi-core."""
