@@ -90,7 +90,7 @@ async def test_builds_every_selected_role_behind_the_policy(tmp_path: Path,
     executor = Executor(cfg.executor)
     try:
         providers = await build_providers(cfg, executor)
-        assert {r for r, _ in providers.items()} == set(Role) - {Role.MEMORY}  # memory: not selected
+        assert {r for r, _ in providers.items()} == set(Role) - {Role.MEMORY}
         assert all(isinstance(p, BoundProvider) for _, p in providers.items())
         assert {r: p.name for r, p in providers.items()}[Role.VAD] == "probe"
         probs, _ = await providers.vad.speech_probs(np.zeros((1, 512), np.float32),
