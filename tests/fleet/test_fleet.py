@@ -11,14 +11,13 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.store.pgserver import PostgresServer
 from xiaozhi_core.config import _validate, load_config, merge
 from xiaozhi_core.device import FakeDevice
 from xiaozhi_core.errors import ConfigError
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.registry import default_registry
 from xiaozhi_core.store import Store, StoreSettings
-
-from tests.store.pgserver import PostgresServer
 
 DEV = "aa:bb:cc:00:00:01"
 BASE: dict[str, Any] = {"server": {"limits": {"max_loop_lag_ms": 0}},
@@ -98,12 +97,11 @@ async def test_rows_survive_a_restart_and_the_next_session_gets_its_history(
     section = store_section(backend, tmp_path, pg)
     server = await start(store=section, memory={"provider": "history"})
     try:
-        async with aiohttp.ClientSession() as http:
-            async with http.post(f"http://127.0.0.1:{server.http_port}/xiaozhi/ota/",
-                                 json={"application": {"version": "1.6.3"},
-                                       "board": {"type": "esp-box"}},
-                                 headers={"Device-Id": DEV.upper()}) as r:
-                assert r.status == 200
+        async with aiohttp.ClientSession() as http, http.post(
+                f"http://127.0.0.1:{server.http_port}/xiaozhi/ota/",
+                json={"application": {"version": "1.6.3"}, "board": {"type": "esp-box"}},
+                headers={"Device-Id": DEV.upper()}) as r:
+            assert r.status == 200
         await say(server, "my name is Ann")
     finally:
         await server.stop()

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -338,16 +338,15 @@ class Turn:
         messages = [*s.memory.messages(context, profile.prompt), Message("user", self.text)]
         tools = s.tools.specs(profile.tools) if s.llm_tools else []
         max_rounds = self.host.session.max_tool_rounds
-        extra: dict[str, object] = {}
-        if profile.llm_options is not None:
-            extra["options"] = profile.llm_options
+        llm_options = profile.llm_options
         t0 = time.monotonic()
         cut = False
         for round_no in range(max_rounds + 1):
             calls: list[ToolCall] = []
             round_text: list[str] = []
-            stream = llm.chat(messages, tools=tools if tools and round_no < max_rounds else None,
-                              **extra)
+            offered = tools if tools and round_no < max_rounds else None
+            stream = llm.chat(messages, tools=offered) if llm_options is None else \
+                cast(Any, llm.chat)(messages, tools=offered, options=llm_options)
             async for item in self._items(f"LLM provider '{llm.name}'", stream):
                 if self.latency.llm_first_token is None and item:
                     self.latency.llm_first_token = time.monotonic()
@@ -390,16 +389,17 @@ class Turn:
                               complexity=host.session.opus_complexity)
         profile = self.profile
         voice = profile.voice if profile is not None else host.session.tts_voice
-        extra: dict[str, object] = {}
-        if voice:
-            extra["voice"] = voice
-        if profile is not None and profile.tts_options is not None:
-            extra["options"] = profile.tts_options
+        tts_options = profile.tts_options if profile is not None else None
         while (sentence := await sentences.get()) is not None:
             await frames.put(SubtitleEvent("sentence_start", sentence))
             resampler = Resampler(out.tts_sample_rate, out.sample_rate)
             t0 = time.monotonic()
-            stream = tts.synthesize(sentence, **extra)
+            if tts_options is not None:   # only providers that declare request_options
+                stream = cast(Any, tts.synthesize)(sentence, voice=voice or None,
+                                                   options=tts_options)
+            else:
+                stream = tts.synthesize(sentence, voice=voice) if voice \
+                    else tts.synthesize(sentence)
             async for chunk in self._items(f"TTS provider '{tts.name}'", stream):
                 if not chunk:
                     continue

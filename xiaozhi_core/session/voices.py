@@ -68,6 +68,8 @@ class SharedVoiceprint:
                  threshold: float | None = None, refresh: float = 10.0) -> None:
         self.inner = inner
         self.store = store
+        #: The provider object (BoundVoiceprint's ``instance``).
+        self.instance: Any = inner.instance
         options = getattr(inner, "options", None)
         self.model = model or inner.name
         opt = getattr(options, "threshold", None)
@@ -91,10 +93,6 @@ class SharedVoiceprint:
     @property
     def execution(self) -> Execution:
         return self.inner.execution
-
-    @property
-    def instance(self) -> Any:
-        return self.inner.instance
 
     async def remote_attr(self, name: str) -> object:
         return await self.inner.remote_attr(name)

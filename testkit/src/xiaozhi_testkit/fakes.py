@@ -476,7 +476,8 @@ def xiaozhi_providers() -> list[ProviderSpec]:
 
 def fake_config(**sections: Any) -> Any:
     """A validated :class:`~xiaozhi_core.config.DeploymentConfig` on the fake providers
-    (loopback, auth off, no device store), for tests. Keyword arguments deep-merge over the defaults, e.g.
+    (loopback, auth off, no device store), for tests. Keyword arguments deep-merge over
+    the defaults, e.g.
     ``fake_config(llm={"provider": "fake", "options": {"reply": "Hi."}})``.
 
     >>> fake_config(server={"port": 0}).server.port
