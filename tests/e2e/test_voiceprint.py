@@ -20,10 +20,14 @@ pytestmark = pytest.mark.slow
 DATA = Path(__file__).resolve().parents[2] / "plugins/xiaozhi-voiceprint/tests/data"
 
 
-@pytest.fixture
-def config_file(tmp_path: Path) -> Path:
+@pytest.fixture(params=["store", "files"])
+def config_file(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """Voices in the device store (shared by every worker), or in the provider's files."""
+    store = (f'{{data_dir: "{tmp_path / "data"}"}}' if request.param == "store"
+             else "{enabled: false}")
     path = tmp_path / "vp.yaml"
     path.write_text(f"""
+store: {store}
 server: {{host: 127.0.0.1, port: 0, http_port: 0, limits: {{max_loop_lag_ms: 0}}}}
 vad: {{provider: silero}}
 asr: {{provider: fake, options: {{text: "who am I"}}}}
@@ -53,16 +57,21 @@ def test_enroll_list_identify_cli(config_file: Path, capsys: pytest.CaptureFixtu
     assert capsys.readouterr().out.splitlines()[-1] == "alice"
     assert cli.main(["voiceprint", "identify", "-c", str(config_file),
                      str(DATA / "en-us_2.wav")]) == 0
-    assert capsys.readouterr().out.startswith("alice (score")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("alice (score")
     assert cli.main(["voiceprint", "identify", "-c", str(config_file),
                      str(DATA / "en-us+klatt_1.wav")]) == 0
-    assert capsys.readouterr().out.startswith("unknown (score")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("unknown (score")
+    assert cli.main(["voiceprint", "remove", "-c", str(config_file), "alice"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "removed 'alice'"
+    assert cli.main(["voiceprint", "remove", "-c", str(config_file), "alice"]) == 1
+    assert cli.main(["voiceprint", "list", "-c", str(config_file)]) == 0
+    assert "alice" not in capsys.readouterr().out.splitlines()
 
 
 def test_enroll_without_voiceprint_section_is_a_clear_error(tmp_path: Path, capsys):
     path = tmp_path / "novp.yaml"
     path.write_text("vad: {provider: fake}\nasr: {provider: fake}\nllm: {provider: fake}\n"
-                    "tts: {provider: fake}\n")
+                    "tts: {provider: fake}\nstore: {enabled: false}\n")
     assert cli.main(["voiceprint", "list", "-c", str(path)]) == 2
     assert "voiceprint: selects no voiceprint provider" in capsys.readouterr().err
 

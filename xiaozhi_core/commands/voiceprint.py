@@ -1,10 +1,16 @@
-"""``xiaozhi voiceprint enroll|list|identify``: manage the speakers of the voiceprint
-provider a deployment selects (works with any provider of the role).
+"""``xiaozhi voiceprint enroll|list|identify|remove``: manage the speakers of the
+voiceprint provider a deployment selects (works with any provider of the role).
+
+With the device store on (``store.enabled``, the default) the voices are kept in the
+store, where every worker and host of the deployment finds them (the server shares them
+the same way, see :mod:`xiaozhi_core.session.voices`); the store's location is printed.
+Without a store they are the provider's own (e.g. resemblyzer's ``store_dir``).
 
 Example (with the fake voiceprint provider)::
 
     xiaozhi voiceprint enroll -c configs/default.yaml alice alice1.wav alice2.wav
     xiaozhi voiceprint identify -c configs/default.yaml unknown.wav
+    xiaozhi voiceprint remove -c configs/default.yaml alice
 """
 
 from __future__ import annotations
@@ -46,13 +52,26 @@ async def _with_provider(args: argparse.Namespace,
                           "'voiceprint: {provider: resemblyzer}'", path="voiceprint",
                           file=config.files[0])
     executor = Executor(config.executor)
+    store = None
     try:
         provider = cast(BoundVoiceprint,
                         await build(config.voiceprint.spec, config.voiceprint.options, executor))
         try:
+            if config.store.enabled:
+                from ..session.voices import SharedVoiceprint
+                from ..store import Store
+
+                store = Store(config.store)
+                await store.open(strict=True)
+                print(f"store: {store.location}")
+                shared = SharedVoiceprint(provider, store)
+                await shared.resolve_model()
+                provider = shared
             return await work(provider)
         finally:
             await provider.aclose()
+            if store is not None:
+                await store.close()
     finally:
         executor.shutdown(wait=False)
 
@@ -106,8 +125,40 @@ def _identify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_args(p: argparse.ArgumentParser) -> None:
+    _common(p)
+    p.add_argument("name", help="the speaker to forget")
+
+
+def _remove(args: argparse.Namespace) -> int:
+    async def work(provider: BoundVoiceprint) -> int:
+        from ..errors import ProviderError
+        from ..types import Execution
+
+        remove = getattr(provider, "remove", None)
+        if remove is None and provider.instance is not None:
+            remove = getattr(provider.instance, "remove", None)
+            if remove is not None and provider.execution is Execution.CPU:
+                return int(bool(await provider.executor.run(remove, args.name)))  # type: ignore[attr-defined]
+        if remove is None:
+            raise ProviderError(f"voiceprint provider {provider.name!r} cannot remove "
+                                "speakers; turn the store on (store.enabled) to manage them "
+                                "there")
+        result = remove(args.name)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return int(result)
+
+    removed = asyncio.run(_with_provider(args, work))
+    if not removed:
+        print(f"{args.name!r} was not enrolled")
+        return 1
+    print(f"removed {args.name!r}")
+    return 0
+
+
 def commands() -> list[Command | CommandGroup]:
-    """``xiaozhi voiceprint enroll|list|identify`` (entry point ``voiceprint``)."""
+    """``xiaozhi voiceprint enroll|list|identify|remove`` (entry point ``voiceprint``)."""
     return [
         CommandGroup(("voiceprint",), "manage enrolled speakers"),
         Command(("voiceprint", "enroll"), "enroll a named speaker from WAV files", _enroll,
@@ -115,4 +166,5 @@ def commands() -> list[Command | CommandGroup]:
         Command(("voiceprint", "list"), "list enrolled speakers", _list, _common),
         Command(("voiceprint", "identify"), "identify the speaker of a WAV file", _identify,
                 _identify_args),
+        Command(("voiceprint", "remove"), "forget an enrolled speaker", _remove, _remove_args),
     ]

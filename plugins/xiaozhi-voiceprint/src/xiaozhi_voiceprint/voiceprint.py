@@ -92,6 +92,12 @@ class ResemblyzerVoiceprint:
         self._voices: dict[str, _Voice] = {}  # keyed by file name
         self._bad: dict[str, tuple[int, int]] = {}  # corrupt files already reported
 
+    @property
+    def embedding_model(self) -> str:
+        """What the embeddings are comparable under: these weights (the core keys voices
+        it keeps in the device store with it)."""
+        return f"resemblyzer:{self.encoder.fingerprint}"
+
     # ----------------------------------------------------------------- embeddings
     def _prepare(self, pcm: np.ndarray) -> np.ndarray:
         pcm = np.asarray(pcm)
