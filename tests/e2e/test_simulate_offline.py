@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_simulate_talks_to_serve_on_the_default_config(tmp_path: Path):
     override = tmp_path / "ports.yaml"
-    override.write_text("server: {port: 18765, http_port: 18766}\n")
+    override.write_text("server: {port: 18765, http_port: 18766}\n"
+                        f'store: {{data_dir: "{tmp_path / "data"}"}}\n')
     server = subprocess.Popen(
         [sys.executable, "-m", "xiaozhi_core", "serve", "--no-local",
          "-c", str(ROOT / "configs" / "default.yaml"), "-c", str(override)],

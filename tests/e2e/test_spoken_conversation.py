@@ -95,7 +95,8 @@ async def test_default_offline_deployment_answers_a_spoken_question(spoken_quest
     """configs/default.yaml, as shipped: no network, no key — a spoken answer."""
     registry = default_registry()
     override = tmp_path / "ports.yaml"
-    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n")
+    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
+                        f'store: {{data_dir: "{tmp_path / "data"}"}}\n')
     config = load_config([ROOT / "configs" / "default.yaml", override], registry,
                          auto_local=False)
     server = await XiaozhiServer.create(config)
