@@ -13,6 +13,7 @@ from xiaozhi_core.device import FakeDevice
 
 from .conftest import speak
 
+
 async def _log_line(proc: asyncio.subprocess.Process, text: str) -> dict[str, Any]:
     """The next JSON log line on the server's stderr whose message contains ``text``."""
     assert proc.stderr is not None
@@ -40,7 +41,8 @@ async def test_serve_prints_urls_serves_a_turn_and_stops_on_sigterm(tmp_path: Pa
     store = f'store: {{data_dir: "{tmp_path / "data"}"}}\n'
     cfg.write_text(CONFIG + store)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "xiaozhi_core", "--log-format", "json", "serve", "--log-level", "info", "-c", str(cfg),
+        sys.executable, "-m", "xiaozhi_core", "--log-format", "json", "serve", "--log-level",
+        "info", "-c", str(cfg),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         lines: list[str] = []
