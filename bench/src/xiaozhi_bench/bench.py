@@ -74,6 +74,8 @@ class BenchOptions:
     delays_ms: tuple[float, float, float] = (50.0, 100.0, 50.0)
     vad_tick_ms: int | None = None
     silence_ms: int | None = None
+    #: Default config's device store: "off", "sqlite" (a file in a temp dir) or a URL.
+    store: str = "off"
     phases: tuple[str, ...] = ("ingest", "idle", "churn")
     devices: int = 20
     procs: int = 1
@@ -156,7 +158,23 @@ def _default_config(o: BenchOptions) -> dict[str, Any]:
         "session": {"greeting": "", "server_tools": [],
                     **({"vad_tick_ms": o.vad_tick_ms} if o.vad_tick_ms else {}),
                     **({"silence_ms": o.silence_ms} if o.silence_ms else {})},
+        "store": _store_section(o.store),
     }
+
+
+def _store_section(store: str) -> dict[str, Any]:
+    """``--store``: off, ``sqlite`` (a fresh file in a temp dir) or a database URL.
+
+    >>> _store_section("off")
+    {'enabled': False}
+    >>> _store_section("postgresql://u:p@h/db")
+    {'url': 'postgresql://u:p@h/db'}
+    """
+    if store == "off":
+        return {"enabled": False}
+    if store == "sqlite":
+        return {"data_dir": tempfile.mkdtemp(prefix="xiaozhi-bench-store-")}
+    return {"url": store}
 
 
 def _server_main(files: list[str], max_sessions: int, profile: str | None, conn: Any,
@@ -1196,6 +1214,9 @@ def _args(p: argparse.ArgumentParser) -> None:
     srv.add_argument("--silence-ms", type=int, metavar="MS",
                      help="default config: session.silence_ms (unvoiced audio that ends an "
                           "utterance; default: the VAD's own, 700 ms for silero)")
+    srv.add_argument("--store", default="off", metavar="off|sqlite|URL",
+                     help="default config: the device store (default off; sqlite: a file in "
+                          "a temp dir; or a postgresql:// URL)")
     srv.add_argument("--profile-server", metavar="FILE",
                      help="cProfile the server process during the ingest phase (pstats file)")
     srv.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
@@ -1251,7 +1272,7 @@ def _bench(args: argparse.Namespace) -> int:
     o = BenchOptions(
         configs=args.config, url=args.url, metrics_url=args.metrics_url, vad=args.vad,
         delays_ms=args.delays, vad_tick_ms=args.vad_tick_ms, silence_ms=args.silence_ms,
-        phases=phases,
+        store=args.store, phases=phases,
         devices=args.devices, procs=args.procs,
         ramp=args.ramp, duration=args.duration, mode=args.mode,
         protocol_version=args.protocol_version, wav=args.wav, text=args.text, lead=args.lead,

@@ -66,6 +66,23 @@ async def test_sampling_options_and_extra_body_are_sent(fake_openai: FakeOpenAI,
     assert fake_openai.requests[-1].headers["X-Trace"] == "t1"
 
 
+async def test_a_profiles_request_options_win_for_that_request(
+        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    from xiaozhi_openai.plugin import OpenAIChatRequest
+
+    llm = make_provider("llm", model="qwen-plus", temperature=0.3)
+    fake_openai.script_chat(ChatReply("ok"))
+    request = OpenAIChatRequest(model="qwen-turbo", temperature=0.9, max_tokens=20)
+    assert await collect(llm.chat([Message("user", "hi")], options=request)) == ["ok"]
+    body = fake_openai.requests[-1].json
+    assert body is not None
+    assert (body["model"], body["temperature"], body["max_tokens"]) == ("qwen-turbo", 0.9, 20)
+    fake_openai.script_chat(ChatReply("ok"))
+    assert await collect(llm.chat([Message("user", "hi")])) == ["ok"]
+    body = fake_openai.requests[-1].json
+    assert body is not None and (body["model"], body["temperature"]) == ("qwen-plus", 0.3)
+
+
 async def test_tool_calls_are_assembled_from_fragments(fake_openai: FakeOpenAI,
                                                        make_provider: Callable[..., Any]) -> None:
     llm = make_provider("llm")

@@ -30,7 +30,7 @@ def test_entry_point_is_discovered_and_cheap() -> None:
     assert sorted(found) == ["asr", "llm", "tts", "vision"]
     assert all(r.origin.distribution == "xiaozhi-openai" for r in found.values())
     assert all(r.spec.execution is Execution.IO for r in found.values())
-    assert found["llm"].spec.capabilities == {"tools"}
+    assert found["llm"].spec.capabilities == {"tools", "options"}  # options: request_options
     assert found["tts"].spec.factory_path == "xiaozhi_openai.tts:OpenAITTS"
 
 

@@ -52,6 +52,19 @@ async def test_voice_override_speed_and_instructions(fake_openai: FakeOpenAI,
         "speed": 1.25, "instructions": "Speak cheerfully.", "seed": 7}
 
 
+async def test_a_profiles_request_options_win_for_that_request(
+        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    from xiaozhi_openai.plugin import OpenAISpeechRequest
+
+    tts = make_provider("tts", model="tts-1", voice="alloy", speed=1.25)
+    request = OpenAISpeechRequest(model="gpt-4o-mini-tts", speed=0.8, instructions="Softly.")
+    audio = b"".join([c async for c in tts.synthesize("Hi!", voice="coral", options=request)])
+    assert len(audio) > 0
+    assert fake_openai.requests[-1].json == {
+        "model": "gpt-4o-mini-tts", "voice": "coral", "input": "Hi!", "response_format": "pcm",
+        "speed": 0.8, "instructions": "Softly."}
+
+
 async def test_blank_text_makes_no_request(fake_openai: FakeOpenAI,
                                            make_provider: Callable[..., Any]) -> None:
     tts = make_provider("tts")

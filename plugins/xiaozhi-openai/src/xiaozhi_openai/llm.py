@@ -20,7 +20,7 @@ from xiaozhi_core.toolcalls import ToolCallAssembler
 from xiaozhi_core.types import Message, ToolCall, ToolSpec
 
 from ._common import Budget, close_quietly, make_client, map_error
-from .plugin import OpenAILLMOptions
+from .plugin import OpenAIChatRequest, OpenAILLMOptions
 
 __all__ = ["OpenAILLM", "to_api_messages", "to_api_tools"]
 
@@ -91,11 +91,11 @@ class OpenAILLM:
         self.options = options
         self.client, self.target = make_client(options, "llm", options.model)
 
-    def _params(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None
-                ) -> dict[str, Any]:
+    def _params(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None,
+                request: OpenAIChatRequest | None = None) -> dict[str, Any]:
         o = self.options
         params: dict[str, Any] = {
-            "model": o.model,
+            "model": request.model if request is not None and request.model else o.model,
             "messages": to_api_messages(messages, self.target.label),
             "stream": True,
         }
@@ -105,13 +105,19 @@ class OpenAILLM:
             params["temperature"] = o.temperature
         if o.max_tokens is not None:
             params["max_tokens"] = o.max_tokens
+        if request is not None:   # a profile's per-request options win
+            if request.temperature is not None:
+                params["temperature"] = request.temperature
+            if request.max_tokens is not None:
+                params["max_tokens"] = request.max_tokens
         if o.extra_body:
             params["extra_body"] = dict(o.extra_body)
         return params
 
     async def chat(self, messages: Sequence[Message], *,
-                   tools: Sequence[ToolSpec] | None = None) -> AsyncIterator[str | ToolCall]:
-        params = self._params(messages, tools)
+                   tools: Sequence[ToolSpec] | None = None,
+                   options: OpenAIChatRequest | None = None) -> AsyncIterator[str | ToolCall]:
+        params = self._params(messages, tools, options)
         label = self.target.label
         budget = Budget(self.target, "chat completion", self.options.total_timeout,
                         self.options.first_token_timeout, "first_token_timeout")

@@ -158,6 +158,41 @@ class OpenAIVisionOptions(OpenAIConnectionOptions):
     total_timeout: Seconds = 30.0
 
 
+@dataclass
+class OpenAIChatRequest:
+    """Per-request options a profile may set for the ``openai`` LLM (``profiles.X.llm``).
+
+    >>> OpenAIChatRequest(temperature=3.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must be between 0 and 2, got 3.0
+    """
+
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None and not 0.0 <= self.temperature <= 2.0:
+            raise ValueError(f"temperature must be between 0 and 2, got {self.temperature}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+
+
+@dataclass
+class OpenAISpeechRequest:
+    """Per-request options a profile may set for the ``openai`` TTS (``profiles.X.tts``;
+    the voice is the profile's ``voice``)."""
+
+    model: str | None = None
+    speed: float | None = None
+    instructions: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.speed is not None and not 0.25 <= self.speed <= 4.0:
+            raise ValueError(f"speed must be between 0.25 and 4.0, got {self.speed}")
+
+
 @hookimpl
 def xiaozhi_providers() -> list[ProviderSpec]:
     """The ``openai`` LLM, ASR, TTS and vision providers."""
@@ -165,7 +200,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
         ProviderSpec(
             role=Role.LLM, name="openai", execution=Execution.IO,
             factory="xiaozhi_openai.llm:OpenAILLM", options=OpenAILLMOptions,
-            capabilities=frozenset({"tools"}),
+            capabilities=frozenset({"tools"}), request_options=OpenAIChatRequest,
             description="OpenAI-compatible chat completions (streamed, tool calls)",
         ),
         ProviderSpec(
@@ -177,7 +212,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
         ProviderSpec(
             role=Role.TTS, name="openai", execution=Execution.IO,
             factory="xiaozhi_openai.tts:OpenAITTS", options=OpenAITTSOptions,
-            capabilities=frozenset({"multilingual"}),
+            capabilities=frozenset({"multilingual"}), request_options=OpenAISpeechRequest,
             description="OpenAI-compatible speech, streamed as raw 24 kHz PCM",
         ),
         ProviderSpec(

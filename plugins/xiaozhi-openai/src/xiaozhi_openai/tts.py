@@ -16,7 +16,7 @@ import openai
 from xiaozhi_core.errors import ProviderError
 
 from ._common import Budget, _httpx, close_quietly, make_client, map_error
-from .plugin import OpenAITTSOptions
+from .plugin import OpenAISpeechRequest, OpenAITTSOptions
 
 __all__ = ["OpenAITTS"]
 
@@ -34,30 +34,34 @@ class OpenAITTS:
         self.sample_rate = options.sample_rate
         self.client, self.target = make_client(options, "tts", options.model)
 
-    def _params(self, text: str, voice: str | None) -> dict[str, Any]:
+    def _params(self, text: str, voice: str | None,
+                request: OpenAISpeechRequest | None = None) -> dict[str, Any]:
         o = self.options
+        r = request or OpenAISpeechRequest()
         params: dict[str, Any] = {
-            "model": o.model,
+            "model": r.model or o.model,
             "voice": voice or o.voice,
             "input": text,
             "response_format": "pcm",
         }
-        if o.speed is not None:
-            params["speed"] = o.speed
-        if o.instructions:
-            params["instructions"] = o.instructions
+        speed = r.speed if r.speed is not None else o.speed
+        if speed is not None:
+            params["speed"] = speed
+        if r.instructions or o.instructions:
+            params["instructions"] = r.instructions or o.instructions
         if o.extra_body:
             params["extra_body"] = dict(o.extra_body)
         return params
 
-    async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
+    async def synthesize(self, text: str, *, voice: str | None = None,
+                         options: OpenAISpeechRequest | None = None) -> AsyncIterator[bytes]:
         if not text.strip():
             return
         label = self.target.label
         budget = Budget(self.target, "speech", self.options.total_timeout,
                         self.options.first_chunk_timeout, "first_chunk_timeout")
         request = self.client.audio.speech.with_streaming_response.create(
-            **self._params(text, voice))
+            **self._params(text, voice, options))
         async with contextlib.AsyncExitStack() as stack:
             try:
                 response = await budget.step(stack.enter_async_context(request))
