@@ -38,6 +38,18 @@ def describe_config(config: DeploymentConfig, registry: Registry, out: TextIO) -
     ex = config.executor
     print(f"  executor: {ex.kind} pool, {ex.workers} workers, max_pending {ex.max_pending}",
           file=out)
+    if config.store.enabled:
+        from ..store.engine import describe, resolve_url   # imports SQLAlchemy
+
+        print(f"  store: {describe(resolve_url(config.store))} (transcripts "
+              f"{'on' if config.store.transcripts else 'off'})", file=out)
+    else:
+        print("  store: off", file=out)
+    from ..session.profiles import build_profiles
+
+    profiles = build_profiles(config)   # what only the session layer checks (tools)
+    print(f"  profiles: {', '.join(profiles.names()) or '(none)'}; default "
+          f"{profiles.default.name!r}; {len(profiles.devices)} device mapping(s)", file=out)
 
 
 def _config_check(args: argparse.Namespace) -> int:
