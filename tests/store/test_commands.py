@@ -80,7 +80,7 @@ def test_db_and_devices_commands_on_sqlite(tmp_path: Path,
     assert code == 1 and "no device 'ff:ff:ff:ff:ff:ff'" in err
 
     code, out, _ = _cli(capsys, "devices", "set-profile", A, "kids", *where)
-    assert code == 0 and out == f"device {A}: profile kids\n"
+    assert code == 0 and out.startswith(f"device {A}: profile kids (")
     code, out, _ = _cli(capsys, "devices", "list", "--json", *where)
     assert {d["device_id"]: d["profile"] for d in json.loads(out)} == {A: "kids", B: None}
     assert _cli(capsys, "devices", "set-profile", A, "--default", *where)[0] == 0
@@ -111,6 +111,13 @@ def test_commands_read_the_store_section_of_config_files(
     assert err == f"xiaozhi: config error: {bad}: store.batch_size: must be at least 1, got 0\n"
     code, _, err = _cli(capsys, "devices", "list", "--store-url", "mysql://x@y/z")
     assert code == 2 and "store.url: unsupported database 'mysql'" in err
+    # with -c, set-profile knows the deployment's profiles
+    config.write_text(config.read_text() + "profiles: {kids: {reply_chars: 100}}\n")
+    assert _cli(capsys, "devices", "set-profile", "aa:00:00:00:00:07", "kids", "--create",
+                "-c", str(config))[0] == 0
+    code, _, err = _cli(capsys, "devices", "set-profile", "aa:00:00:00:00:07", "kidz",
+                        "-c", str(config))
+    assert code == 2 and "unknown profile 'kidz'" in err and "kids" in err
 
 
 def test_commands_on_postgresql(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:

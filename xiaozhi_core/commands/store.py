@@ -221,14 +221,34 @@ def _devices_set_profile(args: argparse.Namespace) -> int:
     if profile == "":
         raise ConfigError("the profile NAME is empty (use --default for the default profile)")
 
+    if profile is not None and args.config:
+        defined = _profile_names(args.config)
+        if profile not in defined:
+            known = ", ".join(sorted(defined)) or "(none)"
+            raise ConfigError(f"unknown profile {profile!r}; defined in "
+                              f"{' + '.join(args.config)}: {known}", path="profiles")
+
     async def work(store: Store) -> None:
         if not await store.set_profile(device_id, profile, create=args.create):
             raise StoreError(f"no device {_safe(device_id)!r} in {store.location} (it appears "
                              "after its first OTA check or connection; --create adds it now)")
 
     _run(args, work)
-    print(f"device {_safe(device_id)}: profile {_safe(profile or '(default)')}")
+    print(f"device {_safe(device_id)}: profile {_safe(profile or '(default)')} (from the "
+          "device's next session; a server's own API applies it from the next turn)")
     return 0
+
+
+def _profile_names(files: Sequence[str]) -> set[str]:
+    """The profile names the ``profiles:`` sections of ``files`` define."""
+    from ..config import config_files, read_yaml
+
+    names: set[str] = set()
+    for file in config_files(files):
+        section = read_yaml(file).get("profiles")
+        if isinstance(section, dict):
+            names.update(str(k) for k in section)
+    return names
 
 
 # ------------------------------------------------------------------------- db
