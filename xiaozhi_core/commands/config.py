@@ -39,7 +39,7 @@ def describe_config(config: DeploymentConfig, registry: Registry, out: TextIO) -
     print(f"  executor: {ex.kind} pool, {ex.workers} workers, max_pending {ex.max_pending}",
           file=out)
     if config.store.enabled:
-        from ..store.engine import describe, resolve_url   # imports SQLAlchemy
+        from ..store.engine import describe, resolve_url  # imports SQLAlchemy
 
         print(f"  store: {describe(resolve_url(config.store))} (transcripts "
               f"{'on' if config.store.transcripts else 'off'})", file=out)
