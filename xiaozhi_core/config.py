@@ -426,8 +426,7 @@ class ProfileSettings:
 
     def __post_init__(self) -> None:
         if self.reply_chars is not None and self.reply_chars < 0:
-            raise ConfigError(f"must be 0 (no limit) or more, got {self.reply_chars}",
-                              path="reply_chars")
+            raise ValueError(f"reply_chars must be 0 (no limit) or more, got {self.reply_chars}")
 
     def __post_init__(self) -> None:
         if self.opus_complexity is not None and not 0 <= self.opus_complexity <= 10:
