@@ -26,7 +26,7 @@ import os
 import sys
 from typing import Any, Literal, TextIO
 
-__all__ = ["FORMATS", "JsonFormatter", "TEXT_FORMAT", "clip", "configure", "plain"]
+__all__ = ["FORMATS", "JsonFormatter", "TEXT_FORMAT", "clip", "configure", "cut", "plain"]
 
 #: Longest device-supplied string (its ``repr``) written into a log line.
 CLIP_CHARS = 80
@@ -46,6 +46,17 @@ def clip(value: str, n: int = CLIP_CHARS) -> str:
     if len(value) <= n:
         return repr(value)
     return f"{value[:n]!r}…(+{len(value) - n} chars)"
+
+
+def cut(value: str | None, n: int) -> str | None:
+    """``value`` cut to ``n`` characters, saying how much was cut (for structured logs).
+
+    >>> cut("abcdef", 3), cut(None, 3)
+    ('abc…(+3 chars)', None)
+    """
+    if value is None or len(value) <= n:
+        return value
+    return f"{value[:n]}…(+{len(value) - n} chars)"
 
 
 def plain(value: str, n: int = 64) -> str:

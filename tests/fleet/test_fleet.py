@@ -4,6 +4,7 @@ providers, real WebSockets, a real SQLite file or a real PostgreSQL server."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -319,3 +320,21 @@ async def test_transcripts_off_keeps_no_text(tmp_path: Path) -> None:
         assert [(t.text, t.reply, t.outcome) for t in turns] == [(None, None, "ok")]
     finally:
         await server.stop()
+
+
+async def test_one_log_line_per_turn_with_device_text_bounded(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="xiaozhi_core.session.session")
+    server = await start(store={"enabled": False})
+    try:
+        await say(server, "tell me " + "very " * 600 + "long", device="aa:bb:cc:00:00:0a")
+    finally:
+        await server.stop()
+    lines = [r for r in caplog.records if r.getMessage().startswith("turn ")]
+    assert len(lines) == 1
+    turn = lines[0].turn  # type: ignore[attr-defined]
+    assert (turn["device"], turn["profile"], turn["outcome"], turn["kind"]) == (
+        "aa:bb:cc:00:00:0a", "default", "ok", "text")
+    assert turn["reply"] == "Nice to meet you." and "total_ms" in turn["latency"]
+    assert turn["text"].startswith("tell me very") and turn["text"].endswith("chars)")
+    assert len(turn["text"]) < 530 and len(lines[0].getMessage()) < 600

@@ -512,11 +512,13 @@ class Session:
         store = self.host.store
         transcripts = store.settings.transcripts if store is not None else True
         fields: dict[str, Any] = {
-            "device": self.device.device_id, "session": self.session_id, "turn": turn.id,
-            "kind": turn.latency.kind, "profile": turn.profile_name, "outcome": outcome,
-            "latency": latency, "speaker": self.speaker, "error": error}
-        if transcripts:
-            fields.update(text=turn.text, reply=reply)
+            "device": plain(self.device.device_id), "session": self.session_id,
+            "turn": turn.id, "kind": turn.latency.kind, "profile": turn.profile_name,
+            "outcome": outcome, "latency": latency,
+            "speaker": plain(self.speaker) if self.speaker else None,
+            "error": cut(error, 300)}
+        if transcripts:   # device-supplied text: bounded in the log (whole in the store)
+            fields.update(text=cut(turn.text, 500), reply=cut(reply, 500))
         log.info("turn %s", format_turn(fields), extra={"turn": fields})
         if store is not None and outcome != "nothing":
             store.turn_recorded(
