@@ -17,8 +17,11 @@ from xiaozhi_core.config import _validate, load_config, merge
 from xiaozhi_core.device import FakeDevice
 from xiaozhi_core.errors import ConfigError
 from xiaozhi_core.gateway import XiaozhiServer
+from xiaozhi_core.hookspecs import hookimpl
+from xiaozhi_core.providers import ProviderSpec
 from xiaozhi_core.registry import default_registry
 from xiaozhi_core.store import Store, StoreSettings
+from xiaozhi_core.types import Message, Recall
 
 DEV = "aa:bb:cc:00:00:01"
 BASE: dict[str, Any] = {"server": {"limits": {"max_loop_lag_ms": 0}},
@@ -338,3 +341,55 @@ async def test_one_log_line_per_turn_with_device_text_bounded(
     assert turn["reply"] == "Nice to meet you." and "total_ms" in turn["latency"]
     assert turn["text"].startswith("tell me very") and turn["text"].endswith("chars)")
     assert len(turn["text"]) < 530 and len(lines[0].getMessage()) < 600
+
+
+class BlockingMemory:
+    """A ``cpu`` memory provider: its calls block in the pool, its DeviceMemory too."""
+
+    calls: list[str] = []
+
+    def __init__(self, options: Any) -> None:
+        pass
+
+    def recall(self, memory: Any) -> Recall:
+        BlockingMemory.calls.append(f"recall {memory.device_id}")
+        pairs = memory.history(1000)
+        return Recall(memory.note("cpu") or "", [Message(r, t) for u, a in pairs
+                                                  for r, t in (("user", u), ("assistant", a))])
+
+    def consolidate(self, memory: Any) -> None:
+        pairs = memory.session_history()
+        memory.save_note("cpu", f"{len(pairs)} exchanges, last: {pairs[-1][0]}")
+        BlockingMemory.calls.append("consolidate")
+
+
+class CpuMemoryPlugin:
+    @hookimpl
+    def xiaozhi_providers(self) -> list[ProviderSpec]:
+        return [ProviderSpec(role="memory", name="blocking", execution="cpu",
+                             factory=BlockingMemory, capabilities={"consolidate"})]
+
+
+@pytest.mark.slow
+async def test_a_cpu_memory_provider_gets_a_blocking_device_memory(tmp_path: Path) -> None:
+    registry = default_registry()
+    registry.register(CpuMemoryPlugin())
+    raw = merge(config().raw, {"store": store_section("sqlite", tmp_path, None),
+                               "memory": {"provider": "blocking"}})
+    server = await XiaozhiServer.create(_validate(raw, registry, ["<test>"]))
+    await server.start(port=0, http_port=0)
+    try:
+        await say(server, "first words")
+        assert server.store is not None
+        for _ in range(200):
+            if await server.store.get_memory(DEV, "cpu"):
+                break
+            await asyncio.sleep(0.05)
+        assert await server.store.get_memory(DEV, "cpu") == "1 exchanges, last: first words"
+        await say(server, "second words")
+        prompt = last_prompt(server)
+        assert "1 exchanges, last: first words" in prompt
+        assert "user: first words\nassistant: Nice to meet you." in prompt
+        assert BlockingMemory.calls[:3] == [f"recall {DEV}", "consolidate", f"recall {DEV}"]
+    finally:
+        await server.stop()
