@@ -28,11 +28,13 @@ from xiaozhi_core.config import (
     LimitSettings,
     MqttSettings,
     OtaSettings,
+    ProfileSettings,
     ServerSettings,
     SessionSettings,
     TimeoutSettings,
     VisionSettings,
 )
+from xiaozhi_core.store import StoreSettings
 from xiaozhi_core.executor import ExecutorSettings
 from xiaozhi_core.options import describe_options, field_docs, option_range
 from xiaozhi_core.registry import default_registry
@@ -117,6 +119,11 @@ def render() -> str:
     out += _section("executor", ExecutorSettings)
     out += _section("session", SessionSettings)
     out += _section("ota", OtaSettings)
+    out += _section("store", StoreSettings)
+    out += _section("profiles.NAME", ProfileSettings)
+    out += ["### `devices`", "",
+            "Device id → profile name (`\"aa:bb:cc:dd:ee:ff\": kids`); the store's mapping "
+            "(`xiaozhi devices set-profile`) wins. See docs/fleet.md.", ""]
     out += ["## Providers", "",
             "Each role is `ROLE: {provider: NAME, options: {...}}`; the options of the "
             "providers shipped in this repository:", ""]

@@ -405,12 +405,15 @@ class ProfileSettings:
           "aa:bb:cc:dd:ee:ff": kids
     """
 
+    #: The LLM's system prompt (``session.system_prompt``).
     system_prompt: str | None = None
     #: TTS voice (``session.tts_voice``).
     voice: str | None = None
     #: Language hint for the ASR (and stated in the system prompt).
     language: str | None = None
+    #: Spoken on the wake word (``session.greeting``).
     greeting: str | None = None
+    #: Spoken before an idle session closes (``session.goodbye``).
     goodbye: str | None = None
     #: Reply-length budget in characters: the reply stops at the first sentence end
     #: past it (null or 0: no limit).

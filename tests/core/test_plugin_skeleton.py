@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = sorted(p.parent for p in ROOT.glob("plugins/*/pyproject.toml"))
-ROLE_MODULES = {"vad.py", "asr.py", "llm.py", "tts.py", "voiceprint.py", "vision.py"}
+ROLE_MODULES = {"vad.py", "asr.py", "llm.py", "tts.py", "voiceprint.py", "vision.py",
+                "memory.py"}
 
 
 def test_there_are_plugins() -> None:
