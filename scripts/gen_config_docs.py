@@ -34,10 +34,10 @@ from xiaozhi_core.config import (
     TimeoutSettings,
     VisionSettings,
 )
-from xiaozhi_core.store import StoreSettings
 from xiaozhi_core.executor import ExecutorSettings
 from xiaozhi_core.options import describe_options, field_docs, option_range
 from xiaozhi_core.registry import default_registry
+from xiaozhi_core.store import StoreSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "configuration.md"
