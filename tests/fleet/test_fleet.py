@@ -152,13 +152,15 @@ async def test_summary_written_after_a_session_is_used_in_the_next(tmp_path: Pat
         # the summary request saw the conversation
         summary_request = "\n".join(m.content for m in llm_requests(server)[-1][0])
         assert "User: I am Ann and I like green tea" in summary_request
+        before = len(llm_requests(server))
         await say(server, "what do I like?")
-        system = llm_requests(server)[-1][0][0]
+        turn_request = llm_requests(server)[before][0]   # (then comes this session's summary)
+        system = turn_request[0]
         assert system.role == "system"
         assert "remember about this user" in system.content
         assert "likes green tea" in system.content
         # history_chars 0: the note only, no earlier turns in the messages
-        assert [m.role for m in llm_requests(server)[-1][0]] == ["system", "user"]
+        assert [m.role for m in turn_request] == ["system", "user"]
     finally:
         await server.stop()
 
