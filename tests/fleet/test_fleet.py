@@ -395,3 +395,34 @@ async def test_a_cpu_memory_provider_gets_a_blocking_device_memory(tmp_path: Pat
         assert BlockingMemory.calls[:3] == [f"recall {DEV}", "consolidate", f"recall {DEV}"]
     finally:
         await server.stop()
+
+
+@pytest.mark.slow
+def test_a_simulate_conversation_leaves_device_session_and_turn_rows(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.sim.conftest import SECTIONS, ThreadedServer, write_test_wav
+    from xiaozhi_core.cli import main
+
+    section = store_section("sqlite", tmp_path, None)
+    ts = ThreadedServer(**merge(SECTIONS, {"store": section}))
+    with ts as server:
+        wav = write_test_wav(tmp_path / "q.wav")
+        code = main(["simulate", "--ota", server.ota_url, "--wav", str(wav), "--turns", "2",
+                     "--device-id", "aa:bb:cc:00:00:5e", "--timeout", "20"])
+        assert code == 0, capsys.readouterr().out
+    store = asyncio.run(_rows(section, "aa:bb:cc:00:00:5e"))
+    device, sessions, turns = store
+    assert device is not None and device.firmware   # simulate's OTA reports a version
+    assert len(sessions) == 1 and sessions[0].ended is not None
+    assert [(t.kind, t.text, t.reply, t.outcome) for t in turns][::-1] == [
+        ("voice", "what time is it", "It is noon. Anything else?", "ok")] * 2
+    assert all(t.latency and t.latency["first_frame_sent_ms"] > 0 for t in turns)
+
+
+async def _rows(section: dict[str, Any], device: str) -> tuple[Any, Any, Any]:
+    store = await read_store(section)
+    try:
+        return (await store.get_device(device), await store.device_sessions(device),
+                await store.device_turns(device))
+    finally:
+        await store.close()

@@ -490,7 +490,8 @@ def fake_config(**sections: Any) -> Any:
     registry.register(__import__(__name__, fromlist=["_"]))
     raw: dict[str, Any] = {
         "server": {"host": "127.0.0.1", "port": 0, "http_port": 0},
-        "store": {"enabled": False},   # a test that wants a store passes store={...}
+        # no device store, unless the test passes store={...} (then it is on)
+        "store": {"enabled": "store" in sections},
         "vad": {"provider": "fake"}, "asr": {"provider": "fake"},
         "llm": {"provider": "fake"}, "tts": {"provider": "fake"},
     }
