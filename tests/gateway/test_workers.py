@@ -24,6 +24,7 @@ from websockets.exceptions import InvalidStatus
 
 from xiaozhi_core.device import FakeDevice
 from xiaozhi_core.gateway.promerge import merge_expositions
+from xiaozhi_core.store import Store, StoreSettings
 
 from .conftest import speak
 
@@ -42,6 +43,7 @@ vad: {{provider: fake}}
 asr: {{provider: fake, options: {{text: "hello workers"}}}}
 llm: {{provider: fake, options: {{reply: "Hi. Two workers here.", first_token_delay: {delay}}}}}
 tts: {{provider: fake}}
+store: {{data_dir: "{data}", flush_interval: 0.05}}
 """
 
 
@@ -69,7 +71,7 @@ async def start_served(tmp_path: Path, workers: int = 2, drain: float = 10,
                        delay: float = 0.0) -> Served:
     cfg = tmp_path / "workers.yaml"
     cfg.write_text(CONFIG.format(drain=drain, max_sessions=max_sessions,
-                                 auth=str(auth).lower(), delay=delay))
+                                 auth=str(auth).lower(), delay=delay, data=tmp_path / "data"))
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "xiaozhi_core", "serve", "--no-local", "-c", str(cfg),
         "--workers", str(workers), stdout=asyncio.subprocess.PIPE)
@@ -159,6 +161,54 @@ async def test_two_workers_serve_one_conversation_each_with_merged_health_and_me
     s.proc.send_signal(signal.SIGTERM)
     async with asyncio.timeout(20):
         assert await s.proc.wait() == 0
+
+
+async def greeting(dev: FakeDevice) -> str:
+    before = len(dev.received)
+    await dev.listen("detect", text="小智")
+    start = await dev.wait_for("tts", "sentence_start", timeout=20, after=before)
+    await dev.wait_for("tts", "stop", timeout=20, after=before)
+    return str(start["text"])
+
+
+async def test_workers_share_one_store_and_sighup_reloads_every_worker(
+        tmp_path: Path, served: list[Served]) -> None:
+    s = await start_served(tmp_path)
+    served.append(s)
+    devs = await one_device_per_worker(s.ws_url)
+    try:
+        await asyncio.gather(*(turn(d) for d in devs.values()))
+        assert {await greeting(d) for d in devs.values()} == {"Hi, I'm listening."}
+        cfg = tmp_path / "workers.yaml"
+        mapping = "".join(f'  "{d.device_id}": w\n' for d in devs.values())
+        cfg.write_text(cfg.read_text() + "profiles: {w: {greeting: Reloaded hello.}}\n"
+                       f"devices:\n{mapping}")
+        assert s.proc.pid is not None
+        s.proc.send_signal(signal.SIGHUP)          # the supervisor passes it to each worker
+        async with asyncio.timeout(30):
+            for d in devs.values():
+                for _ in range(100):   # each worker reloads on its own signal handler
+                    if await greeting(d) == "Reloaded hello.":
+                        break
+                    await asyncio.sleep(0.2)
+                else:
+                    raise AssertionError(f"worker of {d.device_id} did not reload")
+    finally:
+        for d in devs.values():
+            await d.close()
+    s.proc.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        assert await s.proc.wait() == 0
+    store = Store(StoreSettings(data_dir=str(tmp_path / "data")))
+    await store.open()
+    try:   # both workers wrote to the one SQLite file
+        devices = {d.device_id for d in await store.list_devices()}
+        assert {d.device_id for d in devs.values()} <= devices   # (+ extra connections)
+        for d in devs.values():
+            kinds = [t.kind for t in await store.device_turns(d.device_id)]
+            assert "voice" in kinds and kinds.count("greeting") >= 2
+    finally:
+        await store.close()
 
 
 async def test_a_killed_worker_is_restarted_and_only_its_devices_reconnect(
