@@ -21,7 +21,7 @@ def reload_on_signal(server: XiaozhiServer) -> None:
     """SIGHUP: reload the config; a broken one is refused (logged) and the running one
     stays."""
     try:
-        server.reload_config()
+        server.reload_local()
     except XiaozhiError as exc:
         log.error("reload refused, the running config stays: %s", " ".join(str(exc).split()))
 

@@ -636,6 +636,11 @@ class XiaozhiServer:
         log.info("device %s mapped to profile %s", device_id, name or "(default)")
 
     def reload_config(self) -> list[str]:
+        """Reload the config (see :meth:`reload_local`); a worker of a supervised server
+        has every worker reload too."""
+        return self.reload_local()
+
+    def reload_local(self) -> list[str]:
         """Re-read the config files, validate them exactly like ``xiaozhi config check``
         and apply what can change at run time to new turns: ``profiles:``, ``devices:``
         and the ``session:`` keys of the default profile (system prompt, greeting,

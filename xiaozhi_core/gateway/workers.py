@@ -127,6 +127,24 @@ class WorkerServer(XiaozhiServer):
 
     spec: WorkerSpec
 
+    def reload_config(self) -> list[str]:
+        """Reload here (raises when the files are invalid: nothing changes anywhere),
+        then have the supervisor send SIGHUP to every worker (this one reloads again,
+        harmlessly), so an API call reaches the whole server."""
+        lines = self.reload_local()
+        try:   # only our own supervisor (never init, should we have been orphaned)
+            with open(self.spec.status_path, encoding="utf-8") as f:
+                supervisor = int(json.load(f)["pid"])
+            if supervisor != os.getppid() or supervisor <= 1:
+                raise OSError(f"supervisor pid {supervisor} is not our parent")
+            os.kill(supervisor, signal.SIGHUP)
+        except (OSError, ValueError, KeyError) as exc:
+            lines.append(f"the other workers were not told ({exc}); send SIGHUP to the "
+                         "supervisor")
+        else:
+            lines.append("every worker reloads (SIGHUP through the supervisor)")
+        return lines
+
     def setup_worker(self, spec: WorkerSpec) -> None:
         self.spec = spec
         self.admission = SharedAdmission(spec.admission_path, spec.index,
