@@ -381,6 +381,11 @@ class SessionSettings:
     #: ``session:`` settings themselves.
     default_profile: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.opus_complexity is not None and not 0 <= self.opus_complexity <= 10:
+            raise ConfigError(f"must be an Opus complexity 0..10, got {self.opus_complexity}",
+                              path="session.opus_complexity")
+
 
 @dataclass
 class ProfileSettings:
@@ -430,11 +435,6 @@ class ProfileSettings:
     def __post_init__(self) -> None:
         if self.reply_chars is not None and self.reply_chars < 0:
             raise ValueError(f"reply_chars must be 0 (no limit) or more, got {self.reply_chars}")
-
-    def __post_init__(self) -> None:
-        if self.opus_complexity is not None and not 0 <= self.opus_complexity <= 10:
-            raise ConfigError(f"must be an Opus complexity 0..10, got {self.opus_complexity}",
-                              path="session.opus_complexity")
 
 
 @dataclass

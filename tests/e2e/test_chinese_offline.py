@@ -152,7 +152,8 @@ async def test_spoken_weekday_question_on_zh_yaml_gets_the_day_in_chinese_speech
         speaker: Any, zh_asr: Any, tmp_path: Path) -> None:
     registry = default_registry()
     override = tmp_path / "ports.yaml"
-    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n")
+    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
+                        f'store: {{data_dir: "{tmp_path / "data"}"}}\n')
     config = load_config([ZH_CONFIG, override], registry, auto_local=False)
     server = await XiaozhiServer.create(config)
     await server.start()
