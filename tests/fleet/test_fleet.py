@@ -323,6 +323,8 @@ async def test_transcripts_off_keeps_no_text(tmp_path: Path) -> None:
         await server.store.flush()
         turns = await server.store.device_turns(DEV)
         assert [(t.text, t.reply, t.outcome) for t in turns] == [(None, None, "ok")]
+        metrics = server.render_metrics().decode()   # StoreCollector on the registry
+        assert 'xiaozhi_store_events_total{outcome="written"} 3.0' in metrics
     finally:
         await server.stop()
 
