@@ -1,5 +1,6 @@
-"""Log output an operator can use: ``--log-format text|json`` and clipping of the
-device-supplied strings that end up in log lines.
+"""Log output an operator can use: ``--log-format text|json``, and bounding of the
+device-supplied strings in structured log fields (``repr`` clipping for text lines is
+:func:`xiaozhi_core.logutil.clip`).
 
 In JSON every record is one object per line: ``time``, ``level``, ``logger``,
 ``message``, plus the structured fields a record carries (the per-turn line carries
@@ -13,8 +14,8 @@ Example:
     >>> line = JsonFormatter().format(record)
     >>> import json; json.loads(line)["turn"]["outcome"], json.loads(line)["message"]
     ('ok', 'turn ok')
-    >>> clip("x" * 100, 5)
-    "'xxxxx'…(+95 chars)"
+    >>> cut("x" * 100, 5)
+    'xxxxx…(+95 chars)'
 """
 
 from __future__ import annotations
@@ -26,26 +27,12 @@ import os
 import sys
 from typing import Any, Literal, TextIO
 
-__all__ = ["FORMATS", "JsonFormatter", "TEXT_FORMAT", "clip", "configure", "cut", "plain"]
+__all__ = ["FORMATS", "JsonFormatter", "TEXT_FORMAT", "configure", "cut", "plain"]
 
-#: Longest device-supplied string (its ``repr``) written into a log line.
-CLIP_CHARS = 80
 #: Structured fields a record may carry (``extra=``) that the JSON form keeps.
 _FIELDS = ("turn", "device", "session")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 FORMATS = ("text", "json")
-
-
-def clip(value: str, n: int = CLIP_CHARS) -> str:
-    """``repr(value)`` cut to ``n`` characters (cut before ``repr``, so a huge value
-    costs O(n)), saying how much was cut.
-
-    >>> clip("short")
-    "'short'"
-    """
-    if len(value) <= n:
-        return repr(value)
-    return f"{value[:n]!r}…(+{len(value) - n} chars)"
 
 
 def cut(value: str | None, n: int) -> str | None:
