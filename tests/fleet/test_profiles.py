@@ -28,7 +28,7 @@ def config(**sections: Any) -> Any:
 
 @pytest.mark.parametrize(("sections", "path", "text"), [
     ({"profiles": {"kids": {"llm": {"modle": "x"}}}}, "profiles.kids.llm.modle",
-     "unknown key 'modle'; allowed keys: model, temperature"),
+     "unknown key 'modle' (did you mean 'model'?); allowed keys: model, temperature"),
     ({"llm": {"provider": "fake_io"}, "profiles": {"kids": {"llm": {"model": "x"}}}},
      "profiles.kids.llm", "takes no per-request options"),
     ({"profiles": {"kids": {"reply_chars": -1}}}, "profiles.kids",
