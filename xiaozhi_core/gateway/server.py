@@ -49,6 +49,7 @@ from ..session.session import Session
 from ..session.transport import Peer
 from ..types import SegmentationDefaults
 from .activation import ActivationStore
+from .admin import stats_probe
 from .admission import Admission, LocalAdmission
 from .auth import Authenticator, AuthError, BadRequest, Identity, identity_from_request
 from .firmware import FirmwareStore
@@ -140,6 +141,7 @@ class XiaozhiServer:
         self._evictions: set[asyncio.Task[None]] = set()
         self._ws_server: Server | None = None
         self._http: HttpPort | None = None
+        self._stats_task: asyncio.Task[None] | None = None
         self.host = s.host
         self.port = s.port
         self.http_port = s.http_port
@@ -199,6 +201,8 @@ class XiaozhiServer:
         port = self.port if port is None else port
         http_port = self.http_port if http_port is None else http_port
         self.lag_monitor.start()
+        self._stats_task = asyncio.get_running_loop().create_task(
+            self.metrics.window.run(lambda: stats_probe(self)), name="xiaozhi-stats")
         self.hub.start()
         self.session_host = await self.make_session_host()
         limits = self.config.server.limits
@@ -214,7 +218,7 @@ class XiaozhiServer:
                                exc) from None
         # (websockets 15, which amqtt pins, types .sockets as an Iterable)
         self.port = next(iter(self._ws_server.sockets)).getsockname()[1]
-        self._http = HttpPort(self, self.config.server.http)
+        self._http = HttpPort(self, self.config.server.http, admin=self)
         try:
             self.http_port = await self._http.start(self.host, http_port,
                                                     reuse_port=reuse_port)
@@ -301,6 +305,9 @@ class XiaozhiServer:
             await self._http.stop()
             self._http = None
         await self.hub.stop()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            self._stats_task = None
         self.lag_monitor.stop()
         if self._owns_executor:
             await close_providers(self.providers)
