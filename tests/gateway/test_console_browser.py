@@ -36,6 +36,7 @@ DEVICE = "aa:bb:cc:00:00:42"
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+HOSTILE = '<img src=x onerror="window.__xss=1">'
 KIDS_GREETING = "Hello little friend, what shall we play?"
 
 
@@ -196,10 +197,15 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
         assert live.store is not None
         assert live.call(live.store.flush())
 
-        # --- devices
+        # --- devices (one more, whose OTA report is hostile: shown as text, never run)
+        live.store.device_seen("evil:00", board=HOSTILE, firmware="<b>9</b>")
+        assert live.call(live.store.flush())
         page.click('header a[data-view="devices"]')
         drow = page.locator(f'#devices-body tr:has-text("{DEVICE}")')
         expect(drow).to_contain_text("online")
+        expect(page.locator('#devices-body tr:has-text("evil:00")')).to_contain_text(HOSTILE)
+        assert page.evaluate("window.__xss === undefined")
+        assert page.locator("#devices-body img, #devices-body b").count() == 0
         page.screenshot(path=str(shots / "3-devices.png"))
 
         # --- one device: the turn, its transcript and latency breakdown
