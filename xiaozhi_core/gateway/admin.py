@@ -233,7 +233,7 @@ class _Api:
     async def sessions(self, request: web.Request) -> web.Response:
         now = time.monotonic()
         rows = [session_status(s, now) for s in list(self.host.sessions.values())]
-        rows.sort(key=lambda r: r["connected_at"])
+        rows.sort(key=lambda r: r["connected_at"] or 0.0)
         return _ok({"count": len(rows), "sessions": rows})
 
     async def devices(self, request: web.Request) -> web.Response:

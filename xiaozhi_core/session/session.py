@@ -47,8 +47,6 @@ class Session:
         self.transport = transport
         self.device: Peer = transport.peer
         self.session_id = uuid.uuid4().hex
-        #: When the connection was accepted (epoch seconds; the console shows it).
-        self.connected_at = time.time()
         cfg = host.session
         self.settings = cfg
         self.memory = Memory(cfg.system_prompt, cfg.history_chars)

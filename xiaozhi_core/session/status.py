@@ -56,6 +56,11 @@ def _profile_name(session: Session) -> str | None:
     return name if isinstance(name, str) else None
 
 
+def _started(session: Session) -> float | None:
+    started = getattr(session, "started_at", None)   # set by the fleet wiring
+    return round(started, 3) if isinstance(started, float) else None
+
+
 def session_status(session: Session, now: float | None = None) -> dict[str, Any]:
     """A JSON-ready summary of ``session`` (see the module docstring for ``state``)."""
     mono = time.monotonic() if now is None else now
@@ -85,7 +90,7 @@ def session_status(session: Session, now: float | None = None) -> dict[str, Any]
         "transport": session.transport.kind,
         "protocol_version": session.protocol_version,
         "profile": _profile_name(session),
-        "connected_at": round(session.connected_at, 3),
+        "connected_at": _started(session),
         "state": state,
         "listen_mode": session.listen_mode,
         "speaker": session.speaker,
