@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiohttp import web
 
 from ..config import AdminSettings, DeploymentConfig
+from ..errors import ConfigError
 from ..looplag import LoopLagMonitor
 from ..session.status import session_status
 from ..store.errors import StoreError
@@ -221,6 +222,9 @@ class _Api:
 
     def _profiles(self) -> list[str] | None:
         """The profile names the server knows (None: it does not say)."""
+        names = getattr(self.host, "profile_names", None)
+        if names is not None:
+            return [str(n) for n in names()]
         profiles = getattr(self.host.config, "profiles", None)
         if isinstance(profiles, Mapping):
             return sorted(str(k) for k in profiles)
@@ -285,6 +289,8 @@ class _Api:
         if setter is not None:
             try:
                 await _maybe_await(setter(device_id, profile))
+            except ConfigError as exc:
+                raise _ApiError(400, str(exc)) from None
             except (KeyError, ValueError) as exc:
                 message = exc.args[0] if exc.args else str(exc)
                 raise _ApiError(400, str(message)) from None
@@ -307,7 +313,10 @@ class _Api:
         reload = getattr(self.host, "reload_config", None)
         if reload is None:
             raise _ApiError(501, "this server cannot reload its configuration")
-        errors = [str(e) for e in await _maybe_await(reload())]
+        try:
+            errors = [str(e) for e in await _maybe_await(reload())]
+        except ConfigError as exc:
+            errors = [str(exc)]
         if errors:
             log.warning("admin API: reload refused: %s", "; ".join(errors))
             return _ok({"applied": False, "errors": errors}, status=422)
