@@ -233,8 +233,9 @@ async def test_reload_without_support_or_errors(admin_server: Any) -> None:
     status, body, _ = await _call(server, "POST", "/reload")
     if getattr(server, "reload_config", None) is None:
         assert status == 501 and "cannot reload" in body["error"]
-    else:
-        assert status == 200 and body == {"applied": True, "errors": []}
+    else:   # started from no file: nothing to reload, refused with the reason
+        assert status == 422 and body["applied"] is False
+        assert "not started from config files" in body["errors"][0]
 
 
 async def test_unknown_api_path_and_store_missing(make_server: ServerFactory) -> None:

@@ -74,7 +74,8 @@ class AdminHost(Protocol):
     """What the API reads from the server (:class:`~xiaozhi_core.gateway.server.XiaozhiServer`).
 
     Optional, used when present: ``store`` (a :class:`~xiaozhi_core.store.Store` or
-    None), ``reload_config() -> list[str]`` (errors; empty = applied) and
+    None), ``reload_config() -> list[str]`` (what changed; raises ConfigError and
+    changes nothing when the files are invalid) and
     ``set_device_profile(device_id, name)``, either of them sync or async.
     """
 
@@ -314,14 +315,12 @@ class _Api:
         if reload is None:
             raise _ApiError(501, "this server cannot reload its configuration")
         try:
-            errors = [str(e) for e in await _maybe_await(reload())]
+            messages = [str(m) for m in await _maybe_await(reload()) or []]
         except ConfigError as exc:
-            errors = [str(exc)]
-        if errors:
-            log.warning("admin API: reload refused: %s", "; ".join(errors))
-            return _ok({"applied": False, "errors": errors}, status=422)
+            log.warning("admin API: reload refused: %s", exc)
+            return _ok({"applied": False, "errors": [str(exc)], "messages": []}, status=422)
         log.info("admin API: configuration reloaded")
-        return _ok({"applied": True, "errors": []})
+        return _ok({"applied": True, "errors": [], "messages": messages})
 
     async def stats(self, request: web.Request) -> web.Response:
         window = self.host.metrics.window

@@ -170,12 +170,16 @@ _PATHS: dict[str, Any] = {
                    "configuration is refused and the running one stays",
         "responses": {
             "200": _json({"type": "object", "properties": {
-                "applied": {"const": True}, "errors": {"type": "array", "maxItems": 0}}},
+                "applied": {"const": True}, "errors": {"type": "array", "maxItems": 0},
+                "messages": {"type": "array", "items": {"type": "string"},
+                             "description": "what changed, and which changed keys only "
+                                            "a restart applies"}}},
                 "applied"),
             "422": _json({"type": "object", "properties": {
                 "applied": {"const": False},
                 "errors": {"type": "array", "items": {"type": "string"},
-                           "description": "file: key.path: problem, as `config check`"}}},
+                           "description": "file: key.path: problem, as `config check`"},
+                "messages": {"type": "array", "maxItems": 0}}},
                 "refused; nothing changed"),
             "501": _json(_ref("Error"), "this server cannot reload"), **_AUTH}}},
     "/api/v1/stats": {"get": {

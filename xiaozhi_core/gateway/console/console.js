@@ -341,7 +341,11 @@ async function loadCharts() {
 async function reloadConfig() {
   try {
     const data = await api("/reload", { method: "POST" });
-    if (data.applied) { showError(""); $("status").textContent = "configuration reloaded"; }
+    if (data.applied) {
+      showError("");
+      $("status").textContent = "configuration reloaded";
+      $("status").title = (data.messages || []).join("\n");
+    }
     else showError("Reload refused: " + data.errors.join("; "));
   } catch (err) { failed(err); }
 }
