@@ -37,7 +37,20 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOSTILE = '<img src=x onerror="window.__xss=1">'
-KIDS_GREETING = "Hello little friend, what shall we play?"
+REPLY = "It is half past six. Ask me anything else!"
+#: The deployment of the fleet wiring: the kids profile cuts replies after a sentence.
+DEPLOYMENT = """\
+server: {{host: 127.0.0.1, port: 0, http_port: 0, admin: {{token: %s}},
+         limits: {{max_loop_lag_ms: 0}}}}
+store: {{data_dir: "{data}", flush_interval: 0.05}}
+session: {{silence_ms: 300, min_speech_ms: 120, system_prompt: "DEFAULT PROMPT"}}
+vad: {{provider: fake}}
+asr: {{provider: fake, options: {{text: "What time is it?", delay: 0.2}}}}
+llm: {{provider: fake, options: {{reply: "%s", first_token_delay: 0.8}}}}
+tts: {{provider: fake, options: {{seconds_per_char: 0.03}}}}
+profiles:
+  kids: {{system_prompt: "{kids}", reply_chars: 10}}
+""" % (TOKEN, REPLY)
 
 
 class LiveServer:
@@ -45,6 +58,7 @@ class LiveServer:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
+        self.config_file = data_dir / "console.yaml"
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="live-server",
                                        daemon=True)
@@ -59,20 +73,26 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     async def start(self) -> None:
-        sections: dict[str, Any] = {
-            "server": {"admin": {"token": TOKEN}, "limits": {"max_loop_lag_ms": 0}},
-            "session": {"silence_ms": 300, "min_speech_ms": 120},
-            "asr": {"provider": "fake", "options": {"text": "What time is it?", "delay": 0.2}},
-            "llm": {"provider": "fake", "options": {"reply": "It is half past six.",
-                                                    "first_token_delay": 0.8}},
-            "tts": {"provider": "fake", "options": {"seconds_per_char": 0.06}},
-        }
-        fleet = _has_fleet()
-        if fleet:
-            sections = merge(sections, {
-                "store": {"data_dir": str(self.data_dir), "flush_interval": 0.05},
-                "profiles": {"kids": {"greeting": KIDS_GREETING}}})
-        self.server = server = await XiaozhiServer.create(fake_config(**sections))
+        if _has_fleet():
+            # a real deployment file, so the console's Reload button has something to read
+            from xiaozhi_core.config import load_config
+            from xiaozhi_core.registry import default_registry
+            self.config_file.write_text(DEPLOYMENT.format(data=self.data_dir,
+                                                          kids="KIDS PROMPT ONE"))
+            registry = default_registry()
+            config = load_config([self.config_file], registry, auto_local=False)
+            self.server = server = await XiaozhiServer.create(config, registry)  # type: ignore[call-arg]
+        else:
+            sections: dict[str, Any] = {
+                "server": {"admin": {"token": TOKEN}, "limits": {"max_loop_lag_ms": 0}},
+                "session": {"silence_ms": 300, "min_speech_ms": 120},
+                "asr": {"provider": "fake", "options": {"text": "What time is it?",
+                                                        "delay": 0.2}},
+                "llm": {"provider": "fake", "options": {"reply": REPLY,
+                                                        "first_token_delay": 0.8}},
+                "tts": {"provider": "fake", "options": {"seconds_per_char": 0.03}},
+            }
+            self.server = server = await XiaozhiServer.create(fake_config(**sections))
         await server.start(port=0, http_port=0)
         store = getattr(server, "store", None)
         if store is None:
@@ -147,6 +167,23 @@ async def _voice_turn(dev: FakeDevice) -> dict[str, Any]:
     return await dev.wait_for("tts", "stop", timeout=30, after=after)
 
 
+async def _ota_check(live: LiveServer, dev: FakeDevice) -> None:
+    import aiohttp
+    assert live.server is not None
+    headers = {"Device-Id": dev.device_id, "Client-Id": dev.client_id,
+               "User-Agent": "bread-compact-wifi/1.6.2"}
+    body = {"application": {"name": "xiaozhi", "version": "1.6.2"},
+            "board": {"type": "bread-compact-wifi"}}
+    async with aiohttp.ClientSession() as http, \
+            http.post(live.server.ota_url, json=body, headers=headers) as resp:
+        assert resp.status == 200
+
+
+def _prompt(llm: Any) -> str:
+    """What the fake LLM was last asked, as text."""
+    return "\n".join(f"{m.role}: {m.content}" for m in llm.requests[-1][0])
+
+
 def _record_if_unwired(live: LiveServer, dev: FakeDevice, reply: str) -> None:
     """Until the fleet wiring records turns itself, write the session's real last turn
     (its latency record, what the device was told) into the store the API reads."""
@@ -181,8 +218,9 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
     page.click("#login-form button")
     expect(page.locator("#view-sessions")).to_be_visible()
 
-    # --- a live session while the device talks
+    # --- a live session while the device talks (after its OTA check, as the firmware)
     dev = FakeDevice(live.server.ws_url, device_id=DEVICE)  # type: ignore[union-attr]
+    live.call(_ota_check(live, dev))
     live.call(dev.connect())
     try:
         row = page.locator(f'#sessions-body tr:has-text("{DEVICE}")')
@@ -193,7 +231,7 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
         expect(row).to_contain_text("websocket")
         page.screenshot(path=str(shots / "2-sessions.png"))
         talking.result(30)
-        _record_if_unwired(live, dev, "It is half past six.")
+        _record_if_unwired(live, dev, REPLY)
         assert live.store is not None
         assert live.call(live.store.flush())
 
@@ -211,9 +249,11 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
         # --- one device: the turn, its transcript and latency breakdown
         drow.locator("a").click()
         expect(page.locator("#device-title")).to_have_text(DEVICE)
+        expect(page.locator("#device-facts")).to_contain_text("bread-compact-wifi")
+        expect(page.locator("#device-facts")).to_contain_text("1.6.2")
         card = page.locator("#turns .turn").first
         expect(card.locator(".said")).to_have_text("What time is it?")
-        expect(card.locator(".reply")).to_have_text("It is half past six.")
+        expect(card.locator(".reply")).to_have_text(REPLY)
         expect(card.locator(".lat")).to_contain_text(re.compile(r"ASR \d+ ms"))
         expect(card.locator(".lat")).to_contain_text(re.compile(r"TTFA \d+ ms"))
         assert card.locator(".bar i").count() >= 3
@@ -229,15 +269,36 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
         stored = live.call(live.store.get_device(DEVICE))
         if _has_fleet():
             assert stored is not None and stored.profile == "kids"
-            # the next turn uses it: the wake word gets the kids profile's greeting
-            after = len(dev.received)
-            live.call(dev.listen("detect", text="xiaozhi"))
-            live.call(dev.wait_for("tts", "stop", timeout=30, after=after))
+            # the next turn uses it: the kids prompt reaches the LLM, the reply is cut
+            # after its first sentence (reply_chars), the live session shows the profile
+            live.call(_voice_turn(dev))
+            llm = live.server.providers.llm.instance  # type: ignore[union-attr]
+            assert "KIDS PROMPT ONE" in _prompt(llm)
             assert live.call(live.store.flush())
             page.reload()
-            expect(page.locator("#turns .turn").first.locator(".reply")).to_have_text(
-                KIDS_GREETING)
+            first = page.locator("#turns .turn").first
+            expect(first.locator(".reply")).to_have_text("It is half past six.")
+            expect(page.locator("#turns .turn").nth(1).locator(".reply")).to_have_text(REPLY)
+            expect(page.locator("#profile-select")).to_have_value("kids")
             page.screenshot(path=str(shots / "5-device-after-profile.png"), full_page=True)
+            page.click('header a[data-view="sessions"]')
+            expect(row.locator("td").nth(1)).to_have_text("kids")
+
+            # --- reload from the console: applied, then a broken file refused
+            live.config_file.write_text(DEPLOYMENT.format(data=live.data_dir,
+                                                          kids="KIDS PROMPT TWO"))
+            page.click("#reload")
+            expect(page.locator("#status")).to_have_text("configuration reloaded")
+            live.call(_voice_turn(dev))
+            assert "KIDS PROMPT TWO" in _prompt(llm)
+            live.config_file.write_text(DEPLOYMENT.format(data=live.data_dir,
+                                                          kids="X") + "bogus: 1\n")
+            page.click("#reload")
+            expect(page.locator("#error")).to_contain_text("Reload refused")
+            expect(page.locator("#error")).to_contain_text("bogus")
+            page.screenshot(path=str(shots / "6-reload-refused.png"))
+            live.call(_voice_turn(dev))
+            assert "KIDS PROMPT TWO" in _prompt(llm)
         else:
             assert stored is not None and stored.profile is None
     finally:
@@ -252,7 +313,7 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
     page.click('header a[data-view="charts"]')
     for chart in ("ttfa", "lane", "loop", "sessions"):
         expect(page.locator(f"#chart-{chart} svg polyline").first).to_be_attached()
-    page.screenshot(path=str(shots / "6-charts.png"), full_page=True)
+    page.screenshot(path=str(shots / "7-charts.png"), full_page=True)
 
     # --- log out: the login again, and the token is gone
     page.click("#logout")
@@ -278,5 +339,5 @@ def test_without_the_token_the_page_shows_the_login(live: LiveServer, browser: A
     page.reload()
     expect(page.locator("#login")).to_be_visible()
     expect(page.locator("#login-error")).to_have_text("wrong admin token")
-    page.screenshot(path=str(shots / "7-no-token.png"))
+    page.screenshot(path=str(shots / "8-no-token.png"))
     page.close()
