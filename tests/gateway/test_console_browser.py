@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from xiaozhi_core.config import merge
 from xiaozhi_core.device import FakeDevice
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.store import Store, StoreSettings
@@ -38,19 +37,22 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 HOSTILE = '<img src=x onerror="window.__xss=1">'
 REPLY = "It is half past six. Ask me anything else!"
-#: The deployment of the fleet wiring: the kids profile cuts replies after a sentence.
-DEPLOYMENT = """\
-server: {{host: 127.0.0.1, port: 0, http_port: 0, admin: {{token: %s}},
+
+
+def deployment(data: Path, kids: str) -> str:
+    """The deployment of the fleet wiring: the kids profile cuts replies after a sentence."""
+    return f"""\
+server: {{host: 127.0.0.1, port: 0, http_port: 0, admin: {{token: {TOKEN}}},
          limits: {{max_loop_lag_ms: 0}}}}
 store: {{data_dir: "{data}", flush_interval: 0.05}}
 session: {{silence_ms: 300, min_speech_ms: 120, system_prompt: "DEFAULT PROMPT"}}
 vad: {{provider: fake}}
 asr: {{provider: fake, options: {{text: "What time is it?", delay: 0.2}}}}
-llm: {{provider: fake, options: {{reply: "%s", first_token_delay: 0.8}}}}
+llm: {{provider: fake, options: {{reply: "{REPLY}", first_token_delay: 0.8}}}}
 tts: {{provider: fake, options: {{seconds_per_char: 0.03}}}}
 profiles:
   kids: {{system_prompt: "{kids}", reply_chars: 10}}
-""" % (TOKEN, REPLY)
+"""
 
 
 class LiveServer:
@@ -77,8 +79,7 @@ class LiveServer:
             # a real deployment file, so the console's Reload button has something to read
             from xiaozhi_core.config import load_config
             from xiaozhi_core.registry import default_registry
-            self.config_file.write_text(DEPLOYMENT.format(data=self.data_dir,
-                                                          kids="KIDS PROMPT ONE"))
+            self.config_file.write_text(deployment(self.data_dir, "KIDS PROMPT ONE"))
             registry = default_registry()
             config = load_config([self.config_file], registry, auto_local=False)
             self.server = server = await XiaozhiServer.create(config, registry)  # type: ignore[call-arg]
@@ -285,14 +286,12 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
             expect(row.locator("td").nth(1)).to_have_text("kids")
 
             # --- reload from the console: applied, then a broken file refused
-            live.config_file.write_text(DEPLOYMENT.format(data=live.data_dir,
-                                                          kids="KIDS PROMPT TWO"))
+            live.config_file.write_text(deployment(live.data_dir, "KIDS PROMPT TWO"))
             page.click("#reload")
             expect(page.locator("#status")).to_have_text("configuration reloaded")
             live.call(_voice_turn(dev))
             assert "KIDS PROMPT TWO" in _prompt(llm)
-            live.config_file.write_text(DEPLOYMENT.format(data=live.data_dir,
-                                                          kids="X") + "bogus: 1\n")
+            live.config_file.write_text(deployment(live.data_dir, "X") + "bogus: 1\n")
             page.click("#reload")
             expect(page.locator("#error")).to_contain_text("Reload refused")
             expect(page.locator("#error")).to_contain_text("bogus")
