@@ -211,6 +211,7 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
 
     # --- login
     expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#bar")).to_be_hidden()
     page.screenshot(path=str(shots / "1-login.png"))
     page.fill("#token", "wrong-token-0123456789")
     page.click("#login-form button")
@@ -317,6 +318,7 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
     # --- log out: the login again, and the token is gone
     page.click("#logout")
     expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#bar")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
     page.close()
 
@@ -338,5 +340,7 @@ def test_without_the_token_the_page_shows_the_login(live: LiveServer, browser: A
     page.reload()
     expect(page.locator("#login")).to_be_visible()
     expect(page.locator("#login-error")).to_have_text("wrong admin token")
+    expect(page.locator("#bar")).to_be_hidden()
+    expect(page.locator("#view-sessions")).to_be_hidden()
     page.screenshot(path=str(shots / "8-no-token.png"))
     page.close()
