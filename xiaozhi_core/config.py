@@ -111,7 +111,8 @@ class AdminSettings:
 
     #: Bearer token of the console and the API; use ``${XIAOZHI_ADMIN_TOKEN}``.
     token: str = ""
-    #: Let requests from loopback (127.0.0.1, ::1) in without the token.
+    #: Let requests from loopback (127.0.0.1, ::1) in without the token. Not behind a
+    #: reverse proxy on the same host: its requests come from loopback.
     open: bool = False
 
     def __post_init__(self) -> None:
