@@ -44,12 +44,14 @@ from ..session.status import session_status
 from ..store.errors import StoreError
 from .metrics import Metrics
 from .openapi import openapi_document
+from .stats import merge_rings, merge_samples
 
 if TYPE_CHECKING:
     from ..session.session import Session
     from ..store.facade import Store
 
-__all__ = ["API_PREFIX", "AdminHost", "add_admin_routes", "check_admin", "stats_probe"]
+__all__ = ["API_PREFIX", "REPORTS", "AdminHost", "add_admin_routes", "check_admin",
+           "local_report", "merge_reports", "stats_probe"]
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,11 @@ class AdminHost(Protocol):
         """The event loop's lag monitor."""
         ...
 
+    async def admin_report(self, what: str) -> dict[str, Any]:
+        """``sessions`` or ``stats`` for the whole server: :func:`local_report` in one
+        process; with ``--workers``, every worker's, gathered and merged."""
+        ...
+
 
 def _is_loopback(remote: str | None) -> bool:
     try:
@@ -129,6 +136,43 @@ def stats_probe(host: AdminHost) -> tuple[int, Sequence[float]]:
     ticks = max(1, int(host.metrics.window.interval / monitor.interval))
     lags = list(monitor.lags)
     return len(host.sessions), lags[-ticks:]
+
+
+#: What :func:`local_report` answers.
+REPORTS = ("sessions", "stats")
+
+
+def local_report(host: AdminHost, what: str) -> dict[str, Any]:
+    """This process's live sessions (``{"sessions": [...]}``) or stats ring
+    (``{"interval_s", "span_s", "samples", "current"}``)."""
+    if what == "sessions":
+        now = time.monotonic()
+        rows = [session_status(s, now) for s in list(host.sessions.values())]
+        return {"sessions": rows}
+    if what == "stats":
+        window = host.metrics.window
+        sessions, lags = stats_probe(host)
+        return {"interval_s": window.interval, "span_s": window.span,
+                "samples": window.samples(),
+                "current": window.current(time.time(), sessions, lags)}
+    raise ValueError(f"unknown report {what!r}; reports: {', '.join(REPORTS)}")
+
+
+def merge_reports(what: str, answers: Sequence[tuple[int, dict[str, Any] | None]]
+                  ) -> dict[str, Any]:
+    """Several workers' :func:`local_report` answers as one (``None``: a worker that did
+    not answer, listed in ``workers_missing``). Sessions get their ``worker``."""
+    got = [(i, a) for i, a in answers if a is not None]
+    missing = [i for i, a in answers if a is None]
+    if what == "sessions":
+        rows = [{**row, "worker": i} for i, a in got for row in a["sessions"]]
+        return {"sessions": rows, "workers_missing": missing}
+    first = got[0][1] if got else {"interval_s": 10.0, "span_s": 3600.0}
+    return {"interval_s": first["interval_s"], "span_s": first["span_s"],
+            "samples": merge_rings([a["samples"] for _, a in got]),
+            "current": merge_samples([a["current"] for _, a in got], at=time.time())
+            if got else None,
+            "workers_missing": missing}
 
 
 class _ApiError(Exception):
@@ -236,10 +280,10 @@ class _Api:
 
     # ------------------------------------------------------------------ handlers
     async def sessions(self, request: web.Request) -> web.Response:
-        now = time.monotonic()
-        rows = [session_status(s, now) for s in list(self.host.sessions.values())]
+        report = await self.host.admin_report("sessions")
+        rows = report["sessions"]
         rows.sort(key=lambda r: r["connected_at"] or 0.0)
-        return _ok({"count": len(rows), "sessions": rows})
+        return _ok({**report, "count": len(rows), "sessions": rows})
 
     async def devices(self, request: web.Request) -> web.Response:
         limit = _int_param(request, "limit", 1000, 1, 10000)
@@ -323,11 +367,7 @@ class _Api:
         return _ok({"applied": True, "errors": [], "messages": messages})
 
     async def stats(self, request: web.Request) -> web.Response:
-        window = self.host.metrics.window
-        sessions, lags = stats_probe(self.host)
-        return _ok({"interval_s": window.interval, "span_s": window.span,
-                    "samples": window.samples(),
-                    "current": window.current(time.time(), sessions, lags)})
+        return _ok(await self.host.admin_report("stats"))
 
     async def openapi(self, request: web.Request) -> web.Response:
         return _ok(openapi_document())

@@ -27,6 +27,8 @@ _AUTH = {"401": _json(_ref("Error"), "no, or a wrong, admin token")}
 _STORE = {"503": _json(_ref("Error"), "no device store, or the database failed")}
 _NULL_STR = {"type": ["string", "null"]}
 _NULL_NUM = {"type": ["number", "null"]}
+_MISSING = {"type": "array", "items": {"type": "integer"},
+            "description": "--workers only: workers that did not answer (left out)"}
 _DEVICE_ID = {"name": "device_id", "in": "path", "required": True,
               "schema": {"type": "string", "maxLength": 64},
               "description": "the device id (MAC address) as the device sends it"}
@@ -52,6 +54,8 @@ _SCHEMAS: dict[str, Any] = {
                     "id": {"type": "integer"}, "kind": {"type": "string"},
                     "stage": {"type": "string"}, "elapsed_ms": {"type": "number"}}}]},
             "turns": {"type": "integer", "description": "turns started in this session"},
+            "worker": {"type": "integer",
+                       "description": "the worker process serving it (--workers only)"},
             "last_turn": {"oneOf": [{"type": "null"}, {"type": "object"}],
                           "description": "the latest finished turn's latency record"},
             "lane": {"type": "object", "properties": {
@@ -101,6 +105,7 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "t": {"type": "number", "description": "end of the interval, epoch seconds"},
             "sessions": {"type": "integer"}, "turns": {"type": "integer"},
+            "frames": {"type": "integer", "description": "frames through the lanes"},
             "ttfa_p50_ms": _NULL_NUM, "ttfa_p95_ms": _NULL_NUM, "ttfa_max_ms": _NULL_NUM,
             "lane_lag_mean_ms": _NULL_NUM, "lane_lag_max_ms": _NULL_NUM,
             "loop_lag_p99_ms": _NULL_NUM, "loop_lag_max_ms": _NULL_NUM,
@@ -110,10 +115,11 @@ _SCHEMAS: dict[str, Any] = {
 
 _PATHS: dict[str, Any] = {
     "/api/v1/sessions": {"get": {
-        "summary": "Live sessions of this server process",
+        "summary": "Live sessions of the server (every worker's with --workers)",
         "responses": {"200": _json({"type": "object", "properties": {
             "count": {"type": "integer"},
-            "sessions": {"type": "array", "items": _ref("LiveSession")}}}, "live sessions"),
+            "sessions": {"type": "array", "items": _ref("LiveSession")},
+            "workers_missing": _MISSING}}, "live sessions"),
             **_AUTH}}},
     "/api/v1/devices": {"get": {
         "summary": "Devices in the store, most recently seen first",
@@ -188,7 +194,8 @@ _PATHS: dict[str, Any] = {
             "interval_s": {"type": "number"}, "span_s": {"type": "number"},
             "samples": {"type": "array", "items": _ref("Sample"),
                         "description": "oldest first"},
-            "current": {**_ref("Sample"), "description": "the interval in progress"}}},
+            "current": {**_ref("Sample"), "description": "the interval in progress"},
+            "workers_missing": _MISSING}},
             "samples"), **_AUTH}}},
     "/api/v1/openapi.json": {"get": {
         "summary": "This document (no token needed)", "security": [],

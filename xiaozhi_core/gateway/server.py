@@ -49,7 +49,7 @@ from ..session.session import Session
 from ..session.transport import Peer
 from ..types import SegmentationDefaults
 from .activation import ActivationStore
-from .admin import stats_probe
+from .admin import local_report, stats_probe
 from .admission import Admission, LocalAdmission
 from .auth import Authenticator, AuthError, BadRequest, Identity, identity_from_request
 from .firmware import FirmwareStore
@@ -592,6 +592,10 @@ class XiaozhiServer:
     async def metrics_report(self) -> bytes:
         """``GET /metrics``; a worker of a supervised server merges every worker's."""
         return self.render_metrics()
+
+    async def admin_report(self, what: str) -> dict[str, Any]:
+        """The operator API's ``sessions`` / ``stats`` (a worker: for every worker)."""
+        return local_report(self, what)
 
     def render_metrics(self) -> bytes:
         hub = self.hub

@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = ["Sample", "StatsRing"]
+__all__ = ["Sample", "StatsRing", "merge_rings", "merge_samples"]
 
-#: One sample: ``t`` (epoch seconds at its end), ``sessions``, ``turns``, TTFA
+#: One sample: ``t`` (epoch seconds at its end), ``sessions``, ``turns``, ``frames``, TTFA
 #: p50/p95/max, lane lag mean/max, loop lag p99/max (milliseconds; None: nothing seen).
 Sample = dict[str, Any]
 
@@ -100,6 +100,7 @@ class StatsRing:
         loop = sorted(loop_lags)
         return {
             "t": round(at, 3), "sessions": sessions, "turns": self._turns,
+            "frames": self._lane_n,
             "ttfa_p50_ms": _pct(ttfa, 50), "ttfa_p95_ms": _pct(ttfa, 95),
             "ttfa_max_ms": ttfa[-1] if ttfa else None,
             "lane_lag_mean_ms": _ms(self._lane_sum / self._lane_n) if self._lane_n else None,
@@ -124,12 +125,55 @@ class StatsRing:
         return list(self._ring)
 
     async def run(self, probe: Callable[[], tuple[int, Sequence[float]]]) -> None:
-        """Close a sample every ``interval`` s; ``probe()`` gives (sessions, loop lags of
+        """Close a sample at every multiple of ``interval`` s of the wall clock (so the
+        samples of several workers line up); ``probe()`` gives (sessions, loop lags of
         about the last interval, in seconds). Runs until cancelled."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.interval
         while True:
-            await asyncio.sleep(max(0.0, deadline - loop.time()))
-            deadline += self.interval
+            now = time.time()
+            boundary = (now // self.interval + 1) * self.interval
+            await asyncio.sleep(boundary - now)
             sessions, lags = probe()
-            self.close(time.time(), sessions, lags)
+            self.close(boundary, sessions, lags)
+
+
+def _nums(samples: Sequence[Sample], key: str) -> list[float]:
+    return [s[key] for s in samples if s.get(key) is not None]
+
+
+def merge_samples(samples: Sequence[Sample], at: float | None = None) -> Sample:
+    """One sample for several workers' samples of the same interval: sessions, turns and
+    frames add up; the lane lag mean is weighted by frames; every other value is the
+    worst worker's (a TTFA percentile of the whole server lies between the workers').
+
+    >>> a = {"t": 10.0, "sessions": 2, "turns": 1, "frames": 30, "ttfa_p50_ms": 400.0,
+    ...      "ttfa_p95_ms": 400.0, "ttfa_max_ms": 400.0, "lane_lag_mean_ms": 2.0,
+    ...      "lane_lag_max_ms": 5.0, "loop_lag_p99_ms": 1.0, "loop_lag_max_ms": 3.0}
+    >>> b = {**a, "sessions": 1, "turns": 0, "frames": 10, "ttfa_p50_ms": None,
+    ...      "ttfa_p95_ms": None, "ttfa_max_ms": None, "lane_lag_mean_ms": 6.0}
+    >>> m = merge_samples([a, b])
+    >>> m["sessions"], m["turns"], m["ttfa_p50_ms"], m["lane_lag_mean_ms"]
+    (3, 1, 400.0, 3.0)
+    """
+    out: Sample = {"t": at if at is not None else max(s["t"] for s in samples)}
+    for key in ("sessions", "turns", "frames"):
+        out[key] = sum(int(s.get(key) or 0) for s in samples)
+    for key in ("ttfa_p50_ms", "ttfa_p95_ms", "ttfa_max_ms", "lane_lag_max_ms",
+                "loop_lag_p99_ms", "loop_lag_max_ms"):
+        values = _nums(samples, key)
+        out[key] = max(values) if values else None
+    weighted = [(s["lane_lag_mean_ms"], s.get("frames") or 0) for s in samples
+                if s.get("lane_lag_mean_ms") is not None]
+    frames = sum(n for _, n in weighted)
+    out["lane_lag_mean_ms"] = (round(sum(v * n for v, n in weighted) / frames, 2) if frames
+                               else None)
+    return out
+
+
+def merge_rings(rings: Sequence[Sequence[Sample]]) -> list[Sample]:
+    """Several workers' stored samples as one series: samples closed at the same
+    (wall-clock aligned) time are merged with :func:`merge_samples`."""
+    by_t: dict[float, list[Sample]] = {}
+    for ring in rings:
+        for sample in ring:
+            by_t.setdefault(sample["t"], []).append(sample)
+    return [merge_samples(group, at=t) for t, group in sorted(by_t.items())]
