@@ -259,10 +259,11 @@ class _Api:
             raise _ApiError(503, "no device store in this server (store.enabled is false)")
         return store
 
-    def _online(self) -> dict[str, list[str]]:
+    async def _online(self) -> dict[str, list[str]]:
+        """Device id → its live session ids (on every worker)."""
         out: dict[str, list[str]] = {}
-        for session in list(self.host.sessions.values()):
-            out.setdefault(session.device.device_id, []).append(session.session_id)
+        for row in (await self.host.admin_report("sessions"))["sessions"]:
+            out.setdefault(row["device_id"], []).append(row["session_id"])
         return out
 
     def _profiles(self) -> list[str] | None:
@@ -289,7 +290,7 @@ class _Api:
         limit = _int_param(request, "limit", 1000, 1, 10000)
         assert limit is not None
         records = await self._store().list_devices(limit)
-        online = self._online()
+        online = await self._online()
         return _ok({"count": len(records), "devices": [
             {**r.as_dict(), "online": r.device_id in online} for r in records]})
 
@@ -301,7 +302,7 @@ class _Api:
             raise _ApiError(404, f"unknown device {device_id[:64]!r}")
         sessions = await store.device_sessions(device_id, 20)
         return _ok({"device": record.as_dict(),
-                    "online": self._online().get(device_id, []),
+                    "online": (await self._online()).get(device_id, []),
                     "sessions": [s.as_dict() for s in sessions]})
 
     async def turns(self, request: web.Request) -> web.Response:
