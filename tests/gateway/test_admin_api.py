@@ -221,10 +221,14 @@ async def test_stats_samples(admin_server: Any) -> None:
         window.close(1.0e9, len(server.sessions), list(server.lag_monitor.lags))
         status, body, _ = await _call(server, "GET", "/stats")
     assert status == 200 and body["interval_s"] == 10.0 and body["span_s"] == 3600.0
-    sample = body["samples"][-1]
-    assert sample["sessions"] == 1 and sample["turns"] == 1
-    assert sample["ttfa_p50_ms"] > 0 and sample["lane_lag_max_ms"] >= 0
-    assert sample["loop_lag_max_ms"] is not None
+    assert body["samples"][-1]["sessions"] == 1
+    # the server's own sampler may have closed an interval (on a 10-s boundary) during
+    # the turn: look at every sample
+    every = body["samples"] + [body["current"]]
+    assert sum(s["turns"] for s in every) == 1
+    assert any((s["ttfa_p50_ms"] or 0) > 0 for s in every)
+    assert any(s["lane_lag_max_ms"] is not None for s in every)
+    assert any(s["loop_lag_max_ms"] is not None for s in every)
     assert body["current"]["turns"] == 0
 
 
@@ -253,8 +257,8 @@ async def test_openapi_matches_the_router(admin_server: Any) -> None:
     status, doc, _ = await _call(server, "GET", "/openapi.json", token=None)
     assert status == 200 and doc == openapi_document()
     routes: set[tuple[str, str]] = set()
-    assert server._http_runner is not None
-    for route in server._http_runner.app.router.routes():
+    assert server._http is not None
+    for route in server._http.runner.app.router.routes():
         path = route.resource.canonical if route.resource else ""
         if path.startswith(API_PREFIX) and "{tail" not in path and route.method != "HEAD":
             routes.add((route.method.lower(), path))
