@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from xiaozhi_core.config import (
+    AdminSettings,
     AuthSettings,
     LimitSettings,
     MqttSettings,
@@ -112,6 +113,7 @@ def render() -> str:
     out = [HEADER, "## Core settings", ""]
     out += _section("server", ServerSettings)
     out += _section("server.auth", AuthSettings, 4)
+    out += _section("server.admin", AdminSettings, 4)
     out += _section("server.limits", LimitSettings, 4)
     out += _section("server.timeouts", TimeoutSettings, 4)
     out += _section("server.mqtt", MqttSettings, 4)

@@ -23,8 +23,10 @@ log() { printf '\n== %s\n' "$*"; }
 # postgresql: the device store's tests start a real server of their own (initdb + pg_ctl
 # in a temp directory on 127.0.0.1, as the package's 'postgres' user when run as root);
 # the server itself needs no database package (SQLite comes with Python).
+# chromium: the operator console's tests drive Debian's browser headless through
+# Playwright for Python (its own browser download, `playwright install`, is never used).
 PKGS="libopus0 build-essential cmake"
-[ $DEV = 1 ] && PKGS="$PKGS espeak-ng sox strace postgresql"
+[ $DEV = 1 ] && PKGS="$PKGS espeak-ng sox strace postgresql chromium"
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   PKGS="$PKGS python3-venv"
   "$PYTHON" --version 2>&1 | grep -q '3\.11' && PKGS="$PKGS python3.11-venv"

@@ -53,6 +53,7 @@ from .store.settings import StoreSettings
 from .types import Role
 
 __all__ = [
+    "AdminSettings",
     "AuthSettings",
     "DeploymentConfig",
     "HttpSettings",
@@ -89,6 +90,43 @@ class AuthSettings:
     tokens: list[str] = field(default_factory=list)
     #: Device ids (MACs) allowed to connect; empty = any device with a valid token.
     allowed_devices: list[str] = field(default_factory=list)
+
+
+#: Shortest admin token accepted (characters): a guessable token guards nothing.
+ADMIN_TOKEN_MIN_CHARS = 16
+
+
+@dataclass
+class AdminSettings:
+    """The operator console and its JSON API (``server.admin``, docs/api.md).
+
+    Without a token every ``/api/v1/`` request is refused (401), from loopback too,
+    unless ``open`` lets requests *from loopback* through without one.
+
+    >>> AdminSettings(token="x" * 16).token_set
+    True
+    >>> AdminSettings(token="short")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    xiaozhi_core.errors.ConfigError: server.admin.token: must be at least 16 characters ...
+    """
+
+    #: Bearer token of the console and the API; use ``${XIAOZHI_ADMIN_TOKEN}``.
+    token: str = ""
+    #: Let requests from loopback (127.0.0.1, ::1) in without the token. Not behind a
+    #: reverse proxy on the same host: its requests come from loopback.
+    open: bool = False
+
+    def __post_init__(self) -> None:
+        if self.token and len(self.token) < ADMIN_TOKEN_MIN_CHARS:
+            raise ConfigError(
+                f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (e.g. `python3 -c "
+                f"\"import secrets; print(secrets.token_urlsafe(24))\"`), got "
+                f"{len(self.token)}", path="server.admin.token")
+
+    @property
+    def token_set(self) -> bool:
+        return bool(self.token)
 
 
 @dataclass
@@ -239,6 +277,7 @@ class ServerSettings:
     #: seconds, then close the remaining sessions (close code 1012: reconnect).
     drain_timeout: float = 30.0
     auth: AuthSettings = field(default_factory=AuthSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     timeouts: TimeoutSettings = field(default_factory=TimeoutSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)

@@ -1,8 +1,10 @@
-"""The HTTP side (aiohttp): OTA / bootstrap, health and metrics.
+"""The HTTP side (aiohttp): OTA / bootstrap, health and metrics, and (given an
+:class:`~xiaozhi_core.gateway.admin.AdminHost`) the operator API and console.
 
 ``websockets`` cannot answer POST, so OTA lives on its own port (``server.http_port``).
-The OTA endpoint answers browsers' CORS preflight and returns the WebSocket URL, a token
-and the server time (in ``ota.timezone``); with MQTT enabled also the device's ``mqtt``
+The OTA endpoint answers browsers' CORS preflight (the operator API and the console
+send no CORS headers: only their own page may call them) and returns the WebSocket URL,
+a token and the server time (in ``ota.timezone``); with MQTT enabled also the device's ``mqtt``
 block (which the firmware then prefers); with ``ota.firmware_dir`` a newer build's URL,
 served here with range requests. It never returns ``activation``.
 
@@ -37,6 +39,7 @@ from ..config import HttpSettings
 from ..logutil import LogLimiter, clip
 from ..store.device_info import DeviceInfo, ota_device_info
 from .activation import ActivationStore
+from .admin import API_PREFIX, AdminHost, add_admin_routes
 from .auth import Authenticator, BadRequest, check_id
 from .firmware import (
     DOWNLOAD_PATH,
@@ -122,6 +125,8 @@ CORS_HEADERS = {
 async def _cors(request: web.Request,
                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                 ) -> web.StreamResponse:
+    if request.path.startswith((API_PREFIX, "/console")):
+        return await handler(request)
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=CORS_HEADERS)
     try:
@@ -220,7 +225,10 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def make_app(server: HttpHost, settings: HttpSettings | None = None) -> web.Application:
+def make_app(server: HttpHost, settings: HttpSettings | None = None,
+             admin: AdminHost | None = None) -> web.Application:
+    """The aiohttp app: OTA, ``/health``, ``/metrics``, and with ``admin`` the operator
+    API (``/api/v1/``) and console (``/console/``)."""
     app = web.Application(middlewares=[_cors], client_max_size=256 * 1024)
     settings = settings or server.settings.http
     limiter = server.log_limiter
@@ -319,6 +327,8 @@ def make_app(server: HttpHost, settings: HttpSettings | None = None) -> web.Appl
         timeout=s.timeouts.provider))
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    if admin is not None:
+        add_admin_routes(app, admin)
     return app
 
 
@@ -417,10 +427,11 @@ class HttpPort:
     """The HTTP listener: aiohttp's app runner behind a connection cap and a header
     timeout. ``await start(host, port)``, then ``port``; ``await stop()``."""
 
-    def __init__(self, server: HttpHost, settings: HttpSettings) -> None:
+    def __init__(self, server: HttpHost, settings: HttpSettings,
+                 admin: AdminHost | None = None) -> None:
         self.settings = settings
         self.metrics = server.metrics
-        self.runner = web.AppRunner(make_app(server, settings), access_log=None,
+        self.runner = web.AppRunner(make_app(server, settings, admin), access_log=None,
                                     keepalive_timeout=self.settings.keepalive_timeout,
                                     logger=_ClientErrorLog(server.metrics))
         self.open = 0

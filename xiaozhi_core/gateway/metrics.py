@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 
 from ..session.latency import TurnLatency
+from .stats import StatsRing
 
 __all__ = ["Metrics"]
 
@@ -51,6 +52,8 @@ def _os_threads() -> int:
 
 class Metrics:
     def __init__(self) -> None:
+        #: The last hour in 10-s samples, for the console's charts (fed here too).
+        self.window = StatsRing()
         r = self.registry = CollectorRegistry()
         self.sessions_active = Gauge("xiaozhi_sessions_active", "Open device sessions", registry=r)
         self.connections = Counter("xiaozhi_connections_total", "Connection attempts by outcome",
@@ -141,13 +144,16 @@ class Metrics:
     def observe_lane_lag(self, lags: Sequence[float] | Iterable[float]) -> None:
         """Frames through decode + VAD: their lane lag (arrival → VAD result, seconds)."""
         n = 0
-        peak = self._lane_lag_peak
+        total = 0.0
+        peak = 0.0
         for lag in lags:
             n += 1
+            total += lag
             self.lane_lag.observe(lag)
             if lag > peak:
                 peak = lag
         self.frames_processed.inc(n)
+        self.window.add_lane_lag(n, total, peak)
         if peak > self._lane_lag_peak:
             self._lane_lag_peak = peak
             self.lane_lag_max.set(peak)
@@ -156,6 +162,8 @@ class Metrics:
         for stage, value in latency.as_ms().items():
             if value is not None:
                 self.turn_latency.labels(stage.removesuffix("_ms")).observe(value / 1000)
+        if latency.first_frame_sent is not None:
+            self.window.observe_ttfa((latency.first_frame_sent - latency.end_of_speech) * 1000)
         overhead = latency.server_overhead()
         if overhead is not None:
             self.turn_overhead.observe(overhead)

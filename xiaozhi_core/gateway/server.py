@@ -56,6 +56,7 @@ from ..store.device_info import DeviceInfo
 from ..store.errors import StoreError
 from ..types import SegmentationDefaults
 from .activation import ActivationStore
+from .admin import local_report, stats_probe
 from .admission import Admission, LocalAdmission
 from .auth import Authenticator, AuthError, BadRequest, Identity, identity_from_request
 from .firmware import FirmwareStore
@@ -170,6 +171,7 @@ class XiaozhiServer:
         self._evictions: set[asyncio.Task[None]] = set()
         self._ws_server: Server | None = None
         self._http: HttpPort | None = None
+        self._stats_task: asyncio.Task[None] | None = None
         self.host = s.host
         self.port = s.port
         self.http_port = s.http_port
@@ -231,6 +233,8 @@ class XiaozhiServer:
         port = self.port if port is None else port
         http_port = self.http_port if http_port is None else http_port
         self.lag_monitor.start()
+        self._stats_task = asyncio.get_running_loop().create_task(
+            self.metrics.window.run(lambda: stats_probe(self)), name="xiaozhi-stats")
         self.hub.start()
         await self._open_store()
         self.session_host = await self.make_session_host()
@@ -247,7 +251,7 @@ class XiaozhiServer:
                                exc) from None
         # (websockets 15, which amqtt pins, types .sockets as an Iterable)
         self.port = next(iter(self._ws_server.sockets)).getsockname()[1]
-        self._http = HttpPort(self, self.config.server.http)
+        self._http = HttpPort(self, self.config.server.http, admin=self)
         try:
             self.http_port = await self._http.start(self.host, http_port,
                                                     reuse_port=reuse_port)
@@ -351,6 +355,9 @@ class XiaozhiServer:
             await self._http.stop()
             self._http = None
         await self.hub.stop()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+            self._stats_task = None
         self.lag_monitor.stop()
         if self._background:   # memory consolidation of the last sessions (bounded)
             await asyncio.wait(list(self._background),
@@ -747,6 +754,10 @@ class XiaozhiServer:
     async def metrics_report(self) -> bytes:
         """``GET /metrics``; a worker of a supervised server merges every worker's."""
         return self.render_metrics()
+
+    async def admin_report(self, what: str) -> dict[str, Any]:
+        """The operator API's ``sessions`` / ``stats`` (a worker: for every worker)."""
+        return local_report(self, what)
 
     def render_metrics(self) -> bytes:
         hub = self.hub

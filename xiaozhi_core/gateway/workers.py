@@ -20,9 +20,11 @@ What the workers share (all set up by the supervisor, in a private run directory
   on every worker and across worker restarts;
 * **admission**: ``max_sessions`` holds for the whole server through one counter slot
   per worker in a mapped file (:mod:`~xiaozhi_core.gateway.admission`);
-* **/health and /metrics**: each worker also serves its own on a private Unix socket
-  ``worker-I.sock``; the worker that gets the public request asks every sibling and
-  answers for all (:mod:`~xiaozhi_core.gateway.promerge` merges the metrics).
+* **/health, /metrics and the operator API's sessions and stats**: each worker also
+  serves its own on a private Unix socket ``worker-I.sock``; the worker that gets the
+  public request asks every sibling and answers for all
+  (:mod:`~xiaozhi_core.gateway.promerge` merges the metrics,
+  :func:`~xiaozhi_core.gateway.admin.merge_reports` the sessions and stats).
 
 A worker that loses its supervisor (its stdin pipe closes) drains and exits.
 
@@ -58,6 +60,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily
 from ..config import DeploymentConfig
 from ..errors import ConfigError
 from ..logfmt import JsonFormatter
+from .admin import REPORTS, local_report, merge_reports
 from .admission import SharedAdmission
 from .promerge import merge_expositions
 from .run import drain_until, reload_on_signal
@@ -162,8 +165,15 @@ class WorkerServer(XiaozhiServer):
         async def metrics(request: web.Request) -> web.Response:
             return web.Response(body=self.render_metrics(), content_type="text/plain")
 
+        async def admin(request: web.Request) -> web.Response:
+            what = request.match_info["what"]
+            if what not in REPORTS:
+                raise web.HTTPNotFound()
+            return web.json_response(local_report(self, what))
+
         app.router.add_get("/local/health", health)
         app.router.add_get("/local/metrics", metrics)
+        app.router.add_get("/local/admin/{what}", admin)
         self._private = web.AppRunner(app, access_log=None)
         await self._private.setup()
         with contextlib.suppress(FileNotFoundError):
@@ -227,6 +237,27 @@ class WorkerServer(XiaozhiServer):
             "workers_configured": self.spec.workers, "workers_up": len(up),
             "supervisor_pid": sup.get("pid"), "workers": workers,
         }
+
+    async def admin_report(self, what: str) -> dict[str, Any]:
+        """The operator API's live sessions / stats of every worker, merged."""
+        if what not in REPORTS:
+            return local_report(self, what)   # raises with the known reports
+
+        async def ask(index: int) -> tuple[int, dict[str, Any] | None]:
+            if index == self.spec.index:
+                return index, local_report(self, what)
+            try:
+                connector = aiohttp.UnixConnector(path=self.spec.sock(index))
+                timeout = aiohttp.ClientTimeout(total=2)
+                async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http, \
+                        http.get(f"http://worker/local/admin/{what}") as r:
+                    r.raise_for_status()
+                    return index, dict(await r.json())
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                return index, None
+
+        answers = await asyncio.gather(*(ask(i) for i in range(self.spec.workers)))
+        return merge_reports(what, answers)
 
     async def metrics_report(self) -> bytes:
         answers = await self._ask_all("/local/metrics", False)

@@ -176,6 +176,8 @@ class AudioLane:
         self.frames_reordered = 0
         self.opus_errors = 0
         self.lag_max = 0.0
+        #: Largest lag of the latest group of frames (seconds): the lane's lag now.
+        self.lag_last = 0.0
         self._last_seq = 0
         self._backpressured = False
         self._log_limit = LogLimiter(on_suppressed=metrics.count_suppressed_log)
@@ -237,7 +239,8 @@ class AudioLane:
         now = time.monotonic()
         lags = [now - a.arrived for a in group]
         self.metrics.observe_lane_lag(lags)
-        self.lag_max = max(self.lag_max, *lags)
+        self.lag_last = max(lags)
+        self.lag_max = max(self.lag_max, self.lag_last)
         self._check_order(group)
         self.frames_processed += len(group)
         for err in result.errors:
