@@ -201,7 +201,13 @@ async def _server_async(files: list[str], max_sessions: int, profile: str | None
     s = config.server
     s.host, s.port, s.http_port, s.public_ws_url = "127.0.0.1", 0, 0, ""
     s.auth.enabled = False
-    s.limits.max_sessions = max(s.limits.max_sessions, max_sessions)
+    lim = s.limits
+    lim.max_sessions = max(lim.max_sessions, max_sessions)
+    # Every simulated device comes from 127.0.0.1: the per-address budgets that keep one
+    # abusive address from starving a real server would refuse the bench's own devices.
+    lim.max_pending_handshakes = max(lim.max_pending_handshakes, max_sessions)
+    lim.max_pending_per_peer = max(lim.max_pending_per_peer, max_sessions)
+    lim.max_connections_per_peer = max(lim.max_connections_per_peer, max_sessions)
     server = await XiaozhiServer.create(config)
     await server.start()
     prof = None
