@@ -81,8 +81,7 @@ def _table(schema: type) -> list[str]:
             continue  # a nested section, documented below
         bounds = option_range(schema, name)
         kind = f"`{_cell(type_name)}`" + (f" ({_cell(bounds)})" if bounds else "")
-        rows.append(f"| `{name}` | {kind} | {_default(default)} | "
-                    f"{_cell(docs.get(name, ''))} |")
+        rows.append(f"| `{name}` | {kind} | {_default(default)} | {_cell(docs.get(name, ''))} |")
     return rows
 
 
@@ -123,12 +122,20 @@ def render() -> str:
     out += _section("ota", OtaSettings)
     out += _section("store", StoreSettings)
     out += _section("profiles.NAME", ProfileSettings)
-    out += ["### `devices`", "",
-            "Device id → profile name (`\"aa:bb:cc:dd:ee:ff\": kids`); the store's mapping "
-            "(`xiaozhi devices set-profile`) wins. See docs/fleet.md.", ""]
-    out += ["## Providers", "",
-            "Each role is `ROLE: {provider: NAME, options: {...}}`; the options of the "
-            "providers shipped in this repository:", ""]
+    out += [
+        "### `devices`",
+        "",
+        'Device id → profile name (`"aa:bb:cc:dd:ee:ff": kids`); the store\'s mapping '
+        "(`xiaozhi devices set-profile`) wins. See docs/fleet.md.",
+        "",
+    ]
+    out += [
+        "## Providers",
+        "",
+        "Each role is `ROLE: {provider: NAME, options: {...}}`; the options of the "
+        "providers shipped in this repository:",
+        "",
+    ]
     registry = default_registry()
     wanted = _repo_distributions()
     by_dist: dict[str, list[Any]] = {}
@@ -142,8 +149,10 @@ def render() -> str:
         out += [f"### {dist}", ""]
         for r in sorted(by_dist[dist], key=lambda r: (r.spec.role.value, r.spec.name)):
             spec = r.spec
-            out += [f"#### `{spec.role.value}: {{provider: {spec.name}}}` ({spec.execution.value})",
-                    ""]
+            out += [
+                f"#### `{spec.role.value}: {{provider: {spec.name}}}` ({spec.execution.value})",
+                "",
+            ]
             if spec.description:
                 out += [spec.description.rstrip(".") + ".", ""]
             out += [*_table(spec.options), ""]
@@ -157,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     text = render()
     if args.check:
         if not DOC.exists() or DOC.read_text() != text:
-            print(f"{DOC.relative_to(ROOT)} is stale: run scripts/gen_config_docs.py",
-                  file=sys.stderr)
+            print(
+                f"{DOC.relative_to(ROOT)} is stale: run scripts/gen_config_docs.py", file=sys.stderr
+            )
             return 1
         return 0
     DOC.write_text(text)

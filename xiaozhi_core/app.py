@@ -42,8 +42,7 @@ log = logging.getLogger(__name__)
 
 
 #: Any role's bound provider.
-AnyBound = (BoundVAD | BoundASR | BoundLLM | BoundTTS | BoundVoiceprint | BoundVision
-            | BoundMemory)
+AnyBound = BoundVAD | BoundASR | BoundLLM | BoundTTS | BoundVoiceprint | BoundVision | BoundMemory
 
 
 @dataclass(frozen=True)
@@ -64,17 +63,25 @@ class Providers:
         """Type the providers :func:`~xiaozhi_core.executor.build` returned, by role."""
         vp, vision = bound.get(Role.VOICEPRINT), bound.get(Role.VISION)
         mem = bound.get(Role.MEMORY)
-        return cls(cast(BoundVAD, bound[Role.VAD]), cast(BoundASR, bound[Role.ASR]),
-                   cast(BoundLLM, bound[Role.LLM]), cast(BoundTTS, bound[Role.TTS]),
-                   cast(BoundVoiceprint, vp) if vp is not None else None,
-                   cast(BoundVision, vision) if vision is not None else None,
-                   cast(BoundMemory, mem) if mem is not None else None)
+        return cls(
+            cast(BoundVAD, bound[Role.VAD]),
+            cast(BoundASR, bound[Role.ASR]),
+            cast(BoundLLM, bound[Role.LLM]),
+            cast(BoundTTS, bound[Role.TTS]),
+            cast(BoundVoiceprint, vp) if vp is not None else None,
+            cast(BoundVision, vision) if vision is not None else None,
+            cast(BoundMemory, mem) if mem is not None else None,
+        )
 
     def items(self) -> list[tuple[Role, AnyBound]]:
         """``(role, provider)`` of every selected role, in pipeline order."""
         out: list[tuple[Role, AnyBound]]
-        out = [(Role.VAD, self.vad), (Role.ASR, self.asr), (Role.LLM, self.llm),
-               (Role.TTS, self.tts)]
+        out = [
+            (Role.VAD, self.vad),
+            (Role.ASR, self.asr),
+            (Role.LLM, self.llm),
+            (Role.TTS, self.tts),
+        ]
         if self.voiceprint is not None:
             out.append((Role.VOICEPRINT, self.voiceprint))
         if self.vision is not None:
@@ -90,11 +97,12 @@ async def build_providers(config: DeploymentConfig, executor: Executor) -> Provi
     try:
         for role, choice in config.choices().items():
             try:
-                if choice.placement is not None:   # cpu provider on Ray Serve
+                if choice.placement is not None:  # cpu provider on Ray Serve
                     from .ray_serve import deploy
 
-                    bound[role] = await deploy(choice.spec, choice.options, choice.placement,
-                                               executor)
+                    bound[role] = await deploy(
+                        choice.spec, choice.options, choice.placement, executor
+                    )
                 else:
                     bound[role] = await build(choice.spec, choice.options, executor)
             except XiaozhiError:
@@ -102,7 +110,8 @@ async def build_providers(config: DeploymentConfig, executor: Executor) -> Provi
             except Exception as exc:
                 raise ProviderError(
                     f"{role} provider {choice.provider!r} failed to start: "
-                    f"{type(exc).__name__}: {exc}") from exc
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
             log.info("provider %s: %s (%s)", role, choice.provider, choice.spec.execution)
     except BaseException:
         await _close(list(bound.items()))
@@ -122,5 +131,10 @@ async def _close(items: list[tuple[Role, AnyBound]] | list[tuple[Role, BoundProv
             await provider.aclose()
             log.debug("provider %s closed", role)
         except Exception as exc:
-            log.warning("closing %s provider %r failed: %s: %s", role, provider.name,
-                        type(exc).__name__, exc)
+            log.warning(
+                "closing %s provider %r failed: %s: %s",
+                role,
+                provider.name,
+                type(exc).__name__,
+                exc,
+            )

@@ -77,8 +77,11 @@ class Resampler:
         self.src_rate, self.dst_rate = src_rate, dst_rate
         self.quality = quality
         self._passthrough = src_rate == dst_rate
-        self._stream = None if self._passthrough else soxr.ResampleStream(
-            src_rate, dst_rate, 1, dtype="int16", quality=quality)
+        self._stream = (
+            None
+            if self._passthrough
+            else soxr.ResampleStream(src_rate, dst_rate, 1, dtype="int16", quality=quality)
+        )
         self._in = 0
         self._out = 0
 
@@ -101,7 +104,7 @@ class Resampler:
         self._stream.clear()
         self._in = self._out = 0
         if len(tail) > want:  # libsoxr rounds the total itself; keep our promise exactly
-            tail = tail[:max(0, want)]
+            tail = tail[: max(0, want)]
         elif len(tail) < want:
             tail = np.concatenate([tail, np.zeros(want - len(tail), np.int16)])
         return tail

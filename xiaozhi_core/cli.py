@@ -39,22 +39,29 @@ _LEVELS = ["debug", "info", "warning", "error"]
 
 
 def _log_level(p: argparse.ArgumentParser, default: str | None) -> None:
-    p.add_argument("--log-level", choices=_LEVELS,
-                   default=argparse.SUPPRESS if default is None else default,
-                   help="logging verbosity on stderr (default: warning)")
+    p.add_argument(
+        "--log-level",
+        choices=_LEVELS,
+        default=argparse.SUPPRESS if default is None else default,
+        help="logging verbosity on stderr (default: warning)",
+    )
 
 
 def _log_format(p: argparse.ArgumentParser, default: str | None) -> None:
-    p.add_argument("--log-format", choices=["text", "json"],
-                   default=argparse.SUPPRESS if default is None else default,
-                   help="log lines as text or one JSON object per line (default: text)")
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=argparse.SUPPRESS if default is None else default,
+        help="log lines as text or one JSON object per line (default: text)",
+    )
 
 
 def build_parser(found: CommandSet | None = None) -> argparse.ArgumentParser:
     """The argparse parser of every command in ``found`` (default: the installed ones)."""
     found = load_commands() if found is None else found
     parser = argparse.ArgumentParser(
-        prog="xiaozhi", description="xiaozhi-core: an open server for xiaozhi voice assistants")
+        prog="xiaozhi", description="xiaozhi-core: an open server for xiaozhi voice assistants"
+    )
     _log_level(parser, "warning")
     _log_format(parser, "text")
     parser.add_argument("--version", action="version", version=f"xiaozhi-core {__version__}")

@@ -98,13 +98,15 @@ class CommandSet:
                 self.groups.setdefault(item.path, item.help)
             elif isinstance(item, Command):
                 if item.path in self.commands:
-                    self.failures.append(f"{origin}: command {item.name!r} is already "
-                                         "provided; ignored")
+                    self.failures.append(
+                        f"{origin}: command {item.name!r} is already provided; ignored"
+                    )
                     continue
                 self.commands[item.path] = item
             else:
-                self.failures.append(f"{origin}: returned {type(item).__name__}, expected "
-                                     "Command or CommandGroup")
+                self.failures.append(
+                    f"{origin}: returned {type(item).__name__}, expected Command or CommandGroup"
+                )
 
 
 def load_commands(group: str = COMMAND_GROUP) -> CommandSet:
@@ -117,7 +119,6 @@ def load_commands(group: str = COMMAND_GROUP) -> CommandSet:
             items = ep.load()()
             found.add(list(items), origin)
         except Exception as exc:  # isolation: one broken distribution never hides the rest
-            log.warning("command plugin %s failed to load: %s: %s", origin,
-                        type(exc).__name__, exc)
+            log.warning("command plugin %s failed to load: %s: %s", origin, type(exc).__name__, exc)
             found.failures.append(f"{origin}: {type(exc).__name__}: {exc}")
     return found

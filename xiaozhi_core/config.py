@@ -121,8 +121,10 @@ class AdminSettings:
         if self.token and len(self.token) < ADMIN_TOKEN_MIN_CHARS:
             raise ConfigError(
                 f"must be at least {ADMIN_TOKEN_MIN_CHARS} characters (e.g. `python3 -c "
-                f"\"import secrets; print(secrets.token_urlsafe(24))\"`), got "
-                f"{len(self.token)}", path="server.admin.token")
+                f'"import secrets; print(secrets.token_urlsafe(24))"`), got '
+                f"{len(self.token)}",
+                path="server.admin.token",
+            )
 
     @property
     def token_set(self) -> bool:
@@ -164,8 +166,9 @@ class LimitSettings:
 
     def __post_init__(self) -> None:
         if self.max_audio_speed < 1:
-            raise ConfigError("must be at least 1 (real time)",
-                              path="server.limits.max_audio_speed")
+            raise ConfigError(
+                "must be at least 1 (real time)", path="server.limits.max_audio_speed"
+            )
 
 
 @dataclass
@@ -189,8 +192,9 @@ class HttpSettings:
     def __post_init__(self) -> None:
         for name in ("header_timeout", "body_timeout", "keepalive_timeout"):
             if getattr(self, name) <= 0:
-                raise ConfigError("must be a positive number of seconds",
-                                  path=f"server.http.{name}")
+                raise ConfigError(
+                    "must be a positive number of seconds", path=f"server.http.{name}"
+                )
         if self.max_connections < 1:
             raise ConfigError("must be at least 1", path="server.http.max_connections")
 
@@ -235,14 +239,19 @@ class MqttSettings:
         for name in ("port", "udp_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
-                raise ConfigError(f"must be a port 0..65535, got {value}",
-                                  path=f"server.mqtt.{name}")
+                raise ConfigError(
+                    f"must be a port 0..65535, got {value}", path=f"server.mqtt.{name}"
+                )
         if self.port == 8883:
-            raise ConfigError("8883 makes the firmware use TLS, which the embedded broker "
-                              "does not serve; use e.g. 1883", path="server.mqtt.port")
+            raise ConfigError(
+                "8883 makes the firmware use TLS, which the embedded broker "
+                "does not serve; use e.g. 1883",
+                path="server.mqtt.port",
+            )
         if not 10 <= self.keepalive <= 3600:
-            raise ConfigError(f"must be 10..3600 seconds, got {self.keepalive}",
-                              path="server.mqtt.keepalive")
+            raise ConfigError(
+                f"must be 10..3600 seconds, got {self.keepalive}", path="server.mqtt.keepalive"
+            )
 
 
 @dataclass
@@ -288,18 +297,24 @@ class ServerSettings:
         for name in ("port", "http_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535:
-                raise ConfigError(f"must be a TCP port 0..65535, got {value}",
-                                  path=f"server.{name}")
+                raise ConfigError(
+                    f"must be a TCP port 0..65535, got {value}", path=f"server.{name}"
+                )
         if self.workers != "auto" and not 1 <= self.workers <= 256:
-            raise ConfigError(f"must be 1..256 or 'auto', got {self.workers}",
-                              path="server.workers")
+            raise ConfigError(
+                f"must be 1..256 or 'auto', got {self.workers}", path="server.workers"
+            )
         if self.drain_timeout < 0:
-            raise ConfigError(f"must be >= 0 seconds, got {self.drain_timeout:g}",
-                              path="server.drain_timeout")
+            raise ConfigError(
+                f"must be >= 0 seconds, got {self.drain_timeout:g}", path="server.drain_timeout"
+            )
         if self.mqtt.enabled and self.workers not in ("auto", 1):
-            raise ConfigError(f"must be 1 (or auto) with server.mqtt enabled, got "
-                              f"{self.workers}: a device's MQTT session and its UDP audio "
-                              "must reach the same process", path="server.workers")
+            raise ConfigError(
+                f"must be 1 (or auto) with server.mqtt enabled, got "
+                f"{self.workers}: a device's MQTT session and its UDP audio "
+                "must reach the same process",
+                path="server.workers",
+            )
 
     @property
     def worker_count(self) -> int:
@@ -359,9 +374,11 @@ class OtaSettings:
             try:
                 zoneinfo.ZoneInfo(self.timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise ConfigError(f"unknown time zone {self.timezone!r} (an IANA name such "
-                                  "as Europe/Berlin or Asia/Shanghai)",
-                                  path="ota.timezone") from None
+                raise ConfigError(
+                    f"unknown time zone {self.timezone!r} (an IANA name such "
+                    "as Europe/Berlin or Asia/Shanghai)",
+                    path="ota.timezone",
+                ) from None
 
 
 @dataclass
@@ -408,8 +425,9 @@ class SessionSettings:
     greeting: str = "Hi, I'm listening."
     goodbye: str = "I haven't heard from you for a while. Goodbye!"
     #: Words that are only a wake word (``listen detect`` with these gets a greeting).
-    wake_words: list[str] = field(default_factory=lambda: ["你好小智", "小智", "hi xiaozhi",
-                                                           "hey xiaozhi", "xiaozhi"])
+    wake_words: list[str] = field(
+        default_factory=lambda: ["你好小智", "小智", "hi xiaozhi", "hey xiaozhi", "xiaozhi"]
+    )
     apology: str = "Sorry, something went wrong. Please try again."
     tts_voice: str | None = None
     #: Server-side tools offered to the LLM.
@@ -422,8 +440,10 @@ class SessionSettings:
 
     def __post_init__(self) -> None:
         if self.opus_complexity is not None and not 0 <= self.opus_complexity <= 10:
-            raise ConfigError(f"must be an Opus complexity 0..10, got {self.opus_complexity}",
-                              path="session.opus_complexity")
+            raise ConfigError(
+                f"must be an Opus complexity 0..10, got {self.opus_complexity}",
+                path="session.opus_complexity",
+            )
 
 
 @dataclass
@@ -616,8 +636,22 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-_TOP_KEYS = ("server", "executor", "session", "ota", "vad", "asr", "llm", "tts", "voiceprint",
-             "vision", "memory", "store", "profiles", "devices")
+_TOP_KEYS = (
+    "server",
+    "executor",
+    "session",
+    "ota",
+    "vad",
+    "asr",
+    "llm",
+    "tts",
+    "voiceprint",
+    "vision",
+    "memory",
+    "store",
+    "profiles",
+    "devices",
+)
 _REQUIRED_ROLES = (Role.VAD, Role.ASR, Role.LLM, Role.TTS)
 
 
@@ -632,7 +666,10 @@ def config_files(paths: Sequence[str | Path]) -> list[str]:
 
 
 def load_config(
-    paths: Sequence[str | Path], registry: Registry, env: Mapping[str, str] | None = None, *,
+    paths: Sequence[str | Path],
+    registry: Registry,
+    env: Mapping[str, str] | None = None,
+    *,
     auto_local: bool = True,
 ) -> DeploymentConfig:
     """Read, merge, expand and validate a deployment. Raises :class:`ConfigError`."""
@@ -644,8 +681,12 @@ def load_config(
 
 
 def check_config(
-    paths: Sequence[str | Path], registry: Registry, env: Mapping[str, str] | None = None, *,
-    auto_local: bool = True, build_check: bool = True,
+    paths: Sequence[str | Path],
+    registry: Registry,
+    env: Mapping[str, str] | None = None,
+    *,
+    auto_local: bool = True,
+    build_check: bool = True,
 ) -> tuple[DeploymentConfig | None, list[ConfigError]]:
     """Validate a deployment like :func:`load_config`, but collect *every* error (one per
     section and role) instead of stopping at the first. With ``build_check``, also
@@ -667,12 +708,23 @@ def check_config(
 
     unknown = sorted(set(raw) - set(_TOP_KEYS))
     for key in unknown:
-        attempt(_raise, ConfigError(f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}; "
-                                    f"allowed keys: {', '.join(_TOP_KEYS)}", path=key))
-    schemas = (("server", ServerSettings), ("executor", ExecutorSettings),
-               ("session", SessionSettings))
-    sections = {key: attempt(lambda k, t: validate_options(t, _section(raw, k), path=k), key,
-                             schema) for key, schema in schemas}
+        attempt(
+            _raise,
+            ConfigError(
+                f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}; "
+                f"allowed keys: {', '.join(_TOP_KEYS)}",
+                path=key,
+            ),
+        )
+    schemas = (
+        ("server", ServerSettings),
+        ("executor", ExecutorSettings),
+        ("session", SessionSettings),
+    )
+    sections = {
+        key: attempt(lambda k, t: validate_options(t, _section(raw, k), path=k), key, schema)
+        for key, schema in schemas
+    }
     choices = {role: attempt(_choice, raw, role, registry) for role in Role}
     if build_check:
         for role, choice in choices.items():
@@ -682,9 +734,18 @@ def check_config(
         return None, errors
     vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
     assert vad and asr and llm and tts
-    return DeploymentConfig(files, sections["server"], sections["executor"],
-                            sections["session"], vad, asr, llm, tts,
-                            choices[Role.VOICEPRINT], raw), []
+    return DeploymentConfig(
+        files,
+        sections["server"],
+        sections["executor"],
+        sections["session"],
+        vad,
+        asr,
+        llm,
+        tts,
+        choices[Role.VOICEPRINT],
+        raw,
+    ), []
 
 
 def _raise(exc: Exception) -> None:
@@ -712,12 +773,14 @@ def check_factory(role: Role, choice: ProviderChoice) -> None:
         except (XiaozhiError, ValueError) as exc:
             message = exc.message if isinstance(exc, ConfigError) else str(exc)
             sub = exc.path if isinstance(exc, ConfigError) and exc.path else ""
-            raise ConfigError(message, path=f"{role.value}.options"
-                              + (f".{sub}" if sub else "")) from None
+            raise ConfigError(
+                message, path=f"{role.value}.options" + (f".{sub}" if sub else "")
+            ) from None
 
 
-def _read_merged(paths: Sequence[str | Path], env: Mapping[str, str] | None,
-                 auto_local: bool) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+def _read_merged(
+    paths: Sequence[str | Path], env: Mapping[str, str] | None, auto_local: bool
+) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """Read, expand and deep-merge the files: (raw mapping, files read, key → file)."""
     if not paths:
         raise ConfigError("no config file given (use -c configs/default.yaml)")
@@ -732,8 +795,12 @@ def _read_merged(paths: Sequence[str | Path], env: Mapping[str, str] | None,
         _record_origins(data, f, "", origins)
         for role in Role:
             new, old = data.get(role.value), raw.get(role.value)
-            if (isinstance(new, dict) and isinstance(old, dict) and "provider" in new
-                    and new["provider"] != old.get("provider")):
+            if (
+                isinstance(new, dict)
+                and isinstance(old, dict)
+                and "provider" in new
+                and new["provider"] != old.get("provider")
+            ):
                 del raw[role.value]  # a different provider: drop the old one's options
         raw = merge(raw, data)
     return raw, files, origins
@@ -746,26 +813,32 @@ def _section(raw: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _choice(raw: dict[str, Any], role: Role, registry: Registry,
-            executor: ExecutorSettings | None = None) -> ProviderChoice | None:
+def _choice(
+    raw: dict[str, Any], role: Role, registry: Registry, executor: ExecutorSettings | None = None
+) -> ProviderChoice | None:
     key = role.value
     if key not in raw or raw[key] is None:
         if role in _REQUIRED_ROLES:
             installed = ", ".join(s.name for s in registry.specs(role)) or "(none)"
             raise ConfigError(
                 f"is required: choose a provider, e.g. '{key}: {{provider: NAME}}'; "
-                f"installed {role} providers: {installed}", path=key)
+                f"installed {role} providers: {installed}",
+                path=key,
+            )
         return None
     section = _section(raw, key)
     unknown = sorted(set(section) - {"provider", "options", "executor", "ray"})
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r}; allowed keys: executor, options, "
-                          "provider, ray", path=f"{key}.{unknown[0]}")
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}; allowed keys: executor, options, provider, ray",
+            path=f"{key}.{unknown[0]}",
+        )
     name = section.get("provider")
     if not isinstance(name, str) or not name:
         installed = ", ".join(s.name for s in registry.specs(role)) or "(none)"
-        raise ConfigError(f"is required; installed {role} providers: {installed}",
-                          path=f"{key}.provider")
+        raise ConfigError(
+            f"is required; installed {role} providers: {installed}", path=f"{key}.provider"
+        )
     try:
         spec = registry.get(role, name)
     except ConfigError as exc:
@@ -776,35 +849,46 @@ def _choice(raw: dict[str, Any], role: Role, registry: Registry,
     if not isinstance(options, dict):
         raise ConfigError("expected a mapping of provider options", path=f"{key}.options")
     validated = spec.validate(options, path=f"{key}.options")
-    return ProviderChoice(str(name), spec, validated,
-                          _placement(section, role, spec, executor or ExecutorSettings()))
+    return ProviderChoice(
+        str(name), spec, validated, _placement(section, role, spec, executor or ExecutorSettings())
+    )
 
 
-def _placement(section: dict[str, Any], role: Role, spec: ProviderSpec,
-               executor: ExecutorSettings) -> RayPlacement | None:
+def _placement(
+    section: dict[str, Any], role: Role, spec: ProviderSpec, executor: ExecutorSettings
+) -> RayPlacement | None:
     """Where a role's provider runs: ``<role>.executor`` (local|ray), else
     ``executor.kind``; ``<role>.ray`` configures the Serve deployment."""
     key = role.value
     where = section.get("executor")
     if where is not None and where not in ("local", "ray"):
-        raise ConfigError(f"{where!r} is not allowed; allowed: 'local', 'ray'",
-                          path=f"{key}.executor")
+        raise ConfigError(
+            f"{where!r} is not allowed; allowed: 'local', 'ray'", path=f"{key}.executor"
+        )
     ray_raw = section.get("ray") or {}
     if not isinstance(ray_raw, dict):
-        raise ConfigError("expected a mapping of Ray Serve deployment settings",
-                          path=f"{key}.ray")
+        raise ConfigError("expected a mapping of Ray Serve deployment settings", path=f"{key}.ray")
     placement = validate_options(RayPlacement, ray_raw, path=f"{key}.ray")
     if where == "ray":
         if role is Role.VAD:
-            raise ConfigError("the VAD runs in the local pool (one call per 32 ms window of "
-                              "every stream); 'ray' is not supported here", path=f"{key}.executor")
+            raise ConfigError(
+                "the VAD runs in the local pool (one call per 32 ms window of "
+                "every stream); 'ray' is not supported here",
+                path=f"{key}.executor",
+            )
         if spec.execution.value != "cpu":
-            raise ConfigError(f"provider {spec.name!r} is 'io' (it awaits network I/O on the "
-                              "event loop); only 'cpu' providers run on Ray",
-                              path=f"{key}.executor")
+            raise ConfigError(
+                f"provider {spec.name!r} is 'io' (it awaits network I/O on the "
+                "event loop); only 'cpu' providers run on Ray",
+                path=f"{key}.executor",
+            )
         return placement
-    if where is None and executor.kind == "ray" and role is not Role.VAD \
-            and spec.execution.value == "cpu":
+    if (
+        where is None
+        and executor.kind == "ray"
+        and role is not Role.VAD
+        and spec.execution.value == "cpu"
+    ):
         return placement
     return None
 
@@ -812,8 +896,11 @@ def _placement(section: dict[str, Any], role: Role, spec: ProviderSpec,
 def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> DeploymentConfig:
     unknown = sorted(set(raw) - set(_TOP_KEYS))
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], _TOP_KEYS)}; "
-                          f"allowed keys: {', '.join(_TOP_KEYS)}", path=unknown[0])
+        raise ConfigError(
+            f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], _TOP_KEYS)}; "
+            f"allowed keys: {', '.join(_TOP_KEYS)}",
+            path=unknown[0],
+        )
     server = validate_options(ServerSettings, _section(raw, "server"), path="server")
     executor = validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
     session = validate_options(SessionSettings, _section(raw, "session"), path="session")
@@ -823,15 +910,18 @@ def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> Depl
     vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
     assert vad and asr and llm and tts
     if choices[Role.MEMORY] is not None and not store.enabled:
-        raise ConfigError("needs the device store (store.enabled: true): memory is kept "
-                          "there", path="memory.provider")
+        raise ConfigError(
+            "needs the device store (store.enabled: true): memory is kept there",
+            path="memory.provider",
+        )
     profiles: dict[str, ProfileSettings] = {}
     request: dict[str, dict[str, object | None]] = {}
     for name, section in _section(raw, "profiles").items():
         path = f"profiles.{name}"
         if not isinstance(name, str) or not _PROFILE_RE.match(name):
-            raise ConfigError("a profile name is letters, digits, '_', '-' or '.' "
-                              "(at most 64)", path=path)
+            raise ConfigError(
+                "a profile name is letters, digits, '_', '-' or '.' (at most 64)", path=path
+            )
         if not isinstance(section, dict):
             raise ConfigError(f"expected a mapping, got {type(section).__name__}", path=path)
         profile = validate_options(ProfileSettings, section, path=path)
@@ -841,19 +931,38 @@ def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> Depl
         }
         profiles[name] = profile
     if session.default_profile is not None and session.default_profile not in profiles:
-        raise ConfigError(f"unknown profile {session.default_profile!r}; "
-                          f"defined: {', '.join(profiles) or '(none)'}",
-                          path="session.default_profile")
+        raise ConfigError(
+            f"unknown profile {session.default_profile!r}; "
+            f"defined: {', '.join(profiles) or '(none)'}",
+            path="session.default_profile",
+        )
     devices: dict[str, str] = {}
     for device, name in _section(raw, "devices").items():
         if not isinstance(name, str) or name not in profiles:
-            raise ConfigError(f"unknown profile {name!r}; defined: "
-                              f"{', '.join(profiles) or '(none)'}", path=f"devices.{device}")
+            raise ConfigError(
+                f"unknown profile {name!r}; defined: {', '.join(profiles) or '(none)'}",
+                path=f"devices.{device}",
+            )
         devices[str(device).strip().lower()] = name
-    return DeploymentConfig(files, server, executor, session, vad, asr, llm, tts,
-                            choices[Role.VOICEPRINT], raw, ota, choices[Role.VISION],
-                            memory=choices[Role.MEMORY], store=store, profiles=profiles,
-                            request_options=request, devices=devices)
+    return DeploymentConfig(
+        files,
+        server,
+        executor,
+        session,
+        vad,
+        asr,
+        llm,
+        tts,
+        choices[Role.VOICEPRINT],
+        raw,
+        ota,
+        choices[Role.VISION],
+        memory=choices[Role.MEMORY],
+        store=store,
+        profiles=profiles,
+        request_options=request,
+        devices=devices,
+    )
 
 
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

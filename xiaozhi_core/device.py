@@ -79,13 +79,14 @@ def downstream_rate(hello: JSONObject) -> int:
         raise ValueError(f"audio_params is not an object: {params!r}")
     rate = params.get("sample_rate", 24000)
     if not isinstance(rate, int) or isinstance(rate, bool) or rate not in _OPUS_RATES:
-        raise ValueError(f"audio_params.sample_rate {rate!r} is not an Opus rate "
-                         f"({', '.join(map(str, _OPUS_RATES))})")
+        raise ValueError(
+            f"audio_params.sample_rate {rate!r} is not an Opus rate "
+            f"({', '.join(map(str, _OPUS_RATES))})"
+        )
     return rate
 
 
-def encode_utterance(pcm: np.ndarray, frame_ms: int = 60,
-                     sample_rate: int = 16000) -> list[bytes]:
+def encode_utterance(pcm: np.ndarray, frame_ms: int = 60, sample_rate: int = 16000) -> list[bytes]:
     """Encode int16 audio as the firmware's upstream Opus packets (padded last frame)."""
     enc = OpusEncoder(sample_rate, frame_ms, application="voip")
     return enc.encode(pcm.astype(np.int16).tobytes()) + enc.flush()
@@ -119,26 +120,43 @@ class FakeDevice:
 
     # ------------------------------------------------------------------ connect
     async def connect(self) -> FakeDevice:
-        headers = {"Device-Id": self.device_id, "Client-Id": self.client_id,
-                   "Protocol-Version": str(self.protocol_version)}
+        headers = {
+            "Device-Id": self.device_id,
+            "Client-Id": self.client_id,
+            "Protocol-Version": str(self.protocol_version),
+        }
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         url = self.url
         if self.use_query:
-            query = {"device-id": self.device_id, "client-id": self.client_id,
-                     "protocol-version": str(self.protocol_version)}
+            query = {
+                "device-id": self.device_id,
+                "client-id": self.client_id,
+                "protocol-version": str(self.protocol_version),
+            }
             if self.token:
                 query["authorization"] = f"Bearer {self.token}"
             url = f"{url}?{urlencode(query)}"
             headers = {}
-        self.ws = await connect(url, additional_headers=headers, compression=None,
-                                max_size=65535, ping_interval=None)
+        self.ws = await connect(
+            url, additional_headers=headers, compression=None, max_size=65535, ping_interval=None
+        )
         self._reader = asyncio.get_running_loop().create_task(self._read())
         if self.send_hello:
-            await self.send_json({"type": "hello", "version": self.protocol_version,
-                                  "transport": "websocket", "features": self.features,
-                                  "audio_params": {"format": "opus", "sample_rate": 16000,
-                                                   "channels": 1, "frame_duration": 60}})
+            await self.send_json(
+                {
+                    "type": "hello",
+                    "version": self.protocol_version,
+                    "transport": "websocket",
+                    "features": self.features,
+                    "audio_params": {
+                        "format": "opus",
+                        "sample_rate": 16000,
+                        "channels": 1,
+                        "frame_duration": 60,
+                    },
+                }
+            )
             hello = await self.wait_for("hello", timeout=10)
             self.server_hello = hello
             session_id = hello.get("session_id")
@@ -189,8 +207,11 @@ class FakeDevice:
                         continue
                     self.received.append(Received(now, message=data))
                     payload = data.get("payload", {})
-                    if data.get("type") == "mcp" and self.mcp_handler is not None \
-                            and isinstance(payload, dict):
+                    if (
+                        data.get("type") == "mcp"
+                        and self.mcp_handler is not None
+                        and isinstance(payload, dict)
+                    ):
                         await self._answer_mcp(self.mcp_handler, payload)
                 self._new.set()
         except ConnectionClosed:
@@ -220,8 +241,9 @@ class FakeDevice:
     async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
         await self.send_raw(encode_frame(packet, self.protocol_version, timestamp))
 
-    async def listen(self, state: str = "start", mode: str = "auto",
-                     text: str | None = None) -> None:
+    async def listen(
+        self, state: str = "start", mode: str = "auto", text: str | None = None
+    ) -> None:
         msg = {"type": "listen", "state": state}
         if state == "start":
             msg["mode"] = mode
@@ -232,8 +254,9 @@ class FakeDevice:
     async def abort(self, reason: str | None = None) -> None:
         await self.send_json({"type": "abort", **({"reason": reason} if reason else {})})
 
-    async def stream(self, packets: Iterable[bytes], frame_ms: int = 60,
-                     realtime: bool = True) -> None:
+    async def stream(
+        self, packets: Iterable[bytes], frame_ms: int = 60, realtime: bool = True
+    ) -> None:
         """Send packets as the firmware does: one per ``frame_ms`` (or as fast as possible)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -246,8 +269,11 @@ class FakeDevice:
 
     # ------------------------------------------------------------------ inspecting
     def messages(self, type_: str | None = None) -> list[JSONObject]:
-        return [r.message for r in self.received
-                if r.message is not None and (type_ is None or r.message.get("type") == type_)]
+        return [
+            r.message
+            for r in self.received
+            if r.message is not None and (type_ is None or r.message.get("type") == type_)
+        ]
 
     def audio_frames(self) -> list[bytes]:
         return [r.audio for r in self.received if r.audio is not None]
@@ -276,25 +302,35 @@ class FakeDevice:
                 self._new.clear()
                 await self._new.wait()
 
-    async def wait_for(self, type_: str, state: str | None = None,
-                       timeout: float = 10.0, after: int = 0  # noqa: ASYNC109
-                       ) -> JSONObject:
+    async def wait_for(
+        self,
+        type_: str,
+        state: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        after: int = 0,
+    ) -> JSONObject:
         """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
         async with asyncio.timeout(timeout):
             while True:
                 for r in self.received[after:]:
                     m = r.message
-                    if m is not None and m.get("type") == type_ and (
-                            state is None or m.get("state") == state):
+                    if (
+                        m is not None
+                        and m.get("type") == type_
+                        and (state is None or m.get("state") == state)
+                    ):
                         return m
                 if self.closed_code is not None:
                     raise ConnectionError(
-                        f"closed ({self.closed_code} {self.closed_reason}) before {type_}")
+                        f"closed ({self.closed_code} {self.closed_reason}) before {type_}"
+                    )
                 self._new.clear()
                 await self._new.wait()
 
-    async def wait_closed(self, timeout: float = 10.0  # noqa: ASYNC109
-                          ) -> tuple[int | None, str]:
+    async def wait_closed(
+        self,
+        timeout: float = 10.0,  # noqa: ASYNC109
+    ) -> tuple[int | None, str]:
         async with asyncio.timeout(timeout):
             while self.closed_code is None:
                 self._new.clear()

@@ -60,14 +60,29 @@ from .providers import (
 )
 from .types import Execution, Role
 
-__all__ = ["BoundProvider", "Executor", "ExecutorSettings", "RayPlacement", "RaySettings", "bind",
-           "bind_asr", "bind_llm", "bind_memory", "bind_tts", "bind_vad", "bind_vision",
-           "bind_voiceprint",
-           "build", "check_policy"]
+__all__ = [
+    "BoundProvider",
+    "Executor",
+    "ExecutorSettings",
+    "RayPlacement",
+    "RaySettings",
+    "bind",
+    "bind_asr",
+    "bind_llm",
+    "bind_memory",
+    "bind_tts",
+    "bind_vad",
+    "bind_vision",
+    "bind_voiceprint",
+    "build",
+    "check_policy",
+]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 P = ParamSpec("P")
+
+
 class _End:
     """The end-of-stream marker of a cpu stream's queue."""
 
@@ -158,8 +173,14 @@ def _worker_instance(spec: ProviderSpec, options: object) -> object:
     return inst
 
 
-def _worker_call(spec: ProviderSpec, options: object, method: str, args: tuple[object, ...],
-                 kwargs: dict[str, object], collect: bool) -> object:
+def _worker_call(
+    spec: ProviderSpec,
+    options: object,
+    method: str,
+    args: tuple[object, ...],
+    kwargs: dict[str, object],
+    collect: bool,
+) -> object:
     result = getattr(_worker_instance(spec, options), method)(*args, **kwargs)
     return list(result) if collect else result
 
@@ -439,9 +460,11 @@ def _flavour(fn: Callable[..., object]) -> _Flavour:
 
 
 def check_policy(
-    spec: ProviderSpec, instance: object,
+    spec: ProviderSpec,
+    instance: object,
     methods: dict[str, Literal["call", "stream"]] | None = None,
-    required: tuple[str, ...] | None = None, what: str | None = None,
+    required: tuple[str, ...] | None = None,
+    what: str | None = None,
 ) -> list[str]:
     """Raise :class:`ExecutionPolicyError` if ``instance`` breaks its declared policy.
 
@@ -471,8 +494,11 @@ def check_policy(
         present.append(name)
         flavour = _flavour(fn)
         if spec.execution is Execution.CPU and flavour in ("async", "asyncgen"):
-            want = "a plain generator (def + yield)" if kind == "stream" else (
-                "a plain blocking function")
+            want = (
+                "a plain generator (def + yield)"
+                if kind == "stream"
+                else ("a plain blocking function")
+            )
             raise ExecutionPolicyError(
                 f"{label}: {name}() is {_FLAVOUR_TEXT[flavour]}, but the provider is declared "
                 f"'cpu'; cpu work methods must be {want} (the core runs them in the worker "
@@ -481,15 +507,22 @@ def check_policy(
         if spec.execution is Execution.IO:
             want_flavour: _Flavour = "asyncgen" if kind == "stream" else "async"
             if flavour != want_flavour:
-                hint = " Declare the provider 'cpu' if it blocks." if flavour in (
-                    "sync", "gen") else ""
+                hint = (
+                    " Declare the provider 'cpu' if it blocks."
+                    if flavour in ("sync", "gen")
+                    else ""
+                )
                 raise ExecutionPolicyError(
                     f"{label}: {name}() is {_FLAVOUR_TEXT[flavour]}, but the provider is "
                     f"declared 'io'; io {'streams' if kind == 'stream' else 'calls'} must be "
                     f"{_FLAVOUR_TEXT[want_flavour]}.{hint}"
                 )
-    if Role.ASR is spec.role and "streaming" in spec.capabilities and methods is WORK_METHODS[
-            Role.ASR] and "open_stream" not in present:
+    if (
+        Role.ASR is spec.role
+        and "streaming" in spec.capabilities
+        and methods is WORK_METHODS[Role.ASR]
+        and "open_stream" not in present
+    ):
         raise ExecutionPolicyError(
             f"{label}: declares the 'streaming' capability but has no open_stream() method"
         )
@@ -505,10 +538,15 @@ class BoundProvider:
     """
 
     def __init__(
-        self, spec: ProviderSpec, instance: object, executor: Executor, options: object = None,
+        self,
+        spec: ProviderSpec,
+        instance: object,
+        executor: Executor,
+        options: object = None,
         *,
         methods: dict[str, Literal["call", "stream"]] | None = None,
-        required: tuple[str, ...] | None = None, what: str | None = None,
+        required: tuple[str, ...] | None = None,
+        what: str | None = None,
     ) -> None:
         self.spec = spec
         self.instance = instance
@@ -560,10 +598,12 @@ class BoundProvider:
             # provider's, not as the session task's that awaited it (looplag)
             label = f"{spec.role} provider {spec.name!r} {name}()"
             if kind == "stream":
+
                 def io_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
                     self._check_loop(name)
                     stream: AsyncIterator[object] = fn(*args, **kwargs)
                     return traced_stream(stream, label)
+
                 return io_stream
 
             async def io_call(*args: object, **kwargs: object) -> object:
@@ -571,6 +611,7 @@ class BoundProvider:
                 self._check_loop(name)
                 result = await traced(fn(*args, **kwargs), label)
                 return self._post(name, result)
+
             return io_call
 
         if self._remote:
@@ -587,18 +628,22 @@ class BoundProvider:
                 )
 
             if kind == "stream":
+
                 async def remote_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
                     items = await remote_call(*args, **kwargs)
-                    assert isinstance(items, list)   # _worker_call collected the stream
+                    assert isinstance(items, list)  # _worker_call collected the stream
                     for item in items:
                         yield item
+
                 return remote_stream
             return remote_call
 
         fn = getattr(self.instance, name)
         if kind == "stream":
+
             def cpu_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
                 return executor.stream(fn, *args, **kwargs)
+
             return cpu_stream
 
         async def cpu_call(*args: object, **kwargs: object) -> object:
@@ -607,13 +652,18 @@ class BoundProvider:
                 kwargs["on_partial"] = lambda result: executor.call_soon(callback, result)
             result = await executor.run(fn, *args, **kwargs)
             return self._post(name, result)
+
         return cpu_call
 
     def _post(self, name: str, result: object) -> object:
         if name == "open_stream":
             return BoundProvider(
-                self.spec, result, self.executor, self.options,
-                methods=ASR_STREAM_METHODS, required=("push", "finish"),
+                self.spec,
+                result,
+                self.executor,
+                self.options,
+                methods=ASR_STREAM_METHODS,
+                required=("push", "finish"),
                 what=f"{self.spec.role} provider {self.spec.name!r} stream",
             )
         return result
@@ -631,8 +681,9 @@ class BoundProvider:
             close()
 
 
-def bind(spec: ProviderSpec, instance: object, executor: Executor,
-         options: object = None) -> BoundProvider:
+def bind(
+    spec: ProviderSpec, instance: object, executor: Executor, options: object = None
+) -> BoundProvider:
     """Put ``instance`` (built from ``spec``) behind the executor policy.
 
     Raises :class:`ExecutionPolicyError` when its methods do not match ``spec.execution``.
@@ -641,39 +692,45 @@ def bind(spec: ProviderSpec, instance: object, executor: Executor,
     return BoundProvider(spec, instance, executor, options)
 
 
-def bind_vad(spec: ProviderSpec, instance: object, executor: Executor,
-             options: object = None) -> BoundVAD:
+def bind_vad(
+    spec: ProviderSpec, instance: object, executor: Executor, options: object = None
+) -> BoundVAD:
     """:func:`bind` for a VAD provider, typed :class:`~xiaozhi_core.providers.BoundVAD`."""
     return cast(BoundVAD, bind(spec, instance, executor, options))
 
 
-def bind_asr(spec: ProviderSpec, instance: object, executor: Executor,
-             options: object = None) -> BoundASR:
+def bind_asr(
+    spec: ProviderSpec, instance: object, executor: Executor, options: object = None
+) -> BoundASR:
     """:func:`bind` for an ASR provider, typed :class:`~xiaozhi_core.providers.BoundASR`."""
     return cast(BoundASR, bind(spec, instance, executor, options))
 
 
-def bind_llm(spec: ProviderSpec, instance: object, executor: Executor,
-             options: object = None) -> BoundLLM:
+def bind_llm(
+    spec: ProviderSpec, instance: object, executor: Executor, options: object = None
+) -> BoundLLM:
     """:func:`bind` for an LLM provider, typed :class:`~xiaozhi_core.providers.BoundLLM`."""
     return cast(BoundLLM, bind(spec, instance, executor, options))
 
 
-def bind_tts(spec: ProviderSpec, instance: object, executor: Executor,
-             options: object = None) -> BoundTTS:
+def bind_tts(
+    spec: ProviderSpec, instance: object, executor: Executor, options: object = None
+) -> BoundTTS:
     """:func:`bind` for a TTS provider, typed :class:`~xiaozhi_core.providers.BoundTTS`."""
     return cast(BoundTTS, bind(spec, instance, executor, options))
 
 
-def bind_voiceprint(spec: ProviderSpec, instance: object, executor: Executor,
-                    options: object = None) -> BoundVoiceprint:
+def bind_voiceprint(
+    spec: ProviderSpec, instance: object, executor: Executor, options: object = None
+) -> BoundVoiceprint:
     """:func:`bind` for a voiceprint provider, typed
     :class:`~xiaozhi_core.providers.BoundVoiceprint`."""
     return cast(BoundVoiceprint, bind(spec, instance, executor, options))
 
 
-def bind_memory(spec: ProviderSpec, instance: object, executor: Executor,
-                options: object = None) -> BoundMemory:
+def bind_memory(
+    spec: ProviderSpec, instance: object, executor: Executor, options: object = None
+) -> BoundMemory:
     """:func:`bind` for a memory provider, typed :class:`~xiaozhi_core.providers.BoundMemory`."""
     return cast(BoundMemory, bind(spec, instance, executor, options))
 
@@ -691,8 +748,11 @@ async def build(spec: ProviderSpec, options: object, executor: Executor) -> Boun
         # load time without importing the provider's module into this process.
         await executor.run(_check_in_worker, spec)
         return BoundProvider(spec, None, executor, options)
-    factory = await executor.run(spec.resolve_factory) if spec.execution is Execution.CPU \
+    factory = (
+        await executor.run(spec.resolve_factory)
+        if spec.execution is Execution.CPU
         else spec.resolve_factory()
+    )
     if spec.execution is Execution.CPU:
         instance = await executor.run(factory, options)
     else:
@@ -702,8 +762,8 @@ async def build(spec: ProviderSpec, options: object, executor: Executor) -> Boun
     return bind(spec, instance, executor, options)
 
 
-
-def bind_vision(spec: ProviderSpec, instance: object, executor: Executor,
-                options: object = None) -> BoundVision:
+def bind_vision(
+    spec: ProviderSpec, instance: object, executor: Executor, options: object = None
+) -> BoundVision:
     """:func:`bind` for a vision provider, typed :class:`~xiaozhi_core.providers.BoundVision`."""
     return cast(BoundVision, bind(spec, instance, executor, options))

@@ -63,7 +63,8 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"),
+                timespec="milliseconds"
+            ),
             "level": record.levelname.lower(),
             "logger": record.name,
             "pid": record.process,
@@ -78,8 +79,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str)
 
 
-def configure(level: str = "warning", fmt: Literal["text", "json"] | str = "text",
-              stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "warning",
+    fmt: Literal["text", "json"] | str = "text",
+    stream: TextIO | None = None,
+) -> None:
     """Set up the root logger: ``level`` and ``fmt`` on ``stream`` (stderr)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
@@ -88,7 +92,7 @@ def configure(level: str = "warning", fmt: Literal["text", "json"] | str = "text
         if getattr(old, "_xiaozhi", False):
             root.removeHandler(old)
     handler._xiaozhi = True  # type: ignore[attr-defined]
-    if not root.handlers:   # like logging.basicConfig: leave a host's handlers alone
+    if not root.handlers:  # like logging.basicConfig: leave a host's handlers alone
         root.addHandler(handler)
     root.setLevel(level.upper())
-    os.environ["XIAOZHI_LOG_FORMAT"] = fmt   # worker processes log the same way
+    os.environ["XIAOZHI_LOG_FORMAT"] = fmt  # worker processes log the same way

@@ -75,9 +75,14 @@ class LogLimiter:
     True
     """
 
-    def __init__(self, burst: int = 5, per_second: float = 0.2, max_keys: int = 1024,
-                 on_suppressed: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        burst: int = 5,
+        per_second: float = 0.2,
+        max_keys: int = 1024,
+        on_suppressed: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.burst = float(burst)
         self.rate = per_second
         self.max_keys = max_keys

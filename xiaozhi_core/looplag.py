@@ -171,8 +171,9 @@ def traced_stream(stream: AsyncIterator[T], label: str) -> AsyncIterator[T]:
 class LoopLagMonitor:
     """Measures event-loop lateness and names slow callbacks."""
 
-    def __init__(self, interval: float = 0.05, slow_callback: float = 0.05,
-                 window: int = 1200) -> None:
+    def __init__(
+        self, interval: float = 0.05, slow_callback: float = 0.05, window: int = 1200
+    ) -> None:
         self.interval = interval
         self.slow_callback = slow_callback
         self.lags: collections.deque[float] = collections.deque(maxlen=window)
@@ -203,8 +204,9 @@ class LoopLagMonitor:
             self._task.cancel()
             self._task = None
 
-    def _record_slow(self, handle: events.Handle, seconds: float,
-                     blame: tuple[str, float] | None = None) -> None:
+    def _record_slow(
+        self, handle: events.Handle, seconds: float, blame: tuple[str, float] | None = None
+    ) -> None:
         name = callback_name(handle)
         if name == "LoopLagMonitor._tick":
             return
@@ -212,8 +214,13 @@ class LoopLagMonitor:
             label, held = blame
             self.slow.append((label, seconds))
             self.slow_total += 1
-            log.warning("slow loop callback: %s held the event loop for %.1f ms (blocking "
-                        "call in async code? task %s)", label, held * 1000, name)
+            log.warning(
+                "slow loop callback: %s held the event loop for %.1f ms (blocking "
+                "call in async code? task %s)",
+                label,
+                held * 1000,
+                name,
+            )
             return
         self.slow.append((name, seconds))
         self.slow_total += 1

@@ -49,9 +49,15 @@ class _Udp(asyncio.DatagramProtocol):
 class FakeMqttDevice:
     """One device; ``mqtt`` is the OTA response's ``mqtt`` object."""
 
-    def __init__(self, mqtt: dict[str, Any], *, features: dict[str, Any] | None = None,
-                 mcp_handler: Any = None, hello: bool = True,
-                 udp_via: tuple[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        mqtt: dict[str, Any],
+        *,
+        features: dict[str, Any] | None = None,
+        mcp_handler: Any = None,
+        hello: bool = True,
+        udp_via: tuple[str, int] | None = None,
+    ) -> None:
         self.config = dict(mqtt)
         self.features = features if features is not None else {"mcp": False}
         self.mcp_handler = mcp_handler
@@ -80,9 +86,13 @@ class FakeMqttDevice:
         """MQTT CONNECT (and, unless ``hello=False``, open the audio channel)."""
         host, _, port = self.config["endpoint"].rpartition(":")
         self.client = aiomqtt.Client(
-            host, int(port), identifier=self.config["client_id"],
-            username=self.config["username"], password=self.config["password"],
-            keepalive=int(self.config.get("keepalive", 240)))
+            host,
+            int(port),
+            identifier=self.config["client_id"],
+            username=self.config["username"],
+            password=self.config["password"],
+            keepalive=int(self.config.get("keepalive", 240)),
+        )
         await self.client.__aenter__()
         self._reader = asyncio.get_running_loop().create_task(self._read())
         if self.send_hello:
@@ -144,18 +154,27 @@ class FakeMqttDevice:
         """Send hello, wait for the server's (10 s like the firmware), open UDP."""
         self.session_id = ""
         start = len(self.received)
-        await self.send_json({"type": "hello", "version": 3, "transport": "udp",
-                              "features": self.features,
-                              "audio_params": {"format": "opus", "sample_rate": 16000,
-                                               "channels": 1, "frame_duration": 60}})
+        await self.send_json(
+            {
+                "type": "hello",
+                "version": 3,
+                "transport": "udp",
+                "features": self.features,
+                "audio_params": {
+                    "format": "opus",
+                    "sample_rate": 16000,
+                    "channels": 1,
+                    "frame_duration": 60,
+                },
+            }
+        )
         hello = await self.wait_for("hello", timeout=timeout, after=start)
         udp = hello.get("udp")
         if not isinstance(udp, dict):
             raise ConnectionError(f"server hello without a udp block: {hello}")
         loop = asyncio.get_running_loop()
         address = self.udp_via or (str(udp["server"]), int(str(udp["port"])))
-        self.udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self),
-                                                          remote_addr=address)
+        self.udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), remote_addr=address)
         return hello
 
     def _server_hello(self, hello: dict[str, Any]) -> None:
@@ -206,13 +225,13 @@ class FakeMqttDevice:
         _h, payload = self.cipher.open(data)
         self.remote_sequence = header.sequence
         self.accepted_sequences.append(header.sequence)
-        self.received.append(Received(time.monotonic(), audio=payload,
-                                      timestamp=header.timestamp))
+        self.received.append(Received(time.monotonic(), audio=payload, timestamp=header.timestamp))
         self._new.set()
 
     # ------------------------------------------------------------------ conversation
-    async def listen(self, state: str = "start", mode: str = "auto",
-                     text: str | None = None) -> None:
+    async def listen(
+        self, state: str = "start", mode: str = "auto", text: str | None = None
+    ) -> None:
         msg: dict[str, Any] = {"type": "listen", "state": state}
         if state == "start":
             msg["mode"] = mode
@@ -223,8 +242,9 @@ class FakeMqttDevice:
     async def abort(self) -> None:
         await self.send_json({"type": "abort"})
 
-    async def stream(self, packets: Iterable[bytes], frame_ms: int = 60,
-                     realtime: bool = True) -> None:
+    async def stream(
+        self, packets: Iterable[bytes], frame_ms: int = 60, realtime: bool = True
+    ) -> None:
         """One datagram per ``frame_ms`` (or as fast as possible)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -239,8 +259,11 @@ class FakeMqttDevice:
 
     # ------------------------------------------------------------------ inspecting
     def messages(self, type_: str | None = None) -> list[JSONObject]:
-        return [r.message for r in self.received
-                if r.message is not None and (type_ is None or r.message.get("type") == type_)]
+        return [
+            r.message
+            for r in self.received
+            if r.message is not None and (type_ is None or r.message.get("type") == type_)
+        ]
 
     def audio_frames(self) -> list[bytes]:
         return [r.audio for r in self.received if r.audio is not None]
@@ -257,16 +280,23 @@ class FakeMqttDevice:
                 out.append(f"tts:{r.message.get('state')}" if kind == "tts" else kind)
         return out
 
-    async def wait_for(self, type_: str, state: str | None = None,
-                       timeout: float = 10.0, after: int = 0  # noqa: ASYNC109
-                       ) -> JSONObject:
+    async def wait_for(
+        self,
+        type_: str,
+        state: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        after: int = 0,
+    ) -> JSONObject:
         """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
         async with asyncio.timeout(timeout):
             while True:
                 for r in self.received[after:]:
                     m = r.message
-                    if m is not None and m.get("type") == type_ and (
-                            state is None or m.get("state") == state):
+                    if (
+                        m is not None
+                        and m.get("type") == type_
+                        and (state is None or m.get("state") == state)
+                    ):
                         return m
                 if self.disconnected:
                     raise ConnectionError(f"MQTT connection lost before {type_}")

@@ -240,8 +240,9 @@ def _child(container: object, part: str | int) -> tuple[bool, object]:
     return False, None
 
 
-def _walk(schema: object, data: object, loc: Sequence[str | int]
-          ) -> tuple[object, object, list[str | int]]:
+def _walk(
+    schema: object, data: object, loc: Sequence[str | int]
+) -> tuple[object, object, list[str | int]]:
     """Follow a pydantic error location through the declared types and the data.
 
     Returns ``(type, value, keys)``: the declared type at the location (a multi-member
@@ -294,8 +295,9 @@ def _adapter(schema: type) -> TypeAdapter[object]:
         return _build_adapter(schema)
     except Exception as exc:
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise PluginError(f"options schema {schema.__module__}.{schema.__qualname__} is not "
-                          f"supported: {first}") from None
+        raise PluginError(
+            f"options schema {schema.__module__}.{schema.__qualname__} is not supported: {first}"
+        ) from None
 
 
 @functools.cache
@@ -348,8 +350,11 @@ def _message(err: ErrorDetails, tp: object, value: object, parent_tp: object) ->
         return f"{value!r} is not a valid {_type_name(tp)}"
     if kind == "literal_error":
         choices = ", ".join(repr(a) for a in get_args(base))
-        hint = did_you_mean(value, [a for a in get_args(base) if isinstance(a, str)]) \
-            if isinstance(value, str) else ""
+        hint = (
+            did_you_mean(value, [a for a in get_args(base) if isinstance(a, str)])
+            if isinstance(value, str)
+            else ""
+        )
         return f"{str(value)!r} is not allowed{hint}; allowed: {choices}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected an integer, got {value!r}"
@@ -508,7 +513,7 @@ def json_schema(schema: type) -> JSONObject:
         docs = field_docs(cls)
         hints = _hints(cls)
         props = node.get("properties")
-        for name, prop in (props.items() if isinstance(props, dict) else ()):
+        for name, prop in props.items() if isinstance(props, dict) else ():
             if not isinstance(prop, dict):
                 continue
             prop.pop("title", None)
@@ -516,8 +521,12 @@ def json_schema(schema: type) -> JSONObject:
                 prop["description"] = docs[name]
             sub = _non_null(_strip(hints.get(name)))
             ref = prop.get("$ref")
-            if _is_dataclass_type(sub) and isinstance(ref, str) and ref.startswith("#/$defs/") \
-                    and isinstance(defs, dict):
+            if (
+                _is_dataclass_type(sub)
+                and isinstance(ref, str)
+                and ref.startswith("#/$defs/")
+                and isinstance(defs, dict)
+            ):
                 target = defs.get(ref.rsplit("/", 1)[1])
                 if isinstance(target, dict):
                     describe(target, sub)

@@ -139,11 +139,14 @@ CAPABILITIES: dict[Role, dict[str, str]] = {
         "multilingual": "recognises more than one language",
         "batch": "transcribe_batch(pcms): several utterances in one call (Ray Serve batching)",
     },
-    Role.LLM: {"tools": "accepts tool schemas and emits ToolCall requests",
-               "options": "chat(..., options=...) takes per-request options (request_options)"},
-    Role.TTS: {"multilingual": "speaks more than one language",
-               "options": "synthesize(..., options=...) takes per-request options "
-                          "(request_options)"},
+    Role.LLM: {
+        "tools": "accepts tool schemas and emits ToolCall requests",
+        "options": "chat(..., options=...) takes per-request options (request_options)",
+    },
+    Role.TTS: {
+        "multilingual": "speaks more than one language",
+        "options": "synthesize(..., options=...) takes per-request options (request_options)",
+    },
     Role.VOICEPRINT: {},
     Role.VISION: {},
     Role.MEMORY: {"consolidate": "consolidate() condenses a finished session"},
@@ -214,18 +217,23 @@ class ProviderSpec:
         elif not callable(self.factory):
             raise PluginError(f"provider {self.name!r}: factory must be callable or a string")
         caps: object = self.capabilities
-        if isinstance(caps, str | bytes) or not isinstance(caps, Iterable) or not all(
-            isinstance(c, str) for c in caps
+        if (
+            isinstance(caps, str | bytes)
+            or not isinstance(caps, Iterable)
+            or not all(isinstance(c, str) for c in caps)
         ):
             raise PluginError(
                 f"provider {self.name!r}: capabilities must be a set of strings such as "
                 f"{{'tools'}}, got {caps!r}"
             )
         if self.request_options is not None:
-            if not (dataclasses.is_dataclass(self.request_options)
-                    and isinstance(self.request_options, type)):
+            if not (
+                dataclasses.is_dataclass(self.request_options)
+                and isinstance(self.request_options, type)
+            ):
                 raise PluginError(
-                    f"provider {self.name!r}: request_options must be a dataclass type")
+                    f"provider {self.name!r}: request_options must be a dataclass type"
+                )
             caps = {*caps, "options"}
         object.__setattr__(self, "capabilities", frozenset(caps))
 
@@ -278,8 +286,9 @@ class ProviderSpec:
         """Validate a raw options mapping against this provider's schema."""
         return validate_options(self.options, options, path=path)
 
-    def validate_request(self, options: Mapping[str, object] | None,
-                         path: str = "") -> object | None:
+    def validate_request(
+        self, options: Mapping[str, object] | None, path: str = ""
+    ) -> object | None:
         """Validate a profile's per-request options against ``request_options`` (None
         when there are none to pass).
 
@@ -300,8 +309,9 @@ class ProviderSpec:
         if not options:
             return None
         if self.request_options is None:
-            raise ConfigError(f"{self.role} provider {self.name!r} takes no per-request "
-                              "options", path=path)
+            raise ConfigError(
+                f"{self.role} provider {self.name!r} takes no per-request options", path=path
+            )
         return validate_options(self.request_options, options, path=path)
 
     def create(self, options: Mapping[str, object] | None = None) -> object:
@@ -866,6 +876,7 @@ class BoundVision(_Bound, AsyncVisionProvider, Protocol):
     '4 bytes'
     """
 
+
 class BoundMemory(_Bound, Protocol):
     """A memory provider as the core holds it (work methods ``async`` whatever its
     flavour; a ``cpu`` one is handed a :class:`SyncDeviceMemory` by the core).
@@ -956,8 +967,9 @@ class TTSCapabilities:
 
     @classmethod
     def of(cls, spec: ProviderSpec) -> TTSCapabilities:
-        return cls(multilingual="multilingual" in spec.capabilities,
-                   options="options" in spec.capabilities)
+        return cls(
+            multilingual="multilingual" in spec.capabilities, options="options" in spec.capabilities
+        )
 
 
 @dataclass(frozen=True)

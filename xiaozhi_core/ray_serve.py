@@ -64,15 +64,18 @@ def _next(gen: Any, lock: threading.Lock) -> Any:
 class ProviderReplica:
     """One replica of a provider's Serve deployment (runs in a Ray worker process)."""
 
-    def __init__(self, spec: ProviderSpec, options: Any, max_batch_size: int = 8,
-                 batch_wait_ms: float = 10.0) -> None:
+    def __init__(
+        self, spec: ProviderSpec, options: Any, max_batch_size: int = 8, batch_wait_ms: float = 10.0
+    ) -> None:
         self.spec = spec
         self.instance = spec.resolve_factory()(options)
         self.present = check_policy(spec, self.instance)
         self.batch_methods = sorted(
-            name for name in self.present
-            if "batch" in spec.capabilities and callable(
-                getattr(self.instance, f"{name}_batch", None)))
+            name
+            for name in self.present
+            if "batch" in spec.capabilities
+            and callable(getattr(self.instance, f"{name}_batch", None))
+        )
         self.batched.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.batched.set_batch_wait_timeout_s(batch_wait_ms / 1000)  # type: ignore[attr-defined]
         self.calls = 0
@@ -85,10 +88,17 @@ class ProviderReplica:
     def describe(self) -> dict[str, Any]:
         """Which work methods the provider has, and where this replica runs."""
         ctx = ray.get_runtime_context()
-        return {"present": self.present, "batch": self.batch_methods, "pid": os.getpid(),
-                "node_id": ctx.get_node_id(), "calls": self.calls, "batches": self.batches,
-                "streams_open": self.streams_open, "items_streamed": self.items_streamed,
-                "streams_cancelled": self.streams_cancelled}
+        return {
+            "present": self.present,
+            "batch": self.batch_methods,
+            "pid": os.getpid(),
+            "node_id": ctx.get_node_id(),
+            "calls": self.calls,
+            "batches": self.batches,
+            "streams_open": self.streams_open,
+            "items_streamed": self.items_streamed,
+            "streams_cancelled": self.streams_cancelled,
+        }
 
     async def attr(self, name: str) -> Any:
         value = getattr(self.instance, name)
@@ -111,8 +121,9 @@ class ProviderReplica:
     async def call_batched(self, method: str, args: tuple[Any, ...]) -> Any:
         return await self.batched((method, args))
 
-    async def stream(self, method: str, args: tuple[Any, ...],
-                     kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+    async def stream(
+        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> AsyncIterator[Any]:
         """A Serve streaming response over the provider's blocking generator."""
         self.calls += 1
         gen = await asyncio.to_thread(getattr(self.instance, method), *args, **kwargs)
@@ -129,9 +140,11 @@ class ProviderReplica:
             self.streams_open -= 1
             close = getattr(gen, "close", None)
             if close is not None:
+
                 def closing() -> None:
                     with lock:
                         close()
+
                 await asyncio.shield(asyncio.to_thread(closing))
 
 
@@ -147,8 +160,15 @@ def _error(spec: ProviderSpec, exc: BaseException) -> ProviderError:
 class RayBoundProvider(BoundProvider):
     """A provider living in a Ray Serve deployment, behind the usual async work methods."""
 
-    def __init__(self, spec: ProviderSpec, executor: Executor, options: Any, handle: Any,
-                 info: dict[str, Any], app: str) -> None:
+    def __init__(
+        self,
+        spec: ProviderSpec,
+        executor: Executor,
+        options: Any,
+        handle: Any,
+        info: dict[str, Any],
+        app: str,
+    ) -> None:
         # No local instance: BoundProvider.__init__'s checks ran in the replica.
         self.spec = spec
         self.instance = None
@@ -161,7 +181,7 @@ class RayBoundProvider(BoundProvider):
         self._methods = WORK_METHODS[spec.role]
         self._stream_handle = handle.options(stream=True)
         for name in info["present"]:
-            if name == "open_stream":   # a streaming session holds state: it stays local
+            if name == "open_stream":  # a streaming session holds state: it stays local
                 continue
             setattr(self, name, self._wrap(name, self._methods[name]))
 
@@ -180,6 +200,7 @@ class RayBoundProvider(BoundProvider):
         batch = name in self.info.get("batch", ())
 
         if kind == "stream":
+
             async def ray_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
                 response = self._stream_handle.stream.remote(name, args, kwargs)
                 try:
@@ -190,11 +211,12 @@ class RayBoundProvider(BoundProvider):
                 except Exception as exc:
                     raise _error(spec, exc) from exc
                 finally:
-                    response.cancel()   # a no-op once finished; stops the replica otherwise
+                    response.cancel()  # a no-op once finished; stops the replica otherwise
+
             return ray_stream
 
         async def ray_call(*args: Any, **kwargs: Any) -> Any:
-            kwargs.pop("on_partial", None)   # partial results do not cross the cluster
+            kwargs.pop("on_partial", None)  # partial results do not cross the cluster
             if batch and not kwargs and len(args) == 1:
                 response = self.handle.call_batched.remote(name, args)
             else:
@@ -206,6 +228,7 @@ class RayBoundProvider(BoundProvider):
                 raise
             except Exception as exc:
                 raise _error(spec, exc) from exc
+
         return ray_call
 
     async def aclose(self) -> None:
@@ -230,23 +253,35 @@ class RayBackend:
                 extra: dict[str, Any] = {"_node_ip_address": s.node_ip} if s.node_ip else {}
                 ray.init(address=s.address, namespace=s.namespace, log_to_driver=False, **extra)
             else:
-                ray.init(num_cpus=s.num_cpus, namespace=s.namespace, include_dashboard=False,
-                         log_to_driver=False, _node_ip_address="127.0.0.1")
+                ray.init(
+                    num_cpus=s.num_cpus,
+                    namespace=s.namespace,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    _node_ip_address="127.0.0.1",
+                )
                 self.started_local = True
         serve.start(proxy_location="Disabled")
         self.start_seconds = time.monotonic() - t0
-        log.info("Ray %s (%s) and Serve ready in %.1f s", ray.__version__,
-                 s.address or "local instance", self.start_seconds)
+        log.info(
+            "Ray %s (%s) and Serve ready in %.1f s",
+            ray.__version__,
+            s.address or "local instance",
+            self.start_seconds,
+        )
 
-    def _deploy(self, spec: ProviderSpec, options: Any, placement: RayPlacement
-                ) -> tuple[Any, dict[str, Any], str]:
+    def _deploy(
+        self, spec: ProviderSpec, options: Any, placement: RayPlacement
+    ) -> tuple[Any, dict[str, Any], str]:
         app = f"{self.settings.app_prefix}-{spec.role.value}"
         actor: dict[str, Any] = {"num_cpus": placement.num_cpus}
         if placement.resources:
             actor["resources"] = dict(placement.resources)
-        opts: dict[str, Any] = {"name": f"{spec.role.value}-{spec.name}",
-                                "ray_actor_options": actor,
-                                "max_ongoing_requests": placement.max_ongoing_requests}
+        opts: dict[str, Any] = {
+            "name": f"{spec.role.value}-{spec.name}",
+            "ray_actor_options": actor,
+            "max_ongoing_requests": placement.max_ongoing_requests,
+        }
         if placement.autoscaling:
             opts["autoscaling_config"] = dict(placement.autoscaling)
             opts["num_replicas"] = "auto"
@@ -260,15 +295,18 @@ class RayBackend:
             handle = serve.get_app_handle(app)
         else:
             deployment = serve.deployment(ProviderReplica).options(**opts)  # type: ignore[attr-defined]
-            handle = serve.run(deployment.bind(spec, options, placement.max_batch_size,
-                                               placement.batch_wait_ms),
-                               name=app, route_prefix=None)
+            handle = serve.run(
+                deployment.bind(spec, options, placement.max_batch_size, placement.batch_wait_ms),
+                name=app,
+                route_prefix=None,
+            )
         self.apps.append(app)
         info = handle.describe.remote().result(timeout_s=60)
         return handle, dict(info), app
 
-    async def deploy(self, spec: ProviderSpec, options: Any, placement: RayPlacement,
-                     executor: Executor) -> RayBoundProvider:
+    async def deploy(
+        self, spec: ProviderSpec, options: Any, placement: RayPlacement, executor: Executor
+    ) -> RayBoundProvider:
         """Deploy ``spec`` (its factory runs in each replica) and bind it."""
         try:
             handle, info, app = await executor.run(self._deploy, spec, options, placement)
@@ -276,10 +314,17 @@ class RayBackend:
             raise
         except Exception as exc:
             cause = getattr(exc, "cause", None) or exc
-            raise ProviderError(f"{spec.role} provider {spec.name!r} could not be deployed on "
-                                f"Ray Serve: {type(cause).__name__}: {cause}") from exc
-        log.info("%s provider %s on Ray Serve (%s, replica pid %s)", spec.role, spec.name, app,
-                 info.get("pid"))
+            raise ProviderError(
+                f"{spec.role} provider {spec.name!r} could not be deployed on "
+                f"Ray Serve: {type(cause).__name__}: {cause}"
+            ) from exc
+        log.info(
+            "%s provider %s on Ray Serve (%s, replica pid %s)",
+            spec.role,
+            spec.name,
+            app,
+            info.get("pid"),
+        )
         return RayBoundProvider(spec, executor, options, handle, info, app)
 
     def shutdown(self) -> None:
@@ -300,7 +345,8 @@ async def ray_backend(executor: Executor) -> RayBackend:
     return cast(RayBackend, executor.ray)
 
 
-async def deploy(spec: ProviderSpec, options: Any, placement: RayPlacement,
-                 executor: Executor) -> RayBoundProvider:
+async def deploy(
+    spec: ProviderSpec, options: Any, placement: RayPlacement, executor: Executor
+) -> RayBoundProvider:
     """Deploy a ``cpu`` provider on Ray Serve (connecting to Ray first if needed)."""
     return await (await ray_backend(executor)).deploy(spec, options, placement, executor)

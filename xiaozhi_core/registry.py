@@ -103,8 +103,10 @@ def _call_hook(function: Callable[[], object]) -> tuple[list[object], str]:
         if isinstance(result, ProviderSpec):
             return [result], ""
         if isinstance(result, str | bytes | Mapping) or not isinstance(result, Iterable):
-            return items, (f"xiaozhi_providers() returned {type(result).__name__}; expected "
-                           "a list of ProviderSpec (or yield them)")
+            return items, (
+                f"xiaozhi_providers() returned {type(result).__name__}; expected "
+                "a list of ProviderSpec (or yield them)"
+            )
         for item in result:
             items.append(item)
     except Exception as exc:
@@ -145,8 +147,9 @@ class Registry:
                 continue
             self.register(plugin, name=name, origin=origin)
 
-    def register(self, plugin: object, name: str | None = None,
-                 origin: Origin | None = None) -> None:
+    def register(
+        self, plugin: object, name: str | None = None, origin: Origin | None = None
+    ) -> None:
         """Register a plugin object or module directly (no entry point needed).
 
         A plugin that pluggy refuses, that implements a hook the core does not know (a
@@ -168,8 +171,7 @@ class Registry:
         if unknown:
             problem = f"implements unknown hook {unknown[0]}(); the core's hooks are: {known}"
         elif not callers:
-            problem = (f"implements no hook; mark its {known}() function with "
-                       "@xiaozhi_core.hookimpl")
+            problem = f"implements no hook; mark its {known}() function with @xiaozhi_core.hookimpl"
         if problem:
             self.pm.unregister(plugin)
             self._fail(LoadFailure(label, problem))
@@ -200,9 +202,13 @@ class Registry:
                 failures.append(LoadFailure(origin, error))
             for spec in specs:
                 if not isinstance(spec, ProviderSpec):
-                    failures.append(LoadFailure(
-                        origin, f"xiaozhi_providers() returned {type(spec).__name__}, "
-                        "expected ProviderSpec"))
+                    failures.append(
+                        LoadFailure(
+                            origin,
+                            f"xiaozhi_providers() returned {type(spec).__name__}, "
+                            "expected ProviderSpec",
+                        )
+                    )
                     continue
                 if spec.key in duplicates:
                     duplicates[spec.key].append(origin)
@@ -212,11 +218,13 @@ class Registry:
                     providers[spec.key] = Registered(spec, origin)
         for (role, name), origins in duplicates.items():
             who = " and ".join(str(o) for o in origins)
-            failures.append(LoadFailure(
-                origins[-1],
-                f"duplicate provider {role} {name!r} offered by {who}; both refused "
-                "(uninstall one of them)",
-            ))
+            failures.append(
+                LoadFailure(
+                    origins[-1],
+                    f"duplicate provider {role} {name!r} offered by {who}; both refused "
+                    "(uninstall one of them)",
+                )
+            )
         self._duplicates = duplicates
         self._providers = providers
         self._collect_failures = failures
@@ -256,9 +264,13 @@ class Registry:
             raise PluginError(f"{role} provider {name!r} is offered by both {who}; uninstall one")
         installed = ", ".join(s.name for s in self.specs(role)) or "(none)"
         hint = ""
-        broken = [f for f in self.failures
-                  if name in f.error or name in f.origin.distribution or
-                  name in f.origin.entry_point.partition("=")[0]]
+        broken = [
+            f
+            for f in self.failures
+            if name in f.error
+            or name in f.origin.distribution
+            or name in f.origin.entry_point.partition("=")[0]
+        ]
         if broken:
             hint = f" (a plugin failed to load: {broken[0]})"
         suggestion = did_you_mean(name, [s.name for s in self.specs(role)])

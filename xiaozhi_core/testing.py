@@ -60,7 +60,8 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError(
         "xiaozhi_core.testing needs the test kit: pip install xiaozhi-testkit "
         "(the repository's testkit/ folder; scripts/setup.sh --dev installs it)",
-        name="xiaozhi_testkit") from None
+        name="xiaozhi_testkit",
+    ) from None
 
 if TYPE_CHECKING:
     from .config import DeploymentConfig
@@ -112,13 +113,19 @@ def e2e_config(*, plugins: Iterable[object] = (), **sections: JSONValue) -> Depl
 
     registry = default_registry([sys.modules[__name__], *plugins])
     raw: JSONObject = {
-        "server": {"host": "127.0.0.1", "port": 0, "http_port": 0,
-                   "auth": {"enabled": False},
-                   # a loaded test machine must not trip the overload refusal
-                   "limits": {"max_loop_lag_ms": 0}},
+        "server": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "http_port": 0,
+            "auth": {"enabled": False},
+            # a loaded test machine must not trip the overload refusal
+            "limits": {"max_loop_lag_ms": 0},
+        },
         "session": {"silence_ms": 300, "min_speech_ms": 120},
-        "vad": {"provider": "fake"}, "asr": {"provider": "fake"},
-        "llm": {"provider": "fake"}, "tts": {"provider": "fake"},
+        "vad": {"provider": "fake"},
+        "asr": {"provider": "fake"},
+        "llm": {"provider": "fake"},
+        "tts": {"provider": "fake"},
     }
     for role in ("vad", "asr", "llm", "tts", "voiceprint"):
         if isinstance(sections.get(role), dict) and role in raw:
@@ -130,9 +137,9 @@ def e2e_config(*, plugins: Iterable[object] = (), **sections: JSONValue) -> Depl
 
 
 @contextlib.asynccontextmanager
-async def serve_with(config: DeploymentConfig | None = None, *,
-                     plugins: Iterable[object] = (),
-                     **sections: JSONValue) -> AsyncIterator[XiaozhiServer]:
+async def serve_with(
+    config: DeploymentConfig | None = None, *, plugins: Iterable[object] = (), **sections: JSONValue
+) -> AsyncIterator[XiaozhiServer]:
     """Run a real server on ``config`` (default: ``e2e_config(plugins=..., **sections)``)
     on 127.0.0.1 with free ports for the duration of the block; ``server.ws_url`` is
     where a :class:`~xiaozhi_core.device.FakeDevice` connects.
@@ -165,8 +172,14 @@ async def serve_with(config: DeploymentConfig | None = None, *,
         await server.stop()
 
 
-def speech_packets(seconds: float = 0.6, *, lead: float = 0.3, tail: float = 0.6,
-                   freq: float = 440.0, pcm: np.ndarray | None = None) -> list[bytes]:
+def speech_packets(
+    seconds: float = 0.6,
+    *,
+    lead: float = 0.3,
+    tail: float = 0.6,
+    freq: float = 440.0,
+    pcm: np.ndarray | None = None,
+) -> list[bytes]:
     """Upstream Opus packets as the firmware sends them: silence, ``seconds`` of a tone
     (speech to the fake VAD) or the 16 kHz int16 ``pcm`` given, then silence.
 
@@ -176,6 +189,7 @@ def speech_packets(seconds: float = 0.6, *, lead: float = 0.3, tail: float = 0.6
     from .device import encode_utterance
 
     body = tone(seconds, freq=freq) if pcm is None else np.asarray(pcm, np.int16)
-    audio = np.concatenate([np.zeros(int(lead * 16000), np.int16), body,
-                            np.zeros(int(tail * 16000), np.int16)])
+    audio = np.concatenate(
+        [np.zeros(int(lead * 16000), np.int16), body, np.zeros(int(tail * 16000), np.int16)]
+    )
     return encode_utterance(audio)

@@ -67,7 +67,8 @@ class ToolCallAssembler:
             except (TypeError, ValueError):
                 pass
             raise ProviderError(
-                f"{self.label}: malformed stream: tool call index {index!r} is not a number")
+                f"{self.label}: malformed stream: tool call index {index!r} is not a number"
+            )
         if call_id:
             for key, partial in self._calls.items():
                 if partial.id == call_id:
@@ -81,12 +82,14 @@ class ToolCallAssembler:
         if not isinstance(piece, Mapping):
             raise ProviderError(
                 f"{self.label}: malformed stream: a tool call piece is not an object: "
-                f"{piece!r:.200}")
+                f"{piece!r:.200}"
+            )
         fn = piece.get("function") or {}
         if not isinstance(fn, Mapping):
             raise ProviderError(
                 f"{self.label}: malformed stream: tool call 'function' is not an object: "
-                f"{fn!r:.200}")
+                f"{fn!r:.200}"
+            )
         call_id = str(piece.get("id") or "")
         partial = self._calls.setdefault(self._key(piece.get("index"), call_id), _Partial())
         if call_id and not partial.id:

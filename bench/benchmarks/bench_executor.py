@@ -107,8 +107,9 @@ async def bench_calls(n: int) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     bare_pool = concurrent.futures.ThreadPoolExecutor(2)
     await loop.run_in_executor(bare_pool, int)
-    bare_s = _best([await _timed_async(lambda: loop.run_in_executor(bare_pool, int), n)
-                    for _ in range(3)])
+    bare_s = _best(
+        [await _timed_async(lambda: loop.run_in_executor(bare_pool, int), n) for _ in range(3)]
+    )
     bare_pool.shutdown()
 
     ex = Executor(ExecutorSettings(cpu_workers=2))
@@ -125,10 +126,10 @@ async def bench_calls(n: int) -> dict[str, Any]:
 
     io_direct = TrivialAsyncASR()
     io_bound = bind(_spec("asr", "io", TrivialAsyncASR), TrivialAsyncASR(), ex)
-    io_direct_s = _best([await _timed_async(lambda: io_direct.transcribe(pcm), n)
-                         for _ in range(3)])
-    io_bound_s = _best([await _timed_async(lambda: io_bound.transcribe(pcm), n)
-                        for _ in range(3)])
+    io_direct_s = _best(
+        [await _timed_async(lambda: io_direct.transcribe(pcm), n) for _ in range(3)]
+    )
+    io_bound_s = _best([await _timed_async(lambda: io_bound.transcribe(pcm), n) for _ in range(3)])
     ex.shutdown()
 
     pex = Executor(ExecutorSettings(kind="process", cpu_workers=2))
@@ -146,7 +147,8 @@ async def bench_calls(n: int) -> dict[str, Any]:
         "cpu_thread_pool_awaited_us": _per_call_us(bound_s, n),
         "cpu_thread_pool_overhead_us": _per_call_us(bound_s - direct_s, n),
         f"cpu_thread_pool_{in_flight}_in_flight_us_per_call": _per_call_us(
-            concurrent_s, (n // in_flight) * in_flight),
+            concurrent_s, (n // in_flight) * in_flight
+        ),
         "io_direct_await_us": _per_call_us(io_direct_s, n),
         "io_bound_await_us": _per_call_us(io_bound_s, n),
         "io_wrapper_overhead_us": _per_call_us(io_bound_s - io_direct_s, n),
@@ -185,7 +187,8 @@ async def bench_stream(n: int) -> dict[str, Any]:
         assert count == n
         out[f"cpu_stream_buffer{buffer}_us_per_item"] = _per_call_us(stream_s, n)
         out[f"cpu_stream_buffer{buffer}_overhead_us_per_item"] = _per_call_us(
-            stream_s - direct_s, n)
+            stream_s - direct_s, n
+        )
     return out
 
 
@@ -224,8 +227,9 @@ def hashlib_sha256(seconds: float) -> int:
     return rounds
 
 
-async def _lag_while(ex: Executor | None, work: Callable[[float], int] | None,
-                     seconds: float) -> dict[str, Any]:
+async def _lag_while(
+    ex: Executor | None, work: Callable[[float], int] | None, seconds: float
+) -> dict[str, Any]:
     monitor = LoopLagMonitor(interval=0.005, slow_callback=0.02, window=100000)
     await asyncio.sleep(0)
     monitor.start()
@@ -251,14 +255,18 @@ async def _lag_while(ex: Executor | None, work: Callable[[float], int] | None,
 
 
 async def bench_lag(seconds: float) -> dict[str, Any]:
-    out: dict[str, Any] = {"tick_interval_ms": 5.0,
-                           "switch_interval_ms": sys.getswitchinterval() * 1000}
+    out: dict[str, Any] = {
+        "tick_interval_ms": 5.0,
+        "switch_interval_ms": sys.getswitchinterval() * 1000,
+    }
     out["idle"] = await _lag_while(None, None, seconds)
     threads = Executor(ExecutorSettings(cpu_workers=2))
     await threads.run(int)  # start the pool
-    for name, work in [("thread_pool_gil_holding_python", gil_holding),
-                       ("thread_pool_gil_releasing_numpy_matmul", numpy_matmul),
-                       ("thread_pool_gil_releasing_hashlib", hashlib_sha256)]:
+    for name, work in [
+        ("thread_pool_gil_holding_python", gil_holding),
+        ("thread_pool_gil_releasing_numpy_matmul", numpy_matmul),
+        ("thread_pool_gil_releasing_hashlib", hashlib_sha256),
+    ]:
         out[name] = await _lag_while(threads, work, seconds)
     threads.shutdown()
     procs = Executor(ExecutorSettings(kind="process", cpu_workers=2))
@@ -271,8 +279,11 @@ async def bench_lag(seconds: float) -> dict[str, Any]:
 # ------------------------------------------------------------------ main
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "calls": await bench_calls(args.calls),
         "stream": await bench_stream(args.items),
         "loop_lag": await bench_lag(args.seconds),

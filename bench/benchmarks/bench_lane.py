@@ -90,12 +90,28 @@ def _packets() -> list[bytes]:
     return voiced + silence_packets(2.0)
 
 
-async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: str,
-               packets: list[bytes], skip_dtx: bool = True) -> dict[str, Any]:
-    raw = {"server": {"host": "127.0.0.1", "port": 0, "http_port": 0,
-                      "limits": {"max_sessions": streams + 8}},
-           "vad": {"provider": vad}, "asr": {"provider": "fake"}, "llm": {"provider": "fake"},
-           "tts": {"provider": "fake"}, "session": {"vad_tick_ms": tick_ms}}
+async def _run(
+    streams: int,
+    tick_ms: int,
+    inflight: int,
+    seconds: float,
+    vad: str,
+    packets: list[bytes],
+    skip_dtx: bool = True,
+) -> dict[str, Any]:
+    raw = {
+        "server": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "http_port": 0,
+            "limits": {"max_sessions": streams + 8},
+        },
+        "vad": {"provider": vad},
+        "asr": {"provider": "fake"},
+        "llm": {"provider": "fake"},
+        "tts": {"provider": "fake"},
+        "session": {"vad_tick_ms": tick_ms},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lane.yaml"
         path.write_text(yaml.safe_dump(raw))
@@ -146,14 +162,19 @@ async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: s
         lags.clear()
         hub = server.hub
         machine.append(_cpu_times())
-        return time.thread_time(), time.process_time(), hub.batches, hub.vad_calls, \
-            sum(s.frames_processed for s in sessions)
+        return (
+            time.thread_time(),
+            time.process_time(),
+            hub.batches,
+            hub.vad_calls,
+            sum(s.frames_processed for s in sessions),
+        )
 
     machine: list[Any] = []
     drivers = [loop.create_task(drive(i, s)) for i, s in enumerate(sessions)]
     marker = loop.create_task(mark())
     await asyncio.gather(*drivers)
-    await asyncio.sleep(0.3)                       # let the last frames through
+    await asyncio.sleep(0.3)  # let the last frames through
     th0, pr0, b0, c0, f0 = marker.result()
     th1, pr1 = time.thread_time(), time.process_time()
     m1 = _cpu_times()
@@ -166,12 +187,21 @@ async def _run(streams: int, tick_ms: int, inflight: int, seconds: float, vad: s
     batches = hub.batches - b0
     lost = sum(s.frames_in - s.frames_processed for s in sessions)
     out = {
-        "streams": streams, "tick_ms": tick_ms, "inflight": inflight, "vad": vad,
-        "skip_dtx": skip_dtx, "vad_windows_skipped_share": round(
-            hub.windows_dtx / max(1, hub.windows_total), 3),
-        "seconds": seconds, "frames": frames, "frames_per_s": round(frames / seconds, 1),
-        "lane_lag_ms": {q: round(float(np.percentile(lags, p)) * 1000, 2)
-                        for q, p in (("p50", 50), ("p99", 99), ("max", 100))} if lags else {},
+        "streams": streams,
+        "tick_ms": tick_ms,
+        "inflight": inflight,
+        "vad": vad,
+        "skip_dtx": skip_dtx,
+        "vad_windows_skipped_share": round(hub.windows_dtx / max(1, hub.windows_total), 3),
+        "seconds": seconds,
+        "frames": frames,
+        "frames_per_s": round(frames / seconds, 1),
+        "lane_lag_ms": {
+            q: round(float(np.percentile(lags, p)) * 1000, 2)
+            for q, p in (("p50", 50), ("p99", 99), ("max", 100))
+        }
+        if lags
+        else {},
         "loop_cpu_us_per_frame": round((th1 - th0) / max(1, frames) * 1e6, 1),
         "process_cpu_us_per_frame": round((pr1 - pr0) / max(1, frames) * 1e6, 1),
         "process_cpu_cores": round((pr1 - pr0) / seconds, 3),
@@ -199,32 +229,49 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--ticks", default="10,20")
     ap.add_argument("--inflight", default="1,2")
     ap.add_argument("--vad", default="silero", choices=("silero", "fake"))
-    ap.add_argument("--skip-dtx", default="1",
-                    help="comma-separated 1/0: DTX-only windows skip the VAD (default 1)")
+    ap.add_argument(
+        "--skip-dtx",
+        default="1",
+        help="comma-separated 1/0: DTX-only windows skip the VAD (default 1)",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS, help="the JSON file to write")
     args = ap.parse_args(argv)
     packets = _packets()
     rows = []
-    grid = itertools.product((int(x) for x in args.streams.split(",")),
-                             (int(x) for x in args.ticks.split(",")),
-                             (int(x) for x in args.inflight.split(",")),
-                             (x.strip() == "1" for x in args.skip_dtx.split(",")))
+    grid = itertools.product(
+        (int(x) for x in args.streams.split(",")),
+        (int(x) for x in args.ticks.split(",")),
+        (int(x) for x in args.inflight.split(",")),
+        (x.strip() == "1" for x in args.skip_dtx.split(",")),
+    )
     for n, tick, inflight, skip in grid:
         r = asyncio.run(_run(n, tick, inflight, args.seconds, args.vad, packets, skip))
         rows.append(r)
-        print(f"{n:4d} streams tick {tick:2d} ms inflight {inflight} skip_dtx {int(skip)}: lag "
-              f"{r['lane_lag_ms']}, loop {r['loop_cpu_us_per_frame']} us/frame, "
-              f"process {r['process_cpu_us_per_frame']} us/frame "
-              f"({r['process_cpu_cores']} cores), {r['streams_per_batch']} streams/"
-              f"batch, {r['vad_calls_per_batch']} VAD calls/batch, "
-              f"{r['vad_windows_skipped_share']:.0%} windows DTX-skipped, lost "
-              f"{r['frames_lost']}, reordered {r['frames_reordered']}; other "
-              f"processes {r['other_processes_cores']} cores", flush=True)
+        print(
+            f"{n:4d} streams tick {tick:2d} ms inflight {inflight} skip_dtx {int(skip)}: lag "
+            f"{r['lane_lag_ms']}, loop {r['loop_cpu_us_per_frame']} us/frame, "
+            f"process {r['process_cpu_us_per_frame']} us/frame "
+            f"({r['process_cpu_cores']} cores), {r['streams_per_batch']} streams/"
+            f"batch, {r['vad_calls_per_batch']} VAD calls/batch, "
+            f"{r['vad_windows_skipped_share']:.0%} windows DTX-skipped, lost "
+            f"{r['frames_lost']}, reordered {r['frames_reordered']}; other "
+            f"processes {r['other_processes_cores']} cores",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(),
-                                               "python": platform.python_version(),
-                                               "platform": platform.platform()},
-                                   "runs": rows}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}", file=sys.stderr)
     return rows
 

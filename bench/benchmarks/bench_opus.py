@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "opus.json"
 def _speech(seconds: float) -> np.ndarray:
     try:
         pcm = synthesize("What is the weather like today in Shanghai? Tell me, please.")
-    except Exception:                       # espeak missing: a tone mix is close enough
+    except Exception:  # espeak missing: a tone mix is close enough
         pcm = (tone(2.0, freq=220) // 2 + tone(2.0, freq=1330) // 2).astype(np.int16)
     reps = int(np.ceil(seconds * 16000 / len(pcm)))
     return np.tile(pcm, reps)[: int(seconds * 16000)]
@@ -57,12 +57,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n = args.frames
     speech = encode_upstream(_speech(n * 0.06))[:n]
     dtx = [b"X"] * n
-    out: dict[str, Any] = {"machine": {"cpu_count": os.cpu_count(),
-                                       "python": platform.python_version(),
-                                       "platform": platform.platform()},
-                           "frames": n,
-                           "speech_packet_bytes_mean": round(float(np.mean([len(p) for p in
-                                                                            speech])), 1)}
+    out: dict[str, Any] = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "frames": n,
+        "speech_packet_bytes_mean": round(float(np.mean([len(p) for p in speech])), 1),
+    }
     dec = OpusDecoder(16000)
     out["decode_16k_60ms_speech_us"] = round(_per_call(dec.decode, speech), 2)
     out["decode_16k_60ms_dtx_us"] = round(_per_call(dec.decode, dtx), 2)
@@ -70,22 +73,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     state = raw.create_state(16000, 1)
     # opuslib's own decode path (every sample through a Python int), for comparison
-    out["decode_opuslib_api_us"] = round(_per_call(
-        lambda p: raw.decode(state, p, len(p), 1920, False, 1), speech), 2)
+    out["decode_opuslib_api_us"] = round(
+        _per_call(lambda p: raw.decode(state, p, len(p), 1920, False, 1), speech), 2
+    )
     pcm24 = tone(n * 0.06, 24000, 300).tobytes()
     step = 1440 * 2
-    chunks = [pcm24[i:i + step] for i in range(0, len(pcm24) - step + 1, step)]
+    chunks = [pcm24[i : i + step] for i in range(0, len(pcm24) - step + 1, step)]
     enc = OpusEncoder(24000, 60)
     out["encode_24k_60ms_us"] = round(_per_call(enc.encode, chunks), 2)
     enc16 = OpusEncoder(16000, 60, application="voip")
     pcm16 = _speech(n * 0.06).tobytes()
-    chunks16 = [pcm16[i:i + 1920] for i in range(0, len(pcm16) - 1919, 1920)]
+    chunks16 = [pcm16[i : i + 1920] for i in range(0, len(pcm16) - 1919, 1920)]
     out["encode_16k_60ms_voip_us"] = round(_per_call(enc16.encode, chunks16), 2)
 
     # threads: per-stream decoders, N streams split over 1 or 2 threads
     streams = 100
     per = max(1, n // streams)
-    packets = [speech[(i * per) % len(speech):][:per] for i in range(streams)]
+    packets = [speech[(i * per) % len(speech) :][:per] for i in range(streams)]
     decoders = [OpusDecoder(16000) for _ in range(streams)]
 
     def work(idx: list[int]) -> None:
@@ -102,8 +106,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             dt = time.perf_counter() - t
         frames = sum(len(p) for p in packets)
         out[f"decode_threads_{threads}_frames_per_s"] = round(frames / dt)
-    out["realtime_streams_per_core_decode"] = round(1e6 / out["decode_16k_60ms_speech_us"]
-                                                    / (1000 / 60), 1)
+    out["realtime_streams_per_core_decode"] = round(
+        1e6 / out["decode_16k_60ms_speech_us"] / (1000 / 60), 1
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2))
     for k, v in out.items():

@@ -35,15 +35,17 @@ from xiaozhi_core.protocol.opus import OpusDecoder, OpusEncoder
 from xiaozhi_core.sim.upstream import synthesize
 
 RESULTS = Path(__file__).resolve().parent / "results" / "opus_encode.json"
-TEXTS = ("Hello! How can I help? The weather today is sunny with a light breeze, and the "
-         "temperature will reach twenty degrees.",
-         "I set a timer for five minutes. Is there anything else you would like me to do?")
+TEXTS = (
+    "Hello! How can I help? The weather today is sunny with a light breeze, and the "
+    "temperature will reach twenty degrees.",
+    "I set a timer for five minutes. Is there anything else you would like me to do?",
+)
 
 
 def measure(rate: int, complexity: int) -> dict[str, Any]:
     costs, sizes, scores = [], [], []
     for text in TEXTS:
-        src = synthesize(text)                                   # 16 kHz int16
+        src = synthesize(text)  # 16 kHz int16
         pcm = Resampler(16000, rate).process(src) if rate != 16000 else src
         enc = OpusEncoder(rate, 60, complexity=complexity)
         t0 = time.thread_time()
@@ -54,12 +56,14 @@ def measure(rate: int, complexity: int) -> dict[str, Any]:
         out = np.frombuffer(b"".join(dec.decode(p) for p in packets), np.int16)
         out16 = Resampler(rate, 16000).process(out) if rate != 16000 else out
         n = min(len(out16), len(src))
-        scores.append(pesq(16000, src[:n].astype(np.float64), out16[:n].astype(np.float64),
-                           "wb"))
-    return {"rate": rate, "complexity": complexity,
-            "us_per_frame": round(float(np.mean(costs)) * 1e6, 1),
-            "bytes_per_frame": round(float(np.mean(sizes)), 1),
-            "pesq_wb": round(float(np.mean(scores)), 2)}
+        scores.append(pesq(16000, src[:n].astype(np.float64), out16[:n].astype(np.float64), "wb"))
+    return {
+        "rate": rate,
+        "complexity": complexity,
+        "us_per_frame": round(float(np.mean(costs)) * 1e6, 1),
+        "bytes_per_frame": round(float(np.mean(sizes)), 1),
+        "pesq_wb": round(float(np.mean(scores)), 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -70,13 +74,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     for complexity in range(10, -1, -1):
         r = measure(args.rate, complexity)
         rows.append(r)
-        print(f"complexity {complexity:2d}: {r['us_per_frame']:6.1f} us CPU per 60 ms frame, "
-              f"{r['bytes_per_frame']:5.1f} B/frame, PESQ-WB {r['pesq_wb']:.2f}", flush=True)
+        print(
+            f"complexity {complexity:2d}: {r['us_per_frame']:6.1f} us CPU per 60 ms frame, "
+            f"{r['bytes_per_frame']:5.1f} B/frame, PESQ-WB {r['pesq_wb']:.2f}",
+            flush=True,
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"machine": {"cpu_count": os.cpu_count(),
-                                               "python": platform.python_version(),
-                                               "platform": platform.platform()},
-                                   "runs": rows}, indent=2))
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpu_count": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "runs": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {RESULTS}", file=sys.stderr)
     return rows
 

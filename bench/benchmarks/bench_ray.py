@@ -78,6 +78,7 @@ async def _concurrent(fn: Any, n: int, width: int = 32) -> float:
     async def one() -> None:
         async with sem:
             await fn()
+
     await asyncio.gather(*(one() for _ in range(n)))
     return n / (time.perf_counter() - t0)
 
@@ -98,16 +99,23 @@ def _utterances(n: int) -> list[np.ndarray]:
     from xiaozhi_espeak.tts import EspeakTTS
 
     tts = EspeakTTS(EspeakOptions(voice="en-us", rate=150, sample_rate=16000))
-    texts = ["What is the capital of France?", "Turn on the kitchen light.",
-             "How is the weather today?", "Play some music please.",
-             "Set a timer for five minutes.", "Who wrote Hamlet?", "What time is it?",
-             "Tell me a joke."]
-    return [np.frombuffer(b"".join(tts.synthesize(texts[i % len(texts)])), np.int16)
-            for i in range(n)]
+    texts = [
+        "What is the capital of France?",
+        "Turn on the kitchen light.",
+        "How is the weather today?",
+        "Play some music please.",
+        "Set a timer for five minutes.",
+        "Who wrote Hamlet?",
+        "What time is it?",
+        "Tell me a joke.",
+    ]
+    return [
+        np.frombuffer(b"".join(tts.synthesize(texts[i % len(texts)])), np.int16) for i in range(n)
+    ]
 
 
 async def _throughput(asr: Any, pcms: list[np.ndarray]) -> tuple[float, list[str]]:
-    await asr.transcribe(pcms[0])                      # warm
+    await asr.transcribe(pcms[0])  # warm
     t0 = time.perf_counter()
     results = await asyncio.gather(*(asr.transcribe(p) for p in pcms))
     return len(pcms) / (time.perf_counter() - t0), [r.text for r in results]
@@ -122,19 +130,25 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     from xiaozhi_core.testing import FakeASROptions, FakeLLMOptions, fake_spec
     from xiaozhi_core.types import Role
 
-    out: dict[str, Any] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                           "ray": ray.__version__, "num_cpus": args.num_cpus,
-                           "note": "shared 2-core machine: other work was running"}
-    executor = Executor(ExecutorSettings(cpu_workers=args.num_cpus,
-                                         ray=RaySettings(num_cpus=args.num_cpus)))
+    out: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "num_cpus": args.num_cpus,
+        "note": "shared 2-core machine: other work was running",
+    }
+    executor = Executor(
+        ExecutorSettings(cpu_workers=args.num_cpus, ray=RaySettings(num_cpus=args.num_cpus))
+    )
     t0 = time.perf_counter()
     backend = await ray_backend(executor)
     out["ray_start_s"] = round(time.perf_counter() - t0, 2)
-    await asyncio.sleep(2)                             # idle workers settle
+    await asyncio.sleep(2)  # idle workers settle
     rss, procs = _descendants_rss_mb(os.getpid())
     out["ray_rss_mb"], out["ray_processes"] = round(rss), procs
-    print(f"Ray {ray.__version__}: start {out['ray_start_s']} s, {procs} processes, "
-          f"{rss:.0f} MB RSS")
+    print(
+        f"Ray {ray.__version__}: start {out['ray_start_s']} s, {procs} processes, {rss:.0f} MB RSS"
+    )
 
     place = RayPlacement(num_cpus=0.5, max_ongoing_requests=64)
     asr_spec = fake_spec("asr")
@@ -170,18 +184,26 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         out["whisper_per_s_thread"] = round(rate, 2)
         print(f"whisper thread pool ({args.num_cpus} workers): {rate:.2f} utterances/s")
         await local.aclose()
-        whole = RayPlacement(num_cpus=args.num_cpus, max_ongoing_requests=len(pcms),
-                             max_batch_size=8, batch_wait_ms=20)
-        for label, sp in (("ray_nobatch", dataclasses.replace(spec, capabilities=frozenset())),
-                          ("ray_batch", spec)):
+        whole = RayPlacement(
+            num_cpus=args.num_cpus,
+            max_ongoing_requests=len(pcms),
+            max_batch_size=8,
+            batch_wait_ms=20,
+        )
+        for label, sp in (
+            ("ray_nobatch", dataclasses.replace(spec, capabilities=frozenset())),
+            ("ray_batch", spec),
+        ):
             bound = await deploy(sp, options, whole, executor)
             rate, got = await _throughput(bound, pcms)
             info = await bound.describe()
             out[f"whisper_per_s_{label}"] = round(rate, 2)
             out[f"whisper_batches_{label}"] = info["batches"]
             out[f"whisper_same_text_{label}"] = got == texts
-            print(f"whisper Serve {label}: {rate:.2f} utterances/s (batches {info['batches']}, "
-                  f"same text as the pool: {got == texts})")
+            print(
+                f"whisper Serve {label}: {rate:.2f} utterances/s (batches {info['batches']}, "
+                f"same text as the pool: {got == texts})"
+            )
             for app in list(backend.apps):
                 serve.delete(app)
             backend.apps.clear()

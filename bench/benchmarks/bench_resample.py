@@ -80,8 +80,9 @@ def _kaiser_beta(a: float) -> float:
 
 
 @functools.lru_cache(maxsize=16)
-def _design(in_rate: int, out_rate: int, taps: int = 96,
-            attenuation_db: float = 80.0) -> tuple[int, int, int, np.ndarray]:
+def _design(
+    in_rate: int, out_rate: int, taps: int = 96, attenuation_db: float = 80.0
+) -> tuple[int, int, int, np.ndarray]:
     g = math.gcd(in_rate, out_rate)
     up, down = out_rate // g, in_rate // g
     n = up * taps + (1 - (up * taps) % 2)
@@ -154,8 +155,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--chunks", type=int, default=2000, help="chunks timed per case")
     args = ap.parse_args()
-    print(f"{'rates':>14} {'resampler':>11} {'median us':>10} {'p99 us':>8} "
-          f"{'held back ms':>13}")
+    print(f"{'rates':>14} {'resampler':>11} {'median us':>10} {'p99 us':>8} {'held back ms':>13}")
     for src, dst in ((16000, 24000), (22050, 24000)):
         n_in = src * 60 // 1000
         t = np.arange(n_in) / src

@@ -41,16 +41,33 @@ RESULTS = Path(__file__).resolve().parent / "results" / "store.json"
 REPO = Path(__file__).resolve().parents[2]
 
 QUESTION = "What will the weather be like tomorrow?!"  # 40 characters
-REPLY = ("Tomorrow looks mostly sunny with a high of 24 degrees and a light breeze from the "
-         "east; take a jacket for the evening, though.")[:120]
-LATENCY = {"turn": 1, "kind": "voice", "asr_final_ms": 212.4, "llm_first_token_ms": 530.1,
-           "tts_first_audio_ms": 690.8, "first_frame_sent_ms": 702.3, "total_ms": 3120.5,
-           "error": None}
+REPLY = (
+    "Tomorrow looks mostly sunny with a high of 24 degrees and a light breeze from the "
+    "east; take a jacket for the evening, though."
+)[:120]
+LATENCY = {
+    "turn": 1,
+    "kind": "voice",
+    "asr_final_ms": 212.4,
+    "llm_first_token_ms": 530.1,
+    "tts_first_audio_ms": 690.8,
+    "first_frame_sent_ms": 702.3,
+    "total_ms": 3120.5,
+    "error": None,
+}
 
 
 def _turn(store: Store, device: str, n: int) -> None:
-    store.turn_recorded(session_id=f"s-{device}", device_id=device, turn=n, kind="voice",
-                        outcome="ok", text=QUESTION, reply=REPLY, latency=LATENCY)
+    store.turn_recorded(
+        session_id=f"s-{device}",
+        device_id=device,
+        turn=n,
+        kind="voice",
+        outcome="ok",
+        text=QUESTION,
+        reply=REPLY,
+        latency=LATENCY,
+    )
 
 
 class Sleeper:
@@ -76,14 +93,23 @@ class Sleeper:
 
     def summary(self) -> dict[str, float]:
         xs = sorted(self.late)
-        return {"p50_ms": round(statistics.median(xs), 2),
-                "p99_ms": round(xs[int(len(xs) * 0.99)], 2), "max_ms": round(xs[-1], 2),
-                "samples": len(xs)}
+        return {
+            "p50_ms": round(statistics.median(xs), 2),
+            "p99_ms": round(xs[int(len(xs) * 0.99)], 2),
+            "max_ms": round(xs[-1], 2),
+            "samples": len(xs),
+        }
 
 
 async def record_cost(settings: StoreSettings) -> float:
-    settings = StoreSettings(**{**settings.__dict__, "queue_bound": 200_000,
-                                "batch_size": 200_000, "flush_interval": 3600})
+    settings = StoreSettings(
+        **{
+            **settings.__dict__,
+            "queue_bound": 200_000,
+            "batch_size": 200_000,
+            "flush_interval": 3600,
+        }
+    )
     async with Store(settings) as store:
         n = 50_000
         t = time.perf_counter()
@@ -120,18 +146,19 @@ async def sustained(settings: StoreSettings, seconds: float) -> dict[str, Any]:
             "events_per_s": round(written / elapsed),
             "batches": batches,
             "mean_batch_events": round(written / max(1, batches), 1),
-            "mean_batch_ms": round((stats.batch_seconds_total - busy0) / max(1, batches) * 1000,
-                                   2),
+            "mean_batch_ms": round((stats.batch_seconds_total - busy0) / max(1, batches) * 1000, 2),
             "max_batch_ms": round(max(max0, stats.batch_seconds_max) * 1000, 2),
-            "dropped": stats.dropped, "failed": stats.failed,
+            "dropped": stats.dropped,
+            "failed": stats.failed,
             "loop_lateness": sleeper.summary(),
         }
         await store.flush(60)
         return result
 
 
-async def fleet(settings: StoreSettings | None, devices: int, turn_every: float,
-                seconds: float) -> dict[str, Any]:
+async def fleet(
+    settings: StoreSettings | None, devices: int, turn_every: float, seconds: float
+) -> dict[str, Any]:
     """``devices`` devices, each finishing a turn every ``turn_every`` s (phases spread)."""
     store = Store(settings) if settings is not None else None
     if store is not None:
@@ -159,35 +186,45 @@ async def fleet(settings: StoreSettings | None, devices: int, turn_every: float,
                 i += 1
             elapsed = time.perf_counter() - start
             cpu = time.process_time() - cpu
-        out: dict[str, Any] = {"turns_per_s": round(recorded / elapsed, 1),
-                               # CPU of this process (all threads) per second of the run
-                               "cpu_ms_per_s": round(cpu / elapsed * 1000, 1),
-                               "loop_lateness": sleeper.summary()}
+        out: dict[str, Any] = {
+            "turns_per_s": round(recorded / elapsed, 1),
+            # CPU of this process (all threads) per second of the run
+            "cpu_ms_per_s": round(cpu / elapsed * 1000, 1),
+            "loop_lateness": sleeper.summary(),
+        }
         if store is not None:
             await store.flush(30)
-            out.update(written=store.stats.written, dropped=store.stats.dropped,
-                       mean_batch_ms=round(store.stats.batch_seconds_total
-                                           / max(1, store.stats.batches) * 1000, 2))
+            out.update(
+                written=store.stats.written,
+                dropped=store.stats.dropped,
+                mean_batch_ms=round(
+                    store.stats.batch_seconds_total / max(1, store.stats.batches) * 1000, 2
+                ),
+            )
         return out
     finally:
         if store is not None:
             await store.close()
 
 
-async def run_backend(name: str, settings: StoreSettings, args: argparse.Namespace
-                      ) -> dict[str, Any]:
+async def run_backend(
+    name: str, settings: StoreSettings, args: argparse.Namespace
+) -> dict[str, Any]:
     out: dict[str, Any] = {"record_us": round(await record_cost(settings), 2)}
     print(f"  {name}: turn_recorded() costs {out['record_us']} us on the loop", flush=True)
     out["sustained"] = {}
     for batch in args.batch_sizes:
-        s = StoreSettings(**{**settings.__dict__, "batch_size": batch,
-                             "queue_bound": max(20_000, batch * 4)})
+        s = StoreSettings(
+            **{**settings.__dict__, "batch_size": batch, "queue_bound": max(20_000, batch * 4)}
+        )
         r = await sustained(s, args.seconds)
         out["sustained"][str(batch)] = r
-        print(f"  {name}: sustained {r['events_per_s']} events/s (batch {batch}: mean "
-              f"{r['mean_batch_events']} events, {r['mean_batch_ms']} ms); loop lateness p99 "
-              f"{r['loop_lateness']['p99_ms']} ms, max {r['loop_lateness']['max_ms']} ms",
-              flush=True)
+        print(
+            f"  {name}: sustained {r['events_per_s']} events/s (batch {batch}: mean "
+            f"{r['mean_batch_events']} events, {r['mean_batch_ms']} ms); loop lateness p99 "
+            f"{r['loop_lateness']['p99_ms']} ms, max {r['loop_lateness']['max_ms']} ms",
+            flush=True,
+        )
     out["fleet"] = []
     for _ in range(args.repeat):  # store off and on, interleaved
         for label, s in (("no store", None), (name, settings)):
@@ -195,16 +232,22 @@ async def run_backend(name: str, settings: StoreSettings, args: argparse.Namespa
             r["store"] = label != "no store"
             out["fleet"].append(r)
             late = r["loop_lateness"]
-            print(f"  {label}: fleet of {args.devices} ({r['turns_per_s']} turns/s) loop "
-                  f"lateness p50 {late['p50_ms']} / p99 {late['p99_ms']} / max "
-                  f"{late['max_ms']} ms; process CPU {r['cpu_ms_per_s']} ms/s", flush=True)
+            print(
+                f"  {label}: fleet of {args.devices} ({r['turns_per_s']} turns/s) loop "
+                f"lateness p50 {late['p50_ms']} / p99 {late['p99_ms']} / max "
+                f"{late['max_ms']} ms; process CPU {r['cpu_ms_per_s']} ms/s",
+                flush=True,
+            )
     return out
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_before": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_before": os.getloadavg(),
+        },
         "params": dict(vars(args)),
     }
     if "sqlite" in args.backends:
@@ -221,8 +264,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             server.start()
             url = server.create_database("bench")
         try:
-            results["postgresql"] = await run_backend("postgresql", StoreSettings(url=url),
-                                                      args)
+            results["postgresql"] = await run_backend("postgresql", StoreSettings(url=url), args)
         finally:
             if server is not None:
                 server.destroy()
@@ -234,13 +276,19 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seconds", type=float, default=10.0, help="length of each phase")
     p.add_argument("--devices", type=int, default=200)
-    p.add_argument("--turn-every", type=float, default=5.0,
-                   help="seconds between one device's turns in the fleet phase")
+    p.add_argument(
+        "--turn-every",
+        type=float,
+        default=5.0,
+        help="seconds between one device's turns in the fleet phase",
+    )
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[500, 100])
-    p.add_argument("--repeat", type=int, default=2,
-                   help="fleet runs per backend, store off and on interleaved")
-    p.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"],
-                   choices=["sqlite", "postgresql"])
+    p.add_argument(
+        "--repeat", type=int, default=2, help="fleet runs per backend, store off and on interleaved"
+    )
+    p.add_argument(
+        "--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
+    )
     p.add_argument("--pg-url", default="", help="an existing PostgreSQL database to use")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"result file (default {RESULTS})")
     args = p.parse_args()

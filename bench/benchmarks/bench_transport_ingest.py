@@ -39,7 +39,7 @@ from xiaozhi_core.mqtt_device import FakeMqttDevice
 from xiaozhi_core.sim.driver import ota_body
 
 FRAME_S = 0.06
-TCP_IP = 20 + 20 + 12      # IPv4 + TCP + timestamp option
+TCP_IP = 20 + 20 + 12  # IPv4 + TCP + timestamp option
 UDP_IP = 20 + 8
 
 
@@ -62,8 +62,10 @@ def noise_packets(seconds: float) -> list[bytes]:
 
 async def ota(http_port: int, mac: str) -> dict[str, Any]:
     url = f"http://127.0.0.1:{http_port}/xiaozhi/ota/"
-    async with aiohttp.ClientSession() as http, http.post(
-            url, data=json.dumps(ota_body(mac, mac)), headers={"Device-Id": mac}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=json.dumps(ota_body(mac, mac)), headers={"Device-Id": mac}) as resp,
+    ):
         return dict(await resp.json())
 
 
@@ -72,12 +74,16 @@ async def processed_frames(http_port: int) -> float:
     url = f"http://127.0.0.1:{http_port}/metrics"
     async with aiohttp.ClientSession() as http, http.get(url) as resp:
         text = await resp.text()
-    return sum(float(line.split()[-1]) for line in text.splitlines()
-               if line.startswith("xiaozhi_audio_frames_processed_total"))
+    return sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("xiaozhi_audio_frames_processed_total")
+    )
 
 
-async def stream(dev: Any, packets: list[bytes], stop: asyncio.Event, sent: list[int],
-                 transport: str) -> None:
+async def stream(
+    dev: Any, packets: list[bytes], stop: asyncio.Event, sent: list[int], transport: str
+) -> None:
     loop = asyncio.get_running_loop()
     start, i = loop.time(), 0
     while not stop.is_set():
@@ -98,16 +104,20 @@ async def stream(dev: Any, packets: list[bytes], stop: asyncio.Event, sent: list
 
 
 async def run(transport: str, devices: int, seconds: float, warmup: float) -> dict[str, Any]:
-    ports = {"port": free_port(), "http_port": free_port(), "mqtt": free_port(),
-             "udp": free_port(socket.SOCK_DGRAM)}
+    ports = {
+        "port": free_port(),
+        "http_port": free_port(),
+        "mqtt": free_port(),
+        "udp": free_port(socket.SOCK_DGRAM),
+    }
     config = f"""
 server:
   host: 127.0.0.1
-  port: {ports['port']}
-  http_port: {ports['http_port']}
+  port: {ports["port"]}
+  http_port: {ports["http_port"]}
   limits: {{max_sessions: {devices + 10}, max_loop_lag_ms: 0}}
   timeouts: {{idle: 3600}}
-  mqtt: {{enabled: true, port: {ports['mqtt']}, udp_port: {ports['udp']}}}
+  mqtt: {{enabled: true, port: {ports["mqtt"]}, udp_port: {ports["udp"]}}}
 session: {{greeting: ""}}
 vad: {{provider: fake}}
 asr: {{provider: fake}}
@@ -118,8 +128,15 @@ tts: {{provider: fake}}
         path = Path(tmp) / "bench.yaml"
         path.write_text(config)
         server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "xiaozhi_core", "serve", "-c", str(path),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            sys.executable,
+            "-m",
+            "xiaozhi_core",
+            "serve",
+            "-c",
+            str(path),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             for _ in range(200):
                 try:
@@ -135,14 +152,12 @@ tts: {{provider: fake}}
                 if transport == "mqtt":
                     dev: Any = FakeMqttDevice(answer["mqtt"])
                 else:
-                    dev = FakeDevice(answer["websocket"]["url"], device_id=mac,
-                                     protocol_version=3)
+                    dev = FakeDevice(answer["websocket"]["url"], device_id=mac, protocol_version=3)
                 await dev.connect()
                 await dev.listen("start", "auto")
                 devs.append(dev)
             stop, sent = asyncio.Event(), [0, 0]
-            tasks = [asyncio.create_task(stream(d, packets, stop, sent, transport))
-                     for d in devs]
+            tasks = [asyncio.create_task(stream(d, packets, stop, sent, transport)) for d in devs]
             await asyncio.sleep(warmup)
             frames0 = await processed_frames(ports["http_port"])
             cpu0, bytes0, pkts0, t0 = cpu_seconds(server.pid), sent[0], sent[1], time.monotonic()
@@ -157,13 +172,17 @@ tts: {{provider: fake}}
             server.terminate()
             await asyncio.wait_for(server.wait(), 10)
     elapsed = t1 - t0
-    return {"transport": transport, "devices": devices, "window_s": round(elapsed, 1),
-            "server_cpu_pct_total": round(100 * (cpu1 - cpu0) / elapsed, 1),
-            "server_cpu_ms_per_device_s": round(1000 * (cpu1 - cpu0) / elapsed / devices, 3),
-            "packets_per_s": round((pkts1 - pkts0) / elapsed),
-            "processed_per_s": round((frames1 - frames0) / elapsed),
-            "uplink_bytes_per_device_s": round((bytes1 - bytes0) / elapsed / devices),
-            "mean_packet_on_wire": round((bytes1 - bytes0) / max(1, pkts1 - pkts0), 1)}
+    return {
+        "transport": transport,
+        "devices": devices,
+        "window_s": round(elapsed, 1),
+        "server_cpu_pct_total": round(100 * (cpu1 - cpu0) / elapsed, 1),
+        "server_cpu_ms_per_device_s": round(1000 * (cpu1 - cpu0) / elapsed / devices, 3),
+        "packets_per_s": round((pkts1 - pkts0) / elapsed),
+        "processed_per_s": round((frames1 - frames0) / elapsed),
+        "uplink_bytes_per_device_s": round((bytes1 - bytes0) / elapsed / devices),
+        "mean_packet_on_wire": round((bytes1 - bytes0) / max(1, pkts1 - pkts0), 1),
+    }
 
 
 async def main() -> None:
@@ -174,8 +193,7 @@ async def main() -> None:
     parser.add_argument("--transports", default="websocket,mqtt")
     args = parser.parse_args()
     for transport in args.transports.split(","):
-        print(json.dumps(await run(transport, args.devices, args.seconds, args.warmup)),
-              flush=True)
+        print(json.dumps(await run(transport, args.devices, args.seconds, args.warmup)), flush=True)
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 def _windows(n: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(512) / 16000
-    rows = [np.sin(2 * np.pi * rng.uniform(100, 800) * t) * rng.uniform(0.01, 0.5)
-            for _ in range(n)]
+    rows = [
+        np.sin(2 * np.pi * rng.uniform(100, 800) * t) * rng.uniform(0.01, 0.5) for _ in range(n)
+    ]
     return (np.array(rows) * 32767).astype(np.int16)
 
 
@@ -87,22 +88,33 @@ async def _main(vad_name: str, seconds: float) -> dict[str, Any]:
         for _ in range(reps):
             await bound.speech_probs(frames, states)
         awaited = (time.perf_counter() - t0) / reps
-        row = {"batch": n,
-               "direct_us_per_window": round(direct / n * 1e6, 2),
-               "hub_round_us_per_window": round(hub / n * 1e6, 2),
-               "awaited_us_per_window": round(awaited / n * 1e6, 2),
-               "direct_us_per_call": round(direct * 1e6, 1),
-               "awaited_us_per_call": round(awaited * 1e6, 1),
-               "realtime_streams_per_core": round(1 / (hub / n) / 31.25)}
+        row = {
+            "batch": n,
+            "direct_us_per_window": round(direct / n * 1e6, 2),
+            "hub_round_us_per_window": round(hub / n * 1e6, 2),
+            "awaited_us_per_window": round(awaited / n * 1e6, 2),
+            "direct_us_per_call": round(direct * 1e6, 1),
+            "awaited_us_per_call": round(awaited * 1e6, 1),
+            "realtime_streams_per_core": round(1 / (hub / n) / 31.25),
+        }
         rows.append(row)
-        print(f"batch {n:3d}: direct {row['direct_us_per_window']:7.2f} us/window, hub round "
-              f"{row['hub_round_us_per_window']:7.2f}, awaited {row['awaited_us_per_window']:7.2f}"
-              f" -> {row['realtime_streams_per_core']} streams/core", flush=True)
+        print(
+            f"batch {n:3d}: direct {row['direct_us_per_window']:7.2f} us/window, hub round "
+            f"{row['hub_round_us_per_window']:7.2f}, awaited {row['awaited_us_per_window']:7.2f}"
+            f" -> {row['realtime_streams_per_core']} streams/core",
+            flush=True,
+        )
     await bound.aclose()
     executor.shutdown()
-    return {"vad": vad_name, "machine": {"cpu_count": os.cpu_count(),
-                                         "python": platform.python_version(),
-                                         "platform": platform.platform()}, "rows": rows}
+    return {
+        "vad": vad_name,
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "rows": rows,
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

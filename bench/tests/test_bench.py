@@ -18,8 +18,26 @@ from xiaozhi_core.cli import main
 @pytest.mark.slow
 def test_bench_smoke_run_is_correct(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "bench.json"
-    code = main(["bench", "--devices", "5", "--duration", "5", "--ramp", "1", "--idle", "20",
-                 "--churn", "200", "--protocol-version", "mix", "--json", str(out), "-q"])
+    code = main(
+        [
+            "bench",
+            "--devices",
+            "5",
+            "--duration",
+            "5",
+            "--ramp",
+            "1",
+            "--idle",
+            "20",
+            "--churn",
+            "200",
+            "--protocol-version",
+            "mix",
+            "--json",
+            str(out),
+            "-q",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     report = json.loads(out.read_text())
@@ -65,17 +83,25 @@ def test_compare_prints_changes() -> None:
     compare(a, b, buf)
     lines = buf.getvalue().splitlines()
     assert lines[1].split() == ["ingest.x", "10", "12.5", "+2.5", "+25.0%"]
-    assert len(lines) == 2                       # options and equal values are left out
+    assert len(lines) == 2  # options and equal values are left out
 
 
 def test_histogram_quantiles_from_prometheus_text() -> None:
-    text = "\n".join([
-        "# TYPE lag_seconds histogram",
-        'lag_seconds_bucket{le="0.01"} 0.0', 'lag_seconds_bucket{le="0.02"} 80.0',
-        'lag_seconds_bucket{le="0.05"} 99.0', 'lag_seconds_bucket{le="+Inf"} 100.0',
-        "lag_seconds_count 100.0", "lag_seconds_sum 2.0", ""])
-    before = Scrape.parse(text.replace("80.0", "40.0").replace("99.0", "49.0")
-                          .replace("100.0", "50.0"), at=0)
+    text = "\n".join(
+        [
+            "# TYPE lag_seconds histogram",
+            'lag_seconds_bucket{le="0.01"} 0.0',
+            'lag_seconds_bucket{le="0.02"} 80.0',
+            'lag_seconds_bucket{le="0.05"} 99.0',
+            'lag_seconds_bucket{le="+Inf"} 100.0',
+            "lag_seconds_count 100.0",
+            "lag_seconds_sum 2.0",
+            "",
+        ]
+    )
+    before = Scrape.parse(
+        text.replace("80.0", "40.0").replace("99.0", "49.0").replace("100.0", "50.0"), at=0
+    )
     after = Scrape.parse(text, at=10)
     d = after - before
     assert d.count("lag_seconds") == 50
@@ -83,7 +109,7 @@ def test_histogram_quantiles_from_prometheus_text() -> None:
     assert d.share_le("lag_seconds", 0.05) == 1.0
     assert after.share_le("lag_seconds", 0.05) == 0.99
     assert after.share_le("lag_seconds", 0.02) == 0.8
-    assert d.quantile("lag_seconds", 1.0) == 0.05          # +Inf: the largest finite bound
+    assert d.quantile("lag_seconds", 1.0) == 0.05  # +Inf: the largest finite bound
     assert Scrape.parse("", at=0).quantile("lag_seconds", 0.5) is None
 
 
@@ -91,14 +117,16 @@ def test_first_audio_by_turn_index_separates_first_turns() -> None:
     def turn(ms: float | None, at: float, error: str | None = None) -> dict[str, object]:
         return {"first_audio_ms": ms, "at_s": at, "error": error}
 
-    sessions = [[turn(1300.0, 1.0), turn(300.0, 5.0), turn(290.0, 9.0)],
-                [turn(1250.0, 2.0), turn(280.0, 3.5), turn(None, 8.0, "no tts start")],
-                [turn(None, 2.5, "no tts start"), turn(310.0, 7.0)]]
+    sessions = [
+        [turn(1300.0, 1.0), turn(300.0, 5.0), turn(290.0, 9.0)],
+        [turn(1250.0, 2.0), turn(280.0, 3.5), turn(None, 8.0, "no tts start")],
+        [turn(None, 2.5, "no tts start"), turn(310.0, 7.0)],
+    ]
     r = first_audio_by_turn(sessions, steady_from=4.0)
     # a failed turn still takes its index, but no latency
     assert r["first"] == {"p50": 1275.0, "p95": 1297.5, "n": 2}
     assert r["later"]["n"] == 4 and r["later"]["p50"] == 295.0
-    assert r["later_steady"]["n"] == 3                      # 280 ms came before 4 s
+    assert r["later_steady"]["n"] == 3  # 280 ms came before 4 s
     assert list(r["by_index"]) == ["1", "2", "3"]
     assert r["by_index"]["2"] == {"p50": 300.0, "p95": 309.0, "n": 3}
     assert r["first_over_later_p50"] == 4.32

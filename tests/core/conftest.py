@@ -15,8 +15,14 @@ import pytest
 TEST_MODULE_PREFIX = "xz_"
 
 
-def make_distribution(root: Path, name: str, version: str, plugin_source: str,
-                      entry_point: str, extra_modules: dict[str, str] | None = None) -> Path:
+def make_distribution(
+    root: Path,
+    name: str,
+    version: str,
+    plugin_source: str,
+    entry_point: str,
+    extra_modules: dict[str, str] | None = None,
+) -> Path:
     """Write a minimal provider package (the skeleton of plugins/xiaozhi-*) under ``root``.
 
     The package ``xz_<name>`` gets ``plugin.py`` = ``plugin_source`` and the entry point
@@ -26,7 +32,8 @@ def make_distribution(root: Path, name: str, version: str, plugin_source: str,
     project = root / name
     src = project / "src" / package
     src.mkdir(parents=True)
-    (project / "pyproject.toml").write_text(textwrap.dedent(f"""\
+    (project / "pyproject.toml").write_text(
+        textwrap.dedent(f"""\
         [build-system]
         requires = ["setuptools"]
         build-backend = "setuptools.build_meta"
@@ -41,7 +48,8 @@ def make_distribution(root: Path, name: str, version: str, plugin_source: str,
 
         [tool.setuptools.packages.find]
         where = ["src"]
-        """))
+        """)
+    )
     (src / "__init__.py").write_text("")
     (src / "plugin.py").write_text(textwrap.dedent(plugin_source))
     for module, source in (extra_modules or {}).items():
@@ -52,9 +60,21 @@ def make_distribution(root: Path, name: str, version: str, plugin_source: str,
 def pip_install(projects: list[Path], target: Path) -> None:
     """``pip install --no-deps --no-build-isolation --target``: offline, like a user would."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), *map(str, projects)],
-        check=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            *map(str, projects),
+        ],
+        check=True,
+        timeout=600,
         env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"},
     )
 
@@ -96,25 +116,43 @@ GOOD_IMPL = """
 TEST_DISTRIBUTIONS: dict[str, tuple[str, str, str, dict[str, str]]] = {
     "xz-good": ("1.2.3", "xzbeep", GOOD_PLUGIN, {"impl": GOOD_IMPL}),
     # Its SDK is not installed: importing the entry point fails.
-    "xz-broken": ("0.4.0", "xzbroken", """
+    "xz-broken": (
+        "0.4.0",
+        "xzbroken",
+        """
         import xz_sdk_that_is_not_installed  # noqa: F401
-        """, {}),
-    "xz-hookfail": ("0.5.0", "xzhookfail", """
+        """,
+        {},
+    ),
+    "xz-hookfail": (
+        "0.5.0",
+        "xzhookfail",
+        """
         from xiaozhi_core import hookimpl
 
         @hookimpl
         def xiaozhi_providers():
             raise RuntimeError("could not read the model list")
-        """, {}),
-    "xz-notspec": ("0.6.0", "xznotspec", """
+        """,
+        {},
+    ),
+    "xz-notspec": (
+        "0.6.0",
+        "xznotspec",
+        """
         from xiaozhi_core import hookimpl
 
         @hookimpl
         def xiaozhi_providers():
             return [{"role": "tts", "name": "xznotspec"}]
-        """, {}),
+        """,
+        {},
+    ),
     # A valid spec, then one with a role that does not exist.
-    "xz-badspec": ("0.7.0", "xzbadspec", """
+    "xz-badspec": (
+        "0.7.0",
+        "xzbadspec",
+        """
         from xiaozhi_core import ProviderSpec, hookimpl
 
         @hookimpl
@@ -123,23 +161,35 @@ TEST_DISTRIBUTIONS: dict[str, tuple[str, str, str, dict[str, str]]] = {
                                factory="xz_badspec.nowhere:ASR")
             yield ProviderSpec(role="translator", name="xzbadspec", execution="io",
                                factory="xz_badspec.nowhere:T")
-        """, {}),
-    "xz-dup-a": ("1.0", "xzdup_a", """
+        """,
+        {},
+    ),
+    "xz-dup-a": (
+        "1.0",
+        "xzdup_a",
+        """
         from xiaozhi_core import ProviderSpec, hookimpl
 
         @hookimpl
         def xiaozhi_providers():
             return [ProviderSpec(role="asr", name="xzdup", execution="cpu",
                                  factory="xz_dup_a.impl:ASR")]
-        """, {}),
-    "xz-dup-b": ("2.0", "xzdup_b", """
+        """,
+        {},
+    ),
+    "xz-dup-b": (
+        "2.0",
+        "xzdup_b",
+        """
         from xiaozhi_core import ProviderSpec, hookimpl
 
         @hookimpl
         def xiaozhi_providers():
             return [ProviderSpec(role="asr", name="xzdup", execution="io",
                                  factory="xz_dup_b.impl:ASR")]
-        """, {}),
+        """,
+        {},
+    ),
 }
 
 
@@ -148,16 +198,19 @@ def installed_test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Build the distributions above and pip-install them (one pip run) into a target
     directory. Tests put it on ``sys.path`` to make them "installed"."""
     root = tmp_path_factory.mktemp("dists")
-    projects = [make_distribution(root, name, version, source, ep, extra)
-                for name, (version, ep, source, extra) in TEST_DISTRIBUTIONS.items()]
+    projects = [
+        make_distribution(root, name, version, source, ep, extra)
+        for name, (version, ep, source, extra) in TEST_DISTRIBUTIONS.items()
+    ]
     target = tmp_path_factory.mktemp("site")
     pip_install(projects, target)
     return target
 
 
 @pytest.fixture
-def with_test_plugins(installed_test_plugins: Path, monkeypatch: pytest.MonkeyPatch,
-                      clean_test_modules: None) -> Path:
+def with_test_plugins(
+    installed_test_plugins: Path, monkeypatch: pytest.MonkeyPatch, clean_test_modules: None
+) -> Path:
     """The test distributions are importable (and their entry points visible) in this test."""
     monkeypatch.syspath_prepend(str(installed_test_plugins))
     return installed_test_plugins

@@ -61,8 +61,9 @@ class Probes:
     @hookimpl
     def xiaozhi_providers(self) -> list[ProviderSpec]:
         return [
-            ProviderSpec(role="vad", name="probe", execution="cpu", factory=ClosableVAD,
-                         options=ProbeOptions),
+            ProviderSpec(
+                role="vad", name="probe", execution="cpu", factory=ClosableVAD, options=ProbeOptions
+            ),
             ProviderSpec(role="tts", name="wrong", execution="cpu", factory=AsyncOnCpuTTS),
         ]
 
@@ -76,16 +77,23 @@ def registry() -> Registry:
     return r
 
 
-def config(tmp_path: Path, registry: Registry, vad: str = "{provider: probe}",
-           tts: str = "{provider: fake}") -> Any:
+def config(
+    tmp_path: Path,
+    registry: Registry,
+    vad: str = "{provider: probe}",
+    tts: str = "{provider: fake}",
+) -> Any:
     path = tmp_path / "c.yaml"
-    path.write_text(f"vad: {vad}\nasr: {{provider: fake_io}}\nllm: {{provider: fake}}\n"
-                    f"tts: {tts}\nvoiceprint: {{provider: fake}}\nvision: {{provider: fake}}\n")
+    path.write_text(
+        f"vad: {vad}\nasr: {{provider: fake_io}}\nllm: {{provider: fake}}\n"
+        f"tts: {tts}\nvoiceprint: {{provider: fake}}\nvision: {{provider: fake}}\n"
+    )
     return load_config([path], registry, auto_local=False)
 
 
-async def test_builds_every_selected_role_behind_the_policy(tmp_path: Path,
-                                                            registry: Registry) -> None:
+async def test_builds_every_selected_role_behind_the_policy(
+    tmp_path: Path, registry: Registry
+) -> None:
     cfg = config(tmp_path, registry)
     executor = Executor(cfg.executor)
     try:
@@ -93,8 +101,7 @@ async def test_builds_every_selected_role_behind_the_policy(tmp_path: Path,
         assert {r for r, _ in providers.items()} == set(Role) - {Role.MEMORY}
         assert all(isinstance(p, BoundProvider) for _, p in providers.items())
         assert {r: p.name for r, p in providers.items()}[Role.VAD] == "probe"
-        probs, _ = await providers.vad.speech_probs(np.zeros((1, 512), np.float32),
-                                                          [None])
+        probs, _ = await providers.vad.speech_probs(np.zeros((1, 512), np.float32), [None])
         assert probs.tolist() == [0.0]
         await close_providers(providers)
         assert ClosableVAD.closed == ["vad"]
@@ -103,29 +110,34 @@ async def test_builds_every_selected_role_behind_the_policy(tmp_path: Path,
 
 
 async def test_a_provider_that_fails_to_start_is_named_and_the_others_closed(
-        tmp_path: Path, registry: Registry) -> None:
+    tmp_path: Path, registry: Registry
+) -> None:
     cfg = config(tmp_path, registry)
     # the VAD builds first; make a later role fail
-    cfg.llm.spec = ProviderSpec(role="llm", name="fake", execution="cpu",
-                                factory="xiaozhi_core.testing:NoSuchLLM")
+    cfg.llm.spec = ProviderSpec(
+        role="llm", name="fake", execution="cpu", factory="xiaozhi_core.testing:NoSuchLLM"
+    )
     executor = Executor(cfg.executor)
     try:
         with pytest.raises(PluginError) as err:
             await build_providers(cfg, executor)
-        assert str(err.value).startswith("llm provider 'fake': factory "
-                                         "'xiaozhi_core.testing:NoSuchLLM': module")
+        assert str(err.value).startswith(
+            "llm provider 'fake': factory 'xiaozhi_core.testing:NoSuchLLM': module"
+        )
         assert ClosableVAD.closed == ["vad"]  # what was built got released
     finally:
         executor.shutdown()
 
 
-async def test_factory_exception_and_policy_error_are_clear(tmp_path: Path,
-                                                            registry: Registry) -> None:
+async def test_factory_exception_and_policy_error_are_clear(
+    tmp_path: Path, registry: Registry
+) -> None:
     executor = Executor()
     try:
         cfg = config(tmp_path, registry, vad="{provider: probe, options: {fail: no model}}")
-        with pytest.raises(ProviderError, match="vad provider 'probe' failed to start: "
-                                                "RuntimeError: no model"):
+        with pytest.raises(
+            ProviderError, match="vad provider 'probe' failed to start: RuntimeError: no model"
+        ):
             await build_providers(cfg, executor)
         cfg = config(tmp_path, registry, tts="{provider: wrong}")
         with pytest.raises(ExecutionPolicyError, match="tts provider 'wrong': synthesize"):
@@ -135,7 +147,8 @@ async def test_factory_exception_and_policy_error_are_clear(tmp_path: Path,
 
 
 async def test_close_providers_logs_a_failing_close_and_closes_the_rest(
-        tmp_path: Path, registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, registry: Registry, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = config(tmp_path, registry)
     executor = Executor(cfg.executor)
     try:
@@ -150,7 +163,6 @@ async def test_close_providers_logs_a_failing_close_and_closes_the_rest(
         with_broken = dataclasses.replace(providers, asr=Broken())  # the failing one first
         await close_providers(with_broken)
         assert ClosableVAD.closed == ["vad"]
-        assert "closing asr provider 'broken' failed: OSError: socket already gone" \
-            in caplog.text
+        assert "closing asr provider 'broken' failed: OSError: socket already gone" in caplog.text
     finally:
         executor.shutdown()

@@ -19,8 +19,9 @@ from xiaozhi_core.audio import Resampler, WavError, read_wav, resample, wav_rate
 PAIRS = [(22050, 16000), (22050, 24000), (16000, 24000), (24000, 16000), (44100, 16000)]
 
 
-def sine(freq: float, rate: int, seconds: float, amplitude: float = 0.5,
-         phase: float = 0.0) -> np.ndarray:
+def sine(
+    freq: float, rate: int, seconds: float, amplitude: float = 0.5, phase: float = 0.0
+) -> np.ndarray:
     t = np.arange(int(round(seconds * rate))) / rate
     return amplitude * np.sin(2 * math.pi * freq * t + phase)
 
@@ -29,7 +30,7 @@ def peak_frequency(x: np.ndarray, rate: int) -> float:
     """Peak of a Hann-windowed spectrum, refined by parabolic interpolation."""
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     k = int(np.argmax(spec[1:-1])) + 1
-    a, b, c = np.log(spec[k - 1:k + 2])
+    a, b, c = np.log(spec[k - 1 : k + 2])
     offset = 0.5 * (a - c) / (a - 2 * b + c)
     return (k + offset) * rate / len(x)
 
@@ -50,8 +51,7 @@ def test_sine_keeps_frequency_amplitude_and_timing(src: int, dst: int, freq: flo
 
 
 def test_passband_is_flat_up_to_speech_band() -> None:
-    for src, dst, top in ((22050, 16000, 6500.0), (22050, 24000, 9500.0),
-                          (16000, 24000, 7000.0)):
+    for src, dst, top in ((22050, 16000, 6500.0), (22050, 24000, 9500.0), (16000, 24000, 7000.0)):
         for freq in (100.0, 2000.0, top):
             y = resample(sine(freq, src, 1.0), src, dst)[1000:-1000]
             gain = np.sqrt(2 * np.mean(y**2)) / 0.5
@@ -86,7 +86,7 @@ def test_stream_matches_one_shot_and_has_the_promised_length(src: int, dst: int)
         pieces, i = [], 0
         while i < len(x):
             n = int(rng.integers(0, 2500))  # includes empty pushes
-            pieces.append(r.process(x[i:i + n]))
+            pieces.append(r.process(x[i : i + n]))
             i += n
         pieces.append(r.flush())
         streamed = np.concatenate(pieces)
@@ -131,7 +131,10 @@ def test_read_wav_formats(tmp_path: Path) -> None:
     p = _write(tmp_path / "s16.wav", stereo, 44100, 2, channels=2)
     assert wav_rate(p) == 44100 and read_wav(p, None).tolist() == [0, 0, 0]  # averaged
     assert read_wav(_write(tmp_path / "m16.wav", left, 8000, 2), None).tolist() == [
-        1000, -2000, 3000]
+        1000,
+        -2000,
+        3000,
+    ]
     u8 = np.array([128, 255, 0], np.uint8)
     assert read_wav(_write(tmp_path / "u8.wav", u8, 16000, 1)).tolist() == [0, 32512, -32768]
     v24 = np.array([1 << 22, -(1 << 22)], np.int32)

@@ -22,8 +22,9 @@ tts: {provider: fake}
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xiaozhi_core", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "xiaozhi_core", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
@@ -38,7 +39,8 @@ def test_plugins_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["ROLE", "NAME", "EXEC", "CAPABILITIES", "DISTRIBUTION", "VERSION"]
     assert ["asr", "fake", "cpu", "streaming", "xiaozhi-testkit", "0.1.0"] in [
-        line.split() for line in lines]
+        line.split() for line in lines
+    ]
     assert cli.main(["plugins", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     fake_llm = next(p for p in doc["providers"] if (p["role"], p["name"]) == ("llm", "fake"))
@@ -48,7 +50,8 @@ def test_plugins_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_plugins_schema_is_json_schema_with_ranges_and_descriptions(
-        capsys: pytest.CaptureFixture[str]) -> None:
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert cli.main(["plugins", "--schema"]) == 0
     doc = json.loads(capsys.readouterr().out)
     sine = next(p for p in doc if (p["role"], p["name"]) == ("tts", "sine"))
@@ -56,13 +59,18 @@ def test_plugins_schema_is_json_schema_with_ranges_and_descriptions(
     assert options["type"] == "object" and options["additionalProperties"] is False
     rate = options["properties"]["sample_rate"]
     assert (rate["type"], rate["minimum"], rate["maximum"], rate["default"]) == (
-        "integer", 8000, 48000, 16000)
+        "integer",
+        8000,
+        48000,
+        16000,
+    )
     assert rate["description"] == "Output sample rate of the PCM16 mono stream, in Hz."
     assert {(p["role"], p["name"]) for p in doc} >= {("llm", "echo"), ("asr", "fake")}
 
 
-def test_plugins_lists_load_failures(with_test_plugins: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_plugins_lists_load_failures(
+    with_test_plugins: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["plugins", "--verbose"]) == 0
     out = capsys.readouterr().out
     assert "plugin(s) failed to load:" in out
@@ -92,26 +100,41 @@ def test_config_check_error_is_one_line_with_exit_code_2(tmp_path: Path) -> None
     assert result.stdout == ""
     assert result.stderr.splitlines() == [
         f"xiaozhi: config error: {bad}: llm.provider: llm provider 'gpt9' is not installed; "
-        "installed llm providers: " + result.stderr.split("installed llm providers: ")[1].strip()]
+        "installed llm providers: " + result.stderr.split("installed llm providers: ")[1].strip()
+    ]
     assert "Traceback" not in result.stderr
     assert "echo" in result.stderr and "fake_io" in result.stderr
 
 
-def test_config_check_merges_several_files(good: Path, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_merges_several_files(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     extra = tmp_path / "extra.yaml"
     extra.write_text("tts: {provider: sine}\n")
     assert cli.main(["config", "check", str(good), str(extra)]) == 0
     out = capsys.readouterr().out
     assert ["tts", "sine", "cpu", "xiaozhi-example", "0.1.0"] in [
-        line.split() for line in out.splitlines()]
+        line.split() for line in out.splitlines()
+    ]
 
 
 def test_serve_builds_every_provider_and_exits(good: Path, tmp_path: Path) -> None:
     override = tmp_path / "override.yaml"
     override.write_text("executor: {cpu_workers: 1}\nllm: {provider: echo}\n")
-    result = run_cli("--log-level", "info", "serve", "--check", "-c", str(good), "-c",
-                     str(override), "--host", "127.0.0.1", "--port", "9123")
+    result = run_cli(
+        "--log-level",
+        "info",
+        "serve",
+        "--check",
+        "-c",
+        str(good),
+        "-c",
+        str(override),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "9123",
+    )
     assert result.returncode == 0, result.stderr
     built = [line.strip() for line in result.stdout.splitlines() if "built " in line]
     assert built == [
@@ -123,8 +146,9 @@ def test_serve_builds_every_provider_and_exits(good: Path, tmp_path: Path) -> No
     assert "INFO xiaozhi_core.app" in result.stderr  # --log-level reached the loggers
 
 
-def test_serve_in_process_pool_mode(good: Path, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_in_process_pool_mode(
+    good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     override = tmp_path / "process.yaml"
     override.write_text("executor: {kind: process, cpu_workers: 1}\n")
     assert cli.main(["serve", "--check", "-c", str(good), "-c", str(override)]) == 0
@@ -132,16 +156,18 @@ def test_serve_in_process_pool_mode(good: Path, tmp_path: Path,
 
 
 def test_serve_reports_a_provider_that_cannot_start(
-        with_test_plugins: Path, good: Path, tmp_path: Path,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    with_test_plugins: Path, good: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     override = tmp_path / "broken.yaml"
     override.write_text("asr: {provider: xzfine}\n")  # its factory module does not exist
     assert cli.main(["serve", "--check", "-c", str(good), "-c", str(override)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("xiaozhi: error: asr provider 'xzfine': factory "
-                          "'xz_badspec.nowhere:ASR': cannot import 'xz_badspec.nowhere': "
-                          "ModuleNotFoundError")
+    assert err.startswith(
+        "xiaozhi: error: asr provider 'xzfine': factory "
+        "'xz_badspec.nowhere:ASR': cannot import 'xz_badspec.nowhere': "
+        "ModuleNotFoundError"
+    )
 
 
 def test_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
@@ -161,8 +187,10 @@ def _demo_commands() -> list[Command | CommandGroup]:
         print(f"hello {args.name}")
         return 3
 
-    return [CommandGroup(("demo",), "demo commands"),
-            Command(("demo", "hello"), "say hello", hello, arguments)]
+    return [
+        CommandGroup(("demo",), "demo commands"),
+        Command(("demo", "hello"), "say hello", hello, arguments),
+    ]
 
 
 def test_a_new_subcommand_is_one_record(capsys: pytest.CaptureFixture[str]) -> None:
@@ -183,14 +211,27 @@ def _dist_info(site: Path, name: str, entry_points: str, module: str, source: st
 
 
 def test_commands_come_from_entry_points_of_any_distribution(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clean_test_modules: None,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    _dist_info(tmp_path, "xz-cmd", "[xiaozhi_core.commands]\nhello = xz_cmd:commands\n",
-               "xz_cmd", "from xiaozhi_core.command import Command\n"
-               "def commands():\n"
-               "    return [Command(('hello',), 'greet', lambda a: print('hi') or 0)]\n")
-    _dist_info(tmp_path, "xz-cmdbroken", "[xiaozhi_core.commands]\nbad = xz_cmdbroken:nope\n",
-               "xz_cmdbroken", "")
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    clean_test_modules: None,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _dist_info(
+        tmp_path,
+        "xz-cmd",
+        "[xiaozhi_core.commands]\nhello = xz_cmd:commands\n",
+        "xz_cmd",
+        "from xiaozhi_core.command import Command\n"
+        "def commands():\n"
+        "    return [Command(('hello',), 'greet', lambda a: print('hi') or 0)]\n",
+    )
+    _dist_info(
+        tmp_path,
+        "xz-cmdbroken",
+        "[xiaozhi_core.commands]\nbad = xz_cmdbroken:nope\n",
+        "xz_cmdbroken",
+        "",
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     found = load_commands()
     assert ("hello",) in found.commands and ("serve",) in found.commands
@@ -202,8 +243,10 @@ def test_commands_come_from_entry_points_of_any_distribution(
 
 
 def test_log_level_before_or_after_the_command(good: Path) -> None:
-    for args in (["--log-level", "info", "config", "check", str(good)],
-                 ["config", "check", str(good), "--log-level", "info"]):
+    for args in (
+        ["--log-level", "info", "config", "check", str(good)],
+        ["config", "check", str(good), "--log-level", "info"],
+    ):
         assert cli.main(args) == 0
     with pytest.raises(SystemExit):
         cli.main(["config", "check", str(good), "--log-level", "loud"])

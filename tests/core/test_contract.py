@@ -31,10 +31,20 @@ TESTS_DIR = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()
 
 #: Core modules whose ``__all__`` is public API (protocol/gateway/session have their own).
-CORE_MODULES = ["xiaozhi_core.app", "xiaozhi_core.cli", "xiaozhi_core.config",
-                "xiaozhi_core.errors", "xiaozhi_core.executor", "xiaozhi_core.hookspecs",
-                "xiaozhi_core.looplag", "xiaozhi_core.options", "xiaozhi_core.providers",
-                "xiaozhi_core.registry", "xiaozhi_core.testing", "xiaozhi_core.types"]
+CORE_MODULES = [
+    "xiaozhi_core.app",
+    "xiaozhi_core.cli",
+    "xiaozhi_core.config",
+    "xiaozhi_core.errors",
+    "xiaozhi_core.executor",
+    "xiaozhi_core.hookspecs",
+    "xiaozhi_core.looplag",
+    "xiaozhi_core.options",
+    "xiaozhi_core.providers",
+    "xiaozhi_core.registry",
+    "xiaozhi_core.testing",
+    "xiaozhi_core.types",
+]
 
 
 # ------------------------------------------------------------------ the checkers
@@ -50,13 +60,15 @@ def own_doc(obj: Any) -> str:
 
 def hook_specs(module: types.ModuleType) -> dict[str, Callable[..., Any]]:
     marker = f"{xiaozhi_core.hookspecs.PROJECT}_spec"
-    return {name: fn for name, fn in vars(module).items()
-            if callable(fn) and hasattr(fn, marker)}
+    return {name: fn for name, fn in vars(module).items() if callable(fn) and hasattr(fn, marker)}
 
 
 def test_sources(tests_dir: Path, exclude: Path) -> dict[Path, str]:
-    return {p: p.read_text(encoding="utf-8") for p in sorted(tests_dir.rglob("test_*.py"))
-            if p.resolve() != exclude}
+    return {
+        p: p.read_text(encoding="utf-8")
+        for p in sorted(tests_dir.rglob("test_*.py"))
+        if p.resolve() != exclude
+    }
 
 
 test_sources.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
@@ -75,8 +87,12 @@ def hook_problems(module: types.ModuleType, sources: dict[Path, str]) -> list[st
 def protocol_problems(module: types.ModuleType) -> list[str]:
     problems = []
     for name, cls in vars(module).items():
-        if (inspect.isclass(cls) and cls.__module__ == module.__name__
-                and getattr(cls, "_is_protocol", False) and cls is not Protocol):
+        if (
+            inspect.isclass(cls)
+            and cls.__module__ == module.__name__
+            and getattr(cls, "_is_protocol", False)
+            and cls is not Protocol
+        ):
             doc = own_doc(cls)
             if not doc.strip():
                 problems.append(f"protocol {name}: no docstring")
@@ -150,7 +166,8 @@ def test_hook_checker_ignores_this_file() -> None:
     # This file names xiaozhi_untested_hook; counting it would let any hook pass.
     sources = test_sources(TESTS_DIR, exclude=Path("/nonexistent"))
     assert hook_problems(broken_hookspecs(), sources) == [
-        "hook xiaozhi_providers: docstring has no runnable example (>>>)"]
+        "hook xiaozhi_providers: docstring has no runnable example (>>>)"
+    ]
 
 
 def test_protocol_and_docstring_checkers_flag_undocumented_names() -> None:
@@ -175,7 +192,11 @@ def test_protocol_and_docstring_checkers_flag_undocumented_names() -> None:
         obj.__module__ = module.__name__
         setattr(module, obj.__name__, obj)
     module.__all__ = ["Options", "helper", "NoExample"]  # type: ignore[attr-defined]
-    assert protocol_problems(module) == ["protocol Undocumented: no docstring",
-                                         "protocol NoExample: docstring has no example (>>>)"]
-    assert public_doc_problems(module) == ["broken_providers.Options: no docstring",
-                                           "broken_providers.helper: no docstring"]
+    assert protocol_problems(module) == [
+        "protocol Undocumented: no docstring",
+        "protocol NoExample: docstring has no example (>>>)",
+    ]
+    assert public_doc_problems(module) == [
+        "broken_providers.Options: no docstring",
+        "broken_providers.helper: no docstring",
+    ]

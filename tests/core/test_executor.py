@@ -31,10 +31,16 @@ async def executor() -> AsyncIterator[Executor]:
     ex.shutdown(wait=False)
 
 
-def spec(role: str, execution: str, factory: Any, capabilities: tuple[str, ...] = ()
-         ) -> ProviderSpec:
-    return ProviderSpec(role=role, name="probe", execution=execution, factory=factory,
-                        capabilities=frozenset(capabilities))
+def spec(
+    role: str, execution: str, factory: Any, capabilities: tuple[str, ...] = ()
+) -> ProviderSpec:
+    return ProviderSpec(
+        role=role,
+        name="probe",
+        execution=execution,
+        factory=factory,
+        capabilities=frozenset(capabilities),
+    )
 
 
 # ------------------------------------------------------------------ policy at load time
@@ -92,35 +98,78 @@ class NoSynthesize:
     def __init__(self, options: Any = None) -> None: ...
 
 
-@pytest.mark.parametrize(("role", "execution", "cls", "caps", "message"), [
-    ("asr", "io", SyncASR, (),
-     "asr provider 'probe': transcribe() is a plain blocking function, but the provider is "
-     "declared 'io'; io calls must be a coroutine function (async def). Declare the provider "
-     "'cpu' if it blocks."),
-    ("asr", "cpu", AsyncASR, (),
-     "asr provider 'probe': transcribe() is a coroutine function (async def), but the provider "
-     "is declared 'cpu'; cpu work methods must be a plain blocking function"),
-    ("tts", "io", GeneratorTTS, (),
-     "tts provider 'probe': synthesize() is a plain generator (def + yield, blocking), but the "
-     "provider is declared 'io'; io streams must be an async generator (async def + yield). "
-     "Declare the provider 'cpu' if it blocks."),
-    ("tts", "io", CoroutineTTS, (),
-     "synthesize() is a coroutine function (async def), but the provider is declared 'io'; io "
-     "streams must be an async generator (async def + yield)."),
-    ("tts", "cpu", AsyncGeneratorTTS, (),
-     "synthesize() is an async generator (async def + yield), but the provider is declared "
-     "'cpu'; cpu work methods must be a plain generator (def + yield)"),
-    ("asr", "io", AsyncGeneratorASR, (),
-     "transcribe() is an async generator (async def + yield), but the provider is declared "
-     "'io'; io calls must be a coroutine function (async def)."),
-    ("tts", "cpu", NoSynthesize, (), "tts provider 'probe': missing required method "
-     "synthesize()"),
-    ("asr", "cpu", SyncASR, ("streaming",),
-     "declares the 'streaming' capability but has no open_stream() method"),
-])
+@pytest.mark.parametrize(
+    ("role", "execution", "cls", "caps", "message"),
+    [
+        (
+            "asr",
+            "io",
+            SyncASR,
+            (),
+            "asr provider 'probe': transcribe() is a plain blocking function, but the provider "
+            "is declared 'io'; io calls must be a coroutine function (async def). Declare the "
+            "provider 'cpu' if it blocks.",
+        ),
+        (
+            "asr",
+            "cpu",
+            AsyncASR,
+            (),
+            "asr provider 'probe': transcribe() is a coroutine function (async def), but the "
+            "provider is declared 'cpu'; cpu work methods must be a plain blocking function",
+        ),
+        (
+            "tts",
+            "io",
+            GeneratorTTS,
+            (),
+            "tts provider 'probe': synthesize() is a plain generator (def + yield, blocking), but "
+            "the provider is declared 'io'; io streams must be an async generator (async def + "
+            "yield). Declare the provider 'cpu' if it blocks.",
+        ),
+        (
+            "tts",
+            "io",
+            CoroutineTTS,
+            (),
+            "synthesize() is a coroutine function (async def), but the provider is declared 'io'; "
+            "io streams must be an async generator (async def + yield).",
+        ),
+        (
+            "tts",
+            "cpu",
+            AsyncGeneratorTTS,
+            (),
+            "synthesize() is an async generator (async def + yield), but the provider is declared "
+            "'cpu'; cpu work methods must be a plain generator (def + yield)",
+        ),
+        (
+            "asr",
+            "io",
+            AsyncGeneratorASR,
+            (),
+            "transcribe() is an async generator (async def + yield), but the provider is declared "
+            "'io'; io calls must be a coroutine function (async def).",
+        ),
+        (
+            "tts",
+            "cpu",
+            NoSynthesize,
+            (),
+            "tts provider 'probe': missing required method synthesize()",
+        ),
+        (
+            "asr",
+            "cpu",
+            SyncASR,
+            ("streaming",),
+            "declares the 'streaming' capability but has no open_stream() method",
+        ),
+    ],
+)
 async def test_flavour_mismatch_is_refused_at_load_time(
-        executor: Executor, role: str, execution: str, cls: type, caps: tuple[str, ...],
-        message: str) -> None:
+    executor: Executor, role: str, execution: str, cls: type, caps: tuple[str, ...], message: str
+) -> None:
     s = spec(role, execution, cls, caps)
     with pytest.raises(ExecutionPolicyError) as err:
         await build(s, s.validate({}), executor)
@@ -128,8 +177,12 @@ async def test_flavour_mismatch_is_refused_at_load_time(
 
 
 async def test_matching_flavours_are_accepted(executor: Executor) -> None:
-    for role, execution, cls in [("asr", "cpu", SyncASR), ("asr", "io", AsyncASR),
-                                 ("tts", "cpu", GeneratorTTS), ("tts", "io", AsyncGeneratorTTS)]:
+    for role, execution, cls in [
+        ("asr", "cpu", SyncASR),
+        ("asr", "io", AsyncASR),
+        ("tts", "cpu", GeneratorTTS),
+        ("tts", "io", AsyncGeneratorTTS),
+    ]:
         s = spec(role, execution, cls)
         assert isinstance(await build(s, s.validate({}), executor), BoundProvider)
 
@@ -196,7 +249,8 @@ async def test_streaming_asr_partials_arrive_on_the_loop_thread(executor: Execut
     asr = bind(fake_spec("asr"), FakeASR(text="one two three"), executor)
     partials: list[tuple[str, int]] = []
     stream = await asr.open_stream(
-        on_partial=lambda r: partials.append((r.text, threading.get_ident())))
+        on_partial=lambda r: partials.append((r.text, threading.get_ident()))
+    )
     await stream.push(np.zeros(8000, np.int16))
     await stream.push(np.zeros(8000, np.int16))
     result = await stream.finish()
@@ -293,7 +347,8 @@ async def test_cancelling_the_consumer_task_stops_the_worker(executor: Executor)
 
 
 async def test_cancel_while_a_worker_is_inside_next_still_closes_the_generator(
-        executor: Executor) -> None:
+    executor: Executor,
+) -> None:
     # The consumer is cancelled while a worker thread is executing next(): the close must
     # wait for that step instead of failing with "generator already executing".
     tts_impl = CountingTTS()
@@ -344,7 +399,8 @@ async def test_errors_of_a_cpu_stream_reach_the_consumer(executor: Executor) -> 
 
 # ------------------------------------------------------------------ worker → loop bridge
 async def test_run_on_loop_from_the_loop_thread_raises_instead_of_deadlocking(
-        executor: Executor) -> None:
+    executor: Executor,
+) -> None:
     await executor.run(lambda: None)  # binds the executor to this loop
 
     async def answer() -> int:
@@ -356,8 +412,7 @@ async def test_run_on_loop_from_the_loop_thread_raises_instead_of_deadlocking(
     assert coro.cr_frame is None  # closed, so no "never awaited" warning
 
 
-async def test_run_on_loop_from_a_worker_runs_the_coroutine_on_the_loop(
-        executor: Executor) -> None:
+async def test_run_on_loop_from_a_worker_runs_the_coroutine_on_the_loop(executor: Executor) -> None:
     loop_thread = threading.get_ident()
 
     async def where() -> int:
@@ -482,21 +537,26 @@ def pid_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
 async def test_process_pool_runs_cpu_calls_in_another_process(pid_module: str) -> None:
     ex = Executor(ExecutorSettings(kind="process", cpu_workers=1))
     try:
-        s = ProviderSpec(role="asr", name="pid", execution="cpu",
-                         factory=f"{pid_module}:PidASR")
+        s = ProviderSpec(role="asr", name="pid", execution="cpu", factory=f"{pid_module}:PidASR")
         asr = await build(s, s.validate({}), ex)
         pid, n = (await asr.transcribe(np.zeros(1600, np.int16))).text.split()
         assert int(pid) != os.getpid() and n == "1600"
         assert await asr.remote_attr("created_in") == int(pid)
         assert pid_module not in sys.modules  # the provider was never imported here
 
-        bad = ProviderSpec(role="asr", name="bad", execution="cpu",
-                           factory=f"{pid_module}:AsyncOnCpu")
+        bad = ProviderSpec(
+            role="asr", name="bad", execution="cpu", factory=f"{pid_module}:AsyncOnCpu"
+        )
         with pytest.raises(ExecutionPolicyError, match="transcribe.. is a coroutine function"):
             await build(bad, bad.validate({}), ex)
 
-        tts = await build(fake_spec("tts"), fake_spec("tts").validate(
-            {"sample_rate": 16000, "seconds_per_char": 0.01, "chunk_ms": 10}), ex)
+        tts = await build(
+            fake_spec("tts"),
+            fake_spec("tts").validate(
+                {"sample_rate": 16000, "seconds_per_char": 0.01, "chunk_ms": 10}
+            ),
+            ex,
+        )
         chunks = [c async for c in tts.synthesize("abcd")]
         assert sum(len(c) for c in chunks) == 2 * 640
     finally:

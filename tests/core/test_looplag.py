@@ -35,6 +35,7 @@ async def test_plain_callbacks_are_named_too() -> None:
     monitor = LoopLagMonitor(interval=0.01, slow_callback=0.05)
     monitor.start()
     try:
+
         def busy_callback() -> None:
             time.sleep(0.1)
 
@@ -43,7 +44,8 @@ async def test_plain_callbacks_are_named_too() -> None:
     finally:
         monitor.stop()
     assert [n for n, _ in monitor.slow] == [
-        "test_plain_callbacks_are_named_too.<locals>.busy_callback"]
+        "test_plain_callbacks_are_named_too.<locals>.busy_callback"
+    ]
 
 
 async def test_a_quiet_loop_has_no_lag_and_other_loops_do_not_count() -> None:
@@ -53,6 +55,7 @@ async def test_a_quiet_loop_has_no_lag_and_other_loops_do_not_count() -> None:
     def other_loop() -> None:
         async def hog_in_other_loop() -> None:
             time.sleep(0.2)  # noqa: ASYNC251 - blocks only that thread's loop on purpose
+
         asyncio.run(hog_in_other_loop())
 
     try:

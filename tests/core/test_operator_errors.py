@@ -23,8 +23,12 @@ tts: {provider: fake}
 
 
 def config_check(path: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xiaozhi_core", "config", "check", str(path)],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "xiaozhi_core", "config", "check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("rate", [12345, 44100, 22050])
@@ -39,10 +43,12 @@ def test_output_sample_rate_must_be_an_opus_rate(tmp_path: Path, rate: int) -> N
 
 
 def test_espeak_unknown_voice_is_refused_at_load_time_with_the_allowed_values(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text(FAKES.replace("tts: {provider: fake}",
-                                  "tts: {provider: espeak, options: {voice: elvish}}"))
+    path.write_text(
+        FAKES.replace("tts: {provider: fake}", "tts: {provider: espeak, options: {voice: elvish}}")
+    )
     result = config_check(path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "tts.options.voice" in result.stderr and "unknown voice 'elvish'" in result.stderr
@@ -83,13 +89,18 @@ def test_config_check_imports_the_factories(tmp_path: Path, with_test_plugins: P
 
     env = {**os.environ, "PYTHONPATH": str(with_test_plugins)}
     bad = tmp_path / "bad.yaml"
-    bad.write_text(FAKES.replace("asr: {provider: fake, options: {text: hi}}",
-                                 "asr: {provider: xzfine}"))
-    result = subprocess.run([sys.executable, "-m", "xiaozhi_core", "config", "check", str(bad)],
-                            capture_output=True, text=True, timeout=120, env=env)
+    bad.write_text(
+        FAKES.replace("asr: {provider: fake, options: {text: hi}}", "asr: {provider: xzfine}")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "xiaozhi_core", "config", "check", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert result.returncode == 2
-    assert "asr.provider" in result.stderr and "cannot import 'xz_badspec.nowhere'" \
-        in result.stderr
+    assert "asr.provider" in result.stderr and "cannot import 'xz_badspec.nowhere'" in result.stderr
     good = tmp_path / "good.yaml"
     good.write_text(FAKES)
     result = config_check(good)
@@ -98,9 +109,9 @@ def test_config_check_imports_the_factories(tmp_path: Path, with_test_plugins: P
 
 
 # ------------------------------------------------------------------ item 14
-def test_plugins_strict_exits_non_zero_when_a_plugin_failed(with_test_plugins: Path,
-                                                            capsys: pytest.CaptureFixture[str]
-                                                            ) -> None:
+def test_plugins_strict_exits_non_zero_when_a_plugin_failed(
+    with_test_plugins: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from xiaozhi_core import cli
 
     assert cli.main(["plugins", "--strict"]) == 1
@@ -109,12 +120,13 @@ def test_plugins_strict_exits_non_zero_when_a_plugin_failed(with_test_plugins: P
     assert "--strict" in captured.err
     assert cli.main(["plugins", "--json", "--strict"]) == 1
     capsys.readouterr()
-    assert cli.main(["plugins"]) == 0          # informational by default
-    assert cli.main(["plugins", "--log-level", "info", "--strict"]) == 1   # after the command
+    assert cli.main(["plugins"]) == 0  # informational by default
+    assert cli.main(["plugins", "--log-level", "info", "--strict"]) == 1  # after the command
 
 
-def test_plugins_strict_is_zero_when_every_plugin_loaded(capsys: pytest.CaptureFixture[str]
-                                                         ) -> None:
+def test_plugins_strict_is_zero_when_every_plugin_loaded(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     from xiaozhi_core import cli
 
     assert cli.main(["--log-level", "warning", "plugins", "--strict"]) == 0

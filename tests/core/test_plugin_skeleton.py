@@ -12,8 +12,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = sorted(p.parent for p in ROOT.glob("plugins/*/pyproject.toml"))
-ROLE_MODULES = {"vad.py", "asr.py", "llm.py", "tts.py", "voiceprint.py", "vision.py",
-                "memory.py"}
+ROLE_MODULES = {"vad.py", "asr.py", "llm.py", "tts.py", "voiceprint.py", "vision.py", "memory.py"}
 
 
 def test_there_are_plugins() -> None:
@@ -28,7 +27,8 @@ def test_pyproject_pins_and_floor(root: Path) -> None:
     assert "xiaozhi-core>=0.1,<0.2" in deps, deps
     assert "version" in meta["project"] and "version" not in meta["project"].get("dynamic", [])
     assert list(meta["project"]["entry-points"]["xiaozhi_core.providers"].values()) == [
-        f"{root.name.replace('-', '_')}.plugin"]
+        f"{root.name.replace('-', '_')}.plugin"
+    ]
 
 
 @pytest.mark.parametrize("root", PLUGINS, ids=lambda p: p.name)
@@ -47,6 +47,9 @@ def test_module_layout(root: Path) -> None:
 def test_version_in_one_place_and_benches_in_benchmarks(root: Path) -> None:
     for path in (root / "src").rglob("*.py"):
         assert not re.search(r'^__version__\s*=\s*"', path.read_text(), re.M), path
-    strays = [p for p in root.rglob("bench*.py")
-              if p.parent.name != "benchmarks" and "build" not in p.parts]
+    strays = [
+        p
+        for p in root.rglob("bench*.py")
+        if p.parent.name != "benchmarks" and "build" not in p.parts
+    ]
     assert not strays, f"benchmarks belong in {root.name}/benchmarks/: {strays}"

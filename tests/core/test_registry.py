@@ -30,8 +30,7 @@ def failure_of(registry: Registry, distribution: str) -> Any:
 
 
 # ----------------------------------------------------------- separately installed plugins
-def test_entry_point_of_a_pip_installed_distribution_is_discovered(
-        with_test_plugins: Path) -> None:
+def test_entry_point_of_a_pip_installed_distribution_is_discovered(with_test_plugins: Path) -> None:
     # Not importable before the target dir is on sys.path, i.e. really installed there.
     assert (with_test_plugins / "xz_good" / "plugin.py").exists()
     registry = Registry()
@@ -48,7 +47,8 @@ def test_entry_point_of_a_pip_installed_distribution_is_discovered(
 
 
 async def test_a_discovered_provider_builds_and_runs_through_the_policy(
-        with_test_plugins: Path) -> None:
+    with_test_plugins: Path,
+) -> None:
     registry = default_registry()
     spec = registry.get("tts", "xzbeep")
     executor = Executor(ExecutorSettings(cpu_workers=1))
@@ -63,14 +63,25 @@ async def test_a_discovered_provider_builds_and_runs_through_the_policy(
 
 
 def test_cli_lists_the_template_package_from_its_installed_entry_point() -> None:
-    out = subprocess.run([sys.executable, "-m", "xiaozhi_core", "plugins"], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "xiaozhi_core", "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     rows = {tuple(line.split()[:2]): line.split() for line in out.splitlines() if line.strip()}
     assert rows[("llm", "echo")] == ["llm", "echo", "io", "tools", "xiaozhi-example", "0.1.0"]
     assert rows[("tts", "sine")] == ["tts", "sine", "cpu", "-", "xiaozhi-example", "0.1.0"]
-    doc = json.loads(subprocess.run(
-        [sys.executable, "-m", "xiaozhi_core", "plugins", "--json"], capture_output=True,
-        text=True, timeout=120, check=True).stdout)
+    doc = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "xiaozhi_core", "plugins", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    )
     echo = next(p for p in doc["providers"] if (p["role"], p["name"]) == ("llm", "echo"))
     assert echo["distribution"] == "xiaozhi-example"
     assert echo["entry_point"] == "example = xiaozhi_example.plugin"
@@ -80,7 +91,8 @@ def test_cli_lists_the_template_package_from_its_installed_entry_point() -> None
 
 # ----------------------------------------------------------------------- isolation
 def test_plugin_whose_import_fails_is_reported_and_the_rest_still_load(
-        with_test_plugins: Path) -> None:
+    with_test_plugins: Path,
+) -> None:
     registry = default_registry()
     failure = failure_of(registry, "xz-broken")
     assert failure.origin.version == "0.4.0"
@@ -94,11 +106,14 @@ def test_plugin_whose_import_fails_is_reported_and_the_rest_still_load(
 
 
 def test_selecting_a_plugin_that_failed_to_import_names_the_failure(
-        with_test_plugins: Path, tmp_path: Path) -> None:
+    with_test_plugins: Path, tmp_path: Path
+) -> None:
     registry = default_registry()
     path = tmp_path / "d.yaml"
-    path.write_text("vad: {provider: fake}\nasr: {provider: xzbroken}\n"
-                    "llm: {provider: fake}\ntts: {provider: fake}\n")
+    path.write_text(
+        "vad: {provider: fake}\nasr: {provider: xzbroken}\n"
+        "llm: {provider: fake}\ntts: {provider: fake}\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_config([path], registry, auto_local=False)
     assert err.value.path == "asr.provider"
@@ -111,8 +126,9 @@ def test_hook_that_raises_is_reported(with_test_plugins: Path) -> None:
     registry = default_registry()
     failure = failure_of(registry, "xz-hookfail")
     assert failure.origin.version == "0.5.0"
-    assert failure.error == ("xiaozhi_providers() failed: RuntimeError: could not read the "
-                             "model list")
+    assert failure.error == (
+        "xiaozhi_providers() failed: RuntimeError: could not read the model list"
+    )
     assert registry.get("tts", "xzbeep")
 
 
@@ -124,26 +140,36 @@ def test_hook_result_that_is_not_a_provider_spec_is_reported(with_test_plugins: 
 
 
 def test_invalid_spec_is_reported_and_earlier_specs_of_the_plugin_kept(
-        with_test_plugins: Path) -> None:
+    with_test_plugins: Path,
+) -> None:
     registry = default_registry()
     failure = failure_of(registry, "xz-badspec")
     assert failure.origin.version == "0.7.0"
-    assert "PluginError: provider 'xzbadspec': role 'translator' is not one of: vad, asr" \
+    assert (
+        "PluginError: provider 'xzbadspec': role 'translator' is not one of: vad, asr"
         in failure.error
+    )
     assert registry.lookup("asr", "xzfine").origin.distribution == "xz-badspec"
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"role": "translator"}, "role 'translator' is not one of: vad, asr, llm, tts, voiceprint"),
-    ({"execution": "gpu"}, "execution 'gpu' must be 'io' or 'cpu'"),
-    ({"name": "Bad Name"}, "provider name 'Bad Name' must be lowercase letters, digits"),
-    ({"factory": "no_colon_here"}, "must look like 'package.module:attribute'"),
-    ({"options": dict}, "options must be a dataclass type"),
-    ({"capabilities": "tools"}, "capabilities must be a set of strings"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"role": "translator"}, "role 'translator' is not one of: vad, asr, llm, tts, voiceprint"),
+        ({"execution": "gpu"}, "execution 'gpu' must be 'io' or 'cpu'"),
+        ({"name": "Bad Name"}, "provider name 'Bad Name' must be lowercase letters, digits"),
+        ({"factory": "no_colon_here"}, "must look like 'package.module:attribute'"),
+        ({"options": dict}, "options must be a dataclass type"),
+        ({"capabilities": "tools"}, "capabilities must be a set of strings"),
+    ],
+)
 def test_invalid_provider_spec_fields(fields: dict[str, Any], message: str) -> None:
-    base: dict[str, Any] = {"role": "asr", "name": "ok", "execution": "io",
-                            "factory": "pkg.mod:ASR"}
+    base: dict[str, Any] = {
+        "role": "asr",
+        "name": "ok",
+        "execution": "io",
+        "factory": "pkg.mod:ASR",
+    }
     with pytest.raises(PluginError) as err:
         ProviderSpec(**{**base, **fields})
     assert message in str(err.value)
@@ -162,17 +188,21 @@ def test_invalid_provider_spec_fields(fields: dict[str, Any], message: str) -> N
 
 
 def test_duplicate_role_and_name_is_refused_naming_both_distributions(
-        with_test_plugins: Path, tmp_path: Path) -> None:
+    with_test_plugins: Path, tmp_path: Path
+) -> None:
     registry = default_registry()
     failure = failure_of(registry, "xz-dup-b")
-    assert "duplicate provider asr 'xzdup' offered by xz-dup-a 1.0 and xz-dup-b 2.0" \
-        in failure.error
+    assert (
+        "duplicate provider asr 'xzdup' offered by xz-dup-a 1.0 and xz-dup-b 2.0" in failure.error
+    )
     assert all(r.spec.name != "xzdup" for r in registry.providers())
     with pytest.raises(PluginError, match="offered by both xz-dup-a 1.0 and xz-dup-b 2.0"):
         registry.get("asr", "xzdup")
     path = tmp_path / "dup.yaml"
-    path.write_text("vad: {provider: fake}\nasr: {provider: xzdup}\n"
-                    "llm: {provider: fake}\ntts: {provider: fake}\n")
+    path.write_text(
+        "vad: {provider: fake}\nasr: {provider: xzdup}\n"
+        "llm: {provider: fake}\ntts: {provider: fake}\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_config([path], registry, auto_local=False)
     assert err.value.path == "asr.provider" and err.value.file == str(path)
@@ -185,9 +215,15 @@ def test_pm_register_works_without_entry_points() -> None:
     class Plugin:
         @hookimpl
         def xiaozhi_providers(self) -> list[ProviderSpec]:
-            return [ProviderSpec(role="vad", name="inline", execution="cpu",
-                                 factory=xiaozhi_core.testing.EnergyVAD,
-                                 options=xiaozhi_core.testing.EnergyVADOptions)]
+            return [
+                ProviderSpec(
+                    role="vad",
+                    name="inline",
+                    execution="cpu",
+                    factory=xiaozhi_core.testing.EnergyVAD,
+                    options=xiaozhi_core.testing.EnergyVADOptions,
+                )
+            ]
 
     registry = Registry()
     assert registry.specs() == []
@@ -211,10 +247,14 @@ def test_plugin_with_a_misspelled_hook_or_no_hookimpl_is_reported() -> None:
     registry.register(Misspelled(), name="typo")
     registry.register(undecorated, name="bare")
     errors = {f.origin.distribution: f.error for f in registry.failures}
-    assert "unknown hook xiaozhi_provider(); the core's hooks are: xiaozhi_providers" \
+    assert (
+        "unknown hook xiaozhi_provider(); the core's hooks are: xiaozhi_providers"
         in errors["<registered typo>"]
-    assert "implements no hook; mark its xiaozhi_providers() function with @xiaozhi_core" \
+    )
+    assert (
+        "implements no hook; mark its xiaozhi_providers() function with @xiaozhi_core"
         in errors["<registered bare>"]
+    )
     assert not registry.pm.get_plugins()
 
 
@@ -234,12 +274,22 @@ def test_hook_returning_a_single_spec_or_a_string() -> None:
     registry.register(Text(), name="text")
     assert registry.get("tts", "fake").name == "fake"
     assert [f.error for f in registry.failures] == [
-        "xiaozhi_providers() returned str; expected a list of ProviderSpec (or yield them)"]
+        "xiaozhi_providers() returned str; expected a list of ProviderSpec (or yield them)"
+    ]
 
 
 # ---------------------------------------------------------------- cheap entry points
-HEAVY_MODULES = ["onnxruntime", "faster_whisper", "ctranslate2", "llama_cpp", "openai",
-                 "dashscope", "edge_tts", "torch", "resemblyzer"]
+HEAVY_MODULES = [
+    "onnxruntime",
+    "faster_whisper",
+    "ctranslate2",
+    "llama_cpp",
+    "openai",
+    "dashscope",
+    "edge_tts",
+    "torch",
+    "resemblyzer",
+]
 
 
 def test_loading_entry_points_imports_no_heavy_module() -> None:
@@ -267,8 +317,11 @@ def test_loading_entry_points_imports_no_heavy_module() -> None:
             "providers": [[str(s.role), s.name] for s in registry.specs()],
         }}))
     """)
-    result = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True,
-                                       text=True, timeout=120, check=True).stdout)
+    result = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        ).stdout
+    )
     assert result["culprits"] == {}, f"entry points import heavy modules: {result['culprits']}"
     assert result["loaded"] == []
     # sanity: the check did load real plugins (the core's fakes and the template)

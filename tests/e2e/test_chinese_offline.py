@@ -95,7 +95,7 @@ def other_voice(tts: Any, text: str, seed: int | None) -> np.ndarray:
     audio = resample(pcm, 24000, 16000).astype(np.float64)
     if seed is not None:
         rng = np.random.default_rng(seed)
-        audio += rng.normal(0, 10 ** (-30 / 20) * np.sqrt(np.mean(audio ** 2)), len(audio))
+        audio += rng.normal(0, 10 ** (-30 / 20) * np.sqrt(np.mean(audio**2)), len(audio))
     parts = [np.zeros(8000), audio, np.zeros(48000)]
     return np.clip(np.concatenate(parts), -32768, 32767).astype(np.int16)
 
@@ -149,11 +149,14 @@ WEEKDAYS = "一二三四五六日"
 
 
 async def test_spoken_weekday_question_on_zh_yaml_gets_the_day_in_chinese_speech(
-        speaker: Any, zh_asr: Any, tmp_path: Path) -> None:
+    speaker: Any, zh_asr: Any, tmp_path: Path
+) -> None:
     registry = default_registry()
     override = tmp_path / "ports.yaml"
-    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
-                        f'store: {{data_dir: "{tmp_path / "data"}"}}\n')
+    override.write_text(
+        "server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
+        f'store: {{data_dir: "{tmp_path / "data"}"}}\n'
+    )
     config = load_config([ZH_CONFIG, override], registry, auto_local=False)
     server = await XiaozhiServer.create(config)
     await server.start()

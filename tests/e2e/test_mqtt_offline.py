@@ -37,21 +37,31 @@ def spoken_question() -> np.ndarray:
 
 async def test_offline_mqtt_config_serves_both_transports(spoken_question, tmp_path):
     override = tmp_path / "ports.yaml"
-    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0},\n"
-                        "         mqtt: {port: 0, udp_port: 0}}\n")
-    config = load_config([ROOT / "configs" / "mqtt.yaml", override], default_registry(),
-                         auto_local=False)
+    override.write_text(
+        "server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0},\n"
+        "         mqtt: {port: 0, udp_port: 0}}\n"
+    )
+    config = load_config(
+        [ROOT / "configs" / "mqtt.yaml", override], default_registry(), auto_local=False
+    )
     server = await XiaozhiServer.create(config)
     await server.start()
     try:
         mac = "aa:bb:cc:dd:ee:31"
-        async with aiohttp.ClientSession() as http, http.post(
-                server.ota_url, data=json.dumps(ota_body(mac, "u31")),
-                headers={"Device-Id": mac, "Client-Id": "u31"}) as resp:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                server.ota_url,
+                data=json.dumps(ota_body(mac, "u31")),
+                headers={"Device-Id": mac, "Client-Id": "u31"},
+            ) as resp,
+        ):
             answer = await resp.json()
         packets = encode_utterance(spoken_question)
-        async with FakeMqttDevice(answer["mqtt"]) as mqtt_dev, \
-                FakeDevice(answer["websocket"]["url"], protocol_version=3) as ws_dev:
+        async with (
+            FakeMqttDevice(answer["mqtt"]) as mqtt_dev,
+            FakeDevice(answer["websocket"]["url"], protocol_version=3) as ws_dev,
+        ):
             for dev in (mqtt_dev, ws_dev):
                 await dev.listen("start", "auto")
             await asyncio.gather(mqtt_dev.stream(packets), ws_dev.stream(packets))

@@ -28,7 +28,7 @@ def remote_connections(lines: list[str]) -> list[str]:
     remote = []
     for line in lines:
         if "AF_INET" not in line:
-            continue                       # AF_UNIX, AF_NETLINK: local
+            continue  # AF_UNIX, AF_NETLINK: local
         for v4, v6 in ADDR.findall(line):
             if not _is_loopback(v4 or v6):
                 remote.append(line)
@@ -39,11 +39,11 @@ def test_the_trace_parser_catches_remote_addresses():
     """The detector itself can fail (fabricated strace lines, no traffic sent)."""
     lines = [
         '12 connect(3, {sa_family=AF_UNIX, sun_path="/run/x.sock"}, 110) = 0',
-        '12 connect(7, {sa_family=AF_INET, sin_port=htons(8000), '
+        "12 connect(7, {sa_family=AF_INET, sin_port=htons(8000), "
         'sin_addr=inet_addr("127.0.0.1")}, 16) = 0',
         '13 sendto(9, "..."..., 40, MSG_NOSIGNAL, {sa_family=AF_INET, sin_port=htons(53), '
         'sin_addr=inet_addr("192.0.2.53")}, 16) = 40',
-        '14 connect(5, {sa_family=AF_INET6, sin6_port=htons(443), sin6_flowinfo=htonl(0), '
+        "14 connect(5, {sa_family=AF_INET6, sin6_port=htons(443), sin6_flowinfo=htonl(0), "
         'inet_pton(AF_INET6, "2001:db8::1", &sin6_addr), sin6_scope_id=0}, 28) = -1',
     ]
     assert [line.split()[0] for line in remote_connections(lines)] == ["13", "14"]
@@ -53,14 +53,34 @@ def test_the_trace_parser_catches_remote_addresses():
 def test_offline_deployment_stays_on_loopback(tmp_path: Path, config: str):
     strace = shutil.which("strace")
     assert strace, "strace is installed by scripts/setup.sh --dev"
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("ORT_DISABLE_TELEMETRY", "HF_HUB_OFFLINE")}   # the product sets them
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "HF_HUB_OFFLINE")
+    }  # the product sets them
     trace = tmp_path / "trace.txt"
     result = subprocess.run(
-        [strace, "-f", "-qq", "-e", "trace=connect,sendto,sendmsg", "-o", str(trace),
-         sys.executable, "-m", "xiaozhi_core", "serve", "--check", "--no-local",
-         "-c", str(ROOT / "configs" / config)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+        [
+            strace,
+            "-f",
+            "-qq",
+            "-e",
+            "trace=connect,sendto,sendmsg",
+            "-o",
+            str(trace),
+            sys.executable,
+            "-m",
+            "xiaozhi_core",
+            "serve",
+            "--check",
+            "--no-local",
+            "-c",
+            str(ROOT / "configs" / config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "every provider started" in result.stdout
     lines = trace.read_text().splitlines()

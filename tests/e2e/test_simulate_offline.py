@@ -20,12 +20,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_simulate_talks_to_serve_on_the_default_config(tmp_path: Path):
     override = tmp_path / "ports.yaml"
-    override.write_text("server: {port: 18765, http_port: 18766}\n"
-                        f'store: {{data_dir: "{tmp_path / "data"}"}}\n')
+    override.write_text(
+        f'server: {{port: 18765, http_port: 18766}}\nstore: {{data_dir: "{tmp_path / "data"}"}}\n'
+    )
     server = subprocess.Popen(
-        [sys.executable, "-m", "xiaozhi_core", "serve", "--no-local",
-         "-c", str(ROOT / "configs" / "default.yaml"), "-c", str(override)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "xiaozhi_core",
+            "serve",
+            "--no-local",
+            "-c",
+            str(ROOT / "configs" / "default.yaml"),
+            "-c",
+            str(override),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 120
         ota = None
@@ -38,14 +52,31 @@ def test_simulate_talks_to_serve_on_the_default_config(tmp_path: Path):
         reply = tmp_path / "reply.wav"
         report = tmp_path / "report.json"
         sim = subprocess.run(
-            [sys.executable, "-m", "xiaozhi_core", "simulate", "--ota", ota,
-             "--text", "What is the capital of France?", "--out", str(reply),
-             "--json", str(report), "--timeout", "60"],
-            capture_output=True, text=True, timeout=300, cwd=ROOT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "xiaozhi_core",
+                "simulate",
+                "--ota",
+                ota,
+                "--text",
+                "What is the capital of France?",
+                "--out",
+                str(reply),
+                "--json",
+                str(report),
+                "--timeout",
+                "60",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         assert sim.returncode == 0, sim.stdout[-3000:] + sim.stderr[-3000:]
         out = sim.stdout.lower()
-        assert "capital" in out and "france" in out        # the stt line came back
+        assert "capital" in out and "france" in out  # the stt line came back
         with wave.open(str(reply)) as w:
             assert w.getnframes() / w.getframerate() > 0.5  # a spoken answer
         data = json.loads(report.read_text())

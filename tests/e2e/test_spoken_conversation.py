@@ -51,7 +51,7 @@ def spoken_question() -> np.ndarray:
 async def converse(server: XiaozhiServer, audio: np.ndarray) -> FakeDevice:
     async with FakeDevice(server.ws_url) as dev:
         await dev.listen("start", "auto")
-        await dev.stream(encode_utterance(audio), realtime=True)   # 60 ms per frame
+        await dev.stream(encode_utterance(audio), realtime=True)  # 60 ms per frame
         await dev.wait_for("tts", "stop", timeout=60)
     return dev
 
@@ -62,19 +62,25 @@ def assert_turn_shape(dev: FakeDevice) -> None:
     assert events[-1] == "tts:stop"
     assert events.index("audio") < events.index("tts:stop")
     reply = dev.decode_reply_audio()
-    assert len(reply) > 24000 * 0.5                   # half a second of speech at least
-    assert np.sqrt(np.mean(reply.astype(np.float64) ** 2)) > 300   # not silence
+    assert len(reply) > 24000 * 0.5  # half a second of speech at least
+    assert np.sqrt(np.mean(reply.astype(np.float64) ** 2)) > 300  # not silence
 
 
 async def test_real_speech_reaches_asr_with_the_right_words(spoken_question):
     """Real VAD + ASR; fake LLM/TTS so that the answer is known."""
     registry = default_registry()
     base = fake_config().raw
-    raw = merge(base, {"vad": {"provider": "silero"},
-                       "asr": {"provider": "whisper", "options": {"model": "tiny.en"}},
-                       "llm": {"provider": "fake", "options": {"reply": "Paris. It is Paris."}},
-                       "server": {"limits": {"max_loop_lag_ms": 0}}})
+    raw = merge(
+        base,
+        {
+            "vad": {"provider": "silero"},
+            "asr": {"provider": "whisper", "options": {"model": "tiny.en"}},
+            "llm": {"provider": "fake", "options": {"reply": "Paris. It is Paris."}},
+            "server": {"limits": {"max_loop_lag_ms": 0}},
+        },
+    )
     from xiaozhi_core.config import _validate
+
     server = await XiaozhiServer.create(_validate(raw, registry, ["<test>"]))
     await server.start(port=0, http_port=0)
     try:
@@ -95,10 +101,11 @@ async def test_default_offline_deployment_answers_a_spoken_question(spoken_quest
     """configs/default.yaml, as shipped: no network, no key — a spoken answer."""
     registry = default_registry()
     override = tmp_path / "ports.yaml"
-    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
-                        f'store: {{data_dir: "{tmp_path / "data"}"}}\n')
-    config = load_config([ROOT / "configs" / "default.yaml", override], registry,
-                         auto_local=False)
+    override.write_text(
+        "server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
+        f'store: {{data_dir: "{tmp_path / "data"}"}}\n'
+    )
+    config = load_config([ROOT / "configs" / "default.yaml", override], registry, auto_local=False)
     server = await XiaozhiServer.create(config)
     await server.start()
     try:
@@ -117,6 +124,7 @@ async def test_default_offline_deployment_answers_a_spoken_question(spoken_quest
         m = re.match(r'xiaozhi_turn_latency_seconds_sum\{stage="(\w+)"\} (\S+)', line)
         if m:
             stages[m.group(1)] = float(m.group(2))
-    assert {"asr_final", "llm_first_token", "tts_first_audio", "first_frame_sent",
-            "total"} <= set(stages)
+    assert {"asr_final", "llm_first_token", "tts_first_audio", "first_frame_sent", "total"} <= set(
+        stages
+    )
     print("offline turn latency (s):", json.dumps(stages))

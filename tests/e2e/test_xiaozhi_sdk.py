@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 SDK = "xiaozhi-sdk==0.5.1"
 
-CLIENT = textwrap.dedent('''
+CLIENT = textwrap.dedent("""
     import asyncio, json, sys
     from xiaozhi_sdk import XiaoZhiWebsocket
 
@@ -62,7 +62,7 @@ CLIENT = textwrap.dedent('''
                                         and e.get("state") == "sentence_start"]}))
 
     asyncio.run(main())
-''')
+""")
 
 
 @pytest.fixture(scope="module")
@@ -70,29 +70,49 @@ def sdk_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv = tmp_path_factory.mktemp("xiaozhi-sdk-venv")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q",
-                    "--disable-pip-version-check", SDK], check=True, timeout=900)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", SDK],
+        check=True,
+        timeout=900,
+    )
     return python
 
 
 async def test_xiaozhi_sdk_completes_mcp_and_its_tool_is_called(sdk_python):
-    server = await XiaozhiServer.create(fake_config(**merge(
-        {"server": {"limits": {"max_loop_lag_ms": 0}}},
-        {"llm": {"provider": "fake", "options": {
-            "reply": "The sum is {tool_result}.",
-            "tool_calls": [{"name": "calc_add", "arguments": {"a": 2, "b": 3}}]}}})))
+    server = await XiaozhiServer.create(
+        fake_config(
+            **merge(
+                {"server": {"limits": {"max_loop_lag_ms": 0}}},
+                {
+                    "llm": {
+                        "provider": "fake",
+                        "options": {
+                            "reply": "The sum is {tool_result}.",
+                            "tool_calls": [{"name": "calc_add", "arguments": {"a": 2, "b": 3}}],
+                        },
+                    }
+                },
+            )
+        )
+    )
     await server.start(port=0, http_port=0)
     try:
         proc = await asyncio.create_subprocess_exec(
-            str(sdk_python), "-c", CLIENT, server.ws_url, server.ota_url,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            str(sdk_python),
+            "-c",
+            CLIENT,
+            server.ws_url,
+            server.ota_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
         out, err = await asyncio.wait_for(proc.communicate(), 120)
     finally:
         await server.stop()
     assert proc.returncode == 0, err.decode()[-3000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert result["calls"] == [{"a": 2, "b": 3}]
-    assert result["explain_url"] == ""                   # no vision provider: explicit ""
+    assert result["explain_url"] == ""  # no vision provider: explicit ""
     assert any("5" in s for s in result["subtitles"]), result
     tool_msg = server.providers.llm.instance.requests[1][0][-1]
     assert tool_msg.role == "tool" and json.loads(tool_msg.content) == {"sum": 5}

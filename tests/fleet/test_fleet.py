@@ -24,8 +24,10 @@ from xiaozhi_core.store import Store, StoreSettings
 from xiaozhi_core.types import Message, Recall
 
 DEV = "aa:bb:cc:00:00:01"
-BASE: dict[str, Any] = {"server": {"limits": {"max_loop_lag_ms": 0}},
-                        "llm": {"provider": "fake", "options": {"reply": "Nice to meet you."}}}
+BASE: dict[str, Any] = {
+    "server": {"limits": {"max_loop_lag_ms": 0}},
+    "llm": {"provider": "fake", "options": {"reply": "Nice to meet you."}},
+}
 
 
 def store_section(backend: str, tmp_path: Path, pg: PostgresServer | None) -> dict[str, Any]:
@@ -42,9 +44,16 @@ def config(**sections: Any) -> Any:
     """fake_config with every installed plugin (the memory providers too)."""
     if not _REGISTRY:
         _REGISTRY.append(default_registry())
-    raw = merge({"server": {"host": "127.0.0.1", "port": 0, "http_port": 0},
-                 "vad": {"provider": "fake"}, "asr": {"provider": "fake"},
-                 "llm": {"provider": "fake"}, "tts": {"provider": "fake"}}, BASE)
+    raw = merge(
+        {
+            "server": {"host": "127.0.0.1", "port": 0, "http_port": 0},
+            "vad": {"provider": "fake"},
+            "asr": {"provider": "fake"},
+            "llm": {"provider": "fake"},
+            "tts": {"provider": "fake"},
+        },
+        BASE,
+    )
     return _validate(merge(raw, sections), _REGISTRY[0], ["<test>"])
 
 
@@ -63,7 +72,7 @@ async def say(server: XiaozhiServer, text: str, device: str = DEV) -> FakeDevice
         await dev.wait_for("tts", "stop", timeout=20)
     finally:
         await dev.close()
-    for _ in range(200):        # the server records the session's end after the close
+    for _ in range(200):  # the server records the session's end after the close
         if not server.sessions:
             break
         await asyncio.sleep(0.02)
@@ -97,14 +106,19 @@ def pg(backend: str, request: pytest.FixtureRequest) -> PostgresServer | None:
 
 @pytest.mark.slow
 async def test_rows_survive_a_restart_and_the_next_session_gets_its_history(
-        backend: str, pg: PostgresServer | None, tmp_path: Path) -> None:
+    backend: str, pg: PostgresServer | None, tmp_path: Path
+) -> None:
     section = store_section(backend, tmp_path, pg)
     server = await start(store=section, memory={"provider": "history"})
     try:
-        async with aiohttp.ClientSession() as http, http.post(
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
                 f"http://127.0.0.1:{server.http_port}/xiaozhi/ota/",
                 json={"application": {"version": "1.6.3"}, "board": {"type": "esp-box"}},
-                headers={"Device-Id": DEV.upper()}) as r:
+                headers={"Device-Id": DEV.upper()},
+            ) as r,
+        ):
             assert r.status == 200
         await say(server, "my name is Ann")
     finally:
@@ -119,12 +133,13 @@ async def test_rows_survive_a_restart_and_the_next_session_gets_its_history(
         assert sessions[0].transport == "websocket" and sessions[0].close_reason
         turns = await store.device_turns(DEV)
         assert [(t.kind, t.text, t.reply, t.outcome) for t in turns] == [
-            ("text", "my name is Ann", "Nice to meet you.", "ok")]
+            ("text", "my name is Ann", "Nice to meet you.", "ok")
+        ]
         assert turns[0].latency is not None and "total_ms" in turns[0].latency
     finally:
         await store.close()
 
-    server = await start(store=section, memory={"provider": "history"})   # "restarted"
+    server = await start(store=section, memory={"provider": "history"})  # "restarted"
     try:
         await say(server, "what is my name?")
         prompt = last_prompt(server)
@@ -138,8 +153,11 @@ async def test_rows_survive_a_restart_and_the_next_session_gets_its_history(
 async def test_summary_written_after_a_session_is_used_in_the_next(tmp_path: Path) -> None:
     section = store_section("sqlite", tmp_path, None)
     memory = {"provider": "summary", "options": {"history_chars": 0}}
-    server = await start(store=section, memory=memory,
-                         llm={"options": {"reply": "The user is Ann and likes green tea."}})
+    server = await start(
+        store=section,
+        memory=memory,
+        llm={"options": {"reply": "The user is Ann and likes green tea."}},
+    )
     try:
         await say(server, "I am Ann and I like green tea")
         assert server.store is not None
@@ -154,7 +172,7 @@ async def test_summary_written_after_a_session_is_used_in_the_next(tmp_path: Pat
         assert "User: I am Ann and I like green tea" in summary_request
         before = len(llm_requests(server))
         await say(server, "what do I like?")
-        turn_request = llm_requests(server)[before][0]   # (then comes this session's summary)
+        turn_request = llm_requests(server)[before][0]  # (then comes this session's summary)
         system = turn_request[0]
         assert system.role == "system"
         assert "remember about this user" in system.content
@@ -168,12 +186,13 @@ async def test_summary_written_after_a_session_is_used_in_the_next(tmp_path: Pat
 @pytest.mark.slow
 async def test_a_failing_summary_never_touches_the_session(tmp_path: Path) -> None:
     section = store_section("sqlite", tmp_path, None)
-    server = await start(store=section, memory={"provider": "summary"},
-                         llm={"options": {"fail_after": 3}})
+    server = await start(
+        store=section, memory={"provider": "summary"}, llm={"options": {"fail_after": 3}}
+    )
     try:
-        dev = await say(server, "hello there")   # the turn itself fails after 3 tokens...
+        dev = await say(server, "hello there")  # the turn itself fails after 3 tokens...
         assert dev.wait_for  # the session ended normally
-        await asyncio.sleep(0.5)                 # ...and so does the summary: logged only
+        await asyncio.sleep(0.5)  # ...and so does the summary: logged only
         assert server.store is not None
         assert await server.store.get_memory(DEV, "summary") is None
         assert not server._background
@@ -183,12 +202,15 @@ async def test_a_failing_summary_never_touches_the_session(tmp_path: Path) -> No
 
 @pytest.mark.slow
 async def test_two_servers_sharing_one_store_see_the_same_devices(
-        pg_server: PostgresServer, tmp_path: Path) -> None:
+    pg_server: PostgresServer, tmp_path: Path
+) -> None:
     section = store_section("postgresql", tmp_path, pg_server)
     one, two = await start(store=section), await start(store=section)
     try:
-        await asyncio.gather(say(one, "hi from one", "aa:00:00:00:00:01"),
-                             say(two, "hi from two", "aa:00:00:00:00:02"))
+        await asyncio.gather(
+            say(one, "hi from one", "aa:00:00:00:00:01"),
+            say(two, "hi from two", "aa:00:00:00:00:02"),
+        )
         for server in (one, two):
             assert server.store is not None
             await server.store.flush()
@@ -233,8 +255,7 @@ async def test_profile_mapping_and_reload_change_the_next_turn(tmp_path: Path) -
     data = tmp_path / "data"
     path = write(tmp_path / "x.yaml", DEPLOYMENT.format(data=data, kids="KIDS ONE"))
     registry = default_registry()
-    server = await XiaozhiServer.create(load_config([path], registry, auto_local=False),
-                                        registry)
+    server = await XiaozhiServer.create(load_config([path], registry, auto_local=False), registry)
     await server.start()
     tts = server.providers.tts.instance
     llm = server.providers.llm.instance
@@ -268,13 +289,17 @@ async def test_profile_mapping_and_reload_change_the_next_turn(tmp_path: Path) -
         with pytest.raises(ConfigError) as refused:
             server.reload_config()
         assert refused.value.path == "bogus" and refused.value.file == str(path)
-        write(path, DEPLOYMENT.format(data=data, kids="KIDS THREE").replace(
-            "voice: soft", "voice: soft\n        server_tools: [no_such_tool]"))
+        write(
+            path,
+            DEPLOYMENT.format(data=data, kids="KIDS THREE").replace(
+                "voice: soft", "voice: soft\n        server_tools: [no_such_tool]"
+            ),
+        )
         with pytest.raises(ConfigError) as refused:
             server.reload_config()
         assert refused.value.path == "profiles.kids.server_tools"
         await say(server, "still there?")
-        assert "KIDS TWO" in last_prompt(server)      # the running config stayed
+        assert "KIDS TWO" in last_prompt(server)  # the running config stayed
 
         # devices: in YAML maps a device the store has no profile for
         await say(server, "who am I?", device="FF:FF:00:00:00:09")
@@ -288,15 +313,19 @@ async def test_a_store_that_goes_down_costs_no_turn(tmp_path: Path) -> None:
     pg = PostgresServer()
     pg.start()
     try:
-        section = {"url": pg.create_database(), "flush_interval": 0.05, "read_timeout": 0.5,
-                   "connect_timeout": 1.0}
+        section = {
+            "url": pg.create_database(),
+            "flush_interval": 0.05,
+            "read_timeout": 0.5,
+            "connect_timeout": 1.0,
+        }
         server = await start(store=section, memory={"provider": "history"})
         try:
             await say(server, "before the outage")
             assert server.store is not None
             assert await server.store.flush(5)
             pg.stop()
-            for i in range(3):      # turns go on: no alert, a reply each time
+            for i in range(3):  # turns go on: no alert, a reply each time
                 dev = await say(server, f"during the outage {i}")
                 assert not dev.messages("alert")
                 assert dev.messages("stt")[0]["text"] == f"during the outage {i}"
@@ -305,8 +334,11 @@ async def test_a_store_that_goes_down_costs_no_turn(tmp_path: Path) -> None:
             assert await server.store.flush(20)
             turns = await server.store.device_turns(DEV)
             assert [t.text for t in turns][::-1] == [
-                "before the outage", "during the outage 0", "during the outage 1",
-                "during the outage 2"]
+                "before the outage",
+                "during the outage 0",
+                "during the outage 1",
+                "during the outage 2",
+            ]
             assert server.store.stats.retries > 0
         finally:
             await server.stop()
@@ -323,14 +355,15 @@ async def test_transcripts_off_keeps_no_text(tmp_path: Path) -> None:
         await server.store.flush()
         turns = await server.store.device_turns(DEV)
         assert [(t.text, t.reply, t.outcome) for t in turns] == [(None, None, "ok")]
-        metrics = server.render_metrics().decode()   # StoreCollector on the registry
+        metrics = server.render_metrics().decode()  # StoreCollector on the registry
         assert 'xiaozhi_store_events_total{outcome="written"} 3.0' in metrics
     finally:
         await server.stop()
 
 
 async def test_one_log_line_per_turn_with_device_text_bounded(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO, logger="xiaozhi_core.session.session")
     server = await start(store={"enabled": False})
     try:
@@ -341,7 +374,11 @@ async def test_one_log_line_per_turn_with_device_text_bounded(
     assert len(lines) == 1
     turn = lines[0].turn  # type: ignore[attr-defined]
     assert (turn["device"], turn["profile"], turn["outcome"], turn["kind"]) == (
-        "aa:bb:cc:00:00:0a", "default", "ok", "text")
+        "aa:bb:cc:00:00:0a",
+        "default",
+        "ok",
+        "text",
+    )
     assert turn["reply"] == "Nice to meet you." and "total_ms" in turn["latency"]
     assert turn["text"].startswith("tell me very") and turn["text"].endswith("chars)")
     assert len(turn["text"]) < 530 and len(lines[0].getMessage()) < 600
@@ -358,8 +395,10 @@ class BlockingMemory:
     def recall(self, memory: Any) -> Recall:
         BlockingMemory.calls.append(f"recall {memory.device_id}")
         pairs = memory.history(1000)
-        return Recall(memory.note("cpu") or "", [Message(r, t) for u, a in pairs
-                                                  for r, t in (("user", u), ("assistant", a))])
+        return Recall(
+            memory.note("cpu") or "",
+            [Message(r, t) for u, a in pairs for r, t in (("user", u), ("assistant", a))],
+        )
 
     def consolidate(self, memory: Any) -> None:
         pairs = memory.session_history()
@@ -370,16 +409,25 @@ class BlockingMemory:
 class CpuMemoryPlugin:
     @hookimpl
     def xiaozhi_providers(self) -> list[ProviderSpec]:
-        return [ProviderSpec(role="memory", name="blocking", execution="cpu",
-                             factory=BlockingMemory, capabilities={"consolidate"})]
+        return [
+            ProviderSpec(
+                role="memory",
+                name="blocking",
+                execution="cpu",
+                factory=BlockingMemory,
+                capabilities={"consolidate"},
+            )
+        ]
 
 
 @pytest.mark.slow
 async def test_a_cpu_memory_provider_gets_a_blocking_device_memory(tmp_path: Path) -> None:
     registry = default_registry()
     registry.register(CpuMemoryPlugin())
-    raw = merge(config().raw, {"store": store_section("sqlite", tmp_path, None),
-                               "memory": {"provider": "blocking"}})
+    raw = merge(
+        config().raw,
+        {"store": store_section("sqlite", tmp_path, None), "memory": {"provider": "blocking"}},
+    )
     server = await XiaozhiServer.create(_validate(raw, registry, ["<test>"]))
     await server.start(port=0, http_port=0)
     try:
@@ -401,7 +449,8 @@ async def test_a_cpu_memory_provider_gets_a_blocking_device_memory(tmp_path: Pat
 
 @pytest.mark.slow
 def test_a_simulate_conversation_leaves_device_session_and_turn_rows(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.sim.conftest import SECTIONS, ThreadedServer, write_test_wav
     from xiaozhi_core.cli import main
 
@@ -409,22 +458,39 @@ def test_a_simulate_conversation_leaves_device_session_and_turn_rows(
     ts = ThreadedServer(**merge(SECTIONS, {"store": section}))
     with ts as server:
         wav = write_test_wav(tmp_path / "q.wav")
-        code = main(["simulate", "--ota", server.ota_url, "--wav", str(wav), "--turns", "2",
-                     "--device-id", "aa:bb:cc:00:00:5e", "--timeout", "20"])
+        code = main(
+            [
+                "simulate",
+                "--ota",
+                server.ota_url,
+                "--wav",
+                str(wav),
+                "--turns",
+                "2",
+                "--device-id",
+                "aa:bb:cc:00:00:5e",
+                "--timeout",
+                "20",
+            ]
+        )
         assert code == 0, capsys.readouterr().out
     store = asyncio.run(_rows(section, "aa:bb:cc:00:00:5e"))
     device, sessions, turns = store
-    assert device is not None and device.firmware   # simulate's OTA reports a version
+    assert device is not None and device.firmware  # simulate's OTA reports a version
     assert len(sessions) == 1 and sessions[0].ended is not None
     assert [(t.kind, t.text, t.reply, t.outcome) for t in turns][::-1] == [
-        ("voice", "what time is it", "It is noon. Anything else?", "ok")] * 2
+        ("voice", "what time is it", "It is noon. Anything else?", "ok")
+    ] * 2
     assert all(t.latency and t.latency["first_frame_sent_ms"] > 0 for t in turns)
 
 
 async def _rows(section: dict[str, Any], device: str) -> tuple[Any, Any, Any]:
     store = await read_store(section)
     try:
-        return (await store.get_device(device), await store.device_sessions(device),
-                await store.device_turns(device))
+        return (
+            await store.get_device(device),
+            await store.device_sessions(device),
+            await store.device_turns(device),
+        )
     finally:
         await store.close()

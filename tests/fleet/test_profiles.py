@@ -17,30 +17,47 @@ from xiaozhi_core.session.tools import ToolBox
 from xiaozhi_core.types import Message, ToolCall
 
 REGISTRY = default_registry()
-BASE: dict[str, Any] = {"vad": {"provider": "fake"}, "asr": {"provider": "fake"},
-                        "llm": {"provider": "fake"}, "tts": {"provider": "fake"},
-                        "store": {"enabled": False}}
+BASE: dict[str, Any] = {
+    "vad": {"provider": "fake"},
+    "asr": {"provider": "fake"},
+    "llm": {"provider": "fake"},
+    "tts": {"provider": "fake"},
+    "store": {"enabled": False},
+}
 
 
 def config(**sections: Any) -> Any:
     return _validate({**BASE, **sections}, REGISTRY, ["<test>"])
 
 
-@pytest.mark.parametrize(("sections", "path", "text"), [
-    ({"profiles": {"kids": {"llm": {"modle": "x"}}}}, "profiles.kids.llm.modle",
-     "unknown key 'modle' (did you mean 'model'?); allowed keys: model, temperature"),
-    ({"llm": {"provider": "fake_io"}, "profiles": {"kids": {"llm": {"model": "x"}}}},
-     "profiles.kids.llm", "takes no per-request options"),
-    ({"profiles": {"kids": {"reply_chars": -1}}}, "profiles.kids",
-     "reply_chars must be 0 (no limit) or more, got -1"),
-    ({"profiles": {"k i d s": {}}}, "profiles.k i d s", "a profile name is letters"),
-    ({"devices": {"aa:bb": "nope"}}, "devices.aa:bb", "unknown profile 'nope'"),
-    ({"session": {"default_profile": "nope"}}, "session.default_profile", "unknown profile"),
-    ({"memory": {"provider": "history"}}, "memory.provider", "needs the device store"),
-    ({"store": {"enabled": True, "batch_size": 0}}, "store.batch_size", "at least 1"),
-])
-def test_fleet_sections_are_validated_with_key_paths(sections: dict[str, Any], path: str,
-                                                     text: str) -> None:
+@pytest.mark.parametrize(
+    ("sections", "path", "text"),
+    [
+        (
+            {"profiles": {"kids": {"llm": {"modle": "x"}}}},
+            "profiles.kids.llm.modle",
+            "unknown key 'modle' (did you mean 'model'?); allowed keys: model, temperature",
+        ),
+        (
+            {"llm": {"provider": "fake_io"}, "profiles": {"kids": {"llm": {"model": "x"}}}},
+            "profiles.kids.llm",
+            "takes no per-request options",
+        ),
+        (
+            {"profiles": {"kids": {"reply_chars": -1}}},
+            "profiles.kids",
+            "reply_chars must be 0 (no limit) or more, got -1",
+        ),
+        ({"profiles": {"k i d s": {}}}, "profiles.k i d s", "a profile name is letters"),
+        ({"devices": {"aa:bb": "nope"}}, "devices.aa:bb", "unknown profile 'nope'"),
+        ({"session": {"default_profile": "nope"}}, "session.default_profile", "unknown profile"),
+        ({"memory": {"provider": "history"}}, "memory.provider", "needs the device store"),
+        ({"store": {"enabled": True, "batch_size": 0}}, "store.batch_size", "at least 1"),
+    ],
+)
+def test_fleet_sections_are_validated_with_key_paths(
+    sections: dict[str, Any], path: str, text: str
+) -> None:
     with pytest.raises(ConfigError) as err:
         config(**sections)
     assert err.value.path == path and text in err.value.message
@@ -55,14 +72,15 @@ def test_an_unknown_server_tool_in_a_profile_names_its_key() -> None:
 
 
 def test_profiles_inherit_from_session_and_resolve_by_store_then_yaml_then_default() -> None:
-    cfg = config(session={"system_prompt": "S", "greeting": "G", "tts_voice": "v0"},
-                 profiles={"a": {"system_prompt": "A", "language": "zh"},
-                           "b": {"greeting": "GB"}},
-                 devices={"AA:01": "a"})
+    cfg = config(
+        session={"system_prompt": "S", "greeting": "G", "tts_voice": "v0"},
+        profiles={"a": {"system_prompt": "A", "language": "zh"}, "b": {"greeting": "GB"}},
+        devices={"AA:01": "a"},
+    )
     book = build_profiles(cfg)
     assert book.resolve("aa:01", None).name == "a"
-    assert book.resolve("aa:01", "b").name == "b"          # the store wins
-    assert book.resolve("aa:01", "gone").name == "a"       # unless the config lost it
+    assert book.resolve("aa:01", "b").name == "b"  # the store wins
+    assert book.resolve("aa:01", "gone").name == "a"  # unless the config lost it
     assert book.resolve("aa:02", None).name == "default"
     b = book.profiles["b"]
     assert (b.system_prompt, b.greeting, b.voice) == ("S", "GB", "v0")
@@ -72,8 +90,12 @@ def test_profiles_inherit_from_session_and_resolve_by_store_then_yaml_then_defau
 
 
 def test_tool_policy_filters_what_the_llm_sees_and_may_call() -> None:
-    cfg = config(profiles={"quiet": {"server_tools": [], "device_tools": ["self.light.on"]},
-                           "none": {"device_tools": False}})
+    cfg = config(
+        profiles={
+            "quiet": {"server_tools": [], "device_tools": ["self.light.on"]},
+            "none": {"device_tools": False},
+        }
+    )
     book = build_profiles(cfg)
     box = ToolBox(["get_time"])
 
@@ -91,13 +113,20 @@ def test_tool_policy_filters_what_the_llm_sees_and_may_call() -> None:
     assert "get_time" not in [t.name for t in box.specs(quiet)]
     assert "not available" in asyncio.run(box.call(ToolCall("2", "get_time", {}), quiet))
     assert json.loads(asyncio.run(box.call(ToolCall("3", "self_light_on", {}), quiet))) == {
-        "called": "self.light.on"}
+        "called": "self.light.on"
+    }
 
 
 def test_seeded_history_goes_before_the_session_and_within_the_budget() -> None:
     memory = Memory("S", budget_chars=12)
-    memory.seed([Message("user", "old1"), Message("assistant", "x"),
-                 Message("user", "old2"), Message("assistant", "y")])
+    memory.seed(
+        [
+            Message("user", "old1"),
+            Message("assistant", "x"),
+            Message("user", "old2"),
+            Message("assistant", "y"),
+        ]
+    )
     memory.add_turn([Message("user", "new"), Message("assistant", "z")])
     contents = [m.content for m in memory.messages("note", "P")]
     assert contents == ["P\nnote", "old2", "y", "new", "z"]

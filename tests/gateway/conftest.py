@@ -22,9 +22,12 @@ async def make_server() -> AsyncIterator[ServerFactory]:
     async def factory(**sections: Any) -> XiaozhiServer:
         # max_loop_lag_ms 0: a loaded test machine must not trip overload refusal (it has
         # its own test below)
-        base: dict[str, Any] = {"session": {"silence_ms": 300, "min_speech_ms": 120},
-                                "server": {"limits": {"max_loop_lag_ms": 0}}}
+        base: dict[str, Any] = {
+            "session": {"silence_ms": 300, "min_speech_ms": 120},
+            "server": {"limits": {"max_loop_lag_ms": 0}},
+        }
         from xiaozhi_core.config import merge
+
         server = await XiaozhiServer.create(fake_config(**merge(base, sections)))
         await server.start(port=0, http_port=0)
         servers.append(server)
@@ -40,15 +43,20 @@ async def server(make_server: ServerFactory) -> XiaozhiServer:
     return await make_server()
 
 
-def utterance(seconds: float = 0.6, lead: float = 0.3, tail: float = 0.6,
-              freq: float = 440.0) -> list[bytes]:
+def utterance(
+    seconds: float = 0.6, lead: float = 0.3, tail: float = 0.6, freq: float = 440.0
+) -> list[bytes]:
     """Opus packets of silence + a tone (the fake VAD's "speech") + silence."""
-    pcm = np.concatenate([np.zeros(int(lead * 16000), np.int16), tone(seconds, freq=freq),
-                          np.zeros(int(tail * 16000), np.int16)])
+    pcm = np.concatenate(
+        [
+            np.zeros(int(lead * 16000), np.int16),
+            tone(seconds, freq=freq),
+            np.zeros(int(tail * 16000), np.int16),
+        ]
+    )
     return encode_utterance(pcm)
 
 
-async def speak(dev: FakeDevice, mode: str = "auto", realtime: bool = False,
-                **kw: Any) -> None:
+async def speak(dev: FakeDevice, mode: str = "auto", realtime: bool = False, **kw: Any) -> None:
     await dev.listen("start", mode)
     await dev.stream(utterance(**kw), realtime=realtime)

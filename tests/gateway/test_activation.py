@@ -33,12 +33,14 @@ async def setup(tmp_path: Path):
         " mqtt: {enabled: true, port: 0, udp_port: 0}}\n"
         "ota: {activation: true}\n"
         "vad: {provider: fake}\nasr: {provider: fake}\nllm: {provider: fake}\n"
-        "tts: {provider: fake}\n")
+        "tts: {provider: fake}\n"
+    )
     from xiaozhi_core.config import load_config
     from xiaozhi_core.registry import default_registry
 
-    server = await XiaozhiServer.create(load_config([config_file], default_registry(),
-                                                    auto_local=False))
+    server = await XiaozhiServer.create(
+        load_config([config_file], default_registry(), auto_local=False)
+    )
     await server.start()
     yield server, config_file
     await server.stop()
@@ -46,14 +48,20 @@ async def setup(tmp_path: Path):
 
 async def post(server: XiaozhiServer, path: str, body: Any) -> tuple[int, dict[str, Any]]:
     url = f"http://127.0.0.1:{server.http_port}{path}"
-    async with aiohttp.ClientSession() as http, http.post(
-            url, data=json.dumps(body), headers={"Device-Id": MAC, "Client-Id": "u51"}) as r:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=json.dumps(body), headers={"Device-Id": MAC, "Client-Id": "u51"}) as r,
+    ):
         return r.status, dict(await r.json())
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "xiaozhi_core", "activation", *args, "-c",
-                           str(config)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "xiaozhi_core", "activation", *args, "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 async def test_unknown_device_activates_with_the_operators_confirmation(setup):
@@ -65,7 +73,8 @@ async def test_unknown_device_activates_with_the_operators_confirmation(setup):
     assert answer["websocket"]["token"] == "" and "mqtt" not in answer
     # the same code on the next check; the firmware's poll says "still waiting"
     assert (await post(server, "/xiaozhi/ota/", ota_body(MAC, "u51")))[1]["activation"][
-        "code"] == code
+        "code"
+    ] == code
     assert (await post(server, "/xiaozhi/ota/activate", {}))[0] == 202
     # no way in meanwhile, even with a token issued for it
     token = server.auth.issue("u51", MAC)
@@ -85,8 +94,9 @@ async def test_unknown_device_activates_with_the_operators_confirmation(setup):
     assert (await post(server, "/xiaozhi/ota/activate", {}))[0] == 200
     status, answer = await post(server, "/xiaozhi/ota/", ota_body(MAC, "u51"))
     assert "activation" not in answer and answer["websocket"]["token"]
-    async with FakeDevice(server.ws_url, device_id=MAC, client_id="u51",
-                          token=answer["websocket"]["token"]) as dev:
+    async with FakeDevice(
+        server.ws_url, device_id=MAC, client_id="u51", token=answer["websocket"]["token"]
+    ) as dev:
         assert dev.server_hello["session_id"]
     async with FakeMqttDevice(answer["mqtt"]) as mqtt_dev:
         assert mqtt_dev.server_hello["transport"] == "udp"

@@ -37,8 +37,9 @@ async def _attach_store(server: XiaozhiServer, tmp_path: Path) -> Store:
 
 
 @pytest.fixture
-async def admin_server(make_server: ServerFactory, tmp_path: Path
-                       ) -> AsyncIterator[tuple[XiaozhiServer, Store]]:
+async def admin_server(
+    make_server: ServerFactory, tmp_path: Path
+) -> AsyncIterator[tuple[XiaozhiServer, Store]]:
     server = await make_server(server={"admin": {"token": TOKEN}})
     store = await _attach_store(server, tmp_path)
     yield server, store
@@ -49,12 +50,14 @@ def _url(server: XiaozhiServer, path: str) -> str:
     return f"http://127.0.0.1:{server.http_port}{path}"
 
 
-async def _call(server: XiaozhiServer, method: str, path: str, token: str | None = TOKEN,
-                **kw: Any) -> tuple[int, Any, dict[str, str]]:
+async def _call(
+    server: XiaozhiServer, method: str, path: str, token: str | None = TOKEN, **kw: Any
+) -> tuple[int, Any, dict[str, str]]:
     headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    async with aiohttp.ClientSession() as http, \
-            http.request(method, _url(server, API_PREFIX + path), headers=headers,
-                         **kw) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.request(method, _url(server, API_PREFIX + path), headers=headers, **kw) as resp,
+    ):
         body = await resp.json(content_type=None)
         return resp.status, body, dict(resp.headers)
 
@@ -77,13 +80,23 @@ def test_check_admin_rules() -> None:
 
 def test_short_admin_token_is_a_config_error() -> None:
     from xiaozhi_core.testing import fake_config
+
     with pytest.raises(ConfigError, match=r"server\.admin\.token: must be at least 16"):
         fake_config(server={"admin": {"token": "abc"}})
 
 
-@pytest.mark.parametrize("path", ["/sessions", "/devices", f"/devices/{DEVICE}",
-                                  f"/devices/{DEVICE}/turns", "/stats", "/profiles",
-                                  "/nowhere"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/sessions",
+        "/devices",
+        f"/devices/{DEVICE}",
+        f"/devices/{DEVICE}/turns",
+        "/stats",
+        "/profiles",
+        "/nowhere",
+    ],
+)
 async def test_every_route_refuses_without_the_token(admin_server: Any, path: str) -> None:
     server, _ = admin_server
     for token in (None, "wrong-token-0123456789"):
@@ -109,16 +122,20 @@ async def test_open_lets_loopback_in(make_server: ServerFactory) -> None:
     assert status == 200 and body == {"count": 0, "sessions": []}
 
 
-async def test_token_from_the_environment(make_server: ServerFactory, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_token_from_the_environment(
+    make_server: ServerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import xiaozhi_core.testing
     from xiaozhi_core.config import load_config
     from xiaozhi_core.registry import Registry
+
     monkeypatch.setenv("XIAOZHI_TEST_ADMIN", TOKEN)
     path = tmp_path / "c.yaml"
-    path.write_text("server: {admin: {token: '${XIAOZHI_TEST_ADMIN}'}}\n"
-                    "vad: {provider: fake}\nasr: {provider: fake}\n"
-                    "llm: {provider: fake}\ntts: {provider: fake}\n")
+    path.write_text(
+        "server: {admin: {token: '${XIAOZHI_TEST_ADMIN}'}}\n"
+        "vad: {provider: fake}\nasr: {provider: fake}\n"
+        "llm: {provider: fake}\ntts: {provider: fake}\n"
+    )
     registry = Registry()
     registry.register(xiaozhi_core.testing)
     assert load_config([path], registry).server.admin.token == TOKEN
@@ -153,18 +170,29 @@ async def test_devices_turns_and_profile(admin_server: Any) -> None:
     store.device_seen(DEVICE, client_id="c-1", board="bread-compact-wifi", firmware="1.6.2")
     store.session_started("s-1", DEVICE, transport="websocket")
     for n in range(1, 6):
-        store.turn_recorded(session_id="s-1", device_id=DEVICE, turn=n, kind="voice",
-                            outcome="ok" if n != 3 else "failed", text=f"question {n}",
-                            reply=f"answer {n}", latency={"asr_final_ms": 100.0 * n,
-                                                          "first_frame_sent_ms": 300.0 * n},
-                            error="LLM timed out" if n == 3 else None)
+        store.turn_recorded(
+            session_id="s-1",
+            device_id=DEVICE,
+            turn=n,
+            kind="voice",
+            outcome="ok" if n != 3 else "failed",
+            text=f"question {n}",
+            reply=f"answer {n}",
+            latency={"asr_final_ms": 100.0 * n, "first_frame_sent_ms": 300.0 * n},
+            error="LLM timed out" if n == 3 else None,
+        )
     assert await store.flush()
 
     status, body, _ = await _call(server, "GET", "/devices")
     assert status == 200 and body["count"] == 1
     d = body["devices"][0]
     assert (d["device_id"], d["board"], d["firmware"], d["profile"], d["online"]) == (
-        DEVICE, "bread-compact-wifi", "1.6.2", None, False)
+        DEVICE,
+        "bread-compact-wifi",
+        "1.6.2",
+        None,
+        False,
+    )
 
     status, body, _ = await _call(server, "GET", f"/devices/{DEVICE}")
     assert status == 200 and body["device"]["client_id"] == "c-1"
@@ -177,16 +205,20 @@ async def test_devices_turns_and_profile(admin_server: Any) -> None:
     status, page1, _ = await _call(server, "GET", f"/devices/{DEVICE}/turns?limit=2")
     assert status == 200 and [t["turn_no"] for t in page1["turns"]] == [5, 4]
     status, page2, _ = await _call(
-        server, "GET", f"/devices/{DEVICE}/turns?limit=2&before={page1['next_before']}")
+        server, "GET", f"/devices/{DEVICE}/turns?limit=2&before={page1['next_before']}"
+    )
     assert [t["turn_no"] for t in page2["turns"]] == [3, 2]
     failed = page2["turns"][0]
     assert (failed["outcome"], failed["error"], failed["text"]) == (
-        "failed", "LLM timed out", "question 3")
+        "failed",
+        "LLM timed out",
+        "question 3",
+    )
     status, page3, _ = await _call(
-        server, "GET", f"/devices/{DEVICE}/turns?limit=2&before={page2['next_before']}")
+        server, "GET", f"/devices/{DEVICE}/turns?limit=2&before={page2['next_before']}"
+    )
     assert [t["turn_no"] for t in page3["turns"]] == [1] and page3["next_before"] is None
-    assert page3["turns"][0]["latency"] == {"asr_final_ms": 100.0,
-                                            "first_frame_sent_ms": 300.0}
+    assert page3["turns"][0]["latency"] == {"asr_final_ms": 100.0, "first_frame_sent_ms": 300.0}
     for bad in ("limit=0", "limit=201", "limit=x", "before=-1"):
         status, body, _ = await _call(server, "GET", f"/devices/{DEVICE}/turns?{bad}")
         assert status == 400 and "query parameter" in body["error"], bad
@@ -199,10 +231,11 @@ async def test_devices_turns_and_profile(admin_server: Any) -> None:
     assert status == 400 and body["error"].startswith("invalid JSON body")
     status, body, _ = await _call(server, "PUT", "/devices/ff:ff", json={"profile": None})
     assert status == 404
-    status, body, _ = await _call(server, "PUT", f"/devices/{DEVICE}",
-                                  json={"profile": "no-such-profile"})
+    status, body, _ = await _call(
+        server, "PUT", f"/devices/{DEVICE}", json={"profile": "no-such-profile"}
+    )
     known = getattr(server.config, "profiles", None)
-    if known is not None:   # the server knows its profiles: an unknown one is refused
+    if known is not None:  # the server knows its profiles: an unknown one is refused
         assert status == 400 and "no-such-profile" in body["error"]
     else:
         assert status == 200
@@ -237,7 +270,7 @@ async def test_reload_without_support_or_errors(admin_server: Any) -> None:
     status, body, _ = await _call(server, "POST", "/reload")
     if getattr(server, "reload_config", None) is None:
         assert status == 501 and "cannot reload" in body["error"]
-    else:   # started from no file: nothing to reload, refused with the reason
+    else:  # started from no file: nothing to reload, refused with the reason
         assert status == 422 and body["applied"] is False
         assert "not started from config files" in body["errors"][0]
 
@@ -269,6 +302,7 @@ async def test_openapi_matches_the_router(admin_server: Any) -> None:
     for name in doc["components"]["schemas"]:
         assert f"#/components/schemas/{name}" in text
     import re
+
     for ref in re.findall(r"#/components/schemas/(\w+)", text):
         assert ref in doc["components"]["schemas"]
     docs = (Path(__file__).parents[2] / "docs" / "api.md").read_text()

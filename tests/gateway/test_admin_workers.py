@@ -36,8 +36,17 @@ async def test_sessions_and_stats_cover_every_worker(tmp_path: Path) -> None:
     cfg = tmp_path / "workers.yaml"
     cfg.write_text(CONFIG)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "xiaozhi_core", "serve", "--no-local", "-c", str(cfg),
-        "--workers", "2", stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "xiaozhi_core",
+        "serve",
+        "--no-local",
+        "-c",
+        str(cfg),
+        "--workers",
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         ws_url = http = ""
         assert proc.stdout is not None
@@ -57,6 +66,7 @@ async def test_sessions_and_stats_cover_every_worker(tmp_path: Path) -> None:
             # each worker alone holds one session
             connector = aiohttp.TCPConnector(force_close=True)
             async with aiohttp.ClientSession(headers=headers, connector=connector) as client:
+
                 async def get(path: str) -> Any:
                     async with client.get(f"{http}/api/v1{path}") as r:
                         assert r.status == 200, await r.text()

@@ -33,8 +33,16 @@ T = TypeVar("T")
 TOKEN = "browser-test-token-0123456789"
 DEVICE = "aa:bb:cc:00:00:42"
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 HOSTILE = '<img src=x onerror="window.__xss=1">'
 REPLY = "It is half past six. Ask me anything else!"
 
@@ -62,8 +70,9 @@ class LiveServer:
         self.data_dir = data_dir
         self.config_file = data_dir / "console.yaml"
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="live-server",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="live-server", daemon=True
+        )
         self.thread.start()
         self.server: XiaozhiServer | None = None
         self.store: Store | None = None
@@ -79,6 +88,7 @@ class LiveServer:
             # a real deployment file, so the console's Reload button has something to read
             from xiaozhi_core.config import load_config
             from xiaozhi_core.registry import default_registry
+
             self.config_file.write_text(deployment(self.data_dir, "KIDS PROMPT ONE"))
             registry = default_registry()
             config = load_config([self.config_file], registry, auto_local=False)
@@ -87,10 +97,8 @@ class LiveServer:
             sections: dict[str, Any] = {
                 "server": {"admin": {"token": TOKEN}, "limits": {"max_loop_lag_ms": 0}},
                 "session": {"silence_ms": 300, "min_speech_ms": 120},
-                "asr": {"provider": "fake", "options": {"text": "What time is it?",
-                                                        "delay": 0.2}},
-                "llm": {"provider": "fake", "options": {"reply": REPLY,
-                                                        "first_token_delay": 0.8}},
+                "asr": {"provider": "fake", "options": {"text": "What time is it?", "delay": 0.2}},
+                "llm": {"provider": "fake", "options": {"reply": REPLY, "first_token_delay": 0.8}},
                 "tts": {"provider": "fake", "options": {"seconds_per_char": 0.03}},
             }
             self.server = server = await XiaozhiServer.create(fake_config(**sections))
@@ -134,11 +142,16 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh --dev (apt chromium)")
     from playwright.sync_api import sync_playwright
+
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
-            str(profile), executable_path=CHROMIUM, headless=True, args=ARGS,
-            viewport={"width": 1280, "height": 860})
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=ARGS,
+            viewport={"width": 1280, "height": 860},
+        )
         try:
             yield context
         finally:
@@ -170,13 +183,21 @@ async def _voice_turn(dev: FakeDevice) -> dict[str, Any]:
 
 async def _ota_check(live: LiveServer, dev: FakeDevice) -> None:
     import aiohttp
+
     assert live.server is not None
-    headers = {"Device-Id": dev.device_id, "Client-Id": dev.client_id,
-               "User-Agent": "bread-compact-wifi/1.6.2"}
-    body = {"application": {"name": "xiaozhi", "version": "1.6.2"},
-            "board": {"type": "bread-compact-wifi"}}
-    async with aiohttp.ClientSession() as http, \
-            http.post(live.server.ota_url, json=body, headers=headers) as resp:
+    headers = {
+        "Device-Id": dev.device_id,
+        "Client-Id": dev.client_id,
+        "User-Agent": "bread-compact-wifi/1.6.2",
+    }
+    body = {
+        "application": {"name": "xiaozhi", "version": "1.6.2"},
+        "board": {"type": "bread-compact-wifi"},
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(live.server.ota_url, json=body, headers=headers) as resp,
+    ):
         assert resp.status == 200
 
 
@@ -194,17 +215,25 @@ def _record_if_unwired(live: LiveServer, dev: FakeDevice, reply: str) -> None:
     session = live.server.sessions[dev.session_id]
     record = dict(session.latencies[-1])
     stt = [m["text"] for m in dev.messages("stt")]
-    live.store.device_seen(DEVICE, client_id=dev.client_id, board="bread-compact-wifi",
-                           firmware="1.6.2")
+    live.store.device_seen(
+        DEVICE, client_id=dev.client_id, board="bread-compact-wifi", firmware="1.6.2"
+    )
     live.store.session_started(dev.session_id, DEVICE, transport="websocket")
     live.store.turn_recorded(
-        session_id=dev.session_id, device_id=DEVICE, turn=int(record["turn"]),
-        kind=str(record["kind"]), outcome="ok", text=stt[-1] if stt else None, reply=reply,
-        latency={k: v for k, v in record.items() if k.endswith("_ms")})
+        session_id=dev.session_id,
+        device_id=DEVICE,
+        turn=int(record["turn"]),
+        kind=str(record["kind"]),
+        outcome="ok",
+        text=stt[-1] if stt else None,
+        reply=reply,
+        latency={k: v for k, v in record.items() if k.endswith("_ms")},
+    )
 
 
 def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None:
     from playwright.sync_api import expect
+
     page = browser.new_page()
     page.set_default_timeout(15000)
     page.goto(_console(live))
@@ -229,7 +258,8 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
         expect(row).to_be_visible()
         talking = live.submit(_voice_turn(dev))
         expect(row.locator(".state")).to_have_text(
-            re.compile("recognising|thinking|synthesising|speaking"), timeout=20000)
+            re.compile("recognising|thinking|synthesising|speaking"), timeout=20000
+        )
         expect(row).to_contain_text("websocket")
         page.screenshot(path=str(shots / "2-sessions.png"))
         talking.result(30)
@@ -264,7 +294,7 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
         # --- change its profile
         if _has_fleet():
             page.select_option("#profile-select", "kids")
-        else:   # the server names no profiles yet: the select offers only the default
+        else:  # the server names no profiles yet: the select offers only the default
             page.select_option("#profile-select", "")
         page.click("#profile-form button")
         expect(page.locator("#profile-msg")).to_contain_text("Saved")
@@ -308,8 +338,10 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
     assert live.server is not None
     window, srv = live.server.metrics.window, live.server
     live.loop.call_soon_threadsafe(
-        lambda: window.close(__import__("time").time() - 5, len(srv.sessions),
-                             list(srv.lag_monitor.lags)))
+        lambda: window.close(
+            __import__("time").time() - 5, len(srv.sessions), list(srv.lag_monitor.lags)
+        )
+    )
     page.click('header a[data-view="charts"]')
     for chart in ("ttfa", "lane", "loop", "sessions"):
         expect(page.locator(f"#chart-{chart} svg polyline").first).to_be_attached()
@@ -323,9 +355,11 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
     page.close()
 
 
-def test_without_the_token_the_page_shows_the_login(live: LiveServer, browser: Any,
-                                                    shots: Path) -> None:
+def test_without_the_token_the_page_shows_the_login(
+    live: LiveServer, browser: Any, shots: Path
+) -> None:
     from playwright.sync_api import expect
+
     page = browser.new_page()
     page.set_default_timeout(15000)
     # a deep link, no token in this tab: the login, and the API says 401

@@ -20,21 +20,24 @@ from .conftest import speak, utterance
 
 
 # --------------------------------------------------------------------------- failures
-@pytest.mark.parametrize("llm", [
-    {"provider": "fake", "options": {"fail": "LLM backend exploded"}},
-    {"provider": "fake", "options": {"reply": "one two three four five six", "fail_after": 2}},
-    {"provider": "fake_io", "options": {"fail": "cloud said 500"}},
-])
+@pytest.mark.parametrize(
+    "llm",
+    [
+        {"provider": "fake", "options": {"fail": "LLM backend exploded"}},
+        {"provider": "fake", "options": {"reply": "one two three four five six", "fail_after": 2}},
+        {"provider": "fake_io", "options": {"fail": "cloud said 500"}},
+    ],
+)
 async def test_llm_failure_ends_the_turn_with_alert_and_apology(make_server, llm):
     server = await make_server(llm=llm, session={"apology": "Sorry about that."})
     async with FakeDevice(server.ws_url) as dev:
         await speak(dev)
         alert = await dev.wait_for("alert", timeout=15)
-        assert set(alert) >= {"status", "message", "emotion"}     # all three required
+        assert set(alert) >= {"status", "message", "emotion"}  # all three required
         await dev.wait_for("tts", "stop", timeout=15)
         subtitles = [m["text"] for m in dev.messages("tts") if m["state"] == "sentence_start"]
         assert "Sorry about that." in subtitles
-        assert dev.audio_frames()          # the apology is spoken
+        assert dev.audio_frames()  # the apology is spoken
         # the session keeps listening and serving
         mark = len(dev.received)
         await dev.listen("detect", text="are you ok")
@@ -44,8 +47,10 @@ async def test_llm_failure_ends_the_turn_with_alert_and_apology(make_server, llm
 
 
 async def test_llm_timeout_is_reported_and_the_session_survives(make_server):
-    server = await make_server(llm={"provider": "fake_io", "options": {"first_token_delay": 30}},
-                               server={"timeouts": {"provider": 0.5}})
+    server = await make_server(
+        llm={"provider": "fake_io", "options": {"first_token_delay": 30}},
+        server={"timeouts": {"provider": 0.5}},
+    )
     async with FakeDevice(server.ws_url) as dev:
         await speak(dev)
         alert = await dev.wait_for("alert", timeout=10)
@@ -74,16 +79,18 @@ async def test_asr_and_tts_failures_are_reported(make_server):
 
 
 async def test_failure_in_one_session_does_not_touch_another(make_server):
-    server = await make_server(llm={"provider": "fake", "options": {
-        "reply": "Fine. Thanks.", "first_token_delay": 0.2}})
+    server = await make_server(
+        llm={"provider": "fake", "options": {"reply": "Fine. Thanks.", "first_token_delay": 0.2}}
+    )
     a = await FakeDevice(server.ws_url, device_id="d:a").connect()
     b = await FakeDevice(server.ws_url, device_id="d:b").connect()
     try:
-        await a.send_raw(b"\x00\x00\x99")          # garbage (v1: an invalid Opus packet)
+        await a.send_raw(b"\x00\x00\x99")  # garbage (v1: an invalid Opus packet)
         await a.send_raw("{broken json")
         await asyncio.gather(speak(a), speak(b))
-        await asyncio.gather(a.wait_for("tts", "stop", timeout=15),
-                             b.wait_for("tts", "stop", timeout=15))
+        await asyncio.gather(
+            a.wait_for("tts", "stop", timeout=15), b.wait_for("tts", "stop", timeout=15)
+        )
         assert not b.messages("alert")
     finally:
         await a.close()
@@ -96,8 +103,12 @@ def _session_tasks() -> set[asyncio.Task]:
 
 
 async def test_client_vanishing_mid_turn_leaves_nothing_behind(make_server):
-    server = await make_server(llm={"provider": "fake", "options": {
-        "reply": "A very long answer. " * 20, "token_delay": 0.01}})
+    server = await make_server(
+        llm={
+            "provider": "fake",
+            "options": {"reply": "A very long answer. " * 20, "token_delay": 0.01},
+        }
+    )
     tasks_before = _session_tasks()
     threads_before = {t.ident for t in threading.enumerate()}
     dev = await FakeDevice(server.ws_url).connect()
@@ -108,7 +119,7 @@ async def test_client_vanishing_mid_turn_leaves_nothing_behind(make_server):
     ref = weakref.ref(session)
     turn_task = session.turn_task
     assert turn_task is not None and not turn_task.done()
-    await dev.drop()                                  # TCP gone, no close frame
+    await dev.drop()  # TCP gone, no close frame
     for _ in range(100):
         if not server.sessions:
             break
@@ -124,8 +135,11 @@ async def test_client_vanishing_mid_turn_leaves_nothing_behind(make_server):
     # asyncio's resolver threads exist
     names = [t.name for t in threading.enumerate()]
     pool = [n for n in names if n.startswith("xiaozhi-cpu")]
-    new = [t.name for t in threading.enumerate() if t.ident not in threads_before
-           and not t.name.startswith(("xiaozhi-cpu", "asyncio_"))]
+    new = [
+        t.name
+        for t in threading.enumerate()
+        if t.ident not in threads_before and not t.name.startswith(("xiaozhi-cpu", "asyncio_"))
+    ]
     assert len(pool) <= server.executor.settings.workers and new == [], names
     # the server still serves
     async with FakeDevice(server.ws_url) as dev2:
@@ -134,8 +148,10 @@ async def test_client_vanishing_mid_turn_leaves_nothing_behind(make_server):
 
 
 async def test_client_vanishing_while_the_lane_is_busy(make_server):
-    server = await make_server(vad={"provider": "fake", "options": {"delay": 0.05}},
-                               server={"limits": {"audio_queue_frames": 4}})
+    server = await make_server(
+        vad={"provider": "fake", "options": {"delay": 0.05}},
+        server={"limits": {"audio_queue_frames": 4}},
+    )
     dev = await FakeDevice(server.ws_url).connect()
     await dev.listen("start", "auto")
     await dev.stream(utterance(seconds=2.0), realtime=False)
@@ -151,12 +167,24 @@ async def test_client_vanishing_while_the_lane_is_busy(make_server):
 
 # --------------------------------------------------------------------------- MCP + tools
 def mcp_device_handler(calls: list[dict]):
-    tools_page1 = [{"name": "self.get_device_status", "description": "Device status",
-                    "inputSchema": {"type": "object", "properties": {}}}]
-    tools_page2 = [{"name": "self.audio_speaker.set_volume", "description": "Set the volume",
-                    "inputSchema": {"type": "object", "properties": {
-                        "volume": {"type": "integer", "minimum": 0, "maximum": 100}},
-                        "required": ["volume"]}}]
+    tools_page1 = [
+        {
+            "name": "self.get_device_status",
+            "description": "Device status",
+            "inputSchema": {"type": "object", "properties": {}},
+        }
+    ]
+    tools_page2 = [
+        {
+            "name": "self.audio_speaker.set_volume",
+            "description": "Set the volume",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"volume": {"type": "integer", "minimum": 0, "maximum": 100}},
+                "required": ["volume"],
+            },
+        }
+    ]
 
     def handler(payload):
         calls.append(payload)
@@ -164,28 +192,52 @@ def mcp_device_handler(calls: list[dict]):
         assert isinstance(payload.get("params"), dict), "params must be an object"
         method = payload["method"]
         if method == "initialize":
-            return {"jsonrpc": "2.0", "id": payload["id"], "result": {
-                "protocolVersion": "2024-11-05", "capabilities": {"tools": {}},
-                "serverInfo": {"name": "bread-compact-wifi", "version": "1.6.0"}}}
+            return {
+                "jsonrpc": "2.0",
+                "id": payload["id"],
+                "result": {
+                    "protocolVersion": "2024-11-05",
+                    "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "bread-compact-wifi", "version": "1.6.0"},
+                },
+            }
         if method == "tools/list":
             if payload["params"].get("cursor"):
                 return {"jsonrpc": "2.0", "id": payload["id"], "result": {"tools": tools_page2}}
-            return {"jsonrpc": "2.0", "id": payload["id"], "result": {
-                "tools": tools_page1, "nextCursor": "self.get_device_status"}}
+            return {
+                "jsonrpc": "2.0",
+                "id": payload["id"],
+                "result": {"tools": tools_page1, "nextCursor": "self.get_device_status"},
+            }
         if method == "tools/call":
             if payload["params"]["name"] == "self.audio_speaker.set_volume":
-                return {"jsonrpc": "2.0", "id": payload["id"], "result": {
-                    "content": [{"type": "text", "text": "true"}], "isError": False}}
-            return {"jsonrpc": "2.0", "id": payload["id"],
-                    "error": {"message": f"Unknown tool: {payload['params']['name']}"}}
+                return {
+                    "jsonrpc": "2.0",
+                    "id": payload["id"],
+                    "result": {"content": [{"type": "text", "text": "true"}], "isError": False},
+                }
+            return {
+                "jsonrpc": "2.0",
+                "id": payload["id"],
+                "error": {"message": f"Unknown tool: {payload['params']['name']}"},
+            }
         return None
+
     return handler
 
 
 async def test_mcp_tools_round_trip_with_paging(make_server):
-    server = await make_server(llm={"provider": "fake", "options": {
-        "reply": "Done, the result was {tool_result}.",
-        "tool_calls": [{"name": "self_audio_speaker_set_volume", "arguments": {"volume": 50}}]}})
+    server = await make_server(
+        llm={
+            "provider": "fake",
+            "options": {
+                "reply": "Done, the result was {tool_result}.",
+                "tool_calls": [
+                    {"name": "self_audio_speaker_set_volume", "arguments": {"volume": 50}}
+                ],
+            },
+        }
+    )
     calls: list[dict] = []
     dev = FakeDevice(server.ws_url, features={"mcp": True}, mcp_handler=mcp_device_handler(calls))
     async with dev:
@@ -214,12 +266,18 @@ async def test_mcp_tools_round_trip_with_paging(make_server):
 async def test_mcp_error_without_code_and_timeouts_reach_the_llm_as_text(make_server):
     server = await make_server(
         server={"timeouts": {"mcp": 0.5}},
-        llm={"provider": "fake", "options": {
-            "reply": "Result: {tool_result}",
-            "tool_calls": [{"name": "self_get_device_status", "arguments": {}}]}})
+        llm={
+            "provider": "fake",
+            "options": {
+                "reply": "Result: {tool_result}",
+                "tool_calls": [{"name": "self_get_device_status", "arguments": {}}],
+            },
+        },
+    )
     calls: list[dict] = []
-    async with FakeDevice(server.ws_url, features={"mcp": True},
-                          mcp_handler=mcp_device_handler(calls)) as dev:
+    async with FakeDevice(
+        server.ws_url, features={"mcp": True}, mcp_handler=mcp_device_handler(calls)
+    ) as dev:
         for _ in range(100):
             if len(next(iter(server.sessions.values())).tools.device) == 2:
                 break
@@ -231,8 +289,15 @@ async def test_mcp_error_without_code_and_timeouts_reach_the_llm_as_text(make_se
 
 
 async def test_server_side_get_time_tool(make_server):
-    server = await make_server(llm={"provider": "fake_io", "options": {
-        "reply": "It is {tool_result}", "tool_calls": [{"name": "get_time", "arguments": {}}]}})
+    server = await make_server(
+        llm={
+            "provider": "fake_io",
+            "options": {
+                "reply": "It is {tool_result}",
+                "tool_calls": [{"name": "get_time", "arguments": {}}],
+            },
+        }
+    )
     async with FakeDevice(server.ws_url) as dev:
         await dev.listen("detect", text="what time is it")
         await dev.wait_for("tts", "stop", timeout=15)
@@ -241,8 +306,9 @@ async def test_server_side_get_time_tool(make_server):
 
 
 async def test_memory_carries_history_and_is_trimmed(make_server):
-    server = await make_server(session={"history_chars": 40},
-                               llm={"provider": "fake", "options": {"reply": "Okay."}})
+    server = await make_server(
+        session={"history_chars": 40}, llm={"provider": "fake", "options": {"reply": "Okay."}}
+    )
     async with FakeDevice(server.ws_url) as dev:
         for text in ("first question here", "second question here", "third question here"):
             mark = len(dev.received)
@@ -252,8 +318,8 @@ async def test_memory_carries_history_and_is_trimmed(make_server):
     contents = [m.content for m in last]
     assert last[0].role == "system"
     assert contents[-1] == "third question here"
-    assert "second question here" in contents           # the previous turn is remembered
-    assert "first question here" not in contents        # ...the oldest one trimmed
+    assert "second question here" in contents  # the previous turn is remembered
+    assert "first question here" not in contents  # ...the oldest one trimmed
 
 
 # --------------------------------------------------------------------------- order
@@ -266,25 +332,30 @@ async def test_strict_frame_order_under_concurrency(make_server):
     for i in range(n):
         rng = np.random.default_rng(i)
         freqs = 300 + 40 * i + 200 * rng.random(40)
-        speech = np.concatenate([tone(0.06, freq=f) for f in freqs])   # 2.4 s, varying
-        signals.append(np.concatenate([np.zeros(8000, np.int16), speech,
-                                       np.zeros(16000, np.int16)]))
+        speech = np.concatenate([tone(0.06, freq=f) for f in freqs])  # 2.4 s, varying
+        signals.append(
+            np.concatenate([np.zeros(8000, np.int16), speech, np.zeros(16000, np.int16)])
+        )
     packets = [encode_utterance(s) for s in signals]
     expected = []
     for p in packets:
         dec = OpusDecoder(16000)
         expected.append(np.frombuffer(b"".join(dec.decode(x) for x in p), np.int16))
 
-    server = await make_server(server={"limits": {"audio_queue_frames": 8}},
-                               session={"silence_ms": 400, "max_utterance_ms": 60000})
-    devices = [FakeDevice(server.ws_url, device_id=f"d:{i}", protocol_version=1 + i % 3)
-               for i in range(n)]
+    server = await make_server(
+        server={"limits": {"audio_queue_frames": 8}},
+        session={"silence_ms": 400, "max_utterance_ms": 60000},
+    )
+    devices = [
+        FakeDevice(server.ws_url, device_id=f"d:{i}", protocol_version=1 + i % 3) for i in range(n)
+    ]
     for d in devices:
         await d.connect()
     try:
         await asyncio.gather(*(d.listen("start", "manual") for d in devices))
-        await asyncio.gather(*(d.stream(p, realtime=False)
-                               for d, p in zip(devices, packets, strict=True)))
+        await asyncio.gather(
+            *(d.stream(p, realtime=False) for d, p in zip(devices, packets, strict=True))
+        )
         await asyncio.gather(*(d.listen("stop") for d in devices))
         await asyncio.gather(*(d.wait_for("stt", timeout=30) for d in devices))
         sessions = {s.device.device_id: s for s in server.sessions.values()}
@@ -297,26 +368,34 @@ async def test_strict_frame_order_under_concurrency(make_server):
     heard = server.providers.asr.instance.utterances
     assert len(heard) == n
     for audio in heard:
-        matches = [i for i in range(n)
-                   if len(audio) == len(expected[i]) // 512 * 512
-                   and np.array_equal(audio, expected[i][:len(audio)])]
+        matches = [
+            i
+            for i in range(n)
+            if len(audio) == len(expected[i]) // 512 * 512
+            and np.array_equal(audio, expected[i][: len(audio)])
+        ]
         assert len(matches) == 1, "an utterance is not the in-order decode of one device"
     assert server.hub.last_batch_streams >= 1
-    assert max(server.providers.vad.instance.batch_sizes) > 1   # VAD was batched
+    assert max(server.providers.vad.instance.batch_sizes) > 1  # VAD was batched
 
 
 async def test_back_pressure_loses_nothing(make_server):
-    server = await make_server(vad={"provider": "fake", "options": {"delay": 0.03}},
-                               server={"limits": {"audio_queue_frames": 4}})
+    server = await make_server(
+        vad={"provider": "fake", "options": {"delay": 0.03}},
+        server={"limits": {"audio_queue_frames": 4}},
+    )
     pkts = utterance(seconds=2.0, tail=0.6)
     async with FakeDevice(server.ws_url) as dev:
         await dev.listen("start", "manual")
-        await dev.stream(pkts, realtime=False)          # far faster than the lane
+        await dev.stream(pkts, realtime=False)  # far faster than the lane
         await dev.listen("stop")
         await dev.wait_for("stt", timeout=30)
         session = next(iter(server.sessions.values()))
         assert session.frames_processed == session.frames_in == len(pkts)
     text = server.render_metrics().decode()
-    backpressure = [line for line in text.splitlines()
-                    if line.startswith("xiaozhi_audio_lane_backpressure_total ")]
+    backpressure = [
+        line
+        for line in text.splitlines()
+        if line.startswith("xiaozhi_audio_lane_backpressure_total ")
+    ]
     assert float(backpressure[0].split()[-1]) > 0

@@ -24,10 +24,20 @@ async def ota(server, device_id="aa:bb:cc:dd:ee:01", client_id="c-1", body=None)
     async with aiohttp.ClientSession() as http:
         resp = await http.post(
             f"{http_base(server)}/xiaozhi/ota/",
-            headers={"Device-Id": device_id, "Client-Id": client_id,
-                     "User-Agent": "bread-compact-wifi/1.6.0", "Content-Type": "application/json"},
-            data=json.dumps(body or {"application": {"name": "xiaozhi", "version": "1.6.0"},
-                                     "mac_address": device_id}))
+            headers={
+                "Device-Id": device_id,
+                "Client-Id": client_id,
+                "User-Agent": "bread-compact-wifi/1.6.0",
+                "Content-Type": "application/json",
+            },
+            data=json.dumps(
+                body
+                or {
+                    "application": {"name": "xiaozhi", "version": "1.6.0"},
+                    "mac_address": device_id,
+                }
+            ),
+        )
         return resp.status, await resp.json(), resp.headers
 
 
@@ -40,16 +50,21 @@ async def test_ota_returns_websocket_token_and_server_time(make_server):
     assert body["websocket"]["token"]
     assert abs(body["server_time"]["timestamp"] - time.time() * 1000) < 60_000
     assert isinstance(body["server_time"]["timezone_offset"], int)
-    assert body["firmware"]["version"] == "1.6.0"        # echo: no upgrade offered
-    assert "mqtt" not in body and "activation" not in body   # MUST omit mqtt
+    assert body["firmware"]["version"] == "1.6.0"  # echo: no upgrade offered
+    assert "mqtt" not in body and "activation" not in body  # MUST omit mqtt
     assert headers["Access-Control-Allow-Origin"] == "*"
 
 
 async def test_ota_cors_preflight(server):
     async with aiohttp.ClientSession() as http:
-        resp = await http.options(f"{http_base(server)}/xiaozhi/ota/", headers={
-            "Origin": "http://example.test", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "device-id,client-id,content-type"})
+        resp = await http.options(
+            f"{http_base(server)}/xiaozhi/ota/",
+            headers={
+                "Origin": "http://example.test",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "device-id,client-id,content-type",
+            },
+        )
         assert resp.status in (200, 204)
         allowed = resp.headers["Access-Control-Allow-Headers"].lower()
         for header in ("device-id", "client-id", "content-type"):
@@ -87,18 +102,26 @@ async def test_health_and_metrics(server):
 async def test_token_from_ota_is_accepted_via_headers_or_query(make_server, use_query):
     server = await make_server(server={"auth": {"enabled": True}})
     _, body, _ = await ota(server, device_id="aa:bb:cc:dd:ee:02", client_id="c-2")
-    dev = FakeDevice(server.ws_url, device_id="aa:bb:cc:dd:ee:02", client_id="c-2",
-                     token=body["websocket"]["token"], use_query=use_query)
+    dev = FakeDevice(
+        server.ws_url,
+        device_id="aa:bb:cc:dd:ee:02",
+        client_id="c-2",
+        token=body["websocket"]["token"],
+        use_query=use_query,
+    )
     async with dev:
         await speak(dev)
         await dev.wait_for("tts", "stop", timeout=15)
 
 
-@pytest.mark.parametrize("token,reason", [
-    ("", "missing token"),
-    ("123.bad", "does not match"),
-    ("garbage", "malformed token"),
-])
+@pytest.mark.parametrize(
+    "token,reason",
+    [
+        ("", "missing token"),
+        ("123.bad", "does not match"),
+        ("garbage", "malformed token"),
+    ],
+)
 async def test_bad_or_missing_token_is_refused_with_a_reason(make_server, token, reason):
     server = await make_server(server={"auth": {"enabled": True}})
     with pytest.raises(InvalidStatus) as info:
@@ -109,8 +132,12 @@ async def test_bad_or_missing_token_is_refused_with_a_reason(make_server, token,
     assert 'xiaozhi_connections_total{outcome="refused_auth"} 1.0' in text
     # the server keeps serving
     _, body, _ = await ota(server)
-    async with FakeDevice(server.ws_url, device_id="aa:bb:cc:dd:ee:01", client_id="c-1",
-                          token=body["websocket"]["token"]):
+    async with FakeDevice(
+        server.ws_url,
+        device_id="aa:bb:cc:dd:ee:01",
+        client_id="c-1",
+        token=body["websocket"]["token"],
+    ):
         pass
 
 
@@ -118,23 +145,33 @@ async def test_token_of_another_device_is_refused(make_server):
     server = await make_server(server={"auth": {"enabled": True}})
     _, body, _ = await ota(server, device_id="aa:bb:cc:dd:ee:03")
     with pytest.raises(InvalidStatus):
-        await FakeDevice(server.ws_url, device_id="aa:bb:cc:dd:ee:04",
-                         token=body["websocket"]["token"]).connect()
+        await FakeDevice(
+            server.ws_url, device_id="aa:bb:cc:dd:ee:04", token=body["websocket"]["token"]
+        ).connect()
 
 
 async def test_allow_list_and_static_tokens(make_server):
-    server = await make_server(server={"auth": {
-        "enabled": True, "tokens": ["static-token"], "allowed_devices": ["AA:BB:CC:DD:EE:05"]}})
+    server = await make_server(
+        server={
+            "auth": {
+                "enabled": True,
+                "tokens": ["static-token"],
+                "allowed_devices": ["AA:BB:CC:DD:EE:05"],
+            }
+        }
+    )
     async with FakeDevice(server.ws_url, device_id="aa:bb:cc:dd:ee:05", token="static-token"):
         pass
     with pytest.raises(InvalidStatus) as info:
-        await FakeDevice(server.ws_url, device_id="aa:bb:cc:dd:ee:06",
-                         token="static-token").connect()
+        await FakeDevice(
+            server.ws_url, device_id="aa:bb:cc:dd:ee:06", token="static-token"
+        ).connect()
     assert "allow-list" in info.value.response.body.decode()
 
 
 async def test_auth_is_on_by_default_off_loopback():
     from xiaozhi_core.testing import fake_config
+
     assert fake_config(server={"host": "0.0.0.0"}).server.auth_enabled
     assert not fake_config(server={"host": "127.0.0.1"}).server.auth_enabled
 
@@ -156,7 +193,7 @@ async def test_max_sessions_refuses_new_devices_cleanly(make_server):
         await a.close()
         await b.close()
     await asyncio.sleep(0.2)
-    async with FakeDevice(server.ws_url, device_id="d:4"):   # room again
+    async with FakeDevice(server.ws_url, device_id="d:4"):  # room again
         pass
 
 
@@ -164,9 +201,9 @@ async def test_overloaded_loop_refuses_new_devices(make_server):
     server = await make_server(server={"limits": {"max_loop_lag_ms": 200}})
     async with FakeDevice(server.ws_url, device_id="d:ok"):
         pass
-    server.lag_monitor.lags.extend([0.4] * 5)        # as if the loop ran 400 ms late...
+    server.lag_monitor.lags.extend([0.4] * 5)  # as if the loop ran 400 ms late...
     assert server.lag_monitor.sustained_lag() == 0.4
-    server.lag_monitor.sustained_lag = lambda ticks=5: 0.4   # ...and keeps doing so
+    server.lag_monitor.sustained_lag = lambda ticks=5: 0.4  # ...and keeps doing so
     with pytest.raises(InvalidStatus) as info:
         await FakeDevice(server.ws_url, device_id="d:late").connect()
     assert info.value.response.status_code == 503
@@ -180,7 +217,7 @@ async def test_oversized_frame_closes_only_that_connection(make_server):
     try:
         await bad.send_raw(b"\x00" * 5000)
         code, _ = await bad.wait_closed(timeout=5)
-        assert code == 1009                      # message too big
+        assert code == 1009  # message too big
         await speak(good)
         await good.wait_for("tts", "stop", timeout=15)
     finally:
@@ -188,8 +225,9 @@ async def test_oversized_frame_closes_only_that_connection(make_server):
 
 
 async def test_idle_timeout_says_goodbye_then_closes(make_server):
-    server = await make_server(server={"timeouts": {"idle": 1.0}},
-                               session={"goodbye": "Bye for now."})
+    server = await make_server(
+        server={"timeouts": {"idle": 1.0}}, session={"goodbye": "Bye for now."}
+    )
     dev = await FakeDevice(server.ws_url).connect()
     await dev.listen("start", "auto")
     code, reason = await dev.wait_closed(timeout=10)

@@ -29,9 +29,12 @@ async def server(tmp_path: Path):
     (builds / f"{BOARD}_1.10.2.bin").write_bytes(os.urandom(300_000))
     (builds / "other-board_9.0.0.bin").write_bytes(b"x")
     (builds / "README.txt").write_text("not a build")
-    config = fake_config(**merge({"server": {"limits": {"max_loop_lag_ms": 0}}},
-                                 {"ota": {"firmware_dir": str(builds),
-                                          "timezone": "Asia/Shanghai"}}))
+    config = fake_config(
+        **merge(
+            {"server": {"limits": {"max_loop_lag_ms": 0}}},
+            {"ota": {"firmware_dir": str(builds), "timezone": "Asia/Shanghai"}},
+        )
+    )
     srv = await XiaozhiServer.create(config)
     await srv.start(port=0, http_port=0)
     yield srv
@@ -41,10 +44,14 @@ async def server(tmp_path: Path):
 async def check(server: XiaozhiServer, version: str, board: str = BOARD) -> dict[str, Any]:
     body = ota_body("aa:bb:cc:dd:ee:ff", "u1", version)
     body["board"]["type"] = board
-    async with aiohttp.ClientSession() as http, http.post(
-            server.ota_url, data=json.dumps(body),
-            headers={"Device-Id": "aa:bb:cc:dd:ee:ff", "User-Agent": f"{board}/{version}"}
-    ) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.ota_url,
+            data=json.dumps(body),
+            headers={"Device-Id": "aa:bb:cc:dd:ee:ff", "User-Agent": f"{board}/{version}"},
+        ) as resp,
+    ):
         assert resp.status == 200
         return dict(await resp.json())
 
@@ -70,7 +77,7 @@ async def test_other_boards_get_nothing_of_this_board(server):
 async def test_download_resumes_with_range_requests_and_carries_the_checksum(server):
     fw = (await check(server, "1.0.0"))["firmware"]
     async with aiohttp.ClientSession() as http:
-        async with http.get(fw["url"]) as resp:             # interrupted after 100 kB
+        async with http.get(fw["url"]) as resp:  # interrupted after 100 kB
             assert resp.status == 200
             assert resp.headers["X-Checksum-SHA256"] == fw["sha256"]
             assert resp.headers["Repr-Digest"].startswith("sha-256=:")

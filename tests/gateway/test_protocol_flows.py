@@ -25,17 +25,21 @@ async def test_server_hello_has_transport_session_id_and_downstream_params(serve
     async with FakeDevice(server.ws_url) as dev:
         hello = dev.server_hello
     assert hello["type"] == "hello"
-    assert hello["transport"] == "websocket"          # MUST: firmware dereferences it
+    assert hello["transport"] == "websocket"  # MUST: firmware dereferences it
     assert isinstance(hello["session_id"], str) and hello["session_id"]
-    assert hello["audio_params"] == {"format": "opus", "sample_rate": 24000, "channels": 1,
-                                     "frame_duration": 60}
+    assert hello["audio_params"] == {
+        "format": "opus",
+        "sample_rate": 24000,
+        "channels": 1,
+        "frame_duration": 60,
+    }
 
 
 async def test_hello_without_optional_fields_is_accepted(server):
     dev = FakeDevice(server.ws_url, send_hello=False)
     await dev.connect()
     try:
-        await dev.send_json({"type": "hello"})      # no version, features, audio_params
+        await dev.send_json({"type": "hello"})  # no version, features, audio_params
         hello = await dev.wait_for("hello", timeout=5)
         assert hello["transport"] == "websocket"
     finally:
@@ -65,8 +69,10 @@ async def test_hello_timeout_closes_the_connection(make_server):
 # --------------------------------------------------------------------------- a turn
 @pytest.mark.parametrize("version", [1, 2, 3])
 async def test_full_auto_turn_in_each_framing_version(make_server, version):
-    server = await make_server(llm={"provider": "fake", "options": {"reply": REPLY}},
-                               asr={"provider": "fake", "options": {"text": "hi there"}})
+    server = await make_server(
+        llm={"provider": "fake", "options": {"reply": REPLY}},
+        asr={"provider": "fake", "options": {"text": "hi there"}},
+    )
     async with FakeDevice(server.ws_url, protocol_version=version) as dev:
         await speak(dev)
         await dev.wait_for("tts", "stop", timeout=20)
@@ -86,7 +92,7 @@ async def test_full_auto_turn_in_each_framing_version(make_server, version):
             stamps = [r.timestamp for r in dev.received if r.audio is not None]
             assert all(isinstance(t, int) for t in stamps)
     session_audio = server.providers.asr.instance.utterances[-1]
-    assert len(session_audio) >= 16000 * 0.6   # the whole tone reached ASR
+    assert len(session_audio) >= 16000 * 0.6  # the whole tone reached ASR
 
 
 async def test_downstream_frames_are_paced_and_never_longer_than_frame_duration(make_server):
@@ -97,6 +103,7 @@ async def test_downstream_frames_are_paced_and_never_longer_than_frame_duration(
     frames = [r for r in dev.received if r.audio is not None]
     assert len(frames) > 20
     from xiaozhi_core.protocol.opus import OpusDecoder
+
     dec = OpusDecoder(24000)
     for f in frames:
         assert len(dec.decode(f.audio)) // 2 <= 24000 * 60 // 1000
@@ -105,7 +112,7 @@ async def test_downstream_frames_are_paced_and_never_longer_than_frame_duration(
     for i, f in enumerate(frames):
         assert i * 0.060 <= (f.at - t0) + 2.0
     duration = len(frames) * 0.060
-    assert frames[-1].at - t0 >= duration - 0.5    # paced, not burst
+    assert frames[-1].at - t0 >= duration - 0.5  # paced, not burst
     stop_at = next(r.at for r in dev.received if r.message and r.message.get("state") == "stop")
     assert stop_at >= frames[-1].at
 
@@ -113,10 +120,10 @@ async def test_downstream_frames_are_paced_and_never_longer_than_frame_duration(
 async def test_dtx_and_empty_frames_are_tolerated(server):
     async with FakeDevice(server.ws_url) as dev:
         await dev.listen("start", "auto")
-        await dev.send_raw(b"")                       # 0-byte "stopped" marker
+        await dev.send_raw(b"")  # 0-byte "stopped" marker
         for _ in range(10):
-            await dev.send_packet(b"\xf8")            # 1-byte DTX packets
-        await dev.send_packet(b"\xf8\xff\xfe")        # 3-byte DTX
+            await dev.send_packet(b"\xf8")  # 1-byte DTX packets
+        await dev.send_packet(b"\xf8\xff\xfe")  # 3-byte DTX
         await dev.stream(utterance(), realtime=False)
         await dev.wait_for("tts", "stop", timeout=15)
         assert dev.messages("stt")
@@ -126,8 +133,8 @@ async def test_malformed_frames_are_dropped_and_the_session_goes_on(make_server)
     server = await make_server()
     async with FakeDevice(server.ws_url, protocol_version=3) as dev:
         await dev.listen("start", "auto")
-        await dev.send_raw(b"\x00\x00\x00\x09abc")   # v3 payload_size mismatch
-        await dev.send_raw(b"\x07")                    # shorter than the header
+        await dev.send_raw(b"\x00\x00\x00\x09abc")  # v3 payload_size mismatch
+        await dev.send_raw(b"\x07")  # shorter than the header
         await dev.send_raw("not json")
         await dev.send_raw(json.dumps([1, 2, 3]))
         await dev.send_raw(json.dumps({"type": "listen", "state": "bogus"}))
@@ -160,7 +167,7 @@ async def test_reply_audio_is_paced_never_underruns_and_never_runs_far_ahead(mak
         await speak(dev)
         await dev.wait_for("tts", "stop", timeout=20)
         arrivals = [r.at for r in dev.received if r.audio is not None]
-    assert len(arrivals) > 40                          # several seconds of reply
+    assert len(arrivals) > 40  # several seconds of reply
     t0 = arrivals[0]
     # a sentence boundary may leave the device with less, never with nothing for long
     late = [k for k, at in enumerate(arrivals) if at > t0 + k * frame + 0.05]
@@ -177,7 +184,7 @@ async def test_manual_mode_turn_ends_on_listen_stop_not_on_silence(make_server):
     server = await make_server(asr={"provider": "fake", "options": {"text": "manual"}})
     async with FakeDevice(server.ws_url) as dev:
         await dev.listen("start", "manual")
-        await dev.stream(utterance(tail=1.5), realtime=False)   # long silence: no auto end
+        await dev.stream(utterance(tail=1.5), realtime=False)  # long silence: no auto end
         await asyncio.sleep(0.5)
         assert not dev.messages("stt")
         await dev.listen("stop")
@@ -217,21 +224,24 @@ async def test_realtime_barge_in_stops_the_reply_and_starts_a_new_turn(make_serv
         # the user talks over the reply (mic stays on in realtime mode)
         await dev.stream(utterance(lead=0.1), realtime=True)
         await dev.wait_for("tts", "stop", timeout=10)
-        stop_index = next(i for i, r in enumerate(dev.received)
-                          if r.message and r.message.get("state") == "stop")
-        await dev.wait_for("stt", timeout=15, after=stop_index)   # second turn began
+        stop_index = next(
+            i for i, r in enumerate(dev.received) if r.message and r.message.get("state") == "stop"
+        )
+        await dev.wait_for("stt", timeout=15, after=stop_index)  # second turn began
     assert len(server.providers.asr.instance.utterances) == 2
 
 
 async def test_wake_word_detect_gets_a_greeting_and_text_detect_a_reply(make_server):
-    server = await make_server(session={"greeting": "Hi, I am listening."},
-                               asr={"provider": "fake", "options": {"text": "unused"}})
+    server = await make_server(
+        session={"greeting": "Hi, I am listening."},
+        asr={"provider": "fake", "options": {"text": "unused"}},
+    )
     async with FakeDevice(server.ws_url) as dev:
         await dev.listen("detect", text="你好小智")
         await dev.wait_for("tts", "stop", timeout=10)
         subtitles = [m["text"] for m in dev.messages("tts") if m["state"] == "sentence_start"]
         assert subtitles == ["Hi, I am listening."]
-        assert not dev.messages("stt")          # a greeting is not a user query
+        assert not dev.messages("stt")  # a greeting is not a user query
         mark = len(dev.received)
         await dev.listen("detect", text="tell me a joke")
         await dev.wait_for("tts", "stop", timeout=10, after=mark)
@@ -250,12 +260,13 @@ async def test_abort_while_speaking_sends_tts_stop_and_no_stale_frame(make_serve
         await dev.wait_frames(5)
         await dev.abort(reason)
         await dev.wait_for("tts", "stop", timeout=2)
-        stop_i = next(i for i, r in enumerate(dev.received)
-                      if r.message and r.message.get("state") == "stop")
-        await asyncio.sleep(1.0)                      # anything stale would arrive now
-        after = dev.received[stop_i + 1:]
+        stop_i = next(
+            i for i, r in enumerate(dev.received) if r.message and r.message.get("state") == "stop"
+        )
+        await asyncio.sleep(1.0)  # anything stale would arrive now
+        after = dev.received[stop_i + 1 :]
         assert not [r for r in after if r.audio is not None], "audio after tts stop"
-        assert len(dev.audio_frames()) < 40           # the long reply was cut short
+        assert len(dev.audio_frames()) < 40  # the long reply was cut short
         session = next(iter(server.sessions.values()))
         assert session.turn_task is None
         # the session keeps working after an abort
@@ -274,8 +285,9 @@ async def test_abort_when_idle_is_still_answered(server):
 
 
 async def test_abort_during_thinking_cancels_the_llm(make_server):
-    server = await make_server(llm={"provider": "fake_io", "options": {
-        "reply": "late words", "first_token_delay": 5.0}})
+    server = await make_server(
+        llm={"provider": "fake_io", "options": {"reply": "late words", "first_token_delay": 5.0}}
+    )
     async with FakeDevice(server.ws_url) as dev:
         await speak(dev)
         await dev.wait_for("stt", timeout=10)
@@ -318,13 +330,17 @@ async def test_unknown_path_is_refused(server):
 async def test_utterance_audio_is_kept_from_the_first_syllable(make_server):
     """Pre-roll: the audio handed to ASR starts before the VAD's first voiced window."""
     server = await make_server(session={"pre_roll_ms": 300})
-    pcm = np.concatenate([np.zeros(16000, np.int16),
-                          (np.sin(np.arange(9600) * 0.2) * 9000).astype(np.int16),
-                          np.zeros(16000, np.int16)])
+    pcm = np.concatenate(
+        [
+            np.zeros(16000, np.int16),
+            (np.sin(np.arange(9600) * 0.2) * 9000).astype(np.int16),
+            np.zeros(16000, np.int16),
+        ]
+    )
     async with FakeDevice(server.ws_url) as dev:
         await dev.listen("start", "auto")
         await dev.stream(encode_utterance(pcm), realtime=False)
         await dev.wait_for("tts", "stop", timeout=15)
     heard = server.providers.asr.instance.utterances[-1]
     lead = np.argmax(np.abs(heard) > 2000)
-    assert lead >= 16000 * 0.25 - 512       # ~300 ms of pre-roll before the onset
+    assert lead >= 16000 * 0.25 - 512  # ~300 ms of pre-roll before the onset

@@ -41,9 +41,19 @@ async def test_serve_prints_urls_serves_a_turn_and_stops_on_sigterm(tmp_path: Pa
     store = f'store: {{data_dir: "{tmp_path / "data"}"}}\n'
     cfg.write_text(CONFIG + store)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "xiaozhi_core", "--log-format", "json", "serve", "--log-level",
-        "info", "-c", str(cfg),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "xiaozhi_core",
+        "--log-format",
+        "json",
+        "serve",
+        "--log-level",
+        "info",
+        "-c",
+        str(cfg),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         lines: list[str] = []
         url = ota = None
@@ -63,9 +73,14 @@ async def test_serve_prints_urls_serves_a_turn_and_stops_on_sigterm(tmp_path: Pa
             await speak(dev)
             await dev.wait_for("tts", "stop", timeout=15)
             assert dev.messages("stt")[0]["text"] == "hello from the cli"
-        turn = (await _log_line(proc, "turn device="))["turn"]    # one line per turn
-        assert (turn["device"], turn["profile"], turn["outcome"], turn["text"], turn["reply"]) \
-            == (dev.device_id, "default", "ok", "hello from the cli", "Hi. I am running.")
+        turn = (await _log_line(proc, "turn device="))["turn"]  # one line per turn
+        assert (turn["device"], turn["profile"], turn["outcome"], turn["text"], turn["reply"]) == (
+            dev.device_id,
+            "default",
+            "ok",
+            "hello from the cli",
+            "Hi. I am running.",
+        )
         assert turn["latency"]["total_ms"] > 0 and turn["session"] == dev.session_id
         # SIGHUP reloads: a broken file is refused (one JSON log line), a good one applies
         cfg.write_text(CONFIG + store + "bogus: 1\n")

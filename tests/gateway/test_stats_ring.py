@@ -17,7 +17,7 @@ def test_ring_keeps_an_hour_and_aggregates_each_interval() -> None:
         ring.observe_lane_lag([0.001, 0.003])
         ring.close(at=1000.0 + 10 * i, sessions=i, loop_lags=[0.002] * 190 + [0.050] * 10)
     samples = ring.samples()
-    assert len(samples) == 6                     # span / interval, oldest dropped
+    assert len(samples) == 6  # span / interval, oldest dropped
     assert [s["sessions"] for s in samples] == [4, 5, 6, 7, 8, 9]
     last = samples[-1]
     assert (last["turns"], last["ttfa_p50_ms"], last["ttfa_max_ms"]) == (4, 309.0, 409.0)

@@ -60,21 +60,47 @@ class Served:
             return await (r.json() if path == "/health" else r.text())
 
     async def ota_token(self, device_id: str, client_id: str) -> str:
-        async with aiohttp.ClientSession() as http, http.post(self.http + "/xiaozhi/ota/",
-                             headers={"Device-Id": device_id, "Client-Id": client_id},
-                             data=json.dumps({"mac_address": device_id})) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                self.http + "/xiaozhi/ota/",
+                headers={"Device-Id": device_id, "Client-Id": client_id},
+                data=json.dumps({"mac_address": device_id}),
+            ) as r,
+        ):
             return str((await r.json())["websocket"]["token"])
 
 
-async def start_served(tmp_path: Path, workers: int = 2, drain: float = 10,
-                       max_sessions: int = 16, auth: bool = False,
-                       delay: float = 0.0) -> Served:
+async def start_served(
+    tmp_path: Path,
+    workers: int = 2,
+    drain: float = 10,
+    max_sessions: int = 16,
+    auth: bool = False,
+    delay: float = 0.0,
+) -> Served:
     cfg = tmp_path / "workers.yaml"
-    cfg.write_text(CONFIG.format(drain=drain, max_sessions=max_sessions,
-                                 auth=str(auth).lower(), delay=delay, data=tmp_path / "data"))
+    cfg.write_text(
+        CONFIG.format(
+            drain=drain,
+            max_sessions=max_sessions,
+            auth=str(auth).lower(),
+            delay=delay,
+            data=tmp_path / "data",
+        )
+    )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "xiaozhi_core", "serve", "--no-local", "-c", str(cfg),
-        "--workers", str(workers), stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "xiaozhi_core",
+        "serve",
+        "--no-local",
+        "-c",
+        str(cfg),
+        "--workers",
+        str(workers),
+        stdout=asyncio.subprocess.PIPE,
+    )
     ws_url = http = ""
     assert proc.stdout is not None
     async with asyncio.timeout(60):
@@ -92,7 +118,7 @@ async def start_served(tmp_path: Path, workers: int = 2, drain: float = 10,
 async def served(tmp_path: Path) -> AsyncIterator[list[Served]]:
     started: list[Served] = []
     yield started
-    for s in started:   # SIGTERM: the supervisor drains its workers and removes its run dir
+    for s in started:  # SIGTERM: the supervisor drains its workers and removes its run dir
         if s.proc.returncode is None:
             s.proc.send_signal(signal.SIGTERM)
             try:
@@ -136,7 +162,8 @@ async def turn(dev: FakeDevice) -> None:
 
 
 async def test_two_workers_serve_one_conversation_each_with_merged_health_and_metrics(
-        tmp_path: Path, served: list[Served]) -> None:
+    tmp_path: Path, served: list[Served]
+) -> None:
     s = await start_served(tmp_path)
     served.append(s)
     devs = await one_device_per_worker(s.ws_url)
@@ -172,7 +199,8 @@ async def greeting(dev: FakeDevice) -> str:
 
 
 async def test_workers_share_one_store_and_sighup_reloads_every_worker(
-        tmp_path: Path, served: list[Served]) -> None:
+    tmp_path: Path, served: list[Served]
+) -> None:
     s = await start_served(tmp_path)
     served.append(s)
     devs = await one_device_per_worker(s.ws_url)
@@ -181,13 +209,14 @@ async def test_workers_share_one_store_and_sighup_reloads_every_worker(
         assert {await greeting(d) for d in devs.values()} == {"Hi, I'm listening."}
         cfg = tmp_path / "workers.yaml"
         mapping = "".join(f'  "{d.device_id}": w\n' for d in devs.values())
-        cfg.write_text(cfg.read_text() + "profiles: {w: {greeting: Reloaded hello.}}\n"
-                       f"devices:\n{mapping}")
+        cfg.write_text(
+            cfg.read_text() + f"profiles: {{w: {{greeting: Reloaded hello.}}}}\ndevices:\n{mapping}"
+        )
         assert s.proc.pid is not None
-        s.proc.send_signal(signal.SIGHUP)          # the supervisor passes it to each worker
+        s.proc.send_signal(signal.SIGHUP)  # the supervisor passes it to each worker
         async with asyncio.timeout(30):
             for d in devs.values():
-                for _ in range(100):   # each worker reloads on its own signal handler
+                for _ in range(100):  # each worker reloads on its own signal handler
                     if await greeting(d) == "Reloaded hello.":
                         break
                     await asyncio.sleep(0.2)
@@ -201,9 +230,9 @@ async def test_workers_share_one_store_and_sighup_reloads_every_worker(
         assert await s.proc.wait() == 0
     store = Store(StoreSettings(data_dir=str(tmp_path / "data")))
     await store.open()
-    try:   # both workers wrote to the one SQLite file
+    try:  # both workers wrote to the one SQLite file
         devices = {d.device_id for d in await store.list_devices()}
-        assert {d.device_id for d in devs.values()} <= devices   # (+ extra connections)
+        assert {d.device_id for d in devs.values()} <= devices  # (+ extra connections)
         for d in devs.values():
             kinds = [t.kind for t in await store.device_turns(d.device_id)]
             assert "voice" in kinds and kinds.count("greeting") >= 2
@@ -212,7 +241,8 @@ async def test_workers_share_one_store_and_sighup_reloads_every_worker(
 
 
 async def test_a_killed_worker_is_restarted_and_only_its_devices_reconnect(
-        tmp_path: Path, served: list[Served]) -> None:
+    tmp_path: Path, served: list[Served]
+) -> None:
     s = await start_served(tmp_path)
     served.append(s)
     devs = await one_device_per_worker(s.ws_url)
@@ -240,14 +270,15 @@ async def test_a_killed_worker_is_restarted_and_only_its_devices_reconnect(
     await survivor.close()
 
 
-async def test_admission_limit_holds_for_the_whole_server(tmp_path: Path,
-                                                          served: list[Served]) -> None:
+async def test_admission_limit_holds_for_the_whole_server(
+    tmp_path: Path, served: list[Served]
+) -> None:
     s = await start_served(tmp_path, max_sessions=3)
     served.append(s)
     devs = list((await one_device_per_worker(s.ws_url)).values())
     devs.append(await FakeDevice(s.ws_url, device_id="aa:bb:cc:00:01:00").connect())
     refused = 0
-    for i in range(6):   # whichever worker each lands on, the server is full
+    for i in range(6):  # whichever worker each lands on, the server is full
         try:
             extra = await FakeDevice(s.ws_url, device_id=f"aa:bb:cc:00:02:{i:02x}").connect()
         except InvalidStatus as exc:
@@ -265,16 +296,16 @@ async def test_admission_limit_holds_for_the_whole_server(tmp_path: Path,
         await d.close()
 
 
-async def test_one_generated_secret_for_every_worker(tmp_path: Path,
-                                                     served: list[Served]) -> None:
+async def test_one_generated_secret_for_every_worker(tmp_path: Path, served: list[Served]) -> None:
     s = await start_served(tmp_path, auth=True)
     served.append(s)
     # one token from one OTA answer (whichever worker gave it) opens a session on both
     token = await s.ota_token("aa:bb:cc:00:00:01", "client-1")
     seen: dict[int, FakeDevice] = {}
     for _ in range(60):
-        dev = await FakeDevice(s.ws_url, device_id="aa:bb:cc:00:00:01", client_id="client-1",
-                               token=token).connect()
+        dev = await FakeDevice(
+            s.ws_url, device_id="aa:bb:cc:00:00:01", client_id="client-1", token=token
+        ).connect()
         index, _ = worker_of(dev)
         if index in seen:
             await dev.close()
@@ -285,14 +316,16 @@ async def test_one_generated_secret_for_every_worker(tmp_path: Path,
             break
     assert sorted(seen) == [0, 1]
     with pytest.raises(InvalidStatus):
-        await FakeDevice(s.ws_url, device_id="aa:bb:cc:00:00:01", client_id="client-1",
-                         token="forged").connect()
+        await FakeDevice(
+            s.ws_url, device_id="aa:bb:cc:00:00:01", client_id="client-1", token="forged"
+        ).connect()
     for d in seen.values():
         await d.close()
 
 
 async def test_sigterm_drains_running_turns_then_closes_sessions(
-        tmp_path: Path, served: list[Served]) -> None:
+    tmp_path: Path, served: list[Served]
+) -> None:
     # the LLM takes 1.5 s to its first token: SIGTERM arrives mid-turn
     s = await start_served(tmp_path, drain=8, delay=1.5)
     served.append(s)
@@ -316,8 +349,9 @@ async def test_sigterm_drains_running_turns_then_closes_sessions(
         assert await s.proc.wait() == 0
 
 
-async def test_drain_deadline_cuts_a_turn_that_runs_too_long(tmp_path: Path,
-                                                             served: list[Served]) -> None:
+async def test_drain_deadline_cuts_a_turn_that_runs_too_long(
+    tmp_path: Path, served: list[Served]
+) -> None:
     s = await start_served(tmp_path, workers=2, drain=1, delay=30)
     served.append(s)
     async with FakeDevice(s.ws_url) as dev:
@@ -334,13 +368,19 @@ async def test_drain_deadline_cuts_a_turn_that_runs_too_long(tmp_path: Path,
 
 
 def test_merge_sums_counters_and_histograms_and_keeps_gauge_maxima() -> None:
-    a = ("# TYPE t counter\nt_total{outcome=\"ok\"} 2.0\nt_created{outcome=\"ok\"} 100.0\n"
-         "# TYPE h histogram\nh_bucket{le=\"0.1\"} 1.0\nh_bucket{le=\"+Inf\"} 2.0\n"
-         "h_count 2.0\nh_sum 0.5\n"
-         "# TYPE xiaozhi_loop_lag_seconds gauge\nxiaozhi_loop_lag_seconds{stat=\"p99\"} 0.2\n"
-         "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 50.0\n")
-    b = a.replace("2.0", "3.0").replace("100.0", "90.0").replace("0.2", "0.1").replace(
-        "50.0", "60.0")
+    a = (
+        '# TYPE t counter\nt_total{outcome="ok"} 2.0\nt_created{outcome="ok"} 100.0\n'
+        '# TYPE h histogram\nh_bucket{le="0.1"} 1.0\nh_bucket{le="+Inf"} 2.0\n'
+        "h_count 2.0\nh_sum 0.5\n"
+        '# TYPE xiaozhi_loop_lag_seconds gauge\nxiaozhi_loop_lag_seconds{stat="p99"} 0.2\n'
+        "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 50.0\n"
+    )
+    b = (
+        a.replace("2.0", "3.0")
+        .replace("100.0", "90.0")
+        .replace("0.2", "0.1")
+        .replace("50.0", "60.0")
+    )
     text = merge_expositions([a, b]).decode()
     assert 't_total{outcome="ok"} 5.0' in text
     assert 't_created{outcome="ok"} 90.0' in text

@@ -40,11 +40,22 @@ class EchoSessions:
                     continue
                 data = json.loads(item)
                 if data["type"] == "hello":
-                    await transport.send_json(json.dumps(
-                        {"type": "hello", "transport": "udp", "session_id": sid,
-                         "audio_params": {"format": "opus", "sample_rate": 24000,
-                                          "channels": 1, "frame_duration": 60},
-                         **transport.hello_fields()}))
+                    await transport.send_json(
+                        json.dumps(
+                            {
+                                "type": "hello",
+                                "transport": "udp",
+                                "session_id": sid,
+                                "audio_params": {
+                                    "format": "opus",
+                                    "sample_rate": 24000,
+                                    "channels": 1,
+                                    "frame_duration": 60,
+                                },
+                                **transport.hello_fields(),
+                            }
+                        )
+                    )
                 elif data["type"] == "listen" and data.get("state") == "stop":
                     await transport.close()
         finally:

@@ -16,20 +16,22 @@ def test_issued_credentials_verify_and_identify_the_device():
     assert (login.device_id, login.client_id) == (MAC, "uuid-1")
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("client_id", "GID_xiaozhi@@@aa_bb_cc_dd_ee_02@@@uuid-1", "does not match"),
-    ("client_id", "GID_xiaozhi@@@aa_bb_cc_dd_ee_01@@@uuid-2", "does not match"),
-    ("client_id", "aa_bb_cc_dd_ee_01", "is not GID_"),
-    ("username", "1001", "does not match"),
-    ("username", "", "not the issue time"),
-    ("password", "", "missing password"),
-    ("password", "x" * 43, "does not match"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("client_id", "GID_xiaozhi@@@aa_bb_cc_dd_ee_02@@@uuid-1", "does not match"),
+        ("client_id", "GID_xiaozhi@@@aa_bb_cc_dd_ee_01@@@uuid-2", "does not match"),
+        ("client_id", "aa_bb_cc_dd_ee_01", "is not GID_"),
+        ("username", "1001", "does not match"),
+        ("username", "", "not the issue time"),
+        ("password", "", "missing password"),
+        ("password", "x" * 43, "does not match"),
+    ],
+)
 def test_any_tampered_field_is_refused(field, value, message):
     signer = MqttSigner(b"secret")
     c = signer.issue(MAC, "uuid-1", now=1000)
-    login = {"client_id": c.client_id, "username": c.username, "password": c.password,
-             field: value}
+    login = {"client_id": c.client_id, "username": c.username, "password": c.password, field: value}
     with pytest.raises(CredentialError, match=message):
         signer.verify(login["client_id"], login["username"], login["password"], now=1000)
 

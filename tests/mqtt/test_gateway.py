@@ -23,12 +23,19 @@ async def test_ota_block_has_what_the_firmware_reads(gateway):
     assert block["endpoint"] == f"127.0.0.1:{gw.port}"
     assert block["client_id"] == "GID_xiaozhi@@@aa_bb_cc_dd_ee_01@@@uuid-1"
     assert block["publish_topic"] == "device-server" and block["keepalive"] == 240
-    assert all(isinstance(block[k], str) and block[k]
-               for k in ("username", "password", "subscribe_topic"))
+    assert all(
+        isinstance(block[k], str) and block[k] for k in ("username", "password", "subscribe_topic")
+    )
 
 
-@pytest.mark.parametrize("change", [{"password": "forged"}, {"username": "1"},
-                                    {"client_id": "GID_xiaozhi@@@aa_bb_cc_dd_ee_02@@@uuid-01"}])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"password": "forged"},
+        {"username": "1"},
+        {"client_id": "GID_xiaozhi@@@aa_bb_cc_dd_ee_02@@@uuid-01"},
+    ],
+)
 async def test_wrong_credentials_are_refused_at_connect(gateway, change):
     gw, _ = gateway
     block = {**gw.ota_block("aa:bb:cc:dd:ee:01", "uuid-01"), **change}
@@ -37,8 +44,7 @@ async def test_wrong_credentials_are_refused_at_connect(gateway, change):
     assert gw.stats.logins_refused == 1
 
 
-async def test_hello_gives_udp_key_nonce_and_audio_flows_both_ways_encrypted(gateway,
-                                                                           make_device):
+async def test_hello_gives_udp_key_nonce_and_audio_flows_both_ways_encrypted(gateway, make_device):
     gw, sessions = gateway
     dev = await make_device()
     udp = dev.server_hello["udp"]
@@ -68,9 +74,9 @@ async def test_keys_and_ssrc_are_fresh_per_session(gateway, make_device):
 async def test_loss_reorder_duplication_on_the_uplink(gateway, make_device):
     gw, sessions = gateway
     dev = await make_device()
-    datagrams = [dev.seal(bytes([i]) * 20) for i in range(1, 21)]   # sequences 1..20
+    datagrams = [dev.seal(bytes([i]) * 20) for i in range(1, 21)]  # sequences 1..20
     order = [1, 2, 4, 3, 5, 5, 6, 9, 10, 7, 11, 12, 12, 12, 14, 15, 16, 17, 18, 20]
-    for seq in order:                       # 8, 13 and 19 lost; 3 and 7 late; 5, 12 doubled
+    for seq in order:  # 8, 13 and 19 lost; 3 and 7 late; 5, 12 doubled
         dev.send_datagram(datagrams[seq - 1])
         await asyncio.sleep(0.002)
     await until(lambda: len(sessions.received[0]) >= 1 + 14)
@@ -92,8 +98,8 @@ async def test_forged_and_foreign_datagrams_do_not_disturb_the_session(gateway, 
     await until(lambda: sessions.transports[0].closed)
     await dev.open_audio_channel()
     other = await make_device("aa:bb:cc:dd:ee:02")
-    await dev.send_packet(b"first")                         # pins dev's address
-    await other.send_packet(b"mine")                        # pins other's address
+    await dev.send_packet(b"first")  # pins dev's address
+    await other.send_packet(b"mine")  # pins other's address
     await until(lambda: len(sessions.received[1]) == 2 and len(sessions.received[2]) == 2)
     nonce = bytes.fromhex(dev.server_hello["udp"]["nonce"])
     other_key = bytes.fromhex(other.server_hello["udp"]["key"])
@@ -102,22 +108,22 @@ async def test_forged_and_foreign_datagrams_do_not_disturb_the_session(gateway, 
     try:
         # dev's ssrc, another session's key, a far-ahead sequence, from another address
         attacker.sendto(UdpCipher(other_key, nonce).seal(b"garbage", 10**6), udp)
-        attacker.sendto(stale, udp)                              # the previous session's
+        attacker.sendto(stale, udp)  # the previous session's
         attacker.sendto(UdpCipher(b"k" * 16, new_nonce(12345)).seal(b"x", 1), udp)
-        attacker.sendto(b"\x01\x00\x00\x05", udp)               # malformed
+        attacker.sendto(b"\x01\x00\x00\x05", udp)  # malformed
         # and the stale datagram from dev's own socket too
         dev.send_datagram(stale)
         await asyncio.sleep(0.1)
     finally:
         attacker.close()
-    await dev.send_packet(b"second")                        # the session goes on
+    await dev.send_packet(b"second")  # the session goes on
     await dev.wait_frames(2)
     assert sessions.received[1][1:] == [b"first", b"second"]
     assert dev.audio_frames() == [b"echo:first", b"echo:second"]
     c = sessions.transports[1].counters
     assert c.wrong_address == 1 and c.sequence.last == 2 and c.accepted == 2
     assert gw.stats.datagrams_unknown_ssrc == 3 and gw.stats.datagrams_malformed == 1
-    await other.send_packet(b"mine again")                  # the other session is untouched
+    await other.send_packet(b"mine again")  # the other session is untouched
     await other.wait_frames(2)
     assert other.audio_frames() == [b"echo:mine", b"echo:mine again"]
 
@@ -149,10 +155,10 @@ async def test_device_goodbye_ends_the_session_without_a_reply(gateway, make_dev
 async def test_server_close_sends_goodbye_with_the_session_id(gateway, make_device):
     gw, sessions = gateway
     dev = await make_device()
-    await dev.listen("stop")                    # the echo session closes on listen stop
+    await dev.listen("stop")  # the echo session closes on listen stop
     goodbye = await dev.wait_for("goodbye", timeout=5)
     assert goodbye["session_id"] == dev.session_id == "s1"
-    assert dev.udp is None                      # the device closed its channel, as firmware
+    assert dev.udp is None  # the device closed its channel, as firmware
 
 
 async def test_json_without_a_session_is_answered_with_goodbye(gateway, make_device):
@@ -174,9 +180,9 @@ async def test_a_new_hello_replaces_the_running_session(gateway, make_device):
 async def test_dropped_connection_ends_the_session_and_reconnect_works(gateway, make_device):
     gw, sessions = gateway
     dev = await make_device()
-    await dev.close(goodbye=False)               # MQTT gone without goodbye
+    await dev.close(goodbye=False)  # MQTT gone without goodbye
     await until(lambda: sessions.transports[0].closed)
-    again = await make_device()                  # same client id reconnects
+    again = await make_device()  # same client id reconnects
     await again.send_packet(b"back")
     await again.wait_frames(1)
     assert again.session_id == "s2" and again.audio_frames() == [b"echo:back"]
@@ -186,8 +192,9 @@ async def test_publishing_on_another_topic_is_ignored(gateway, make_device):
     gw, sessions = gateway
     dev = await make_device()
     assert dev.client is not None
-    await dev.client.publish("devices/p2p/aa_bb_cc_dd_ee_02",
-                             json.dumps({"type": "listen", "state": "stop"}).encode())
+    await dev.client.publish(
+        "devices/p2p/aa_bb_cc_dd_ee_02", json.dumps({"type": "listen", "state": "stop"}).encode()
+    )
     await until(lambda: gw.stats.json_wrong_topic == 1)
     assert not sessions.transports[0].closed
 
@@ -206,10 +213,18 @@ async def test_subscribing_gets_nothing_from_other_devices(gateway, make_device)
 def connect_packet(client_id: str, username: str, password: str, keepalive: int) -> bytes:
     """An MQTT 3.1.1 CONNECT (clean session, username + password), built by hand so the
     test controls the keep-alive it announces and then stays silent."""
+
     def s(text: str) -> bytes:
         return len(text.encode()).to_bytes(2, "big") + text.encode()
-    body = s("MQTT") + bytes([4, 0xC2]) + keepalive.to_bytes(2, "big") \
-        + s(client_id) + s(username) + s(password)
+
+    body = (
+        s("MQTT")
+        + bytes([4, 0xC2])
+        + keepalive.to_bytes(2, "big")
+        + s(client_id)
+        + s(username)
+        + s(password)
+    )
     assert len(body) < 128
     return bytes([0x10, len(body)]) + body
 
@@ -239,10 +254,12 @@ async def test_a_silent_connection_is_dropped_after_one_and_a_half_keepalives():
     await gw.start()
     try:
         creds = gw.ota_block("aa:bb:cc:dd:ee:09", "u9")
-        seconds, received = await silent_client(gw.port, connect_packet(
-            creds["client_id"], creds["username"], creds["password"], keepalive=2))
-        assert received[:4] == bytes([0x20, 2, 0, 0])            # CONNACK, accepted
-        assert 2.5 <= seconds <= 6.0, seconds                      # 1.5 x 2 s, not 1 x
+        seconds, received = await silent_client(
+            gw.port,
+            connect_packet(creds["client_id"], creds["username"], creds["password"], keepalive=2),
+        )
+        assert received[:4] == bytes([0x20, 2, 0, 0])  # CONNACK, accepted
+        assert 2.5 <= seconds <= 6.0, seconds  # 1.5 x 2 s, not 1 x
         await until(lambda: not gw.devices)
     finally:
         await gw.stop()
@@ -266,9 +283,15 @@ async def test_a_json_flood_is_bounded():
     async def publish(payload: bytes) -> bool:
         return True
 
-    t = MqttUdpTransport(peer=Peer("aa:bb:cc:dd:ee:0a", "u"), ssrc=1, udp_server="127.0.0.1",
-                         udp_port=1, publish=publish, sendto=lambda d, a: None,
-                         on_closed=lambda t: None)
+    t = MqttUdpTransport(
+        peer=Peer("aa:bb:cc:dd:ee:0a", "u"),
+        ssrc=1,
+        udp_server="127.0.0.1",
+        udp_port=1,
+        publish=publish,
+        sendto=lambda d, a: None,
+        on_closed=lambda t: None,
+    )
     for i in range(MAX_QUEUED_JSON + 44):
         t.feed_json(f'{{"type":"listen","n":{i}}}')
     assert t.counters.json_dropped == 44
@@ -288,7 +311,7 @@ async def test_udp_server_in_hello_is_where_the_device_reached_us(gateway, make_
     gw, _ = gateway
     await make_device()
     (device,) = gw.devices.values()
-    assert device.local_host == "127.0.0.1"          # the MQTT connection's local end
+    assert device.local_host == "127.0.0.1"  # the MQTT connection's local end
     # a server on every interface (not started here: tests bind to loopback only) hands
     # each device the address it used, unless public_host says otherwise
     wildcard = MqttGateway(MqttSigner(b"k"), sessions_stub, host="0.0.0.0")

@@ -36,10 +36,14 @@ async def make_server() -> AsyncIterator[ServerFactory]:
     async def factory(**sections: Any) -> XiaozhiServer:
         base: dict[str, Any] = {
             "session": {"silence_ms": 300, "min_speech_ms": 120},
-            "server": {"limits": {"max_loop_lag_ms": 0}, "auth": {"enabled": True},
-                       "mqtt": {"enabled": True, "port": 0, "udp_port": 0}},
+            "server": {
+                "limits": {"max_loop_lag_ms": 0},
+                "auth": {"enabled": True},
+                "mqtt": {"enabled": True, "port": 0, "udp_port": 0},
+            },
             "llm": {"provider": "fake", "options": {"reply": REPLY}},
-            "asr": {"provider": "fake", "options": {"text": "what is new"}}}
+            "asr": {"provider": "fake", "options": {"text": "what is new"}},
+        }
         server = await XiaozhiServer.create(fake_config(**merge(base, sections)))
         await server.start(port=0, http_port=0)
         servers.append(server)
@@ -51,18 +55,22 @@ async def make_server() -> AsyncIterator[ServerFactory]:
 
 
 async def ota(server: XiaozhiServer, mac: str, uuid: str = "uuid-1") -> dict[str, Any]:
-    headers = {"Device-Id": mac, "Client-Id": uuid, "User-Agent": "bread-compact-wifi/1.6.0",
-               "Content-Type": "application/json"}
-    async with aiohttp.ClientSession() as http, \
-            http.post(server.ota_url, data=json.dumps(ota_body(mac, uuid)),
-                      headers=headers) as resp:
+    headers = {
+        "Device-Id": mac,
+        "Client-Id": uuid,
+        "User-Agent": "bread-compact-wifi/1.6.0",
+        "Content-Type": "application/json",
+    }
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(server.ota_url, data=json.dumps(ota_body(mac, uuid)), headers=headers) as resp,
+    ):
         assert resp.status == 200
         return dict(await resp.json())
 
 
 def utterance(seconds: float = 0.6) -> list[bytes]:
-    pcm = np.concatenate([np.zeros(4800, np.int16), tone(seconds),
-                          np.zeros(9600, np.int16)])
+    pcm = np.concatenate([np.zeros(4800, np.int16), tone(seconds), np.zeros(9600, np.int16)])
     return encode_utterance(pcm)
 
 
@@ -97,9 +105,9 @@ async def test_spoken_conversation_over_mqtt_and_udp(make_server):
         assert events.count("tts:stop") == 2 and "audio" in events
         assert dev.messages("stt")[0]["text"] == "what is new"
         pcm = dev.decode_reply_audio()
-        assert len(pcm) > 24000 * 0.5 and np.abs(pcm).max() > 1000   # real audio
+        assert len(pcm) > 24000 * 0.5 and np.abs(pcm).max() > 1000  # real audio
         assert dev.gaps == 0 and sum(dev.dropped.values()) == 0
-    await until(lambda: not server.sessions)          # goodbye ended the session
+    await until(lambda: not server.sessions)  # goodbye ended the session
 
 
 async def test_loss_reorder_and_duplication_on_the_uplink_keep_the_turn(make_server):
@@ -109,9 +117,9 @@ async def test_loss_reorder_and_duplication_on_the_uplink_keep_the_turn(make_ser
         await dev.listen("start", "auto")
         datagrams = [dev.seal(p) for p in utterance(0.8)]
         rng = random.Random(3)
-        sent = [d for d in datagrams if rng.random() > 0.05]              # 5 % lost
-        sent += [sent[i] for i in rng.sample(range(len(sent)), 5)]        # duplicates
-        for _ in range(6):                                                # reordering
+        sent = [d for d in datagrams if rng.random() > 0.05]  # 5 % lost
+        sent += [sent[i] for i in rng.sample(range(len(sent)), 5)]  # duplicates
+        for _ in range(6):  # reordering
             i = rng.randrange(len(sent) - 2)
             sent[i], sent[i + 1] = sent[i + 1], sent[i]
         for d in sent:
@@ -127,8 +135,7 @@ async def test_loss_reorder_and_duplication_on_the_uplink_keep_the_turn(make_ser
         assert session.lane.frames_reordered == 0 and session.lane.opus_errors == 0
         # and the drops are in the Prometheus metrics by reason
         metrics = server.render_metrics().decode()
-        for kind, n in (("udp_late", counters["late"]),
-                        ("udp_duplicate", counters["duplicate"])):
+        for kind, n in (("udp_late", counters["late"]), ("udp_duplicate", counters["duplicate"])):
             if n:
                 assert f'xiaozhi_frame_errors_total{{kind="{kind}"}} {float(n)}' in metrics
 
@@ -137,10 +144,18 @@ async def test_mqtt_and_websocket_devices_talk_at_the_same_time(make_server):
     server = await make_server()
     blocks = [(await ota(server, f"aa:bb:cc:00:01:0{i}", f"u{i}"))["mqtt"] for i in range(3)]
     ws_token = (await ota(server, "aa:bb:cc:00:02:01", "w1"))["websocket"]["token"]
-    async with FakeMqttDevice(blocks[0]) as m0, FakeMqttDevice(blocks[1]) as m1, \
-            FakeMqttDevice(blocks[2]) as m2, \
-            FakeDevice(server.ws_url, device_id="aa:bb:cc:00:02:01", client_id="w1",
-                       token=ws_token, protocol_version=3) as ws:
+    async with (
+        FakeMqttDevice(blocks[0]) as m0,
+        FakeMqttDevice(blocks[1]) as m1,
+        FakeMqttDevice(blocks[2]) as m2,
+        FakeDevice(
+            server.ws_url,
+            device_id="aa:bb:cc:00:02:01",
+            client_id="w1",
+            token=ws_token,
+            protocol_version=3,
+        ) as ws,
+    ):
         devices: list[Any] = [m0, m1, m2, ws]
         assert len(server.sessions) == 4
         for dev in devices:
@@ -154,15 +169,14 @@ async def test_mqtt_and_websocket_devices_talk_at_the_same_time(make_server):
 
 
 async def test_idle_session_gets_goodbye_and_a_new_hello_starts_again(make_server):
-    server = await make_server(server={"timeouts": {"idle": 0.5}},
-                               session={"goodbye": ""})
+    server = await make_server(server={"timeouts": {"idle": 0.5}}, session={"goodbye": ""})
     block = (await ota(server, "aa:bb:cc:00:00:03"))["mqtt"]
     async with FakeMqttDevice(block) as dev:
         first = dev.session_id
         goodbye = await dev.wait_for("goodbye", timeout=10)
         assert goodbye["session_id"] == first and dev.udp is None
         await until(lambda: not server.sessions)
-        await dev.open_audio_channel()                    # same MQTT connection
+        await dev.open_audio_channel()  # same MQTT connection
         assert dev.session_id != first and dev.session_id in server.sessions
 
 
@@ -217,7 +231,7 @@ class LossyProxy(asyncio.DatagramProtocol):
             self.duplicated += 1
             out = [data, data]
         elif r < 0.16 and self.held is None:
-            self.held = data                      # sent after the next one: reordered
+            self.held = data  # sent after the next one: reordered
             self.swapped += 1
             return
         if self.held is not None:
@@ -228,14 +242,12 @@ class LossyProxy(asyncio.DatagramProtocol):
             self.transport.sendto(d, self.device)
 
 
-async def test_downlink_loss_reorder_and_duplication_are_handled_like_the_firmware(
-        make_server):
+async def test_downlink_loss_reorder_and_duplication_are_handled_like_the_firmware(make_server):
     server = await make_server(llm={"provider": "fake", "options": {"reply": REPLY * 3}})
     block = (await ota(server, "aa:bb:cc:00:00:06"))["mqtt"]
     loop = asyncio.get_running_loop()
     proxy = LossyProxy(("127.0.0.1", server.mqtt.udp_port))
-    relay, _ = await loop.create_datagram_endpoint(lambda: proxy,
-                                                   local_addr=("127.0.0.1", 0))
+    relay, _ = await loop.create_datagram_endpoint(lambda: proxy, local_addr=("127.0.0.1", 0))
     try:
         async with FakeMqttDevice(block, udp_via=relay.get_extra_info("sockname")) as dev:
             await dev.listen("start", "auto")
@@ -246,11 +258,11 @@ async def test_downlink_loss_reorder_and_duplication_are_handled_like_the_firmwa
         relay.close()
     assert proxy.lost and proxy.duplicated and proxy.swapped
     seqs = dev.accepted_sequences
-    assert seqs == sorted(set(seqs))                       # strictly increasing, as played
-    assert dev.dropped["old"] >= proxy.duplicated          # duplicates and late ones dropped
+    assert seqs == sorted(set(seqs))  # strictly increasing, as played
+    assert dev.dropped["old"] >= proxy.duplicated  # duplicates and late ones dropped
     assert dev.gaps >= proxy.lost
     assert len(seqs) + dev.dropped["old"] == proxy.sent
-    pcm = dev.decode_reply_audio()                         # what arrived still decodes
+    pcm = dev.decode_reply_audio()  # what arrived still decodes
     assert len(pcm) > 24000 and np.abs(pcm).max() > 1000
 
 

@@ -24,8 +24,10 @@ def reference_ctr(key: bytes, counter_block: bytes, data: bytes) -> bytes:
     and PSA do on the device (the whole 16 bytes are one big-endian counter)."""
     ecb = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
     start = int.from_bytes(counter_block, "big")
-    stream = b"".join(ecb.update(((start + i) % 2**128).to_bytes(16, "big"))
-                      for i in range((len(data) + 15) // 16))
+    stream = b"".join(
+        ecb.update(((start + i) % 2**128).to_bytes(16, "big"))
+        for i in range((len(data) + 15) // 16)
+    )
     return bytes(a ^ b for a, b in zip(data, stream, strict=False))
 
 
@@ -37,8 +39,7 @@ def test_layout_is_the_firmwares():
     assert len(datagram) == HEADER_SIZE + 300
 
 
-@pytest.mark.parametrize("sequence,timestamp", [(1, 0), (0xFFFFFFFF, 0xFFFFFFFF),
-                                                (0xFFFFFFF0, 5)])
+@pytest.mark.parametrize("sequence,timestamp", [(1, 0), (0xFFFFFFFF, 0xFFFFFFFF), (0xFFFFFFF0, 5)])
 def test_ciphertext_matches_reference_ctr_including_counter_carry(sequence, timestamp):
     # sequence 0xFFFFFFFF: the second block's counter carries into the timestamp field
     key = os.urandom(16)
@@ -56,11 +57,14 @@ def test_a_different_key_does_not_decrypt():
     assert UdpCipher(b"j" * 16, nonce).open(datagram)[1] != b"secret opus"
 
 
-@pytest.mark.parametrize("datagram,message", [
-    (b"", "shorter than the 16-byte header"),
-    (bytes([2]) + bytes(15), "type 0x02 is not audio"),
-    (bytes.fromhex("0100000a") + bytes(12) + b"abc", "payload_len 10 does not match the 3"),
-])
+@pytest.mark.parametrize(
+    "datagram,message",
+    [
+        (b"", "shorter than the 16-byte header"),
+        (bytes([2]) + bytes(15), "type 0x02 is not audio"),
+        (bytes.fromhex("0100000a") + bytes(12) + b"abc", "payload_len 10 does not match the 3"),
+    ],
+)
 def test_malformed_datagrams_are_refused_with_a_reason(datagram, message):
     with pytest.raises(UdpError, match=message):
         parse_header(datagram)
@@ -79,18 +83,18 @@ def test_sequence_counter_under_loss_reorder_and_duplication():
     lost = set(rng.sample(sent, 25))
     arrivals = [s for s in sent if s not in lost]
     for i in sorted(rng.sample(range(len(arrivals)), 30), reverse=True):
-        arrivals.insert(i + 1, arrivals[i])               # duplicates, near the original
-    for _ in range(40):                                   # local reordering
+        arrivals.insert(i + 1, arrivals[i])  # duplicates, near the original
+    for _ in range(40):  # local reordering
         i = rng.randrange(len(arrivals) - 3)
         arrivals[i], arrivals[i + 2] = arrivals[i + 2], arrivals[i]
     counter = SequenceCounter()
     accepted = [s for s in arrivals if counter.accept(s)]
-    assert accepted == sorted(set(accepted))              # strictly increasing: lane order holds
+    assert accepted == sorted(set(accepted))  # strictly increasing: lane order holds
     assert counter.accepted == len(accepted)
     assert counter.accepted + counter.late + counter.duplicate == len(arrivals)
     never_accepted = set(sent) - set(accepted)
-    assert counter.gaps == len(never_accepted)            # each skipped number counted once
-    assert counter.duplicate == 30                        # every second copy, never twice
+    assert counter.gaps == len(never_accepted)  # each skipped number counted once
+    assert counter.duplicate == 30  # every second copy, never twice
     assert counter.late > 0 and counter.lost == len(lost)  # late ones are not "lost"
 
 

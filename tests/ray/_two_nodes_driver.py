@@ -23,15 +23,21 @@ async def main(address: str) -> dict[str, object]:
         executor={"kind": "ray", "ray": {"address": address, "app_prefix": "twonodes"}},
         session={"silence_ms": 300, "min_speech_ms": 120},
         server={"limits": {"max_loop_lag_ms": 0}},
-        asr={"provider": "fake", "options": {"text": "pinned"},
-             "ray": {"resources": {"asr_node": 1}, "num_cpus": 0.5}},
-        llm={"provider": "fake", "options": {"reply": "Two nodes."}})
+        asr={
+            "provider": "fake",
+            "options": {"text": "pinned"},
+            "ray": {"resources": {"asr_node": 1}, "num_cpus": 0.5},
+        },
+        llm={"provider": "fake", "options": {"reply": "Two nodes."}},
+    )
     server = await XiaozhiServer.create(config)
     await server.start(port=0, http_port=0)
     try:
         nodes = {n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]}
-        placed = {r.value: (await getattr(server.providers, r.value).describe())["node_id"]
-                  for r in (Role.ASR, Role.LLM, Role.TTS)}
+        placed = {
+            r.value: (await getattr(server.providers, r.value).describe())["node_id"]
+            for r in (Role.ASR, Role.LLM, Role.TTS)
+        }
         pcm = np.concatenate([np.zeros(4800, np.int16), tone(0.6), np.zeros(9600, np.int16)])
         async with FakeDevice(server.ws_url) as dev:
             await dev.listen("start", "auto")

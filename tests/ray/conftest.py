@@ -18,8 +18,13 @@ def local_ray() -> Iterator[None]:
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, namespace="xiaozhi-test", include_dashboard=False,
-             log_to_driver=False, _node_ip_address="127.0.0.1")
+    ray.init(
+        num_cpus=2,
+        namespace="xiaozhi-test",
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+    )
     serve.start(proxy_location="Disabled")
     yield
     serve.shutdown()

@@ -23,16 +23,18 @@ from xiaozhi_core.types import Message, Role
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 ROOT = Path(__file__).resolve().parents[2]
 
+
 def utterance() -> list[bytes]:
-    pcm = np.concatenate([np.zeros(4800, np.int16), tone(0.6),
-                          np.zeros(9600, np.int16)])
+    pcm = np.concatenate([np.zeros(4800, np.int16), tone(0.6), np.zeros(9600, np.int16)])
     return encode_utterance(pcm)
+
 
 async def speak_and_wait(dev: FakeDevice, timeout: float = 30) -> None:  # noqa: ASYNC109
     after = len(dev.received)
     await dev.listen("start", "auto")
     await dev.stream(utterance())
     await dev.wait_for("tts", "stop", timeout=timeout, after=after)
+
 
 def delete_apps(prefix: str) -> None:
     """Serve applications outlive a gateway on a shared Ray: each test removes its own."""
@@ -49,9 +51,11 @@ async def ray_server(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
     prefix = "t-" + request.node.name.removeprefix("test_")[:20].replace("_", "-")
 
     async def make(**sections: Any) -> XiaozhiServer:
-        base = {"executor": {"kind": "ray", "ray": {"app_prefix": prefix}},
-                "session": {"silence_ms": 300, "min_speech_ms": 120},
-                "server": {"limits": {"max_loop_lag_ms": 0}, "timeouts": {"provider": 20}}}
+        base = {
+            "executor": {"kind": "ray", "ray": {"app_prefix": prefix}},
+            "session": {"silence_ms": 300, "min_speech_ms": 120},
+            "server": {"limits": {"max_loop_lag_ms": 0}, "timeouts": {"provider": 20}},
+        }
         server = await XiaozhiServer.create(fake_config(**merge(base, sections)))
         await server.start(port=0, http_port=0)
         servers.append(server)
@@ -62,16 +66,21 @@ async def ray_server(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         await server.stop()
     delete_apps(prefix)
 
+
 async def test_conversation_with_fakes_on_serve_replicas(ray_server: Any) -> None:
     server = await ray_server(
-        llm={"provider": "fake", "options": {"reply": "Hi. From Ray."},
-             "ray": {"replicas": 2, "num_cpus": 0.25}},
-        tts={"provider": "fake", "ray": {"autoscaling": {"min_replicas": 1, "max_replicas": 2}}})
+        llm={
+            "provider": "fake",
+            "options": {"reply": "Hi. From Ray."},
+            "ray": {"replicas": 2, "num_cpus": 0.25},
+        },
+        tts={"provider": "fake", "ray": {"autoscaling": {"min_replicas": 1, "max_replicas": 2}}},
+    )
     asr, llm, tts = (getattr(server.providers, r.value) for r in (Role.ASR, Role.LLM, Role.TTS))
     pids = {(await b.describe())["pid"] for b in (asr, llm, tts)}
     assert os.getpid() not in pids
     llm_pids = set()
-    for _ in range(40):      # Serve routes each request to one of the two LLM replicas
+    for _ in range(40):  # Serve routes each request to one of the two LLM replicas
         llm_pids.add((await llm.describe())["pid"])
         if len(llm_pids) == 2:
             break
@@ -84,7 +93,7 @@ async def test_conversation_with_fakes_on_serve_replicas(ray_server: Any) -> Non
     assert choice.placement is not None
     again = await deploy(choice.spec, choice.options, choice.placement, server.executor)
     assert (await again.describe())["pid"] == (await asr.describe())["pid"] in pids
-    assert type(server.providers.vad).__name__ == "BoundProvider"   # VAD stays local
+    assert type(server.providers.vad).__name__ == "BoundProvider"  # VAD stays local
     async with FakeDevice(server.ws_url) as dev:
         await speak_and_wait(dev)
     assert dev.messages("stt")[0]["text"] == "hello"
@@ -92,12 +101,14 @@ async def test_conversation_with_fakes_on_serve_replicas(ray_server: Any) -> Non
     assert subtitles == ["Hi.", "From Ray."]
     assert dev.audio_frames()
     assert (await asr.describe())["calls"] >= 1
-    assert (await tts.describe())["items_streamed"] >= 2   # one replica: it spoke both
+    assert (await tts.describe())["items_streamed"] >= 2  # one replica: it spoke both
+
 
 async def test_cancelling_a_remote_stream_stops_the_replica_generator(ray_server: Any) -> None:
     reply = " ".join(f"w{i}" for i in range(60))
-    server = await ray_server(llm={"provider": "fake",
-                                   "options": {"reply": reply, "token_delay": 0.1}})
+    server = await ray_server(
+        llm={"provider": "fake", "options": {"reply": reply, "token_delay": 0.1}}
+    )
     llm = server.providers.llm
     got: list[str] = []
 
@@ -117,11 +128,13 @@ async def test_cancelling_a_remote_stream_stops_the_replica_generator(ray_server
         while (info := await llm.describe())["streams_open"]:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
     assert info["streams_cancelled"] == 1
-    assert info["items_streamed"] < 20            # 60 tokens at 0.1 s: stopped early
+    assert info["items_streamed"] < 20  # 60 tokens at 0.1 s: stopped early
+
 
 async def test_killed_replica_alert_apology_then_next_turn_works(ray_server: Any) -> None:
-    server = await ray_server(llm={"provider": "fake",
-                                   "options": {"reply": "Fine.", "first_token_delay": 3}})
+    server = await ray_server(
+        llm={"provider": "fake", "options": {"reply": "Fine.", "first_token_delay": 3}}
+    )
     llm = server.providers.llm
     victim = (await llm.describe())["pid"]
     async with FakeDevice(server.ws_url) as dev:
@@ -132,9 +145,10 @@ async def test_killed_replica_alert_apology_then_next_turn_works(ray_server: Any
         alert = await dev.wait_for("alert", timeout=20)
         assert alert["message"] == server.config.session.apology
         await dev.wait_for("tts", "stop", timeout=20)
-        assert dev.audio_frames()                   # the pre-synthesised apology
-        assert [m["text"] for m in dev.messages("tts")
-                if m["state"] == "sentence_start"] == [server.config.session.apology]
+        assert dev.audio_frames()  # the pre-synthesised apology
+        assert [m["text"] for m in dev.messages("tts") if m["state"] == "sentence_start"] == [
+            server.config.session.apology
+        ]
         # Serve replaces the replica; the next turn is answered by the new one
         async with asyncio.timeout(60):
             while True:
@@ -147,8 +161,10 @@ async def test_killed_replica_alert_apology_then_next_turn_works(ray_server: Any
         n = len(dev.messages("alert"))
         await speak_and_wait(dev)
         assert len(dev.messages("alert")) == n
-        assert [m["text"] for m in dev.messages("tts")
-                if m["state"] == "sentence_start"][-1] == "Fine."
+        assert [m["text"] for m in dev.messages("tts") if m["state"] == "sentence_start"][
+            -1
+        ] == "Fine."
+
 
 async def test_offline_default_on_serve_replicas(tmp_path: Path) -> None:
     """configs/default.yaml with whisper, llama.cpp and espeak as Serve replicas."""
@@ -156,20 +172,24 @@ async def test_offline_default_on_serve_replicas(tmp_path: Path) -> None:
     from xiaozhi_espeak.tts import EspeakTTS
 
     speech = EspeakTTS(EspeakOptions(voice="en-us", rate=150, sample_rate=16000))
-    pcm = np.frombuffer(b"".join(speech.synthesize("What is the capital of France?")),
-                        np.int16)
+    pcm = np.frombuffer(b"".join(speech.synthesize("What is the capital of France?")), np.int16)
     audio = np.concatenate([np.zeros(8000, np.int16), pcm, np.zeros(24000, np.int16)])
     override = tmp_path / "ray.yaml"
-    override.write_text("server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
-                        "executor: {kind: ray, ray: {app_prefix: offline}}\n")
-    config = load_config([ROOT / "configs" / "default.yaml", override], default_registry(),
-                         auto_local=False)
+    override.write_text(
+        "server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
+        "executor: {kind: ray, ray: {app_prefix: offline}}\n"
+    )
+    config = load_config(
+        [ROOT / "configs" / "default.yaml", override], default_registry(), auto_local=False
+    )
     assert {r.value for r, c in config.choices().items() if c.placement} == {"asr", "llm", "tts"}
     server = await XiaozhiServer.create(config)
     await server.start()
     try:
-        infos = {r.value: await getattr(server.providers, r.value).describe()
-                 for r in (Role.ASR, Role.LLM, Role.TTS)}
+        infos = {
+            r.value: await getattr(server.providers, r.value).describe()
+            for r in (Role.ASR, Role.LLM, Role.TTS)
+        }
         assert all(i["pid"] != os.getpid() for i in infos.values())
         async with FakeDevice(server.ws_url) as dev:
             await dev.listen("start", "auto")

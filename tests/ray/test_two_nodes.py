@@ -30,33 +30,56 @@ def free_port() -> int:
 
 def test_asr_replica_pinned_to_the_second_node() -> None:
     port = free_port()
-    temp = tempfile.mkdtemp(prefix="xzr", dir="/tmp")   # short: Unix socket paths
+    temp = tempfile.mkdtemp(prefix="xzr", dir="/tmp")  # short: Unix socket paths
     # Token authentication (Ray's gRPC servers listen on every interface): one token for
     # the head, the second node and the gateway, handed over in the environment.
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     env.pop("RAY_AUTH_TOKEN_PATH", None)
     common = ["--block", "--num-cpus=1", "--disable-usage-stats"]
     # --block keeps each node in a child we own: terminating it stops that node only
     # (never `ray stop`, which would stop every Ray on the machine).
-    head = subprocess.Popen([RAY, "start", "--head", f"--port={port}", f"--temp-dir={temp}",
-                             "--include-dashboard=false", *common], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    head = subprocess.Popen(
+        [
+            RAY,
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--temp-dir={temp}",
+            "--include-dashboard=false",
+            *common,
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     nodes = [head]
     try:
         time.sleep(6)
         assert head.poll() is None, "ray start --head exited"
-        worker = subprocess.Popen([RAY, "start", f"--address=127.0.0.1:{port}",
-                                   '--resources={"asr_node": 1}', *common], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                  start_new_session=True)
+        worker = subprocess.Popen(
+            [RAY, "start", f"--address=127.0.0.1:{port}", '--resources={"asr_node": 1}', *common],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         nodes.append(worker)
         time.sleep(6)
         assert worker.poll() is None, "ray start --address exited"
-        out = subprocess.run([sys.executable, "-m", "tests.ray._two_nodes_driver",
-                              f"127.0.0.1:{port}"], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=240)
+        out = subprocess.run(
+            [sys.executable, "-m", "tests.ray._two_nodes_driver", f"127.0.0.1:{port}"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         report = json.loads(out.stdout.strip().splitlines()[-1])
     finally:
@@ -72,5 +95,5 @@ def test_asr_replica_pinned_to_the_second_node() -> None:
         shutil.rmtree(temp, ignore_errors=True)
     assert report["nodes"] == 2
     assert len(report["asr_nodes"]) == 1
-    assert report["placed"]["asr"] == report["asr_nodes"][0]       # pinned to node 2
+    assert report["placed"]["asr"] == report["asr_nodes"][0]  # pinned to node 2
     assert report["stt"] == "pinned"

@@ -22,8 +22,9 @@ class ThreadedServer:
     def __init__(self, **sections: Any) -> None:
         self.sections = sections
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-server",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="test-server", daemon=True
+        )
         self.server: XiaozhiServer | None = None
 
     def __enter__(self) -> XiaozhiServer:
@@ -39,8 +40,10 @@ class ThreadedServer:
 
     def call(self, fn: Any) -> Any:
         """Run ``fn()`` on the server's loop and return its result."""
+
         async def run() -> Any:
             return fn()
+
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(30)
 
     def __exit__(self, *exc: object) -> None:
@@ -68,8 +71,13 @@ def threaded_server() -> Iterator[ThreadedServer]:
 
 def write_test_wav(path: Path, rate: int = 44100, channels: int = 2) -> Path:
     """0.3 s silence, 0.8 s of a tone (the energy VAD's "speech"), 0.2 s silence."""
-    pcm16 = np.concatenate([np.zeros(int(0.3 * 16000), np.int16), tone(0.8, freq=300),
-                            np.zeros(int(0.2 * 16000), np.int16)])
+    pcm16 = np.concatenate(
+        [
+            np.zeros(int(0.3 * 16000), np.int16),
+            tone(0.8, freq=300),
+            np.zeros(int(0.2 * 16000), np.int16),
+        ]
+    )
     t = np.arange(int(len(pcm16) * rate / 16000)) / rate
     sig = np.interp(t, np.arange(len(pcm16)) / 16000, pcm16.astype(np.float64))
     frames = np.repeat(sig.astype(np.int16)[:, None], channels, axis=1)

@@ -37,14 +37,14 @@ def _speechlike(seconds: float, seed: int) -> np.ndarray:
 # --------------------------------------------------------------------------- decoder
 def test_decoder_is_bit_exact_with_opuslib_and_handles_dtx_and_errors() -> None:
     packets = encode_upstream(np.concatenate([_speechlike(1.5, 1), np.zeros(16000, np.int16)]))
-    assert min(len(p) for p in packets) == 1        # DTX packets are in there
+    assert min(len(p) for p in packets) == 1  # DTX packets are in there
     ours, ref = OpusDecoder(16000), opuslib.Decoder(16000, 1)
     for p in [*packets, b"\xf8", b"\xf8\xff\xfe"]:
         assert ours.decode(p) == bytes(ref.decode(p, 1920))
     assert ours.decode(b"") == b""
     with pytest.raises(OpusError):
         ours.decode(b"\xff" * 7)
-    assert len(ours.decode(packets[0])) == 960 * 2   # still works after an error
+    assert len(ours.decode(packets[0])) == 960 * 2  # still works after an error
 
 
 # --------------------------------------------------------------------------- the hub
@@ -72,8 +72,9 @@ class OrderVAD:
     def initial_state(self) -> float:
         return 0.0
 
-    def speech_probs(self, windows: np.ndarray, states: Sequence[float]
-                     ) -> tuple[np.ndarray, list[float]]:
+    def speech_probs(
+        self, windows: np.ndarray, states: Sequence[float]
+    ) -> tuple[np.ndarray, list[float]]:
         with self.lock:
             self.active += 1
             self.calls += 1
@@ -81,8 +82,10 @@ class OrderVAD:
         try:
             if self.delay:
                 time.sleep(self.delay)
-            new = [(s * 31.0 + float(np.sum(w[:16])) * 1000.0 + 1.0) % 9973.0
-                   for w, s in zip(windows, states, strict=True)]
+            new = [
+                (s * 31.0 + float(np.sum(w[:16])) * 1000.0 + 1.0) % 9973.0
+                for w, s in zip(windows, states, strict=True)
+            ]
             return np.asarray(new, np.float64) / 9973.0, new
         finally:
             with self.lock:
@@ -90,15 +93,24 @@ class OrderVAD:
 
 
 class AsyncOrderVAD(OrderVAD):
-    async def speech_probs(self, windows: np.ndarray,  # type: ignore[override]
-                           states: Sequence[float]) -> tuple[np.ndarray, list[float]]:
+    async def speech_probs(
+        self,
+        windows: np.ndarray,  # type: ignore[override]
+        states: Sequence[float],
+    ) -> tuple[np.ndarray, list[float]]:
         await asyncio.sleep(0)
         return OrderVAD.speech_probs(self, windows, states)
 
 
 def _spec(execution: Execution, factory: Any) -> ProviderSpec:
-    return ProviderSpec(role=Role.VAD, name="order", execution=execution, factory=factory,
-                        options=_Opts, capabilities=frozenset({"batch"}))
+    return ProviderSpec(
+        role=Role.VAD,
+        name="order",
+        execution=execution,
+        factory=factory,
+        options=_Opts,
+        capabilities=frozenset({"batch"}),
+    )
 
 
 def _reference(packets: list[bytes], vad: OrderVAD) -> list[float]:
@@ -107,14 +119,15 @@ def _reference(packets: list[bytes], vad: OrderVAD) -> list[float]:
     pcm = np.concatenate([np.frombuffer(dec.decode(p), np.int16) for p in packets])
     state, out = vad.initial_state(), []
     for i in range(0, len(pcm) // 512 * 512, 512):
-        w = (pcm[i:i + 512].astype(np.float32) / 32768.0)[None]
+        w = (pcm[i : i + 512].astype(np.float32) / 32768.0)[None]
         p, [state] = vad.speech_probs(w, [state])
         out.append(float(p[0]))
     return out
 
 
-async def _drive(hub: AudioHub, streams: int, chunks: list[list[int]]) -> tuple[
-        list[list[float]], list[list[bytes]]]:
+async def _drive(
+    hub: AudioHub, streams: int, chunks: list[list[int]]
+) -> tuple[list[list[float]], list[list[bytes]]]:
     packets = [encode_upstream(_speechlike(2.0, s)) for s in range(streams)]
     states = [hub.new_stream() for _ in range(streams)]
     got: list[list[float]] = [[] for _ in range(streams)]
@@ -124,7 +137,7 @@ async def _drive(hub: AudioHub, streams: int, chunks: list[list[int]]) -> tuple[
         for n in chunks[s % len(chunks)] * 100:
             if i >= len(packets[s]):
                 break
-            result = await hub.process(states[s], packets[s][i:i + n])
+            result = await hub.process(states[s], packets[s][i : i + n])
             got[s] += result.probs
             i += n
             await asyncio.sleep(0.001 * (s % 3))
@@ -134,8 +147,7 @@ async def _drive(hub: AudioHub, streams: int, chunks: list[list[int]]) -> tuple[
 
 
 @pytest.mark.parametrize("execution", [Execution.CPU, Execution.IO])
-async def test_hub_keeps_every_stream_in_order_with_batches_in_flight(
-        execution: Execution) -> None:
+async def test_hub_keeps_every_stream_in_order_with_batches_in_flight(execution: Execution) -> None:
     executor = Executor(ExecutorSettings(cpu_workers=2))
     factory = OrderVAD if execution is Execution.CPU else AsyncOrderVAD
     instance = factory(_Opts(delay=0.004))
@@ -154,7 +166,7 @@ async def test_hub_keeps_every_stream_in_order_with_batches_in_flight(
     for s, probs in enumerate(got):
         assert probs == pytest.approx(_reference(packets[s], ref_vad), abs=1e-12), s
     if execution is Execution.CPU:
-        assert instance.max_active == 2            # two batches really overlapped
+        assert instance.max_active == 2  # two batches really overlapped
     assert hub.batches > 1 and max(len(g) for g in got) > 50
 
 
@@ -171,7 +183,7 @@ async def test_a_stream_cannot_have_two_requests_outstanding() -> None:
         with pytest.raises(RuntimeError, match="already has a request outstanding"):
             await hub.process(stream, [packet])
         assert len((await first).windows) == 1
-        assert len((await hub.process(stream, [packet])).windows) == 2   # free again
+        assert len((await hub.process(stream, [packet])).windows) == 2  # free again
     finally:
         await hub.stop()
         executor.shutdown()
@@ -179,8 +191,9 @@ async def test_a_stream_cannot_have_two_requests_outstanding() -> None:
 
 # --------------------------------------------------------------------------- lane accounting
 async def test_lane_counts_processed_lost_and_reordered_frames() -> None:
-    server = await XiaozhiServer.create(fake_config(
-        server={"limits": {"max_loop_lag_ms": 0}}, session={"silence_ms": 300}))
+    server = await XiaozhiServer.create(
+        fake_config(server={"limits": {"max_loop_lag_ms": 0}}, session={"silence_ms": 300})
+    )
     await server.start(port=0, http_port=0)
     original = server.hub.process
     failures = {"left": 1}
@@ -201,14 +214,17 @@ async def test_lane_counts_processed_lost_and_reordered_frames() -> None:
             await dev.wait_for("tts", "stop", timeout=15)
             session = next(iter(server.sessions.values()))
             assert session.frames_in == len(packets)
-            assert session.frames_lost >= 1                 # the failed group
+            assert session.frames_lost >= 1  # the failed group
             assert session.frames_processed + session.frames_lost == session.frames_in
             assert session.frames_reordered == 0
             text = server.render_metrics().decode()
     finally:
         await server.stop()
-    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-              if line.startswith("xiaozhi_audio_frames_")}
+    values = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("xiaozhi_audio_frames_")
+    }
     assert values["xiaozhi_audio_frames_lost_total"] == session.frames_lost
     assert values["xiaozhi_audio_frames_processed_total"] == session.frames_processed
     assert values["xiaozhi_audio_frames_reordered_total"] == 0
@@ -221,24 +237,26 @@ async def test_lane_counts_processed_lost_and_reordered_frames() -> None:
 def _with_silences(seed: int) -> list[bytes]:
     """Speech, 2 s of silence (the encoder goes into DTX: 1-byte packets), speech, silence."""
     quiet = np.zeros(32000, np.int16)
-    return encode_upstream(np.concatenate([_speechlike(1.2, seed), quiet,
-                                           _speechlike(0.9, seed + 1), quiet]))
+    return encode_upstream(
+        np.concatenate([_speechlike(1.2, seed), quiet, _speechlike(0.9, seed + 1), quiet])
+    )
 
 
-async def _hub_run(vad_instance: Any, packets: list[bytes], chunk: int, skip_dtx: bool
-                   ) -> tuple[list[np.ndarray], list[float], AudioHub]:
+async def _hub_run(
+    vad_instance: Any, packets: list[bytes], chunk: int, skip_dtx: bool
+) -> tuple[list[np.ndarray], list[float], AudioHub]:
     executor = Executor(ExecutorSettings(cpu_workers=2))
-    spec = ProviderSpec(role=Role.VAD, name="t", execution=Execution.CPU,
-                        factory=type(vad_instance), options=_Opts)
-    hub = AudioHub(executor, bind(spec, vad_instance, executor), tick_ms=1,
-                   skip_dtx=skip_dtx)
+    spec = ProviderSpec(
+        role=Role.VAD, name="t", execution=Execution.CPU, factory=type(vad_instance), options=_Opts
+    )
+    hub = AudioHub(executor, bind(spec, vad_instance, executor), tick_ms=1, skip_dtx=skip_dtx)
     hub.start()
     stream = hub.new_stream()
     windows: list[np.ndarray] = []
     probs: list[float] = []
     try:
         for i in range(0, len(packets), chunk):
-            result = await hub.process(stream, packets[i:i + chunk])
+            result = await hub.process(stream, packets[i : i + chunk])
             windows += result.windows
             probs += result.probs
     finally:
@@ -251,7 +269,7 @@ async def _hub_run(vad_instance: Any, packets: list[bytes], chunk: int, skip_dtx
 async def test_dtx_windows_skip_the_vad_but_keep_every_sample(chunk: int) -> None:
     packets = _with_silences(3)
     dtx = [len(p) == 1 for p in packets]
-    assert sum(dtx) > 40                              # the encoder really went into DTX
+    assert sum(dtx) > 40  # the encoder really went into DTX
     ref_windows, ref_probs, ref_hub = await _hub_run(OrderVAD(), packets, chunk, False)
     windows, probs, hub = await _hub_run(OrderVAD(), packets, chunk, True)
     # audio time is exact: the same windows, sample for sample, in the same order
@@ -259,7 +277,7 @@ async def test_dtx_windows_skip_the_vad_but_keep_every_sample(chunk: int) -> Non
     assert all(np.array_equal(a, b) for a, b in zip(windows, ref_windows, strict=True))
     # exactly the windows made only of DTX audio skipped the VAD, with probability 0.0 --
     # except the first DTX_VAD_WINDOWS of each run, which the VAD still sees
-    all_dtx = np.repeat(np.array(dtx), 960)[:len(windows) * 512].reshape(-1, 512).all(1)
+    all_dtx = np.repeat(np.array(dtx), 960)[: len(windows) * 512].reshape(-1, 512).all(1)
     skipped, run = [], 0
     for d in all_dtx:
         run = run + 1 if d else 0
@@ -284,7 +302,7 @@ async def test_no_window_skips_the_vad_before_the_streams_first_real_audio() -> 
     windows, probs, hub = await _hub_run(OrderVAD(), packets, 2, True)
     first_real = 30 * 960 // 512
     assert probs[:first_real] == ref_probs[:first_real] and 0.0 not in probs[:first_real]
-    assert hub.windows_dtx > 50                        # the later silences do skip
+    assert hub.windows_dtx > 50  # the later silences do skip
 
 
 async def test_dtx_skipping_keeps_the_segmenters_timing_with_silero() -> None:
@@ -298,17 +316,27 @@ async def test_dtx_skipping_keeps_the_segmenters_timing_with_silero() -> None:
     from xiaozhi_core.sim.upstream import synthesize_async
 
     quiet = np.zeros(32000, np.int16)
-    speech = [await synthesize_async(t) for t in ("What is the weather like today?", "Turn it up.",
-                                                  "Tell me a story about a cat.", "Thanks!")]
+    speech = [
+        await synthesize_async(t)
+        for t in (
+            "What is the weather like today?",
+            "Turn it up.",
+            "Tell me a story about a cat.",
+            "Thanks!",
+        )
+    ]
     packets = encode_upstream(np.concatenate([x for s in speech for x in (s, quiet)]))
     events: dict[bool, list[tuple[str, int]]] = {}
     for skip in (False, True):
         windows, probs, hub = await _hub_run(SileroVAD(SileroOptions()), packets, 2, skip)
         seg = SegmentationParams(silence_ms=200, min_speech_ms=120).segmenter(16000, 512)
-        events[skip] = [(e.kind, i) for i, (w, p) in enumerate(zip(windows, probs, strict=True))
-                        for e in seg.feed(w, p)]
+        events[skip] = [
+            (e.kind, i)
+            for i, (w, p) in enumerate(zip(windows, probs, strict=True))
+            for e in seg.feed(w, p)
+        ]
         if skip:
-            assert hub.windows_dtx > len(windows) // 3       # a third of the VAD work saved
+            assert hub.windows_dtx > len(windows) // 3  # a third of the VAD work saved
     assert [k for k, _ in events[False]] == [k for k, _ in events[True]] == ["start", "end"] * 4
     for (kind, ref), (_, got) in zip(events[False], events[True], strict=True):
         assert (0 <= got - ref <= 1) if kind == "end" else (-2 <= got - ref <= 0), (kind, ref, got)

@@ -23,15 +23,30 @@ def _read_wav(path: Path) -> tuple[int, np.ndarray]:
         return w.getframerate(), np.frombuffer(w.readframes(w.getnframes()), np.int16)
 
 
-def test_full_conversation_through_ota_with_two_turns(threaded_server: ThreadedServer,
-                                                      tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_full_conversation_through_ota_with_two_turns(
+    threaded_server: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = threaded_server.server
     assert server is not None
     wav = write_test_wav(tmp_path / "question.wav")
     out, js = tmp_path / "reply.wav", tmp_path / "turns.json"
-    code = main(["simulate", "--ota", server.ota_url, "--wav", str(wav), "--turns", "2",
-                 "--out", str(out), "--json", str(js), "--timeout", "20"])
+    code = main(
+        [
+            "simulate",
+            "--ota",
+            server.ota_url,
+            "--wav",
+            str(wav),
+            "--turns",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+            str(js),
+            "--timeout",
+            "20",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "OTA: websocket " + server.ws_url in printed
@@ -50,23 +65,40 @@ def test_full_conversation_through_ota_with_two_turns(threaded_server: ThreadedS
     assert doc["mcp_requests"][:2] == ["initialize", "tools/list"]
     rate, pcm = _read_wav(out)
     assert rate == doc["sample_rate"] == 24000
-    assert len(pcm) / rate > 2 * 0.9            # two replies of ~1.3 s (fake TTS tone)
-    assert np.abs(pcm).max() > 3000             # real audio, not silence
+    assert len(pcm) / rate > 2 * 0.9  # two replies of ~1.3 s (fake TTS tone)
+    assert np.abs(pcm).max() > 3000  # real audio, not silence
     # the server heard the upstream audio: the resampled 44.1 kHz stereo tone
     heard = threaded_server.call(lambda: server.providers.asr.instance.utterances)
     assert len(heard) == 2 and len(heard[0]) >= 0.7 * 16000
 
 
 @pytest.mark.parametrize("version", [2, 3])
-def test_manual_mode_with_query_identity_and_framing(threaded_server: ThreadedServer,
-                                                     tmp_path: Path, version: int,
-                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_manual_mode_with_query_identity_and_framing(
+    threaded_server: ThreadedServer,
+    tmp_path: Path,
+    version: int,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     server = threaded_server.server
     assert server is not None
     wav = write_test_wav(tmp_path / "q.wav", rate=16000, channels=1)
     js = tmp_path / "t.json"
-    code = main(["simulate", "--url", server.ws_url, "--query", "--protocol-version",
-                 str(version), "--mode", "manual", "--wav", str(wav), "--json", str(js)])
+    code = main(
+        [
+            "simulate",
+            "--url",
+            server.ws_url,
+            "--query",
+            "--protocol-version",
+            str(version),
+            "--mode",
+            "manual",
+            "--wav",
+            str(wav),
+            "--json",
+            str(js),
+        ]
+    )
     assert code == 0, capsys.readouterr()
     doc = json.loads(js.read_text())
     assert doc["protocol_version"] == version
@@ -76,15 +108,32 @@ def test_manual_mode_with_query_identity_and_framing(threaded_server: ThreadedSe
     assert turn["stt_ms"] < 250
 
 
-def test_realtime_abort_and_wake_word(threaded_server: ThreadedServer, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_realtime_abort_and_wake_word(
+    threaded_server: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = threaded_server.server
     assert server is not None
     wav = write_test_wav(tmp_path / "q.wav")
     js = tmp_path / "t.json"
-    code = main(["simulate", "--url", server.ws_url, "--mode", "realtime", "--wav", str(wav),
-                 "--wake-word", "hi xiaozhi", "--abort-after", "0.2", "--turns", "2",
-                 "--json", str(js)])
+    code = main(
+        [
+            "simulate",
+            "--url",
+            server.ws_url,
+            "--mode",
+            "realtime",
+            "--wav",
+            str(wav),
+            "--wake-word",
+            "hi xiaozhi",
+            "--abort-after",
+            "0.2",
+            "--turns",
+            "2",
+            "--json",
+            str(js),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0, printed
     assert "greeting 'Hi, I am listening.'" in printed
@@ -92,22 +141,33 @@ def test_realtime_abort_and_wake_word(threaded_server: ThreadedServer, tmp_path:
     assert doc["greeting"]["subtitles"] == ["Hi, I am listening."]
     for turn in doc["turns"]:
         assert turn["aborted"] and turn["completed"]
-        assert turn["frames_after_stop"] == 0        # nothing stale after the abort's stop
-        assert turn["frames"] < 15                   # cut short (the reply is ~22 frames)
+        assert turn["frames_after_stop"] == 0  # nothing stale after the abort's stop
+        assert turn["frames"] < 15  # cut short (the reply is ~22 frames)
 
 
-def test_text_is_spoken_with_espeak(threaded_server: ThreadedServer, tmp_path: Path,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_is_spoken_with_espeak(
+    threaded_server: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = threaded_server.server
     assert server is not None
-    code = main(["simulate", "--url", server.ws_url, "--text", "What time is it?",
-                 "--out", str(tmp_path / "r.wav")])
+    code = main(
+        [
+            "simulate",
+            "--url",
+            server.ws_url,
+            "--text",
+            "What time is it?",
+            "--out",
+            str(tmp_path / "r.wav"),
+        ]
+    )
     assert code == 0, capsys.readouterr()
     assert _read_wav(tmp_path / "r.wav")[1].size > 0
 
 
-def test_refused_connection_is_a_clear_error(threaded_server: ThreadedServer, tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_refused_connection_is_a_clear_error(
+    threaded_server: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = threaded_server.server
     assert server is not None
     wav = write_test_wav(tmp_path / "q.wav")
@@ -117,8 +177,9 @@ def test_refused_connection_is_a_clear_error(threaded_server: ThreadedServer, tm
     assert "refused the connection" in err and "HTTP 404" in err
 
 
-def test_silence_times_out_with_a_clear_error(threaded_server: ThreadedServer, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_silence_times_out_with_a_clear_error(
+    threaded_server: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server = threaded_server.server
     assert server is not None
     quiet = tmp_path / "quiet.wav"
@@ -127,8 +188,7 @@ def test_silence_times_out_with_a_clear_error(threaded_server: ThreadedServer, t
         w.setsampwidth(2)
         w.setframerate(8000)
         w.writeframes(np.zeros(8000, np.int16).tobytes())
-    assert main(["simulate", "--url", server.ws_url, "--wav", str(quiet),
-                 "--timeout", "1.5"]) == 1
+    assert main(["simulate", "--url", server.ws_url, "--wav", str(quiet), "--timeout", "1.5"]) == 1
     err = capsys.readouterr().err
     assert "timed out after 1.5 s waiting for the reply" in err
 

@@ -26,13 +26,17 @@ PASSWORD = "xz-test-pw"
 
 def find_bin_dir() -> Path:
     """The newest installed PostgreSQL's bin directory; a precise error when none is."""
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
-                   key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
     if not found:
         on_path = shutil.which("pg_ctl")
         if on_path is None:
-            raise RuntimeError("PostgreSQL is not installed: run `bash scripts/setup.sh --dev` "
-                               "(apt-get install postgresql)")
+            raise RuntimeError(
+                "PostgreSQL is not installed: run `bash scripts/setup.sh --dev` "
+                "(apt-get install postgresql)"
+            )
         return Path(on_path).parent
     return Path(found[-1]).parent
 
@@ -59,16 +63,29 @@ class PostgresServer:
             try:
                 user = pwd.getpwnam("postgres")
             except KeyError:
-                raise RuntimeError("running as root needs the 'postgres' system user "
-                                   "(created by Debian's postgresql package)") from None
+                raise RuntimeError(
+                    "running as root needs the 'postgres' system user "
+                    "(created by Debian's postgresql package)"
+                ) from None
             os.chown(self.root, user.pw_uid, user.pw_gid)
             self._as = ["runuser", "-u", "postgres", "--"]
         pwfile = self.root / "pw"
         pwfile.write_text(PASSWORD + "\n")
         if self._as:
             os.chown(pwfile, pwd.getpwnam("postgres").pw_uid, -1)
-        self._run("initdb", "-D", str(self.data), "-U", USER, f"--pwfile={pwfile}",
-                  "--auth=scram-sha-256", "-E", "UTF8", "--no-locale", "--no-sync")
+        self._run(
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        )
         pwfile.unlink()
         self.running = False
 
@@ -77,16 +94,30 @@ class PostgresServer:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         if done.returncode != 0:
             log = self.log.read_text() if self.log.exists() else ""
-            raise RuntimeError(f"{tool} failed ({done.returncode}): {done.stderr.strip()}\n"
-                               f"{log[-2000:]}")
+            raise RuntimeError(
+                f"{tool} failed ({done.returncode}): {done.stderr.strip()}\n{log[-2000:]}"
+            )
 
     def start(self) -> None:
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                   f"-c unix_socket_directories={self.root} -c max_connections=100")
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} "
+            f"-c unix_socket_directories={self.root} -c max_connections=100"
+        )
         if not self.fsync:
             options += " -c fsync=off -c full_page_writes=off"
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
-                  "-o", options, "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            options,
+            "start",
+        )
         self.running = True
 
     def stop(self) -> None:
@@ -102,9 +133,26 @@ class PostgresServer:
         name = name or f"xz_{uuid.uuid4().hex[:12]}"
         env = {**os.environ, "PGPASSWORD": PASSWORD}
         done = subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", USER,
-             "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-qc", f'CREATE DATABASE "{name}"'],
-            capture_output=True, text=True, env=env, timeout=60)
+            [
+                str(self.bin / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                USER,
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                f'CREATE DATABASE "{name}"',
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"CREATE DATABASE {name} failed: {done.stderr.strip()}")
         return self.url(name)

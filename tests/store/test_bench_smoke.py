@@ -17,9 +17,27 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "benchmarks" / "bench_st
 def test_bench_store_runs(tmp_path: Path) -> None:
     out = tmp_path / "store.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--seconds", "0.5", "--devices", "20", "--repeat", "1",
-         "--batch-sizes", "50", "--backends", "sqlite", "postgresql", "--out", str(out)],
-        capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            str(BENCH),
+            "--seconds",
+            "0.5",
+            "--devices",
+            "20",
+            "--repeat",
+            "1",
+            "--batch-sizes",
+            "50",
+            "--backends",
+            "sqlite",
+            "postgresql",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     results = json.loads(out.read_text())
     for backend in ("sqlite", "postgresql"):

@@ -19,8 +19,7 @@ from xiaozhi_core.store.migrate import current_revision, head_revision, upgrade
 from xiaozhi_core.store.models import Base
 
 
-async def test_schema_migrates_from_empty_and_matches_the_models(
-        settings: StoreSettings) -> None:
+async def test_schema_migrates_from_empty_and_matches_the_models(settings: StoreSettings) -> None:
     engine = create_engine(resolve_url(settings), settings)
     try:
         assert await current_revision(engine) is None
@@ -39,7 +38,13 @@ async def test_schema_migrates_from_empty_and_matches_the_models(
         async with engine.connect() as conn:
             assert await conn.run_sync(differences) == []
             assert await conn.run_sync(tables) == {
-                "alembic_version", "devices", "sessions", "turns", "memory", "voiceprints"}
+                "alembic_version",
+                "devices",
+                "sessions",
+                "turns",
+                "memory",
+                "voiceprints",
+            }
     finally:
         await engine.dispose()
 
@@ -63,9 +68,15 @@ asyncio.run(main())
 
 @pytest.mark.slow
 def test_workers_migrating_at_once_end_with_one_schema(settings: StoreSettings) -> None:
-    procs = [subprocess.Popen([sys.executable, "-c", _MIGRATE, settings.url, settings.data_dir],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _MIGRATE, settings.url, settings.data_dir],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     results = []
     for p in procs:
         out, err = p.communicate(timeout=120)
@@ -73,5 +84,4 @@ def test_workers_migrating_at_once_end_with_one_schema(settings: StoreSettings) 
         results.append(tuple(json.loads(out)))
     head = head_revision()
     # exactly one of them migrated; the others found the schema current
-    assert sorted(results, key=str) == sorted([(None, head), (head, head), (head, head)],
-                                              key=str)
+    assert sorted(results, key=str) == sorted([(None, head), (head, head), (head, head)], key=str)

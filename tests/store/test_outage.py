@@ -28,16 +28,29 @@ def own_pg() -> Iterator[PostgresServer]:
 
 
 def _turn(store: Store, n: int) -> None:
-    store.turn_recorded(session_id="s-1", device_id=DEV, turn=n, kind="voice", outcome="ok",
-                        text=f"q{n}", reply=f"a{n}", latency={"total_ms": 800.0})
+    store.turn_recorded(
+        session_id="s-1",
+        device_id=DEV,
+        turn=n,
+        kind="voice",
+        outcome="ok",
+        text=f"q{n}",
+        reply=f"a{n}",
+        latency={"total_ms": 800.0},
+    )
 
 
 @pytest.mark.slow
-async def test_database_down_costs_only_counted_drops_and_recovers(
-        own_pg: PostgresServer) -> None:
+async def test_database_down_costs_only_counted_drops_and_recovers(own_pg: PostgresServer) -> None:
     url = own_pg.create_database()
-    settings = StoreSettings(url=url, flush_interval=0.05, batch_size=50, queue_bound=200,
-                             read_timeout=1.0, connect_timeout=2.0)
+    settings = StoreSettings(
+        url=url,
+        flush_interval=0.05,
+        batch_size=50,
+        queue_bound=200,
+        read_timeout=1.0,
+        connect_timeout=2.0,
+    )
     async with Store(settings) as store:
         store.device_seen(DEV, board="esp32s3")
         store.session_started("s-1", DEV, transport="websocket")

@@ -15,24 +15,53 @@ from xiaozhi_core.store import Store, StoreError, StoreSettings
 DEV = "aa:bb:cc:dd:ee:01"
 
 
-def _turn(store: Store, n: int, *, text: str | None = "hello", reply: str | None = "hi!",
-          outcome: str = "ok", kind: str = "voice", at: float | None = None,
-          session: str = "s-1", device: str = DEV, **extra: object) -> None:
-    store.turn_recorded(session_id=session, device_id=device, turn=n, kind=kind,
-                        outcome=outcome, text=text, reply=reply, at=at,
-                        latency={"turn": n, "kind": kind, "asr_final_ms": 120.5,
-                                 "total_ms": 900.0 + n, "error": None}, **extra)  # type: ignore[arg-type]
+def _turn(
+    store: Store,
+    n: int,
+    *,
+    text: str | None = "hello",
+    reply: str | None = "hi!",
+    outcome: str = "ok",
+    kind: str = "voice",
+    at: float | None = None,
+    session: str = "s-1",
+    device: str = DEV,
+    **extra: object,
+) -> None:
+    store.turn_recorded(
+        session_id=session,
+        device_id=device,
+        turn=n,
+        kind=kind,
+        outcome=outcome,
+        text=text,
+        reply=reply,
+        at=at,
+        latency={
+            "turn": n,
+            "kind": kind,
+            "asr_final_ms": 120.5,
+            "total_ms": 900.0 + n,
+            "error": None,
+        },
+        **extra,
+    )  # type: ignore[arg-type]
 
 
 async def test_recorded_events_are_written_in_batches_and_read_back(store: Store) -> None:
     t0 = time.time() - 60
-    store.device_seen(DEV, client_id="c-1", board="bread-compact-wifi", firmware="1.6.2",
-                      at=t0)
+    store.device_seen(DEV, client_id="c-1", board="bread-compact-wifi", firmware="1.6.2", at=t0)
     store.device_seen(DEV, at=t0 + 10)  # a connection: reports no board, keeps it
     store.session_started("s-1", DEV, transport="websocket", at=t0 + 10)
     for n in range(1, 6):
-        _turn(store, n, text=f"question {n}", reply=f"answer {n}", at=t0 + 10 + n,
-              speaker="alice" if n == 2 else None)
+        _turn(
+            store,
+            n,
+            text=f"question {n}",
+            reply=f"answer {n}",
+            at=t0 + 10 + n,
+            speaker="alice" if n == 2 else None,
+        )
     _turn(store, 6, outcome="failed", text="broken", reply=None, error="llm timed out")
     store.session_ended("s-1", reason="idle timeout", at=t0 + 30)
     assert store.stats.recorded == 10 and store.stats.written == 0  # nothing awaited yet
@@ -44,13 +73,20 @@ async def test_recorded_events_are_written_in_batches_and_read_back(store: Store
     [device] = await store.list_devices()
     assert device == await store.get_device(DEV)
     assert (device.client_id, device.board, device.firmware, device.profile) == (
-        "c-1", "bread-compact-wifi", "1.6.2", None)
+        "c-1",
+        "bread-compact-wifi",
+        "1.6.2",
+        None,
+    )
     assert device.first_seen == dt.datetime.fromtimestamp(t0, dt.UTC)
     assert device.last_seen > device.first_seen and device.last_seen.tzinfo is not None
 
     [session] = await store.device_sessions(DEV)
     assert (session.id, session.transport, session.close_reason) == (
-        "s-1", "websocket", "idle timeout")
+        "s-1",
+        "websocket",
+        "idle timeout",
+    )
     assert session.ended is not None and session.ended > session.started
 
     turns = await store.device_turns(DEV, limit=50)
@@ -58,8 +94,13 @@ async def test_recorded_events_are_written_in_batches_and_read_back(store: Store
     assert turns[0].outcome == "failed" and turns[0].error == "llm timed out"
     second = turns[4]
     assert (second.text, second.reply, second.speaker) == ("question 2", "answer 2", "alice")
-    assert second.latency == {"turn": 2, "kind": "voice", "asr_final_ms": 120.5,
-                              "total_ms": 902.0, "error": None}
+    assert second.latency == {
+        "turn": 2,
+        "kind": "voice",
+        "asr_final_ms": 120.5,
+        "total_ms": 902.0,
+        "error": None,
+    }
     page = await store.device_turns(DEV, limit=2, before=turns[1].id)
     assert [t.turn_no for t in page] == [4, 3]
     assert await store.get_device("ff:ff:ff:ff:ff:ff") is None
@@ -160,8 +201,7 @@ async def test_prune_deletes_old_turns_and_sessions(store: Store) -> None:
 
 
 async def test_device_supplied_strings_are_clipped_not_refused(store: Store) -> None:
-    store.device_seen(DEV, board="b" * 500 + "\x00", firmware="1.0\x00-evil",
-                      client_id="c" * 100)
+    store.device_seen(DEV, board="b" * 500 + "\x00", firmware="1.0\x00-evil", client_id="c" * 100)
     _turn(store, 1, text="nul\x00inside " + "x" * 20000, reply="ok", speaker="s" * 300)
     store.device_seen("", board="ignored")  # no id: nothing to record
     assert await store.flush()
@@ -169,7 +209,10 @@ async def test_device_supplied_strings_are_clipped_not_refused(store: Store) -> 
     device = await store.get_device(DEV)
     assert device is not None
     assert (len(device.board or ""), device.firmware, len(device.client_id or "")) == (
-        128, "1.0-evil", 64)
+        128,
+        "1.0-evil",
+        64,
+    )
     [turn] = await store.device_turns(DEV)
     assert turn.text is not None and turn.text.startswith("nulinside ")
     assert len(turn.text) == 16000 and len(turn.speaker or "") == 128

@@ -20,10 +20,23 @@ WORKER = Path(__file__).with_name("worker.py")
 def test_worker_processes_share_one_store(settings: StoreSettings) -> None:
     names = ["aa:00:00:00:00:01", "aa:00:00:00:00:02", "aa:00:00:00:00:03"]
     turns = 400
-    procs = [subprocess.Popen(
-        [sys.executable, str(WORKER), settings.url, settings.data_dir, name, str(turns),
-         *names], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for name in names]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                settings.url,
+                settings.data_dir,
+                name,
+                str(turns),
+                *names,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in names
+    ]
     reports = []
     for p in procs:
         out, err = p.communicate(timeout=180)
@@ -42,8 +55,10 @@ def test_worker_processes_share_one_store(settings: StoreSettings) -> None:
         async with Store(settings) as store:
             devices = await store.list_devices()
             assert [d.board for d in sorted(devices, key=lambda d: d.device_id)] == [
-                f"board-{n}" for n in names]
+                f"board-{n}" for n in names
+            ]
             for name in names:
                 [session] = await store.device_sessions(name)
                 assert session.close_reason == "done"
+
     asyncio.run(check())

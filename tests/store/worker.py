@@ -16,16 +16,22 @@ import time
 async def main(url: str, data_dir: str, name: str, turns: int, expect: list[str]) -> None:
     from xiaozhi_core.store import Store, StoreSettings
 
-    store = Store(StoreSettings(url=url, data_dir=data_dir, flush_interval=0.02,
-                                batch_size=25))
+    store = Store(StoreSettings(url=url, data_dir=data_dir, flush_interval=0.02, batch_size=25))
     await store.open()  # several workers migrating one empty database at once
     try:
         store.device_seen(name, board=f"board-{name}", firmware="1.0")
         store.session_started(f"session-{name}", name, transport="websocket")
         for n in range(turns):
-            store.turn_recorded(session_id=f"session-{name}", device_id=name, turn=n,
-                                kind="voice", outcome="ok", text=f"{name} {n}", reply="ok",
-                                latency={"total_ms": float(n)})
+            store.turn_recorded(
+                session_id=f"session-{name}",
+                device_id=name,
+                turn=n,
+                kind="voice",
+                outcome="ok",
+                text=f"{name} {n}",
+                reply="ok",
+                latency={"total_ms": float(n)},
+            )
             if n % 10 == 0:
                 await asyncio.sleep(0.001)
         store.session_ended(f"session-{name}", reason="done")

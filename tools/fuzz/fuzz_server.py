@@ -77,8 +77,7 @@ tts: {{provider: fake, options: {{record: false}}}}
 # --------------------------------------------------------------------------- generators
 def rand_text(rng: random.Random, n: int | None = None) -> str:
     n = rng.choice([0, 1, 5, 40, 300]) if n is None else n
-    alphabet = ("abc xyz 你好小智 \u00e9\u00a0\u200b\ufeff\U0001F600 \\ \" ' \n\t"
-                "\x00\x1f\u2028")
+    alphabet = "abc xyz 你好小智 \u00e9\u00a0\u200b\ufeff\U0001f600 \\ \" ' \n\t\x00\x1f\u2028"
     return "".join(rng.choice(alphabet) for _ in range(n))
 
 
@@ -99,20 +98,45 @@ def rand_value(rng: random.Random, depth: int = 0) -> Any:
     if kind == 6:
         return rng.choice(["\ud800", "a\udfffb", "\udc80", "\ud83d\ude00"])  # surrogates
     if kind == 7:
-        return rng.choice(["auto", "manual", "realtime", "start", "stop", "detect", "opus",
-                           "hello", "listen", "abort", "mcp", ""])
+        return rng.choice(
+            [
+                "auto",
+                "manual",
+                "realtime",
+                "start",
+                "stop",
+                "detect",
+                "opus",
+                "hello",
+                "listen",
+                "abort",
+                "mcp",
+                "",
+            ]
+        )
     if kind == 8:
         return rng.choice([[], {}, [[]], {"": None}])
     if kind in (9, 10):
         return [rand_value(rng, depth + 1) for _ in range(rng.randrange(4))]
-    return {rand_text(rng, rng.randrange(1, 8)): rand_value(rng, depth + 1)
-            for _ in range(rng.randrange(4))}
+    return {
+        rand_text(rng, rng.randrange(1, 8)): rand_value(rng, depth + 1)
+        for _ in range(rng.randrange(4))
+    }
 
 
 TEMPLATES: list[dict[str, Any]] = [
-    {"type": "hello", "version": 1, "transport": "websocket", "features": {"mcp": True},
-     "audio_params": {"format": "opus", "sample_rate": 16000, "channels": 1,
-                      "frame_duration": 60}},
+    {
+        "type": "hello",
+        "version": 1,
+        "transport": "websocket",
+        "features": {"mcp": True},
+        "audio_params": {
+            "format": "opus",
+            "sample_rate": 16000,
+            "channels": 1,
+            "frame_duration": 60,
+        },
+    },
     {"type": "listen", "state": "start", "mode": "auto"},
     {"type": "listen", "state": "stop"},
     {"type": "listen", "state": "detect", "text": "hello"},
@@ -128,13 +152,32 @@ def mutate_message(rng: random.Random) -> str:
     garbage, deep nesting or a huge frame."""
     roll = rng.random()
     if roll < 0.05:
-        return rng.choice(["[" * 1000 + "]" * 1000, '{"a":' * 3000 + "1" + "}" * 3000,
-                           "[" * 100_000, '{"type":' * 2000])[: rng.choice([60_000, 200_000])]
+        return rng.choice(
+            [
+                "[" * 1000 + "]" * 1000,
+                '{"a":' * 3000 + "1" + "}" * 3000,
+                "[" * 100_000,
+                '{"type":' * 2000,
+            ]
+        )[: rng.choice([60_000, 200_000])]
     if roll < 0.12:
         return "".join(chr(rng.randrange(32, 0xD800)) for _ in range(rng.randrange(1, 60)))
     if roll < 0.16:
-        return rng.choice(["", "null", "1", '"x"', "[]", "{}", '{"type":5}', '{"type":null}',
-                           "{nope", '{"type":"listen"', "\ufeff{}"])
+        return rng.choice(
+            [
+                "",
+                "null",
+                "1",
+                '"x"',
+                "[]",
+                "{}",
+                '{"type":5}',
+                '{"type":null}',
+                "{nope",
+                '{"type":"listen"',
+                "\ufeff{}",
+            ]
+        )
     msg = json.loads(json.dumps(rng.choice(TEMPLATES)))
     for _ in range(rng.randrange(1, 4)):
         keys = list(msg)
@@ -148,11 +191,24 @@ def mutate_message(rng: random.Random) -> str:
             if key != "type" or rng.random() < 0.1:
                 del msg[key]
         else:
-            msg[rng.choice(["text", "state", "mode", "payload", "session_id", "features",
-                            "audio_params", "version", rand_text(rng, 3)])] = rand_value(rng)
+            msg[
+                rng.choice(
+                    [
+                        "text",
+                        "state",
+                        "mode",
+                        "payload",
+                        "session_id",
+                        "features",
+                        "audio_params",
+                        "version",
+                        rand_text(rng, 3),
+                    ]
+                )
+            ] = rand_value(rng)
     try:
         text = json.dumps(msg, ensure_ascii=rng.random() < 0.5)
-        text.encode()          # a frame must be UTF-8: lone surrogates only as escapes
+        text.encode()  # a frame must be UTF-8: lone surrogates only as escapes
         return text
     except (ValueError, UnicodeEncodeError):
         return json.dumps(msg, ensure_ascii=True)
@@ -163,13 +219,13 @@ def random_binary(rng: random.Random, version: int) -> bytes:
     if roll < 0.3:
         return rng.randbytes(rng.randrange(0, 400))
     if roll < 0.5:
-        return rng.randbytes(rng.randrange(0, 16))      # truncated headers
+        return rng.randbytes(rng.randrange(0, 16))  # truncated headers
     if roll < 0.8:
         payload = rng.randbytes(rng.randrange(0, 300))
         frame = encode_frame(payload, version, rng.randrange(2**32))
-        if rng.random() < 0.5 and len(frame) > 4:       # lie about the length
+        if rng.random() < 0.5 and len(frame) > 4:  # lie about the length
             i = rng.randrange(min(len(frame), 16))
-            frame = frame[:i] + bytes([rng.randrange(256)]) + frame[i + 1:]
+            frame = frame[:i] + bytes([rng.randrange(256)]) + frame[i + 1 :]
         return frame
     return encode_frame(b"\xf8\xff\xfe", version, 0)  # a valid-looking tiny Opus packet
 
@@ -213,7 +269,9 @@ class Fuzzer:
         log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [str(xiaozhi), "--log-level", "info", "serve", "-c", str(cfg), "--no-local"],
-            stdout=subprocess.PIPE, stderr=log)
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -243,16 +301,25 @@ class Fuzzer:
     # ------------------------------------------------------------------ helpers
     def budget(self, category: str) -> bool:
         share = self.limit * WEIGHTS[category] / sum(WEIGHTS.values())
-        return not self.stop.is_set() and \
-            self.stats.inputs[category] - self.base[category] < share
+        return not self.stop.is_set() and self.stats.inputs[category] - self.base[category] < share
 
     async def ws(self, **headers: str) -> ClientConnection:
-        base = {"Device-Id": f"fu:zz:{self.rng.randrange(16**4):04x}", "Client-Id": "fuzz",
-                "Authorization": f"Bearer {TOKEN}", "Protocol-Version": "1"}
+        base = {
+            "Device-Id": f"fu:zz:{self.rng.randrange(16**4):04x}",
+            "Client-Id": "fuzz",
+            "Authorization": f"Bearer {TOKEN}",
+            "Protocol-Version": "1",
+        }
         base.update(headers)
-        return await connect(self.ws_url, additional_headers=base, compression=None,
-                             max_size=2**20, ping_interval=None, open_timeout=10,
-                             close_timeout=1)
+        return await connect(
+            self.ws_url,
+            additional_headers=base,
+            compression=None,
+            max_size=2**20,
+            ping_interval=None,
+            open_timeout=10,
+            close_timeout=1,
+        )
 
     @staticmethod
     async def drain(conn: ClientConnection) -> None:
@@ -297,8 +364,14 @@ class Fuzzer:
         while self.budget(category):
             try:
                 await getattr(self, category)(worker)
-            except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError,
-                    AttributeError, RuntimeError) as exc:
+            except (
+                OSError,
+                ConnectionClosed,
+                InvalidHandshake,
+                TimeoutError,
+                AttributeError,
+                RuntimeError,
+            ) as exc:
                 self.stats.notes[f"{category}_client_error_{type(exc).__name__}"] += 1
                 await asyncio.sleep(0.05)
 
@@ -339,8 +412,11 @@ class Fuzzer:
             reader = asyncio.create_task(self.drain(conn))
             try:
                 await self.hello(conn)
-                await conn.send(json.dumps({"type": "listen", "state": "start",
-                                            "mode": rng.choice(["auto", "manual"])}))
+                await conn.send(
+                    json.dumps(
+                        {"type": "listen", "state": "start", "mode": rng.choice(["auto", "manual"])}
+                    )
+                )
                 for _ in range(rng.randrange(100, 1000)):
                     if not self.budget("ws_binary"):
                         break
@@ -400,7 +476,7 @@ class Fuzzer:
                         async with asyncio.timeout(1.0):
                             raw = await conn.recv()
                     except TimeoutError:
-                        break          # the server stopped asking: unsolicited ones, then next
+                        break  # the server stopped asking: unsolicited ones, then next
                     if not isinstance(raw, str):
                         continue
                     data = json.loads(raw)
@@ -408,8 +484,9 @@ class Fuzzer:
                         continue
                     await self.send_mcp(conn, rng, data["payload"].get("id"))
                     if rng.random() < 0.3:
-                        await conn.send(json.dumps({"type": "listen", "state": "detect",
-                                                    "text": "use a tool"}))
+                        await conn.send(
+                            json.dumps({"type": "listen", "state": "detect", "text": "use a tool"})
+                        )
                 for _ in range(rng.randrange(5, 50)):
                     if not self.budget("mcp"):
                         break
@@ -420,17 +497,26 @@ class Fuzzer:
                 await conn.close()
 
     async def send_mcp(self, conn: ClientConnection, rng: random.Random, rid: Any) -> None:
-        result = rand_value(rng) if rng.random() < 0.6 else {
-            "tools": rand_value(rng), "nextCursor": rand_value(rng),
-            "serverInfo": rand_value(rng), "content": rand_value(rng),
-            "isError": rand_value(rng)}
-        payload: Any = rng.choice([
-            {"jsonrpc": "2.0", "id": rid, "result": result},
-            {"jsonrpc": "2.0", "id": rid, "error": rand_value(rng)},
-            {"jsonrpc": "2.0", "id": rand_value(rng), "result": result},
-            {"jsonrpc": "2.0", "method": rand_value(rng), "params": rand_value(rng)},
-            rand_value(rng),
-        ])
+        result = (
+            rand_value(rng)
+            if rng.random() < 0.6
+            else {
+                "tools": rand_value(rng),
+                "nextCursor": rand_value(rng),
+                "serverInfo": rand_value(rng),
+                "content": rand_value(rng),
+                "isError": rand_value(rng),
+            }
+        )
+        payload: Any = rng.choice(
+            [
+                {"jsonrpc": "2.0", "id": rid, "result": result},
+                {"jsonrpc": "2.0", "id": rid, "error": rand_value(rng)},
+                {"jsonrpc": "2.0", "id": rand_value(rng), "result": result},
+                {"jsonrpc": "2.0", "method": rand_value(rng), "params": rand_value(rng)},
+                rand_value(rng),
+            ]
+        )
         try:
             text = json.dumps({"type": "mcp", "payload": payload})
         except ValueError:
@@ -440,19 +526,43 @@ class Fuzzer:
 
     async def handshake(self, worker: int) -> None:
         rng = random.Random(self.args.seed * 5000 + worker)
-        paths = ["/xiaozhi/v1/", "//[/xiaozhi/v1/", "/xiaozhi/v1/?" + "a=" * 3000, "/x",
-                 "/xiaozhi/v1/?device-id=%ff%fe&authorization=Bearer%20%C2%B2.x",
-                 "/xiaozhi/v1/?authorization=Bearer%201.%C3%A9&device-id=a",
-                 "/xiaozhi/v1/?protocol-version=99999999999999999999", "*", "/%00"]
-        values = ["1", "2", "3", "0", "-1", "99999999999999999999", "", "\xff\xfe", "Bearer",
-                  "Bearer " + "1" * 5000 + ".x", "Bearer 1.\xc3\xa9", "Bearer \xb2.x",
-                  f"Bearer {TOKEN}", "x" * 7000, "a\tb", "aa:bb:cc:dd:ee:ff"]
+        paths = [
+            "/xiaozhi/v1/",
+            "//[/xiaozhi/v1/",
+            "/xiaozhi/v1/?" + "a=" * 3000,
+            "/x",
+            "/xiaozhi/v1/?device-id=%ff%fe&authorization=Bearer%20%C2%B2.x",
+            "/xiaozhi/v1/?authorization=Bearer%201.%C3%A9&device-id=a",
+            "/xiaozhi/v1/?protocol-version=99999999999999999999",
+            "*",
+            "/%00",
+        ]
+        values = [
+            "1",
+            "2",
+            "3",
+            "0",
+            "-1",
+            "99999999999999999999",
+            "",
+            "\xff\xfe",
+            "Bearer",
+            "Bearer " + "1" * 5000 + ".x",
+            "Bearer 1.\xc3\xa9",
+            "Bearer \xb2.x",
+            f"Bearer {TOKEN}",
+            "x" * 7000,
+            "a\tb",
+            "aa:bb:cc:dd:ee:ff",
+        ]
         names = ["Device-Id", "Client-Id", "Protocol-Version", "Authorization"]
         while self.budget("handshake"):
-            head = (f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                    "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                    "Sec-WebSocket-Version: 13\r\n")
+            head = (
+                f"GET {rng.choice(paths)} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+            )
             for _ in range(rng.randrange(5)):
                 head += f"{rng.choice(names)}: {rng.choice(values)}\r\n"
             status = await self.raw(self.ws_port, (head + "\r\n").encode("latin-1"))
@@ -461,31 +571,67 @@ class Fuzzer:
 
     async def http(self, worker: int) -> None:
         rng = random.Random(self.args.seed * 6000 + worker)
-        bodies = [b"[" * 100_000, b'{"mac_address":5}', b'{"uuid":[]}', b"{nope", b"",
-                  b'{"application":{"version":5}}', b'{"mac_address":"\\ud800"}', b"null",
-                  b'{"application":"x"}', b"\xff\xfe", b"{}" * 1000]
+        bodies = [
+            b"[" * 100_000,
+            b'{"mac_address":5}',
+            b'{"uuid":[]}',
+            b"{nope",
+            b"",
+            b'{"application":{"version":5}}',
+            b'{"mac_address":"\\ud800"}',
+            b"null",
+            b'{"application":"x"}',
+            b"\xff\xfe",
+            b"{}" * 1000,
+        ]
         while self.budget("http"):
             roll = rng.random()
             if roll < 0.15:
-                data = rng.choice([b"GET //[ HTTP/1.1\r\n\r\n", b"\x16\x03\x01\x00\x05hello",
-                                   b"GET / HTTP/9.9\r\n\r\n", rng.randbytes(rng.randrange(64)),
-                                   b"POST /xiaozhi/ota/ HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
-                                   b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n"])
+                data = rng.choice(
+                    [
+                        b"GET //[ HTTP/1.1\r\n\r\n",
+                        b"\x16\x03\x01\x00\x05hello",
+                        b"GET / HTTP/9.9\r\n\r\n",
+                        rng.randbytes(rng.randrange(64)),
+                        b"POST /xiaozhi/ota/ HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+                        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n",
+                    ]
+                )
             else:
-                body = rng.choice(bodies) if rng.random() < 0.6 else \
-                    json.dumps(rand_value(rng)).encode()
+                body = (
+                    rng.choice(bodies)
+                    if rng.random() < 0.6
+                    else json.dumps(rand_value(rng)).encode()
+                )
                 headers = b""
                 for _ in range(rng.randrange(4)):
-                    headers += rng.choice([
-                        b"Device-Id: \xff\xfe\r\n", b"Device-Id: a\r\n", b"Client-Id: c\r\n",
-                        b"Content-Encoding: gzip\r\n", b"Content-Encoding: deflate\r\n",
-                        b"Content-Encoding: br\r\n", b"Transfer-Encoding: chunked\r\n",
-                        b"Content-Type: text/plain\r\n", b"Device-Id: " + b"x" * 300 + b"\r\n"])
+                    headers += rng.choice(
+                        [
+                            b"Device-Id: \xff\xfe\r\n",
+                            b"Device-Id: a\r\n",
+                            b"Client-Id: c\r\n",
+                            b"Content-Encoding: gzip\r\n",
+                            b"Content-Encoding: deflate\r\n",
+                            b"Content-Encoding: br\r\n",
+                            b"Transfer-Encoding: chunked\r\n",
+                            b"Content-Type: text/plain\r\n",
+                            b"Device-Id: " + b"x" * 300 + b"\r\n",
+                        ]
+                    )
                 method = rng.choice([b"POST", b"POST", b"GET", b"OPTIONS", b"PUT"])
-                path = rng.choice([b"/xiaozhi/ota/", b"/xiaozhi/ota", b"/health", b"/metrics",
-                                   b"/nope"])
-                data = (method + b" " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                        + b"Content-Length: %d\r\n" % len(body) + headers + b"\r\n" + body)
+                path = rng.choice(
+                    [b"/xiaozhi/ota/", b"/xiaozhi/ota", b"/health", b"/metrics", b"/nope"]
+                )
+                data = (
+                    method
+                    + b" "
+                    + path
+                    + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                    + b"Content-Length: %d\r\n" % len(body)
+                    + headers
+                    + b"\r\n"
+                    + body
+                )
             status = await self.raw(self.http_port, data)
             self.count_status("http", status)
             self.stats.inputs["http"] += 1
@@ -504,12 +650,16 @@ class Fuzzer:
                 if stage >= 1:
                     await self.hello(conn)
                 if stage >= 2:
-                    await conn.send(json.dumps({"type": "listen", "state": "detect",
-                                                "text": "tell me something"}))
+                    await conn.send(
+                        json.dumps(
+                            {"type": "listen", "state": "detect", "text": "tell me something"}
+                        )
+                    )
                     await asyncio.sleep(rng.random() * 0.3)
                 if stage >= 3:
-                    await conn.send(json.dumps({"type": "listen", "state": "start",
-                                                "mode": "auto"}))
+                    await conn.send(
+                        json.dumps({"type": "listen", "state": "start", "mode": "auto"})
+                    )
                     for p in speech:
                         await conn.send(encode_frame(p, 1, 0))
                     await asyncio.sleep(rng.random() * 0.5)
@@ -517,7 +667,7 @@ class Fuzzer:
                 pass
             finally:
                 if rng.random() < 0.5:
-                    conn.transport.abort()                   # vanish
+                    conn.transport.abort()  # vanish
                 else:
                     await conn.close()
             self.stats.inputs["churn"] += 1
@@ -532,12 +682,18 @@ class Fuzzer:
                 except OSError:
                     await asyncio.sleep(0.2)
                     continue
-                writer.write(rng.choice([b"POST /xiaozhi/ota/ HTTP/1.1\r\nHost: x\r\n",
-                                         b"POST /xiaozhi/ota/ HTTP/1.1\r\nContent-Length: 99"
-                                         b"\r\n\r\n{", b"G"]))
+                writer.write(
+                    rng.choice(
+                        [
+                            b"POST /xiaozhi/ota/ HTTP/1.1\r\nHost: x\r\n",
+                            b"POST /xiaozhi/ota/ HTTP/1.1\r\nContent-Length: 99\r\n\r\n{",
+                            b"G",
+                        ]
+                    )
+                )
                 try:
                     async with asyncio.timeout(10):
-                        await reader.read()               # the server must close it
+                        await reader.read()  # the server must close it
                 except TimeoutError:
                     self.stats.notes["slow_http_held_over_10s"] += 1
                 except ConnectionError:
@@ -547,9 +703,12 @@ class Fuzzer:
                 try:
                     conn = await self.ws()
                     await self.hello(conn)
-                    await conn.send(json.dumps({"type": "listen", "state": "detect",
-                                                "text": "tell me a long story"}))
-                    await asyncio.sleep(rng.random() * 3)          # not reading
+                    await conn.send(
+                        json.dumps(
+                            {"type": "listen", "state": "detect", "text": "tell me a long story"}
+                        )
+                    )
+                    await asyncio.sleep(rng.random() * 3)  # not reading
                     conn.transport.abort()
                 except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError):
                     pass
@@ -567,8 +726,9 @@ class Fuzzer:
             reader = asyncio.create_task(self.drain(conn))
             try:
                 await self.hello(conn)
-                await conn.send(json.dumps({"type": "listen", "state": "start",
-                                            "mode": "realtime"}))
+                await conn.send(
+                    json.dumps({"type": "listen", "state": "start", "mode": "realtime"})
+                )
                 deadline = time.monotonic() + rng.uniform(1, 4)
                 while time.monotonic() < deadline and self.budget("flood"):
                     for p in speech:
@@ -587,13 +747,15 @@ class Fuzzer:
         import aiohttp
 
         async with aiohttp.ClientSession() as http:
-            resp = await http.post(f"http://127.0.0.1:{self.http_port}/xiaozhi/ota/",
-                                   headers={"Device-Id": "ca:na:ry:00:00:01",
-                                            "Client-Id": "canary"},
-                                   json={"application": {"version": "1.6.0"}})
+            resp = await http.post(
+                f"http://127.0.0.1:{self.http_port}/xiaozhi/ota/",
+                headers={"Device-Id": "ca:na:ry:00:00:01", "Client-Id": "canary"},
+                json={"application": {"version": "1.6.0"}},
+            )
             token = (await resp.json())["websocket"]["token"]
-        dev = FakeDevice(self.ws_url, device_id="ca:na:ry:00:00:01", client_id="canary",
-                         token=token)
+        dev = FakeDevice(
+            self.ws_url, device_id="ca:na:ry:00:00:01", client_id="canary", token=token
+        )
         speech = encode_utterance(_speechlike(0.6))
         async with dev:
             turn = 0
@@ -607,8 +769,11 @@ class Fuzzer:
                         await dev.listen("start", "auto")
                         await dev.stream(speech, realtime=True)
                     stop = await dev.wait_for("tts", "stop", timeout=20, after=after)
-                    alerts = [r.message for r in dev.received[after:]
-                              if r.message is not None and r.message.get("type") == "alert"]
+                    alerts = [
+                        r.message
+                        for r in dev.received[after:]
+                        if r.message is not None and r.message.get("type") == "alert"
+                    ]
                     if alerts:
                         self.stats.canary_failed.append(f"turn {turn}: alert {alerts[0]}")
                     elif stop:
@@ -626,8 +791,11 @@ class Fuzzer:
         self.limit = inputs
         self.base = Counter(self.stats.inputs)
         self.stop.clear()
-        workers = [asyncio.create_task(self.guard(category, i))
-                   for category, count in PARALLEL.items() for i in range(count)]
+        workers = [
+            asyncio.create_task(self.guard(category, i))
+            for category, count in PARALLEL.items()
+            for i in range(count)
+        ]
         last_report = time.monotonic()
         ok = True
         while any(not w.done() for w in workers):
@@ -642,10 +810,12 @@ class Fuzzer:
                 break
             if time.monotonic() - last_report > 15:
                 last_report = time.monotonic()
-                print(f"  {time.monotonic() - t0:5.0f} s  {self.stats.total:7d} inputs  "
-                      f"canary ok {self.stats.canary_ok} failed "
-                      f"{len(self.stats.canary_failed)}  rss {self.rss_kb() // 1024} MB",
-                      flush=True)
+                print(
+                    f"  {time.monotonic() - t0:5.0f} s  {self.stats.total:7d} inputs  "
+                    f"canary ok {self.stats.canary_ok} failed "
+                    f"{len(self.stats.canary_failed)}  rss {self.rss_kb() // 1024} MB",
+                    flush=True,
+                )
             if time.monotonic() - t0 > self.args.max_seconds:
                 print("time limit reached", flush=True)
                 ok = False
@@ -663,8 +833,11 @@ class Fuzzer:
 
     async def run(self) -> int:
         self.start_server()
-        print(f"server pid {self.proc.pid if self.proc else '?'}: {self.ws_url}, http port "
-              f"{self.http_port}; log {self.log_path}", flush=True)
+        print(
+            f"server pid {self.proc.pid if self.proc else '?'}: {self.ws_url}, http port "
+            f"{self.http_port}; log {self.log_path}",
+            flush=True,
+        )
         await asyncio.sleep(1)
         rss_start = self.rss_kb()
         canary_stop = asyncio.Event()
@@ -676,8 +849,10 @@ class Fuzzer:
             ok = await self.phase(self.args.warmup_inputs, t0)
         warm_inputs = self.stats.total
         rss_warm = await self.idle_rss() if ok else 0
-        print(f"main run: {self.args.inputs} inputs (RSS after warm-up, idle: "
-              f"{rss_warm // 1024} MB)", flush=True)
+        print(
+            f"main run: {self.args.inputs} inputs (RSS after warm-up, idle: {rss_warm // 1024} MB)",
+            flush=True,
+        )
         t1 = time.monotonic()
         if ok:
             ok = await self.phase(self.args.inputs, t0)
@@ -685,7 +860,7 @@ class Fuzzer:
         canary_stop.set()
         try:
             await asyncio.wait_for(canary, 30)
-        except Exception as exc:          # the canary itself broke: that is a failure too
+        except Exception as exc:  # the canary itself broke: that is a failure too
             self.stats.canary_failed.append(f"canary ended: {type(exc).__name__}: {exc}")
         alive = self.server_alive()
         rss_peak = self.rss_kb() if alive else 0
@@ -698,11 +873,18 @@ class Fuzzer:
                 print("server did not exit 30 s after SIGTERM: killed", flush=True)
                 self.proc.kill()
                 self.proc.wait()
-        return self.report(elapsed, alive, rss_start, rss_warm, rss_peak, rss_idle,
-                           warm_inputs)
+        return self.report(elapsed, alive, rss_start, rss_warm, rss_peak, rss_idle, warm_inputs)
 
-    def report(self, elapsed: float, alive: bool, rss_start: int, rss_warm: int,
-               rss_peak: int, rss_idle: int, warm_inputs: int) -> int:
+    def report(
+        self,
+        elapsed: float,
+        alive: bool,
+        rss_start: int,
+        rss_warm: int,
+        rss_peak: int,
+        rss_idle: int,
+        warm_inputs: int,
+    ) -> int:
         log = self.log_path.read_text(errors="replace")
         lines = log.splitlines()
         tracebacks = log.count("Traceback (most recent call last)")
@@ -714,38 +896,71 @@ class Fuzzer:
         growth = (rss_idle - base) / base * 100 if base and rss_idle else float("nan")
         print("\n==== fuzz summary ====")
         main = s.total - warm_inputs
-        print(f"inputs: {main} in the main run ({elapsed:.0f} s) after {warm_inputs} of "
-              f"warm-up (seed {self.args.seed}); per category, both phases:")
+        print(
+            f"inputs: {main} in the main run ({elapsed:.0f} s) after {warm_inputs} of "
+            f"warm-up (seed {self.args.seed}); per category, both phases:"
+        )
         for category in WEIGHTS:
             print(f"  {category:10s} {s.inputs[category]:7d}")
-        print(f"server alive at end: {alive}; exit code after SIGTERM: "
-              f"{self.proc.returncode if self.proc else '?'}")
+        print(
+            f"server alive at end: {alive}; exit code after SIGTERM: "
+            f"{self.proc.returncode if self.proc else '?'}"
+        )
         print(f"crashed sessions: {len(crashed)}")
         print(f"HTTP 5xx: {sum(s.http_5xx.values())} {dict(s.http_5xx)}")
         top = s.statuses.most_common(12)
         print(f"statuses: {dict(top)}")
-        print(f"tracebacks in log: {tracebacks}; ERROR lines: {len(errors)}; log lines: "
-              f"{len(lines)}; longest line: {longest} chars")
-        for line in (errors[:5] + crashed[:3]):
+        print(
+            f"tracebacks in log: {tracebacks}; ERROR lines: {len(errors)}; log lines: "
+            f"{len(lines)}; longest line: {longest} chars"
+        )
+        for line in errors[:5] + crashed[:3]:
             print(f"    {line[:240]}")
         print(f"canary: {s.canary_ok} turns ok, {len(s.canary_failed)} failed")
         for failure in s.canary_failed[:5]:
             print(f"    {failure[:240]}")
-        print(f"RSS: at start {rss_start // 1024} MB, idle after warm-up {base // 1024} MB, "
-              f"end of load {rss_peak // 1024} MB, idle after the run {rss_idle // 1024} MB "
-              f"({growth:+.1f}% vs idle after warm-up)")
+        print(
+            f"RSS: at start {rss_start // 1024} MB, idle after warm-up {base // 1024} MB, "
+            f"end of load {rss_peak // 1024} MB, idle after the run {rss_idle // 1024} MB "
+            f"({growth:+.1f}% vs idle after warm-up)"
+        )
         print(f"notes: {dict(s.notes)}")
-        ok = (alive and not crashed and not s.http_5xx and not tracebacks and not errors
-              and not s.canary_failed and growth <= 10)
+        ok = (
+            alive
+            and not crashed
+            and not s.http_5xx
+            and not tracebacks
+            and not errors
+            and not s.canary_failed
+            and growth <= 10
+        )
         print("RESULT:", "PASS" if ok else "FAIL")
         return 0 if ok else 1
 
 
 #: Share of the input budget per category, and parallel clients per category.
-WEIGHTS = {"ws_text": 40, "ws_binary": 25, "state": 8, "mcp": 3, "handshake": 8, "http": 10,
-           "churn": 1.5, "slow": 0.1, "flood": 4}
-PARALLEL = {"ws_text": 3, "ws_binary": 2, "state": 2, "mcp": 3, "handshake": 2, "http": 2,
-            "churn": 12, "slow": 6, "flood": 1}
+WEIGHTS = {
+    "ws_text": 40,
+    "ws_binary": 25,
+    "state": 8,
+    "mcp": 3,
+    "handshake": 8,
+    "http": 10,
+    "churn": 1.5,
+    "slow": 0.1,
+    "flood": 4,
+}
+PARALLEL = {
+    "ws_text": 3,
+    "ws_binary": 2,
+    "state": 2,
+    "mcp": 3,
+    "handshake": 2,
+    "http": 2,
+    "churn": 12,
+    "slow": 6,
+    "flood": 1,
+}
 
 
 def _speechlike(seconds: float) -> Any:
@@ -753,20 +968,25 @@ def _speechlike(seconds: float) -> Any:
 
     from xiaozhi_core.testing import tone
 
-    return np.concatenate([np.zeros(4800, np.int16), tone(seconds),
-                           np.zeros(9600, np.int16)])
+    return np.concatenate([np.zeros(4800, np.int16), tone(seconds), np.zeros(9600, np.int16)])
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--inputs", type=int, default=100_000,
-                   help="inputs of the measured run (after the warm-up)")
-    p.add_argument("--warmup-inputs", type=int, default=20_000,
-                   help="inputs before the RSS baseline is read (caches, allocator arenas)")
+    p.add_argument(
+        "--inputs", type=int, default=100_000, help="inputs of the measured run (after the warm-up)"
+    )
+    p.add_argument(
+        "--warmup-inputs",
+        type=int,
+        default=20_000,
+        help="inputs before the RSS baseline is read (caches, allocator arenas)",
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-seconds", type=float, default=1800)
-    p.add_argument("--idle-seconds", type=float, default=15,
-                   help="wait before the idle RSS reading")
+    p.add_argument(
+        "--idle-seconds", type=float, default=15, help="wait before the idle RSS reading"
+    )
     p.add_argument("--log", help="server log file (default: a temp file)")
     args = p.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

@@ -25,8 +25,14 @@ __all__: list[str] = []
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", action="append", required=True, metavar="FILE",
-                   help="the deployment config(s) the server runs with")
+    p.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="the deployment config(s) the server runs with",
+    )
 
 
 def _store(args: argparse.Namespace) -> ActivationStore:
@@ -47,8 +53,10 @@ def _pending(args: argparse.Namespace) -> int:
         print("no device is waiting for activation")
     for code, p in sorted(waiting.items(), key=lambda kv: kv[1].get("since", 0)):
         age = int(time.time() - p.get("since", 0))
-        print(f"{code}  {p.get('device_id')}  client {p.get('client_id') or '-'}  "
-              f"waiting {age // 60} min")
+        print(
+            f"{code}  {p.get('device_id')}  client {p.get('client_id') or '-'}  "
+            f"waiting {age // 60} min"
+        )
     return 0
 
 
@@ -91,11 +99,18 @@ def commands() -> list[Command | CommandGroup]:
     """``xiaozhi activation ...`` (entry point ``activation``)."""
     return [
         CommandGroup(("activation",), "the activation step: confirm the code a device shows"),
-        Command(("activation", "pending"), "devices waiting for activation, with their codes",
-                _pending, _common),
-        Command(("activation", "confirm"), "activate the device that shows CODE", _activate,
-                _activate_args),
+        Command(
+            ("activation", "pending"),
+            "devices waiting for activation, with their codes",
+            _pending,
+            _common,
+        ),
+        Command(
+            ("activation", "confirm"),
+            "activate the device that shows CODE",
+            _activate,
+            _activate_args,
+        ),
         Command(("activation", "list"), "activated devices", _list, _common),
-        Command(("activation", "revoke"), "forget an activated device", _revoke,
-                _revoke_args),
+        Command(("activation", "revoke"), "forget an activated device", _revoke, _revoke_args),
     ]

@@ -17,10 +17,15 @@ __all__ = ["commands", "describe_config"]
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("files", nargs="+", metavar="FILE",
-                   help="YAML files, deep-merged in order (later files win)")
-    p.add_argument("--no-local", action="store_true",
-                   help="do not merge the local.yaml beside the first file")
+    p.add_argument(
+        "files",
+        nargs="+",
+        metavar="FILE",
+        help="YAML files, deep-merged in order (later files win)",
+    )
+    p.add_argument(
+        "--no-local", action="store_true", help="do not merge the local.yaml beside the first file"
+    )
 
 
 def describe_config(config: DeploymentConfig, registry: Registry, out: TextIO) -> None:
@@ -28,28 +33,44 @@ def describe_config(config: DeploymentConfig, registry: Registry, out: TextIO) -
     rows = []
     for role, choice in config.choices().items():
         origin = registry.lookup(role, choice.provider).origin
-        rows.append([f"  {role}", choice.provider, str(choice.spec.execution),
-                     f"{origin.distribution} {origin.version}".strip()])
+        rows.append(
+            [
+                f"  {role}",
+                choice.provider,
+                str(choice.spec.execution),
+                f"{origin.distribution} {origin.version}".strip(),
+            ]
+        )
     table(rows, out)
     server = config.server
     auth = "on" if server.auth_enabled else "off"
-    print(f"  server: ws://{server.host}:{server.port}/xiaozhi/v1/ (auth {auth}), "
-          f"http port {server.http_port}", file=out)
+    print(
+        f"  server: ws://{server.host}:{server.port}/xiaozhi/v1/ (auth {auth}), "
+        f"http port {server.http_port}",
+        file=out,
+    )
     ex = config.executor
-    print(f"  executor: {ex.kind} pool, {ex.workers} workers, max_pending {ex.max_pending}",
-          file=out)
+    print(
+        f"  executor: {ex.kind} pool, {ex.workers} workers, max_pending {ex.max_pending}", file=out
+    )
     if config.store.enabled:
         from ..store.engine import describe, resolve_url  # imports SQLAlchemy
 
-        print(f"  store: {describe(resolve_url(config.store))} (transcripts "
-              f"{'on' if config.store.transcripts else 'off'})", file=out)
+        print(
+            f"  store: {describe(resolve_url(config.store))} (transcripts "
+            f"{'on' if config.store.transcripts else 'off'})",
+            file=out,
+        )
     else:
         print("  store: off", file=out)
     from ..session.profiles import build_profiles
 
-    profiles = build_profiles(config)   # what only the session layer checks (tools)
-    print(f"  profiles: {', '.join(profiles.names()) or '(none)'}; default "
-          f"{profiles.default.name!r}; {len(profiles.devices)} device mapping(s)", file=out)
+    profiles = build_profiles(config)  # what only the session layer checks (tools)
+    print(
+        f"  profiles: {', '.join(profiles.names()) or '(none)'}; default "
+        f"{profiles.default.name!r}; {len(profiles.devices)} device mapping(s)",
+        file=out,
+    )
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -72,6 +93,12 @@ def _config_check(args: argparse.Namespace) -> int:
 
 def commands() -> list[Command | CommandGroup]:
     """``xiaozhi config check`` (entry point ``xiaozhi_core.commands: config``)."""
-    return [CommandGroup(("config",), "inspect deployment configs"),
-            Command(("config", "check"), "load, merge and validate config files",
-                    _config_check, _config_args)]
+    return [
+        CommandGroup(("config",), "inspect deployment configs"),
+        Command(
+            ("config", "check"),
+            "load, merge and validate config files",
+            _config_check,
+            _config_args,
+        ),
+    ]

@@ -58,19 +58,34 @@ def workers(text: str) -> int | str:
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", action="append", required=True, metavar="FILE",
-                   help="YAML config file; repeat to deep-merge several (later files win)")
+    p.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="YAML config file; repeat to deep-merge several (later files win)",
+    )
     p.add_argument("--host", help="listen address (overrides server.host)")
     p.add_argument("--port", type=port, help="WebSocket port (overrides server.port)")
-    p.add_argument("--no-local", action="store_true",
-                   help="do not merge the local.yaml beside the first file")
-    p.add_argument("--http-port", type=port, help="OTA/health/metrics port "
-                   "(overrides server.http_port)")
-    p.add_argument("--check", action="store_true",
-                   help="build every provider, report, and exit without serving")
-    p.add_argument("--workers", type=workers, metavar="N",
-                   help="worker processes sharing the ports, under a supervisor "
-                        "(overrides server.workers; 'auto': one per core; 1: this process)")
+    p.add_argument(
+        "--no-local", action="store_true", help="do not merge the local.yaml beside the first file"
+    )
+    p.add_argument(
+        "--http-port", type=port, help="OTA/health/metrics port (overrides server.http_port)"
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="build every provider, report, and exit without serving",
+    )
+    p.add_argument(
+        "--workers",
+        type=workers,
+        metavar="N",
+        help="worker processes sharing the ports, under a supervisor "
+        "(overrides server.workers; 'auto': one per core; 1: this process)",
+    )
 
 
 async def _build_and_report(config: DeploymentConfig, registry: Registry) -> None:
@@ -114,8 +129,16 @@ def _serve(args: argparse.Namespace) -> int:
         from ..gateway.workers import run_workers
 
         sys.stdout.flush()
-        return asyncio.run(run_workers(config, config.files, False, count, sys.stdout,
-                                       logging.getLevelName(logging.getLogger().level)))
+        return asyncio.run(
+            run_workers(
+                config,
+                config.files,
+                False,
+                count,
+                sys.stdout,
+                logging.getLevelName(logging.getLogger().level),
+            )
+        )
     from ..gateway.run import serve
 
     asyncio.run(serve(config, registry, sys.stdout))

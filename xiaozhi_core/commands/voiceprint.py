@@ -35,12 +35,19 @@ __all__: list[str] = []
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--config", action="append", required=True, metavar="FILE",
-                   help="deployment config(s) selecting a voiceprint provider")
+    p.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="deployment config(s) selecting a voiceprint provider",
+    )
 
 
-async def _with_provider(args: argparse.Namespace,
-                         work: Callable[[BoundVoiceprint], Awaitable[T]]) -> T:
+async def _with_provider(
+    args: argparse.Namespace, work: Callable[[BoundVoiceprint], Awaitable[T]]
+) -> T:
     from ..config import load_config
     from ..executor import Executor, build
     from ..providers import BoundVoiceprint
@@ -48,14 +55,18 @@ async def _with_provider(args: argparse.Namespace,
 
     config = load_config(args.config, default_registry())
     if config.voiceprint is None:
-        raise ConfigError("selects no voiceprint provider; add e.g. "
-                          "'voiceprint: {provider: resemblyzer}'", path="voiceprint",
-                          file=config.files[0])
+        raise ConfigError(
+            "selects no voiceprint provider; add e.g. 'voiceprint: {provider: resemblyzer}'",
+            path="voiceprint",
+            file=config.files[0],
+        )
     executor = Executor(config.executor)
     store = None
     try:
-        provider = cast(BoundVoiceprint,
-                        await build(config.voiceprint.spec, config.voiceprint.options, executor))
+        provider = cast(
+            BoundVoiceprint,
+            await build(config.voiceprint.spec, config.voiceprint.options, executor),
+        )
         try:
             if config.store.enabled:
                 from ..session.voices import SharedVoiceprint
@@ -141,9 +152,11 @@ def _remove(args: argparse.Namespace) -> int:
             if remove is not None and provider.execution is Execution.CPU:
                 return int(bool(await provider.executor.run(remove, args.name)))  # type: ignore[attr-defined]
         if remove is None:
-            raise ProviderError(f"voiceprint provider {provider.name!r} cannot remove "
-                                "speakers; turn the store on (store.enabled) to manage them "
-                                "there")
+            raise ProviderError(
+                f"voiceprint provider {provider.name!r} cannot remove "
+                "speakers; turn the store on (store.enabled) to manage them "
+                "there"
+            )
         result = remove(args.name)
         if asyncio.iscoroutine(result):
             result = await result
@@ -161,10 +174,15 @@ def commands() -> list[Command | CommandGroup]:
     """``xiaozhi voiceprint enroll|list|identify|remove`` (entry point ``voiceprint``)."""
     return [
         CommandGroup(("voiceprint",), "manage enrolled speakers"),
-        Command(("voiceprint", "enroll"), "enroll a named speaker from WAV files", _enroll,
-                _enroll_args),
+        Command(
+            ("voiceprint", "enroll"), "enroll a named speaker from WAV files", _enroll, _enroll_args
+        ),
         Command(("voiceprint", "list"), "list enrolled speakers", _list, _common),
-        Command(("voiceprint", "identify"), "identify the speaker of a WAV file", _identify,
-                _identify_args),
+        Command(
+            ("voiceprint", "identify"),
+            "identify the speaker of a WAV file",
+            _identify,
+            _identify_args,
+        ),
         Command(("voiceprint", "remove"), "forget an enrolled speaker", _remove, _remove_args),
     ]

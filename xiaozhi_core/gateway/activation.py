@@ -84,8 +84,11 @@ class ActivationStore:
 
     def pending(self) -> dict[str, Any]:
         now = time.time()
-        return {code: p for code, p in self._load()["pending"].items()
-                if now - p.get("since", 0) < CODE_TTL}
+        return {
+            code: p
+            for code, p in self._load()["pending"].items()
+            if now - p.get("since", 0) < CODE_TTL
+        }
 
     # ------------------------------------------------------------------ changing
     @contextlib.contextmanager
@@ -114,9 +117,11 @@ class ActivationStore:
                 return code
         with self._editing() as data:
             pending = data["pending"]
-            for code in [c for c, p in pending.items()
-                         if now - p.get("since", 0) >= CODE_TTL
-                         or p.get("device_id") == device_id]:
+            for code in [
+                c
+                for c, p in pending.items()
+                if now - p.get("since", 0) >= CODE_TTL or p.get("device_id") == device_id
+            ]:
                 del pending[code]
             code = f"{secrets.randbelow(10**6):06d}"
             while code in pending:
@@ -129,11 +134,15 @@ class ActivationStore:
         with self._editing() as data:
             entry = data["pending"].get(code.strip())
             if entry is None or time.time() - entry.get("since", 0) >= CODE_TTL:
-                raise ActivationError(f"no device is waiting with code {code.strip()!r} "
-                                      "(see `xiaozhi activation pending`)")
+                raise ActivationError(
+                    f"no device is waiting with code {code.strip()!r} "
+                    "(see `xiaozhi activation pending`)"
+                )
             del data["pending"][code.strip()]
-            data["activated"][entry["device_id"]] = {"client_id": entry.get("client_id", ""),
-                                                     "at": int(time.time())}
+            data["activated"][entry["device_id"]] = {
+                "client_id": entry.get("client_id", ""),
+                "at": int(time.time()),
+            }
         return str(entry["device_id"])
 
     def revoke(self, device_id: str) -> bool:

@@ -50,8 +50,16 @@ if TYPE_CHECKING:
     from ..session.session import Session
     from ..store.facade import Store
 
-__all__ = ["API_PREFIX", "REPORTS", "AdminHost", "add_admin_routes", "check_admin",
-           "local_report", "merge_reports", "stats_probe"]
+__all__ = [
+    "API_PREFIX",
+    "REPORTS",
+    "AdminHost",
+    "add_admin_routes",
+    "check_admin",
+    "local_report",
+    "merge_reports",
+    "stats_probe",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +69,20 @@ MAX_PAGE = 200
 _NO_STORE = {"Cache-Control": "no-store"}
 _CONSOLE_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; "
-                               "img-src 'self' data:; connect-src 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    "img-src 'self' data:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_CONSOLE_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
-                  ".svg": "image/svg+xml", ".txt": "text/plain"}
+_CONSOLE_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".svg": "image/svg+xml",
+    ".txt": "text/plain",
+}
 
 
 class AdminHost(Protocol):
@@ -114,8 +127,9 @@ def _is_loopback(remote: str | None) -> bool:
         return False
 
 
-def check_admin(settings: AdminSettings, authorization: str | None,
-                remote: str | None) -> str | None:
+def check_admin(
+    settings: AdminSettings, authorization: str | None, remote: str | None
+) -> str | None:
     """None when the request may use the API, else why not (one line)."""
     if settings.open and _is_loopback(remote):
         return None
@@ -152,14 +166,18 @@ def local_report(host: AdminHost, what: str) -> dict[str, Any]:
     if what == "stats":
         window = host.metrics.window
         sessions, lags = stats_probe(host)
-        return {"interval_s": window.interval, "span_s": window.span,
-                "samples": window.samples(),
-                "current": window.current(time.time(), sessions, lags)}
+        return {
+            "interval_s": window.interval,
+            "span_s": window.span,
+            "samples": window.samples(),
+            "current": window.current(time.time(), sessions, lags),
+        }
     raise ValueError(f"unknown report {what!r}; reports: {', '.join(REPORTS)}")
 
 
-def merge_reports(what: str, answers: Sequence[tuple[int, dict[str, Any] | None]]
-                  ) -> dict[str, Any]:
+def merge_reports(
+    what: str, answers: Sequence[tuple[int, dict[str, Any] | None]]
+) -> dict[str, Any]:
     """Several workers' :func:`local_report` answers as one (``None``: a worker that did
     not answer, listed in ``workers_missing``). Sessions get their ``worker``."""
     got = [(i, a) for i, a in answers if a is not None]
@@ -168,11 +186,13 @@ def merge_reports(what: str, answers: Sequence[tuple[int, dict[str, Any] | None]
         rows = [{**row, "worker": i} for i, a in got for row in a["sessions"]]
         return {"sessions": rows, "workers_missing": missing}
     first = got[0][1] if got else {"interval_s": 10.0, "span_s": 3600.0}
-    return {"interval_s": first["interval_s"], "span_s": first["span_s"],
-            "samples": merge_rings([a["samples"] for _, a in got]),
-            "current": merge_samples([a["current"] for _, a in got], at=time.time())
-            if got else None,
-            "workers_missing": missing}
+    return {
+        "interval_s": first["interval_s"],
+        "span_s": first["span_s"],
+        "samples": merge_rings([a["samples"] for _, a in got]),
+        "current": merge_samples([a["current"] for _, a in got], at=time.time()) if got else None,
+        "workers_missing": missing,
+    }
 
 
 class _ApiError(Exception):
@@ -197,16 +217,18 @@ async def _maybe_await(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
 
-def _int_param(request: web.Request, name: str, default: int | None, low: int,
-               high: int) -> int | None:
+def _int_param(
+    request: web.Request, name: str, default: int | None, low: int, high: int
+) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
     try:
         value = int(raw)
     except ValueError:
-        raise _ApiError(400, f"query parameter {name} must be an integer, "
-                             f"got {raw[:40]!r}") from None
+        raise _ApiError(
+            400, f"query parameter {name} must be an integer, got {raw[:40]!r}"
+        ) from None
     if not low <= value <= high:
         raise _ApiError(400, f"query parameter {name} must be {low}..{high}, got {value}")
     return value
@@ -222,14 +244,15 @@ class _Api:
 
     # ------------------------------------------------------------------ plumbing
     @web.middleware
-    async def middleware(self, request: web.Request,
-                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                         ) -> web.StreamResponse:
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if not request.path.startswith(API_PREFIX + "/") and request.path != API_PREFIX:
             return await handler(request)
         if request.path != f"{API_PREFIX}/openapi.json":
-            refusal = check_admin(self.host.config.server.admin,
-                                  request.headers.get("Authorization"), request.remote)
+            refusal = check_admin(
+                self.host.config.server.admin, request.headers.get("Authorization"), request.remote
+            )
             if refusal is not None:
                 self._log_refusal(request, refusal)
                 return _error(401, refusal)
@@ -248,9 +271,14 @@ class _Api:
         self._refused += 1
         now = time.monotonic()
         if now - self._refusal_logged >= 60:
-            log.warning("admin API refused %s %s from %s: %s (%d refusals since the last "
-                        "message)", request.method, request.path, request.remote, why,
-                        self._refused)
+            log.warning(
+                "admin API refused %s %s from %s: %s (%d refusals since the last message)",
+                request.method,
+                request.path,
+                request.remote,
+                why,
+                self._refused,
+            )
             self._refusal_logged, self._refused = now, 0
 
     def _store(self) -> Store:
@@ -291,8 +319,12 @@ class _Api:
         assert limit is not None
         records = await self._store().list_devices(limit)
         online = await self._online()
-        return _ok({"count": len(records), "devices": [
-            {**r.as_dict(), "online": r.device_id in online} for r in records]})
+        return _ok(
+            {
+                "count": len(records),
+                "devices": [{**r.as_dict(), "online": r.device_id in online} for r in records],
+            }
+        )
 
     async def device(self, request: web.Request) -> web.Response:
         device_id = request.match_info["device_id"]
@@ -301,9 +333,13 @@ class _Api:
         if record is None:
             raise _ApiError(404, f"unknown device {device_id[:64]!r}")
         sessions = await store.device_sessions(device_id, 20)
-        return _ok({"device": record.as_dict(),
-                    "online": (await self._online()).get(device_id, []),
-                    "sessions": [s.as_dict() for s in sessions]})
+        return _ok(
+            {
+                "device": record.as_dict(),
+                "online": (await self._online()).get(device_id, []),
+                "sessions": [s.as_dict() for s in sessions],
+            }
+        )
 
     async def turns(self, request: web.Request) -> web.Response:
         device_id = request.match_info["device_id"]
@@ -311,8 +347,12 @@ class _Api:
         before = _int_param(request, "before", None, 1, 2**62)
         assert limit is not None
         turns = await self._store().device_turns(device_id, limit, before)
-        return _ok({"turns": [t.as_dict() for t in turns],
-                    "next_before": turns[-1].id if len(turns) == limit else None})
+        return _ok(
+            {
+                "turns": [t.as_dict() for t in turns],
+                "next_before": turns[-1].id if len(turns) == limit else None,
+            }
+        )
 
     async def put_device(self, request: web.Request) -> web.Response:
         device_id = request.match_info["device_id"]
@@ -343,13 +383,14 @@ class _Api:
         else:
             known = self._profiles()
             if profile is not None and known is not None and profile not in known:
-                raise _ApiError(400, f"unknown profile {profile[:64]!r}; profiles: "
-                                     f"{', '.join(known) or '(none)'}")
+                raise _ApiError(
+                    400,
+                    f"unknown profile {profile[:64]!r}; profiles: {', '.join(known) or '(none)'}",
+                )
             await store.set_profile(device_id, profile)
         record = await store.get_device(device_id)
         assert record is not None
-        log.info("admin API: device %s mapped to profile %s", device_id,
-                 profile or "(default)")
+        log.info("admin API: device %s mapped to profile %s", device_id, profile or "(default)")
         return _ok({"device": record.as_dict()})
 
     async def profiles(self, request: web.Request) -> web.Response:
@@ -374,8 +415,7 @@ class _Api:
         return _ok(openapi_document())
 
     async def not_found(self, request: web.Request) -> web.Response:
-        raise _ApiError(404, f"no such API path {request.path[:80]}; see "
-                             f"{API_PREFIX}/openapi.json")
+        raise _ApiError(404, f"no such API path {request.path[:80]}; see {API_PREFIX}/openapi.json")
 
 
 def _console_files() -> dict[str, bytes]:
@@ -412,8 +452,12 @@ def add_admin_routes(app: web.Application, host: AdminHost) -> None:
         if body is None:
             raise web.HTTPNotFound(text=f"no console file {name[:80]}\n")
         suffix = "." + name.rsplit(".", 1)[-1]
-        return web.Response(body=body, content_type=_CONSOLE_TYPES[suffix],
-                            charset="utf-8", headers=_CONSOLE_HEADERS)
+        return web.Response(
+            body=body,
+            content_type=_CONSOLE_TYPES[suffix],
+            charset="utf-8",
+            headers=_CONSOLE_HEADERS,
+        )
 
     async def to_console(request: web.Request) -> web.StreamResponse:
         raise web.HTTPFound("/console/")

@@ -25,8 +25,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["AuthError", "Authenticator", "BadRequest", "Identity", "check_id",
-           "identity_from_request"]
+__all__ = [
+    "AuthError",
+    "Authenticator",
+    "BadRequest",
+    "Identity",
+    "check_id",
+    "identity_from_request",
+]
 
 #: Identity headers a request may carry once only.
 IDENTITY_HEADERS = ("Device-Id", "Client-Id", "Protocol-Version", "Authorization")
@@ -117,8 +123,15 @@ def identity_from_request(path: str, headers: Mapping[str, str]) -> Identity:
 
 
 class Authenticator:
-    def __init__(self, *, secret: str = "", ttl: int = 30 * 24 * 3600, enabled: bool = True,
-                 tokens: list[str] | None = None, allowed_devices: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        secret: str = "",
+        ttl: int = 30 * 24 * 3600,
+        enabled: bool = True,
+        tokens: list[str] | None = None,
+        allowed_devices: list[str] | None = None,
+    ) -> None:
         self.secret = (secret or secrets.token_hex(32)).encode()
         self.ttl = ttl
         self.enabled = enabled
@@ -144,15 +157,22 @@ class Authenticator:
         if self.allowed and ident.device_id not in self.allowed:
             raise AuthError(f"device {ident.device_id} is not on the allow-list")
         if not ident.token:
-            raise AuthError("missing token (Authorization: Bearer <token>, or the "
-                            "authorization query parameter); get one from the OTA endpoint")
+            raise AuthError(
+                "missing token (Authorization: Bearer <token>, or the "
+                "authorization query parameter); get one from the OTA endpoint"
+            )
         if ident.token in self.tokens:
             return
         issued_s, _, sig = ident.token.partition(".")
         # isascii: str.isdigit() is true for '²' and other digits int() refuses;
         # the length bound keeps int() far from its digit limit
-        if not (issued_s.isascii() and issued_s.isdigit() and len(issued_s) <= _MAX_ISSUED_DIGITS
-                and sig and sig.isascii()):
+        if not (
+            issued_s.isascii()
+            and issued_s.isdigit()
+            and len(issued_s) <= _MAX_ISSUED_DIGITS
+            and sig
+            and sig.isascii()
+        ):
             raise AuthError("malformed token")
         issued = int(issued_s)
         expected = self._sign(ident.client_id, ident.device_id, issued)

@@ -31,8 +31,16 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["DOWNLOAD_PATH", "Firmware", "FirmwareStore", "device_build", "download_handler",
-           "firmware_answer", "is_newer", "parse_version"]
+__all__ = [
+    "DOWNLOAD_PATH",
+    "Firmware",
+    "FirmwareStore",
+    "device_build",
+    "download_handler",
+    "firmware_answer",
+    "is_newer",
+    "parse_version",
+]
 
 #: Where builds are downloaded from, on the HTTP port.
 DOWNLOAD_PATH = "/xiaozhi/ota/firmware/"
@@ -113,16 +121,20 @@ class FirmwareStore:
                     while block := f.read(1 << 20):
                         digest.update(block)
                 self._sums[key] = digest.hexdigest()
-            builds[path.name] = Firmware(m["board"], m["version"], path, st.st_size,
-                                         self._sums[key])
+            builds[path.name] = Firmware(
+                m["board"], m["version"], path, st.st_size, self._sums[key]
+            )
         return builds
 
     def offer(self, board: str, current_version: str) -> Firmware | None:
         """The newest build for ``board`` newer than ``current_version``, else None."""
         best: Firmware | None = None
         for fw in self.builds().values():
-            if fw.board == board and is_newer(fw.version, current_version) and (
-                    best is None or is_newer(fw.version, best.version)):
+            if (
+                fw.board == board
+                and is_newer(fw.version, current_version)
+                and (best is None or is_newer(fw.version, best.version))
+            ):
                 best = fw
         return best
 
@@ -145,12 +157,15 @@ def device_build(body: Mapping[str, Any], user_agent: str = "") -> tuple[str, st
     ua_board, _, ua_version = user_agent.partition("/")
     kind = board.get("type") if board else None
     version = app.get("version") if app else None
-    return (kind if isinstance(kind, str) and kind else ua_board.strip(),
-            version if isinstance(version, str) and version else ua_version.strip())
+    return (
+        kind if isinstance(kind, str) and kind else ua_board.strip(),
+        version if isinstance(version, str) and version else ua_version.strip(),
+    )
 
 
-def firmware_answer(store: FirmwareStore | None, board: str, version: str,
-                    base_url: str) -> dict[str, Any] | None:
+def firmware_answer(
+    store: FirmwareStore | None, board: str, version: str, base_url: str
+) -> dict[str, Any] | None:
     """The OTA response's ``firmware`` object: a newer build's URL and checksum, or the
     device's own version with an empty URL (None when the device said no version).
 
@@ -161,8 +176,12 @@ def firmware_answer(store: FirmwareStore | None, board: str, version: str,
     if build is None:
         return {"version": version, "url": ""} if version else None
     log.info("offering firmware %s to a %s running %s", build.path.name, board, version)
-    return {"version": build.version, "url": f"{base_url}{DOWNLOAD_PATH}{build.path.name}",
-            "size": build.size, "sha256": build.sha256}
+    return {
+        "version": build.version,
+        "url": f"{base_url}{DOWNLOAD_PATH}{build.path.name}",
+        "size": build.size,
+        "sha256": build.sha256,
+    }
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -178,8 +197,13 @@ def download_handler(store: FirmwareStore) -> Handler:
         if build is None:
             raise web.HTTPNotFound(text="no such firmware build\n")
         digest = base64.b64encode(bytes.fromhex(build.sha256)).decode()
-        return web.FileResponse(build.path, headers={
-            "Content-Type": "application/octet-stream",
-            "Repr-Digest": f"sha-256=:{digest}:", "X-Checksum-SHA256": build.sha256})
+        return web.FileResponse(
+            build.path,
+            headers={
+                "Content-Type": "application/octet-stream",
+                "Repr-Digest": f"sha-256=:{digest}:",
+                "X-Checksum-SHA256": build.sha256,
+            },
+        )
 
     return download

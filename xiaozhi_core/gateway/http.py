@@ -109,22 +109,23 @@ class HttpHost(Protocol):
         """An OTA check-in of ``device_id`` (board, firmware) for the device store."""
         ...
 
+
 log = logging.getLogger(__name__)
 
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
     "Access-Control-Allow-Headers": "Device-Id, Client-Id, Content-Type, Authorization, "
-                                    "Activation-Version, Serial-Number, Accept-Language, "
-                                    "Protocol-Version",
+    "Activation-Version, Serial-Number, Accept-Language, "
+    "Protocol-Version",
     "Access-Control-Max-Age": "86400",
 }
 
 
 @web.middleware
-async def _cors(request: web.Request,
-                handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                ) -> web.StreamResponse:
+async def _cors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     if request.path.startswith((API_PREFIX, "/console")):
         return await handler(request)
     if request.method == "OPTIONS":
@@ -155,30 +156,39 @@ def _identity(request: web.Request, body: dict[str, Any]) -> tuple[str, str]:
     return out[0].lower(), out[1]
 
 
-def _ota_response(server: HttpHost, request: web.Request, body: dict[str, Any],
-                  device_id: str, client_id: str) -> dict[str, Any]:
+def _ota_response(
+    server: HttpHost, request: web.Request, body: dict[str, Any], device_id: str, client_id: str
+) -> dict[str, Any]:
     activation = server.activation
     waiting = activation is not None and not activation.is_activated(device_id)
-    token = server.auth.issue(client_id, device_id) \
-        if server.auth.enabled and device_id and not waiting else ""
+    token = (
+        server.auth.issue(client_id, device_id)
+        if server.auth.enabled and device_id and not waiting
+        else ""
+    )
     now = time.time()
     out: dict[str, Any] = {
-        "server_time": {"timestamp": int(now * 1000),
-                        "timezone_offset": _utc_offset_minutes(server.ota_timezone, now)},
+        "server_time": {
+            "timestamp": int(now * 1000),
+            "timezone_offset": _utc_offset_minutes(server.ota_timezone, now),
+        },
         "websocket": {"url": server.ws_url_for(request.host), "token": token},
     }
     if waiting and activation is not None and device_id:
         # no credentials until the operator confirms the code the device shows and speaks
         code = activation.code_for(device_id, client_id)
-        out["activation"] = {"code": code, "message": f"xiaozhi-core {code}",
-                             "challenge": secrets.token_hex(16), "timeout_ms": 30000}
+        out["activation"] = {
+            "code": code,
+            "message": f"xiaozhi-core {code}",
+            "challenge": secrets.token_hex(16),
+            "timeout_ms": 30000,
+        }
         log.info("OTA: device %s waits for activation with code %s", device_id, code)
     elif server.mqtt is not None and device_id:
         from .mqtt.credentials import CredentialError
 
         try:
-            out["mqtt"] = server.mqtt.ota_block(device_id, client_id,
-                                                _hostname(request.host))
+            out["mqtt"] = server.mqtt.ota_block(device_id, client_id, _hostname(request.host))
         except CredentialError as exc:
             log.info("OTA: no MQTT for %r: %s", device_id, exc)
     hostname = _hostname(request.host)
@@ -187,8 +197,9 @@ def _ota_response(server: HttpHost, request: web.Request, body: dict[str, Any],
             server.ota_hosts.clear()
         server.ota_hosts[device_id] = hostname
     board, version = device_build(body, request.headers.get("User-Agent", ""))
-    firmware = firmware_answer(server.firmware, board, version,
-                               f"{request.scheme}://{request.host}")
+    firmware = firmware_answer(
+        server.firmware, board, version, f"{request.scheme}://{request.host}"
+    )
     if firmware is not None:
         out["firmware"] = firmware
     return out
@@ -225,18 +236,21 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def make_app(server: HttpHost, settings: HttpSettings | None = None,
-             admin: AdminHost | None = None) -> web.Application:
+def make_app(
+    server: HttpHost, settings: HttpSettings | None = None, admin: AdminHost | None = None
+) -> web.Application:
     """The aiohttp app: OTA, ``/health``, ``/metrics``, and with ``admin`` the operator
     API (``/api/v1/``) and console (``/console/``)."""
     app = web.Application(middlewares=[_cors], client_max_size=256 * 1024)
     settings = settings or server.settings.http
     limiter = server.log_limiter
     #: OTA requests per address (token bucket): with auth on, OTA hands out tokens.
-    ota_limit = LogLimiter(burst=settings.ota_burst, per_second=settings.ota_per_minute / 60,
-                           max_keys=4096)
-    retry_after = str(max(1, round(60 / settings.ota_per_minute))) \
-        if settings.ota_per_minute > 0 else "60"
+    ota_limit = LogLimiter(
+        burst=settings.ota_burst, per_second=settings.ota_per_minute / 60, max_keys=4096
+    )
+    retry_after = (
+        str(max(1, round(60 / settings.ota_per_minute))) if settings.ota_per_minute > 0 else "60"
+    )
 
     def bad(request: web.Request, status: int, error: str) -> web.Response:
         if limiter.allow(f"http_{status}:{request.remote}"):
@@ -250,11 +264,14 @@ def make_app(server: HttpHost, settings: HttpSettings | None = None,
         except TimeoutError:
             server.metrics.http_client_errors.labels("body_timeout").inc()
             raise web.HTTPRequestTimeout(
-                text=f"request body not received within {settings.body_timeout:g} s\n") from None
+                text=f"request body not received within {settings.body_timeout:g} s\n"
+            ) from None
         except RequestPayloadError as exc:
             server.metrics.http_client_errors.labels("bad_request").inc()
-            raise BadRequest("body does not match its Content-Encoding "
-                             f"({clip(request.headers.get('Content-Encoding'), 20)})") from exc
+            raise BadRequest(
+                "body does not match its Content-Encoding "
+                f"({clip(request.headers.get('Content-Encoding'), 20)})"
+            ) from exc
         except (ConnectionError, ClientPayloadError):
             server.metrics.http_client_errors.labels("abandoned_body").inc()
             raise _ClientGone() from None
@@ -263,10 +280,16 @@ def make_app(server: HttpHost, settings: HttpSettings | None = None,
         if not ota_limit.allow(request.remote or "?"):
             server.metrics.http_client_errors.labels("ota_rate_limited").inc()
             if limiter.allow(f"ota_429:{request.remote}"):
-                log.warning("OTA requests from %s over the rate limit (%g a minute)",
-                            request.remote, settings.ota_per_minute)
-            return web.json_response({"error": "too many OTA requests; retry later"},
-                                     status=429, headers={"Retry-After": retry_after})
+                log.warning(
+                    "OTA requests from %s over the rate limit (%g a minute)",
+                    request.remote,
+                    settings.ota_per_minute,
+                )
+            return web.json_response(
+                {"error": "too many OTA requests; retry later"},
+                status=429,
+                headers={"Retry-After": retry_after},
+            )
         try:
             raw = await read_body(request)
             try:
@@ -277,7 +300,7 @@ def make_app(server: HttpHost, settings: HttpSettings | None = None,
         except BadRequest as exc:
             return bad(request, 400, str(exc))
         except _ClientGone:
-            return web.Response(status=400)     # nobody reads it; aiohttp drops it quietly
+            return web.Response(status=400)  # nobody reads it; aiohttp drops it quietly
         if server.auth.enabled and server.auth.allowed and device_id not in server.auth.allowed:
             if limiter.allow(f"ota_denied:{request.remote}"):
                 log.warning("OTA refused for device %s: not on the allow-list", clip(device_id))
@@ -286,8 +309,11 @@ def make_app(server: HttpHost, settings: HttpSettings | None = None,
         if device_id:
             server.device_seen(device_id, ota_device_info(request.headers, body))
         if limiter.allow(f"ota:{request.remote}"):
-            log.info("OTA check from %s (%s)", clip(device_id or "?"),
-                     clip(request.headers.get("User-Agent", "?")))
+            log.info(
+                "OTA check from %s (%s)",
+                clip(device_id or "?"),
+                clip(request.headers.get("User-Agent", "?")),
+            )
         return web.json_response(response)
 
     async def activate(request: web.Request) -> web.Response:
@@ -297,14 +323,19 @@ def make_app(server: HttpHost, settings: HttpSettings | None = None,
         if store is None or store.is_activated(device):
             return web.json_response({"success": True})
         if any(p.get("device_id") == device for p in store.pending().values()):
-            return web.json_response({"success": False, "message": "waiting for the "
-                                      "operator to confirm the code"}, status=202)
-        return web.json_response({"success": False, "error": "no activation pending for "
-                                  "this device; check OTA first"}, status=400)
+            return web.json_response(
+                {"success": False, "message": "waiting for the operator to confirm the code"},
+                status=202,
+            )
+        return web.json_response(
+            {"success": False, "error": "no activation pending for this device; check OTA first"},
+            status=400,
+        )
 
     async def ota_get(request: web.Request) -> web.Response:
-        return web.Response(text=f"OTA endpoint is running; WebSocket: "
-                                 f"{server.ws_url_for(request.host)}\n")
+        return web.Response(
+            text=f"OTA endpoint is running; WebSocket: {server.ws_url_for(request.host)}\n"
+        )
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response(await server.health_report())
@@ -322,9 +353,15 @@ def make_app(server: HttpHost, settings: HttpSettings | None = None,
         app.router.add_get(DOWNLOAD_PATH + "{name}", download_handler(server.firmware))
     s = server.settings
     # its own size limit: the app's client_max_size is for OTA's JSON
-    app.router.add_post(EXPLAIN_PATH, explain_handler(
-        server.vision_tokens, server.providers.vision, max_bytes=s.vision.max_image_bytes,
-        timeout=s.timeouts.provider))
+    app.router.add_post(
+        EXPLAIN_PATH,
+        explain_handler(
+            server.vision_tokens,
+            server.providers.vision,
+            max_bytes=s.vision.max_image_bytes,
+            timeout=s.timeouts.provider,
+        ),
+    )
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
     if admin is not None:
@@ -357,8 +394,10 @@ class _ClientErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 
 _BUSY_BODY = b"too many HTTP connections\n"
-_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 
 
 class _Busy(asyncio.Protocol):
@@ -386,7 +425,8 @@ class _Guarded(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         self._timer = asyncio.get_running_loop().call_later(
-            self.port.settings.header_timeout, self._headers_late)
+            self.port.settings.header_timeout, self._headers_late
+        )
         self.inner.connection_made(transport)
 
     def _headers_late(self) -> None:
@@ -427,13 +467,17 @@ class HttpPort:
     """The HTTP listener: aiohttp's app runner behind a connection cap and a header
     timeout. ``await start(host, port)``, then ``port``; ``await stop()``."""
 
-    def __init__(self, server: HttpHost, settings: HttpSettings,
-                 admin: AdminHost | None = None) -> None:
+    def __init__(
+        self, server: HttpHost, settings: HttpSettings, admin: AdminHost | None = None
+    ) -> None:
         self.settings = settings
         self.metrics = server.metrics
-        self.runner = web.AppRunner(make_app(server, settings, admin), access_log=None,
-                                    keepalive_timeout=self.settings.keepalive_timeout,
-                                    logger=_ClientErrorLog(server.metrics))
+        self.runner = web.AppRunner(
+            make_app(server, settings, admin),
+            access_log=None,
+            keepalive_timeout=self.settings.keepalive_timeout,
+            logger=_ClientErrorLog(server.metrics),
+        )
         self.open = 0
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -450,9 +494,14 @@ class HttpPort:
         """Listen (``reuse_port``: SO_REUSEPORT, for several worker processes)."""
         await self.runner.setup()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, host, port, backlog=128,
-                                                reuse_address=True,
-                                                reuse_port=reuse_port or None)
+        self._server = await loop.create_server(
+            self._protocol,
+            host,
+            port,
+            backlog=128,
+            reuse_address=True,
+            reuse_port=reuse_port or None,
+        )
         sock: socket.socket = self._server.sockets[0]
         self.port = sock.getsockname()[1]
         return self.port

@@ -30,12 +30,68 @@ from .stats import StatsRing
 
 __all__ = ["Metrics"]
 
-_LATENCY_BUCKETS = (0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2,
-                    0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
-_OVERHEAD_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04,
-                     0.05, 0.075, 0.1, 0.2, 0.5, 1, 2)
-_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1,
-                0.2, 0.5, 1, 2)
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.2,
+    0.3,
+    0.5,
+    0.75,
+    1,
+    1.5,
+    2,
+    3,
+    5,
+    10,
+    30,
+)
+_OVERHEAD_BUCKETS = (
+    0.001,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+)
+_LAG_BUCKETS = (
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.075,
+    0.1,
+    0.2,
+    0.5,
+    1,
+    2,
+)
 
 
 def _os_threads() -> int:
@@ -56,60 +112,90 @@ class Metrics:
         self.window = StatsRing()
         r = self.registry = CollectorRegistry()
         self.sessions_active = Gauge("xiaozhi_sessions_active", "Open device sessions", registry=r)
-        self.connections = Counter("xiaozhi_connections_total", "Connection attempts by outcome",
-                                   ["outcome"], registry=r)
-        self.frames_in = Counter("xiaozhi_audio_frames_in_total", "Opus frames received",
-                                 registry=r)
+        self.connections = Counter(
+            "xiaozhi_connections_total", "Connection attempts by outcome", ["outcome"], registry=r
+        )
+        self.frames_in = Counter(
+            "xiaozhi_audio_frames_in_total", "Opus frames received", registry=r
+        )
         self.frames_processed = Counter(
             "xiaozhi_audio_frames_processed_total",
-            "Opus frames through decode + VAD, in arrival order", registry=r)
+            "Opus frames through decode + VAD, in arrival order",
+            registry=r,
+        )
         self.frames_lost = Counter(
             "xiaozhi_audio_frames_lost_total",
-            "Received frames the lane skipped (decode/VAD failure); should stay 0", registry=r)
+            "Received frames the lane skipped (decode/VAD failure); should stay 0",
+            registry=r,
+        )
         self.frames_reordered = Counter(
             "xiaozhi_audio_frames_reordered_total",
-            "Frames processed out of arrival order; must stay 0", registry=r)
-        self.frames_out = Counter("xiaozhi_audio_frames_out_total", "Opus frames sent",
-                                  registry=r)
-        self.frame_errors = Counter("xiaozhi_frame_errors_total", "Malformed frames by kind",
-                                    ["kind"], registry=r)
-        self.lane_lag = Histogram("xiaozhi_audio_lane_lag_seconds",
-                                  "Time from frame arrival to its VAD result", registry=r,
-                                  buckets=_LAG_BUCKETS)
-        self.lane_lag_max = Gauge("xiaozhi_audio_lane_lag_max_seconds",
-                                  "Largest lane lag of any frame since the server started",
-                                  registry=r)
+            "Frames processed out of arrival order; must stay 0",
+            registry=r,
+        )
+        self.frames_out = Counter("xiaozhi_audio_frames_out_total", "Opus frames sent", registry=r)
+        self.frame_errors = Counter(
+            "xiaozhi_frame_errors_total", "Malformed frames by kind", ["kind"], registry=r
+        )
+        self.lane_lag = Histogram(
+            "xiaozhi_audio_lane_lag_seconds",
+            "Time from frame arrival to its VAD result",
+            registry=r,
+            buckets=_LAG_BUCKETS,
+        )
+        self.lane_lag_max = Gauge(
+            "xiaozhi_audio_lane_lag_max_seconds",
+            "Largest lane lag of any frame since the server started",
+            registry=r,
+        )
         self._lane_lag_peak = 0.0
-        self.lane_backpressure_total = Counter("xiaozhi_audio_lane_backpressure_total",
-                                         "Frames that found their session's lane full",
-                                         registry=r)
+        self.lane_backpressure_total = Counter(
+            "xiaozhi_audio_lane_backpressure_total",
+            "Frames that found their session's lane full",
+            registry=r,
+        )
         self.turns = Counter("xiaozhi_turns_total", "Turns by outcome", ["outcome"], registry=r)
-        self.turn_latency = Histogram("xiaozhi_turn_latency_seconds",
-                                      "Time from end of speech to each milestone", ["stage"],
-                                      registry=r, buckets=_LATENCY_BUCKETS)
+        self.turn_latency = Histogram(
+            "xiaozhi_turn_latency_seconds",
+            "Time from end of speech to each milestone",
+            ["stage"],
+            registry=r,
+            buckets=_LATENCY_BUCKETS,
+        )
         self.turn_overhead = Histogram(
             "xiaozhi_turn_server_overhead_seconds",
             "End of speech to first audio frame sent, minus the providers' own time "
-            "(ASR, LLM first token, TTS first audio)", registry=r, buckets=_OVERHEAD_BUCKETS)
+            "(ASR, LLM first token, TTS first audio)",
+            registry=r,
+            buckets=_OVERHEAD_BUCKETS,
+        )
         self.loop_lag = Gauge("xiaozhi_loop_lag_seconds", "Event-loop lag", ["stat"], registry=r)
-        self.slow_callbacks = Gauge("xiaozhi_loop_slow_callbacks", "Slow loop callbacks seen",
-                                    registry=r)
+        self.slow_callbacks = Gauge(
+            "xiaozhi_loop_slow_callbacks", "Slow loop callbacks seen", registry=r
+        )
         self.executor = Gauge("xiaozhi_executor", "Worker pool state", ["stat"], registry=r)
         self.vad = Gauge("xiaozhi_vad", "Batched VAD state", ["stat"], registry=r)
-        self.runtime = Gauge("xiaozhi_runtime", "Server runtime: asyncio tasks, OS threads",
-                             ["stat"], registry=r)
+        self.runtime = Gauge(
+            "xiaozhi_runtime", "Server runtime: asyncio tasks, OS threads", ["stat"], registry=r
+        )
         self.audio_dropped_total = Counter(
             "xiaozhi_audio_frames_dropped_total",
             "Opus frames dropped because a device sent audio faster than real time",
-            registry=r)
+            registry=r,
+        )
         self.log_suppressed = Counter(
             "xiaozhi_log_lines_suppressed_total",
-            "Log lines an outsider can trigger, rate-limited away (by kind)", ["kind"],
-            registry=r)
+            "Log lines an outsider can trigger, rate-limited away (by kind)",
+            ["kind"],
+            registry=r,
+        )
         self.http_client_errors = Counter(
             "xiaozhi_http_client_errors_total",
             "HTTP requests that failed by the client's doing (malformed, timed out, "
-            "abandoned, over the connection cap), by kind", ["kind"], registry=r)
+            "abandoned, over the connection cap), by kind",
+            ["kind"],
+            registry=r,
+        )
         ProcessCollector(registry=r)
 
     def audio_dropped(self) -> None:
@@ -168,8 +254,12 @@ class Metrics:
         if overhead is not None:
             self.turn_overhead.observe(overhead)
 
-    def render(self, loop_stats: dict[str, Any], executor_stats: dict[str, float],
-               vad_stats: dict[str, float]) -> bytes:
+    def render(
+        self,
+        loop_stats: dict[str, Any],
+        executor_stats: dict[str, float],
+        vad_stats: dict[str, float],
+    ) -> bytes:
         for stat in ("p50_ms", "p99_ms", "max_ms", "last_ms"):
             self.loop_lag.labels(stat.removesuffix("_ms")).set(loop_stats.get(stat, 0) / 1000)
         self.slow_callbacks.set(loop_stats.get("slow_callbacks", 0))

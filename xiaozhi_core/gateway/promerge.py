@@ -31,16 +31,22 @@ from prometheus_client.samples import Sample
 __all__ = ["merge_expositions"]
 
 #: Gauges (family names) merged by max or min instead of a sum.
-_MAX_GAUGES = ("xiaozhi_loop_lag_seconds", "xiaozhi_audio_lane_lag_max_seconds",
-               "xiaozhi_executor_workers_max")
+_MAX_GAUGES = (
+    "xiaozhi_loop_lag_seconds",
+    "xiaozhi_audio_lane_lag_max_seconds",
+    "xiaozhi_executor_workers_max",
+)
 _MIN_GAUGES = ("process_start_time_seconds",)
 
 
 def _how(family: Metric, sample: Sample) -> Callable[[float, float], float]:
     if sample.name.endswith("_created") or family.name in _MIN_GAUGES:
         return min
-    if family.type == "gauge" and (family.name in _MAX_GAUGES or family.name.endswith("_max")
-                                   or "max" in sample.labels.values()):
+    if family.type == "gauge" and (
+        family.name in _MAX_GAUGES
+        or family.name.endswith("_max")
+        or "max" in sample.labels.values()
+    ):
         return max
     return _add
 
@@ -65,8 +71,9 @@ def merge_expositions(texts: Sequence[str], extra: Iterable[Metric] = ()) -> byt
     for text in texts:
         for family in text_string_to_metric_families(text):
             if family.name not in families:
-                families[family.name] = Metric(family.name, family.documentation, family.type,
-                                               family.unit)
+                families[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
                 values[family.name] = {}
                 order.append(family.name)
             slots = values[family.name]

@@ -26,8 +26,9 @@ def reload_on_signal(server: XiaozhiServer) -> None:
         log.error("reload refused, the running config stays: %s", " ".join(str(exc).split()))
 
 
-async def serve(config: DeploymentConfig, registry: Any, out: TextIO,
-                ready: asyncio.Event | None = None) -> None:
+async def serve(
+    config: DeploymentConfig, registry: Any, out: TextIO, ready: asyncio.Event | None = None
+) -> None:
     """Build the providers, start the gateway, print where devices connect, and run
     until a signal (or until ``ready``'s owner cancels us)."""
     server = await XiaozhiServer.create(config, registry)
@@ -35,11 +36,13 @@ async def serve(config: DeploymentConfig, registry: Any, out: TextIO,
         await server.start()
         print(f"WebSocket URL (give it to devices): {server.ws_url}", file=out)
         print(f"OTA URL (set it in the device firmware): {server.ota_url}", file=out)
-        print(f"Health: http://{server.ota_url.split('/')[2]}/health   "
-              f"Metrics: http://{server.ota_url.split('/')[2]}/metrics", file=out)
+        print(
+            f"Health: http://{server.ota_url.split('/')[2]}/health   "
+            f"Metrics: http://{server.ota_url.split('/')[2]}/metrics",
+            file=out,
+        )
         print(f"Auth: {'on' if server.auth.enabled else 'off'}", file=out)
-        print(f"Store: {server.store.location if server.store is not None else 'off'}",
-              file=out)
+        print(f"Store: {server.store.location if server.store is not None else 'off'}", file=out)
         for role, bound in server.providers.items():
             try:
                 origin = registry.lookup(role, bound.name).origin

@@ -79,8 +79,14 @@ WS_PATH = "/xiaozhi/v1/"
 
 #: ``session:`` keys a reload applies to new turns (through the default profile); any
 #: other changed key outside ``profiles:`` and ``devices:`` needs a restart.
-_RELOADABLE_SESSION = ("system_prompt", "greeting", "goodbye", "tts_voice", "server_tools",
-                       "default_profile")
+_RELOADABLE_SESSION = (
+    "system_prompt",
+    "greeting",
+    "goodbye",
+    "tts_voice",
+    "server_tools",
+    "default_profile",
+)
 
 
 def _flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
@@ -106,8 +112,9 @@ def devices_path(config: DeploymentConfig) -> Path:
     return path
 
 
-def listen_error(what: str, host: str, port: int, flag: str, key: str,
-                 exc: OSError) -> StartupError:
+def listen_error(
+    what: str, host: str, port: int, flag: str, key: str, exc: OSError
+) -> StartupError:
     """The one-line error for a port the server cannot listen on.
 
     >>> import errno
@@ -118,13 +125,14 @@ holds the port: stop it, or choose another with --port or server.port)
     """
     code = exc.errno
     if code == errno.EADDRINUSE:
-        hint = f"another process holds the port: stop it, or choose another with {flag} " \
-               f"or {key}"
+        hint = f"another process holds the port: stop it, or choose another with {flag} or {key}"
     elif code == errno.EACCES:
         hint = f"ports below 1024 need privileges: choose another with {flag} or {key}"
     elif code in (errno.EADDRNOTAVAIL, socket.EAI_NONAME) or isinstance(exc, socket.gaierror):
-        hint = "not an address of this machine: use --host 0.0.0.0 (all interfaces), " \
-               "127.0.0.1, or one of its addresses (server.host)"
+        hint = (
+            "not an address of this machine: use --host 0.0.0.0 (all interfaces), "
+            "127.0.0.1, or one of its addresses (server.host)"
+        )
     else:
         hint = f"check --host and {flag} ({key})"
     reason = (os.strerror(code) if code else str(exc)).lower()
@@ -134,8 +142,13 @@ holds the port: stop it, or choose another with --port or server.port)
 class XiaozhiServer:
     """Owns the executor, the shared providers, the audio hub and every session."""
 
-    def __init__(self, config: DeploymentConfig, providers: Providers,
-                 executor: Executor, registry: Registry | None = None) -> None:
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        providers: Providers,
+        executor: Executor,
+        registry: Registry | None = None,
+    ) -> None:
         self.config = config
         #: Where ``reload_config`` looks providers up (default: the installed plugins).
         self.registry = registry
@@ -151,21 +164,27 @@ class XiaozhiServer:
         self.log_limiter = LogLimiter(on_suppressed=self.metrics.count_suppressed_log)
         self.lag_monitor = LoopLagMonitor(slow_callback=0.05)
         s = config.server
-        self.auth = Authenticator(secret=s.auth.secret, ttl=s.auth.token_ttl,
-                                  enabled=s.auth_enabled, tokens=s.auth.tokens,
-                                  allowed_devices=s.auth.allowed_devices)
+        self.auth = Authenticator(
+            secret=s.auth.secret,
+            ttl=s.auth.token_ttl,
+            enabled=s.auth_enabled,
+            tokens=s.auth.tokens,
+            allowed_devices=s.auth.allowed_devices,
+        )
         self.hub = AudioHub(executor, self.providers.vad, config.session.vad_tick_ms)
         self.sessions: dict[str, Session] = {}
         #: Built by start(): what every session gets from this server.
         self.session_host: SessionHost | None = None
         #: Identity read in the handshake, until the connection's handler takes it.
         self._identities: weakref.WeakKeyDictionary[ServerConnection, Identity] = (
-            weakref.WeakKeyDictionary())
+            weakref.WeakKeyDictionary()
+        )
         #: Connections that have not said hello yet (oldest first) and, per address, how
         #: many of those and how many connections in all: admission keeps them apart
         #: from the session slots (issue 9).
         self._pending: collections.OrderedDict[str, tuple[ServerConnection, str]] = (
-            collections.OrderedDict())
+            collections.OrderedDict()
+        )
         self._pending_per_peer: collections.Counter[str] = collections.Counter()
         self._per_peer: collections.Counter[str] = collections.Counter()
         self._evictions: set[asyncio.Task[None]] = set()
@@ -184,22 +203,21 @@ class XiaozhiServer:
         self.draining = False
         #: The MQTT + UDP transport (``server.mqtt.enabled``), started by start().
         self.mqtt: MqttGateway | None = None
-        self.firmware = FirmwareStore(config.ota.firmware_dir) if config.ota.firmware_dir \
-            else None
+        self.firmware = FirmwareStore(config.ota.firmware_dir) if config.ota.firmware_dir else None
         self.ota_timezone = config.ota.timezone
         #: ``ota.activation``: devices must be confirmed by the operator first.
-        self.activation = ActivationStore(devices_path(config)) if config.ota.activation \
-            else None
+        self.activation = ActivationStore(devices_path(config)) if config.ota.activation else None
         #: Upload tokens of MCP vision (one per session, revoked when it ends).
         self.vision_tokens = VisionTokens(ttl=s.vision.token_ttl)
         #: The host each device last reached the OTA endpoint at (explain URLs on 0.0.0.0).
         self.ota_hosts: dict[str, str] = {}
 
     @classmethod
-    async def create(cls, config: DeploymentConfig,
-                     registry: Registry | None = None) -> XiaozhiServer:
+    async def create(
+        cls, config: DeploymentConfig, registry: Registry | None = None
+    ) -> XiaozhiServer:
         """Build the executor and every selected provider, then the server."""
-        build_profiles(config)   # refuse a bad profile before loading any model
+        build_profiles(config)  # refuse a bad profile before loading any model
         executor = Executor(config.executor)
         providers = await build_providers(config, executor)
         server = cls(config, providers, executor, registry)
@@ -225,8 +243,14 @@ class XiaozhiServer:
         return f"http://{host}:{self.http_port}/xiaozhi/ota/"
 
     # ------------------------------------------------------------------ lifecycle
-    async def start(self, host: str | None = None, port: int | None = None,
-                    http_port: int | None = None, *, reuse_port: bool = False) -> None:
+    async def start(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        http_port: int | None = None,
+        *,
+        reuse_port: bool = False,
+    ) -> None:
         """Listen. ``reuse_port``: SO_REUSEPORT on both ports, so several worker
         processes share them (the kernel spreads connections over the workers)."""
         self.host = host or self.host
@@ -234,38 +258,52 @@ class XiaozhiServer:
         http_port = self.http_port if http_port is None else http_port
         self.lag_monitor.start()
         self._stats_task = asyncio.get_running_loop().create_task(
-            self.metrics.window.run(lambda: stats_probe(self)), name="xiaozhi-stats")
+            self.metrics.window.run(lambda: stats_probe(self)), name="xiaozhi-stats"
+        )
         self.hub.start()
         await self._open_store()
         self.session_host = await self.make_session_host()
         limits = self.config.server.limits
         try:
             self._ws_server = await serve(
-                self._handle, self.host, port, process_request=self._process_request,
-                max_size=limits.max_frame_bytes, compression=None, ping_interval=20,
-                ping_timeout=20, close_timeout=2, server_header="xiaozhi-core",
+                self._handle,
+                self.host,
+                port,
+                process_request=self._process_request,
+                max_size=limits.max_frame_bytes,
+                compression=None,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+                server_header="xiaozhi-core",
                 process_response=self._process_response if self.response_headers else None,
-                reuse_port=reuse_port or None)
+                reuse_port=reuse_port or None,
+            )
         except OSError as exc:
-            raise listen_error("WebSocket", self.host, port, "--port", "server.port",
-                               exc) from None
+            raise listen_error("WebSocket", self.host, port, "--port", "server.port", exc) from None
         # (websockets 15, which amqtt pins, types .sockets as an Iterable)
         self.port = next(iter(self._ws_server.sockets)).getsockname()[1]
         self._http = HttpPort(self, self.config.server.http, admin=self)
         try:
-            self.http_port = await self._http.start(self.host, http_port,
-                                                    reuse_port=reuse_port)
+            self.http_port = await self._http.start(self.host, http_port, reuse_port=reuse_port)
         except OSError as exc:
-            raise listen_error("HTTP (OTA)", self.host, http_port, "--http-port",
-                               "server.http_port", exc) from None
+            raise listen_error(
+                "HTTP (OTA)", self.host, http_port, "--http-port", "server.http_port", exc
+            ) from None
         if self.config.server.mqtt.enabled:
             if reuse_port:
-                raise RuntimeError("server.mqtt does not work with several workers: a "
-                                   "device's MQTT session and its UDP datagrams must reach "
-                                   "the same process; use server.workers: 1")
+                raise RuntimeError(
+                    "server.mqtt does not work with several workers: a "
+                    "device's MQTT session and its UDP datagrams must reach "
+                    "the same process; use server.workers: 1"
+                )
             await self._start_mqtt()
-        log.info("listening: WebSocket %s  OTA %s (auth %s)", self.ws_url, self.ota_url,
-                 "on" if self.auth.enabled else "off")
+        log.info(
+            "listening: WebSocket %s  OTA %s (auth %s)",
+            self.ws_url,
+            self.ota_url,
+            "on" if self.auth.enabled else "off",
+        )
 
     async def _start_mqtt(self, port: int | None = None, udp_port: int | None = None) -> None:
         """Start the embedded broker and the UDP port (``server.mqtt``)."""
@@ -273,18 +311,25 @@ class XiaozhiServer:
             from .mqtt.credentials import MqttSigner
             from .mqtt.gateway import MqttGateway
         except ImportError as exc:
-            raise RuntimeError(f"server.mqtt.enabled needs the MQTT extra ({exc.name} is "
-                               "missing): pip install 'xiaozhi-core[mqtt]'") from None
+            raise RuntimeError(
+                f"server.mqtt.enabled needs the MQTT extra ({exc.name} is "
+                "missing): pip install 'xiaozhi-core[mqtt]'"
+            ) from None
         m = self.config.server.mqtt
         self.mqtt = MqttGateway(
-            MqttSigner(self.auth.secret, ttl=self.auth.ttl), self._serve_transport,
-            host=m.host or self.host, port=m.port if port is None else port,
+            MqttSigner(self.auth.secret, ttl=self.auth.ttl),
+            self._serve_transport,
+            host=m.host or self.host,
+            port=m.port if port is None else port,
             udp_port=m.udp_port if udp_port is None else udp_port,
-            public_host=m.public_host, verify=self.auth.enabled,
+            public_host=m.public_host,
+            verify=self.auth.enabled,
             allowed_devices=self.auth.allowed if self.auth.enabled else set(),
             activated=self.activation.is_activated if self.activation is not None else None,
-            keepalive=m.keepalive, max_connections=m.max_connections,
-            on_drop=self.metrics.frame_error)
+            keepalive=m.keepalive,
+            max_connections=m.max_connections,
+            on_drop=self.metrics.frame_error,
+        )
         await self.mqtt.start()
 
     async def drain(self, seconds: float) -> None:
@@ -304,8 +349,8 @@ class XiaozhiServer:
         def close(session: Session, reason: str) -> None:
             if session.session_id not in closing:
                 closing[session.session_id] = loop.create_task(
-                    session.transport.close(1012, reason),
-                    name=f"drain:{session.session_id[:8]}")
+                    session.transport.close(1012, reason), name=f"drain:{session.session_id[:8]}"
+                )
 
         n = len(self.sessions)
         log.info("draining: %d sessions, up to %g s for running turns", n, seconds)
@@ -359,9 +404,8 @@ class XiaozhiServer:
             self._stats_task.cancel()
             self._stats_task = None
         self.lag_monitor.stop()
-        if self._background:   # memory consolidation of the last sessions (bounded)
-            await asyncio.wait(list(self._background),
-                               timeout=self.config.server.timeouts.provider)
+        if self._background:  # memory consolidation of the last sessions (bounded)
+            await asyncio.wait(list(self._background), timeout=self.config.server.timeouts.provider)
             for task in list(self._background):
                 task.cancel()
         if self.store is not None:
@@ -381,8 +425,10 @@ class XiaozhiServer:
         cfg = self.config.session
         tts_rate = await self.providers.tts.remote_attr("sample_rate")
         if not isinstance(tts_rate, int):
-            raise TypeError(f"TTS provider {self.providers.tts.name!r}: sample_rate must be "
-                            f"an int, got {tts_rate!r}")
+            raise TypeError(
+                f"TTS provider {self.providers.tts.name!r}: sample_rate must be "
+                f"an int, got {tts_rate!r}"
+            )
         try:
             declared = await self.providers.vad.remote_attr("segmentation")
         except AttributeError:
@@ -390,20 +436,30 @@ class XiaozhiServer:
         defaults = declared if isinstance(declared, SegmentationDefaults) else None
         output = OutputFormat(cfg.output_sample_rate, cfg.output_frame_ms, tts_rate)
         return SessionHost(
-            session=cfg, timeouts=self.config.server.timeouts,
-            limits=self.config.server.limits, providers=self.providers,
-            executor=self.executor, hub=self.hub, metrics=self.metrics,
-            segmentation=segmentation_params(cfg, defaults), output=output,
+            session=cfg,
+            timeouts=self.config.server.timeouts,
+            limits=self.config.server.limits,
+            providers=self.providers,
+            executor=self.executor,
+            hub=self.hub,
+            metrics=self.metrics,
+            segmentation=segmentation_params(cfg, defaults),
+            output=output,
             apology_frames=await self._prepare_apology(output),
-            vision_grant=self.vision_grant, profiles=self.profiles, store=self.store)
+            vision_grant=self.vision_grant,
+            profiles=self.profiles,
+            store=self.store,
+        )
 
     def vision_grant(self, session_id: str, device_id: str) -> dict[str, str]:
         """MCP ``capabilities.vision`` for a new session: the explain URL and a fresh
         token when a vision provider is selected, else empty strings (harmless)."""
         if self.providers.vision is None:
             return {"url": "", "token": ""}
-        return {"url": self.explain_url_for(device_id),
-                "token": self.vision_tokens.issue(session_id, device_id)}
+        return {
+            "url": self.explain_url_for(device_id),
+            "token": self.vision_tokens.issue(session_id, device_id),
+        }
 
     def explain_url_for(self, device_id: str) -> str:
         """Where ``device_id`` uploads photos: ``server.vision.public_url``, else this
@@ -412,8 +468,13 @@ class XiaozhiServer:
         if settings.vision.public_url:
             return settings.vision.public_url
         host = self.host if self.host not in ("0.0.0.0", "::", "") else None
-        host = host or self.ota_hosts.get(device_id) or settings.mqtt.public_host or \
-            urlsplit(settings.public_ws_url).hostname or "127.0.0.1"
+        host = (
+            host
+            or self.ota_hosts.get(device_id)
+            or settings.mqtt.public_host
+            or urlsplit(settings.public_ws_url).hostname
+            or "127.0.0.1"
+        )
         return f"http://{host}:{self.http_port}{EXPLAIN_PATH}"
 
     async def _prepare_apology(self, output: OutputFormat) -> tuple[bytes, ...] | None:
@@ -428,17 +489,21 @@ class XiaozhiServer:
             async with asyncio.timeout(self.config.server.timeouts.provider):
                 async for chunk in self.providers.tts.synthesize(text):
                     frames += encoder.encode(
-                        resampler.process(np.frombuffer(chunk, np.int16)).tobytes())
+                        resampler.process(np.frombuffer(chunk, np.int16)).tobytes()
+                    )
             frames += encoder.encode(resampler.flush().tobytes()) + encoder.flush()
             return tuple(frames)
         except Exception as exc:
-            log.warning("could not pre-synthesise the apology (%s); failed turns will only "
-                        "show an alert", exc)
+            log.warning(
+                "could not pre-synthesise the apology (%s); failed turns will only show an alert",
+                exc,
+            )
             return None
 
     # ------------------------------------------------------------------ connections
-    def _refuse(self, connection: ServerConnection, status: HTTPStatus, reason: str,
-                outcome: str) -> Response:
+    def _refuse(
+        self, connection: ServerConnection, status: HTTPStatus, reason: str, outcome: str
+    ) -> Response:
         self.metrics.connections.labels(outcome).inc()
         peer = connection.remote_address[0] if connection.remote_address else "?"
         if self.log_limiter.allow(f"refused:{peer}"):
@@ -449,46 +514,77 @@ class XiaozhiServer:
         try:
             path = urlsplit(request.path).path
         except ValueError as exc:
-            return self._refuse(connection, HTTPStatus.BAD_REQUEST,
-                                f"malformed request path: {exc}", "refused_bad_request")
+            return self._refuse(
+                connection,
+                HTTPStatus.BAD_REQUEST,
+                f"malformed request path: {exc}",
+                "refused_bad_request",
+            )
         if path.rstrip("/") != WS_PATH.rstrip("/"):
-            return self._refuse(connection, HTTPStatus.NOT_FOUND,
-                                f"unknown path {clip(path)}; devices connect to {WS_PATH}",
-                                "not_found")
+            return self._refuse(
+                connection,
+                HTTPStatus.NOT_FOUND,
+                f"unknown path {clip(path)}; devices connect to {WS_PATH}",
+                "not_found",
+            )
         limits = self.config.server.limits
         if self.draining:
-            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
-                                "server draining; try again", "refused_draining")
+            return self._refuse(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "server draining; try again",
+                "refused_draining",
+            )
         if self.admission.full():
-            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
-                                f"server full ({limits.max_sessions} sessions)", "refused_full")
+            return self._refuse(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"server full ({limits.max_sessions} sessions)",
+                "refused_full",
+            )
         peer = connection.remote_address[0] if connection.remote_address else "?"
         if self._pending_per_peer[peer] >= limits.max_pending_per_peer:
-            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
-                                f"{limits.max_pending_per_peer} connections from {peer} are "
-                                "still waiting for their hello", "refused_peer")
+            return self._refuse(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"{limits.max_pending_per_peer} connections from {peer} are "
+                "still waiting for their hello",
+                "refused_peer",
+            )
         if self._per_peer[peer] >= limits.max_connections_per_peer:
-            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
-                                f"too many connections from {peer} "
-                                f"({limits.max_connections_per_peer})", "refused_peer")
+            return self._refuse(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"too many connections from {peer} ({limits.max_connections_per_peer})",
+                "refused_peer",
+            )
         lag_ms = self.lag_monitor.sustained_lag() * 1000
         if limits.max_loop_lag_ms and lag_ms > limits.max_loop_lag_ms:
-            return self._refuse(connection, HTTPStatus.SERVICE_UNAVAILABLE,
-                                f"server overloaded (event loop {lag_ms:.0f} ms late)",
-                                "refused_overload")
+            return self._refuse(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"server overloaded (event loop {lag_ms:.0f} ms late)",
+                "refused_overload",
+            )
         try:
             ident = identity_from_request(request.path, request.headers)
             self.auth.check(ident)
         except BadRequest as exc:
-            return self._refuse(connection, HTTPStatus.BAD_REQUEST, f"bad request: {exc}",
-                                "refused_bad_request")
+            return self._refuse(
+                connection, HTTPStatus.BAD_REQUEST, f"bad request: {exc}", "refused_bad_request"
+            )
         except AuthError as exc:
-            return self._refuse(connection, HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc}",
-                                "refused_auth")
+            return self._refuse(
+                connection, HTTPStatus.UNAUTHORIZED, f"unauthorized: {exc}", "refused_auth"
+            )
         if self.activation is not None and not self.activation.is_activated(ident.device_id):
-            return self._refuse(connection, HTTPStatus.FORBIDDEN,
-                                f"device {ident.device_id or '(no Device-Id)'} is not "
-                                "activated; it gets a code from OTA", "refused_auth")
+            return self._refuse(
+                connection,
+                HTTPStatus.FORBIDDEN,
+                f"device {ident.device_id or '(no Device-Id)'} is not "
+                "activated; it gets a code from OTA",
+                "refused_auth",
+            )
         self._identities[connection] = ident
         return None
 
@@ -503,28 +599,31 @@ class XiaozhiServer:
             return
         await self._serve_session(ws, ident)
 
-    def _process_response(self, connection: ServerConnection, request: Request,
-                          response: Response) -> None:
+    def _process_response(
+        self, connection: ServerConnection, request: Request, response: Response
+    ) -> None:
         for name, value in self.response_headers.items():
             response.headers[name] = value
 
     async def _serve_session(self, ws: ServerConnection, ident: Identity) -> None:
         remote = ws.remote_address
         peer = remote[0] if remote else "?"
-        device = Peer(ident.device_id or f"anonymous-{remote[0] if remote else '?'}",
-                      ident.client_id, f"{remote[0]}:{remote[1]}" if remote else "",
-                      ident.protocol_version)
+        device = Peer(
+            ident.device_id or f"anonymous-{remote[0] if remote else '?'}",
+            ident.client_id,
+            f"{remote[0]}:{remote[1]}" if remote else "",
+            ident.protocol_version,
+        )
         limits = self.config.server.limits
-        transport = WebSocketTransport(ws, device, self.metrics,
-                                       send_stall_s=limits.send_stall_s)
+        transport = WebSocketTransport(ws, device, self.metrics, send_stall_s=limits.send_stall_s)
         # a session slot (admission, max_sessions) is taken at the hello: connections
         # that never say it only use the pending-handshake budget (and per address)
         slot = [False]
         self._per_peer[peer] += 1
         try:
             await self._run_session(
-                transport, on_created=lambda session: self._pending_start(session, ws, peer,
-                                                                          slot))
+                transport, on_created=lambda session: self._pending_start(session, ws, peer, slot)
+            )
         finally:
             if slot[0]:
                 self.admission.release()
@@ -533,8 +632,9 @@ class XiaozhiServer:
                 del self._per_peer[peer]
         log.info("WebSocket of %s: %s", device.device_id, describe_close(ws))
 
-    def _pending_start(self, session: Session, ws: ServerConnection, peer: str,
-                       slot: list[bool]) -> None:
+    def _pending_start(
+        self, session: Session, ws: ServerConnection, peer: str, slot: list[bool]
+    ) -> None:
         sid = session.session_id
         self._pending[sid] = (ws, peer)
         self._pending_per_peer[peer] += 1
@@ -562,12 +662,14 @@ class XiaozhiServer:
                 self.admission.release()
             return
         self.metrics.connections.labels(outcome).inc()
-        log.warning("refused %s session of %s: %s", transport.kind, transport.peer.device_id,
-                    reason)
+        log.warning(
+            "refused %s session of %s: %s", transport.kind, transport.peer.device_id, reason
+        )
         await transport.close(1013, reason)
 
-    async def _run_session(self, transport: Transport,
-                           on_created: Callable[[Session], None] | None = None) -> None:
+    async def _run_session(
+        self, transport: Transport, on_created: Callable[[Session], None] | None = None
+    ) -> None:
         assert self.session_host is not None
         session = Session(self.session_host, transport)
         self.sessions[session.session_id] = session
@@ -575,15 +677,20 @@ class XiaozhiServer:
             on_created(session)
         self.metrics.connections.labels("accepted").inc()
         self.metrics.sessions_active.set(len(self.sessions))
-        log.info("session %s: device %s connected from %s (%s)", session.session_id,
-                 transport.peer.device_id, transport.peer.remote, transport.kind)
+        log.info(
+            "session %s: device %s connected from %s (%s)",
+            session.session_id,
+            transport.peer.device_id,
+            transport.peer.remote,
+            transport.kind,
+        )
         try:
             await session.run()
         except Exception:
             log.exception("session %s crashed", session.session_id)
         finally:
             await session.close_tasks()
-            self._said_hello(session.session_id)   # no longer pending, whatever happened
+            self._said_hello(session.session_id)  # no longer pending, whatever happened
             self.vision_tokens.revoke(session.session_id)
             self.sessions.pop(session.session_id, None)
             self.metrics.sessions_active.set(len(self.sessions))
@@ -598,13 +705,22 @@ class XiaozhiServer:
         if store is None:
             return
         store.session_ended(session.session_id, reason=reason)
-        if memory is None or not MemoryCapabilities.of(memory.spec).consolidate \
-                or not session.turn_seq:
+        if (
+            memory is None
+            or not MemoryCapabilities.of(memory.spec).consolidate
+            or not session.turn_seq
+        ):
             return
-        view = StoreDeviceMemory(store, self.providers.llm, session.device.device_id,
-                                 session.session_id, self.config.server.timeouts.provider)
+        view = StoreDeviceMemory(
+            store,
+            self.providers.llm,
+            session.device.device_id,
+            session.session_id,
+            self.config.server.timeouts.provider,
+        )
         task = asyncio.get_running_loop().create_task(
-            self._consolidate(view), name=f"consolidate-{session.session_id[:8]}")
+            self._consolidate(view), name=f"consolidate-{session.session_id[:8]}"
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -632,8 +748,9 @@ class XiaozhiServer:
         if not device_id:
             raise ConfigError("device id is empty")
         if name is not None and name not in self.profiles.current.profiles:
-            raise ConfigError(f"unknown profile {name!r}; defined: "
-                              f"{', '.join(self.profile_names()) or '(none)'}")
+            raise ConfigError(
+                f"unknown profile {name!r}; defined: {', '.join(self.profile_names()) or '(none)'}"
+            )
         if self.store is None:
             raise StoreError("no device store (store.enabled is false)")
         await self.store.set_profile(device_id, name, create=True)
@@ -659,33 +776,55 @@ class XiaozhiServer:
 
         files = [f for f in self.config.files if not f.startswith("<")]
         if not files:
-            raise ConfigError("this server was not started from config files; nothing to "
-                              "reload")
+            raise ConfigError("this server was not started from config files; nothing to reload")
         if self.registry is None:
             from ..registry import default_registry
+
             self.registry = default_registry()
         new = load_config(files, self.registry, auto_local=False)
-        profiles = build_profiles(new)        # may raise: nothing applied yet
-        old_flat = _flat({k: v for k, v in self.config.raw.items()
-                          if k not in ("profiles", "devices")}, "", {})
-        new_flat = _flat({k: v for k, v in new.raw.items()
-                          if k not in ("profiles", "devices")}, "", {})
-        changed = sorted(k for k in set(old_flat) | set(new_flat)
-                         if old_flat.get(k) != new_flat.get(k))
-        restart = [k for k in changed if not any(
-            k == f"session.{r}" or k.startswith(f"session.{r}.") for r in _RELOADABLE_SESSION)]
+        profiles = build_profiles(new)  # may raise: nothing applied yet
+        old_flat = _flat(
+            {k: v for k, v in self.config.raw.items() if k not in ("profiles", "devices")}, "", {}
+        )
+        new_flat = _flat(
+            {k: v for k, v in new.raw.items() if k not in ("profiles", "devices")}, "", {}
+        )
+        changed = sorted(
+            k for k in set(old_flat) | set(new_flat) if old_flat.get(k) != new_flat.get(k)
+        )
+        restart = [
+            k
+            for k in changed
+            if not any(
+                k == f"session.{r}" or k.startswith(f"session.{r}.") for r in _RELOADABLE_SESSION
+            )
+        ]
         self.profiles.swap(profiles)
-        session_raw = {k: v for k, v in (self.config.raw.get("session") or {}).items()
-                       if k not in _RELOADABLE_SESSION}
-        session_raw.update({k: v for k, v in (new.raw.get("session") or {}).items()
-                            if k in _RELOADABLE_SESSION})
+        session_raw = {
+            k: v
+            for k, v in (self.config.raw.get("session") or {}).items()
+            if k not in _RELOADABLE_SESSION
+        }
+        session_raw.update(
+            {k: v for k, v in (new.raw.get("session") or {}).items() if k in _RELOADABLE_SESSION}
+        )
         self.config = dataclasses.replace(
-            self.config, raw={**self.config.raw, "profiles": new.raw.get("profiles"),
-                              "devices": new.raw.get("devices"), "session": session_raw},
-            profiles=new.profiles, devices=new.devices, request_options=new.request_options)
-        lines = [f"reloaded {' + '.join(files)}: {len(profiles.profiles)} profile(s), "
-                 f"default {profiles.default.name!r}, {len(profiles.devices)} device "
-                 "mapping(s); new turns use them"]
+            self.config,
+            raw={
+                **self.config.raw,
+                "profiles": new.raw.get("profiles"),
+                "devices": new.raw.get("devices"),
+                "session": session_raw,
+            },
+            profiles=new.profiles,
+            devices=new.devices,
+            request_options=new.request_options,
+        )
+        lines = [
+            f"reloaded {' + '.join(files)}: {len(profiles.profiles)} profile(s), "
+            f"default {profiles.default.name!r}, {len(profiles.devices)} device "
+            "mapping(s); new turns use them"
+        ]
         if restart:
             lines.append(f"changed but applied only by a restart: {', '.join(restart)}")
         for line in lines:
@@ -728,10 +867,13 @@ class XiaozhiServer:
         self._said_hello(sid)
         self.metrics.connections.labels("evicted_pending").inc()
         if self.log_limiter.allow("evicted:"):
-            log.warning("too many connections waiting for their hello; closing the oldest "
-                        "(%s)", ws.remote_address)
+            log.warning(
+                "too many connections waiting for their hello; closing the oldest (%s)",
+                ws.remote_address,
+            )
         task = asyncio.get_running_loop().create_task(
-            ws.close(1013, "too many connections waiting for their hello"))
+            ws.close(1013, "too many connections waiting for their hello")
+        )
         self._evictions.add(task)
         task.add_done_callback(self._evictions.discard)
 
@@ -739,10 +881,12 @@ class XiaozhiServer:
         """``GET /health``: sessions, loop lag, the selected providers (and the MQTT
         gateway's counters when it runs)."""
         out: dict[str, object] = {
-            "status": "draining" if self.draining else "ok", "sessions": len(self.sessions),
+            "status": "draining" if self.draining else "ok",
+            "sessions": len(self.sessions),
             "loop_lag_ms": self.lag_monitor.stats()["p99_ms"],
             "providers": {role.value: b.name for role, b in self.providers.items()},
-            "store": self.store.location if self.store is not None else None}
+            "store": self.store.location if self.store is not None else None,
+        }
         if self.mqtt is not None:
             out["mqtt"] = self.mqtt.health()
         return out
@@ -762,7 +906,14 @@ class XiaozhiServer:
     def render_metrics(self) -> bytes:
         hub = self.hub
         return self.metrics.render(
-            self.lag_monitor.stats(), self.executor.stats(),
-            {"batches": hub.batches, "calls": hub.vad_calls, "windows": hub.windows_total,
-             "windows_dtx_skipped": hub.windows_dtx, "last_batch_streams": hub.last_batch_streams,
-             "busy_seconds": hub.busy_seconds})
+            self.lag_monitor.stats(),
+            self.executor.stats(),
+            {
+                "batches": hub.batches,
+                "calls": hub.vad_calls,
+                "windows": hub.windows_total,
+                "windows_dtx_skipped": hub.windows_dtx,
+                "last_batch_streams": hub.last_batch_streams,
+                "busy_seconds": hub.busy_seconds,
+            },
+        )

@@ -59,8 +59,7 @@ class StatsRing:
             raise ValueError(f"need 0 < interval <= span, got {interval} and {span}")
         self.interval = float(interval)
         self.span = float(span)
-        self._ring: collections.deque[Sample] = collections.deque(
-            maxlen=int(span // interval))
+        self._ring: collections.deque[Sample] = collections.deque(maxlen=int(span // interval))
         self._reset()
 
     def _reset(self) -> None:
@@ -99,14 +98,17 @@ class StatsRing:
         ttfa = sorted(self._ttfa)
         loop = sorted(loop_lags)
         return {
-            "t": round(at, 3), "sessions": sessions, "turns": self._turns,
+            "t": round(at, 3),
+            "sessions": sessions,
+            "turns": self._turns,
             "frames": self._lane_n,
-            "ttfa_p50_ms": _pct(ttfa, 50), "ttfa_p95_ms": _pct(ttfa, 95),
+            "ttfa_p50_ms": _pct(ttfa, 50),
+            "ttfa_p95_ms": _pct(ttfa, 95),
             "ttfa_max_ms": ttfa[-1] if ttfa else None,
             "lane_lag_mean_ms": _ms(self._lane_sum / self._lane_n) if self._lane_n else None,
             "lane_lag_max_ms": _ms(self._lane_max) if self._lane_n else None,
-            "loop_lag_p99_ms": _ms(_pct(loop, 99)), "loop_lag_max_ms": _ms(loop[-1] if loop
-                                                                         else None),
+            "loop_lag_p99_ms": _ms(_pct(loop, 99)),
+            "loop_lag_max_ms": _ms(loop[-1] if loop else None),
         }
 
     def close(self, at: float, sessions: int, loop_lags: Sequence[float]) -> Sample:
@@ -157,15 +159,23 @@ def merge_samples(samples: Sequence[Sample], at: float | None = None) -> Sample:
     out: Sample = {"t": at if at is not None else max(s["t"] for s in samples)}
     for key in ("sessions", "turns", "frames"):
         out[key] = sum(int(s.get(key) or 0) for s in samples)
-    for key in ("ttfa_p50_ms", "ttfa_p95_ms", "ttfa_max_ms", "lane_lag_max_ms",
-                "loop_lag_p99_ms", "loop_lag_max_ms"):
+    for key in (
+        "ttfa_p50_ms",
+        "ttfa_p95_ms",
+        "ttfa_max_ms",
+        "lane_lag_max_ms",
+        "loop_lag_p99_ms",
+        "loop_lag_max_ms",
+    ):
         values = _nums(samples, key)
         out[key] = max(values) if values else None
-    weighted = [(s["lane_lag_mean_ms"], s.get("frames") or 0) for s in samples
-                if s.get("lane_lag_mean_ms") is not None]
+    weighted = [
+        (s["lane_lag_mean_ms"], s.get("frames") or 0)
+        for s in samples
+        if s.get("lane_lag_mean_ms") is not None
+    ]
     frames = sum(n for _, n in weighted)
-    out["lane_lag_mean_ms"] = (round(sum(v * n for v, n in weighted) / frames, 2) if frames
-                               else None)
+    out["lane_lag_mean_ms"] = round(sum(v * n for v, n in weighted) / frames, 2) if frames else None
     return out
 
 

@@ -92,8 +92,11 @@ class VisionTokens:
         now = time.monotonic() if now is None else now
         grant = self._grants.get(token) if token else None
         if grant is None:
-            raise VisionRefused("unknown token (each session gets its own in MCP initialize)"
-                                if token else "missing token (Authorization: Bearer <token>)")
+            raise VisionRefused(
+                "unknown token (each session gets its own in MCP initialize)"
+                if token
+                else "missing token (Authorization: Bearer <token>)"
+            )
         if now > grant.expires:
             del self._grants[token]
             raise VisionRefused("token expired")
@@ -120,8 +123,9 @@ def sniff_image(data: bytes) -> str | None:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def explain_handler(tokens: VisionTokens, vision: BoundVision | None, *,
-                    max_bytes: int, timeout: float) -> Handler:
+def explain_handler(
+    tokens: VisionTokens, vision: BoundVision | None, *, max_bytes: int, timeout: float
+) -> Handler:
     """The aiohttp handler of :data:`EXPLAIN_PATH`."""
 
     def fail(status: int, message: str, request: web.Request) -> web.Response:
@@ -139,11 +143,13 @@ def explain_handler(tokens: VisionTokens, vision: BoundVision | None, *,
         if claimed and device_id and claimed != device_id.lower():
             return fail(403, "token belongs to another device", request)
         if request.content_length is not None and request.content_length > max_bytes + 4096:
-            return fail(413, f"upload of {request.content_length} bytes exceeds "
-                             f"{max_bytes} bytes", request)
+            return fail(
+                413, f"upload of {request.content_length} bytes exceeds {max_bytes} bytes", request
+            )
         if request.content_type != "multipart/form-data":
-            return fail(415, "expected multipart/form-data with fields 'question' and "
-                             "'file'", request)
+            return fail(
+                415, "expected multipart/form-data with fields 'question' and 'file'", request
+            )
         try:
             question, image = await _read_form(request, max_bytes)
         except VisionRefused as exc:
@@ -161,11 +167,13 @@ def explain_handler(tokens: VisionTokens, vision: BoundVision | None, *,
         except TimeoutError:
             return fail(504, f"vision provider gave no answer within {timeout:g} s", request)
         except Exception as exc:
-            log.warning("session %s: vision provider failed: %s: %s", session_id,
-                        type(exc).__name__, exc)
+            log.warning(
+                "session %s: vision provider failed: %s: %s", session_id, type(exc).__name__, exc
+            )
             return fail(502, f"vision provider failed: {type(exc).__name__}", request)
-        log.info("session %s: explained a %d-byte %s (%r)", session_id, len(image), mime,
-                 question[:60])
+        log.info(
+            "session %s: explained a %d-byte %s (%r)", session_id, len(image), mime, question[:60]
+        )
         body: dict[str, Any] = {"success": True, "action": "RESPONSE", "response": text}
         return web.json_response(body)
 

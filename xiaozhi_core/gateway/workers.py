@@ -135,23 +135,23 @@ class WorkerServer(XiaozhiServer):
         then have the supervisor send SIGHUP to every worker (this one reloads again,
         harmlessly), so an API call reaches the whole server."""
         lines = self.reload_local()
-        try:   # only our own supervisor (never init, should we have been orphaned)
+        try:  # only our own supervisor (never init, should we have been orphaned)
             with open(self.spec.status_path, encoding="utf-8") as f:
                 supervisor = int(json.load(f)["pid"])
             if supervisor != os.getppid() or supervisor <= 1:
                 raise OSError(f"supervisor pid {supervisor} is not our parent")
             os.kill(supervisor, signal.SIGHUP)
         except (OSError, ValueError, KeyError) as exc:
-            lines.append(f"the other workers were not told ({exc}); send SIGHUP to the "
-                         "supervisor")
+            lines.append(f"the other workers were not told ({exc}); send SIGHUP to the supervisor")
         else:
             lines.append("every worker reloads (SIGHUP through the supervisor)")
         return lines
 
     def setup_worker(self, spec: WorkerSpec) -> None:
         self.spec = spec
-        self.admission = SharedAdmission(spec.admission_path, spec.index,
-                                         self.config.server.limits.max_sessions)
+        self.admission = SharedAdmission(
+            spec.admission_path, spec.index, self.config.server.limits.max_sessions
+        )
         self.response_headers = {"X-Xiaozhi-Worker": f"{spec.index}/{os.getpid()}"}
         self._private: web.AppRunner | None = None
         self.started_at = time.time()
@@ -188,8 +188,12 @@ class WorkerServer(XiaozhiServer):
         await super().stop()
 
     def local_health(self) -> dict[str, Any]:
-        return {**self.health(), "worker": self.spec.index, "pid": os.getpid(),
-                "uptime_s": round(time.time() - self.started_at, 1)}
+        return {
+            **self.health(),
+            "worker": self.spec.index,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
 
     async def _ask_all(self, path: str, as_json: bool) -> list[tuple[int, Any]]:
         """Every worker's answer on its private socket (``None``: unreachable)."""
@@ -200,8 +204,10 @@ class WorkerServer(XiaozhiServer):
             try:
                 connector = aiohttp.UnixConnector(path=self.spec.sock(index))
                 timeout = aiohttp.ClientTimeout(total=2)
-                async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http, \
-                        http.get(f"http://worker{path}") as r:
+                async with (
+                    aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+                    http.get(f"http://worker{path}") as r,
+                ):
                     r.raise_for_status()
                     return index, await (r.json() if as_json else r.text())
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -231,17 +237,20 @@ class WorkerServer(XiaozhiServer):
         if self.draining or sup.get("stopping"):
             status = "draining"
         return {
-            "status": status, "sessions": sum(int(w.get("sessions", 0)) for w in up),
+            "status": status,
+            "sessions": sum(int(w.get("sessions", 0)) for w in up),
             "loop_lag_ms": max((float(w.get("loop_lag_ms", 0)) for w in up), default=0.0),
             "providers": {role.value: b.name for role, b in self.providers.items()},
-            "workers_configured": self.spec.workers, "workers_up": len(up),
-            "supervisor_pid": sup.get("pid"), "workers": workers,
+            "workers_configured": self.spec.workers,
+            "workers_up": len(up),
+            "supervisor_pid": sup.get("pid"),
+            "workers": workers,
         }
 
     async def admin_report(self, what: str) -> dict[str, Any]:
         """The operator API's live sessions / stats of every worker, merged."""
         if what not in REPORTS:
-            return local_report(self, what)   # raises with the known reports
+            return local_report(self, what)  # raises with the known reports
 
         async def ask(index: int) -> tuple[int, dict[str, Any] | None]:
             if index == self.spec.index:
@@ -249,8 +258,10 @@ class WorkerServer(XiaozhiServer):
             try:
                 connector = aiohttp.UnixConnector(path=self.spec.sock(index))
                 timeout = aiohttp.ClientTimeout(total=2)
-                async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http, \
-                        http.get(f"http://worker/local/admin/{what}") as r:
+                async with (
+                    aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+                    http.get(f"http://worker/local/admin/{what}") as r,
+                ):
                     r.raise_for_status()
                     return index, dict(await r.json())
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
@@ -266,16 +277,19 @@ class WorkerServer(XiaozhiServer):
         up = GaugeMetricFamily("xiaozhi_workers", "Worker processes by state", labels=["state"])
         up.add_metric(["configured"], self.spec.workers)
         up.add_metric(["up"], len(texts))
-        restarts = GaugeMetricFamily("xiaozhi_worker_restarts",
-                                     "Times the supervisor restarted each worker",
-                                     labels=["worker"])
+        restarts = GaugeMetricFamily(
+            "xiaozhi_worker_restarts",
+            "Times the supervisor restarted each worker",
+            labels=["worker"],
+        )
         for index in range(self.spec.workers):
             restarts.add_metric([str(index)], sup.get("restarts", {}).get(str(index), 0))
         return merge_expositions(texts, extra=[up, restarts])
 
 
-async def serve_worker(config: DeploymentConfig, spec: WorkerSpec,
-                       out: TextIO = sys.stdout) -> None:
+async def serve_worker(
+    config: DeploymentConfig, spec: WorkerSpec, out: TextIO = sys.stdout
+) -> None:
     """Run one worker until SIGTERM/SIGINT or until the supervisor goes away; drain first."""
     from ..app import build_providers
     from ..executor import Executor
@@ -326,9 +340,13 @@ def worker_main() -> int:
     from ..registry import default_registry
 
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if os.environ.get("XIAOZHI_LOG_FORMAT") == "json"
-                         else logging.Formatter("%(asctime)s %(levelname)s [worker %(process)d]"
-                                                " %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if os.environ.get("XIAOZHI_LOG_FORMAT") == "json"
+        else logging.Formatter(
+            "%(asctime)s %(levelname)s [worker %(process)d] %(name)s: %(message)s"
+        )
+    )
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(os.environ.get("XIAOZHI_LOG_LEVEL", "WARNING").upper())
     spec = WorkerSpec(**json.loads(os.environ[SPEC_ENV]))
@@ -339,8 +357,7 @@ def worker_main() -> int:
         config.server.auth.secret = os.environ.get(SECRET_ENV, config.server.auth.secret)
         asyncio.run(serve_worker(config, spec))
     except XiaozhiError as exc:
-        print(f"xiaozhi worker {spec.index}: error: {' '.join(str(exc).split())}",
-              file=sys.stderr)
+        print(f"xiaozhi worker {spec.index}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
@@ -362,8 +379,15 @@ class _Worker:
 class Supervisor:
     """Starts, watches and stops the worker processes."""
 
-    def __init__(self, config: DeploymentConfig, files: list[str], auto_local: bool,
-                 workers: int, out: TextIO = sys.stdout, log_level: str = "warning") -> None:
+    def __init__(
+        self,
+        config: DeploymentConfig,
+        files: list[str],
+        auto_local: bool,
+        workers: int,
+        out: TextIO = sys.stdout,
+        log_level: str = "warning",
+    ) -> None:
         self.config = config
         self.files = files
         self.auto_local = auto_local
@@ -380,13 +404,24 @@ class Supervisor:
 
     def _spec(self, index: int) -> WorkerSpec:
         s = self.config.server
-        return WorkerSpec(index, self.count, self.run_dir, self.files, self.auto_local, s.host,
-                          self.port, self.http_port)
+        return WorkerSpec(
+            index,
+            self.count,
+            self.run_dir,
+            self.files,
+            self.auto_local,
+            s.host,
+            self.port,
+            self.http_port,
+        )
 
     def _write_status(self) -> None:
-        status = {"pid": os.getpid(), "stopping": self.stopping,
-                  "pids": {str(w.index): w.proc.pid if w.proc else None for w in self.workers},
-                  "restarts": {str(w.index): w.restarts for w in self.workers}}
+        status = {
+            "pid": os.getpid(),
+            "stopping": self.stopping,
+            "pids": {str(w.index): w.proc.pid if w.proc else None for w in self.workers},
+            "restarts": {str(w.index): w.restarts for w in self.workers},
+        }
         tmp = os.path.join(self.run_dir, "supervisor.json.tmp")
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(status, f)
@@ -400,8 +435,13 @@ class Supervisor:
         w.ready = False
         w.ready_event = asyncio.Event()
         w.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "xiaozhi_core.gateway.workers", env=env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "xiaozhi_core.gateway.workers",
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
         w.started = time.monotonic()
         self._write_status()
         log.info("worker %d started (pid %d)", w.index, w.proc.pid)
@@ -428,8 +468,14 @@ class Supervisor:
             return  # the first start failing stops the server (run() sees it)
         w.failures = 1 if up >= STABLE_AFTER else w.failures + 1
         delay = min(BACKOFF_MAX, BACKOFF_MIN * 2 ** (w.failures - 1))
-        log.warning("worker %d (pid %d) died (%s) after %.1f s; restarting in %.1f s",
-                    w.index, proc.pid, how, up, delay)
+        log.warning(
+            "worker %d (pid %d) died (%s) after %.1f s; restarting in %.1f s",
+            w.index,
+            proc.pid,
+            how,
+            up,
+            delay,
+        )
         await asyncio.sleep(delay)
         if not self.stopping:
             w.restarts += 1
@@ -443,14 +489,16 @@ class Supervisor:
             try:
                 ws_sock = reserve_port(s.host, s.port)
             except OSError as exc:
-                raise listen_error("WebSocket", s.host, s.port, "--port", "server.port",
-                                   exc) from None
+                raise listen_error(
+                    "WebSocket", s.host, s.port, "--port", "server.port", exc
+                ) from None
             try:
                 http_sock = reserve_port(s.host, s.http_port)
             except OSError as exc:
                 ws_sock.close()
-                raise listen_error("HTTP (OTA)", s.host, s.http_port, "--http-port",
-                                   "server.http_port", exc) from None
+                raise listen_error(
+                    "HTTP (OTA)", s.host, s.http_port, "--http-port", "server.http_port", exc
+                ) from None
             self._reserved = [ws_sock, http_sock]
             self.port, self.http_port = ws_sock.getsockname()[1], http_sock.getsockname()[1]
             SharedAdmission.create(self._spec(0).admission_path, self.count)
@@ -459,8 +507,10 @@ class Supervisor:
             for w in self.workers:
                 await w.ready_event.wait()
                 if not w.ready:
-                    print(f"xiaozhi: error: worker {w.index} failed to start; see its log "
-                          "above", file=sys.stderr)
+                    print(
+                        f"xiaozhi: error: worker {w.index} failed to start; see its log above",
+                        file=sys.stderr,
+                    )
                     return 1
             self._print_banner()
             await stop.wait()
@@ -506,7 +556,8 @@ class Supervisor:
         if procs:
             done, pending = await asyncio.wait(
                 [asyncio.ensure_future(p.wait()) for p in procs],
-                timeout=self.config.server.drain_timeout + 10)
+                timeout=self.config.server.drain_timeout + 10,
+            )
             for p in procs:
                 if p.returncode is None:
                     log.warning("worker pid %d did not stop in time; killing it", p.pid)
@@ -521,19 +572,27 @@ class Supervisor:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
-async def run_workers(config: DeploymentConfig, files: list[str], auto_local: bool,
-                      workers: int, out: TextIO = sys.stdout, log_level: str = "warning") -> int:
+async def run_workers(
+    config: DeploymentConfig,
+    files: list[str],
+    auto_local: bool,
+    workers: int,
+    out: TextIO = sys.stdout,
+    log_level: str = "warning",
+) -> int:
     """Supervise ``workers`` worker processes until SIGINT/SIGTERM; returns the exit code.
 
     Raises :class:`~xiaozhi_core.errors.ConfigError` when providers go to Ray without a
     cluster address: each worker would start a Ray instance of its own.
     """
     if config.executor.ray.address == "" and any(
-            c.placement is not None for c in config.choices().values()):
+        c.placement is not None for c in config.choices().values()
+    ):
         raise ConfigError(
             f"{workers} workers cannot each start a local Ray: start it once (.venv/bin/ray "
             "start --head) and set executor.ray.address: auto, or use --workers 1",
-            path="executor.ray.address")
+            path="executor.ray.address",
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

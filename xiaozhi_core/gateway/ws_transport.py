@@ -41,8 +41,9 @@ class WebSocketTransport:
 
     kind = "websocket"
 
-    def __init__(self, ws: ServerConnection, peer: Peer, metrics: SessionMetrics,
-                 send_stall_s: float = 0.0) -> None:
+    def __init__(
+        self, ws: ServerConnection, peer: Peer, metrics: SessionMetrics, send_stall_s: float = 0.0
+    ) -> None:
         self.ws = ws
         self.peer = peer
         self.metrics = metrics
@@ -68,10 +69,14 @@ class WebSocketTransport:
     async def send_audio(self, packet: bytes, timestamp_ms: int) -> None:
         stall = self._stall
         if stall is not None and stall.stalled():
-            log.info("device %s stopped reading: nothing acknowledged for %g s; closing",
-                     self.peer.device_id, stall.timeout)
+            log.info(
+                "device %s stopped reading: nothing acknowledged for %g s; closing",
+                self.peer.device_id,
+                stall.timeout,
+            )
             self._closing = asyncio.ensure_future(
-                self.ws.close(1008, "not reading: send buffer full"))
+                self.ws.close(1008, "not reading: send buffer full")
+            )
             raise TransportClosed("device stopped reading")
         try:
             await self.ws.send(encode_frame(packet, self.version, timestamp_ms))
@@ -96,16 +101,14 @@ class WebSocketTransport:
                     self.frame_errors += 1
                     self.metrics.frame_error("framing")
                     if self._log_limit.allow("bad_frame:"):
-                        log.info("device %s: dropped malformed frame: %s", self.peer.device_id,
-                                 exc)
+                        log.info("device %s: dropped malformed frame: %s", self.peer.device_id, exc)
                     continue
                 yield payload
         except ConnectionClosed:
             return
 
 
-
-_TIOCOUTQ = 0x5411          # Linux SIOCOUTQ: bytes in the socket's send queue, unacked
+_TIOCOUTQ = 0x5411  # Linux SIOCOUTQ: bytes in the socket's send queue, unacked
 
 
 class _StallWatch:

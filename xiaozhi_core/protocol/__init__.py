@@ -4,5 +4,11 @@ and Opus helpers. See ``docs/architecture.md`` and the wire contract in PROTOCOL
 from .framing import FrameError, decode_frame, encode_frame
 from .messages import EMOTIONS, ProtocolError, parse_message
 
-__all__ = ["EMOTIONS", "FrameError", "ProtocolError", "decode_frame", "encode_frame",
-           "parse_message"]
+__all__ = [
+    "EMOTIONS",
+    "FrameError",
+    "ProtocolError",
+    "decode_frame",
+    "encode_frame",
+    "parse_message",
+]

@@ -47,8 +47,9 @@ def decode_frame(data: bytes, version: int) -> tuple[bytes, int | None]:
         if size != len(data) - _V2.size:
             raise FrameError(
                 f"v2 frame payload_size {size} does not match the {len(data) - _V2.size} "
-                "bytes that follow the header")
-        return bytes(data[_V2.size:]), timestamp
+                "bytes that follow the header"
+            )
+        return bytes(data[_V2.size :]), timestamp
     if version == 3:
         if len(data) < _V3.size:
             raise FrameError(f"v3 frame of {len(data)} bytes is shorter than its 4-byte header")
@@ -58,8 +59,9 @@ def decode_frame(data: bytes, version: int) -> tuple[bytes, int | None]:
         if size != len(data) - _V3.size:
             raise FrameError(
                 f"v3 frame payload_size {size} does not match the {len(data) - _V3.size} "
-                "bytes that follow the header")
-        return bytes(data[_V3.size:]), None
+                "bytes that follow the header"
+            )
+        return bytes(data[_V3.size :]), None
     raise FrameError(f"unknown binary protocol version {version} (supported: 1, 2, 3)")
 
 

@@ -36,16 +36,50 @@ __all__ = [
 
 #: Emotions the firmware knows (``llm`` message); anything else shows as neutral.
 EMOTIONS = (
-    "neutral", "happy", "laughing", "funny", "sad", "angry", "crying", "loving",
-    "embarrassed", "surprised", "shocked", "thinking", "winking", "cool", "relaxed",
-    "delicious", "kissy", "confident", "sleepy", "silly", "confused",
+    "neutral",
+    "happy",
+    "laughing",
+    "funny",
+    "sad",
+    "angry",
+    "crying",
+    "loving",
+    "embarrassed",
+    "surprised",
+    "shocked",
+    "thinking",
+    "winking",
+    "cool",
+    "relaxed",
+    "delicious",
+    "kissy",
+    "confident",
+    "sleepy",
+    "silly",
+    "confused",
 )
 
 _EMOJI = {
-    "neutral": "😶", "happy": "🙂", "laughing": "😆", "funny": "😂", "sad": "😔",
-    "angry": "😠", "crying": "😭", "loving": "😍", "embarrassed": "😳", "surprised": "😯",
-    "shocked": "😱", "thinking": "🤔", "winking": "😉", "cool": "😎", "relaxed": "😌",
-    "delicious": "🤤", "kissy": "😘", "confident": "😏", "sleepy": "😴", "silly": "😜",
+    "neutral": "😶",
+    "happy": "🙂",
+    "laughing": "😆",
+    "funny": "😂",
+    "sad": "😔",
+    "angry": "😠",
+    "crying": "😭",
+    "loving": "😍",
+    "embarrassed": "😳",
+    "surprised": "😯",
+    "shocked": "😱",
+    "thinking": "🤔",
+    "winking": "😉",
+    "cool": "😎",
+    "relaxed": "😌",
+    "delicious": "🤤",
+    "kissy": "😘",
+    "confident": "😏",
+    "sleepy": "😴",
+    "silly": "😜",
     "confused": "🙄",
 }
 
@@ -91,12 +125,15 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ProtocolError(
             f'message must be a JSON object with a string "type", got {type(data).__name__}'
-            if not isinstance(data, dict) else 'message has no string "type" field')
+            if not isinstance(data, dict)
+            else 'message has no string "type" field'
+        )
     # JSON escapes are the only way a surrogate gets into a frame that was valid UTF-8;
     # str frames from other transports may carry raw ones (surrogateescape)
     raw = text if isinstance(text, str) else text.decode("utf-8", "replace")
     if ("\\u" in raw and _SURROGATE_ESCAPE.search(raw)) or (
-            not raw.isascii() and _SURROGATES.search(raw)):
+        not raw.isascii() and _SURROGATES.search(raw)
+    ):
         try:
             clean: dict[str, Any] = _sanitise(data)
         except RecursionError:
@@ -115,8 +152,12 @@ def server_hello(session_id: str, sample_rate: int, frame_duration: int) -> dict
         "type": "hello",
         "transport": "websocket",
         "session_id": session_id,
-        "audio_params": {"format": "opus", "sample_rate": sample_rate, "channels": 1,
-                         "frame_duration": frame_duration},
+        "audio_params": {
+            "format": "opus",
+            "sample_rate": sample_rate,
+            "channels": 1,
+            "frame_duration": frame_duration,
+        },
     }
 
 
@@ -142,11 +183,17 @@ def tts(session_id: str, state: str, text: str | None = None) -> dict[str, Any]:
     return msg
 
 
-def alert(session_id: str, message: str, status: str = "error",
-          emotion: str = "sad") -> dict[str, Any]:
+def alert(
+    session_id: str, message: str, status: str = "error", emotion: str = "sad"
+) -> dict[str, Any]:
     """An alert: ``status``, ``message`` and ``emotion`` are all required by firmware."""
-    return {"type": "alert", "status": status, "message": message, "emotion": emotion,
-            "session_id": session_id}
+    return {
+        "type": "alert",
+        "status": status,
+        "message": message,
+        "emotion": emotion,
+        "session_id": session_id,
+    }
 
 
 def mcp(session_id: str, payload: dict[str, Any]) -> dict[str, Any]:

@@ -51,8 +51,9 @@ class OpusDecoder:
         """PCM16LE mono of one packet; ``b""`` for an empty frame."""
         if not packet:
             return b""
-        samples = _opus_decode(self._decoder.decoder_state, packet, len(packet), self._pcm_ptr,
-                               self._max_samples, 0)
+        samples = _opus_decode(
+            self._decoder.decoder_state, packet, len(packet), self._pcm_ptr, self._max_samples, 0
+        )
         if samples < 0:
             raise OpusError(samples)
         return ctypes.string_at(self._pcm, samples * 2)
@@ -62,13 +63,18 @@ class OpusEncoder:
     """Encodes PCM16LE mono into packets of exactly ``frame_ms`` (last one zero-padded
     by :meth:`flush`). Keeps the remainder between calls."""
 
-    def __init__(self, sample_rate: int = 24000, frame_ms: int = 60,
-                 application: str = "audio", complexity: int | None = None) -> None:
+    def __init__(
+        self,
+        sample_rate: int = 24000,
+        frame_ms: int = 60,
+        application: str = "audio",
+        complexity: int | None = None,
+    ) -> None:
         self.sample_rate = sample_rate
         self.frame_ms = frame_ms
         self.frame_samples = sample_rate * frame_ms // 1000
         self._encoder = opuslib.Encoder(sample_rate, 1, application)
-        if complexity is not None:            # None: libopus's default (10)
+        if complexity is not None:  # None: libopus's default (10)
             self._encoder.complexity = complexity
         self._pending = b""
 
@@ -77,8 +83,10 @@ class OpusEncoder:
         step = self.frame_samples * 2
         whole = len(data) // step * step
         self._pending = data[whole:]
-        return [self._encoder.encode(data[i:i + step], self.frame_samples)
-                for i in range(0, whole, step)]
+        return [
+            self._encoder.encode(data[i : i + step], self.frame_samples)
+            for i in range(0, whole, step)
+        ]
 
     def flush(self) -> list[bytes]:
         """Encode what is left, padded with silence to a whole frame."""

@@ -81,8 +81,14 @@ class UdpHeader:
 
     def pack(self) -> bytes:
         """The header's 16 bytes (also the CTR counter block of its payload)."""
-        return _HEADER.pack(self.type, self.flags, self.payload_len, self.ssrc,
-                            self.timestamp & 0xFFFFFFFF, self.sequence & 0xFFFFFFFF)
+        return _HEADER.pack(
+            self.type,
+            self.flags,
+            self.payload_len,
+            self.ssrc,
+            self.timestamp & 0xFFFFFFFF,
+            self.sequence & 0xFFFFFFFF,
+        )
 
 
 def parse_header(datagram: bytes) -> UdpHeader:
@@ -103,8 +109,10 @@ def parse_header(datagram: bytes) -> UdpHeader:
     if header.type != TYPE_AUDIO:
         raise UdpError(f"datagram type 0x{header.type:02x} is not audio (0x01)")
     if header.payload_len != len(datagram) - HEADER_SIZE:
-        raise UdpError(f"payload_len {header.payload_len} does not match the "
-                       f"{len(datagram) - HEADER_SIZE} bytes after the header")
+        raise UdpError(
+            f"payload_len {header.payload_len} does not match the "
+            f"{len(datagram) - HEADER_SIZE} bytes after the header"
+        )
     return header
 
 
@@ -215,8 +223,9 @@ class SequenceCounter:
         if sequence > self.last:
             step = sequence - self.last
             self.gaps += step - 1
-            self._seen = ((self._seen << step) | 1) & ((1 << self.WINDOW) - 1) \
-                if step < self.WINDOW else 1
+            self._seen = (
+                ((self._seen << step) | 1) & ((1 << self.WINDOW) - 1) if step < self.WINDOW else 1
+            )
             self.last = sequence
             self.accepted += 1
             return True

@@ -117,7 +117,7 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
     for req in requests:
         st = req.stream
         parts = [st.carry]
-        sizes: list[tuple[int, bool]] = []          # samples of each packet, DTX or not
+        sizes: list[tuple[int, bool]] = []  # samples of each packet, DTX or not
         any_dtx = bool(st.carry_dtx.any())
         for packet in req.packets:
             try:
@@ -134,7 +134,7 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
         n = len(data) // window
         whole = n * window
-        req.windows = [data[i:i + window] for i in range(0, whole, window)]
+        req.windows = [data[i : i + window] for i in range(0, whole, window)]
         st.carry = data[whole:].copy()
         if not any_dtx:
             st.carry_dtx = np.zeros(len(st.carry), np.bool_)
@@ -159,13 +159,15 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
         req.vad_windows = vad_windows
 
 
-def _round_members(requests: list[_Request], k: int
-                   ) -> tuple[list[int], np.ndarray, list[VADState]]:
+def _round_members(
+    requests: list[_Request], k: int
+) -> tuple[list[int], np.ndarray, list[VADState]]:
     """VAD round ``k``: the requests with a ``k``-th window for the VAD, those windows as
     float32 in [-1, 1], and their streams' states."""
     members = [i for i, r in enumerate(requests) if len(r.vad_windows) > k]
-    frames = np.stack([requests[i].windows[requests[i].vad_windows[k]]
-                       for i in members]).astype(np.float32)
+    frames = np.stack([requests[i].windows[requests[i].vad_windows[k]] for i in members]).astype(
+        np.float32
+    )
     frames /= 32768.0
     return members, frames, [requests[i].stream.vad_state for i in members]
 
@@ -179,8 +181,9 @@ def _vad_rounds(requests: list[_Request]) -> int:
     return max((len(r.vad_windows) for r in requests), default=0)
 
 
-def _decode_and_vad(requests: list[_Request], window: int, vad: VADProvider,
-                    skip_dtx: bool = True) -> tuple[list[list[float]], int]:
+def _decode_and_vad(
+    requests: list[_Request], window: int, vad: VADProvider, skip_dtx: bool = True
+) -> tuple[list[list[float]], int]:
     """Pool job: decode, then every VAD round, with the blocking provider ``vad``.
     Returns the probabilities per request and the number of provider calls."""
     _decode_batch(requests, window, skip_dtx)
@@ -199,8 +202,14 @@ def _decode_and_vad(requests: list[_Request], window: int, vad: VADProvider,
 class AudioHub:
     """Batches decode and VAD across sessions. One per server."""
 
-    def __init__(self, executor: Executor, vad: BoundVAD, tick_ms: int = 20,
-                 max_inflight: int | None = None, skip_dtx: bool = True) -> None:
+    def __init__(
+        self,
+        executor: Executor,
+        vad: BoundVAD,
+        tick_ms: int = 20,
+        max_inflight: int | None = None,
+        skip_dtx: bool = True,
+    ) -> None:
         self.executor = executor
         self.vad = vad
         #: Windows made only of DTX audio skip the VAD (probability 0.0).
@@ -252,8 +261,10 @@ class AudioHub:
         if self._task is None:
             self.start()
         if stream.busy:
-            raise RuntimeError("AudioHub.process: this stream already has a request "
-                               "outstanding (its lane must await each one)")
+            raise RuntimeError(
+                "AudioHub.process: this stream already has a request "
+                "outstanding (its lane must await each one)"
+            )
         future: asyncio.Future[HubResult] = asyncio.get_running_loop().create_future()
         self._requests.append(_Request(stream, packets, future))
         stream.busy = True
@@ -273,7 +284,7 @@ class AudioHub:
             delay = last + self.tick - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await slots.acquire()            # while all batches run, the next one grows
+            await slots.acquire()  # while all batches run, the next one grows
             last = loop.time()
             self._wake.clear()
             batch, self._requests = self._requests, []
@@ -305,8 +316,9 @@ class AudioHub:
 
     async def _process(self, batch: list[_Request]) -> None:
         if self.local_vad is not None:
-            probs, calls = await self.executor.run(_decode_and_vad, batch, self.window,
-                                                   self.local_vad, self.skip_dtx)
+            probs, calls = await self.executor.run(
+                _decode_and_vad, batch, self.window, self.local_vad, self.skip_dtx
+            )
             self.vad_calls += calls
         else:
             await self.executor.run(_decode_batch, batch, self.window, self.skip_dtx)

@@ -162,6 +162,14 @@ class SessionHost:
     def __post_init__(self) -> None:
         if self.profiles is None:
             s = self.session
-            default = Profile(DEFAULT, s.system_prompt, s.tts_voice, None, s.greeting,
-                              s.goodbye, 0, ToolPolicy(frozenset(s.server_tools)))
+            default = Profile(
+                DEFAULT,
+                s.system_prompt,
+                s.tts_voice,
+                None,
+                s.greeting,
+                s.goodbye,
+                0,
+                ToolPolicy(frozenset(s.server_tools)),
+            )
             object.__setattr__(self, "profiles", ProfileBook(ProfileSet({}, default, {})))

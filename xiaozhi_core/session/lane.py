@@ -64,8 +64,16 @@ from .host import SessionMetrics
 if TYPE_CHECKING:
     from .audio_hub import HubResult, StreamState
 
-__all__ = ["AudioItem", "AudioLane", "AudioRate", "ControlItem", "LaneHub", "LaneItem", "LaneSink",
-           "ListenMode"]
+__all__ = [
+    "AudioItem",
+    "AudioLane",
+    "AudioRate",
+    "ControlItem",
+    "LaneHub",
+    "LaneItem",
+    "LaneSink",
+    "ListenMode",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +135,14 @@ class AudioRate:
 
     __slots__ = ("burst", "clock", "debt", "dropped", "flood", "last", "speed", "tokens")
 
-    def __init__(self, speed: float, burst_ms: float, flood_ms: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.speed = speed * 1000.0          # ms of audio allowed per second
+    def __init__(
+        self,
+        speed: float,
+        burst_ms: float,
+        flood_ms: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.speed = speed * 1000.0  # ms of audio allowed per second
         self.burst = float(burst_ms)
         self.flood = float(flood_ms)
         self.clock = clock
@@ -161,8 +174,16 @@ class AudioRate:
 class AudioLane:
     """The bounded, strictly ordered queue of one session and its consumer."""
 
-    def __init__(self, hub: LaneHub, stream: StreamState, metrics: SessionMetrics,
-                 sink: LaneSink, *, maxsize: int, label: str) -> None:
+    def __init__(
+        self,
+        hub: LaneHub,
+        stream: StreamState,
+        metrics: SessionMetrics,
+        sink: LaneSink,
+        *,
+        maxsize: int,
+        label: str,
+    ) -> None:
         self.hub = hub
         self.stream = stream
         self.metrics = metrics
@@ -190,10 +211,13 @@ class AudioLane:
         queue = self.queue
         if queue.full():
             self.metrics.lane_backpressure()
-            if not self._backpressured:      # log once per episode, count every frame
+            if not self._backpressured:  # log once per episode, count every frame
                 self._backpressured = True
-                log.warning("session %s: audio lane full (%d frames); applying back-pressure",
-                            self.label, queue.maxsize)
+                log.warning(
+                    "session %s: audio lane full (%d frames); applying back-pressure",
+                    self.label,
+                    queue.maxsize,
+                )
             await queue.put(AudioItem(packet, time.monotonic(), self.frames_in))
             return
         if self._backpressured and queue.qsize() <= queue.maxsize // 2:
@@ -232,8 +256,9 @@ class AudioLane:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.error("session %s: VAD/decode failed for %d frames: %s", self.label,
-                      len(group), exc)
+            log.error(
+                "session %s: VAD/decode failed for %d frames: %s", self.label, len(group), exc
+            )
             await self.sink.on_lane_error(f"Voice detection failed: {exc}")
             return
         now = time.monotonic()
@@ -262,6 +287,10 @@ class AudioLane:
             elif item.seq < expected:
                 self.frames_reordered += 1
                 self.metrics.lane_reordered()
-                log.error("session %s: frame %d processed after frame %d", self.label,
-                          item.seq, self._last_seq)
+                log.error(
+                    "session %s: frame %d processed after frame %d",
+                    self.label,
+                    item.seq,
+                    self._last_seq,
+                )
             self._last_seq = max(self._last_seq, item.seq)

@@ -38,8 +38,10 @@ class TurnLatency:
 
     def as_ms(self) -> dict[str, float | None]:
         """Each milestone in milliseconds after the end of speech (None: not reached)."""
+
         def ms(t: float | None) -> float | None:
             return None if t is None else round((t - self.end_of_speech) * 1000, 1)
+
         return {
             "asr_final_ms": ms(self.asr_final),
             "llm_first_token_ms": ms(self.llm_first_token),

@@ -36,15 +36,22 @@ def _field(result: dict[str, Any], method: str, key: str, kind: type, default: A
     if value is None:
         return default
     if not isinstance(value, kind):
-        raise MCPError(f"bad MCP {method} reply: result.{key} is {type(value).__name__}, "
-                       f"expected {kind.__name__}")
+        raise MCPError(
+            f"bad MCP {method} reply: result.{key} is {type(value).__name__}, "
+            f"expected {kind.__name__}"
+        )
     return value
 
 
 class MCPClient:
-    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]], timeout: float,
-                 client_name: str = "xiaozhi-core", client_version: str = "0.1.0",
-                 max_pages: int = 50) -> None:
+    def __init__(
+        self,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        timeout: float,
+        client_name: str = "xiaozhi-core",
+        client_version: str = "0.1.0",
+        max_pages: int = 50,
+    ) -> None:
         self._send = send
         self.timeout = timeout
         self.client_info = {"name": client_name, "version": client_version}
@@ -60,13 +67,15 @@ class MCPClient:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
-            await self._send({"jsonrpc": "2.0", "id": rid, "method": method,
-                              "params": params or {}})
+            await self._send(
+                {"jsonrpc": "2.0", "id": rid, "method": method, "params": params or {}}
+            )
             async with asyncio.timeout(self.timeout):
                 return await fut
         except TimeoutError:
-            raise MCPError(f"device did not answer MCP {method} (id {rid}) within "
-                           f"{self.timeout:g} s") from None
+            raise MCPError(
+                f"device did not answer MCP {method} (id {rid}) within {self.timeout:g} s"
+            ) from None
         finally:
             self._pending.pop(rid, None)
             if fut.done() and not fut.cancelled():
@@ -98,9 +107,14 @@ class MCPClient:
         capabilities: dict[str, Any] = {}
         if vision:
             capabilities["vision"] = vision
-        result = await self.request("initialize", {
-            "protocolVersion": "2024-11-05", "capabilities": capabilities,
-            "clientInfo": self.client_info})
+        result = await self.request(
+            "initialize",
+            {
+                "protocolVersion": "2024-11-05",
+                "capabilities": capabilities,
+                "clientInfo": self.client_info,
+            },
+        )
         info = result.get("serverInfo") if isinstance(result, dict) else None
         self.server_info = info if isinstance(info, dict) else {}
 
@@ -113,8 +127,9 @@ class MCPClient:
                 break
             page = _field(result, "tools/list", "tools", list, None)
             if page is None:
-                raise MCPError("bad MCP tools/list reply: result.tools is missing or null, "
-                               "expected list")
+                raise MCPError(
+                    "bad MCP tools/list reply: result.tools is missing or null, expected list"
+                )
             tools.extend(t for t in page if isinstance(t, dict) and isinstance(t.get("name"), str))
             cursor = _field(result, "tools/list", "nextCursor", str, "")
             if not cursor:

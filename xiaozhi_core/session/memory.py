@@ -62,5 +62,6 @@ class Memory:
         """System prompt (``system_prompt`` or the one given at creation, + per-turn
         context such as the identified speaker or remembered notes) and history."""
         system = (self.system_prompt if system_prompt is None else system_prompt) + (
-            f"\n{context}" if context else "")
+            f"\n{context}" if context else ""
+        )
         return [Message("system", system), *(m for t in self.turns for m in t)]

@@ -109,13 +109,16 @@ def _tools(names: Iterable[str], path: str) -> frozenset[str]:
     out = frozenset(names)
     unknown = sorted(out - set(SERVER_TOOLS))
     if unknown:
-        raise ConfigError(f"unknown server tool {unknown[0]!r}; available: "
-                          f"{', '.join(sorted(SERVER_TOOLS))}", path=path)
+        raise ConfigError(
+            f"unknown server tool {unknown[0]!r}; available: {', '.join(sorted(SERVER_TOOLS))}",
+            path=path,
+        )
     return out
 
 
-def _profile(name: str, p: ProfileSettings, s: SessionSettings,
-             request: dict[str, object | None]) -> Profile:
+def _profile(
+    name: str, p: ProfileSettings, s: SessionSettings, request: dict[str, object | None]
+) -> Profile:
     path = f"profiles.{name}"
     device: bool | frozenset[str] = True
     if isinstance(p.device_tools, list):
@@ -130,23 +133,38 @@ def _profile(name: str, p: ProfileSettings, s: SessionSettings,
         greeting=s.greeting if p.greeting is None else p.greeting,
         goodbye=s.goodbye if p.goodbye is None else p.goodbye,
         reply_chars=p.reply_chars or 0,
-        tools=ToolPolicy(_tools(s.server_tools if p.server_tools is None else p.server_tools,
-                                f"{path}.server_tools"), device),
-        llm_options=request.get("llm"), tts_options=request.get("tts"))
+        tools=ToolPolicy(
+            _tools(
+                s.server_tools if p.server_tools is None else p.server_tools, f"{path}.server_tools"
+            ),
+            device,
+        ),
+        llm_options=request.get("llm"),
+        tts_options=request.get("tts"),
+    )
 
 
 def build_profiles(config: DeploymentConfig) -> ProfileSet:
     """Resolve a validated config's profiles. Raises :class:`ConfigError` (with the key
     path) for what only the session layer can check, e.g. an unknown server tool."""
     s = config.session
-    profiles = {name: _profile(name, p, s, config.request_options.get(name, {}))
-                for name, p in config.profiles.items()}
+    profiles = {
+        name: _profile(name, p, s, config.request_options.get(name, {}))
+        for name, p in config.profiles.items()
+    }
     if s.default_profile is not None:
         default = profiles[s.default_profile]
     else:
         default = profiles.get(DEFAULT) or Profile(
-            DEFAULT, s.system_prompt, s.tts_voice, None, s.greeting, s.goodbye, 0,
-            ToolPolicy(_tools(s.server_tools, "session.server_tools")))
+            DEFAULT,
+            s.system_prompt,
+            s.tts_voice,
+            None,
+            s.greeting,
+            s.goodbye,
+            0,
+            ToolPolicy(_tools(s.server_tools, "session.server_tools")),
+        )
     return ProfileSet(profiles, default, dict(config.devices))
 
 

@@ -28,8 +28,14 @@ T = TypeVar("T")
 class StoreDeviceMemory:
     """A :class:`~xiaozhi_core.providers.DeviceMemory` over the device store."""
 
-    def __init__(self, store: Store, llm: BoundLLM, device_id: str, session_id: str,
-                 llm_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        llm: BoundLLM,
+        device_id: str,
+        session_id: str,
+        llm_timeout: float = 30.0,
+    ) -> None:
         self.store = store
         self.llm = llm
         self.device_id = device_id
@@ -41,10 +47,9 @@ class StoreDeviceMemory:
         return [(t.text or "", t.reply or "") for t in turns if t.text]
 
     async def session_history(self) -> list[tuple[str, str]]:
-        await self.store.flush(5.0)   # this session's last turns may still be queued
+        await self.store.flush(5.0)  # this session's last turns may still be queued
         turns = await self.store.session_turns(self.session_id)
-        return [(t.text or "", t.reply or "") for t in turns
-                if t.text and t.outcome == "ok"]
+        return [(t.text or "", t.reply or "") for t in turns if t.text and t.outcome == "ok"]
 
     async def note(self, kind: str) -> str | None:
         return await self.store.get_memory(self.device_id, kind)
@@ -54,9 +59,9 @@ class StoreDeviceMemory:
 
     async def complete(self, messages: Sequence[Message]) -> str:
         async def collect() -> str:
-            parts = [c async for c in self.llm.chat(list(messages))
-                     if not isinstance(c, ToolCall)]
+            parts = [c async for c in self.llm.chat(list(messages)) if not isinstance(c, ToolCall)]
             return "".join(parts).strip()
+
         async with asyncio.timeout(self.llm_timeout):
             return await collect()
 
@@ -74,6 +79,7 @@ class SyncMemoryView:
     def _run(self, aw: Awaitable[T]) -> T:
         async def run() -> T:
             return await aw
+
         return self._executor.run_on_loop(run())
 
     def history(self, max_chars: int) -> list[tuple[str, str]]:
@@ -92,13 +98,15 @@ class SyncMemoryView:
         return self._run(self._memory.complete(messages))
 
 
-def _view(provider: BoundMemory, memory: StoreDeviceMemory,
-          executor: Executor) -> StoreDeviceMemory | SyncMemoryView:
+def _view(
+    provider: BoundMemory, memory: StoreDeviceMemory, executor: Executor
+) -> StoreDeviceMemory | SyncMemoryView:
     return SyncMemoryView(memory, executor) if provider.execution is Execution.CPU else memory
 
 
-async def recall(provider: BoundMemory, memory: StoreDeviceMemory, executor: Executor,
-                 within: float) -> Recall:
+async def recall(
+    provider: BoundMemory, memory: StoreDeviceMemory, executor: Executor, within: float
+) -> Recall:
     """What ``provider`` remembers of the device (empty on any failure or after
     ``within`` seconds: a session never waits longer, nor fails, for its memory)."""
     try:
@@ -108,19 +116,26 @@ async def recall(provider: BoundMemory, memory: StoreDeviceMemory, executor: Exe
             raise TypeError(f"recall() returned {type(result).__name__}, not Recall")
         return result
     except Exception as exc:
-        log.warning("memory provider %r: recall for device %s failed, the session goes on "
-                    "without it: %s", provider.name, memory.device_id,
-                    "timed out" if isinstance(exc, TimeoutError) else exc)
+        log.warning(
+            "memory provider %r: recall for device %s failed, the session goes on without it: %s",
+            provider.name,
+            memory.device_id,
+            "timed out" if isinstance(exc, TimeoutError) else exc,
+        )
         return Recall()
 
 
-async def consolidate(provider: BoundMemory, memory: StoreDeviceMemory,
-                      executor: Executor) -> bool:
+async def consolidate(provider: BoundMemory, memory: StoreDeviceMemory, executor: Executor) -> bool:
     """Let ``provider`` condense the ended session; False (logged) on failure."""
     try:
         await provider.consolidate(_view(provider, memory, executor))
         return True
     except Exception as exc:
-        log.warning("memory provider %r: consolidating session %s of device %s failed: %s",
-                    provider.name, memory.session_id, memory.device_id, exc)
+        log.warning(
+            "memory provider %r: consolidating session %s of device %s failed: %s",
+            provider.name,
+            memory.session_id,
+            memory.device_id,
+            exc,
+        )
         return False

@@ -57,9 +57,18 @@ class Segment:
 class Segmenter:
     """Per-stream segmentation state machine (idle → candidate → speech → idle)."""
 
-    def __init__(self, sample_rate: int, window: int, *, threshold: float,
-                 release_threshold: float, min_speech_ms: int, silence_ms: int,
-                 pre_roll_ms: int, max_utterance_ms: int) -> None:
+    def __init__(
+        self,
+        sample_rate: int,
+        window: int,
+        *,
+        threshold: float,
+        release_threshold: float,
+        min_speech_ms: int,
+        silence_ms: int,
+        pre_roll_ms: int,
+        max_utterance_ms: int,
+    ) -> None:
         self.threshold = threshold
         self.release = min(release_threshold, threshold)
         ms = sample_rate / 1000
@@ -67,7 +76,8 @@ class Segmenter:
         self.silence = int(silence_ms * ms)
         self.max_samples = int(max_utterance_ms * ms)
         self._pre_roll: collections.deque[np.ndarray] = collections.deque(
-            maxlen=max(0, int(pre_roll_ms * ms) // window))
+            maxlen=max(0, int(pre_roll_ms * ms) // window)
+        )
         self.reset()
 
     def reset(self) -> None:
@@ -76,7 +86,7 @@ class Segmenter:
         self._length = 0
         self._voiced = 0
         self._silence_run = 0
-        self.active = False      # inside a candidate or confirmed utterance
+        self.active = False  # inside a candidate or confirmed utterance
         self.confirmed = False
 
     def _audio(self) -> np.ndarray:
@@ -139,14 +149,21 @@ class SegmentationParams:
 
     def segmenter(self, sample_rate: int, window: int) -> Segmenter:
         """A fresh :class:`Segmenter` with these settings (one per session)."""
-        return Segmenter(sample_rate, window, threshold=self.threshold,
-                         release_threshold=self.release_threshold,
-                         min_speech_ms=self.min_speech_ms, silence_ms=self.silence_ms,
-                         pre_roll_ms=self.pre_roll_ms, max_utterance_ms=self.max_utterance_ms)
+        return Segmenter(
+            sample_rate,
+            window,
+            threshold=self.threshold,
+            release_threshold=self.release_threshold,
+            min_speech_ms=self.min_speech_ms,
+            silence_ms=self.silence_ms,
+            pre_roll_ms=self.pre_roll_ms,
+            max_utterance_ms=self.max_utterance_ms,
+        )
 
 
-def segmentation_params(session: SessionSettings,
-                        vad: SegmentationDefaults | None) -> SegmentationParams:
+def segmentation_params(
+    session: SessionSettings, vad: SegmentationDefaults | None
+) -> SegmentationParams:
     """Resolve the segmentation settings: ``session.*`` when set, else what the VAD
     provider declares (its ``segmentation`` attribute), else the built-in defaults.
 
@@ -163,11 +180,12 @@ def segmentation_params(session: SessionSettings,
         return own if own is not None else declared if declared is not None else default
 
     threshold = pick(session.vad_threshold, vad.threshold, base.threshold)
-    release = pick(session.vad_release_threshold, vad.release_threshold,
-                   base.release_threshold)
+    release = pick(session.vad_release_threshold, vad.release_threshold, base.release_threshold)
     return SegmentationParams(
-        threshold=threshold, release_threshold=min(release, threshold),
+        threshold=threshold,
+        release_threshold=min(release, threshold),
         silence_ms=int(pick(session.silence_ms, vad.silence_ms, base.silence_ms)),
         min_speech_ms=int(pick(session.min_speech_ms, vad.min_speech_ms, base.min_speech_ms)),
         pre_roll_ms=int(pick(session.pre_roll_ms, vad.pre_roll_ms, base.pre_roll_ms)),
-        max_utterance_ms=session.max_utterance_ms)
+        max_utterance_ms=session.max_utterance_ms,
+    )

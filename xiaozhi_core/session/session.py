@@ -78,8 +78,14 @@ class Session:
         self.listening = False
         self.closed = False
         # the lane
-        self.lane = AudioLane(host.hub, host.hub.new_stream(), host.metrics, self,
-                              maxsize=host.limits.audio_queue_frames, label=self.session_id)
+        self.lane = AudioLane(
+            host.hub,
+            host.hub.new_stream(),
+            host.metrics,
+            self,
+            maxsize=host.limits.audio_queue_frames,
+            label=self.session_id,
+        )
         self.segmenter = host.segmentation.segmenter(16000, host.hub.window)
         self.manual_buffer: list[np.ndarray] = []
         self.asr_stream: AsyncASRStream | None = None
@@ -96,8 +102,9 @@ class Session:
         limits = host.limits
         #: Uploaded audio is held to real time (plus a burst): a flood is dropped, not
         #: decoded, so it cannot take CPU from the other sessions.
-        self.audio_rate = AudioRate(limits.max_audio_speed, limits.audio_burst_ms,
-                                    limits.audio_flood_ms)
+        self.audio_rate = AudioRate(
+            limits.max_audio_speed, limits.audio_burst_ms, limits.audio_flood_ms
+        )
         self.upstream_frame_ms = 60
         #: Complaints about malformed JSON a device can trigger at will: rate-limited.
         self._log_limit = LogLimiter(on_suppressed=host.metrics.count_suppressed_log)
@@ -187,18 +194,19 @@ class Session:
                         data = msg.parse_message(message)
                     except msg.ProtocolError as exc:
                         if self._log_limit.allow("bad_frame:"):
-                            log.info("session %s: bad frame before hello: %s", self.session_id,
-                                     exc)
+                            log.info("session %s: bad frame before hello: %s", self.session_id, exc)
                         continue
                     if data["type"] == "hello":
                         await self._on_hello(data)
                         return True
-                    log.debug("session %s: %s before hello ignored", self.session_id,
-                              clip(data["type"]))
+                    log.debug(
+                        "session %s: %s before hello ignored", self.session_id, clip(data["type"])
+                    )
                 return False
         except TimeoutError:
-            log.warning("device %s sent no hello within %g s; closing", self.device.device_id,
-                        timeout)
+            log.warning(
+                "device %s sent no hello within %g s; closing", self.device.device_id, timeout
+            )
             await self.transport.close(4001, f"no hello within {timeout:g} s")
             return False
 
@@ -215,8 +223,11 @@ class Session:
         if isinstance(frame_ms, int) and 10 <= frame_ms <= 120:
             self.upstream_frame_ms = frame_ms
         if params and params.get("format", "opus") != "opus":
-            log.warning("session %s: device audio format %s unsupported; expecting opus",
-                        self.session_id, clip(params.get("format")))
+            log.warning(
+                "session %s: device audio format %s unsupported; expecting opus",
+                self.session_id,
+                clip(params.get("format")),
+            )
         out = self.host.output
         hello = msg.server_hello(self.session_id, out.sample_rate, out.frame_ms)
         hello["transport"] = self.transport.kind
@@ -227,13 +238,19 @@ class Session:
         if self._prepared is None:
             store = self.host.store
             if store is not None:
-                store.session_started(self.session_id, self.device.device_id,
-                                      transport=self.transport.kind)
+                store.session_started(
+                    self.session_id, self.device.device_id, transport=self.transport.kind
+                )
             self._prepared = self._spawn(self._prepare(), "prepare")
         if features.get("mcp"):
             self._spawn(self._init_mcp(), "mcp-init")
-        log.info("session %s: hello from %s (protocol v%d, mcp=%s)", self.session_id,
-                 self.device.device_id, self.protocol_version, bool(features.get("mcp")))
+        log.info(
+            "session %s: hello from %s (protocol v%d, mcp=%s)",
+            self.session_id,
+            self.device.device_id,
+            self.protocol_version,
+            bool(features.get("mcp")),
+        )
 
     async def _prepare(self) -> None:
         """Read the device's profile mapping and let the memory provider recall it
@@ -244,10 +261,16 @@ class Session:
             return
         self.stored_profile = await store.device_profile(self.device.device_id)
         if providers.memory is not None:
-            memory = StoreDeviceMemory(store, providers.llm, self.device.device_id,
-                                       self.session_id, self.host.timeouts.provider)
-            remembered = await recall(providers.memory, memory, self.host.executor,
-                                      within=store.settings.read_timeout * 3)
+            memory = StoreDeviceMemory(
+                store,
+                providers.llm,
+                self.device.device_id,
+                self.session_id,
+                self.host.timeouts.provider,
+            )
+            remembered = await recall(
+                providers.memory, memory, self.host.executor, within=store.settings.read_timeout * 3
+            )
             self.memory_notes = remembered.notes.strip()
             if remembered.history:
                 self.memory.seed(list(remembered.history))
@@ -265,8 +288,9 @@ class Session:
     def current_profile(self) -> Profile:
         """This device's profile as the current config defines it (a reload or a new
         mapping applies from the next turn)."""
-        self.profile = self.host.profiles.current.resolve(self.device.device_id,
-                                                          self.stored_profile)
+        self.profile = self.host.profiles.current.resolve(
+            self.device.device_id, self.stored_profile
+        )
         return self.profile
 
     def set_stored_profile(self, name: str | None) -> None:
@@ -320,8 +344,11 @@ class Session:
             raw_mode = data.get("mode", "auto")
             mode = next((m for m in _MODES if m == raw_mode), None)
             if mode is None:
-                log.info("session %s: unknown listen mode %s, using auto", self.session_id,
-                         clip(raw_mode))
+                log.info(
+                    "session %s: unknown listen mode %s, using auto",
+                    self.session_id,
+                    clip(raw_mode),
+                )
                 mode = "auto"
             self.listen_mode = mode
             await self.lane.put_control(ControlItem("start", mode))
@@ -342,8 +369,9 @@ class Session:
 
     def _is_wake_word(self, text: str) -> bool:
         norm = "".join(ch for ch in text.lower() if ch.isalnum())
-        return not norm or any(norm == "".join(c for c in w.lower() if c.isalnum())
-                               for w in self.settings.wake_words)
+        return not norm or any(
+            norm == "".join(c for c in w.lower() if c.isalnum()) for w in self.settings.wake_words
+        )
 
     # ------------------------------------------------------------------ LaneSink
     async def on_control(self, item: ControlItem) -> None:
@@ -355,8 +383,9 @@ class Session:
             if item.mode == "manual" and self._streaming_asr():
                 await self._open_asr_stream([])
         elif self.listen_mode == "manual" or self.manual_buffer:
-            audio = (np.concatenate(self.manual_buffer) if self.manual_buffer
-                     else np.zeros(0, np.int16))
+            audio = (
+                np.concatenate(self.manual_buffer) if self.manual_buffer else np.zeros(0, np.int16)
+            )
             self.manual_buffer = []
             self.listening = False
             await self._end_utterance(audio)
@@ -389,8 +418,11 @@ class Session:
     async def _on_segment(self, event: Segment) -> None:
         if event.kind == "start":
             self.last_voice = time.monotonic()
-            if self.listen_mode == "realtime" and self.turn_task is not None \
-                    and not self.turn_task.done():
+            if (
+                self.listen_mode == "realtime"
+                and self.turn_task is not None
+                and not self.turn_task.done()
+            ):
                 log.info("session %s: barge-in", self.session_id)
                 await self.abort()
             if self._streaming_asr() and event.audio is not None:
@@ -405,8 +437,11 @@ class Session:
         min_samples = 16 * self.host.segmentation.min_speech_ms
         stream, self.asr_stream = self.asr_stream, None
         if len(audio) < min_samples:
-            log.info("session %s: utterance of %d ms too short; ignored", self.session_id,
-                     len(audio) // 16)
+            log.info(
+                "session %s: utterance of %d ms too short; ignored",
+                self.session_id,
+                len(audio) // 16,
+            )
             if stream is not None:
                 await _close_stream(stream)
             self.turn = None
@@ -418,8 +453,10 @@ class Session:
 
     # ------------------------------------------------------------------ streaming ASR
     def _streaming_asr(self) -> bool:
-        return ASRCapabilities.of(self.host.providers.asr.spec).streaming \
+        return (
+            ASRCapabilities.of(self.host.providers.asr.spec).streaming
             and not self.host.executor.is_process_pool
+        )
 
     async def _open_asr_stream(self, initial: list[np.ndarray]) -> None:
         await self._close_asr_stream()
@@ -429,8 +466,11 @@ class Session:
             for chunk in initial:
                 await stream.push(chunk)
         except Exception as exc:
-            log.warning("session %s: streaming ASR unavailable, using whole-utterance "
-                        "recognition: %s", self.session_id, exc)
+            log.warning(
+                "session %s: streaming ASR unavailable, using whole-utterance recognition: %s",
+                self.session_id,
+                exc,
+            )
             await self._close_asr_stream()
 
     async def _push_asr(self, window: np.ndarray) -> None:
@@ -452,12 +492,26 @@ class Session:
             await _close_stream(stream)
 
     # ------------------------------------------------------------------ turns
-    def _turn(self, *, audio: np.ndarray | None = None, text: str | None = None,
-              speak: str | None = None, kind: str = "voice",
-              end_of_speech: float | None = None) -> Turn:
+    def _turn(
+        self,
+        *,
+        audio: np.ndarray | None = None,
+        text: str | None = None,
+        speak: str | None = None,
+        kind: str = "voice",
+        end_of_speech: float | None = None,
+    ) -> Turn:
         self.turn_seq += 1
-        return Turn(self.host, self, self.turn_seq, audio=audio, text=text, speak=speak,
-                    kind=kind, end_of_speech=end_of_speech)
+        return Turn(
+            self.host,
+            self,
+            self.turn_seq,
+            audio=audio,
+            text=text,
+            speak=speak,
+            kind=kind,
+            end_of_speech=end_of_speech,
+        )
 
     async def start_turn(self, turn: Turn, asr_stream: AsyncASRStream | None = None) -> None:
         if self.turn_task is not None and not self.turn_task.done():
@@ -467,7 +521,8 @@ class Session:
         self.turn = turn
         self.active_turn_id = turn.id
         self.turn_task = asyncio.get_running_loop().create_task(
-            turn.run(), name=f"{self.session_id[:8]}:turn{turn.id}")
+            turn.run(), name=f"{self.session_id[:8]}:turn{turn.id}"
+        )
 
     async def abort(self, answer: bool = True) -> None:
         """Cancel the current turn (LLM, TTS, queued frames) and answer ``tts stop``."""
@@ -489,8 +544,12 @@ class Session:
         self.speaker = name
 
     def turn_finished(self, turn: Turn) -> None:
-        record: dict[str, object] = {"turn": turn.id, "kind": turn.latency.kind,
-                                  **turn.latency.as_ms(), "error": turn.latency.error}
+        record: dict[str, object] = {
+            "turn": turn.id,
+            "kind": turn.latency.kind,
+            **turn.latency.as_ms(),
+            "error": turn.latency.error,
+        }
         self.latencies.append(record)
         del self.latencies[:-20]
         self.last_voice = time.monotonic()
@@ -512,19 +571,33 @@ class Session:
         store = self.host.store
         transcripts = store.settings.transcripts if store is not None else True
         fields: dict[str, Any] = {
-            "device": plain(self.device.device_id), "session": self.session_id,
-            "turn": turn.id, "kind": turn.latency.kind, "profile": turn.profile_name,
-            "outcome": outcome, "latency": latency,
+            "device": plain(self.device.device_id),
+            "session": self.session_id,
+            "turn": turn.id,
+            "kind": turn.latency.kind,
+            "profile": turn.profile_name,
+            "outcome": outcome,
+            "latency": latency,
             "speaker": plain(self.speaker) if self.speaker else None,
-            "error": cut(error, 300)}
-        if transcripts:   # device-supplied text: bounded in the log (whole in the store)
+            "error": cut(error, 300),
+        }
+        if transcripts:  # device-supplied text: bounded in the log (whole in the store)
             fields.update(text=cut(turn.text, 500), reply=cut(reply, 500))
         log.info("turn %s", format_turn(fields), extra={"turn": fields})
         if store is not None and outcome != "nothing":
             store.turn_recorded(
-                session_id=self.session_id, device_id=self.device.device_id, turn=turn.id,
-                kind=turn.latency.kind, outcome=outcome, text=turn.text, reply=reply,
-                speaker=self.speaker, latency=latency, error=error, at=turn.started_at)
+                session_id=self.session_id,
+                device_id=self.device.device_id,
+                turn=turn.id,
+                kind=turn.latency.kind,
+                outcome=outcome,
+                text=turn.text,
+                reply=reply,
+                speaker=self.speaker,
+                latency=latency,
+                error=error,
+                at=turn.started_at,
+            )
 
     def turn_failed(self, error: BaseException) -> None:
         self.host.metrics.turn_outcome("failed")
@@ -534,7 +607,8 @@ class Session:
         where the device will not send one: realtime mode, or auto mode when nothing was
         spoken (the device never left Listening)."""
         if self.listen_mode == "realtime" or (
-                self.listen_mode == "auto" and (self.turn is None or not self.turn.tts_started)):
+            self.listen_mode == "auto" and (self.turn is None or not self.turn.tts_started)
+        ):
             self.listening = True
 
     async def _audio_too_fast(self) -> bool:
@@ -542,16 +616,20 @@ class Session:
         close a flood. False when the session is over."""
         self.host.metrics.audio_dropped()
         if self.audio_rate.flooding:
-            log.warning("session %s: device %s sends audio far faster than real time "
-                        "(%d frames dropped); closing", self.session_id,
-                        clip(self.device.device_id), self.audio_rate.dropped)
+            log.warning(
+                "session %s: device %s sends audio far faster than real time "
+                "(%d frames dropped); closing",
+                self.session_id,
+                clip(self.device.device_id),
+                self.audio_rate.dropped,
+            )
             await self.transport.close(1008, "audio faster than real time")
             return False
         if time.monotonic() - self._last_alert > 10:
-            log.warning("session %s: audio faster than real time; dropping the excess",
-                        self.session_id)
-        await self._alert_once("Audio is arriving faster than real time; extra audio is "
-                               "dropped.")
+            log.warning(
+                "session %s: audio faster than real time; dropping the excess", self.session_id
+            )
+        await self._alert_once("Audio is arriving faster than real time; extra audio is dropped.")
         return True
 
     async def _alert_once(self, message: str) -> None:
@@ -564,16 +642,23 @@ class Session:
     # ------------------------------------------------------------------ MCP
     async def _init_mcp(self) -> None:
         grant = self.host.vision_grant
-        vision = grant(self.session_id, self.device.device_id) if grant is not None \
+        vision = (
+            grant(self.session_id, self.device.device_id)
+            if grant is not None
             else {"url": "", "token": ""}
+        )
         try:
             await self.mcp.initialize(vision)
             tools = await self.mcp.list_tools()
             self.tools.set_device_tools(tools, self.mcp.call_tool)
             log.info("session %s: device offers %d MCP tools", self.session_id, len(tools))
         except MCPError as exc:
-            log.warning("session %s: device %s: MCP setup failed: %s", self.session_id,
-                        clip(self.device.device_id), exc)
+            log.warning(
+                "session %s: device %s: MCP setup failed: %s",
+                self.session_id,
+                clip(self.device.device_id),
+                exc,
+            )
         except TransportClosed:
             log.debug("session %s: connection closed during MCP setup", self.session_id)
 

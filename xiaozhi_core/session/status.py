@@ -57,7 +57,7 @@ def _profile_name(session: Session) -> str | None:
 
 
 def _started(session: Session) -> float | None:
-    started = getattr(session, "started_at", None)   # set by the fleet wiring
+    started = getattr(session, "started_at", None)  # set by the fleet wiring
     return round(started, 3) if isinstance(started, float) else None
 
 
@@ -77,8 +77,12 @@ def session_status(session: Session, now: float | None = None) -> dict[str, Any]
         state = "listening" if session.listening else "idle"
     current = None
     if running and turn is not None:
-        current = {"id": turn.id, "kind": turn.latency.kind, "stage": state,
-                   "elapsed_ms": _ms(mono - turn.latency.end_of_speech)}
+        current = {
+            "id": turn.id,
+            "kind": turn.latency.kind,
+            "stage": state,
+            "elapsed_ms": _ms(mono - turn.latency.end_of_speech),
+        }
     lane = session.lane
     peer = session.device
     last = session.latencies[-1] if session.latencies else None
@@ -97,7 +101,12 @@ def session_status(session: Session, now: float | None = None) -> dict[str, Any]
         "turn": current,
         "turns": session.turn_seq,
         "last_turn": last,
-        "lane": {"lag_ms": _ms(lane.lag_last), "lag_max_ms": _ms(lane.lag_max),
-                 "queued": lane.queue.qsize(), "frames_in": lane.frames_in,
-                 "frames_processed": lane.frames_processed, "frames_lost": lane.frames_lost},
+        "lane": {
+            "lag_ms": _ms(lane.lag_last),
+            "lag_max_ms": _ms(lane.lag_max),
+            "queued": lane.queue.qsize(),
+            "frames_in": lane.frames_in,
+            "frames_processed": lane.frames_processed,
+            "frames_lost": lane.frames_lost,
+        },
     }

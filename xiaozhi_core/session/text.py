@@ -35,7 +35,7 @@ __all__ = ["SentenceCutter", "clean_for_speech", "detect_emotion"]
 _CUT = re.compile(r"(?<=[.!?;:])\s+|(?<=[。！？；…\n])|\n+")
 # Chinese commas: a cut point only once the run is long (see SentenceCutter.comma_chars).
 _COMMA_CUT = re.compile(r"(?<=[，、：])")
-_EMOJI_RE = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F\u200D\u20E3]")
+_EMOJI_RE = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\ufe0f\u200d\u20e3]")
 _MARKDOWN_RE = re.compile(r"[*_#`>~|]+")
 # [text](url) -> text; bare URLs are not speakable.
 _LINK_RE = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
@@ -49,12 +49,34 @@ _CJK = "\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af\uff00-\uffef\u3000-\u303f"
 _CJK_GAP_RE = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")
 
 _EMOJI_EMOTION = {
-    "😂": "funny", "🤣": "laughing", "😆": "laughing", "😄": "happy", "😊": "happy",
-    "🙂": "happy", "😢": "sad", "😭": "crying", "😔": "sad", "😠": "angry", "😡": "angry",
-    "😍": "loving", "❤": "loving", "😳": "embarrassed", "😯": "surprised", "😮": "surprised",
-    "😱": "shocked", "🤔": "thinking", "😉": "winking", "😎": "cool", "😌": "relaxed",
-    "😋": "delicious", "😘": "kissy", "😏": "confident", "😴": "sleepy", "😜": "silly",
-    "😕": "confused", "🙄": "confused",
+    "😂": "funny",
+    "🤣": "laughing",
+    "😆": "laughing",
+    "😄": "happy",
+    "😊": "happy",
+    "🙂": "happy",
+    "😢": "sad",
+    "😭": "crying",
+    "😔": "sad",
+    "😠": "angry",
+    "😡": "angry",
+    "😍": "loving",
+    "❤": "loving",
+    "😳": "embarrassed",
+    "😯": "surprised",
+    "😮": "surprised",
+    "😱": "shocked",
+    "🤔": "thinking",
+    "😉": "winking",
+    "😎": "cool",
+    "😌": "relaxed",
+    "😋": "delicious",
+    "😘": "kissy",
+    "😏": "confident",
+    "😴": "sleepy",
+    "😜": "silly",
+    "😕": "confused",
+    "🙄": "confused",
 }
 _WORD_EMOTION = [
     (re.compile(r"\b(haha|lol)\b|哈哈|嘿嘿|嘻嘻|好笑", re.I), "laughing"),
@@ -64,8 +86,14 @@ _WORD_EMOTION = [
     (re.compile(r"\b(love|lovely)\b|喜欢|爱你|可爱", re.I), "loving"),
     (re.compile(r"\b(hmm|let me think|i think)\b|嗯|让我想想|我想想|我觉得", re.I), "thinking"),
     (re.compile(r"\b(sleepy|good night)\b|困了|晚安", re.I), "sleepy"),
-    (re.compile(r"\b(great|glad|happy|sure|of course|hello|hi)\b"
-                r"|好的|高兴|开心|你好|当然|没问题|太好了", re.I), "happy"),
+    (
+        re.compile(
+            r"\b(great|glad|happy|sure|of course|hello|hi)\b"
+            r"|好的|高兴|开心|你好|当然|没问题|太好了",
+            re.I,
+        ),
+        "happy",
+    ),
 ]
 
 
@@ -94,8 +122,7 @@ class SentenceCutter:
     []
     """
 
-    def __init__(self, min_chars: int = 8, first_min_chars: int = 2,
-                 comma_chars: int = 40) -> None:
+    def __init__(self, min_chars: int = 8, first_min_chars: int = 2, comma_chars: int = 40) -> None:
         self.buffer = ""
         self.min_chars = min_chars
         self.first_min_chars = first_min_chars
@@ -105,14 +132,14 @@ class SentenceCutter:
     def _cut_at(self, out: list[str]) -> tuple[int, int] | None:
         need = self.first_min_chars if self.emitted == 0 and not out else self.min_chars
         for m in _CUT.finditer(self.buffer):
-            if _weight(self.buffer[:m.start()].strip()) >= need:
+            if _weight(self.buffer[: m.start()].strip()) >= need:
                 return m.start(), m.end()
             # A terminator too early to cut at: a later comma may still be one.
         if _weight(self.buffer.strip()) < self.comma_chars:
             return None
         best = None
         for m in _COMMA_CUT.finditer(self.buffer):
-            if _weight(self.buffer[:m.start()].strip()) >= max(need, self.comma_chars // 2):
+            if _weight(self.buffer[: m.start()].strip()) >= max(need, self.comma_chars // 2):
                 best = (m.start(), m.end())  # the last comma: the longest piece
         return best
 
@@ -123,8 +150,8 @@ class SentenceCutter:
             cut = self._cut_at(out)
             if cut is None:
                 return out
-            sentence = self.buffer[:cut[0]].strip()
-            self.buffer = self.buffer[cut[1]:]
+            sentence = self.buffer[: cut[0]].strip()
+            self.buffer = self.buffer[cut[1] :]
             if sentence:
                 out.append(sentence)
                 self.emitted += 1

@@ -26,14 +26,21 @@ __all__ = ["SERVER_TOOLS", "ToolBox", "llm_name"]
 
 async def _get_time(arguments: JSONObject) -> str:
     now = datetime.datetime.now().astimezone()
-    return json.dumps({"local_time": now.isoformat(timespec="seconds"),
-                       "weekday": now.strftime("%A")})
+    return json.dumps(
+        {"local_time": now.isoformat(timespec="seconds"), "weekday": now.strftime("%A")}
+    )
 
 
 #: Server-side tools: name → (spec, implementation).
 SERVER_TOOLS: dict[str, tuple[ToolSpec, Callable[[JSONObject], Awaitable[str]]]] = {
-    "get_time": (ToolSpec("get_time", "Get the current local date, time and weekday.",
-                          {"type": "object", "properties": {}}), _get_time),
+    "get_time": (
+        ToolSpec(
+            "get_time",
+            "Get the current local date, time and weekday.",
+            {"type": "object", "properties": {}},
+        ),
+        _get_time,
+    ),
 }
 
 
@@ -61,14 +68,16 @@ class ToolBox:
     def __init__(self, server_tools: list[str] | None = None) -> None:
         unknown = [n for n in server_tools or [] if n not in SERVER_TOOLS]
         if unknown:
-            raise ValueError(f"unknown server tool {unknown[0]!r}; available: "
-                             f"{', '.join(SERVER_TOOLS)}")
+            raise ValueError(
+                f"unknown server tool {unknown[0]!r}; available: {', '.join(SERVER_TOOLS)}"
+            )
         self.server = {n: SERVER_TOOLS[n] for n in server_tools or []}
-        self.device: dict[str, tuple[str, ToolSpec]] = {}   # llm name → (mcp name, spec)
+        self.device: dict[str, tuple[str, ToolSpec]] = {}  # llm name → (mcp name, spec)
         self.device_call: Callable[[str, JSONObject], Awaitable[str]] | None = None
 
-    def set_device_tools(self, tools: list[JSONObject],
-                         call: Callable[[str, JSONObject], Awaitable[str]]) -> None:
+    def set_device_tools(
+        self, tools: list[JSONObject], call: Callable[[str, JSONObject], Awaitable[str]]
+    ) -> None:
         self.device = {}
         for t in tools:
             name = t.get("name")
@@ -76,8 +85,11 @@ class ToolBox:
                 continue
             raw_schema = t.get("inputSchema")
             # a device's malformed schema must not reach the LLM: no parameters instead
-            schema: JSONObject = raw_schema if isinstance(raw_schema, dict) and raw_schema \
+            schema: JSONObject = (
+                raw_schema
+                if isinstance(raw_schema, dict) and raw_schema
                 else {"type": "object", "properties": {}}
+            )
             spec = ToolSpec(llm_name(name), str(t.get("description", "")), schema)
             self.device[spec.name] = (name, spec)
         self.device_call = call
@@ -87,8 +99,9 @@ class ToolBox:
         names (any server tool, not only the session's) and the device tools it allows."""
         if policy is None:
             return [s for s, _ in self.server.values()] + [s for _, s in self.device.values()]
-        return ([SERVER_TOOLS[n][0] for n in sorted(policy.server) if n in SERVER_TOOLS]
-                + [s for mcp, s in self.device.values() if policy.allows_device(mcp)])
+        return [SERVER_TOOLS[n][0] for n in sorted(policy.server) if n in SERVER_TOOLS] + [
+            s for mcp, s in self.device.values() if policy.allows_device(mcp)
+        ]
 
     async def call(self, call: ToolCall, policy: ToolPolicyLike | None = None) -> str:
         """Run a tool; failures come back as text for the LLM, never as exceptions."""
@@ -96,8 +109,11 @@ class ToolBox:
             if policy is not None:
                 if call.name in SERVER_TOOLS and call.name in policy.server:
                     return await SERVER_TOOLS[call.name][1](call.arguments)
-                if call.name in self.device and policy.allows_device(self.device[call.name][0]) \
-                        and self.device_call is not None:
+                if (
+                    call.name in self.device
+                    and policy.allows_device(self.device[call.name][0])
+                    and self.device_call is not None
+                ):
                     return await self.device_call(self.device[call.name][0], call.arguments)
                 return json.dumps({"error": f"tool {call.name} is not available"})
             if call.name in self.server:

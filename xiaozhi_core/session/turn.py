@@ -123,11 +123,19 @@ def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> 
 class Turn:
     """A single turn of one session. Create, then ``await turn.run()`` in a task."""
 
-    def __init__(self, host: SessionHost, session: TurnHooks, turn_id: int, *,
-                 audio: np.ndarray | None = None,
-                 text: str | None = None, speak: str | None = None,
-                 asr_result: ASRResult | None = None, kind: str = "voice",
-                 end_of_speech: float | None = None) -> None:
+    def __init__(
+        self,
+        host: SessionHost,
+        session: TurnHooks,
+        turn_id: int,
+        *,
+        audio: np.ndarray | None = None,
+        text: str | None = None,
+        speak: str | None = None,
+        asr_result: ASRResult | None = None,
+        kind: str = "voice",
+        end_of_speech: float | None = None,
+    ) -> None:
         self.host = host
         self.session = session
         self.id = turn_id
@@ -211,7 +219,8 @@ class Turn:
                     return
                 except TimeoutError:
                     raise ProviderTimeout(
-                        f"{what} produced nothing for {self.timeout:g} s") from None
+                        f"{what} produced nothing for {self.timeout:g} s"
+                    ) from None
                 yield item
         finally:
             aclose = getattr(it, "aclose", None)
@@ -244,8 +253,9 @@ class Turn:
             if _disconnected(exc):
                 # the device went away mid-reply: like a cancellation, not a failure
                 self.latency.error = "disconnected"
-                log.debug("session %s turn %d: connection closed during the reply",
-                          s.session_id, self.id)
+                log.debug(
+                    "session %s turn %d: connection closed during the reply", s.session_id, self.id
+                )
             else:
                 await self._fail(exc)
         finally:
@@ -262,26 +272,33 @@ class Turn:
         s, providers = self.session, self.host.providers
         t0 = time.monotonic()
         vp_task: asyncio.Task[None] | None = None
-        if providers.voiceprint is not None and self.audio is not None \
-                and len(self.audio) >= 16000:
+        if providers.voiceprint is not None and self.audio is not None and len(self.audio) >= 16000:
             vp_task = asyncio.ensure_future(self._identify(self.audio))
         try:
             if self.asr_result is None and self.asr_stream is not None:
                 stream, self.asr_stream = self.asr_stream, None
                 try:
                     self.asr_result = await self._within(
-                        f"ASR provider '{providers.asr.name}' (stream)", stream.finish())
+                        f"ASR provider '{providers.asr.name}' (stream)", stream.finish()
+                    )
                 except Exception as exc:
-                    log.warning("session %s: streaming ASR failed (%s); recognising the "
-                                "whole utterance instead", s.session_id, exc)
+                    log.warning(
+                        "session %s: streaming ASR failed (%s); recognising the "
+                        "whole utterance instead",
+                        s.session_id,
+                        exc,
+                    )
                 finally:
                     with contextlib.suppress(Exception):
                         await stream.close()
             if self.asr_result is None:
                 assert self.audio is not None
                 language = self.profile.language if self.profile is not None else None
-                call = providers.asr.transcribe(self.audio, language=language) if language \
+                call = (
+                    providers.asr.transcribe(self.audio, language=language)
+                    if language
                     else providers.asr.transcribe(self.audio)
+                )
                 self.asr_result = await self._within(f"ASR provider '{providers.asr.name}'", call)
         finally:
             if vp_task is not None:
@@ -301,23 +318,32 @@ class Turn:
         try:
             match = await self._within("voiceprint provider", voiceprint.identify(audio))
             s.speaker_identified(match.name)
-            log.info("session %s: speaker %s (score %.2f)", s.session_id,
-                     match.name or "unknown", match.score)
+            log.info(
+                "session %s: speaker %s (score %.2f)",
+                s.session_id,
+                match.name or "unknown",
+                match.score,
+            )
         except Exception as exc:  # identification is optional: never fail the turn
             log.warning("session %s: voiceprint failed: %s", s.session_id, exc)
 
     async def _pipeline(self) -> None:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
         frames: asyncio.Queue[SendItem] = asyncio.Queue(
-            maxsize=max(8, 3000 // self.host.output.frame_ms))
+            maxsize=max(8, 3000 // self.host.output.frame_ms)
+        )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._think(sentences), name=f"turn{self.id}-think")
             tg.create_task(self._speak(sentences, frames), name=f"turn{self.id}-speak")
             tg.create_task(self._send(frames), name=f"turn{self.id}-send")
         if self.text is not None:
-            self.session.memory.add_turn([
-                Message("user", self.text), *self.history,
-                Message("assistant", "".join(self.reply_parts).strip())])
+            self.session.memory.add_turn(
+                [
+                    Message("user", self.text),
+                    *self.history,
+                    Message("assistant", "".join(self.reply_parts).strip()),
+                ]
+            )
 
     async def _think(self, sentences: asyncio.Queue[str | None]) -> None:
         s, llm = self.session, self.host.providers.llm
@@ -346,10 +372,16 @@ class Turn:
             await sentences.put(_END)
             return
         assert self.text is not None
-        context = "\n".join(part for part in (
-            f"What you remember about this user from earlier conversations: "
-            f"{s.memory_notes}" if s.memory_notes else "",
-            f"The user speaking is {s.speaker}." if s.speaker else "") if part)
+        context = "\n".join(
+            part
+            for part in (
+                f"What you remember about this user from earlier conversations: {s.memory_notes}"
+                if s.memory_notes
+                else "",
+                f"The user speaking is {s.speaker}." if s.speaker else "",
+            )
+            if part
+        )
         messages = [*s.memory.messages(context, profile.prompt), Message("user", self.text)]
         tools = s.tools.specs(profile.tools) if s.llm_tools else []
         max_rounds = self.host.session.max_tool_rounds
@@ -360,13 +392,17 @@ class Turn:
             calls: list[ToolCall] = []
             round_text: list[str] = []
             offered = tools if tools and round_no < max_rounds else None
-            stream = llm.chat(messages, tools=offered) if llm_options is None else \
-                cast(Any, llm.chat)(messages, tools=offered, options=llm_options)
+            stream = (
+                llm.chat(messages, tools=offered)
+                if llm_options is None
+                else cast(Any, llm.chat)(messages, tools=offered, options=llm_options)
+            )
             async for item in self._items(f"LLM provider '{llm.name}'", stream):
                 if self.latency.llm_first_token is None and item:
                     self.latency.llm_first_token = time.monotonic()
-                    self.latency.provider_seconds["llm_first_token"] = \
+                    self.latency.provider_seconds["llm_first_token"] = (
                         self.latency.llm_first_token - t0
+                    )
                 if isinstance(item, ToolCall):
                     calls.append(item)
                 elif item:
@@ -374,7 +410,7 @@ class Turn:
                     self.reply_parts.append(item)
                     await emit(cutter.feed(item))
                     if budget and spoken_chars >= budget:
-                        cut = True   # the reply-length budget: stop at this sentence end
+                        cut = True  # the reply-length budget: stop at this sentence end
                         break
             if cut or not calls:
                 break
@@ -382,26 +418,37 @@ class Turn:
             messages.append(assistant)
             self.history.append(assistant)
             for call in calls:
-                log.info("session %s turn %d: tool call %s(%s)", s.session_id, self.id,
-                         clip(call.name), clip(call.arguments))
+                log.info(
+                    "session %s turn %d: tool call %s(%s)",
+                    s.session_id,
+                    self.id,
+                    clip(call.name),
+                    clip(call.arguments),
+                )
                 result = await s.tools.call(call, profile.tools)
                 tool_msg = Message("tool", result, tool_call_id=call.id)
                 messages.append(tool_msg)
                 self.history.append(tool_msg)
         if cut:
             self.reply_parts = ["".join(said)]
-            log.info("session %s turn %d: reply cut at the profile's %d-character budget",
-                     s.session_id, self.id, budget)
+            log.info(
+                "session %s turn %d: reply cut at the profile's %d-character budget",
+                s.session_id,
+                self.id,
+                budget,
+            )
         else:
             await emit(cutter.flush())
         await sentences.put(_END)
 
-    async def _speak(self, sentences: asyncio.Queue[str | None],
-                     frames: asyncio.Queue[SendItem]) -> None:
+    async def _speak(
+        self, sentences: asyncio.Queue[str | None], frames: asyncio.Queue[SendItem]
+    ) -> None:
         host = self.host
         tts, out, executor = host.providers.tts, host.output, host.executor
-        encoder = OpusEncoder(out.sample_rate, out.frame_ms,
-                              complexity=host.session.opus_complexity)
+        encoder = OpusEncoder(
+            out.sample_rate, out.frame_ms, complexity=host.session.opus_complexity
+        )
         profile = self.profile
         voice = profile.voice if profile is not None else host.session.tts_voice
         tts_options = profile.tts_options if profile is not None else None
@@ -409,19 +456,22 @@ class Turn:
             await frames.put(SubtitleEvent("sentence_start", sentence))
             resampler = Resampler(out.tts_sample_rate, out.sample_rate)
             t0 = time.monotonic()
-            if tts_options is not None:   # only providers that declare request_options
-                stream = cast(Any, tts.synthesize)(sentence, voice=voice or None,
-                                                   options=tts_options)
+            if tts_options is not None:  # only providers that declare request_options
+                stream = cast(Any, tts.synthesize)(
+                    sentence, voice=voice or None, options=tts_options
+                )
             else:
-                stream = tts.synthesize(sentence, voice=voice) if voice \
-                    else tts.synthesize(sentence)
+                stream = (
+                    tts.synthesize(sentence, voice=voice) if voice else tts.synthesize(sentence)
+                )
             async for chunk in self._items(f"TTS provider '{tts.name}'", stream):
                 if not chunk:
                     continue
                 if self.latency.tts_first_audio is None:
                     self.latency.tts_first_audio = time.monotonic()
-                    self.latency.provider_seconds["tts_first_audio"] = \
+                    self.latency.provider_seconds["tts_first_audio"] = (
                         self.latency.tts_first_audio - t0
+                    )
                 for packet in await executor.run(_encode, resampler, encoder, chunk):
                     await frames.put(Frame(packet))
             for packet in await executor.run(_encode, resampler, encoder, None):
@@ -449,7 +499,7 @@ class Turn:
                 await s.send_json(msg.tts(s.session_id, item.state, item.text))
                 continue
             now = loop.time()
-            if played_until < now:       # start, or the device ran dry: pre-buffer again
+            if played_until < now:  # start, or the device ran dry: pre-buffer again
                 played_until = now
             lead = played_until - now
             if lead > lead_burst:

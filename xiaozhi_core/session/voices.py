@@ -64,8 +64,15 @@ class SharedVoiceprint:
     """A :class:`~xiaozhi_core.providers.BoundVoiceprint` whose enrolled voices live in
     the store (see the module docstring)."""
 
-    def __init__(self, inner: BoundVoiceprint, store: Store, *, model: str | None = None,
-                 threshold: float | None = None, refresh: float = 10.0) -> None:
+    def __init__(
+        self,
+        inner: BoundVoiceprint,
+        store: Store,
+        *,
+        model: str | None = None,
+        threshold: float | None = None,
+        refresh: float = 10.0,
+    ) -> None:
         self.inner = inner
         self.store = store
         #: The provider object (BoundVoiceprint's ``instance``).
@@ -73,8 +80,9 @@ class SharedVoiceprint:
         options = getattr(inner, "options", None)
         self.model = model or inner.name
         opt = getattr(options, "threshold", None)
-        self.threshold = float(threshold if threshold is not None else
-                               opt if isinstance(opt, int | float) else 0.8)
+        self.threshold = float(
+            threshold if threshold is not None else opt if isinstance(opt, int | float) else 0.8
+        )
         self.refresh = refresh
         #: name → (running mean of unit embeddings, samples)
         self._voices: dict[str, tuple[np.ndarray, int]] = {}
@@ -115,11 +123,15 @@ class SharedVoiceprint:
 
     async def _load(self) -> None:
         from ..store import StoreError
+
         try:
             records = await self.store.load_voiceprints(self.model)
         except StoreError as exc:
-            log.warning("voiceprints: cannot read the enrolled voices (%s); identifying "
-                        "with the ones already known", exc)
+            log.warning(
+                "voiceprints: cannot read the enrolled voices (%s); identifying "
+                "with the ones already known",
+                exc,
+            )
             return
         finally:
             self._loaded_at = time.monotonic()
@@ -134,7 +146,8 @@ class SharedVoiceprint:
         if self._loaded_at is None:
             await self._load()
         elif time.monotonic() - self._loaded_at > self.refresh and (
-                self._loading is None or self._loading.done()):
+            self._loading is None or self._loading.done()
+        ):
             self._loading = asyncio.get_running_loop().create_task(self._load())
         return self._voices
 
@@ -156,8 +169,7 @@ class SharedVoiceprint:
         else:
             count = old[1] + 1
             mean = old[0] + (embedding - old[0]) / count
-        await self.store.save_voiceprint(name, self.model, mean.astype(np.float32).tobytes(),
-                                         count)
+        await self.store.save_voiceprint(name, self.model, mean.astype(np.float32).tobytes(), count)
         self._voices[name] = (mean.astype(np.float32), count)
 
     async def identify(self, pcm: np.ndarray) -> SpeakerMatch:

@@ -25,33 +25,50 @@ BOUNDARY = "----ESP32_CAMERA_BOUNDARY"
 TAKE_PHOTO = {
     "name": "self.camera.take_photo",
     "description": "Always remember you have a camera. If the user asks you to see something, "
-                   "use this tool to take a photo and then explain it.\nArgs:\n  `question`: "
-                   "The question that you want to ask about the photo.\nReturn:\n  A JSON "
-                   "object that provides the photo information.",
-    "inputSchema": {"type": "object", "properties": {"question": {"type": "string"}},
-                    "required": ["question"]},
+    "use this tool to take a photo and then explain it.\nArgs:\n  `question`: "
+    "The question that you want to ask about the photo.\nReturn:\n  A JSON "
+    "object that provides the photo information.",
+    "inputSchema": {
+        "type": "object",
+        "properties": {"question": {"type": "string"}},
+        "required": ["question"],
+    },
 }
 
 
-async def upload_photo(url: str, token: str, device_id: str, client_id: str, question: str,
-                       photo: bytes, mime: str = "image/jpeg") -> tuple[int, str]:
+async def upload_photo(
+    url: str,
+    token: str,
+    device_id: str,
+    client_id: str,
+    question: str,
+    photo: bytes,
+    mime: str = "image/jpeg",
+) -> tuple[int, str]:
     """POST ``photo`` as the firmware does; ``(status, body)``."""
-    head = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"question\"\r\n\r\n"
-            f"{question}\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
-            f"filename=\"camera.jpg\"\r\nContent-Type: {mime}\r\n\r\n").encode()
+    head = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="question"\r\n\r\n'
+        f'{question}\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+        f'filename="camera.jpg"\r\nContent-Type: {mime}\r\n\r\n'
+    ).encode()
 
-    async def body() -> AsyncIterator[bytes]:       # chunked, like the JPEG encoder's queue
+    async def body() -> AsyncIterator[bytes]:  # chunked, like the JPEG encoder's queue
         yield head
         for i in range(0, len(photo), 4096):
-            yield photo[i:i + 4096]
+            yield photo[i : i + 4096]
         yield f"\r\n--{BOUNDARY}--\r\n".encode()
 
-    headers = {"Device-Id": device_id, "Client-Id": client_id,
-               "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+    headers = {
+        "Device-Id": device_id,
+        "Client-Id": client_id,
+        "Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+    }
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    async with aiohttp.ClientSession() as http, \
-            http.post(url, data=body(), headers=headers) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(url, data=body(), headers=headers) as resp,
+    ):
         return resp.status, await resp.text()
 
 
@@ -79,20 +96,29 @@ def camera_mcp(photo: bytes, device_id: str, client_id: str, mime: str = "image/
             assert reply is not None
             reply["result"]["tools"] = [*reply["result"]["tools"], TAKE_PHOTO]
             return reply
-        if method == "tools/call" and isinstance(params, dict) \
-                and params.get("name") == TAKE_PHOTO["name"]:
+        if (
+            method == "tools/call"
+            and isinstance(params, dict)
+            and params.get("name") == TAKE_PHOTO["name"]
+        ):
             question = str((params.get("arguments") or {}).get("question", ""))
             if not vision.get("url"):
-                return {"jsonrpc": "2.0", "id": rid,
-                        "error": {"message": "Image explain URL or token is not set"}}
-            status, text = await upload_photo(vision["url"], vision["token"], device_id,
-                                              client_id, question, photo, mime)
+                return {
+                    "jsonrpc": "2.0",
+                    "id": rid,
+                    "error": {"message": "Image explain URL or token is not set"},
+                }
+            status, text = await upload_photo(
+                vision["url"], vision["token"], device_id, client_id, question, photo, mime
+            )
             uploads.append((status, text))
             if status != 200:
-                return {"jsonrpc": "2.0", "id": rid,
-                        "error": {"message": "Failed to upload photo"}}
-            return {"jsonrpc": "2.0", "id": rid,
-                    "result": {"content": [{"type": "text", "text": text}], "isError": False}}
+                return {"jsonrpc": "2.0", "id": rid, "error": {"message": "Failed to upload photo"}}
+            return {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "result": {"content": [{"type": "text", "text": text}], "isError": False},
+            }
         answer: dict[str, Any] | None = base(payload)
         return answer
 

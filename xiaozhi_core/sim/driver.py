@@ -38,8 +38,15 @@ from ..errors import XiaozhiError
 from ..protocol.opus import OpusDecoder
 from ..types import JSONObject, JSONValue
 
-__all__ = ["FIRMWARE_VERSION", "Mic", "OtaResult", "TurnRecord", "firmware_mcp", "ota_bootstrap",
-           "turn_record"]
+__all__ = [
+    "FIRMWARE_VERSION",
+    "Mic",
+    "OtaResult",
+    "TurnRecord",
+    "firmware_mcp",
+    "ota_bootstrap",
+    "turn_record",
+]
 
 FIRMWARE_VERSION = "1.9.2"
 FRAME_S = 0.060
@@ -58,38 +65,63 @@ class OtaResult:
 def ota_body(device_id: str, client_id: str, version: str = FIRMWARE_VERSION) -> JSONObject:
     """The board description the firmware POSTs (the server treats it as opaque)."""
     return {
-        "version": 2, "language": "en-US", "flash_size": 16777216,
-        "minimum_free_heap_size": 8318916, "mac_address": device_id, "uuid": client_id,
+        "version": 2,
+        "language": "en-US",
+        "flash_size": 16777216,
+        "minimum_free_heap_size": 8318916,
+        "mac_address": device_id,
+        "uuid": client_id,
         "chip_model_name": "esp32s3",
         "chip_info": {"model": 9, "cores": 2, "revision": 2, "features": 18},
-        "application": {"name": "xiaozhi", "version": version,
-                        "compile_time": "Jan 01 2025T00:00:00Z", "idf_version": "v5.4",
-                        "elf_sha256": "0" * 64},
-        "partition_table": [], "ota": {"label": "ota_0"},
-        "board": {"type": "xiaozhi-simulate", "name": "xiaozhi-simulate", "ssid": "sim",
-                  "rssi": -50, "channel": 1, "ip": "127.0.0.1", "mac": device_id},
+        "application": {
+            "name": "xiaozhi",
+            "version": version,
+            "compile_time": "Jan 01 2025T00:00:00Z",
+            "idf_version": "v5.4",
+            "elf_sha256": "0" * 64,
+        },
+        "partition_table": [],
+        "ota": {"label": "ota_0"},
+        "board": {
+            "type": "xiaozhi-simulate",
+            "name": "xiaozhi-simulate",
+            "ssid": "sim",
+            "rssi": -50,
+            "channel": 1,
+            "ip": "127.0.0.1",
+            "mac": device_id,
+        },
     }
 
 
-async def ota_bootstrap(url: str, device_id: str, client_id: str, *,
-                        limit_s: float = 10.0) -> OtaResult:
+async def ota_bootstrap(
+    url: str, device_id: str, client_id: str, *, limit_s: float = 10.0
+) -> OtaResult:
     """POST to the OTA endpoint as the firmware does; return the WebSocket URL and token.
 
     Raises :class:`XiaozhiError` with the server's answer when it refuses.
     """
     import aiohttp
 
-    headers = {"Device-Id": device_id, "Client-Id": client_id, "Activation-Version": "1",
-               "User-Agent": f"xiaozhi-simulate/{FIRMWARE_VERSION}",
-               "Accept-Language": "en-US", "Content-Type": "application/json"}
+    headers = {
+        "Device-Id": device_id,
+        "Client-Id": client_id,
+        "Activation-Version": "1",
+        "User-Agent": f"xiaozhi-simulate/{FIRMWARE_VERSION}",
+        "Accept-Language": "en-US",
+        "Content-Type": "application/json",
+    }
     body = json.dumps(ota_body(device_id, client_id))
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit_s)) as http, \
-                http.post(url, data=body, headers=headers) as resp:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=limit_s)) as http,
+            http.post(url, data=body, headers=headers) as resp,
+        ):
             text = await resp.text()
             if resp.status != 200:
-                raise XiaozhiError(f"OTA {url} refused: HTTP {resp.status}: "
-                                   f"{' '.join(text.split())[:300]}")
+                raise XiaozhiError(
+                    f"OTA {url} refused: HTTP {resp.status}: {' '.join(text.split())[:300]}"
+                )
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise XiaozhiError(f"OTA request to {url} failed: {type(exc).__name__}: {exc}") from exc
     try:
@@ -103,8 +135,12 @@ async def ota_bootstrap(url: str, device_id: str, client_id: str, *,
         extra = " (it offers MQTT only)" if "mqtt" in data else ""
         raise XiaozhiError(f"OTA {url} answered without a websocket url{extra}: {text[:300]}")
     version = ws.get("version")
-    return OtaResult(str(ws["url"]), str(ws.get("token") or ""),
-                     version if isinstance(version, int) else None, data)
+    return OtaResult(
+        str(ws["url"]),
+        str(ws.get("token") or ""),
+        version if isinstance(version, int) else None,
+        data,
+    )
 
 
 # --------------------------------------------------------------------------- MCP
@@ -122,37 +158,47 @@ def firmware_mcp(volume: list[int] | None = None) -> Callable[[JSONObject], JSON
     """
     state = {"volume": 70 if not volume else volume[0]}
     tools: list[JSONValue] = [
-        {"name": "self.get_device_status",
-         "description": "Provides the real-time information of the device (speaker volume, "
-                        "screen, battery, network)",
-         "inputSchema": {"type": "object", "properties": {}}},
-        {"name": "self.audio_speaker.set_volume",
-         "description": "Set the volume of the audio speaker.",
-         "inputSchema": {"type": "object",
-                         "properties": {"volume": {"type": "integer", "minimum": 0,
-                                                   "maximum": 100}},
-                         "required": ["volume"]}},
+        {
+            "name": "self.get_device_status",
+            "description": "Provides the real-time information of the device (speaker volume, "
+            "screen, battery, network)",
+            "inputSchema": {"type": "object", "properties": {}},
+        },
+        {
+            "name": "self.audio_speaker.set_volume",
+            "description": "Set the volume of the audio speaker.",
+            "inputSchema": {
+                "type": "object",
+                "properties": {"volume": {"type": "integer", "minimum": 0, "maximum": 100}},
+                "required": ["volume"],
+            },
+        },
     ]
 
     def handle(payload: JSONObject) -> JSONObject | None:
         rid, method = payload.get("id"), payload.get("method")
         if not isinstance(rid, int):
-            return None                      # notifications, or string ids: dropped
+            return None  # notifications, or string ids: dropped
         raw_params = payload.get("params")
         params: JSONObject = raw_params if isinstance(raw_params, dict) else {}
         if method == "initialize":
-            result: JSONObject = {"protocolVersion": "2024-11-05",
-                                      "capabilities": {"tools": {}},
-                                      "serverInfo": {"name": "xiaozhi-simulate",
-                                                     "version": FIRMWARE_VERSION}}
+            result: JSONObject = {
+                "protocolVersion": "2024-11-05",
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "xiaozhi-simulate", "version": FIRMWARE_VERSION},
+            }
         elif method == "tools/list":
             result = {"tools": tools}
         elif method == "tools/call":
             name, args = params.get("name"), params.get("arguments")
             volume = args.get("volume") if isinstance(args, dict) else None
             if name == "self.get_device_status":
-                text = json.dumps({"audio_speaker": {"volume": state["volume"]},
-                                   "network": {"type": "wifi", "signal": "strong"}})
+                text = json.dumps(
+                    {
+                        "audio_speaker": {"volume": state["volume"]},
+                        "network": {"type": "wifi", "signal": "strong"},
+                    }
+                )
             elif name == "self.audio_speaker.set_volume" and isinstance(volume, int):
                 state["volume"] = volume
                 text = "true"
@@ -160,8 +206,11 @@ def firmware_mcp(volume: list[int] | None = None) -> Callable[[JSONObject], JSON
                 return {"jsonrpc": "2.0", "id": rid, "error": {"message": f"Unknown tool: {name}"}}
             result = {"content": [{"type": "text", "text": text}], "isError": False}
         else:
-            return {"jsonrpc": "2.0", "id": rid,
-                    "error": {"message": f"Method not implemented: {method}"}}
+            return {
+                "jsonrpc": "2.0",
+                "id": rid,
+                "error": {"message": f"Method not implemented: {method}"},
+            }
         return {"jsonrpc": "2.0", "id": rid, "result": result}
 
     return handle
@@ -178,12 +227,18 @@ class Mic:
     up rather than drifting; ``send_lag`` records how late each send was.
     """
 
-    def __init__(self, dev: FakeDevice, filler: list[bytes] | None, *,
-                 frame_s: float = FRAME_S, keep_lags: bool = True) -> None:
+    def __init__(
+        self,
+        dev: FakeDevice,
+        filler: list[bytes] | None,
+        *,
+        frame_s: float = FRAME_S,
+        keep_lags: bool = True,
+    ) -> None:
         self.dev = dev
         self.filler = filler or []
         self.frame_s = frame_s
-        self.frames_sent = 0          # non-empty packets sent
+        self.frames_sent = 0  # non-empty packets sent
         self.send_lags: list[float] = []
         self.keep_lags = keep_lags
         self._speech: list[bytes] = []
@@ -256,8 +311,7 @@ class Mic:
         self._ts = (self._ts + int(self.frame_s * 1000)) & 0xFFFFFFFF
         if packet:
             self.frames_sent += 1
-        if self._voice_end == 0 and self._voice_done is not None \
-                and not self._voice_done.done():
+        if self._voice_end == 0 and self._voice_done is not None and not self._voice_done.done():
             self._voice_done.set_result(time.monotonic())
 
 

@@ -82,16 +82,20 @@ class SimulateResult:
     mcp_requests: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
-        return {"session_id": self.session_id, "server_hello": self.server_hello,
-                "protocol_version": self.protocol_version, "sample_rate": self.sample_rate,
-                "greeting": self.greeting.summary() if self.greeting else None,
-                "turns": [t.summary() for t in self.turns],
-                "mcp_requests": self.mcp_requests}
+        return {
+            "session_id": self.session_id,
+            "server_hello": self.server_hello,
+            "protocol_version": self.protocol_version,
+            "sample_rate": self.sample_rate,
+            "greeting": self.greeting.summary() if self.greeting else None,
+            "turns": [t.summary() for t in self.turns],
+            "mcp_requests": self.mcp_requests,
+        }
 
 
 def _random_mac() -> str:
     raw = uuid.uuid4().bytes[:5]
-    return "02:" + ":".join(f"{b:02x}" for b in raw)   # locally administered
+    return "02:" + ":".join(f"{b:02x}" for b in raw)  # locally administered
 
 
 async def _connect(dev: FakeDevice) -> None:
@@ -102,27 +106,32 @@ async def _connect(dev: FakeDevice) -> None:
     except InvalidStatus as exc:
         resp = exc.response
         body = resp.body.decode("utf-8", "replace").strip() if resp.body else ""
-        raise XiaozhiError(f"the server refused the connection to {dev.url}: HTTP "
-                           f"{resp.status_code} {resp.reason_phrase}"
-                           f"{': ' + ' '.join(body.split()) if body else ''}") from None
+        raise XiaozhiError(
+            f"the server refused the connection to {dev.url}: HTTP "
+            f"{resp.status_code} {resp.reason_phrase}"
+            f"{': ' + ' '.join(body.split()) if body else ''}"
+        ) from None
     except InvalidHandshake as exc:
         raise XiaozhiError(f"WebSocket handshake with {dev.url} failed: {exc}") from None
     except TimeoutError:
         await dev.drop()
-        raise XiaozhiError(f"no server hello from {dev.url} within 10 s (the firmware "
-                           "gives up then)") from None
+        raise XiaozhiError(
+            f"no server hello from {dev.url} within 10 s (the firmware gives up then)"
+        ) from None
     except OSError as exc:
-        if type(exc) is ConnectionError:      # FakeDevice: closed before the hello
-            raise XiaozhiError(f"{dev.url} closed the connection before its hello: "
-                               f"{exc}") from None
+        if type(exc) is ConnectionError:  # FakeDevice: closed before the hello
+            raise XiaozhiError(f"{dev.url} closed the connection before its hello: {exc}") from None
         raise XiaozhiError(f"cannot connect to {dev.url}: {exc}") from None
     if dev.server_hello.get("transport") != "websocket":
-        raise XiaozhiError(f"server hello without transport 'websocket' (the firmware would "
-                           f"crash): {dev.server_hello}")
+        raise XiaozhiError(
+            f"server hello without transport 'websocket' (the firmware would "
+            f"crash): {dev.server_hello}"
+        )
 
 
-async def _wait_tts(dev: FakeDevice, states: tuple[str, ...], after: int, limit_s: float,
-                    what: str) -> JSONObject:
+async def _wait_tts(
+    dev: FakeDevice, states: tuple[str, ...], after: int, limit_s: float, what: str
+) -> JSONObject:
     """The first ``tts`` message in ``states`` at index >= ``after``."""
     try:
         async with asyncio.timeout(limit_s):
@@ -132,17 +141,20 @@ async def _wait_tts(dev: FakeDevice, states: tuple[str, ...], after: int, limit_
                     if m is not None and m.get("type") == "tts" and m.get("state") in states:
                         return m
                 if dev.closed_code is not None:
-                    raise XiaozhiError(f"the server closed the connection ({dev.closed_code} "
-                                       f"{dev.closed_reason or 'no reason'}) while waiting "
-                                       f"for {what}")
+                    raise XiaozhiError(
+                        f"the server closed the connection ({dev.closed_code} "
+                        f"{dev.closed_reason or 'no reason'}) while waiting "
+                        f"for {what}"
+                    )
                 dev._new.clear()
                 await dev._new.wait()
     except TimeoutError:
         raise XiaozhiError(f"timed out after {limit_s:g} s waiting for {what}") from None
 
 
-async def _one_turn(dev: FakeDevice, mic: Mic, o: SimulateOptions, utterance: Utterance,
-                    send_listen_start: bool) -> TurnRecord:
+async def _one_turn(
+    dev: FakeDevice, mic: Mic, o: SimulateOptions, utterance: Utterance, send_listen_start: bool
+) -> TurnRecord:
     from .driver import turn_record
 
     mark = len(dev.received)
@@ -157,23 +169,30 @@ async def _one_turn(dev: FakeDevice, mic: Mic, o: SimulateOptions, utterance: Ut
         mic.resume()
         await asyncio.sleep(o.lead)
         eos = await mic.say(utterance.packets, utterance.voice_end)
-    hint = " (did the server's VAD hear the voice? try a louder or longer recording)" \
-        if o.mode != "manual" else ""
-    first = await _wait_tts(dev, ("start", "stop"), mark, o.timeout,
-                            f"the reply (tts start){hint}")
+    hint = (
+        " (did the server's VAD hear the voice? try a louder or longer recording)"
+        if o.mode != "manual"
+        else ""
+    )
+    first = await _wait_tts(dev, ("start", "stop"), mark, o.timeout, f"the reply (tts start){hint}")
     aborted = False
     if first.get("state") == "start":
         if o.mode == "auto":
-            mic.pause()                       # Speaking: the firmware closes the mic
+            mic.pause()  # Speaking: the firmware closes the mic
         if o.abort_after is not None:
             try:
                 await _wait_tts(dev, ("stop",), mark, o.abort_after, "tts stop")
             except XiaozhiError:
                 await dev.abort()
                 aborted = True
-        await _wait_tts(dev, ("stop",), mark, o.timeout if not aborted else 5.0,
-                        "tts stop" + (" after abort" if aborted else ""))
-    await asyncio.sleep(0.3)                  # anything stale after tts stop shows up here
+        await _wait_tts(
+            dev,
+            ("stop",),
+            mark,
+            o.timeout if not aborted else 5.0,
+            "tts stop" + (" after abort" if aborted else ""),
+        )
+    await asyncio.sleep(0.3)  # anything stale after tts stop shows up here
     rec = turn_record(dev.received[mark:], eos)
     rec.aborted = aborted
     return rec
@@ -210,10 +229,16 @@ async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateRes
         mcp_requests.append(str(payload.get("method")))
         return handler(payload) if handler is not None else None
 
-    dev = FakeDevice(url, device_id=device_id, client_id=client_id, token=token,
-                     protocol_version=version, use_query=o.use_query,
-                     features={"aec": o.mode == "realtime", "mcp": o.mcp},
-                     mcp_handler=mcp if o.mcp else None)
+    dev = FakeDevice(
+        url,
+        device_id=device_id,
+        client_id=client_id,
+        token=token,
+        protocol_version=version,
+        use_query=o.use_query,
+        features={"aec": o.mode == "realtime", "mcp": o.mcp},
+        mcp_handler=mcp if o.mcp else None,
+    )
     await _connect(dev)
     hello = dev.server_hello
     try:
@@ -224,13 +249,16 @@ async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateRes
     params = hello.get("audio_params")
     params = params if isinstance(params, dict) else {}
     result = SimulateResult(dev.session_id, hello, version, rate, mcp_requests=mcp_requests)
-    print(f"connected: session {dev.session_id}, protocol v{version}, reply audio "
-          f"{params.get('format', 'opus')} {rate} Hz {params.get('frame_duration', 60)} ms; "
-          f"speaking {utterance.seconds:.2f} s of audio in {len(utterance.packets)} frames "
-          f"({o.mode} mode)", file=out)
+    print(
+        f"connected: session {dev.session_id}, protocol v{version}, reply audio "
+        f"{params.get('format', 'opus')} {rate} Hz {params.get('frame_duration', 60)} ms; "
+        f"speaking {utterance.seconds:.2f} s of audio in {len(utterance.packets)} frames "
+        f"({o.mode} mode)",
+        file=out,
+    )
     mic = Mic(dev, None if o.mode == "manual" else silence_packets())
     mic.start()
-    mic.pause()                               # Idle: the mic is closed
+    mic.pause()  # Idle: the mic is closed
     try:
         listening = False
         if o.wake_word is not None:
@@ -249,8 +277,10 @@ async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateRes
                 listening = False
                 await asyncio.sleep(0.2)
                 result.greeting = turn_record(dev.received[mark:], t0)
-                print(f"wake word {o.wake_word!r}: greeting "
-                      f"{' '.join(result.greeting.subtitles)!r}", file=out)
+                print(
+                    f"wake word {o.wake_word!r}: greeting {' '.join(result.greeting.subtitles)!r}",
+                    file=out,
+                )
             except XiaozhiError:
                 print(f"wake word {o.wake_word!r}: no greeting", file=out)
         for n in range(1, o.turns + 1):
@@ -263,7 +293,7 @@ async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateRes
             _print_turn(n, rec, out)
     finally:
         await mic.stop()
-        await dev.drop()                      # the firmware never sends a close frame
+        await dev.drop()  # the firmware never sends a close frame
     return result
 
 
@@ -280,20 +310,24 @@ def _print_turn(n: int, rec: TurnRecord, out: TextIO) -> None:
     def ms(v: float | None) -> str:
         return "-" if v is None else f"{v:.0f} ms"
 
-    print(f"turn {n}: stt {rec.stt!r}" if rec.stt is not None
-          else f"turn {n}: nothing recognised", file=out)
+    print(
+        f"turn {n}: stt {rec.stt!r}" if rec.stt is not None else f"turn {n}: nothing recognised",
+        file=out,
+    )
     if rec.emotion:
         print(f"  emotion: {rec.emotion} {rec.emoji or ''}".rstrip(), file=out)
     for s in rec.subtitles:
         print(f"  subtitle: {s}", file=out)
     for a in rec.alerts:
         print(f"  alert: {a}", file=out)
-    print(f"  from end of speech: stt {ms(rec.stt_ms)}, first audio {ms(rec.first_audio_ms)}, "
-          f"tts stop {ms(rec.tts_stop_ms)}; {rec.frames} audio frames"
-          f"{' (aborted)' if rec.aborted else ''}", file=out)
+    print(
+        f"  from end of speech: stt {ms(rec.stt_ms)}, first audio {ms(rec.first_audio_ms)}, "
+        f"tts stop {ms(rec.tts_stop_ms)}; {rec.frames} audio frames"
+        f"{' (aborted)' if rec.aborted else ''}",
+        file=out,
+    )
     if rec.frames_after_stop:
-        print(f"  WARNING: {rec.frames_after_stop} audio frames arrived after tts stop",
-              file=out)
+        print(f"  WARNING: {rec.frames_after_stop} audio frames arrived after tts stop", file=out)
 
 
 def _write_reply(path: str, result: SimulateResult, out: TextIO) -> None:
@@ -314,51 +348,99 @@ def _write_reply(path: str, result: SimulateResult, out: TextIO) -> None:
 # --------------------------------------------------------------------------- CLI
 def _args(p: argparse.ArgumentParser) -> None:
     target = p.add_argument_group("server")
-    target.add_argument("--url", default=DEFAULT_URL,
-                        help=f"WebSocket URL (default {DEFAULT_URL}); ignored with --ota")
-    target.add_argument("--ota", metavar="URL",
-                        help="OTA URL to call first (POST, like the firmware); its websocket "
-                             "url and token are used")
+    target.add_argument(
+        "--url",
+        default=DEFAULT_URL,
+        help=f"WebSocket URL (default {DEFAULT_URL}); ignored with --ota",
+    )
+    target.add_argument(
+        "--ota",
+        metavar="URL",
+        help="OTA URL to call first (POST, like the firmware); its websocket "
+        "url and token are used",
+    )
     target.add_argument("--token", default="", help="bearer token (without --ota)")
     target.add_argument("--device-id", default="", help="MAC-style device id (default: random)")
     target.add_argument("--client-id", default="", help="client UUID (default: random)")
-    target.add_argument("--query", action="store_true",
-                        help="send identity as query parameters (browser style), not headers")
-    target.add_argument("--protocol-version", type=int, choices=(1, 2, 3),
-                        help="binary framing version (default: from OTA, else 1)")
+    target.add_argument(
+        "--query",
+        action="store_true",
+        help="send identity as query parameters (browser style), not headers",
+    )
+    target.add_argument(
+        "--protocol-version",
+        type=int,
+        choices=(1, 2, 3),
+        help="binary framing version (default: from OTA, else 1)",
+    )
     audio = p.add_argument_group("what the user says")
     src = audio.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", metavar="FILE", help="a PCM WAV recording (any rate/channels)")
     src.add_argument("--text", help="a text spoken with the offline espeak TTS")
     audio.add_argument("--voice", help="espeak voice for --text (e.g. en-us, cmn)")
-    audio.add_argument("--lead", type=float, default=0.5,
-                       help="seconds of silence streamed before the voice (default 0.5)")
+    audio.add_argument(
+        "--lead",
+        type=float,
+        default=0.5,
+        help="seconds of silence streamed before the voice (default 0.5)",
+    )
     flow = p.add_argument_group("conversation")
-    flow.add_argument("--mode", choices=("auto", "manual", "realtime"), default="auto",
-                      help="listening mode (default auto: server-side VAD ends the turn)")
+    flow.add_argument(
+        "--mode",
+        choices=("auto", "manual", "realtime"),
+        default="auto",
+        help="listening mode (default auto: server-side VAD ends the turn)",
+    )
     flow.add_argument("--turns", type=int, default=1, help="turns on one connection")
-    flow.add_argument("--wake-word", metavar="TEXT",
-                      help="send 'listen detect' with this text first (like a wake word)")
-    flow.add_argument("--abort-after", type=float, metavar="SECONDS",
-                      help="send abort this long after tts start (barge-in by button)")
-    flow.add_argument("--no-mcp", action="store_true",
-                      help="do not announce an MCP server in the hello")
-    flow.add_argument("--timeout", type=float, default=30.0,
-                      help="seconds to wait for each reply step (default 30)")
+    flow.add_argument(
+        "--wake-word",
+        metavar="TEXT",
+        help="send 'listen detect' with this text first (like a wake word)",
+    )
+    flow.add_argument(
+        "--abort-after",
+        type=float,
+        metavar="SECONDS",
+        help="send abort this long after tts start (barge-in by button)",
+    )
+    flow.add_argument(
+        "--no-mcp", action="store_true", help="do not announce an MCP server in the hello"
+    )
+    flow.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for each reply step (default 30)",
+    )
     result = p.add_argument_group("output")
     result.add_argument("--out", metavar="WAV", help="write the reply audio to this WAV file")
-    result.add_argument("--json", metavar="FILE", dest="json_path",
-                        help="write the turns (texts, timings) as JSON")
+    result.add_argument(
+        "--json", metavar="FILE", dest="json_path", help="write the turns (texts, timings) as JSON"
+    )
 
 
 def _simulate(args: argparse.Namespace) -> int:
     o = SimulateOptions(
-        url=args.url, ota=args.ota, wav=args.wav, text=args.text, voice=args.voice,
-        mode=args.mode, protocol_version=args.protocol_version, use_query=args.query,
-        device_id=args.device_id, client_id=args.client_id, token=args.token,
-        turns=args.turns, abort_after=args.abort_after, wake_word=args.wake_word,
-        lead=args.lead, out=args.out, json_path=args.json_path, timeout=args.timeout,
-        mcp=not args.no_mcp)
+        url=args.url,
+        ota=args.ota,
+        wav=args.wav,
+        text=args.text,
+        voice=args.voice,
+        mode=args.mode,
+        protocol_version=args.protocol_version,
+        use_query=args.query,
+        device_id=args.device_id,
+        client_id=args.client_id,
+        token=args.token,
+        turns=args.turns,
+        abort_after=args.abort_after,
+        wake_word=args.wake_word,
+        lead=args.lead,
+        out=args.out,
+        json_path=args.json_path,
+        timeout=args.timeout,
+        mcp=not args.no_mcp,
+    )
     result = asyncio.run(simulate(o))
     write_outputs(o, result)
     failed = [i + 1 for i, t in enumerate(result.turns) if not t.completed]
@@ -370,5 +452,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def commands() -> list[Command]:
     """The ``xiaozhi simulate`` command (entry point ``xiaozhi_core.commands: simulate``)."""
-    return [Command(("simulate",), "act as a xiaozhi device: talk to a server and report "
-                    "what came back", _simulate, _args)]
+    return [
+        Command(
+            ("simulate",),
+            "act as a xiaozhi device: talk to a server and report what came back",
+            _simulate,
+            _args,
+        )
+    ]

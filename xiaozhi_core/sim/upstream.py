@@ -25,8 +25,16 @@ import numpy as np
 from ..audio import read_wav, resample, write_wav
 from ..errors import XiaozhiError
 
-__all__ = ["Utterance", "encode_upstream", "load_wav", "make_utterance", "silence_packets",
-           "synthesize", "synthesize_async", "write_wav"]
+__all__ = [
+    "Utterance",
+    "encode_upstream",
+    "load_wav",
+    "make_utterance",
+    "silence_packets",
+    "synthesize",
+    "synthesize_async",
+    "write_wav",
+]
 
 RATE = 16000
 FRAME_MS = 60
@@ -52,7 +60,8 @@ async def synthesize_async(text: str, voice: str | None = None) -> np.ndarray:
         raise XiaozhiError(
             "--text needs the offline 'espeak' TTS provider, which is not installed "
             "(apt-get install espeak-ng && pip install -e plugins/xiaozhi-espeak); "
-            "or pass a recording with --wav FILE") from None
+            "or pass a recording with --wav FILE"
+        ) from None
     options = {"sample_rate": RATE}
     if voice:
         options["voice"] = voice  # type: ignore[assignment]
@@ -93,7 +102,9 @@ class UpstreamEncoder:
             pcm = np.concatenate([pcm, np.zeros(pad, np.int16)])
         data = pcm.tobytes()
         step = FRAME * 2
-        return [bytes(self._enc.encode(data[i:i + step], FRAME)) for i in range(0, len(data), step)]
+        return [
+            bytes(self._enc.encode(data[i : i + step], FRAME)) for i in range(0, len(data), step)
+        ]
 
 
 def encode_upstream(pcm: np.ndarray, dtx: bool = True) -> list[bytes]:

@@ -38,13 +38,31 @@ if TYPE_CHECKING:
         VoiceprintRecord,
     )
 
-__all__ = ["DeviceInfo", "DeviceRecord", "PruneResult", "SessionRecord", "Store",
-           "StoreCollector", "StoreError", "StoreSettings", "StoreStats", "TurnRecord",
-           "VoiceprintRecord", "ota_device_info"]
+__all__ = [
+    "DeviceInfo",
+    "DeviceRecord",
+    "PruneResult",
+    "SessionRecord",
+    "Store",
+    "StoreCollector",
+    "StoreError",
+    "StoreSettings",
+    "StoreStats",
+    "TurnRecord",
+    "VoiceprintRecord",
+    "ota_device_info",
+]
 
-_LAZY = {"Store": ".facade", "StoreCollector": ".metrics", "DeviceRecord": ".records",
-         "PruneResult": ".records", "SessionRecord": ".records", "StoreStats": ".records",
-         "TurnRecord": ".records", "VoiceprintRecord": ".records"}
+_LAZY = {
+    "Store": ".facade",
+    "StoreCollector": ".metrics",
+    "DeviceRecord": ".records",
+    "PruneResult": ".records",
+    "SessionRecord": ".records",
+    "StoreStats": ".records",
+    "TurnRecord": ".records",
+    "VoiceprintRecord": ".records",
+}
 
 
 def __getattr__(name: str) -> object:

@@ -43,6 +43,6 @@ def ota_device_info(headers: Mapping[str, str], body: Mapping[str, object]) -> D
         client_id=_text(headers.get("Client-Id")) or _text(body.get("uuid")),
         board=(_text(board.get("type")) if isinstance(board, Mapping) else None)
         or _text(agent_board),
-        firmware=(_text(application.get("version")) if isinstance(application, Mapping)
-                  else None) or _text(agent_version),
+        firmware=(_text(application.get("version")) if isinstance(application, Mapping) else None)
+        or _text(agent_version),
     )

@@ -53,30 +53,42 @@ def resolve_url(settings: StoreSettings) -> URL:
     """The async driver URL of the configured store (raises :class:`ConfigError`)."""
     raw = settings.url.strip()
     if not raw:
-        return URL.create("sqlite+aiosqlite",
-                          database=str(Path(settings.data_dir).absolute() / DB_FILE))
+        return URL.create(
+            "sqlite+aiosqlite", database=str(Path(settings.data_dir).absolute() / DB_FILE)
+        )
     try:
         url = make_url(raw)
     except ArgumentError:
-        raise ConfigError("is not a database URL; use sqlite:///PATH or "
-                          "postgresql://USER:PASSWORD@HOST:PORT/DB", path="store.url") from None
+        raise ConfigError(
+            "is not a database URL; use sqlite:///PATH or postgresql://USER:PASSWORD@HOST:PORT/DB",
+            path="store.url",
+        ) from None
     backend, _, driver = url.drivername.partition("+")
     if backend == "sqlite" and driver in ("", "aiosqlite"):
         if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
-            raise ConfigError("give SQLite a file path (sqlite:///PATH): an in-memory database "
-                              "is not shared between connections", path="store.url")
+            raise ConfigError(
+                "give SQLite a file path (sqlite:///PATH): an in-memory database "
+                "is not shared between connections",
+                path="store.url",
+            )
         return url.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres") and driver in ("", "asyncpg"):
         if not url.database:
-            raise ConfigError("name the database: postgresql://USER:PASSWORD@HOST:PORT/DB",
-                              path="store.url")
+            raise ConfigError(
+                "name the database: postgresql://USER:PASSWORD@HOST:PORT/DB", path="store.url"
+            )
         return url.set(drivername="postgresql+asyncpg")
     if backend in ("sqlite", "postgresql", "postgres"):
-        raise ConfigError(f"unsupported driver {driver!r}; leave it out ({backend}://...) or "
-                          f"use {'aiosqlite' if backend == 'sqlite' else 'asyncpg'}",
-                          path="store.url")
-    raise ConfigError(f"unsupported database {backend!r}; use sqlite:///PATH or "
-                      "postgresql://USER:PASSWORD@HOST:PORT/DB", path="store.url")
+        raise ConfigError(
+            f"unsupported driver {driver!r}; leave it out ({backend}://...) or "
+            f"use {'aiosqlite' if backend == 'sqlite' else 'asyncpg'}",
+            path="store.url",
+        )
+    raise ConfigError(
+        f"unsupported database {backend!r}; use sqlite:///PATH or "
+        "postgresql://USER:PASSWORD@HOST:PORT/DB",
+        path="store.url",
+    )
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -102,8 +114,9 @@ def describe(url: URL) -> str:
     return url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
 
 
-def create_engine(url: URL, settings: StoreSettings, *, create_dir: bool = True,
-                  pool_size: int = 4) -> AsyncEngine:
+def create_engine(
+    url: URL, settings: StoreSettings, *, create_dir: bool = True, pool_size: int = 4
+) -> AsyncEngine:
     """An async engine for ``url`` set up as described in the module docstring (at most
     ``pool_size`` connections to a PostgreSQL server, twice that in bursts)."""
     path = sqlite_path(url)
@@ -118,9 +131,13 @@ def create_engine(url: URL, settings: StoreSettings, *, create_dir: bool = True,
         # A server that went away and came back: a dead pooled connection is replaced
         # before use instead of failing the next batch.
         pool_pre_ping=True,
-        pool_size=pool_size, max_overflow=pool_size, pool_timeout=settings.connect_timeout,
-        connect_args={"timeout": settings.connect_timeout,
-                      "server_settings": {"application_name": "xiaozhi-core"}},
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=settings.connect_timeout,
+        connect_args={
+            "timeout": settings.connect_timeout,
+            "server_settings": {"application_name": "xiaozhi-core"},
+        },
     )
 
 

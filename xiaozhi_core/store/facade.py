@@ -93,13 +93,32 @@ def _clip(value: object, limit: int) -> str | None:
 
 
 def _device(row: Device) -> DeviceRecord:
-    return DeviceRecord(row.device_id, row.client_id, row.board, row.firmware, row.first_seen,
-                        row.last_seen, row.profile)
+    return DeviceRecord(
+        row.device_id,
+        row.client_id,
+        row.board,
+        row.firmware,
+        row.first_seen,
+        row.last_seen,
+        row.profile,
+    )
 
 
 def _turn(row: Turn) -> TurnRecord:
-    return TurnRecord(row.id, row.session_id, row.device_id, row.turn_no, row.at, row.kind,
-                      row.text, row.reply, row.speaker, row.latency, row.outcome, row.error)
+    return TurnRecord(
+        row.id,
+        row.session_id,
+        row.device_id,
+        row.turn_no,
+        row.at,
+        row.kind,
+        row.text,
+        row.reply,
+        row.speaker,
+        row.latency,
+        row.outcome,
+        row.error,
+    )
 
 
 class Store:
@@ -110,8 +129,9 @@ class Store:
     thread-safe); ``stats`` holds the counters.
     """
 
-    def __init__(self, settings: StoreSettings, *,
-                 observe_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self, settings: StoreSettings, *, observe_batch: Callable[[int, float], None] | None = None
+    ) -> None:
         self.settings = settings
         self.url = resolve_url(settings)
         #: Where the store is, password masked (for logs and the CLI).
@@ -141,8 +161,10 @@ class Store:
         do_upgrade = self.settings.auto_upgrade if upgrade is None else upgrade
         path = sqlite_path(self.url)
         if strict and not do_upgrade and path is not None and not path.exists():
-            raise StoreError(f"no store at {path} (run `xiaozhi db upgrade` to create it, or "
-                             "point --data-dir / --store-url / store.url at the right one)")
+            raise StoreError(
+                f"no store at {path} (run `xiaozhi db upgrade` to create it, or "
+                "point --data-dir / --store-url / store.url at the right one)"
+            )
         self._engine = create_engine(self.url, self.settings)
         try:
             await self._prepare(self._engine, do_upgrade)
@@ -152,36 +174,51 @@ class Store:
                 if isinstance(exc, StoreError):
                     raise
                 raise StoreError(f"store {self.location}: {error_line(exc)}") from exc
-            log.warning("store: %s is not ready (%s); events will be written once it is",
-                        self.location, error_line(exc))
+            log.warning(
+                "store: %s is not ready (%s); events will be written once it is",
+                self.location,
+                error_line(exc),
+            )
         self._writer = BatchWriter(
             lambda: create_engine(self.url, self.settings, pool_size=1),
-            self.stats, batch_size=self.settings.batch_size,
-            flush_interval=self.settings.flush_interval, queue_bound=self.settings.queue_bound,
-            where=self.location, observe_batch=self._observe_batch,
-            prepare=None if self._schema_ready else (
-                lambda engine: self._prepare(engine, do_upgrade)))
+            self.stats,
+            batch_size=self.settings.batch_size,
+            flush_interval=self.settings.flush_interval,
+            queue_bound=self.settings.queue_bound,
+            where=self.location,
+            observe_batch=self._observe_batch,
+            prepare=None
+            if self._schema_ready
+            else (lambda engine: self._prepare(engine, do_upgrade)),
+        )
         await self._writer.start()
         if self.settings.retention_days > 0:
-            self._maintenance = asyncio.create_task(self._prune_hourly(),
-                                                    name="xiaozhi-store-prune")
-        log.info("store: %s (transcripts %s, retention %s)", self.location,
-                 "on" if self.settings.transcripts else "off",
-                 f"{self.settings.retention_days} days" if self.settings.retention_days
-                 else "forever")
+            self._maintenance = asyncio.create_task(
+                self._prune_hourly(), name="xiaozhi-store-prune"
+            )
+        log.info(
+            "store: %s (transcripts %s, retention %s)",
+            self.location,
+            "on" if self.settings.transcripts else "off",
+            f"{self.settings.retention_days} days" if self.settings.retention_days else "forever",
+        )
 
     async def _prepare(self, engine: AsyncEngine, do_upgrade: bool) -> None:
         async with asyncio.timeout(max(30.0, self.settings.connect_timeout * 2)):
             if do_upgrade:
                 before, after = await migrate.upgrade(engine)
                 if before != after:
-                    log.info("store: %s migrated from %s to %s", self.location,
-                             before or "empty", after)
+                    log.info(
+                        "store: %s migrated from %s to %s", self.location, before or "empty", after
+                    )
             else:
                 current, head = await migrate.current_revision(engine), migrate.head_revision()
                 if current != head:
-                    state = ("has no xiaozhi schema" if current is None
-                             else f"is at schema revision {current}, this version needs {head}")
+                    state = (
+                        "has no xiaozhi schema"
+                        if current is None
+                        else f"is at schema revision {current}, this version needs {head}"
+                    )
                     raise StoreError(f"store {self.location} {state}; run `xiaozhi db upgrade`")
         self._schema_ready = True
 
@@ -221,8 +258,9 @@ class Store:
 
     async def revision(self) -> str | None:
         """The schema revision of the database (None: empty database)."""
-        return await self._operator("read the schema revision",
-                                    lambda: migrate.current_revision(self._require()))
+        return await self._operator(
+            "read the schema revision", lambda: migrate.current_revision(self._require())
+        )
 
     async def flush(self, within: float = 5.0) -> bool:
         """Wait (at most ``within`` s) until every event recorded so far is written;
@@ -236,38 +274,73 @@ class Store:
             return
         self._writer.put(op)
 
-    def device_seen(self, device_id: str, *, client_id: str | None = None,
-                    board: str | None = None, firmware: str | None = None,
-                    at: float | None = None) -> None:
+    def device_seen(
+        self,
+        device_id: str,
+        *,
+        client_id: str | None = None,
+        board: str | None = None,
+        firmware: str | None = None,
+        at: float | None = None,
+    ) -> None:
         """A device checked in (OTA) or connected. ``None`` fields keep the stored value;
         creates the device on first sight. ``at``: epoch seconds (default now)."""
         device = _clip(device_id, ID_CHARS)
         if not device:
             return
-        self._put(DeviceSeen(device, time.time() if at is None else at,
-                             _clip(client_id, ID_CHARS), _clip(board, NAME_CHARS),
-                             _clip(firmware, NAME_CHARS)))
+        self._put(
+            DeviceSeen(
+                device,
+                time.time() if at is None else at,
+                _clip(client_id, ID_CHARS),
+                _clip(board, NAME_CHARS),
+                _clip(firmware, NAME_CHARS),
+            )
+        )
 
-    def session_started(self, session_id: str, device_id: str, *, transport: str | None,
-                        at: float | None = None) -> None:
+    def session_started(
+        self, session_id: str, device_id: str, *, transport: str | None, at: float | None = None
+    ) -> None:
         """A session began (after the hello); also marks the device as seen."""
         device = _clip(device_id, ID_CHARS)
         if not device:
             return
-        self._put(SessionStarted(_clip(session_id, ID_CHARS) or "", device,
-                                 time.time() if at is None else at,
-                                 _clip(transport, NAME_CHARS)))
+        self._put(
+            SessionStarted(
+                _clip(session_id, ID_CHARS) or "",
+                device,
+                time.time() if at is None else at,
+                _clip(transport, NAME_CHARS),
+            )
+        )
 
-    def session_ended(self, session_id: str, *, reason: str | None,
-                      at: float | None = None) -> None:
+    def session_ended(
+        self, session_id: str, *, reason: str | None, at: float | None = None
+    ) -> None:
         """A session closed, and why (``idle timeout``, ``client closed``...)."""
-        self._put(SessionEnded(_clip(session_id, ID_CHARS) or "",
-                               time.time() if at is None else at, _clip(reason, NAME_CHARS)))
+        self._put(
+            SessionEnded(
+                _clip(session_id, ID_CHARS) or "",
+                time.time() if at is None else at,
+                _clip(reason, NAME_CHARS),
+            )
+        )
 
-    def turn_recorded(self, *, session_id: str, device_id: str, turn: int, kind: str,
-                      outcome: str, text: str | None = None, reply: str | None = None,
-                      speaker: str | None = None, latency: Mapping[str, object] | None = None,
-                      error: str | None = None, at: float | None = None) -> None:
+    def turn_recorded(
+        self,
+        *,
+        session_id: str,
+        device_id: str,
+        turn: int,
+        kind: str,
+        outcome: str,
+        text: str | None = None,
+        reply: str | None = None,
+        speaker: str | None = None,
+        latency: Mapping[str, object] | None = None,
+        error: str | None = None,
+        at: float | None = None,
+    ) -> None:
         """A turn finished. ``latency`` is the per-turn record the session logs
         (``*_ms`` stages...); ``text``/``reply`` are left out when ``store.transcripts``
         is off; ``at`` is when the turn began (epoch seconds, default now)."""
@@ -275,19 +348,26 @@ class Store:
         if not device:
             return
         transcripts = self.settings.transcripts
-        self._put(TurnRow(
-            session_id=_clip(session_id, ID_CHARS) or "", device_id=device,
-            turn_no=int(turn), at=time.time() if at is None else at,
-            kind=_clip(kind, NAME_CHARS) or "", outcome=_clip(outcome, NAME_CHARS) or "",
-            text=_clip(text, TEXT_CHARS) if transcripts else None,
-            reply=_clip(reply, TEXT_CHARS) if transcripts else None,
-            speaker=_clip(speaker, NAME_CHARS),
-            latency=dict(latency) if latency is not None else None,
-            error=_clip(error, TEXT_CHARS)))
+        self._put(
+            TurnRow(
+                session_id=_clip(session_id, ID_CHARS) or "",
+                device_id=device,
+                turn_no=int(turn),
+                at=time.time() if at is None else at,
+                kind=_clip(kind, NAME_CHARS) or "",
+                outcome=_clip(outcome, NAME_CHARS) or "",
+                text=_clip(text, TEXT_CHARS) if transcripts else None,
+                reply=_clip(reply, TEXT_CHARS) if transcripts else None,
+                speaker=_clip(speaker, NAME_CHARS),
+                latency=dict(latency) if latency is not None else None,
+                error=_clip(error, TEXT_CHARS),
+            )
+        )
 
     # ------------------------------------------------------------------ reads for turns
-    async def _quiet(self, what: str, read: Callable[[AsyncConnection], Awaitable[T]],
-                     empty: T) -> T:
+    async def _quiet(
+        self, what: str, read: Callable[[AsyncConnection], Awaitable[T]], empty: T
+    ) -> T:
         if self._engine is None:
             return empty
         try:
@@ -298,19 +378,27 @@ class Store:
             self.stats.read_failures += 1
             held = self._read_log.ready()
             if held is not None:
-                log.warning("store: reading %s from %s failed, going on without it (%d more "
-                            "since the last message): %s", what, self.location, held,
-                            "timed out" if isinstance(exc, TimeoutError) else error_line(exc))
+                log.warning(
+                    "store: reading %s from %s failed, going on without it (%d more "
+                    "since the last message): %s",
+                    what,
+                    self.location,
+                    held,
+                    "timed out" if isinstance(exc, TimeoutError) else error_line(exc),
+                )
             return empty
 
     async def recent_turns(self, device_id: str, max_chars: int) -> list[TurnRecord]:
         """The device's latest successful turns with a recognised text, oldest first,
         whose texts and replies fit in ``max_chars`` (at least the newest one)."""
+
         async def read(conn: AsyncConnection) -> list[TurnRecord]:
             rows = await conn.execute(
-                select(Turn).where(Turn.device_id == device_id, Turn.outcome == "ok",
-                                   Turn.text.is_not(None))
-                .order_by(Turn.id.desc()).limit(200))
+                select(Turn)
+                .where(Turn.device_id == device_id, Turn.outcome == "ok", Turn.text.is_not(None))
+                .order_by(Turn.id.desc())
+                .limit(200)
+            )
             picked: list[TurnRecord] = []
             used = 0
             for row in rows:
@@ -320,20 +408,31 @@ class Store:
                     break
                 picked.append(record)
             return picked[::-1]
+
         return await self._quiet("history", read, [])
 
     async def get_memory(self, device_id: str, kind: str = "summary") -> str | None:
         """The device's memory note of ``kind``; None when there is none (or on failure)."""
+
         async def read(conn: AsyncConnection) -> str | None:
-            return (await conn.execute(select(MemoryNote.text).where(
-                MemoryNote.device_id == device_id, MemoryNote.kind == kind))).scalar()
+            return (
+                await conn.execute(
+                    select(MemoryNote.text).where(
+                        MemoryNote.device_id == device_id, MemoryNote.kind == kind
+                    )
+                )
+            ).scalar()
+
         return await self._quiet("memory", read, None)
 
     async def device_profile(self, device_id: str) -> str | None:
         """The profile the device is mapped to; None = default (also on failure)."""
+
         async def read(conn: AsyncConnection) -> str | None:
-            return (await conn.execute(select(Device.profile).where(
-                Device.device_id == device_id))).scalar()
+            return (
+                await conn.execute(select(Device.profile).where(Device.device_id == device_id))
+            ).scalar()
+
         return await self._quiet("the device's profile", read, None)
 
     # ------------------------------------------------------------------ operator calls
@@ -350,6 +449,7 @@ class Store:
         async def work() -> T:
             async with self._require().connect() as conn:
                 return await read(conn)
+
         return await self._operator(what, work)
 
     async def _write(self, what: str, write: Callable[[AsyncConnection], Awaitable[T]]) -> T:
@@ -358,115 +458,172 @@ class Store:
                 conn = await conn.execution_options(**IMMEDIATE)
                 async with conn.begin():
                     return await write(conn)
+
         return await self._operator(what, work)
 
-    def _insert(self, conn: AsyncConnection
-                ) -> Callable[[type[Base]], postgresql.Insert | sqlite.Insert]:
+    def _insert(
+        self, conn: AsyncConnection
+    ) -> Callable[[type[Base]], postgresql.Insert | sqlite.Insert]:
         return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
     async def list_devices(self, limit: int = 1000) -> list[DeviceRecord]:
         """Devices, most recently seen first."""
+
         async def read(conn: AsyncConnection) -> list[DeviceRecord]:
-            rows = await conn.execute(select(Device).order_by(Device.last_seen.desc(),
-                                                              Device.device_id).limit(limit))
+            rows = await conn.execute(
+                select(Device).order_by(Device.last_seen.desc(), Device.device_id).limit(limit)
+            )
             return [_device(r) for r in rows]  # type: ignore[arg-type]
+
         return await self._read("list devices", read)
 
     async def get_device(self, device_id: str) -> DeviceRecord | None:
         """One device; None when the store has never seen it."""
+
         async def read(conn: AsyncConnection) -> DeviceRecord | None:
             row = (await conn.execute(select(Device).where(Device.device_id == device_id))).first()
             return None if row is None else _device(row)  # type: ignore[arg-type]
+
         return await self._read("read a device", read)
 
     async def device_sessions(self, device_id: str, limit: int = 20) -> list[SessionRecord]:
         """The device's latest sessions, newest first."""
+
         async def read(conn: AsyncConnection) -> list[SessionRecord]:
-            rows = await conn.execute(select(SessionRow).where(SessionRow.device_id == device_id)
-                                      .order_by(SessionRow.started.desc()).limit(limit))
-            return [SessionRecord(r.id, r.device_id, r.started, r.ended, r.close_reason,
-                                  r.transport) for r in rows]
+            rows = await conn.execute(
+                select(SessionRow)
+                .where(SessionRow.device_id == device_id)
+                .order_by(SessionRow.started.desc())
+                .limit(limit)
+            )
+            return [
+                SessionRecord(r.id, r.device_id, r.started, r.ended, r.close_reason, r.transport)
+                for r in rows
+            ]
+
         return await self._read("read sessions", read)
 
-    async def device_turns(self, device_id: str, limit: int = 50,
-                           before: int | None = None) -> list[TurnRecord]:
+    async def device_turns(
+        self, device_id: str, limit: int = 50, before: int | None = None
+    ) -> list[TurnRecord]:
         """The device's turns, newest first; ``before`` (a turn's ``id``) pages back."""
+
         async def read(conn: AsyncConnection) -> list[TurnRecord]:
             query = select(Turn).where(Turn.device_id == device_id)
             if before is not None:
                 query = query.where(Turn.id < before)
             rows = await conn.execute(query.order_by(Turn.id.desc()).limit(limit))
             return [_turn(r) for r in rows]  # type: ignore[arg-type]
+
         return await self._read("read turns", read)
 
     async def session_turns(self, session_id: str) -> list[TurnRecord]:
         """Every turn of one session, in order (e.g. for a summary after it ended)."""
+
         async def read(conn: AsyncConnection) -> list[TurnRecord]:
-            rows = await conn.execute(select(Turn).where(Turn.session_id == session_id)
-                                      .order_by(Turn.id))
+            rows = await conn.execute(
+                select(Turn).where(Turn.session_id == session_id).order_by(Turn.id)
+            )
             return [_turn(r) for r in rows]  # type: ignore[arg-type]
+
         return await self._read("read a session's turns", read)
 
-    async def set_profile(self, device_id: str, profile: str | None, *,
-                          create: bool = False) -> bool:
+    async def set_profile(
+        self, device_id: str, profile: str | None, *, create: bool = False
+    ) -> bool:
         """Map the device to ``profile`` (None: the default). False when the device is
         unknown, unless ``create`` adds it (e.g. before its first connection)."""
         profile = _clip(profile, NAME_CHARS)
 
         async def write(conn: AsyncConnection) -> bool:
-            done = await conn.execute(update(Device).where(Device.device_id == device_id)
-                                      .values(profile=profile))
+            done = await conn.execute(
+                update(Device).where(Device.device_id == device_id).values(profile=profile)
+            )
             if done.rowcount or not create:
                 return bool(done.rowcount)
             now = dt.datetime.now(dt.UTC)
-            await conn.execute(self._insert(conn)(Device).values(
-                device_id=_clip(device_id, ID_CHARS), first_seen=now, last_seen=now,
-                profile=profile))
+            await conn.execute(
+                self._insert(conn)(Device).values(
+                    device_id=_clip(device_id, ID_CHARS),
+                    first_seen=now,
+                    last_seen=now,
+                    profile=profile,
+                )
+            )
             return True
+
         return await self._write("set the profile", write)
 
     async def set_memory(self, device_id: str, kind: str, text: str) -> None:
         """Replace the device's memory note of ``kind`` (e.g. ``summary``)."""
+
         async def write(conn: AsyncConnection) -> None:
             ins = self._insert(conn)(MemoryNote).values(
-                device_id=_clip(device_id, ID_CHARS), kind=_clip(kind, NAME_CHARS),
-                text=_clip(text, TEXT_CHARS * 4), updated=dt.datetime.now(dt.UTC))
-            await conn.execute(ins.on_conflict_do_update(
-                index_elements=[MemoryNote.device_id, MemoryNote.kind],
-                set_={"text": ins.excluded.text, "updated": ins.excluded.updated}))
+                device_id=_clip(device_id, ID_CHARS),
+                kind=_clip(kind, NAME_CHARS),
+                text=_clip(text, TEXT_CHARS * 4),
+                updated=dt.datetime.now(dt.UTC),
+            )
+            await conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[MemoryNote.device_id, MemoryNote.kind],
+                    set_={"text": ins.excluded.text, "updated": ins.excluded.updated},
+                )
+            )
+
         await self._write("save memory", write)
 
-    async def save_voiceprint(self, name: str, model: str, embedding: bytes,
-                              samples: int = 1) -> None:
+    async def save_voiceprint(
+        self, name: str, model: str, embedding: bytes, samples: int = 1
+    ) -> None:
         """Store (or replace) ``name``'s embedding for ``model``."""
+
         async def write(conn: AsyncConnection) -> None:
             now = dt.datetime.now(dt.UTC)
             ins = self._insert(conn)(Voiceprint).values(
-                name=_clip(name, NAME_CHARS), model=_clip(model, NAME_CHARS),
-                embedding=bytes(embedding), samples=samples, created=now, updated=now)
-            await conn.execute(ins.on_conflict_do_update(
-                index_elements=[Voiceprint.model, Voiceprint.name],
-                set_={"embedding": ins.excluded.embedding, "samples": ins.excluded.samples,
-                      "updated": ins.excluded.updated}))
+                name=_clip(name, NAME_CHARS),
+                model=_clip(model, NAME_CHARS),
+                embedding=bytes(embedding),
+                samples=samples,
+                created=now,
+                updated=now,
+            )
+            await conn.execute(
+                ins.on_conflict_do_update(
+                    index_elements=[Voiceprint.model, Voiceprint.name],
+                    set_={
+                        "embedding": ins.excluded.embedding,
+                        "samples": ins.excluded.samples,
+                        "updated": ins.excluded.updated,
+                    },
+                )
+            )
+
         await self._write("save a voiceprint", write)
 
     async def load_voiceprints(self, model: str | None = None) -> list[VoiceprintRecord]:
         """Enrolled voiceprints (of ``model``, or all), by name."""
+
         async def read(conn: AsyncConnection) -> list[VoiceprintRecord]:
             query = select(Voiceprint).order_by(Voiceprint.name, Voiceprint.model)
             if model is not None:
                 query = query.where(Voiceprint.model == model)
-            return [VoiceprintRecord(r.name, r.model, r.embedding, r.samples, r.created,
-                                     r.updated) for r in await conn.execute(query)]
+            return [
+                VoiceprintRecord(r.name, r.model, r.embedding, r.samples, r.created, r.updated)
+                for r in await conn.execute(query)
+            ]
+
         return await self._read("load voiceprints", read)
 
     async def remove_voiceprint(self, name: str, model: str | None = None) -> int:
         """Forget ``name`` (for ``model``, or every model); how many were removed."""
+
         async def write(conn: AsyncConnection) -> int:
             stmt = delete(Voiceprint).where(Voiceprint.name == name)
             if model is not None:
                 stmt = stmt.where(Voiceprint.model == model)
             return int((await conn.execute(stmt)).rowcount)
+
         return await self._write("remove a voiceprint", write)
 
     async def prune(self, retention_days: float | None = None) -> PruneResult:
@@ -477,14 +634,18 @@ class Store:
             return PruneResult(0, 0)
         cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
         counts = {}
-        for table, key, column in ((Turn, Turn.id, Turn.at),
-                                   (SessionRow, SessionRow.id, SessionRow.started)):
+        for table, key, column in (
+            (Turn, Turn.id, Turn.at),
+            (SessionRow, SessionRow.id, SessionRow.started),
+        ):
             total = 0
             chunk = select(key).where(column < cutoff).limit(_PRUNE_CHUNK).scalar_subquery()
             stmt = delete(table).where(key.in_(chunk))
             while True:
+
                 async def write(conn: AsyncConnection, stmt: Delete = stmt) -> int:
                     return int((await conn.execute(stmt)).rowcount)
+
                 n = await self._write("prune", write)
                 total += n
                 if n < _PRUNE_CHUNK:
@@ -498,8 +659,12 @@ class Store:
             try:
                 result = await self.prune()
                 if result.turns or result.sessions:
-                    log.info("store: pruned %d turns and %d sessions older than %d days",
-                             result.turns, result.sessions, self.settings.retention_days)
+                    log.info(
+                        "store: pruned %d turns and %d sessions older than %d days",
+                        result.turns,
+                        result.sessions,
+                        self.settings.retention_days,
+                    )
             except StoreError as exc:
                 log.warning("store: pruning failed: %s", exc)
             await asyncio.sleep(3600.0)

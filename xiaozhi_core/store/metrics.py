@@ -33,22 +33,34 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         s = self.stats
         events = CounterMetricFamily(
-            "xiaozhi_store_events", "Store events by outcome: recorded (queued), written, "
+            "xiaozhi_store_events",
+            "Store events by outcome: recorded (queued), written, "
             "dropped (queue full or store closed), failed (refused by the database), "
-            "lost_on_close", labels=["outcome"])
+            "lost_on_close",
+            labels=["outcome"],
+        )
         for outcome in ("recorded", "written", "dropped", "failed", "lost_on_close"):
             events.add_metric([outcome], getattr(s, outcome))
         yield events
-        yield CounterMetricFamily("xiaozhi_store_write_retries",
-                                  "Batch writes retried (database down, restarting or locked)",
-                                  value=s.retries)
+        yield CounterMetricFamily(
+            "xiaozhi_store_write_retries",
+            "Batch writes retried (database down, restarting or locked)",
+            value=s.retries,
+        )
         yield CounterMetricFamily("xiaozhi_store_batches", "Batches written", value=s.batches)
-        yield CounterMetricFamily("xiaozhi_store_batch_seconds",
-                                  "Time spent writing batches", value=s.batch_seconds_total)
-        yield GaugeMetricFamily("xiaozhi_store_batch_seconds_max",
-                                "Longest batch write so far", value=s.batch_seconds_max)
-        yield CounterMetricFamily("xiaozhi_store_read_failures",
-                                  "Reads for a turn that failed or timed out (answered empty)",
-                                  value=s.read_failures)
-        yield GaugeMetricFamily("xiaozhi_store_queue_depth", "Events waiting to be written",
-                                value=s.queue_depth)
+        yield CounterMetricFamily(
+            "xiaozhi_store_batch_seconds", "Time spent writing batches", value=s.batch_seconds_total
+        )
+        yield GaugeMetricFamily(
+            "xiaozhi_store_batch_seconds_max",
+            "Longest batch write so far",
+            value=s.batch_seconds_max,
+        )
+        yield CounterMetricFamily(
+            "xiaozhi_store_read_failures",
+            "Reads for a turn that failed or timed out (answered empty)",
+            value=s.read_failures,
+        )
+        yield GaugeMetricFamily(
+            "xiaozhi_store_queue_depth", "Events waiting to be written", value=s.queue_depth
+        )

@@ -37,8 +37,19 @@ from sqlalchemy.types import TypeDecorator
 
 from ..types import JSONObject  # at run time: SQLAlchemy reads the Mapped[...] annotations
 
-__all__ = ["ID_CHARS", "NAME_CHARS", "Base", "Device", "Json", "MemoryNote", "RowId",
-           "SessionRow", "Turn", "UTCDateTime", "Voiceprint"]
+__all__ = [
+    "ID_CHARS",
+    "NAME_CHARS",
+    "Base",
+    "Device",
+    "Json",
+    "MemoryNote",
+    "RowId",
+    "SessionRow",
+    "Turn",
+    "UTCDateTime",
+    "Voiceprint",
+]
 
 #: Longest device id, client id and session id kept (longer ones are truncated).
 ID_CHARS = 64
@@ -66,8 +77,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: dt.datetime | None,
-                           dialect: Dialect | None) -> dt.datetime | None:
+    def process_bind_param(
+        self, value: dt.datetime | None, dialect: Dialect | None
+    ) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -77,8 +89,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
             return value.replace(tzinfo=None)
         return value
 
-    def process_result_value(self, value: dt.datetime | None,
-                             dialect: Dialect | None) -> dt.datetime | None:
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect | None
+    ) -> dt.datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -125,8 +138,10 @@ class SessionRow(Base):
     #: ``websocket`` or ``mqtt``.
     transport: Mapped[str | None] = mapped_column(String(NAME_CHARS))
 
-    __table_args__ = (Index("ix_sessions_device_started", "device_id", "started"),
-                      Index("ix_sessions_started", "started"))
+    __table_args__ = (
+        Index("ix_sessions_device_started", "device_id", "started"),
+        Index("ix_sessions_started", "started"),
+    )
 
 
 class Turn(Base):
@@ -153,9 +168,11 @@ class Turn(Base):
     outcome: Mapped[str] = mapped_column(String(NAME_CHARS))
     error: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (Index("ix_turns_device_id_id", "device_id", "id"),
-                      Index("ix_turns_session_id", "session_id"),
-                      Index("ix_turns_at", "at"))
+    __table_args__ = (
+        Index("ix_turns_device_id_id", "device_id", "id"),
+        Index("ix_turns_session_id", "session_id"),
+        Index("ix_turns_at", "at"),
+    )
 
 
 class MemoryNote(Base):

@@ -17,8 +17,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..types import JSONObject
 
-__all__ = ["DeviceRecord", "PruneResult", "SessionRecord", "StoreStats", "TurnRecord",
-           "VoiceprintRecord"]
+__all__ = [
+    "DeviceRecord",
+    "PruneResult",
+    "SessionRecord",
+    "StoreStats",
+    "TurnRecord",
+    "VoiceprintRecord",
+]
 
 
 class _AsDict:
@@ -128,6 +134,7 @@ class StoreStats:
         >>> StoreStats(recorded=3, written=2).as_dict()["written"]
         2
         """
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name != "waiting"}
+        out = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "waiting"
+        }
         return {**out, "queue_depth": self.queue_depth}

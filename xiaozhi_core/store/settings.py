@@ -70,11 +70,14 @@ class StoreSettings:
         if self.batch_size < 1:
             raise bad("batch_size", f"must be at least 1, got {self.batch_size}")
         if self.queue_bound < self.batch_size:
-            raise bad("queue_bound", f"must be at least batch_size ({self.batch_size}), "
-                                     f"got {self.queue_bound}")
+            raise bad(
+                "queue_bound",
+                f"must be at least batch_size ({self.batch_size}), got {self.queue_bound}",
+            )
         for name in ("flush_interval", "read_timeout", "connect_timeout"):
             if getattr(self, name) <= 0:
                 raise bad(name, f"must be positive, got {getattr(self, name)}")
         if self.retention_days < 0:
-            raise bad("retention_days", f"must be 0 (keep everything) or more, "
-                                        f"got {self.retention_days}")
+            raise bad(
+                "retention_days", f"must be 0 (keep everything) or more, got {self.retention_days}"
+            )

@@ -40,8 +40,17 @@ from .engine import IMMEDIATE
 from .models import Device, SessionRow, Turn, UTCDateTime
 from .records import StoreStats
 
-__all__ = ["BatchWriter", "DeviceSeen", "Op", "RateLimit", "SessionEnded", "SessionStarted",
-           "TurnRow", "error_line", "json_safe"]
+__all__ = [
+    "BatchWriter",
+    "DeviceSeen",
+    "Op",
+    "RateLimit",
+    "SessionEnded",
+    "SessionStarted",
+    "TurnRow",
+    "error_line",
+    "json_safe",
+]
 
 log = logging.getLogger("xiaozhi_core.store")
 
@@ -185,8 +194,13 @@ async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
     ends: list[dict[str, object]] = []
     turns: list[dict[str, object]] = []
 
-    def touch(device_id: str, at: float, client_id: str | None = None,
-              board: str | None = None, firmware: str | None = None) -> None:
+    def touch(
+        device_id: str,
+        at: float,
+        client_id: str | None = None,
+        board: str | None = None,
+        firmware: str | None = None,
+    ) -> None:
         row = devices.get(device_id)
         if row is None:
             devices[device_id] = _DeviceRow(device_id, at, at, client_id, board, firmware)
@@ -199,43 +213,78 @@ async def apply_batch(conn: AsyncConnection, ops: Iterable[Op]) -> None:
 
     for op in ops:
         if isinstance(op, TurnRow):
-            turns.append({"session_id": op.session_id, "device_id": op.device_id,
-                          "turn_no": op.turn_no, "at": _utc(op.at), "kind": op.kind,
-                          "outcome": op.outcome, "text": op.text, "reply": op.reply,
-                          "speaker": op.speaker, "latency": json_safe(op.latency),
-                          "error": op.error})
+            turns.append(
+                {
+                    "session_id": op.session_id,
+                    "device_id": op.device_id,
+                    "turn_no": op.turn_no,
+                    "at": _utc(op.at),
+                    "kind": op.kind,
+                    "outcome": op.outcome,
+                    "text": op.text,
+                    "reply": op.reply,
+                    "speaker": op.speaker,
+                    "latency": json_safe(op.latency),
+                    "error": op.error,
+                }
+            )
         elif isinstance(op, DeviceSeen):
             touch(op.device_id, op.at, op.client_id, op.board, op.firmware)
         elif isinstance(op, SessionStarted):
             touch(op.device_id, op.at)
-            sessions[op.session_id] = {"id": op.session_id, "device_id": op.device_id,
-                                       "started": _utc(op.at), "ended": None,
-                                       "close_reason": None, "transport": op.transport}
+            sessions[op.session_id] = {
+                "id": op.session_id,
+                "device_id": op.device_id,
+                "started": _utc(op.at),
+                "ended": None,
+                "close_reason": None,
+                "transport": op.transport,
+            }
         else:
             ends.append({"b_id": op.session_id, "b_ended": _utc(op.at), "b_reason": op.reason})
 
     insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     if devices:
-        rows = [{"device_id": d.device_id, "first_seen": _utc(d.first_seen),
-                 "last_seen": _utc(d.last_seen), "client_id": d.client_id,
-                 "board": d.board, "firmware": d.firmware, "profile": None}
-                for d in sorted(devices.values(), key=lambda d: d.device_id)]
+        rows = [
+            {
+                "device_id": d.device_id,
+                "first_seen": _utc(d.first_seen),
+                "last_seen": _utc(d.last_seen),
+                "client_id": d.client_id,
+                "board": d.board,
+                "firmware": d.firmware,
+                "profile": None,
+            }
+            for d in sorted(devices.values(), key=lambda d: d.device_id)
+        ]
         ins = insert(Device)
         newer = ins.excluded.last_seen > Device.last_seen
-        await conn.execute(ins.on_conflict_do_update(index_elements=[Device.device_id], set_={
-            "last_seen": case((newer, ins.excluded.last_seen), else_=Device.last_seen),
-            "client_id": func.coalesce(ins.excluded.client_id, Device.client_id),
-            "board": func.coalesce(ins.excluded.board, Device.board),
-            "firmware": func.coalesce(ins.excluded.firmware, Device.firmware),
-        }), rows)
+        await conn.execute(
+            ins.on_conflict_do_update(
+                index_elements=[Device.device_id],
+                set_={
+                    "last_seen": case((newer, ins.excluded.last_seen), else_=Device.last_seen),
+                    "client_id": func.coalesce(ins.excluded.client_id, Device.client_id),
+                    "board": func.coalesce(ins.excluded.board, Device.board),
+                    "firmware": func.coalesce(ins.excluded.firmware, Device.firmware),
+                },
+            ),
+            rows,
+        )
     if sessions:
-        await conn.execute(insert(SessionRow).on_conflict_do_nothing(
-            index_elements=[SessionRow.id]), list(sessions.values()))
+        await conn.execute(
+            insert(SessionRow).on_conflict_do_nothing(index_elements=[SessionRow.id]),
+            list(sessions.values()),
+        )
     if ends:
         await conn.execute(
-            update(SessionRow).where(SessionRow.id == bindparam("b_id")).values(
-                ended=bindparam("b_ended", type_=UTCDateTime()),
-                close_reason=bindparam("b_reason")), ends)
+            update(SessionRow)
+            .where(SessionRow.id == bindparam("b_id"))
+            .values(
+                ended=bindparam("b_ended", type_=UTCDateTime()), close_reason=bindparam("b_reason")
+            ),
+            ends,
+        )
     if turns:
         await conn.execute(insert(Turn), turns)
 
@@ -249,10 +298,18 @@ class BatchWriter:
     writer's loop). ``put`` may be called from any thread.
     """
 
-    def __init__(self, make_engine: Callable[[], AsyncEngine], stats: StoreStats, *,
-                 batch_size: int, flush_interval: float, queue_bound: int, where: str,
-                 observe_batch: Callable[[int, float], None] | None = None,
-                 prepare: Callable[[AsyncEngine], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        make_engine: Callable[[], AsyncEngine],
+        stats: StoreStats,
+        *,
+        batch_size: int,
+        flush_interval: float,
+        queue_bound: int,
+        where: str,
+        observe_batch: Callable[[int, float], None] | None = None,
+        prepare: Callable[[AsyncEngine], Awaitable[None]] | None = None,
+    ) -> None:
         self.make_engine = make_engine
         self.stats = stats
         self.batch_size = batch_size
@@ -289,10 +346,16 @@ class BatchWriter:
             self.stats.dropped += 1
             held = self._drop_log.ready()
             if held is not None:
-                why = "the store is closed" if self._closed else (
-                    f"{waiting} events are waiting to be written to {self.where}")
-                log.warning("store: event not recorded (%s); %d more dropped since the last "
-                            "message", why, held)
+                why = (
+                    "the store is closed"
+                    if self._closed
+                    else (f"{waiting} events are waiting to be written to {self.where}")
+                )
+                log.warning(
+                    "store: event not recorded (%s); %d more dropped since the last message",
+                    why,
+                    held,
+                )
             return
         self._queue.append(op)
         self.stats.recorded += 1
@@ -339,8 +402,7 @@ class BatchWriter:
                 tell(started)
                 tell(stopped)
 
-        self._thread = threading.Thread(target=main, name="xiaozhi-store-writer",
-                                        daemon=True)
+        self._thread = threading.Thread(target=main, name="xiaozhi-store-writer", daemon=True)
         self._thread.start()
         await started
 
@@ -363,8 +425,7 @@ class BatchWriter:
         assert self._wake is not None and self._kick is not None
         backoff = 0.0
         while True:
-            event, wait = ((self._kick, backoff) if backoff
-                           else (self._wake, self.flush_interval))
+            event, wait = (self._kick, backoff) if backoff else (self._wake, self.flush_interval)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await event.wait()
@@ -382,9 +443,14 @@ class BatchWriter:
                 self.stats.retries += 1
                 held = self._retry_log.ready()
                 if held is not None:
-                    log.warning("store: %s is not ready, will retry (%d events waiting, %d "
-                                "dropped so far): %s", self.where, self.waiting,
-                                self.stats.dropped, error_line(exc))
+                    log.warning(
+                        "store: %s is not ready, will retry (%d events waiting, %d "
+                        "dropped so far): %s",
+                        self.where,
+                        self.waiting,
+                        self.stats.dropped,
+                        error_line(exc),
+                    )
                 return False
             self.prepare = None
             log.info("store: %s is ready", self.where)
@@ -421,9 +487,14 @@ class BatchWriter:
                 self.stats.retries += 1
                 held = self._retry_log.ready()
                 if held is not None:
-                    log.warning("store: cannot write to %s, will retry (%d events waiting, "
-                                "%d dropped so far): %s", self.where, self.waiting,
-                                self.stats.dropped, error_line(exc))
+                    log.warning(
+                        "store: cannot write to %s, will retry (%d events waiting, "
+                        "%d dropped so far): %s",
+                        self.where,
+                        self.waiting,
+                        self.stats.dropped,
+                        error_line(exc),
+                    )
                 return False
             rest = await self._write_each(batch)
             if rest:
@@ -457,9 +528,14 @@ class BatchWriter:
                 self.stats.failed += 1
                 held = self._fail_log.ready()
                 if held is not None:
-                    log.warning("store: %s refused a %s event (not recorded; %d more since "
-                                "the last message): %s", self.where, type(op).__name__, held,
-                                error_line(exc))
+                    log.warning(
+                        "store: %s refused a %s event (not recorded; %d more since "
+                        "the last message): %s",
+                        self.where,
+                        type(op).__name__,
+                        held,
+                        error_line(exc),
+                    )
             else:
                 self._done(1, time.perf_counter() - start)
         return []
@@ -483,8 +559,12 @@ class BatchWriter:
         await self.flush(within)
         lost = self.waiting
         thread = self._thread
-        if (thread is not None and self._loop is not None and self._stop is not None
-                and self._stopped is not None):
+        if (
+            thread is not None
+            and self._loop is not None
+            and self._stop is not None
+            and self._stopped is not None
+        ):
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
             with contextlib.suppress(TimeoutError):
@@ -492,8 +572,7 @@ class BatchWriter:
         self._thread = None
         if lost:
             self.stats.lost_on_close += lost
-            log.warning("store: %d events were not written to %s before closing", lost,
-                        self.where)
+            log.warning("store: %d events were not written to %s before closing", lost, self.where)
         self._queue.clear()
         self._pending = []
 

@@ -53,8 +53,15 @@ from typing import Any, TextIO
 from xiaozhi_core.command import Command
 from xiaozhi_core.errors import XiaozhiError
 
-__all__ = ["BenchOptions", "checks", "compare", "first_audio_by_turn",
-           "frames_outside_speaking", "print_report", "run_bench"]
+__all__ = [
+    "BenchOptions",
+    "checks",
+    "compare",
+    "first_audio_by_turn",
+    "frames_outside_speaking",
+    "print_report",
+    "run_bench",
+]
 
 TARGETS = {
     "lane_lag_p99_ms": 50.0,
@@ -134,8 +141,10 @@ def _raise_nofile() -> int:
 
 
 def _device_id(prefix: int, index: int) -> str:
-    return f"b{prefix:01x}:00:{(index >> 16) & 0xff:02x}:{(index >> 8) & 0xff:02x}:" \
-           f"{index & 0xff:02x}:00"
+    return (
+        f"b{prefix:01x}:00:{(index >> 16) & 0xFF:02x}:{(index >> 8) & 0xFF:02x}:"
+        f"{index & 0xFF:02x}:00"
+    )
 
 
 def _versions(spec: str, n: int) -> list[int]:
@@ -150,14 +159,21 @@ def _default_config(o: BenchOptions) -> dict[str, Any]:
     return {
         "server": {"host": "127.0.0.1", "port": 0, "http_port": 0},
         "vad": {"provider": o.vad},
-        "asr": {"provider": "fake_io", "options": {"text": "what is the weather like today",
-                                                   "delay": asr}},
-        "llm": {"provider": "fake_io", "options": {"reply": DEFAULT_REPLY,
-                                                   "first_token_delay": llm}},
+        "asr": {
+            "provider": "fake_io",
+            "options": {"text": "what is the weather like today", "delay": asr},
+        },
+        "llm": {
+            "provider": "fake_io",
+            "options": {"reply": DEFAULT_REPLY, "first_token_delay": llm},
+        },
         "tts": {"provider": "fake_io", "options": {"first_chunk_delay": tts}},
-        "session": {"greeting": "", "server_tools": [],
-                    **({"vad_tick_ms": o.vad_tick_ms} if o.vad_tick_ms else {}),
-                    **({"silence_ms": o.silence_ms} if o.silence_ms else {})},
+        "session": {
+            "greeting": "",
+            "server_tools": [],
+            **({"vad_tick_ms": o.vad_tick_ms} if o.vad_tick_ms else {}),
+            **({"silence_ms": o.silence_ms} if o.silence_ms else {}),
+        },
         "store": _store_section(o.store),
     }
 
@@ -177,8 +193,9 @@ def _store_section(store: str) -> dict[str, Any]:
     return {"url": store}
 
 
-def _server_main(files: list[str], max_sessions: int, profile: str | None, conn: Any,
-                 profile_clock: str = "wall") -> None:
+def _server_main(
+    files: list[str], max_sessions: int, profile: str | None, conn: Any, profile_clock: str = "wall"
+) -> None:
     """Child process: run a server until the parent sends anything on ``conn``."""
     _raise_nofile()
     try:
@@ -191,8 +208,9 @@ def _server_main(files: list[str], max_sessions: int, profile: str | None, conn:
         raise
 
 
-async def _server_async(files: list[str], max_sessions: int, profile: str | None,
-                        conn: Any, profile_clock: str = "wall") -> None:
+async def _server_async(
+    files: list[str], max_sessions: int, profile: str | None, conn: Any, profile_clock: str = "wall"
+) -> None:
     from xiaozhi_core.config import load_config
     from xiaozhi_core.gateway import XiaozhiServer
     from xiaozhi_core.registry import default_registry
@@ -214,15 +232,19 @@ async def _server_async(files: list[str], max_sessions: int, profile: str | None
     if profile:
         import cProfile
 
-        prof = cProfile.Profile(time.thread_time) if profile_clock == "cpu" \
-            else cProfile.Profile()
+        prof = cProfile.Profile(time.thread_time) if profile_clock == "cpu" else cProfile.Profile()
         prof.enable()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_reader(conn.fileno(), stop.set)
-    conn.send({"ws_url": server.ws_url, "metrics": f"http://127.0.0.1:{server.http_port}/metrics",
-               "pid": os.getpid(),
-               "providers": {str(r): b.name for r, b in server.providers.items()}})
+    conn.send(
+        {
+            "ws_url": server.ws_url,
+            "metrics": f"http://127.0.0.1:{server.http_port}/metrics",
+            "pid": os.getpid(),
+            "providers": {str(r): b.name for r, b in server.providers.items()},
+        }
+    )
     try:
         await stop.wait()
     finally:
@@ -236,13 +258,21 @@ async def _server_async(files: list[str], max_sessions: int, profile: str | None
 class _Server:
     """A bench-owned server in a spawned process."""
 
-    def __init__(self, files: list[str], max_sessions: int, profile: str | None = None,
-                 profile_clock: str = "wall") -> None:
+    def __init__(
+        self,
+        files: list[str],
+        max_sessions: int,
+        profile: str | None = None,
+        profile_clock: str = "wall",
+    ) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_server_main,
-                                args=(files, max_sessions, profile, child, profile_clock),
-                                name="xiaozhi-bench-server", daemon=True)
+        self.proc = ctx.Process(
+            target=_server_main,
+            args=(files, max_sessions, profile, child, profile_clock),
+            name="xiaozhi-bench-server",
+            daemon=True,
+        )
         self.proc.start()
         if not self._conn.poll(120):
             self.stop()
@@ -270,7 +300,7 @@ class _Server:
 # ============================================================================ workers
 @dataclass
 class _Job:
-    kind: str                     # "ingest" | "idle" | "churn"
+    kind: str  # "ingest" | "idle" | "churn"
     url: str
     worker: int
     indexes: list[int]
@@ -283,7 +313,7 @@ class _Job:
     lead: float = 0.5
     gap: float = 1.0
     turn_timeout: float = 20.0
-    run_for: float = 0.0          # seconds after t0: no new turn after this
+    run_for: float = 0.0  # seconds after t0: no new turn after this
     cycles: int = 0
     concurrency: int = 8
     #: Lower the worker's CPU priority by this much (the load generator shares the
@@ -321,12 +351,21 @@ async def _worker_async(job: _Job, t0: float, release: Any, results: Any) -> dic
     if job.kind == "ingest":
         lags: list[float] = []
         stop_at = t0 + job.run_for
-        devs = await asyncio.gather(*(
-            _ingest_device(job, i, t0, t0 + off, stop_at, v, lags)
-            for i, off, v in zip(job.indexes, job.offsets, job.versions, strict=True)))
-        return {"devices": devs,
-                "send_lag_ms": {"p50": _ms(_pct(lags, 0.5)), "p99": _ms(_pct(lags, 0.99)),
-                                "max": _ms(max(lags) if lags else None), "n": len(lags)}}
+        devs = await asyncio.gather(
+            *(
+                _ingest_device(job, i, t0, t0 + off, stop_at, v, lags)
+                for i, off, v in zip(job.indexes, job.offsets, job.versions, strict=True)
+            )
+        )
+        return {
+            "devices": devs,
+            "send_lag_ms": {
+                "p50": _ms(_pct(lags, 0.5)),
+                "p99": _ms(_pct(lags, 0.99)),
+                "max": _ms(max(lags) if lags else None),
+                "n": len(lags),
+            },
+        }
     if job.kind == "idle":
         return await _idle_worker(job, release, results)
     return await _churn_worker(job, t0)
@@ -348,19 +387,29 @@ async def _wait_tts(dev: Any, states: tuple[str, ...], after: int, limit: float)
         return False
 
 
-async def _ingest_device(job: _Job, index: int, t0: float, start: float, stop_at: float,
-                         version: int, lags: list[float]) -> dict[str, Any]:
+async def _ingest_device(
+    job: _Job, index: int, t0: float, start: float, stop_at: float, version: int, lags: list[float]
+) -> dict[str, Any]:
     from xiaozhi_core.device import FakeDevice
     from xiaozhi_core.sim.driver import Mic, turn_record
 
     # Identical devices with identical pauses fall into step (a slow moment delays all
     # of them alike) and then speak in bursts; real users do not: jitter each pause.
     rng = random.Random(index)
-    stats: dict[str, Any] = {"index": index, "version": version, "frames_sent": 0,
-                             "turns": [], "error": None}
+    stats: dict[str, Any] = {
+        "index": index,
+        "version": version,
+        "frames_sent": 0,
+        "turns": [],
+        "error": None,
+    }
     await _sleep_until(start)
-    dev = FakeDevice(job.url, device_id=_device_id(1, index), protocol_version=version,
-                     features={"aec": job.mode == "realtime", "mcp": False})
+    dev = FakeDevice(
+        job.url,
+        device_id=_device_id(1, index),
+        protocol_version=version,
+        features={"aec": job.mode == "realtime", "mcp": False},
+    )
     try:
         await dev.connect()
     except Exception as exc:
@@ -400,14 +449,20 @@ async def _ingest_device(job: _Job, index: int, t0: float, start: float, stop_at
                     error = "no tts stop"
             rec = turn_record(dev.received[mark:], eos)
             rec.audio = []
-            turn = {"at_s": round(time.time() - t0, 3),
-                    "stt_ms": rec.stt_ms, "first_audio_ms": rec.first_audio_ms,
-                    "tts_stop_ms": rec.tts_stop_ms, "frames": rec.frames,
-                    "frames_after_stop": rec.frames_after_stop, "stt": rec.stt is not None,
-                    "alerts": len(rec.alerts), "error": error}
+            turn = {
+                "at_s": round(time.time() - t0, 3),
+                "stt_ms": rec.stt_ms,
+                "first_audio_ms": rec.first_audio_ms,
+                "tts_stop_ms": rec.tts_stop_ms,
+                "frames": rec.frames,
+                "frames_after_stop": rec.frames_after_stop,
+                "stt": rec.stt is not None,
+                "alerts": len(rec.alerts),
+                "error": error,
+            }
             stats["turns"].append(turn)
             if error is not None:
-                await dev.abort()                 # get the server back to a known state
+                await dev.abort()  # get the server back to a known state
                 await _wait_tts(dev, ("stop",), len(dev.received), 5.0)
             if job.mode == "auto":
                 await dev.listen("start", "auto")
@@ -417,7 +472,7 @@ async def _ingest_device(job: _Job, index: int, t0: float, start: float, stop_at
         stats["error"] = f"{type(exc).__name__}: {exc}"
     finally:
         await mic.stop()
-        await asyncio.sleep(0.5)                  # let the server's lane drain
+        await asyncio.sleep(0.5)  # let the server's lane drain
         stats["frames_sent"] = mic.frames_sent
         stats["frames_outside_speaking"] = frames_outside_speaking(dev.received)
         stats["closed_by_server"] = dev.closed_code
@@ -459,14 +514,23 @@ async def _idle_worker(job: _Job, release: Any, results: Any) -> dict[str, Any]:
                 errors.append(f"{type(exc).__name__}: {exc}")
 
     await asyncio.gather(*(one(i, v) for i, v in zip(job.indexes, job.versions, strict=True)))
-    results.put(("connected", job.worker, {"connected": len(devices), "errors": errors[:5],
-                                            "failed": len(errors)}))
+    results.put(
+        (
+            "connected",
+            job.worker,
+            {"connected": len(devices), "errors": errors[:5], "failed": len(errors)},
+        )
+    )
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, release.wait)
     closed_early = sum(1 for d in devices if d.closed_code is not None)
     await asyncio.gather(*(d.drop() for d in devices))
-    return {"connected": len(devices), "failed": len(errors), "errors": errors[:5],
-            "closed_by_server": closed_early}
+    return {
+        "connected": len(devices),
+        "failed": len(errors),
+        "errors": errors[:5],
+        "closed_by_server": closed_early,
+    }
 
 
 async def _churn_worker(job: _Job, t0: float) -> dict[str, Any]:
@@ -485,16 +549,19 @@ async def _churn_worker(job: _Job, t0: float) -> dict[str, Any]:
         while remaining > 0:
             remaining -= 1
             n += 1
-            dev = FakeDevice(job.url, device_id=_device_id(3, job.worker * 1000 + k),
-                             protocol_version=job.versions[0])
+            dev = FakeDevice(
+                job.url,
+                device_id=_device_id(3, job.worker * 1000 + k),
+                protocol_version=job.versions[0],
+            )
             t = time.monotonic()
             try:
                 await dev.connect()
                 hello_ms.append((time.monotonic() - t) * 1000)
                 if n % 2:
-                    await dev.drop()              # the firmware's way: TCP gone, no close
+                    await dev.drop()  # the firmware's way: TCP gone, no close
                 else:
-                    await dev.close()             # a browser's way: close handshake
+                    await dev.close()  # a browser's way: close handshake
                 done += 1
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {exc}")
@@ -502,9 +569,13 @@ async def _churn_worker(job: _Job, t0: float) -> dict[str, Any]:
 
     await asyncio.gather(*(loop_(k) for k in range(job.concurrency)))
     elapsed = time.monotonic() - started
-    return {"cycles": done, "failed": len(errors), "errors": errors[:5],
-            "seconds": round(elapsed, 3),
-            "hello_ms": {"p50": _r(_pct(hello_ms, 0.5), 2), "p99": _r(_pct(hello_ms, 0.99), 2)}}
+    return {
+        "cycles": done,
+        "failed": len(errors),
+        "errors": errors[:5],
+        "seconds": round(elapsed, 3),
+        "hello_ms": {"p50": _r(_pct(hello_ms, 0.5), 2), "p99": _r(_pct(hello_ms, 0.99), 2)},
+    }
 
 
 class _Workers:
@@ -516,10 +587,15 @@ class _Workers:
         self.go = ctx.Event()
         self.release = ctx.Event()
         self.t0 = ctx.Value("d", 0.0)
-        self.procs = [ctx.Process(target=_worker_main,
-                                  args=(job, self.t0, self.go, self.release, self.results),
-                                  name=f"xiaozhi-bench-{job.kind}-{job.worker}", daemon=True)
-                      for job in jobs]
+        self.procs = [
+            ctx.Process(
+                target=_worker_main,
+                args=(job, self.t0, self.go, self.release, self.results),
+                name=f"xiaozhi-bench-{job.kind}-{job.worker}",
+                daemon=True,
+            )
+            for job in jobs
+        ]
         self.out: dict[int, dict[str, Any]] = {}
         self.events: list[tuple[str, int, Any]] = []
         for p in self.procs:
@@ -532,8 +608,9 @@ class _Workers:
         while len(got) < n:
             left = deadline - time.time()
             if left <= 0:
-                raise XiaozhiError(f"bench workers: only {len(got)} of {n} reported "
-                                   f"'{kind}' within {timeout:g} s")
+                raise XiaozhiError(
+                    f"bench workers: only {len(got)} of {n} reported '{kind}' within {timeout:g} s"
+                )
             try:
                 event = self.results.get(timeout=min(left, 1.0))
             except Exception:
@@ -622,8 +699,12 @@ def _cpu_times() -> tuple[float, float, float] | None:
     return sum(parts[:8]) - idle, steal, sum(parts[:8])
 
 
-def _machine_load(a: tuple[float, float, float] | None, b: tuple[float, float, float] | None,
-                  server_cores: float, client_cores: float) -> dict[str, float] | None:
+def _machine_load(
+    a: tuple[float, float, float] | None,
+    b: tuple[float, float, float] | None,
+    server_cores: float,
+    client_cores: float,
+) -> dict[str, float] | None:
     """Cores busy on the whole machine between two :func:`_cpu_times`, and the part of
     it not used by the bench (other processes: the numbers are only comparable when
     this is near 0)."""
@@ -631,19 +712,23 @@ def _machine_load(a: tuple[float, float, float] | None, b: tuple[float, float, f
         return None
     cpus = os.cpu_count() or 1
     busy = (b[0] - a[0]) / (b[2] - a[2]) * cpus
-    return {"cores_busy": round(busy, 2), "steal_cores": round((b[1] - a[1]) / (b[2] - a[2])
-                                                                * cpus, 2),
-            "other_processes_cores": round(max(0.0, busy - server_cores - client_cores), 2)}
+    return {
+        "cores_busy": round(busy, 2),
+        "steal_cores": round((b[1] - a[1]) / (b[2] - a[2]) * cpus, 2),
+        "other_processes_cores": round(max(0.0, busy - server_cores - client_cores), 2),
+    }
 
 
 def _process_state(s: Any) -> dict[str, float] | None:
     if s is None:
         return None
-    return {"asyncio_tasks": s.get("xiaozhi_runtime", stat="asyncio_tasks"),
-            "threads": s.get("xiaozhi_runtime", stat="threads"),
-            "open_fds": s.get("process_open_fds"),
-            "rss_mb": round(s.get("process_resident_memory_bytes") / 2**20, 2),
-            "sessions": s.get("xiaozhi_sessions_active")}
+    return {
+        "asyncio_tasks": s.get("xiaozhi_runtime", stat="asyncio_tasks"),
+        "threads": s.get("xiaozhi_runtime", stat="threads"),
+        "open_fds": s.get("process_open_fds"),
+        "rss_mb": round(s.get("process_resident_memory_bytes") / 2**20, 2),
+        "sessions": s.get("xiaozhi_sessions_active"),
+    }
 
 
 def _say(o: BenchOptions, text: str) -> None:
@@ -670,8 +755,9 @@ def _prepare_audio(o: BenchOptions) -> tuple[Any, list[bytes]]:
     return make_utterance(pcm), silence_packets()
 
 
-def _phase_ingest(o: BenchOptions, target: _Target, utterance: Any,
-                  filler: list[bytes]) -> dict[str, Any]:
+def _phase_ingest(
+    o: BenchOptions, target: _Target, utterance: Any, filler: list[bytes]
+) -> dict[str, Any]:
     n = o.devices
     ws_url, metrics = target.start(n + 16, o.profile_server)
     try:
@@ -679,14 +765,28 @@ def _phase_ingest(o: BenchOptions, target: _Target, utterance: Any,
         indexes = list(range(n))
         versions = _versions(o.protocol_version, n)
         offsets = [i * o.ramp / n for i in indexes]
-        settle = 1.0                  # after the ramp, before the steady window
+        settle = 1.0  # after the ramp, before the steady window
         jobs = []
         for w, part in enumerate(_split(indexes, procs)):
-            jobs.append(_Job("ingest", ws_url, w, part, [offsets[i] for i in part],
-                             [versions[i] for i in part], mode=o.mode, speech=utterance.packets,
-                             voice_end=utterance.voice_end, filler=filler, lead=o.lead,
-                             gap=o.gap, turn_timeout=o.turn_timeout,
-                             run_for=o.ramp + settle + o.duration, nice=o.client_nice))
+            jobs.append(
+                _Job(
+                    "ingest",
+                    ws_url,
+                    w,
+                    part,
+                    [offsets[i] for i in part],
+                    [versions[i] for i in part],
+                    mode=o.mode,
+                    speech=utterance.packets,
+                    voice_end=utterance.voice_end,
+                    filler=filler,
+                    lead=o.lead,
+                    gap=o.gap,
+                    turn_timeout=o.turn_timeout,
+                    run_for=o.ramp + settle + o.duration,
+                    nice=o.client_nice,
+                )
+            )
         m0 = _scrape(metrics)
         workers = _Workers(jobs)
         try:
@@ -710,8 +810,9 @@ def _phase_ingest(o: BenchOptions, target: _Target, utterance: Any,
     return rep
 
 
-def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any, mb: Any,
-                   mc: Any) -> dict[str, Any]:
+def _ingest_report(
+    o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any, mb: Any, mc: Any
+) -> dict[str, Any]:
     devices = [d for out in outs for d in out.get("devices", [])]
     fatal = [out["fatal"] for out in outs if "fatal" in out]
     turns = [t for d in devices for t in d["turns"]]
@@ -719,10 +820,14 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
     sent = sum(d["frames_sent"] for d in devices)
     errors = [d["error"] for d in devices if d["error"]]
     rep: dict[str, Any] = {
-        "devices": o.devices, "connected": sum(1 for d in devices if not (
-            d["error"] or "").startswith("connect")),
-        "duration_s": o.duration, "mode": o.mode, "protocol_version": o.protocol_version,
-        "device_errors": errors[:10], "device_error_count": len(errors), "fatal": fatal,
+        "devices": o.devices,
+        "connected": sum(1 for d in devices if not (d["error"] or "").startswith("connect")),
+        "duration_s": o.duration,
+        "mode": o.mode,
+        "protocol_version": o.protocol_version,
+        "device_errors": errors[:10],
+        "device_error_count": len(errors),
+        "fatal": fatal,
         "client": {
             "frames_sent": sent,
             "send_lag_ms": [out.get("send_lag_ms") for out in outs],
@@ -732,28 +837,32 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
     firsts = [t["first_audio_ms"] for t in completed if t["first_audio_ms"] is not None]
     steady_from = o.ramp + 1.0
     rep["turns"] = {
-        "started": len(turns), "completed": len(completed),
+        "started": len(turns),
+        "completed": len(completed),
         "failed": len(turns) - len(completed),
         "with_alert": sum(1 for t in turns if t["alerts"]),
         "frames_after_tts_stop": sum(d.get("frames_outside_speaking", 0) for d in devices),
         "client_ms": {
-            "eos_to_stt": {"p50": _r(_pct([t["stt_ms"] for t in completed
-                                            if t["stt_ms"] is not None], 0.5)),
-                           "p95": _r(_pct([t["stt_ms"] for t in completed
-                                           if t["stt_ms"] is not None], 0.95))},
+            "eos_to_stt": {
+                "p50": _r(_pct([t["stt_ms"] for t in completed if t["stt_ms"] is not None], 0.5)),
+                "p95": _r(_pct([t["stt_ms"] for t in completed if t["stt_ms"] is not None], 0.95)),
+            },
             "eos_to_first_audio": {"p50": _r(_pct(firsts, 0.5)), "p95": _r(_pct(firsts, 0.95))},
-            "eos_to_tts_stop": {"p50": _r(_pct([t["tts_stop_ms"] for t in completed], 0.5)),
-                                "p95": _r(_pct([t["tts_stop_ms"] for t in completed], 0.95))},
+            "eos_to_tts_stop": {
+                "p50": _r(_pct([t["tts_stop_ms"] for t in completed], 0.5)),
+                "p95": _r(_pct([t["tts_stop_ms"] for t in completed], 0.95)),
+            },
         },
         "note": "client times count from the last voiced frame sent, so they include the "
-                "server's end-of-utterance silence (VAD min silence)",
-        "first_audio_by_turn": first_audio_by_turn([d["turns"] for d in devices],
-                                                   steady_from),
+        "server's end-of-utterance silence (VAD min silence)",
+        "first_audio_by_turn": first_audio_by_turn([d["turns"] for d in devices], steady_from),
         # every turn as [device, index in its session, end of speech (s after the start),
         # first audio ms or None]: for plotting latency against time and turn index
-        "samples": [[d["index"], i, t.get("at_s"), t["first_audio_ms"]
-                     if t["error"] is None else None]
-                    for d in devices for i, t in enumerate(d["turns"], 1)],
+        "samples": [
+            [d["index"], i, t.get("at_s"), t["first_audio_ms"] if t["error"] is None else None]
+            for d in devices
+            for i, t in enumerate(d["turns"], 1)
+        ],
     }
     if m0 is None or mc is None:
         return rep
@@ -761,13 +870,16 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
     frames_in = total.get("xiaozhi_audio_frames_in_total")
     processed = total.get("xiaozhi_audio_frames_processed_total")
     rep["frames"] = {
-        "sent_by_devices": sent, "received": int(frames_in), "processed": int(processed),
+        "sent_by_devices": sent,
+        "received": int(frames_in),
+        "processed": int(processed),
         "lost": int(total.get("xiaozhi_audio_frames_lost_total") + frames_in - processed),
         "reordered": int(total.get("xiaozhi_audio_frames_reordered_total")),
         "missing_in_transit": int(sent - frames_in),
         "backpressure_events": int(total.get("xiaozhi_audio_lane_backpressure_total")),
-        "frame_errors": int(sum(v for (name, _), v in total.values.items()
-                                if name == "xiaozhi_frame_errors_total")),
+        "frame_errors": int(
+            sum(v for (name, _), v in total.values.items() if name == "xiaozhi_frame_errors_total")
+        ),
     }
     steady = mb - ma
     secs = max(1e-9, mb.at - ma.at)
@@ -777,13 +889,17 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
     rep["ingest"] = {
         "steady_seconds": round(secs, 2),
         "frames_per_s": round(steady.get("xiaozhi_audio_frames_processed_total") / secs, 1),
-        "lane_lag_ms": {"p50": _ms(steady.quantile(lane, 0.5)),
-                        "p99": _ms(steady.quantile(lane, 0.99)),
-                        "max_since_start": _ms(mc.get("xiaozhi_audio_lane_lag_max_seconds")),
-                        "share_le_50ms": steady.share_le(lane, 0.05)},
-        "loop_lag_ms": {"p50": _ms(mb.get("xiaozhi_loop_lag_seconds", stat="p50")),
-                        "p99": _ms(mb.get("xiaozhi_loop_lag_seconds", stat="p99")),
-                        "max_since_start": _ms(mb.get("xiaozhi_loop_lag_seconds", stat="max"))},
+        "lane_lag_ms": {
+            "p50": _ms(steady.quantile(lane, 0.5)),
+            "p99": _ms(steady.quantile(lane, 0.99)),
+            "max_since_start": _ms(mc.get("xiaozhi_audio_lane_lag_max_seconds")),
+            "share_le_50ms": steady.share_le(lane, 0.05),
+        },
+        "loop_lag_ms": {
+            "p50": _ms(mb.get("xiaozhi_loop_lag_seconds", stat="p50")),
+            "p99": _ms(mb.get("xiaozhi_loop_lag_seconds", stat="p99")),
+            "max_since_start": _ms(mb.get("xiaozhi_loop_lag_seconds", stat="max")),
+        },
         "server_cpu_cores": round(cpu / secs, 3),
         "cpu_percent_per_stream": round(100 * cpu / secs / streams, 3),
         "rss_mb_before": round(m0.get("process_resident_memory_bytes") / 2**20, 1),
@@ -791,47 +907,64 @@ def _ingest_report(o: BenchOptions, outs: list[dict[str, Any]], m0: Any, ma: Any
         # at the start of the steady window: every device connected and streaming, few
         # turns done yet (the fake ASR keeps every utterance it hears, ~70 KB per turn,
         # so later RSS grows with the number of turns, not with the connections)
-        "rss_kb_per_connection": round((ma.get("process_resident_memory_bytes")
-                                        - m0.get("process_resident_memory_bytes"))
-                                       / 1024 / streams, 1),
-        "rss_mb_growth_during_steady": round((mb.get("process_resident_memory_bytes")
-                                              - ma.get("process_resident_memory_bytes"))
-                                             / 2**20, 1),
+        "rss_kb_per_connection": round(
+            (ma.get("process_resident_memory_bytes") - m0.get("process_resident_memory_bytes"))
+            / 1024
+            / streams,
+            1,
+        ),
+        "rss_mb_growth_during_steady": round(
+            (mb.get("process_resident_memory_bytes") - ma.get("process_resident_memory_bytes"))
+            / 2**20,
+            1,
+        ),
         "vad_windows_per_s": round(steady.get("xiaozhi_vad", stat="windows") / secs, 1)
-        if steady.get("xiaozhi_vad", stat="windows") > 0 else None,
+        if steady.get("xiaozhi_vad", stat="windows") > 0
+        else None,
     }
     hist = "xiaozhi_turn_latency_seconds"
     over = "xiaozhi_turn_server_overhead_seconds"
     server_ms: dict[str, Any] = {}
+
     def mean(name: str, **labels: str) -> float | None:
         n = total.get(f"{name}_count", **labels)
         return total.get(f"{name}_sum", **labels) / n if n else None
 
     for stage in ("asr_final", "llm_first_token", "tts_first_audio", "first_frame_sent"):
-        server_ms[f"eos_to_{stage}"] = {"mean": _ms(mean(hist, stage=stage)),
-                                        "p50": _ms(total.quantile(hist, 0.5, stage=stage)),
-                                        "p95": _ms(total.quantile(hist, 0.95, stage=stage))}
-    server_ms["server_overhead"] = {"mean": _ms(mean(over)),
-                                    "p50": _ms(total.quantile(over, 0.5)),
-                                    "p95": _ms(total.quantile(over, 0.95)),
-                                    "share_le_30ms": total.share_le(over, 0.03)}
+        server_ms[f"eos_to_{stage}"] = {
+            "mean": _ms(mean(hist, stage=stage)),
+            "p50": _ms(total.quantile(hist, 0.5, stage=stage)),
+            "p95": _ms(total.quantile(hist, 0.95, stage=stage)),
+        }
+    server_ms["server_overhead"] = {
+        "mean": _ms(mean(over)),
+        "p50": _ms(total.quantile(over, 0.5)),
+        "p95": _ms(total.quantile(over, 0.95)),
+        "share_le_30ms": total.share_le(over, 0.03),
+    }
     rep["turns"]["server_ms"] = server_ms
     rep["turns"]["server_counts"] = {
-        k: int(total.get("xiaozhi_turns_total", outcome=k)) for k in ("ok", "failed", "aborted")}
+        k: int(total.get("xiaozhi_turns_total", outcome=k)) for k in ("ok", "failed", "aborted")
+    }
     if not o.configs and not o.url:
         known = sum(o.delays_ms)
         ff = server_ms["eos_to_first_frame_sent"]
-        rep["turns"]["provider_delays_ms"] = {"asr": o.delays_ms[0], "llm_first_token":
-                                              o.delays_ms[1], "tts_first_audio": o.delays_ms[2],
-                                              "sum": known}
+        rep["turns"]["provider_delays_ms"] = {
+            "asr": o.delays_ms[0],
+            "llm_first_token": o.delays_ms[1],
+            "tts_first_audio": o.delays_ms[2],
+            "sum": known,
+        }
         # exact on average (histogram sum / count); percentiles are bucket-interpolated
-        rep["turns"]["first_frame_mean_minus_known_delays_ms"] = \
+        rep["turns"]["first_frame_mean_minus_known_delays_ms"] = (
             _r(ff["mean"] - known, 2) if ff["mean"] is not None else None
+        )
     return rep
 
 
-def first_audio_by_turn(sessions: list[list[dict[str, Any]]],
-                        steady_from: float | None = None) -> dict[str, Any]:
+def first_audio_by_turn(
+    sessions: list[list[dict[str, Any]]], steady_from: float | None = None
+) -> dict[str, Any]:
     """End of speech → first audio (client ms) by the turn's index in its session.
 
     ``sessions`` holds each device's turns in order (a turn is a dict with
@@ -865,10 +998,10 @@ def first_audio_by_turn(sessions: list[list[dict[str, Any]]],
     def stats(values: list[float]) -> dict[str, Any]:
         return {"p50": _r(_pct(values, 0.5)), "p95": _r(_pct(values, 0.95)), "n": len(values)}
 
-    out: dict[str, Any] = {k: stats(v) for k, v in groups.items()
-                           if k != "later_steady" or steady_from is not None}
-    out["by_index"] = {k: stats(by_index[k]) for k in sorted(by_index, key=lambda k: (
-        len(k), k))}
+    out: dict[str, Any] = {
+        k: stats(v) for k, v in groups.items() if k != "later_steady" or steady_from is not None
+    }
+    out["by_index"] = {k: stats(by_index[k]) for k in sorted(by_index, key=lambda k: (len(k), k))}
     first, later = out["first"]["p50"], out["later"]["p50"]
     out["first_over_later_p50"] = round(first / later, 2) if first and later else None
     return out
@@ -888,8 +1021,18 @@ def _phase_idle(o: BenchOptions, target: _Target) -> dict[str, Any]:
         procs = max(1, min(o.procs, n))
         indexes = list(range(n))
         versions = _versions(o.protocol_version, n)
-        jobs = [_Job("idle", ws_url, w, part, [0.0] * len(part), [versions[i] for i in part],
-                     nice=o.client_nice) for w, part in enumerate(_split(indexes, procs))]
+        jobs = [
+            _Job(
+                "idle",
+                ws_url,
+                w,
+                part,
+                [0.0] * len(part),
+                [versions[i] for i in part],
+                nice=o.client_nice,
+            )
+            for w, part in enumerate(_split(indexes, procs))
+        ]
         workers = _Workers(jobs)
         try:
             t_start = time.time()
@@ -907,28 +1050,42 @@ def _phase_idle(o: BenchOptions, target: _Target) -> dict[str, Any]:
     finally:
         target.stop()
     ok = sum(c["connected"] for c in connected)
-    rep: dict[str, Any] = {"connections": n, "connected": ok,
-                           "failed": sum(c["failed"] for c in connected),
-                           "errors": [e for c in connected for e in c["errors"]][:5],
-                           "closed_by_server_while_idle": sum(out.get("closed_by_server", 0)
-                                                              for out in outs),
-                           "connect_seconds": round(t_conn, 2)}
+    rep: dict[str, Any] = {
+        "connections": n,
+        "connected": ok,
+        "failed": sum(c["failed"] for c in connected),
+        "errors": [e for c in connected for e in c["errors"]][:5],
+        "closed_by_server_while_idle": sum(out.get("closed_by_server", 0) for out in outs),
+        "connect_seconds": round(t_conn, 2),
+    }
     if before is not None and held is not None:
         rss0 = before.get("process_resident_memory_bytes")
         rss1 = held.get("process_resident_memory_bytes")
-        rep.update({
-            "rss_mb_before": round(rss0 / 2**20, 1), "rss_mb_held": round(rss1 / 2**20, 1),
-            "rss_kb_per_connection": round((rss1 - rss0) / 1024 / max(1, ok), 1),
-            "tasks_per_connection": round((held.get("xiaozhi_runtime", stat="asyncio_tasks")
-                                           - before.get("xiaozhi_runtime",
-                                                        stat="asyncio_tasks")) / max(1, ok), 2),
-            "sessions_held": held.get("xiaozhi_sessions_active"),
-            "loop_lag_p99_ms_held": _ms(held.get("xiaozhi_loop_lag_seconds", stat="p99")),
-            "cpu_cores_held": round((held - at_connect).get("process_cpu_seconds_total")
-                                    / max(1e-9, held.at - at_connect.at), 3)
-            if at_connect is not None else None,
-            "after_release": _process_state(after),
-        })
+        rep.update(
+            {
+                "rss_mb_before": round(rss0 / 2**20, 1),
+                "rss_mb_held": round(rss1 / 2**20, 1),
+                "rss_kb_per_connection": round((rss1 - rss0) / 1024 / max(1, ok), 1),
+                "tasks_per_connection": round(
+                    (
+                        held.get("xiaozhi_runtime", stat="asyncio_tasks")
+                        - before.get("xiaozhi_runtime", stat="asyncio_tasks")
+                    )
+                    / max(1, ok),
+                    2,
+                ),
+                "sessions_held": held.get("xiaozhi_sessions_active"),
+                "loop_lag_p99_ms_held": _ms(held.get("xiaozhi_loop_lag_seconds", stat="p99")),
+                "cpu_cores_held": round(
+                    (held - at_connect).get("process_cpu_seconds_total")
+                    / max(1e-9, held.at - at_connect.at),
+                    3,
+                )
+                if at_connect is not None
+                else None,
+                "after_release": _process_state(after),
+            }
+        )
     return rep
 
 
@@ -937,8 +1094,20 @@ def _phase_churn(o: BenchOptions, target: _Target) -> dict[str, Any]:
     ws_url, metrics = target.start(o.churn_concurrency * o.procs + 16)
     try:
         warm_n = max(50, n // 20)
-        warm = _Workers([_Job("churn", ws_url, 0, [0], [0.0], [1], cycles=warm_n,
-                              concurrency=o.churn_concurrency)])
+        warm = _Workers(
+            [
+                _Job(
+                    "churn",
+                    ws_url,
+                    0,
+                    [0],
+                    [0.0],
+                    [1],
+                    cycles=warm_n,
+                    concurrency=o.churn_concurrency,
+                )
+            ]
+        )
         warm.start(0.0)
         warm.join(300)
         _wait_drained(metrics)
@@ -947,9 +1116,20 @@ def _phase_churn(o: BenchOptions, target: _Target) -> dict[str, Any]:
         procs = max(1, o.procs)
         per = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
         versions = _versions(o.protocol_version, procs)
-        jobs = [_Job("churn", ws_url, w, [w], [0.0], [versions[w]], cycles=per[w],
-                     concurrency=o.churn_concurrency, nice=o.client_nice)
-                for w in range(procs)]
+        jobs = [
+            _Job(
+                "churn",
+                ws_url,
+                w,
+                [w],
+                [0.0],
+                [versions[w]],
+                cycles=per[w],
+                concurrency=o.churn_concurrency,
+                nice=o.client_nice,
+            )
+            for w in range(procs)
+        ]
         workers = _Workers(jobs)
         try:
             t_start = workers.start(0.2)
@@ -965,10 +1145,13 @@ def _phase_churn(o: BenchOptions, target: _Target) -> dict[str, Any]:
         target.stop()
     cycles = sum(out.get("cycles", 0) for out in outs)
     rep: dict[str, Any] = {
-        "cycles": cycles, "failed": sum(out.get("failed", 0) for out in outs),
+        "cycles": cycles,
+        "failed": sum(out.get("failed", 0) for out in outs),
         "errors": [e for out in outs for e in out.get("errors", [])][:5],
-        "warmup_cycles": warm_n, "concurrency": o.churn_concurrency * procs,
-        "seconds": round(elapsed, 2), "cycles_per_s": round(cycles / max(1e-9, elapsed), 1),
+        "warmup_cycles": warm_n,
+        "concurrency": o.churn_concurrency * procs,
+        "seconds": round(elapsed, 2),
+        "cycles_per_s": round(cycles / max(1e-9, elapsed), 1),
         "hello_ms": [out.get("hello_ms") for out in outs],
     }
     b, a = _process_state(before), _process_state(after)
@@ -978,7 +1161,8 @@ def _phase_churn(o: BenchOptions, target: _Target) -> dict[str, Any]:
         total = after - before
         rep["server_connections"] = {
             k: int(total.get("xiaozhi_connections_total", outcome=k))
-            for k in ("accepted", "refused_full", "refused_overload", "refused_auth")}
+            for k in ("accepted", "refused_full", "refused_overload", "refused_auth")
+        }
     return rep
 
 
@@ -990,8 +1174,11 @@ def run_bench(o: BenchOptions) -> dict[str, Any]:
     report: dict[str, Any] = {
         "version": 1,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "options": {k: v for k, v in asdict(o).items() if k not in ("quiet",)},
         "targets": TARGETS,
     }
@@ -1008,11 +1195,16 @@ def run_bench(o: BenchOptions) -> dict[str, Any]:
         utterance = filler = None
         if "ingest" in o.phases:
             utterance, filler = _prepare_audio(o)
-            report["utterance"] = {"seconds": round(utterance.seconds, 2),
-                                   "frames": len(utterance.packets),
-                                   "voice_frames": utterance.voice_end}
-            _say(o, f"ingest: {o.devices} devices, ramp {o.ramp:g} s, {o.duration:g} s steady "
-                    f"({o.mode} mode)...")
+            report["utterance"] = {
+                "seconds": round(utterance.seconds, 2),
+                "frames": len(utterance.packets),
+                "voice_frames": utterance.voice_end,
+            }
+            _say(
+                o,
+                f"ingest: {o.devices} devices, ramp {o.ramp:g} s, {o.duration:g} s steady "
+                f"({o.mode} mode)...",
+            )
             report["ingest"] = _phase_ingest(o, target, utterance, filler)
             report["providers"] = target.providers
         if "idle" in o.phases:
@@ -1036,13 +1228,18 @@ def checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     ing = report.get("ingest")
     if ing:
-        add("devices connected", ing["connected"] == ing["devices"] and not ing["fatal"],
-            f"{ing['connected']}/{ing['devices']}")
+        add(
+            "devices connected",
+            ing["connected"] == ing["devices"] and not ing["fatal"],
+            f"{ing['connected']}/{ing['devices']}",
+        )
         t = ing["turns"]
-        add("every turn completed", t["started"] > 0 and t["failed"] == 0,
-            f"{t['completed']}/{t['started']}")
-        add("no audio after tts stop", t["frames_after_tts_stop"] == 0,
-            t["frames_after_tts_stop"])
+        add(
+            "every turn completed",
+            t["started"] > 0 and t["failed"] == 0,
+            f"{t['completed']}/{t['started']}",
+        )
+        add("no audio after tts stop", t["frames_after_tts_stop"] == 0, t["frames_after_tts_stop"])
         fr = ing.get("frames")
         if fr:
             add("frames lost", fr["lost"] == 0 and fr["missing_in_transit"] == 0, fr["lost"])
@@ -1053,23 +1250,31 @@ def checks(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             add("server overhead p95 <= 30 ms", None if ov is None else ov <= 30, ov, "target")
     idle = report.get("idle")
     if idle:
-        add("idle connections held", idle["connected"] == idle["connections"]
-            and idle["closed_by_server_while_idle"] == 0,
-            f"{idle['connected']}/{idle['connections']}")
+        add(
+            "idle connections held",
+            idle["connected"] == idle["connections"] and idle["closed_by_server_while_idle"] == 0,
+            f"{idle['connected']}/{idle['connections']}",
+        )
         per = idle.get("rss_kb_per_connection")
         if per is not None:
             add("idle RSS <= 200 KB/connection", per <= 200, per, "target")
     churn = report.get("churn")
     if churn:
-        add("churn cycles completed", churn["failed"] == 0, f"{churn['cycles']} "
-            f"({churn['failed']} failed)")
+        add(
+            "churn cycles completed",
+            churn["failed"] == 0,
+            f"{churn['cycles']} ({churn['failed']} failed)",
+        )
         g = churn.get("growth")
         if g:
-            add("no task/thread/fd growth after churn",
-                g["asyncio_tasks"] <= 0 and g["threads"] <= 0 and g["open_fds"] <= 0
+            add(
+                "no task/thread/fd growth after churn",
+                g["asyncio_tasks"] <= 0
+                and g["threads"] <= 0
+                and g["open_fds"] <= 0
                 and churn["after"]["sessions"] == 0,
-                f"tasks {g['asyncio_tasks']:+g}, threads {g['threads']:+g}, "
-                f"fds {g['open_fds']:+g}")
+                f"tasks {g['asyncio_tasks']:+g}, threads {g['threads']:+g}, fds {g['open_fds']:+g}",
+            )
             add("RSS growth after churn (MB)", None, g["rss_mb"], "target")
     return out
 
@@ -1091,63 +1296,107 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
     rows: list[tuple[str, str]] = []
     ing = report.get("ingest")
     if ing:
-        rows.append(("INGEST", f"{ing['devices']} devices, {ing['mode']} mode, protocol "
-                               f"{ing['protocol_version']}"))
+        rows.append(
+            (
+                "INGEST",
+                f"{ing['devices']} devices, {ing['mode']} mode, protocol {ing['protocol_version']}",
+            )
+        )
         if "ingest" in ing:
             i = ing["ingest"]
-            rows += [("frames/s through the lanes", _fmt(i["frames_per_s"])),
-                     ("lane lag ms (arrival->VAD)", _fmt(i["lane_lag_ms"])),
-                     ("loop lag ms", _fmt(i["loop_lag_ms"])),
-                     ("server CPU cores / % per stream",
-                      f"{i['server_cpu_cores']} / {i['cpu_percent_per_stream']}%"),
-                     ("RSS MB before / streaming / KB per conn",
-                      f"{i['rss_mb_before']} / {i['rss_mb_streaming']} / "
-                      f"{i['rss_kb_per_connection']} (+{i['rss_mb_growth_during_steady']} MB "
-                      "during the steady window)"),
-                     ("frames", _fmt(ing["frames"]))]
+            rows += [
+                ("frames/s through the lanes", _fmt(i["frames_per_s"])),
+                ("lane lag ms (arrival->VAD)", _fmt(i["lane_lag_ms"])),
+                ("loop lag ms", _fmt(i["loop_lag_ms"])),
+                (
+                    "server CPU cores / % per stream",
+                    f"{i['server_cpu_cores']} / {i['cpu_percent_per_stream']}%",
+                ),
+                (
+                    "RSS MB before / streaming / KB per conn",
+                    f"{i['rss_mb_before']} / {i['rss_mb_streaming']} / "
+                    f"{i['rss_kb_per_connection']} (+{i['rss_mb_growth_during_steady']} MB "
+                    "during the steady window)",
+                ),
+                ("frames", _fmt(ing["frames"])),
+            ]
         rows.append(("client", _fmt(ing["client"])))
         if ing.get("machine_load"):
             rows.append(("machine load (steady window)", _fmt(ing["machine_load"])))
         t = ing["turns"]
-        rows += [("turns", f"{t['completed']}/{t['started']} completed, {t['failed']} failed, "
-                           f"{t['frames_after_tts_stop']} frames after tts stop"),
-                 ("client ms from end of speech", _fmt(t["client_ms"]))]
+        rows += [
+            (
+                "turns",
+                f"{t['completed']}/{t['started']} completed, {t['failed']} failed, "
+                f"{t['frames_after_tts_stop']} frames after tts stop",
+            ),
+            ("client ms from end of speech", _fmt(t["client_ms"])),
+        ]
         by = t.get("first_audio_by_turn")
         if by:
-            rows += [("first audio ms: first turns", _fmt(by["first"])),
-                     ("first audio ms: later turns", _fmt(by["later"]))]
+            rows += [
+                ("first audio ms: first turns", _fmt(by["first"])),
+                ("first audio ms: later turns", _fmt(by["later"])),
+            ]
             if "later_steady" in by:
                 rows.append(("first audio ms: later, steady", _fmt(by["later_steady"])))
-            rows.append(("first audio ms by turn index", "; ".join(
-                f"#{k}: {_fmt(v)}" for k, v in by["by_index"].items())))
+            rows.append(
+                (
+                    "first audio ms by turn index",
+                    "; ".join(f"#{k}: {_fmt(v)}" for k, v in by["by_index"].items()),
+                )
+            )
         if "server_ms" in t:
             for k, v in t["server_ms"].items():
                 rows.append((f"server {k} ms", _fmt(v)))
         if "first_frame_mean_minus_known_delays_ms" in t:
-            rows.append(("first frame mean - known provider delays ms",
-                         _fmt(t["first_frame_mean_minus_known_delays_ms"])))
+            rows.append(
+                (
+                    "first frame mean - known provider delays ms",
+                    _fmt(t["first_frame_mean_minus_known_delays_ms"]),
+                )
+            )
         if ing["device_errors"] or ing["fatal"]:
             rows.append(("errors", _fmt(ing["device_errors"][:3] + ing["fatal"])))
     idle = report.get("idle")
     if idle:
-        rows.append(("IDLE", f"{idle['connected']}/{idle['connections']} connections in "
-                             f"{idle['connect_seconds']} s"))
-        for k in ("rss_mb_before", "rss_mb_held", "rss_kb_per_connection",
-                  "tasks_per_connection", "cpu_cores_held", "loop_lag_p99_ms_held",
-                  "after_release"):
+        rows.append(
+            (
+                "IDLE",
+                f"{idle['connected']}/{idle['connections']} connections in "
+                f"{idle['connect_seconds']} s",
+            )
+        )
+        for k in (
+            "rss_mb_before",
+            "rss_mb_held",
+            "rss_kb_per_connection",
+            "tasks_per_connection",
+            "cpu_cores_held",
+            "loop_lag_p99_ms_held",
+            "after_release",
+        ):
             if k in idle:
                 rows.append((k, _fmt(idle[k])))
     churn = report.get("churn")
     if churn:
-        rows.append(("CHURN", f"{churn['cycles']} cycles in {churn['seconds']} s = "
-                              f"{churn['cycles_per_s']}/s (concurrency {churn['concurrency']})"))
+        rows.append(
+            (
+                "CHURN",
+                f"{churn['cycles']} cycles in {churn['seconds']} s = "
+                f"{churn['cycles_per_s']}/s (concurrency {churn['concurrency']})",
+            )
+        )
         for k in ("hello_ms", "before", "after", "growth", "server_connections", "errors"):
             if churn.get(k):
                 rows.append((k, _fmt(churn[k])))
     rows.append(("CHECKS", ""))
     for name, c in report.get("checks", {}).items():
-        verdict = "ok" if c["ok"] else ("-" if c["ok"] is None else
-                                        ("FAIL" if c["kind"] == "correctness" else "MISSED"))
+        verdict = (
+            "ok"
+            if c["ok"]
+            else ("-" if c["ok"] is None else ("FAIL" if c["kind"] == "correctness" else "MISSED"))
+        )
         rows.append((f"  {name}", f"{verdict}  ({_fmt(c['value'])})"))
     width = max(len(r[0]) for r in rows)
     for k, v in rows:
@@ -1201,62 +1450,130 @@ def _delays(text: str) -> tuple[float, float, float]:
 
 
 def _args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
-                   help="diff two result files and exit")
+    p.add_argument(
+        "--compare", nargs=2, metavar=("A.json", "B.json"), help="diff two result files and exit"
+    )
     srv = p.add_argument_group("server")
-    srv.add_argument("-c", "--config", action="append", default=[], metavar="FILE",
-                     help="start a server on these configs (repeat to merge); default: fake "
-                          "providers with fixed delays and the silero VAD")
+    srv.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="start a server on these configs (repeat to merge); default: fake "
+        "providers with fixed delays and the silero VAD",
+    )
     srv.add_argument("--url", help="target an already running server's WebSocket URL instead")
-    srv.add_argument("--metrics", dest="metrics_url", metavar="URL",
-                     help="that server's /metrics URL (server-side numbers need it)")
-    srv.add_argument("--vad", choices=("silero", "fake"), default="silero",
-                     help="VAD of the default config (default silero)")
-    srv.add_argument("--delays", type=_delays, default=(50.0, 100.0, 50.0), metavar="A,L,T",
-                     help="default config: ASR, LLM first token and TTS first audio delays in "
-                          "ms (default 50,100,50; 0,0,0 = instant providers)")
-    srv.add_argument("--vad-tick-ms", type=int, metavar="MS",
-                     help="default config: session.vad_tick_ms (the audio hub's batch tick)")
-    srv.add_argument("--silence-ms", type=int, metavar="MS",
-                     help="default config: session.silence_ms (unvoiced audio that ends an "
-                          "utterance; default: the VAD's own, 700 ms for silero)")
-    srv.add_argument("--store", default="off", metavar="off|sqlite|URL",
-                     help="default config: the device store (default off; sqlite: a file in "
-                          "a temp dir; or a postgresql:// URL)")
-    srv.add_argument("--profile-server", metavar="FILE",
-                     help="cProfile the server process during the ingest phase (pstats file)")
-    srv.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
-                     help="--profile-server's clock: wall time (default) or the event-loop "
-                          "thread's CPU time (where its CPU goes, without the waits)")
+    srv.add_argument(
+        "--metrics",
+        dest="metrics_url",
+        metavar="URL",
+        help="that server's /metrics URL (server-side numbers need it)",
+    )
+    srv.add_argument(
+        "--vad",
+        choices=("silero", "fake"),
+        default="silero",
+        help="VAD of the default config (default silero)",
+    )
+    srv.add_argument(
+        "--delays",
+        type=_delays,
+        default=(50.0, 100.0, 50.0),
+        metavar="A,L,T",
+        help="default config: ASR, LLM first token and TTS first audio delays in "
+        "ms (default 50,100,50; 0,0,0 = instant providers)",
+    )
+    srv.add_argument(
+        "--vad-tick-ms",
+        type=int,
+        metavar="MS",
+        help="default config: session.vad_tick_ms (the audio hub's batch tick)",
+    )
+    srv.add_argument(
+        "--silence-ms",
+        type=int,
+        metavar="MS",
+        help="default config: session.silence_ms (unvoiced audio that ends an "
+        "utterance; default: the VAD's own, 700 ms for silero)",
+    )
+    srv.add_argument(
+        "--store",
+        default="off",
+        metavar="off|sqlite|URL",
+        help="default config: the device store (default off; sqlite: a file in "
+        "a temp dir; or a postgresql:// URL)",
+    )
+    srv.add_argument(
+        "--profile-server",
+        metavar="FILE",
+        help="cProfile the server process during the ingest phase (pstats file)",
+    )
+    srv.add_argument(
+        "--profile-clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="--profile-server's clock: wall time (default) or the event-loop "
+        "thread's CPU time (where its CPU goes, without the waits)",
+    )
     load = p.add_argument_group("load")
-    load.add_argument("--phases", default="ingest,idle,churn",
-                      help="comma-separated: ingest, idle, churn (default all)")
+    load.add_argument(
+        "--phases",
+        default="ingest,idle,churn",
+        help="comma-separated: ingest, idle, churn (default all)",
+    )
     load.add_argument("--devices", type=int, default=20, help="streaming devices (ingest)")
     load.add_argument("--procs", type=int, default=1, help="device processes (default 1)")
     load.add_argument("--ramp", type=float, default=5.0, help="seconds to connect all devices")
-    load.add_argument("--duration", type=float, default=30.0,
-                      help="steady seconds with every device streaming")
-    load.add_argument("--mode", choices=("realtime", "auto", "manual"), default="realtime",
-                      help="listening mode (default realtime: the mic never closes, so every "
-                           "device streams all the time; auto closes it while the reply plays)")
-    load.add_argument("--protocol-version", choices=("1", "2", "3", "mix"), default="1",
-                      help="binary framing (mix: devices cycle through 1, 2, 3)")
+    load.add_argument(
+        "--duration", type=float, default=30.0, help="steady seconds with every device streaming"
+    )
+    load.add_argument(
+        "--mode",
+        choices=("realtime", "auto", "manual"),
+        default="realtime",
+        help="listening mode (default realtime: the mic never closes, so every "
+        "device streams all the time; auto closes it while the reply plays)",
+    )
+    load.add_argument(
+        "--protocol-version",
+        choices=("1", "2", "3", "mix"),
+        default="1",
+        help="binary framing (mix: devices cycle through 1, 2, 3)",
+    )
     load.add_argument("--wav", help="the utterance (default: --text spoken by espeak)")
     load.add_argument("--text", default=DEFAULT_TEXT, help="the utterance's text")
-    load.add_argument("--lead", type=float, default=0.5,
-                      help="silence before the first turn (jittered by +-50%%, like --gap)")
-    load.add_argument("--gap", type=float, default=1.0,
-                      help="silence between a reply's end and the next utterance (each pause "
-                           "is jittered by +-50%% so devices do not fall into step)")
+    load.add_argument(
+        "--lead",
+        type=float,
+        default=0.5,
+        help="silence before the first turn (jittered by +-50%%, like --gap)",
+    )
+    load.add_argument(
+        "--gap",
+        type=float,
+        default=1.0,
+        help="silence between a reply's end and the next utterance (each pause "
+        "is jittered by +-50%% so devices do not fall into step)",
+    )
     load.add_argument("--turn-timeout", type=float, default=20.0)
     load.add_argument("--idle", type=int, default=200, help="idle connections (idle phase)")
     load.add_argument("--churn", type=int, default=1000, help="connect/disconnect cycles")
-    load.add_argument("--churn-concurrency", type=int, default=8,
-                      help="concurrent connect loops per device process")
-    load.add_argument("--client-nice", type=int, default=10, metavar="N",
-                      help="run the device processes at this lower CPU priority (default 10; "
-                           "0 = same as the server): on a shared machine the server goes "
-                           "first, and the devices' own lateness is reported as send lag")
+    load.add_argument(
+        "--churn-concurrency",
+        type=int,
+        default=8,
+        help="concurrent connect loops per device process",
+    )
+    load.add_argument(
+        "--client-nice",
+        type=int,
+        default=10,
+        metavar="N",
+        help="run the device processes at this lower CPU priority (default 10; "
+        "0 = same as the server): on a shared machine the server goes "
+        "first, and the devices' own lateness is reported as send lag",
+    )
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write the results here")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
 
@@ -1276,29 +1593,55 @@ def _bench(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise XiaozhiError(f"--{name.replace('_', '-')} must be at least 1")
     o = BenchOptions(
-        configs=args.config, url=args.url, metrics_url=args.metrics_url, vad=args.vad,
-        delays_ms=args.delays, vad_tick_ms=args.vad_tick_ms, silence_ms=args.silence_ms,
-        store=args.store, phases=phases,
-        devices=args.devices, procs=args.procs,
-        ramp=args.ramp, duration=args.duration, mode=args.mode,
-        protocol_version=args.protocol_version, wav=args.wav, text=args.text, lead=args.lead,
-        gap=args.gap, turn_timeout=args.turn_timeout, idle=args.idle, churn=args.churn,
-        churn_concurrency=args.churn_concurrency, client_nice=args.client_nice,
+        configs=args.config,
+        url=args.url,
+        metrics_url=args.metrics_url,
+        vad=args.vad,
+        delays_ms=args.delays,
+        vad_tick_ms=args.vad_tick_ms,
+        silence_ms=args.silence_ms,
+        store=args.store,
+        phases=phases,
+        devices=args.devices,
+        procs=args.procs,
+        ramp=args.ramp,
+        duration=args.duration,
+        mode=args.mode,
+        protocol_version=args.protocol_version,
+        wav=args.wav,
+        text=args.text,
+        lead=args.lead,
+        gap=args.gap,
+        turn_timeout=args.turn_timeout,
+        idle=args.idle,
+        churn=args.churn,
+        churn_concurrency=args.churn_concurrency,
+        client_nice=args.client_nice,
         json_path=args.json_path,
-        profile_server=args.profile_server, profile_clock=args.profile_clock, quiet=args.quiet)
+        profile_server=args.profile_server,
+        profile_clock=args.profile_clock,
+        quiet=args.quiet,
+    )
     report = run_bench(o)
     print_report(report, sys.stdout)
-    failed = [n for n, c in report["checks"].items()
-              if c["kind"] == "correctness" and c["ok"] is False]
+    failed = [
+        n for n, c in report["checks"].items() if c["kind"] == "correctness" and c["ok"] is False
+    ]
     if failed:
-        print(f"xiaozhi: error: bench correctness checks failed: {', '.join(failed)}",
-              file=sys.stderr)
+        print(
+            f"xiaozhi: error: bench correctness checks failed: {', '.join(failed)}", file=sys.stderr
+        )
         return 1
     return 0
 
 
-
 def commands() -> list[Command]:
     """The ``xiaozhi bench`` command (entry point ``xiaozhi_core.commands: bench``)."""
-    return [Command(("bench",), "load-test a server with simulated devices and report the "
-                    "numbers", _bench, _args)]
+    return [
+        Command(
+            ("bench",),
+            "load-test a server with simulated devices and report the numbers",
+            _bench,
+            _args,
+        )
+    ]

@@ -18,7 +18,8 @@ def _load_fake() -> object:
     name = "xiaozhi_dashscope_tests_fake"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("fake_dashscope.py"))
+            name, Path(__file__).with_name("fake_dashscope.py")
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module

@@ -77,8 +77,11 @@ def _check_vl(body: dict[str, Any]) -> str | None:
         if not isinstance(content, list):
             return "Input should be a valid list: messages.content"
         for part in content:
-            if not isinstance(part, dict) or len(part) != 1 or \
-                    next(iter(part)) not in ("text", "image"):
+            if (
+                not isinstance(part, dict)
+                or len(part) != 1
+                or next(iter(part)) not in ("text", "image")
+            ):
                 return f"Invalid content part: {str(part)[:60]}"
             if "image" in part:
                 head, _, data = str(part["image"]).partition(",")
@@ -87,7 +90,8 @@ def _check_vl(body: dict[str, Any]) -> str | None:
                 except ValueError:
                     raw = b""
                 if not head.startswith("data:image/") or not raw.startswith(
-                        (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")):
+                    (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")
+                ):
                     return "The image format is illegal and cannot be opened."
     return None
 
@@ -134,7 +138,7 @@ class LLMTurn:
 
     def text_chunks(self) -> list[str]:
         n = max(1, self.chunk_chars)
-        return [self.text[i:i + n] for i in range(0, len(self.text), n)]
+        return [self.text[i : i + n] for i in range(0, len(self.text), n)]
 
 
 @dataclass
@@ -304,8 +308,9 @@ class FakeDashScope:
 
     @staticmethod
     def _error(status: int, code: str, message: str) -> web.Response:
-        return web.json_response({"code": code, "message": message, "request_id": _rid()},
-                                 status=status)
+        return web.json_response(
+            {"code": code, "message": message, "request_id": _rid()}, status=status
+        )
 
     # -- HTTP multimodal generation (Qwen-VL) ---------------------------------------
     async def _multimodal(self, request: web.Request) -> web.Response:
@@ -320,13 +325,24 @@ class FakeDashScope:
         if turn.delay:
             await asyncio.sleep(turn.delay)
         if turn.status != 200:
-            return self._error(turn.status, turn.code or "InternalError",
-                               turn.message or "error")
-        return web.json_response({
-            "output": {"choices": [{"finish_reason": "stop", "message": {
-                "role": "assistant", "content": [{"text": turn.text}] if turn.text else []}}]},
-            "usage": {"input_tokens": 1200, "output_tokens": 12, "image_tokens": 1100},
-            "request_id": _rid()})
+            return self._error(turn.status, turn.code or "InternalError", turn.message or "error")
+        return web.json_response(
+            {
+                "output": {
+                    "choices": [
+                        {
+                            "finish_reason": "stop",
+                            "message": {
+                                "role": "assistant",
+                                "content": [{"text": turn.text}] if turn.text else [],
+                            },
+                        }
+                    ]
+                },
+                "usage": {"input_tokens": 1200, "output_tokens": 12, "image_tokens": 1100},
+                "request_id": _rid(),
+            }
+        )
 
     # -- HTTP generation ------------------------------------------------------------
     async def _generation(self, request: web.Request) -> web.StreamResponse:
@@ -337,13 +353,13 @@ class FakeDashScope:
             return self._error(401, "InvalidApiKey", "Invalid API-key provided.")
         turn = self.llm_turns.popleft() if self.llm_turns else self.default_turn
         if turn.status != 200:
-            return self._error(turn.status, turn.code or "InternalError",
-                               turn.message or "error")
+            return self._error(turn.status, turn.code or "InternalError", turn.message or "error")
         if request.headers.get("X-DashScope-SSE") != "enable":
             return self._error(400, "InvalidParameter", "this fake only streams")
         rid = _rid()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream;charset=UTF-8",
-                                           "X-Request-Id": rid})
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream;charset=UTF-8", "X-Request-Id": rid}
+        )
         await resp.prepare(request)
         events = self._llm_events(turn, body)
         for i, data in enumerate(events):
@@ -351,10 +367,14 @@ class FakeDashScope:
                 await self._until_gone(request, record)
                 return resp
             if turn.error_after is not None and i >= turn.error_after:
-                err = {"code": turn.code or "InternalError",
-                       "message": turn.message or "mid-stream failure", "request_id": rid}
-                await self._send_sse(resp, request, record, i + 1, "error",
-                                     json.dumps(err), status=500)
+                err = {
+                    "code": turn.code or "InternalError",
+                    "message": turn.message or "mid-stream failure",
+                    "request_id": rid,
+                }
+                await self._send_sse(
+                    resp, request, record, i + 1, "error", json.dumps(err), status=500
+                )
                 return resp
             if turn.malformed_after is not None and i >= turn.malformed_after:
                 await self._send_sse(resp, request, record, i + 1, "result", "{not json")
@@ -362,8 +382,9 @@ class FakeDashScope:
             if turn.delay and i:
                 await asyncio.sleep(turn.delay)
             data["request_id"] = rid
-            if not await self._send_sse(resp, request, record, i + 1, "result",
-                                        json.dumps(data, ensure_ascii=False)):
+            if not await self._send_sse(
+                resp, request, record, i + 1, "result", json.dumps(data, ensure_ascii=False)
+            ):
                 return resp
         record.completed = True
         await resp.write_eof()
@@ -379,29 +400,51 @@ class FakeDashScope:
             text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
             n = max(1, turn.arg_pieces)
             size = max(1, -(-len(text) // n))
-            pieces = [text[i:i + size] for i in range(0, len(text), size)] or [""]
+            pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
             for k, piece in enumerate(pieces):
                 fn: dict[str, Any] = {"arguments": piece}
                 if k == 0:
                     fn["name"] = call["name"]
-                deltas.append({"content": "", "tool_calls": [{
-                    "index": index, "id": call.get("id", f"call_{index}") if k == 0 else "",
-                    "type": "function", "function": fn}]})
+                deltas.append(
+                    {
+                        "content": "",
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "id": call.get("id", f"call_{index}") if k == 0 else "",
+                                "type": "function",
+                                "function": fn,
+                            }
+                        ],
+                    }
+                )
         events = []
         total = len(deltas)
         for i, delta in enumerate(deltas):
             last = i == total - 1
             finish = ("tool_calls" if calls else "stop") if last else "null"
-            events.append({
-                "output": {"choices": [{"message": {"role": "assistant", **delta},
-                                        "finish_reason": finish}]},
-                "usage": {"input_tokens": 12, "output_tokens": i + 1, "total_tokens": 13 + i},
-            })
+            events.append(
+                {
+                    "output": {
+                        "choices": [
+                            {"message": {"role": "assistant", **delta}, "finish_reason": finish}
+                        ]
+                    },
+                    "usage": {"input_tokens": 12, "output_tokens": i + 1, "total_tokens": 13 + i},
+                }
+            )
         return events
 
-    async def _send_sse(self, resp: web.StreamResponse, request: web.Request,
-                        record: HTTPRecord, n: int, event: str, data: str,
-                        status: int = 200) -> bool:
+    async def _send_sse(
+        self,
+        resp: web.StreamResponse,
+        request: web.Request,
+        record: HTTPRecord,
+        n: int,
+        event: str,
+        data: str,
+        status: int = 200,
+    ) -> bool:
         frame = f"id:{n}\nevent:{event}\n:HTTP_STATUS/{status}\ndata:{data}\n\n"
         try:
             await resp.write(frame.encode())
@@ -431,8 +474,11 @@ class FakeDashScope:
         # applies to whichever script asks for one (tests script one kind at a time).
         for script in (self.asr, self.tts):
             if script.handshake_status:
-                return self._error(script.handshake_status, script.handshake_code or "Error",
-                                   script.handshake_message or "refused")
+                return self._error(
+                    script.handshake_status,
+                    script.handshake_code or "Error",
+                    script.handshake_message or "refused",
+                )
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         self._open.add(ws)
@@ -450,8 +496,7 @@ class FakeDashScope:
 class _WsTask:
     """One WebSocket connection of the fake: run-task, then the asr or tts protocol."""
 
-    def __init__(self, server: FakeDashScope, ws: web.WebSocketResponse,
-                 record: WSRecord) -> None:
+    def __init__(self, server: FakeDashScope, ws: web.WebSocketResponse, record: WSRecord) -> None:
         self.server, self.ws, self.record = server, ws, record
         self.task_id = ""
         self.finished = False  # task-finished / task-failed sent
@@ -467,10 +512,11 @@ class _WsTask:
         self.tts_bytes_sent = 0
         self.tts_pcm = b""
 
-    async def event(self, name: str, payload: dict[str, Any] | None = None,
-                    **header: Any) -> None:
-        msg = {"header": {"task_id": self.task_id, "event": name, "attributes": {}, **header},
-               "payload": payload if payload is not None else {}}
+    async def event(self, name: str, payload: dict[str, Any] | None = None, **header: Any) -> None:
+        msg = {
+            "header": {"task_id": self.task_id, "event": name, "attributes": {}, **header},
+            "payload": payload if payload is not None else {},
+        }
         self.record.events_sent.append(name)
         await self.ws.send_str(json.dumps(msg, ensure_ascii=False))
 
@@ -531,12 +577,28 @@ class _WsTask:
     # -- asr ------------------------------------------------------------------------------
     def sentence_payload(self, text: str, end: bool) -> dict[str, Any]:
         begin = self.sentence_start // 32
-        words = [{"begin_time": begin + 100 * i, "end_time": begin + 100 * (i + 1),
-                  "text": ch, "punctuation": ""} for i, ch in enumerate(text)]
-        return {"output": {"sentence": {
-            "begin_time": begin, "end_time": (begin + 100 * len(text)) if end else None,
-            "text": text, "words": words, "sentence_end": end, "heartbeat": False}},
-            "usage": {"duration": 1} if end else None}
+        words = [
+            {
+                "begin_time": begin + 100 * i,
+                "end_time": begin + 100 * (i + 1),
+                "text": ch,
+                "punctuation": "",
+            }
+            for i, ch in enumerate(text)
+        ]
+        return {
+            "output": {
+                "sentence": {
+                    "begin_time": begin,
+                    "end_time": (begin + 100 * len(text)) if end else None,
+                    "text": text,
+                    "words": words,
+                    "sentence_end": end,
+                    "heartbeat": False,
+                }
+            },
+            "usage": {"duration": 1} if end else None,
+        }
 
     async def on_audio(self, data: bytes) -> bool:
         script = self.server.asr
@@ -554,10 +616,13 @@ class _WsTask:
             self.hanging = True
             return True
         sentences = script.sentences
-        while self.sentence < len(sentences) - 1 and \
-                got >= self.sentence_start + script.bytes_per_sentence:
-            await self.event("result-generated",
-                             self.sentence_payload(sentences[self.sentence], True))
+        while (
+            self.sentence < len(sentences) - 1
+            and got >= self.sentence_start + script.bytes_per_sentence
+        ):
+            await self.event(
+                "result-generated", self.sentence_payload(sentences[self.sentence], True)
+            )
             self.sentence += 1
             self.sentence_start += script.bytes_per_sentence
             self.last_partial = ""
@@ -565,7 +630,7 @@ class _WsTask:
             self.next_partial = got + script.partial_every
             text = sentences[self.sentence]
             progress = min(1.0, (got - self.sentence_start) / script.bytes_per_sentence)
-            partial = text[:max(1, int(len(text) * progress))]
+            partial = text[: max(1, int(len(text) * progress))]
             if partial != self.last_partial:
                 self.last_partial = partial
                 await self.event("result-generated", self.sentence_payload(partial, False))
@@ -576,7 +641,7 @@ class _WsTask:
         if script.hang_on_finish:
             self.hanging = True
             return True
-        for text in script.sentences[self.sentence:]:
+        for text in script.sentences[self.sentence :]:
             await self.event("result-generated", self.sentence_payload(text, True))
             self.sentence_start += script.bytes_per_sentence
         self.sentence = len(script.sentences)
@@ -597,8 +662,13 @@ class _WsTask:
             self.tts_pcm = tts_pcm(chars + len(text), rate, script.seconds_per_char)
             chars += len(text)
             pcm = self.tts_pcm[start:]
-            await self.event("result-generated", {"output": {"sentence": {
-                "index": 0, "words": []}, "type": "sentence-begin"}, "usage": None})
+            await self.event(
+                "result-generated",
+                {
+                    "output": {"sentence": {"index": 0, "words": []}, "type": "sentence-begin"},
+                    "usage": None,
+                },
+            )
             for i in range(0, len(pcm), script.frame_bytes):
                 n = self.record.frames_sent
                 if script.fail_after_frames is not None and n >= script.fail_after_frames:
@@ -607,17 +677,20 @@ class _WsTask:
                 if script.hang_after_frames is not None and n >= script.hang_after_frames:
                     self.hanging = True
                     return
-                if script.malformed_after_frames is not None and \
-                        n >= script.malformed_after_frames:
+                if script.malformed_after_frames is not None and n >= script.malformed_after_frames:
                     await self.ws.send_str("{not json")
                     self.hanging = True
                     return
                 if script.frame_delay and n:
                     await asyncio.sleep(script.frame_delay)
-                await self.ws.send_bytes(pcm[i:i + script.frame_bytes])
+                await self.ws.send_bytes(pcm[i : i + script.frame_bytes])
                 self.record.frames_sent += 1
-            await self.event("result-generated", {"output": {"sentence": {
-                "index": 0, "words": []}, "type": "sentence-end"},
-                "usage": {"characters": chars}})
+            await self.event(
+                "result-generated",
+                {
+                    "output": {"sentence": {"index": 0, "words": []}, "type": "sentence-end"},
+                    "usage": {"characters": chars},
+                },
+            )
         self.finished = True
         await self.event("task-finished", {"output": {}, "usage": {"characters": chars}})

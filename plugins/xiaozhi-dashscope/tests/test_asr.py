@@ -27,8 +27,9 @@ def speech(seconds: float) -> np.ndarray:
 
 @pytest.fixture
 async def asr(fake_dashscope: Any) -> AsyncIterator[ParaformerASR]:
-    provider = ParaformerASR(ParaformerOptions(
-        api_key="sk-test", base_websocket_url=fake_dashscope.ws_url, timeout=1.0))
+    provider = ParaformerASR(
+        ParaformerOptions(api_key="sk-test", base_websocket_url=fake_dashscope.ws_url, timeout=1.0)
+    )
     yield provider
     await provider.close()
 
@@ -58,14 +59,15 @@ class LoopLag:
 
 
 async def test_partials_arrive_while_streaming_and_the_final_text_is_right(
-        asr: ParaformerASR, fake_dashscope: Any, fake_module: Any) -> None:
+    asr: ParaformerASR, fake_dashscope: Any, fake_module: Any
+) -> None:
     fake_dashscope.asr.sentences = ["今天天气怎么样？", "明天会下雨吗？"]
     partials: list[ASRResult] = []
     audio = speech(3.0)
     stream = await asr.open_stream(on_partial=partials.append)
     with LoopLag() as lag:
         for i in range(0, len(audio), 960):  # 60 ms frames, as devices send them
-            await stream.push(audio[i:i + 960])
+            await stream.push(audio[i : i + 960])
             await asyncio.sleep(0.002)
         # Partial hypotheses came back while audio was still being pushed.
         await fake_module.eventually(lambda: len(partials) >= 5)
@@ -87,8 +89,9 @@ async def test_partials_arrive_while_streaming_and_the_final_text_is_right(
     assert lag.worst < 0.25
 
 
-async def test_transcribe_streams_a_whole_utterance(asr: ParaformerASR,
-                                                    fake_dashscope: Any) -> None:
+async def test_transcribe_streams_a_whole_utterance(
+    asr: ParaformerASR, fake_dashscope: Any
+) -> None:
     fake_dashscope.asr.sentences = ["打开客厅的灯。"]
     audio = speech(1.25)
     result = await asr.transcribe(audio, language="zh-CN")
@@ -100,10 +103,15 @@ async def test_transcribe_streams_a_whole_utterance(asr: ParaformerASR,
 
 
 async def test_language_hints_and_extra_parameters(fake_dashscope: Any) -> None:
-    provider = ParaformerASR(ParaformerOptions(
-        api_key="sk-test", base_websocket_url=fake_dashscope.ws_url,
-        model="paraformer-realtime-8k-v2", language_hints=["zh", "en"],
-        parameters={"disfluency_removal_enabled": True}))
+    provider = ParaformerASR(
+        ParaformerOptions(
+            api_key="sk-test",
+            base_websocket_url=fake_dashscope.ws_url,
+            model="paraformer-realtime-8k-v2",
+            language_hints=["zh", "en"],
+            parameters={"disfluency_removal_enabled": True},
+        )
+    )
     try:
         await provider.transcribe(speech(0.3))
     finally:
@@ -120,27 +128,38 @@ async def test_empty_audio_needs_no_connection(asr: ParaformerASR, fake_dashscop
 
 
 async def test_invalid_key(fake_dashscope: Any) -> None:
-    provider = ParaformerASR(ParaformerOptions(api_key="sk-nope",
-                                               base_websocket_url=fake_dashscope.ws_url))
+    provider = ParaformerASR(
+        ParaformerOptions(api_key="sk-nope", base_websocket_url=fake_dashscope.ws_url)
+    )
     try:
-        with pytest.raises(ProviderError, match=r"API key is invalid \(HTTP 401 InvalidApiKey"
-                                                r".*DASHSCOPE_API_KEY"):
+        with pytest.raises(
+            ProviderError,
+            match=r"API key is invalid \(HTTP 401 InvalidApiKey"
+            r".*DASHSCOPE_API_KEY",
+        ):
             await provider.transcribe(speech(0.5))
     finally:
         await provider.close()
     assert fake_dashscope.ws[-1].headers["Authorization"] == "Bearer sk-nope"
 
 
-@pytest.mark.parametrize(("status", "code", "pattern"), [
-    (429, "Throttling.RateQuota", r"throttled \(HTTP 429 Throttling.RateQuota: busy\)"),
-    (500, "InternalError", r"DashScope server error \(HTTP 500 InternalError: busy\)"),
-    (503, "ServiceUnavailable", r"DashScope server error \(HTTP 503 ServiceUnavailable"),
-])
-async def test_handshake_errors(asr: ParaformerASR, fake_dashscope: Any, status: int,
-                                code: str, pattern: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "pattern"),
+    [
+        (429, "Throttling.RateQuota", r"throttled \(HTTP 429 Throttling.RateQuota: busy\)"),
+        (500, "InternalError", r"DashScope server error \(HTTP 500 InternalError: busy\)"),
+        (503, "ServiceUnavailable", r"DashScope server error \(HTTP 503 ServiceUnavailable"),
+    ],
+)
+async def test_handshake_errors(
+    asr: ParaformerASR, fake_dashscope: Any, status: int, code: str, pattern: str
+) -> None:
     script = fake_dashscope.asr
     script.handshake_status, script.handshake_code, script.handshake_message = (
-        status, code, "busy")
+        status,
+        code,
+        "busy",
+    )
     with pytest.raises(ProviderError, match=pattern):
         await asr.transcribe(speech(0.5))
 
@@ -149,22 +168,29 @@ async def test_task_failed_on_start(asr: ParaformerASR, fake_dashscope: Any) -> 
     fake_dashscope.asr.fail_on_start = True
     fake_dashscope.asr.error_code = "ModelNotFound"
     fake_dashscope.asr.error_message = "Model not found (paraformer-x)!"
-    with pytest.raises(ProviderError, match=r"starting the recognition task failed "
-                                            r"\(ModelNotFound: Model not found"):
+    with pytest.raises(
+        ProviderError,
+        match=r"starting the recognition task failed "
+        r"\(ModelNotFound: Model not found",
+    ):
         await asr.transcribe(speech(0.5))
 
 
 async def test_task_failed_mid_stream_surfaces_on_push_or_finish(
-        asr: ParaformerASR, fake_dashscope: Any) -> None:
+    asr: ParaformerASR, fake_dashscope: Any
+) -> None:
     fake_dashscope.asr.fail_after_bytes = 9600
     fake_dashscope.asr.error_code = "CLIENT_ERROR"
     fake_dashscope.asr.error_message = "audio format error"
     stream = await asr.open_stream()
     audio = speech(2.0)
-    with pytest.raises(ProviderError, match=r"recognition task failed \(CLIENT_ERROR: "
-                                            r"audio format error\)"):
+    with pytest.raises(
+        ProviderError,
+        match=r"recognition task failed \(CLIENT_ERROR: "
+        r"audio format error\)",
+    ):
         for i in range(0, len(audio), 1600):
-            await stream.push(audio[i:i + 1600])
+            await stream.push(audio[i : i + 1600])
             await asyncio.sleep(0.01)
         await stream.finish()
     await stream.close()
@@ -177,11 +203,18 @@ async def test_malformed_message(asr: ParaformerASR, fake_dashscope: Any) -> Non
 
 
 async def test_hang_before_task_started_is_a_timeout_without_blocking_the_loop(
-        asr: ParaformerASR, fake_dashscope: Any) -> None:
+    asr: ParaformerASR, fake_dashscope: Any
+) -> None:
     fake_dashscope.asr.hang_on_start = True
     start = time.monotonic()
-    with LoopLag() as lag, pytest.raises(ProviderTimeout, match=r"starting the recognition "
-                                                                 r"task took more than 1 s"):
+    with (
+        LoopLag() as lag,
+        pytest.raises(
+            ProviderTimeout,
+            match=r"starting the recognition "
+            r"task took more than 1 s",
+        ),
+    ):
         await asr.transcribe(speech(1.0))
     assert 0.9 < time.monotonic() - start < 2.5
     assert lag.worst < 0.25
@@ -191,8 +224,11 @@ async def test_hang_before_task_started_is_a_timeout_without_blocking_the_loop(
 async def test_hang_after_finish_is_a_timeout(asr: ParaformerASR, fake_dashscope: Any) -> None:
     fake_dashscope.asr.hang_on_finish = True
     start = time.monotonic()
-    with pytest.raises(ProviderTimeout, match=r"no final result within 1 s after the end "
-                                              r"of the audio"):
+    with pytest.raises(
+        ProviderTimeout,
+        match=r"no final result within 1 s after the end "
+        r"of the audio",
+    ):
         await asr.transcribe(speech(1.0))
     assert time.monotonic() - start < 2.5
     rec = fake_dashscope.ws[-1]
@@ -201,8 +237,11 @@ async def test_hang_after_finish_is_a_timeout(asr: ParaformerASR, fake_dashscope
 
 
 async def test_connection_refused(fake_dashscope: Any) -> None:
-    provider = ParaformerASR(ParaformerOptions(
-        api_key="sk-test", base_websocket_url="ws://127.0.0.1:9/api-ws/v1/inference"))
+    provider = ParaformerASR(
+        ParaformerOptions(
+            api_key="sk-test", base_websocket_url="ws://127.0.0.1:9/api-ws/v1/inference"
+        )
+    )
     try:
         with pytest.raises(ProviderError, match=r"cannot reach ws://127.0.0.1:9/"):
             await provider.transcribe(speech(0.2))
@@ -211,13 +250,14 @@ async def test_connection_refused(fake_dashscope: Any) -> None:
 
 
 async def test_closing_mid_stream_drops_the_connection_at_once(
-        asr: ParaformerASR, fake_dashscope: Any, fake_module: Any) -> None:
+    asr: ParaformerASR, fake_dashscope: Any, fake_module: Any
+) -> None:
     fake_dashscope.asr.sentences = ["这句话不会说完"]
     partials: list[ASRResult] = []
     stream = await asr.open_stream(on_partial=partials.append)
     audio = speech(1.0)
     for i in range(0, len(audio), 1600):
-        await stream.push(audio[i:i + 1600])
+        await stream.push(audio[i : i + 1600])
     await fake_module.eventually(lambda: bool(partials))
     left = time.monotonic()
     await stream.close()  # barge-in / hang-up: no finish
@@ -229,8 +269,9 @@ async def test_closing_mid_stream_drops_the_connection_at_once(
         await stream.push(audio)
 
 
-async def test_cancelling_finish_drops_the_connection(asr: ParaformerASR,
-                                                      fake_dashscope: Any) -> None:
+async def test_cancelling_finish_drops_the_connection(
+    asr: ParaformerASR, fake_dashscope: Any
+) -> None:
     fake_dashscope.asr.hang_on_finish = True
     stream = await asr.open_stream()
     await stream.push(speech(0.5))
@@ -242,15 +283,16 @@ async def test_cancelling_finish_drops_the_connection(asr: ParaformerASR,
     await fake_dashscope.wait_closed(fake_dashscope.ws[-1], within=1.0)
 
 
-async def test_provider_close_aborts_open_streams(fake_dashscope: Any,
-                                                  fake_module: Any) -> None:
-    provider = ParaformerASR(ParaformerOptions(api_key="sk-test",
-                                               base_websocket_url=fake_dashscope.ws_url))
+async def test_provider_close_aborts_open_streams(fake_dashscope: Any, fake_module: Any) -> None:
+    provider = ParaformerASR(
+        ParaformerOptions(api_key="sk-test", base_websocket_url=fake_dashscope.ws_url)
+    )
     stream = await provider.open_stream()
     await stream.push(speech(0.3))
     # connected, started, audio flowing:
     await fake_module.eventually(
-        lambda: bool(fake_dashscope.ws) and len(fake_dashscope.ws[-1].audio) >= 9600)
+        lambda: bool(fake_dashscope.ws) and len(fake_dashscope.ws[-1].audio) >= 9600
+    )
     await provider.close()
     await fake_dashscope.wait_closed(fake_dashscope.ws[-1], within=1.0)
     with pytest.raises(ProviderError, match="closed stream"):
@@ -258,15 +300,15 @@ async def test_provider_close_aborts_open_streams(fake_dashscope: Any,
 
 
 async def test_close_before_the_connection_is_up(fake_dashscope: Any) -> None:
-    provider = ParaformerASR(ParaformerOptions(api_key="sk-test",
-                                               base_websocket_url=fake_dashscope.ws_url))
+    provider = ParaformerASR(
+        ParaformerOptions(api_key="sk-test", base_websocket_url=fake_dashscope.ws_url)
+    )
     stream = await provider.open_stream()
     await stream.close()  # the session thread may not even have connected yet
     await provider.close()
 
 
-async def test_concurrent_streams_are_independent(asr: ParaformerASR,
-                                                  fake_dashscope: Any) -> None:
+async def test_concurrent_streams_are_independent(asr: ParaformerASR, fake_dashscope: Any) -> None:
     fake_dashscope.asr.sentences = ["你好"]
     audios = [speech(0.4 + 0.1 * k) for k in range(4)]
     results = await asyncio.gather(*(asr.transcribe(a) for a in audios))

@@ -19,14 +19,16 @@ pytestmark = pytest.mark.usefixtures("no_thread_leak")
 
 @pytest.fixture
 async def tts(fake_dashscope: Any) -> AsyncIterator[CosyVoiceTTS]:
-    provider = CosyVoiceTTS(CosyVoiceOptions(
-        api_key="sk-test", base_websocket_url=fake_dashscope.ws_url, timeout=1.0))
+    provider = CosyVoiceTTS(
+        CosyVoiceOptions(api_key="sk-test", base_websocket_url=fake_dashscope.ws_url, timeout=1.0)
+    )
     yield provider
     await provider.close()
 
 
-async def test_streams_pcm_as_it_arrives(tts: CosyVoiceTTS, fake_dashscope: Any,
-                                         fake_module: Any) -> None:
+async def test_streams_pcm_as_it_arrives(
+    tts: CosyVoiceTTS, fake_dashscope: Any, fake_module: Any
+) -> None:
     fake_dashscope.tts.frame_delay = 0.02
     text = "你好，我是小智，很高兴认识你。"
     first_at = None
@@ -46,18 +48,32 @@ async def test_streams_pcm_as_it_arrives(tts: CosyVoiceTTS, fake_dashscope: Any,
     assert rec.actions == ["run-task", "continue-task", "finish-task"]
     assert rec.run_task["function"] == "SpeechSynthesizer"
     assert rec.run_task["model"] == "cosyvoice-v2"
-    assert rec.parameters == {"voice": "longxiaochun_v2", "format": "pcm", "sample_rate": 24000,
-                              "text_type": "PlainText", "volume": 50, "rate": 1.0, "pitch": 1.0}
+    assert rec.parameters == {
+        "voice": "longxiaochun_v2",
+        "format": "pcm",
+        "sample_rate": 24000,
+        "text_type": "PlainText",
+        "volume": 50,
+        "rate": 1.0,
+        "pitch": 1.0,
+    }
     assert rec.headers["Authorization"] == "Bearer sk-test"
     assert not rec.client_closed_early
 
 
 @pytest.mark.parametrize("rate", [16000, 22050, 24000])
-async def test_sample_rates_and_voice(fake_dashscope: Any, fake_module: Any,
-                                      rate: Any) -> None:
-    provider = CosyVoiceTTS(CosyVoiceOptions(
-        api_key="sk-test", base_websocket_url=fake_dashscope.ws_url, sample_rate=rate,
-        model="cosyvoice-v1", voice="longxiaochun", rate=1.2, parameters={"seed": 3}))
+async def test_sample_rates_and_voice(fake_dashscope: Any, fake_module: Any, rate: Any) -> None:
+    provider = CosyVoiceTTS(
+        CosyVoiceOptions(
+            api_key="sk-test",
+            base_websocket_url=fake_dashscope.ws_url,
+            sample_rate=rate,
+            model="cosyvoice-v1",
+            voice="longxiaochun",
+            rate=1.2,
+            parameters={"seed": 3},
+        )
+    )
     try:
         audio = b"".join([c async for c in provider.synthesize("早上好", voice="longwan")])
     finally:
@@ -65,13 +81,19 @@ async def test_sample_rates_and_voice(fake_dashscope: Any, fake_module: Any,
     assert provider.sample_rate == rate
     assert audio == fake_module.tts_pcm(3, rate)
     params = fake_dashscope.ws_of("tts")[-1].parameters
-    assert (params["sample_rate"], params["format"], params["voice"], params["rate"],
-            params["seed"]) == (rate, "pcm", "longwan", 1.2, 3)
+    assert (
+        params["sample_rate"],
+        params["format"],
+        params["voice"],
+        params["rate"],
+        params["seed"],
+    ) == (rate, "pcm", "longwan", 1.2, 3)
     assert fake_dashscope.ws_of("tts")[-1].run_task["model"] == "cosyvoice-v1"
 
 
 async def test_chunks_hold_whole_samples_when_frames_split_them(
-        tts: CosyVoiceTTS, fake_dashscope: Any, fake_module: Any) -> None:
+    tts: CosyVoiceTTS, fake_dashscope: Any, fake_module: Any
+) -> None:
     fake_dashscope.tts.frame_bytes = 1001
     chunks = [c async for c in tts.synthesize("你好世界")]
     assert all(len(c) % 2 == 0 for c in chunks)
@@ -84,8 +106,9 @@ async def test_blank_text_makes_no_request(tts: CosyVoiceTTS, fake_dashscope: An
 
 
 async def test_invalid_key(fake_dashscope: Any) -> None:
-    provider = CosyVoiceTTS(CosyVoiceOptions(api_key="sk-nope",
-                                             base_websocket_url=fake_dashscope.ws_url))
+    provider = CosyVoiceTTS(
+        CosyVoiceOptions(api_key="sk-nope", base_websocket_url=fake_dashscope.ws_url)
+    )
     try:
         with pytest.raises(ProviderError, match=r"API key is invalid \(HTTP 401 InvalidApiKey"):
             _ = [c async for c in provider.synthesize("你好")]
@@ -93,15 +116,22 @@ async def test_invalid_key(fake_dashscope: Any) -> None:
         await provider.close()
 
 
-@pytest.mark.parametrize(("status", "code", "pattern"), [
-    (429, "Throttling.AllocationQuota", r"throttled \(HTTP 429 Throttling.AllocationQuota"),
-    (500, "InternalError", r"DashScope server error \(HTTP 500 InternalError: busy\)"),
-])
-async def test_handshake_errors(tts: CosyVoiceTTS, fake_dashscope: Any, status: int,
-                                code: str, pattern: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "code", "pattern"),
+    [
+        (429, "Throttling.AllocationQuota", r"throttled \(HTTP 429 Throttling.AllocationQuota"),
+        (500, "InternalError", r"DashScope server error \(HTTP 500 InternalError: busy\)"),
+    ],
+)
+async def test_handshake_errors(
+    tts: CosyVoiceTTS, fake_dashscope: Any, status: int, code: str, pattern: str
+) -> None:
     script = fake_dashscope.tts
     script.handshake_status, script.handshake_code, script.handshake_message = (
-        status, code, "busy")
+        status,
+        code,
+        "busy",
+    )
     with pytest.raises(ProviderError, match=pattern):
         _ = [c async for c in tts.synthesize("你好")]
 
@@ -110,8 +140,11 @@ async def test_task_failed_on_start(tts: CosyVoiceTTS, fake_dashscope: Any) -> N
     fake_dashscope.tts.fail_on_start = True
     fake_dashscope.tts.error_code = "InvalidParameter"
     fake_dashscope.tts.error_message = "voice longxiaochun is not supported by cosyvoice-v2"
-    with pytest.raises(ProviderError, match=r"synthesis task failed \(InvalidParameter: "
-                                            r"voice longxiaochun is not supported"):
+    with pytest.raises(
+        ProviderError,
+        match=r"synthesis task failed \(InvalidParameter: "
+        r"voice longxiaochun is not supported",
+    ):
         _ = [c async for c in tts.synthesize("你好")]
 
 
@@ -151,7 +184,8 @@ async def test_hang_before_start_is_a_timeout(tts: CosyVoiceTTS, fake_dashscope:
 
 
 async def test_leaving_mid_stream_drops_the_connection_at_once(
-        tts: CosyVoiceTTS, fake_dashscope: Any) -> None:
+    tts: CosyVoiceTTS, fake_dashscope: Any
+) -> None:
     fake_dashscope.tts.frame_delay = 0.03
     stream: Any = tts.synthesize("这是一段很长的回答。" * 5)
     got = [await anext(stream) for _ in range(3)]
@@ -165,7 +199,8 @@ async def test_leaving_mid_stream_drops_the_connection_at_once(
 
 
 async def test_cancelling_the_consumer_drops_the_connection(
-        tts: CosyVoiceTTS, fake_dashscope: Any, fake_module: Any) -> None:
+    tts: CosyVoiceTTS, fake_dashscope: Any, fake_module: Any
+) -> None:
     fake_dashscope.tts.frame_delay = 0.03
     got: list[bytes] = []
 
@@ -184,8 +219,11 @@ async def test_cancelling_the_consumer_drops_the_connection(
 
 
 async def test_slow_consumer_holds_the_reader_back(fake_dashscope: Any) -> None:
-    provider = CosyVoiceTTS(CosyVoiceOptions(
-        api_key="sk-test", base_websocket_url=fake_dashscope.ws_url, buffer_chunks=2))
+    provider = CosyVoiceTTS(
+        CosyVoiceOptions(
+            api_key="sk-test", base_websocket_url=fake_dashscope.ws_url, buffer_chunks=2
+        )
+    )
     fake_dashscope.tts.frame_bytes = 480
     try:
         stream = provider.synthesize("一二三四五六七八九十" * 4)  # 4 s, 400 frames
@@ -201,8 +239,9 @@ async def test_slow_consumer_holds_the_reader_back(fake_dashscope: Any) -> None:
     assert sum(map(len, rest)) == 40 * 0.1 * 24000 * 2 - 480  # all of it, in the end
 
 
-async def test_concurrent_syntheses(tts: CosyVoiceTTS, fake_dashscope: Any,
-                                    fake_module: Any) -> None:
+async def test_concurrent_syntheses(
+    tts: CosyVoiceTTS, fake_dashscope: Any, fake_module: Any
+) -> None:
     texts = ["你好", "早上好", "晚安啦朋友"]
 
     async def run(text: str) -> bytes:
@@ -215,8 +254,9 @@ async def test_concurrent_syntheses(tts: CosyVoiceTTS, fake_dashscope: Any,
 async def test_passes_the_io_executor_policy(fake_dashscope: Any, fake_module: Any) -> None:
     spec = next(s for s in xiaozhi_providers() if s.name == "cosyvoice")
     executor = Executor(ExecutorSettings(cpu_workers=1))
-    options = spec.validate({"api_key": "sk-test", "base_websocket_url": fake_dashscope.ws_url,
-                             "sample_rate": 16000})
+    options = spec.validate(
+        {"api_key": "sk-test", "base_websocket_url": fake_dashscope.ws_url, "sample_rate": 16000}
+    )
     bound = await build(spec, options, executor)
     try:
         assert bound.sample_rate == 16000

@@ -46,8 +46,9 @@ async def test_a_question_naming_a_local_file_is_sent_as_text(fake_dashscope, tm
         await vl.explain(png(), "image/png", str(secret))
     finally:
         await vl.close()
-    assert fake_dashscope.http[-1].body["input"]["messages"][1]["content"][1] == \
-        {"text": str(secret)}
+    assert fake_dashscope.http[-1].body["input"]["messages"][1]["content"][1] == {
+        "text": str(secret)
+    }
 
 
 async def test_errors_are_named(fake_dashscope, fake_module) -> None:

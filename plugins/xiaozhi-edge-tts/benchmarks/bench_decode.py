@@ -31,8 +31,9 @@ def test_audio(seconds: float, speech: bool) -> bytes:
         if exe is None:
             raise SystemExit("--speech needs espeak-ng on PATH")
         text = "The quick brown fox jumps over the lazy dog. " * max(1, int(seconds / 3))
-        raw = subprocess.run([exe, "--stdout", "-s", "170", text], capture_output=True,
-                             check=True).stdout[44:]  # 22050 Hz s16 WAV body
+        raw = subprocess.run(
+            [exe, "--stdout", "-s", "170", text], capture_output=True, check=True
+        ).stdout[44:]  # 22050 Hz s16 WAV body
         x = np.frombuffer(raw, "<i2").astype(np.float64)
         t_in = np.arange(len(x)) / 22050
         t_out = np.arange(int(len(x) * RATE / 22050)) / RATE
@@ -49,7 +50,7 @@ def run(mp3: bytes, rate: int, chunk: int) -> tuple[float, float, float]:
     cpu0 = time.process_time()
     for i in range(0, len(mp3), chunk):
         t0 = time.perf_counter()
-        decoder.feed(mp3[i:i + chunk])
+        decoder.feed(mp3[i : i + chunk])
         longest = max(longest, time.perf_counter() - t0)
     decoder.flush()
     cpu = time.process_time() - cpu0
@@ -65,14 +66,18 @@ def main() -> None:
     mp3 = encode_mp3(test_audio(args.seconds, args.speech), RATE)
     audio_s = len(mp3) * 8 / 48000
     print(f"{len(mp3)} bytes of MP3 ({audio_s:.1f} s at 48 kbit/s)")
-    print(f"{'out Hz':>7} {'chunk B':>8} {'ms CPU / s audio':>17} {'% real time':>12} "
-          f"{'longest feed ms':>16}")
+    print(
+        f"{'out Hz':>7} {'chunk B':>8} {'ms CPU / s audio':>17} {'% real time':>12} "
+        f"{'longest feed ms':>16}"
+    )
     for rate in (24000, 16000):
         for chunk in (144, 1024, 4096, 16384):
             results = [run(mp3, rate, chunk) for _ in range(args.repeat)]
             cpu, longest, seconds = min(results)
-            print(f"{rate:>7} {chunk:>8} {cpu * 1000 / seconds:>17.2f} "
-                  f"{cpu / seconds * 100:>11.2f}% {longest * 1000:>16.2f}")
+            print(
+                f"{rate:>7} {chunk:>8} {cpu * 1000 / seconds:>17.2f} "
+                f"{cpu / seconds * 100:>11.2f}% {longest * 1000:>16.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -108,8 +108,9 @@ def edge_spec() -> ProviderSpec:
 
 
 @pytest.fixture
-async def make_tts(fake_edge: FakeEdge,
-                   edge_spec: ProviderSpec) -> AsyncIterator[Callable[..., Any]]:
+async def make_tts(
+    fake_edge: FakeEdge, edge_spec: ProviderSpec
+) -> AsyncIterator[Callable[..., Any]]:
     """``make_tts(**options)``: an ``edge`` provider built through its spec (option
     validation and factory) with ``endpoint`` = the fake server; closed after the test."""
     made: list[Any] = []

@@ -94,8 +94,9 @@ def speech_mp3(text: str, voice: str = "en-us") -> bytes:
     exe = shutil.which("espeak-ng")
     if exe is None:
         raise RuntimeError("the tests need espeak-ng: apt-get install espeak-ng")
-    wav = subprocess.run([exe, "-v", voice, "--stdout", text], capture_output=True,
-                         check=True, timeout=30).stdout
+    wav = subprocess.run(
+        [exe, "-v", voice, "--stdout", text], capture_output=True, check=True, timeout=30
+    ).stdout
     with wave.open(io.BytesIO(wav)) as w:
         rate, raw = w.getframerate(), w.readframes(w.getnframes())
     frame = av.AudioFrame(format="s16", layout="mono", samples=len(raw) // 2)
@@ -155,8 +156,15 @@ class Hang:
 class Malformed:
     """turn.start, then a message edge-tts cannot accept."""
 
-    kind: Literal["short_binary", "header_length", "binary_path", "header_line",
-                  "text_path", "metadata_json", "not_mp3"] = "header_length"
+    kind: Literal[
+        "short_binary",
+        "header_length",
+        "binary_path",
+        "header_line",
+        "text_path",
+        "metadata_json",
+        "not_mp3",
+    ] = "header_length"
 
 
 @dataclass
@@ -198,10 +206,11 @@ class Connection:
 
     @property
     def short_voice(self) -> str | None:
-        """"Microsoft Server Speech Text to Speech Voice (en-US, AriaNeural)" →
+        """ "Microsoft Server Speech Text to Speech Voice (en-US, AriaNeural)" →
         "en-US-AriaNeural"."""
-        m = re.fullmatch(r"Microsoft Server Speech Text to Speech Voice \((.+), (.+)\)",
-                         self.voice or "")
+        m = re.fullmatch(
+            r"Microsoft Server Speech Text to Speech Voice \((.+), (.+)\)", self.voice or ""
+        )
         return f"{m.group(1)}-{m.group(2)}" if m else None
 
 
@@ -212,8 +221,10 @@ def _split(message: str) -> tuple[dict[str, str], str]:
 
 
 def _text_message(request_id: str, path: str, body: str) -> str:
-    return (f"X-RequestId:{request_id}\r\nContent-Type:application/json; charset=utf-8\r\n"
-            f"Path:{path}\r\n\r\n{body}")
+    return (
+        f"X-RequestId:{request_id}\r\nContent-Type:application/json; charset=utf-8\r\n"
+        f"Path:{path}\r\n\r\n{body}"
+    )
 
 
 def _binary_message(header: str, payload: bytes) -> bytes:
@@ -224,10 +235,13 @@ def _binary_message(header: str, payload: bytes) -> bytes:
 def _audio_message(request_id: str, stream_id: str, payload: bytes) -> bytes:
     if not payload:  # the end-of-audio marker: no Content-Type, no data
         return _binary_message(
-            f"X-RequestId:{request_id}\r\nX-StreamId:{stream_id}\r\nPath:audio\r\n", b"")
+            f"X-RequestId:{request_id}\r\nX-StreamId:{stream_id}\r\nPath:audio\r\n", b""
+        )
     return _binary_message(
         f"X-RequestId:{request_id}\r\nContent-Type:audio/mpeg\r\nX-StreamId:{stream_id}\r\n"
-        "Path:audio\r\n", payload)
+        "Path:audio\r\n",
+        payload,
+    )
 
 
 # --------------------------------------------------------------------------- server
@@ -283,12 +297,17 @@ class FakeEdge:
     # -- one connection ---------------------------------------------------------------
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         script = self.scripts.popleft() if self.scripts else Speak()
-        rec = Connection(path=request.path, query=dict(request.query),
-                         headers=dict(request.headers), script=script,
-                         transport=request.transport)
+        rec = Connection(
+            path=request.path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            script=script,
+            transport=request.transport,
+        )
         self.connections.append(rec)
         if rec.query.get("TrustedClientToken") != TRUSTED_CLIENT_TOKEN or not (
-                rec.query.get("Sec-MS-GEC")):
+            rec.query.get("Sec-MS-GEC")
+        ):
             return web.Response(status=403, text="missing token")
         if isinstance(script, Reject):
             headers = {"Date": script.date} if script.date is not None else None
@@ -365,8 +384,7 @@ class FakeEdge:
             return  # the handler then waits for the client to leave
         if isinstance(script, Speak) and script.first_delay:
             await self._sleep(script.first_delay)
-        await ws.send_str(_text_message(rid, "turn.start",
-                                        '{"context":{"serviceTag":"fake"}}'))
+        await ws.send_str(_text_message(rid, "turn.start", '{"context":{"serviceTag":"fake"}}'))
         if isinstance(script, Malformed):
             await self._malformed(ws, rid, sid, script.kind)
             return
@@ -375,17 +393,30 @@ class FakeEdge:
         await ws.send_bytes(_audio_message(rid, sid, b""))
         await ws.send_str(_text_message(rid, "turn.end", "{}"))
 
-    async def _speak(self, ws: web.WebSocketResponse, rec: Connection, s: Speak, rid: str,
-                     sid: str) -> bool:
+    async def _speak(
+        self, ws: web.WebSocketResponse, rec: Connection, s: Speak, rid: str, sid: str
+    ) -> bool:
         """Send the audio; False when the turn must not end normally."""
         if s.metadata:
-            meta = {"Metadata": [{"Type": "SentenceBoundary", "Data": {
-                "Offset": 1_000_000, "Duration": 8_000_000,
-                "text": {"Text": rec.text or "", "Length": len(rec.text or ""),
-                         "BoundaryType": "SentenceBoundary"}}}]}
+            meta = {
+                "Metadata": [
+                    {
+                        "Type": "SentenceBoundary",
+                        "Data": {
+                            "Offset": 1_000_000,
+                            "Duration": 8_000_000,
+                            "text": {
+                                "Text": rec.text or "",
+                                "Length": len(rec.text or ""),
+                                "BoundaryType": "SentenceBoundary",
+                            },
+                        },
+                    }
+                ]
+            }
             await ws.send_str(_text_message(rid, "audio.metadata", json.dumps(meta)))
         mp3 = s.mp3 if s.mp3 is not None else sine_mp3()
-        chunks = [mp3[i:i + s.chunk_bytes] for i in range(0, len(mp3), s.chunk_bytes)]
+        chunks = [mp3[i : i + s.chunk_bytes] for i in range(0, len(mp3), s.chunk_bytes)]
         for n, chunk in enumerate(chunks):
             if s.stop_after is not None and n >= s.stop_after:
                 break
@@ -418,11 +449,15 @@ class FakeEdge:
         elif kind == "header_length":
             await ws.send_bytes(struct.pack(">H", 500) + b"Path:audio\r\n")
         elif kind == "binary_path":
-            await ws.send_bytes(_binary_message(
-                f"X-RequestId:{rid}\r\nContent-Type:audio/mpeg\r\nPath:video\r\n", b"\xff"))
+            await ws.send_bytes(
+                _binary_message(
+                    f"X-RequestId:{rid}\r\nContent-Type:audio/mpeg\r\nPath:video\r\n", b"\xff"
+                )
+            )
         elif kind == "header_line":
-            await ws.send_bytes(_binary_message(
-                f"X-RequestId:{rid}\r\nno colon here\r\nPath:audio\r\n", b"\xff"))
+            await ws.send_bytes(
+                _binary_message(f"X-RequestId:{rid}\r\nno colon here\r\nPath:audio\r\n", b"\xff")
+            )
         elif kind == "text_path":
             await ws.send_str(_text_message(rid, "turn.middle", "{}"))
         elif kind == "metadata_json":

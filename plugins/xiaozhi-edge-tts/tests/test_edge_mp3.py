@@ -13,7 +13,7 @@ def decode(mp3: bytes, rate: int, sizes: list[int]) -> tuple[bytes, list[bytes]]
     outputs, pos, i = [], 0, 0
     while pos < len(mp3):
         size = sizes[i % len(sizes)]
-        outputs.append(decoder.feed(mp3[pos:pos + size]))
+        outputs.append(decoder.feed(mp3[pos : pos + size]))
         pos, i = pos + size, i + 1
     outputs.append(decoder.flush())
     return b"".join(outputs), outputs
@@ -33,8 +33,11 @@ def test_chunking_does_not_change_the_output(rate: int) -> None:
 def test_bytes_that_are_not_mp3_fail_at_the_end() -> None:
     decoder = Mp3Decoder(24000)
     assert decoder.feed(b"<html>not audio</html>" * 50) == b""
-    with pytest.raises(Mp3DecodeError, match=r"1100 bytes of audio were received but no MP3 "
-                                             r"frame decoded"):
+    with pytest.raises(
+        Mp3DecodeError,
+        match=r"1100 bytes of audio were received but no MP3 "
+        r"frame decoded",
+    ):
         decoder.flush()
 
 

@@ -36,7 +36,8 @@ def peak_hz(x: np.ndarray, rate: int) -> float:
 
 @pytest.mark.parametrize("rate", [24000, 16000])
 async def test_speech_duration_matches_the_mp3_and_is_not_silent(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any], rate: int) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any], rate: int
+) -> None:
     mp3 = speech_mp3(SENTENCE)
     fake_edge.script(Speak(mp3=mp3, chunk_bytes=1000))
     tts = make_tts(sample_rate=rate)
@@ -57,17 +58,19 @@ async def test_speech_duration_matches_the_mp3_and_is_not_silent(
 
 @pytest.mark.parametrize("rate", [24000, 16000])
 async def test_a_sine_keeps_its_frequency_through_decode_and_resample(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any], rate: int) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any], rate: int
+) -> None:
     fake_edge.script(Speak(mp3=sine_mp3(2.0, 1000.0), chunk_bytes=333))
     x = pcm16(await collect(make_tts(sample_rate=rate).synthesize("beep")))
-    middle = x[rate // 2: rate // 2 + rate]  # 1 s away from the encoder's edges
+    middle = x[rate // 2 : rate // 2 + rate]  # 1 s away from the encoder's edges
     assert peak_hz(middle, rate) == pytest.approx(1000.0, abs=2.0)
     # Level within 1 dB (48 kbit/s MP3 loses a little).
     assert float(np.sqrt(np.mean(middle**2))) == pytest.approx(0.3 / np.sqrt(2), rel=0.11)
 
 
 async def test_audio_is_yielded_while_the_service_is_still_sending(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any]
+) -> None:
     # The server sends one chunk, then waits for the gate: audio must reach the
     # consumer before the rest of the stream exists.
     fake_edge.script(Speak(mp3=sine_mp3(3.0), chunk_bytes=1440, gate_after=1))
@@ -83,7 +86,8 @@ async def test_audio_is_yielded_while_the_service_is_still_sending(
 
 
 async def test_voice_and_prosody_reach_the_ssml(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any]
+) -> None:
     tts = make_tts(voice="en-GB-SoniaNeural", rate="+25%", volume="-10%", pitch="+5Hz")
     await collect(tts.synthesize("Tom & Jerry <3 'quotes'"))
     await collect(tts.synthesize("你好，世界。", voice="zh-CN-XiaoxiaoNeural"))
@@ -97,7 +101,8 @@ async def test_voice_and_prosody_reach_the_ssml(
 
 
 async def test_what_edge_tts_sends_on_the_wire(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any]
+) -> None:
     await collect(make_tts().synthesize("hello"))
     [c] = fake_edge.connections
     assert c.path == "/consumer/speech/synthesize/readaloud/edge/v1"
@@ -116,13 +121,15 @@ async def test_what_edge_tts_sends_on_the_wire(
 
 
 async def test_empty_text_does_not_connect(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any]
+) -> None:
     assert await collect(make_tts().synthesize("  \n")) == b""
     assert fake_edge.connections == []
 
 
 async def test_long_text_is_sent_in_several_turns_and_decoded_as_one_stream(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any]
+) -> None:
     text = "word " * 1200  # 6000 bytes: edge-tts splits SSML text at 4096 bytes
     pcm = await collect(make_tts().synthesize(text))
     assert len(fake_edge.connections) == 2
@@ -144,7 +151,8 @@ async def test_two_endpoints_at_the_same_time(edge_spec: ProviderSpec) -> None:
 
 
 async def test_stopping_early_closes_the_websocket_at_once(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any]
+) -> None:
     # 10 s of audio at 0.1 s per chunk: the server is mid-stream when the consumer leaves.
     fake_edge.script(Speak(mp3=sine_mp3(10.0), chunk_bytes=1440, chunk_delay=0.1))
     stream = make_tts().synthesize("barge in")
@@ -164,7 +172,8 @@ async def test_stopping_early_closes_the_websocket_at_once(
 
 
 async def test_cancelling_the_consumer_closes_the_websocket_at_once(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any]
+) -> None:
     # The service hangs after the SSML: the consumer waits, then is cancelled.
     fake_edge.script(Hang("ssml"))
 
@@ -185,7 +194,8 @@ async def test_cancelling_the_consumer_closes_the_websocket_at_once(
 
 
 async def test_close_aborts_running_syntheses(
-        fake_edge: FakeEdge, make_tts: Callable[..., Any]) -> None:
+    fake_edge: FakeEdge, make_tts: Callable[..., Any]
+) -> None:
     fake_edge.script(Hang("ssml"))
     tts = make_tts(receive_timeout=30)
     task = asyncio.create_task(collect(tts.synthesize("server shutting down")))
@@ -196,8 +206,9 @@ async def test_close_aborts_running_syntheses(
     await asyncio.wait_for(fake_edge.connections[0].ended.wait(), 1.0)
 
 
-async def test_passes_the_executor_policy_as_io(fake_edge: FakeEdge,
-                                                edge_spec: ProviderSpec) -> None:
+async def test_passes_the_executor_policy_as_io(
+    fake_edge: FakeEdge, edge_spec: ProviderSpec
+) -> None:
     executor = Executor(ExecutorSettings(cpu_workers=1))
     try:
         spec = edge_spec

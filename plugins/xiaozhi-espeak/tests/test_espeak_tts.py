@@ -111,8 +111,11 @@ def test_empty_text_yields_nothing(tts24: EspeakTTS) -> None:
 
 
 def test_unknown_voice_is_a_precise_provider_error(tts24: EspeakTTS) -> None:
-    with pytest.raises(ProviderError, match=r"unknown voice 'xx-nope'.*python -m xiaozhi_espeak "
-                                            r"voices"):
+    with pytest.raises(
+        ProviderError,
+        match=r"unknown voice 'xx-nope'.*python -m xiaozhi_espeak "
+        r"voices",
+    ):
         EspeakTTS(EspeakOptions(voice="xx-nope"))
     with pytest.raises(UnknownVoiceError, match="unknown voice 'qq-nope'"):
         list(tts24.synthesize(EN, voice="qq-nope"))
@@ -122,8 +125,9 @@ def test_unknown_voice_is_a_precise_provider_error(tts24: EspeakTTS) -> None:
 
 def test_options_are_validated() -> None:
     spec = espeak_spec()
-    with pytest.raises(ConfigError, match="sample_rate: .*22050.* is not allowed; allowed: "
-                                          "16000, 24000"):
+    with pytest.raises(
+        ConfigError, match="sample_rate: .*22050.* is not allowed; allowed: 16000, 24000"
+    ):
         spec.validate({"sample_rate": 22050}, path="tts.options")
     with pytest.raises(ConfigError, match=r"^tts\.options\.rate: must be in 80\.\.450, got 600$"):
         spec.validate({"rate": 600}, path="tts.options")
@@ -148,11 +152,11 @@ def median_f0(x: np.ndarray, rate: int) -> float:
     hop = rate * 40 // 1000
     f0s = []
     for i in range(0, len(x) - hop, hop):
-        frame = x[i:i + hop].astype(np.float64)
+        frame = x[i : i + hop].astype(np.float64)
         if np.sqrt(np.mean(frame**2)) < 1500:
             continue
         frame -= frame.mean()
-        ac = np.correlate(frame, frame, "full")[hop - 1:]
+        ac = np.correlate(frame, frame, "full")[hop - 1 :]
         lo, hi = rate // 400, rate // 60
         f0s.append(rate / (lo + int(np.argmax(ac[lo:hi]))))
     return float(np.median(f0s))
@@ -235,8 +239,13 @@ def test_discovered_through_entry_point_and_accepted_as_cpu(tts24: EspeakTTS) ->
     assert spec.factory_path == "xiaozhi_espeak.tts:EspeakTTS"
     assert check_policy(spec, tts24) == ["synthesize"]
     # The same class declared 'io' is refused: its work method is a blocking generator.
-    io_spec = ProviderSpec(role=Role.TTS, name="espeak", execution=Execution.IO,
-                           factory=spec.factory, options=spec.options)
+    io_spec = ProviderSpec(
+        role=Role.TTS,
+        name="espeak",
+        execution=Execution.IO,
+        factory=spec.factory,
+        options=spec.options,
+    )
     with pytest.raises(ExecutionPolicyError, match="declared 'io'"):
         check_policy(io_spec, tts24)
 
@@ -245,8 +254,7 @@ async def test_streams_through_the_core_executor() -> None:
     spec = espeak_spec()
     executor = Executor(ExecutorSettings(cpu_workers=2))
     try:
-        bound = await build(spec, spec.validate({"voice": "cmn", "sample_rate": 16000}),
-                            executor)
+        bound = await build(spec, spec.validate({"voice": "cmn", "sample_rate": 16000}), executor)
         assert bound.sample_rate == 16000 and bound.execution is Execution.CPU
 
         async def collect(text: str, voice: str | None) -> np.ndarray:

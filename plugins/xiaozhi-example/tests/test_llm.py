@@ -38,14 +38,19 @@ async def collect(stream: AsyncIterator[Any]) -> list[Any]:
 
 async def test_streams_the_last_user_message_word_by_word(executor: Executor) -> None:
     llm = await echo(executor)
-    history = [Message("system", "be brief"), Message("user", "first"),
-               Message("assistant", "You said: first"), Message("user", "turn on the light")]
+    history = [
+        Message("system", "be brief"),
+        Message("user", "first"),
+        Message("assistant", "You said: first"),
+        Message("user", "turn on the light"),
+    ]
     chunks = await collect(llm.chat(history))
     assert chunks == ["You", " said:", " turn", " on", " the", " light"]
 
 
 async def test_time_question_requests_get_time_then_answers_with_the_result(
-        executor: Executor) -> None:
+    executor: Executor,
+) -> None:
     llm = await echo(executor)
     history = [Message("user", "What time is it?")]
     first = await collect(llm.chat(history, tools=[GET_TIME]))
@@ -53,8 +58,10 @@ async def test_time_question_requests_get_time_then_answers_with_the_result(
     call = first[0]
     assert (call.name, call.arguments) == ("get_time", {})
 
-    history += [Message("assistant", "", tool_calls=[call]),
-                Message("tool", "12:30", tool_call_id=call.id)]
+    history += [
+        Message("assistant", "", tool_calls=[call]),
+        Message("tool", "12:30", tool_call_id=call.id),
+    ]
     second = await collect(llm.chat(history, tools=[GET_TIME]))
     assert "".join(second) == "It is 12:30."
 

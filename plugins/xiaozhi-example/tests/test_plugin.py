@@ -31,16 +31,20 @@ def test_entry_point_does_not_import_the_implementations() -> None:
         "assert r.get('tts', 'sine') and r.get('llm', 'echo')\n"
         "print(sorted(m for m in sys.modules if m.startswith('xiaozhi_example')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
     assert out.strip() == "['xiaozhi_example', 'xiaozhi_example.plugin']"
 
 
-@pytest.mark.parametrize(("options", "path", "message"), [
-    ({"frequency": 9000}, "tts.options", "below half the sample rate"),
-    ({"sample_rate": "fast"}, "tts.options.sample_rate", "expected an integer"),
-    ({"volume": 1}, "tts.options.volume", "allowed keys: amplitude, chunk_ms"),
-])
+@pytest.mark.parametrize(
+    ("options", "path", "message"),
+    [
+        ({"frequency": 9000}, "tts.options", "below half the sample rate"),
+        ({"sample_rate": "fast"}, "tts.options.sample_rate", "expected an integer"),
+        ({"volume": 1}, "tts.options.volume", "allowed keys: amplitude, chunk_ms"),
+    ],
+)
 def test_sine_options_are_validated(options: dict[str, object], path: str, message: str) -> None:
     spec = default_registry().get("tts", "sine")
     with pytest.raises(ConfigError) as err:

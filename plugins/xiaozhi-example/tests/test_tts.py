@@ -44,8 +44,14 @@ async def test_length_follows_the_text(executor: Executor) -> None:
 
 
 async def test_chunks_and_frequency(executor: Executor) -> None:
-    tts = await sine(executor, sample_rate=16000, frequency=1000, chunk_ms=40,
-                     seconds_per_char=0.1, amplitude=0.5)
+    tts = await sine(
+        executor,
+        sample_rate=16000,
+        frequency=1000,
+        chunk_ms=40,
+        seconds_per_char=0.1,
+        amplitude=0.5,
+    )
     chunks = [c async for c in tts.synthesize("abcde")]  # 0.5 s
     assert [len(c) // 2 for c in chunks] == [640] * 12 + [320]
     pcm = np.frombuffer(b"".join(chunks), "<i2").astype(np.float64)

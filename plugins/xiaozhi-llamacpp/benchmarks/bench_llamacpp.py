@@ -19,8 +19,12 @@ import sys
 import time
 
 SYSTEM = "You are Xiaozhi, a friendly voice assistant. Answer in one or two short sentences."
-QUESTIONS = ["What is the capital of France?", "How many legs does a spider have?",
-             "What colour is the sky?", "Who wrote Romeo and Juliet?"]
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many legs does a spider have?",
+    "What colour is the sky?",
+    "Who wrote Romeo and Juliet?",
+]
 
 
 def bench(n_threads: int, repeats: int) -> str:
@@ -51,10 +55,12 @@ def bench(n_threads: int, repeats: int) -> str:
                 speed.append(reply.stats.tokens_per_second)
     llm.close()
     med = statistics.median
-    return (f"n_threads={n_threads}: load {med(loads) * 1000:.0f} ms | prompt ~{med(prompt):.0f} "
-            f"tokens: TTFT cold {med(cold) * 1000:.0f} ms, cached {med(cached) * 1000:.0f} ms | "
-            f"{med(speed):.1f} tokens/s (min {min(speed):.1f}, max {max(speed):.1f}) "
-            f"[median of {repeats}]")
+    return (
+        f"n_threads={n_threads}: load {med(loads) * 1000:.0f} ms | prompt ~{med(prompt):.0f} "
+        f"tokens: TTFT cold {med(cold) * 1000:.0f} ms, cached {med(cached) * 1000:.0f} ms | "
+        f"{med(speed):.1f} tokens/s (min {min(speed):.1f}, max {max(speed):.1f}) "
+        f"[median of {repeats}]"
+    )
 
 
 def main() -> None:
@@ -67,8 +73,10 @@ def main() -> None:
     if args.busy:
         busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        print(f"cpus {os.cpu_count()}, load average before {os.getloadavg()[0]:.2f}"
-              + (", with one busy process beside" if busy else ""))
+        print(
+            f"cpus {os.cpu_count()}, load average before {os.getloadavg()[0]:.2f}"
+            + (", with one busy process beside" if busy else "")
+        )
         for n in args.threads:
             print(bench(n, args.repeats), flush=True)
     finally:

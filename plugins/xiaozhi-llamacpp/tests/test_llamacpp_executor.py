@@ -96,11 +96,14 @@ async def test_more_replies_than_pool_workers_all_complete(bound: Any) -> None:
     async def ask(question: str) -> str:
         return "".join([item async for item in bound.chat([Message("user", question)])])
 
-    answers = await asyncio.wait_for(asyncio.gather(
-        ask("What is the capital of France?"),
-        ask("Name three colours."),
-        ask("What is two plus two?"),
-    ), timeout=60)
+    answers = await asyncio.wait_for(
+        asyncio.gather(
+            ask("What is the capital of France?"),
+            ask("Name three colours."),
+            ask("What is two plus two?"),
+        ),
+        timeout=60,
+    )
     assert all(a.strip() for a in answers), answers
     assert "Paris" in answers[0]
     assert await wait_free(bound) == {"instances": 1, "free": 1, "queued": 0}

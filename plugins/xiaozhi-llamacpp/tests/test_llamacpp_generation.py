@@ -95,8 +95,12 @@ def test_two_threads_are_served_one_after_the_other(llamacpp_llm: Any) -> None:
             items.append(item)
             if item:
                 stamps.append(time.monotonic())
-        results[i] = {"items": items, "stamps": stamps, "stats": reply.stats,
-                      "end": time.monotonic()}
+        results[i] = {
+            "items": items,
+            "stamps": stamps,
+            "stats": reply.stats,
+            "end": time.monotonic(),
+        }
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
     for t in threads:

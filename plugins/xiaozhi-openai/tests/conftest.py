@@ -38,8 +38,7 @@ async def make_provider(fake_openai: FakeOpenAI) -> AsyncIterator[Callable[..., 
     made: list[Any] = []
 
     def make(role: str, **options: Any) -> Any:
-        opts = {"base_url": fake_openai.base_url, "api_key": API_KEY, "max_retries": 0,
-                **options}
+        opts = {"base_url": fake_openai.base_url, "api_key": API_KEY, "max_retries": 0, **options}
         provider = _spec(role).create(opts)
         made.append(provider)
         return provider

@@ -128,19 +128,31 @@ class ErrorReply:
 
     @classmethod
     def rate_limit(cls) -> ErrorReply:
-        return cls(429, "Rate limit reached for gpt-4o-mini in organization org-fake on tokens "
-                   "per min (TPM): Limit 200000, Used 199800, Requested 900. Please try again "
-                   "in 210ms.", "tokens", "rate_limit_exceeded")
+        return cls(
+            429,
+            "Rate limit reached for gpt-4o-mini in organization org-fake on tokens "
+            "per min (TPM): Limit 200000, Used 199800, Requested 900. Please try again "
+            "in 210ms.",
+            "tokens",
+            "rate_limit_exceeded",
+        )
 
     @classmethod
     def quota(cls) -> ErrorReply:
-        return cls(429, "You exceeded your current quota, please check your plan and billing "
-                   "details.", "insufficient_quota", "insufficient_quota")
+        return cls(
+            429,
+            "You exceeded your current quota, please check your plan and billing details.",
+            "insufficient_quota",
+            "insufficient_quota",
+        )
 
     @classmethod
     def server_error(cls, status: int = 500) -> ErrorReply:
-        return cls(status, "The server had an error while processing your request. Sorry about "
-                   "that!", "server_error")
+        return cls(
+            status,
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+        )
 
 
 @dataclass
@@ -164,8 +176,9 @@ class Recorded:
         return self.headers.get("Authorization")
 
 
-def error_body(message: str, type_: str, code: str | None = None,
-               param: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, type_: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error JSON.
 
     >>> error_body("bad", "invalid_request_error")["error"]["type"]
@@ -300,13 +313,14 @@ class FakeOpenAI:
             raise _Gone from exc
 
     def _headers(self) -> dict[str, str]:
-        return {"x-request-id": f"req_{uuid.uuid4().hex[:24]}",
-                "openai-processing-ms": "12"}
+        return {"x-request-id": f"req_{uuid.uuid4().hex[:24]}", "openai-processing-ms": "12"}
 
     def _error(self, reply: ErrorReply) -> web.Response:
         return web.json_response(
             error_body(reply.message, reply.type, reply.code, reply.param),
-            status=reply.status, headers={**self._headers(), **reply.headers})
+            status=reply.status,
+            headers={**self._headers(), **reply.headers},
+        )
 
     def _bad_request(self, message: str, param: str | None = None) -> web.Response:
         return self._error(ErrorReply(400, message, "invalid_request_error", None, param))
@@ -316,23 +330,39 @@ class FakeOpenAI:
             return None
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or not header[7:].strip():
-            return self._error(ErrorReply(
-                401, "You didn't provide an API key. You need to provide your API key in an "
-                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
-                "or as the password field (with blank username) if you're accessing the API "
-                "from your browser and are prompted for a username.", "invalid_request_error"))
+            return self._error(
+                ErrorReply(
+                    401,
+                    "You didn't provide an API key. You need to provide your API key in an "
+                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
+                    "or as the password field (with blank username) if you're accessing the API "
+                    "from your browser and are prompted for a username.",
+                    "invalid_request_error",
+                )
+            )
         key = header[7:].strip()
         if key != self.api_key:
             masked = key[:3] + "*" * 10 + key[-4:] if len(key) > 8 else key
-            return self._error(ErrorReply(
-                401, f"Incorrect API key provided: {masked}. You can find your API key at "
-                "https://platform.openai.com/account/api-keys.", "invalid_request_error",
-                "invalid_api_key"))
+            return self._error(
+                ErrorReply(
+                    401,
+                    f"Incorrect API key provided: {masked}. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    "invalid_request_error",
+                    "invalid_api_key",
+                )
+            )
         return None
 
-    async def _streamed(self, request: web.Request, content_type: str,
-                        chunks: list[bytes], first_delay: float, delay: float,
-                        stall_after: int | None) -> web.StreamResponse:
+    async def _streamed(
+        self,
+        request: web.Request,
+        content_type: str,
+        chunks: list[bytes],
+        first_delay: float,
+        delay: float,
+        stall_after: int | None,
+    ) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": content_type, **self._headers()})
         resp.enable_chunked_encoding()
         sent = 0
@@ -385,12 +415,19 @@ class FakeOpenAI:
             events = [f"data: {e}\n\n".encode() for e in reply.raw_events]
         else:
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            events = [f"data: {json.dumps(c)}\n\n".encode()
-                      for c in _chunks(reply, model, include_usage)]
+            events = [
+                f"data: {json.dumps(c)}\n\n".encode() for c in _chunks(reply, model, include_usage)
+            ]
             if reply.done:
                 events.append(b"data: [DONE]\n\n")
-        return await self._streamed(request, "text/event-stream; charset=utf-8", events,
-                                    reply.first_delay, reply.delay, reply.stall_after)
+        return await self._streamed(
+            request,
+            "text/event-stream; charset=utf-8",
+            events,
+            reply.first_delay,
+            reply.delay,
+            reply.stall_after,
+        )
 
     # -- speech ---------------------------------------------------------------------
     async def _speech(self, request: web.Request) -> web.StreamResponse:
@@ -405,12 +442,16 @@ class FakeOpenAI:
             if not body.get(name):
                 return self._bad_request(f"Missing required parameter: '{name}'.", name)
         if len(body["input"]) > 4096:
-            return self._bad_request("string too long. Expected a string with maximum length "
-                                     f"4096, but got a string with length {len(body['input'])} "
-                                     "instead.", "input")
+            return self._bad_request(
+                "string too long. Expected a string with maximum length "
+                f"4096, but got a string with length {len(body['input'])} "
+                "instead.",
+                "input",
+            )
         if body.get("response_format", "mp3") != "pcm":
-            return self._bad_request("this fake server only produces response_format 'pcm'",
-                                     "response_format")
+            return self._bad_request(
+                "this fake server only produces response_format 'pcm'", "response_format"
+            )
         reply = self.speech_replies.popleft() if self.speech_replies else SpeechReply()
         if isinstance(reply, ErrorReply):
             return self._error(reply)
@@ -420,18 +461,22 @@ class FakeOpenAI:
             except _Gone:
                 self._record_abort()
             return web.Response(status=503)
-        pcm = reply.pcm if reply.pcm is not None else speech_pcm(
-            len(body["input"]) * reply.seconds_per_char)
+        pcm = (
+            reply.pcm
+            if reply.pcm is not None
+            else speech_pcm(len(body["input"]) * reply.seconds_per_char)
+        )
         step = max(1, reply.chunk_bytes)
-        chunks = [pcm[i:i + step] for i in range(0, len(pcm), step)]
+        chunks = [pcm[i : i + step] for i in range(0, len(pcm), step)]
         if reply.first_delay:
             try:
                 await self._sleep(request, reply.first_delay)
             except _Gone:
                 self._record_abort()
                 return web.Response()
-        return await self._streamed(request, reply.content_type, chunks, reply.delay,
-                                    reply.delay, reply.stall_after)
+        return await self._streamed(
+            request, reply.content_type, chunks, reply.delay, reply.delay, reply.stall_after
+        )
 
     # -- transcriptions ---------------------------------------------------------------
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
@@ -443,8 +488,7 @@ class FakeOpenAI:
                 files[key] = (value.filename, value.content_type, value.file.read())
             else:
                 form[key] = str(value)
-        self._record(Recorded(request.path, CIMultiDict(request.headers), form=form,
-                                      files=files))
+        self._record(Recorded(request.path, CIMultiDict(request.headers), form=form, files=files))
         if (err := self._auth_error(request)) is not None:
             return err
         if "file" not in files:
@@ -452,13 +496,19 @@ class FakeOpenAI:
         if not form.get("model"):
             return self._bad_request("Missing required parameter: 'model'.", "model")
         name = files["file"][0]
-        if not name.lower().endswith((".flac", ".m4a", ".mp3", ".mp4", ".mpeg", ".mpga",
-                                      ".oga", ".ogg", ".wav", ".webm")):
-            return self._bad_request("Invalid file format. Supported formats: ['flac', 'm4a', "
-                                     "'mp3', 'mp4', 'mpeg', 'mpga', 'oga', 'ogg', 'wav', 'webm']",
-                                     "file")
-        reply = (self.transcription_replies.popleft() if self.transcription_replies
-                 else TranscriptionReply())
+        if not name.lower().endswith(
+            (".flac", ".m4a", ".mp3", ".mp4", ".mpeg", ".mpga", ".oga", ".ogg", ".wav", ".webm")
+        ):
+            return self._bad_request(
+                "Invalid file format. Supported formats: ['flac', 'm4a', "
+                "'mp3', 'mp4', 'mpeg', 'mpga', 'oga', 'ogg', 'wav', 'webm']",
+                "file",
+            )
+        reply = (
+            self.transcription_replies.popleft()
+            if self.transcription_replies
+            else TranscriptionReply()
+        )
         if isinstance(reply, ErrorReply):
             return self._error(reply)
         if isinstance(reply, Hang):
@@ -471,8 +521,12 @@ class FakeOpenAI:
             await asyncio.sleep(reply.delay)
         result: dict[str, Any] = {"text": reply.text}
         if form["model"] != "whisper-1":
-            result["usage"] = {"type": "tokens", "input_tokens": 20, "output_tokens": 5,
-                               "total_tokens": 25}
+            result["usage"] = {
+                "type": "tokens",
+                "input_tokens": 20,
+                "output_tokens": 5,
+                "total_tokens": 25,
+            }
         return web.json_response(result, headers=self._headers())
 
 
@@ -495,21 +549,28 @@ def _check_chat(body: dict[str, Any]) -> tuple[str, str | None] | None:
         if role == "assistant" and m.get("tool_calls"):
             for c in m["tool_calls"]:
                 if c.get("type") != "function" or not isinstance(
-                        c.get("function", {}).get("arguments"), str):
-                    return (f"Invalid type for 'messages[{i}].tool_calls': arguments must be a "
-                            "string"), f"messages[{i}].tool_calls"
+                    c.get("function", {}).get("arguments"), str
+                ):
+                    return (
+                        f"Invalid type for 'messages[{i}].tool_calls': arguments must be a string"
+                    ), f"messages[{i}].tool_calls"
             open_ids = {c["id"] for c in m["tool_calls"]}
         elif role == "tool":
             if m.get("tool_call_id") not in open_ids:
-                return ("Invalid parameter: messages with role 'tool' must be a response to a "
-                        "preceeding message with 'tool_calls'."), f"messages.[{i}].role"
+                return (
+                    "Invalid parameter: messages with role 'tool' must be a response to a "
+                    "preceeding message with 'tool_calls'."
+                ), f"messages.[{i}].role"
         elif role == "user" and isinstance(m.get("content"), list):
             if problem := _check_parts(m["content"], i):
                 return problem
             open_ids = set()
         elif role not in ("system", "user", "assistant", "developer"):
-            return f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', " \
-                   "'user', 'tool', 'function', and 'developer'.", f"messages[{i}].role"
+            return (
+                f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', "
+                "'user', 'tool', 'function', and 'developer'.",
+                f"messages[{i}].role",
+            )
         else:
             open_ids = set()
     return None
@@ -523,23 +584,32 @@ def _check_parts(parts: list[Any], i: int) -> tuple[str, str | None] | None:
         if kind == "text" and isinstance(part.get("text"), str):
             continue
         if kind != "image_url":
-            return (f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', "
-                    "'input_audio', 'refusal', 'audio', and 'file'.",
-                    f"messages[{i}].content[{j}].type")
+            return (
+                f"Invalid value: '{kind}'. Supported values are: 'text', 'image_url', "
+                "'input_audio', 'refusal', 'audio', and 'file'.",
+                f"messages[{i}].content[{j}].type",
+            )
         url = (part.get("image_url") or {}).get("url", "")
         head, _, data = url.partition(",")
         if not (head.startswith("data:image/") and head.endswith(";base64")):
-            return ("Invalid 'image_url': expected a base64-encoded data URL with an image "
-                    "MIME type", f"messages[{i}].content[{j}].image_url.url")
+            return (
+                "Invalid 'image_url': expected a base64-encoded data URL with an image MIME type",
+                f"messages[{i}].content[{j}].image_url.url",
+            )
         try:
             raw = base64.b64decode(data, validate=True)
         except ValueError:
             return "Invalid base64 image_url.", f"messages[{i}].content[{j}].image_url.url"
-        if not raw.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8")) and \
-                raw[8:12] != b"WEBP":
-            return ("You uploaded an unsupported image. Please make sure your image is below 20 "
-                    "MB in size and is of one the following formats: ['png', 'jpeg', 'gif', "
-                    "'webp'].", None)
+        if (
+            not raw.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8"))
+            and raw[8:12] != b"WEBP"
+        ):
+            return (
+                "You uploaded an unsupported image. Please make sure your image is below 20 "
+                "MB in size and is of one the following formats: ['png', 'jpeg', 'gif', "
+                "'webp'].",
+                None,
+            )
     return None
 
 
@@ -554,8 +624,12 @@ def _chunks(reply: ChatReply, model: str, include_usage: bool) -> list[dict[str,
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         c: dict[str, Any] = {
-            "id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-            "service_tier": "default", "system_fingerprint": "fp_fake0001",
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "service_tier": "default",
+            "system_fingerprint": "fp_fake0001",
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         }
         if include_usage:
@@ -563,23 +637,41 @@ def _chunks(reply: ChatReply, model: str, include_usage: bool) -> list[dict[str,
         return c
 
     out: list[dict[str, Any]] = []
-    pieces = reply.pieces if reply.pieces is not None else (
-        [w if i == 0 else " " + w for i, w in enumerate(reply.text.split())])
+    pieces = (
+        reply.pieces
+        if reply.pieces is not None
+        else ([w if i == 0 else " " + w for i, w in enumerate(reply.text.split())])
+    )
     if pieces or not reply.tool_calls:
         out.append(chunk({"role": "assistant", "content": "", "refusal": None}))
         out.extend(chunk({"content": p}) for p in pieces)
     for index, call in enumerate(reply.tool_calls):
-        head = {"index": index, "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
-                "type": "function", "function": {"name": call["name"], "arguments": ""}}
+        head = {
+            "index": index,
+            "id": call.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+            "type": "function",
+            "function": {"name": call["name"], "arguments": ""},
+        }
         if not out:
-            out.append(chunk({"role": "assistant", "content": None, "tool_calls": [head],
-                              "refusal": None}))
+            out.append(
+                chunk({"role": "assistant", "content": None, "tool_calls": [head], "refusal": None})
+            )
         else:
             out.append(chunk({"tool_calls": [head]}))
         text = _arguments_text(call)
         for i in range(0, len(text), max(1, reply.fragment)):
-            out.append(chunk({"tool_calls": [
-                {"index": index, "function": {"arguments": text[i:i + reply.fragment]}}]}))
+            out.append(
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": index,
+                                "function": {"arguments": text[i : i + reply.fragment]},
+                            }
+                        ]
+                    }
+                )
+            )
     if reply.error_event is not None:
         out.append({"error": reply.error_event})
         return out
@@ -588,26 +680,46 @@ def _chunks(reply: ChatReply, model: str, include_usage: bool) -> list[dict[str,
     if include_usage:
         usage = chunk({})
         usage["choices"] = []
-        usage["usage"] = {"prompt_tokens": 10, "completion_tokens": len(out),
-                          "total_tokens": 10 + len(out)}
+        usage["usage"] = {
+            "prompt_tokens": 10,
+            "completion_tokens": len(out),
+            "total_tokens": 10 + len(out),
+        }
         out.append(usage)
     return out
 
 
 def _completion(reply: ChatReply, model: str) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None,
-                               "refusal": None, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": reply.text or None,
+        "refusal": None,
+        "annotations": [],
+    }
     if reply.tool_calls:
         message["tool_calls"] = [
-            {"id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}", "type": "function",
-             "function": {"name": c["name"], "arguments": _arguments_text(c)}}
-            for c in reply.tool_calls]
+            {
+                "id": c.get("id") or f"call_{uuid.uuid4().hex[:24]}",
+                "type": "function",
+                "function": {"name": c["name"], "arguments": _arguments_text(c)},
+            }
+            for c in reply.tool_calls
+        ]
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:29]}", "object": "chat.completion",
-        "created": int(time.time()), "model": model, "system_fingerprint": "fp_fake0001",
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": reply.finish_reason or (
-                         "tool_calls" if reply.tool_calls else "stop")}],
+        "id": f"chatcmpl-{uuid.uuid4().hex[:29]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": "fp_fake0001",
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": reply.finish_reason
+                or ("tool_calls" if reply.tool_calls else "stop"),
+            }
+        ],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     }
 
@@ -627,5 +739,4 @@ def wav_samples(data: bytes) -> tuple[int, int, int, np.ndarray]:
 
     with contextlib.closing(wave.open(io.BytesIO(data), "rb")) as w:
         frames = w.readframes(w.getnframes())
-        return (w.getnchannels(), w.getsampwidth(), w.getframerate(),
-                np.frombuffer(frames, "<i2"))
+        return (w.getnchannels(), w.getsampwidth(), w.getframerate(), np.frombuffer(frames, "<i2"))

@@ -17,7 +17,8 @@ LONG_REPLY = ChatReply(" ".join(f"w{i}" for i in range(100)), delay=0.05)  # ~5 
 
 
 async def test_closing_the_llm_stream_closes_the_connection(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     llm = make_provider("llm")
     fake_openai.script_chat(LONG_REPLY)
     stream = llm.chat([Message("user", "talk")])
@@ -30,7 +31,8 @@ async def test_closing_the_llm_stream_closes_the_connection(
 
 
 async def test_cancelling_the_llm_task_closes_the_connection(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     llm = make_provider("llm")
     fake_openai.script_chat(LONG_REPLY)
     got: list[Any] = []
@@ -52,7 +54,8 @@ async def test_cancelling_the_llm_task_closes_the_connection(
 
 
 async def test_closing_the_tts_stream_closes_the_connection(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     tts = make_provider("tts")
     fake_openai.script_speech(SpeechReply(pcm=speech_pcm(5.0), chunk_bytes=4800, delay=0.05))
     stream = tts.synthesize("A long sentence that takes a while to say.")
@@ -64,7 +67,8 @@ async def test_closing_the_tts_stream_closes_the_connection(
 
 
 async def test_cancelling_the_tts_task_closes_the_connection(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     tts = make_provider("tts")
     fake_openai.script_speech(SpeechReply(pcm=speech_pcm(5.0), chunk_bytes=4800, delay=0.05))
     started = asyncio.Event()
@@ -82,7 +86,8 @@ async def test_cancelling_the_tts_task_closes_the_connection(
 
 
 async def test_cancelling_a_pending_transcription_closes_the_connection(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     asr = make_provider("asr")
     fake_openai.script_transcription(Hang())
     task = asyncio.create_task(asr.transcribe(tone(0.5)))
@@ -94,7 +99,8 @@ async def test_cancelling_a_pending_transcription_closes_the_connection(
 
 
 async def test_the_client_is_reused_after_an_aborted_stream(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     llm = make_provider("llm")
     fake_openai.script_chat(LONG_REPLY, ChatReply("fine"))
     stream = llm.chat([Message("user", "talk")])

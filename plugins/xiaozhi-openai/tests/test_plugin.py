@@ -37,22 +37,32 @@ def test_entry_point_is_discovered_and_cheap() -> None:
 def test_plugin_module_does_not_import_the_sdk() -> None:
     import subprocess
 
-    code = ("import sys, xiaozhi_openai.plugin; "
-            "print('openai' in sys.modules)")
+    code = "import sys, xiaozhi_openai.plugin; print('openai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize(("role", "options", "message"), [
-    ("llm", {"base_url": "api.openai.com/v1"}, r"llm\.options: base_url 'api\.openai\.com/v1' "
-                                                r"must be an http\(s\) URL"),
-    ("llm", {"first_token_timeout": 0}, r"^llm\.options\.first_token_timeout: must be > 0, got 0$"),
-    ("asr", {"max_retries": -1}, r"^asr\.options\.max_retries: must be >= 0, got -1$"),
-    ("tts", {"speed": 9.0}, r"^tts\.options\.speed: must be in 0\.25\.\.4\.0, got 9\.0$"),
-    ("asr", {"read_timeout": -1}, r"^asr\.options\.read_timeout: must be > 0, got -1$"),
-    ("tts", {"voices": "nova"}, r"unknown key 'voices'"),
-    ("llm", {"extra_body": ["x"]}, r"llm\.options\.extra_body: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    ("role", "options", "message"),
+    [
+        (
+            "llm",
+            {"base_url": "api.openai.com/v1"},
+            r"llm\.options: base_url 'api\.openai\.com/v1' "
+            r"must be an http\(s\) URL",
+        ),
+        (
+            "llm",
+            {"first_token_timeout": 0},
+            r"^llm\.options\.first_token_timeout: must be > 0, got 0$",
+        ),
+        ("asr", {"max_retries": -1}, r"^asr\.options\.max_retries: must be >= 0, got -1$"),
+        ("tts", {"speed": 9.0}, r"^tts\.options\.speed: must be in 0\.25\.\.4\.0, got 9\.0$"),
+        ("asr", {"read_timeout": -1}, r"^asr\.options\.read_timeout: must be > 0, got -1$"),
+        ("tts", {"voices": "nova"}, r"unknown key 'voices'"),
+        ("llm", {"extra_body": ["x"]}, r"llm\.options\.extra_body: expected a mapping"),
+    ],
+)
 def test_options_are_validated(role: str, options: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         spec(role).validate(options, path=f"{role}.options")
@@ -60,24 +70,33 @@ def test_options_are_validated(role: str, options: dict[str, Any], message: str)
 
 @pytest.mark.parametrize("role", ["llm", "asr", "tts"])
 def test_missing_api_key_names_the_env_var_at_factory_time(
-        role: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(ProviderError, match=rf"openai {role}: no API key for "
-                                            r"https://api\.openai\.com/v1: set the environment "
-                                            r"variable OPENAI_API_KEY"):
+    with pytest.raises(
+        ProviderError,
+        match=rf"openai {role}: no API key for "
+        r"https://api\.openai\.com/v1: set the environment "
+        r"variable OPENAI_API_KEY",
+    ):
         spec(role).create({})
 
 
 def test_missing_api_key_for_another_vendor(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     with pytest.raises(ProviderError, match=r"set the environment variable DEEPSEEK_API_KEY"):
-        spec("llm").create({"base_url": "https://api.deepseek.com/v1",
-                            "api_key_env": "DEEPSEEK_API_KEY", "model": "deepseek-chat"})
+        spec("llm").create(
+            {
+                "base_url": "https://api.deepseek.com/v1",
+                "api_key_env": "DEEPSEEK_API_KEY",
+                "model": "deepseek-chat",
+            }
+        )
 
 
-async def test_api_key_from_a_custom_env_var(fake_openai: FakeOpenAI,
-                                             make_provider: Callable[..., Any],
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_api_key_from_a_custom_env_var(
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DASHSCOPE_API_KEY", "sk-test-key")
     llm = make_provider("llm", api_key=None, api_key_env="DASHSCOPE_API_KEY")
     assert [x async for x in llm.chat([Message("user", "hi")])] == ["Hello!"]
@@ -96,7 +115,8 @@ async def test_a_local_server_needs_no_key(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 async def test_providers_pass_the_executor_policy_as_io(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     executor = Executor(ExecutorSettings(cpu_workers=1))
     try:
         llm, asr, tts = (make_provider(role) for role in ("llm", "asr", "tts"))
@@ -105,10 +125,15 @@ async def test_providers_pass_the_executor_policy_as_io(
         assert check_policy(spec("tts"), tts) == ["synthesize"]
 
         bound_llm = bind(spec("llm"), llm, executor)
-        fake_openai.script_chat(ChatReply("Sure.", tool_calls=[
-            {"id": "c1", "name": "now", "arguments": {}}]))
-        items = [x async for x in bound_llm.chat([Message("user", "time?")],
-                                                 tools=[ToolSpec("now", "time")])]
+        fake_openai.script_chat(
+            ChatReply("Sure.", tool_calls=[{"id": "c1", "name": "now", "arguments": {}}])
+        )
+        items = [
+            x
+            async for x in bound_llm.chat(
+                [Message("user", "time?")], tools=[ToolSpec("now", "time")]
+            )
+        ]
         assert items == ["Sure.", ToolCall("c1", "now", {})]
 
         bound_asr = bind(spec("asr"), asr, executor)
@@ -128,8 +153,9 @@ async def test_providers_pass_the_executor_policy_as_io(
 async def test_build_through_the_core(fake_openai: FakeOpenAI) -> None:
     executor = Executor(ExecutorSettings(cpu_workers=1))
     try:
-        options = spec("llm").validate({"base_url": fake_openai.base_url,
-                                        "api_key": "sk-test-key"}, path="llm.options")
+        options = spec("llm").validate(
+            {"base_url": fake_openai.base_url, "api_key": "sk-test-key"}, path="llm.options"
+        )
         bound = await build(spec("llm"), options, executor)
         stream = bound.chat([Message("user", "hi")])
         assert [x async for x in stream] == ["Hello!"]

@@ -11,8 +11,9 @@ from fake_openai import FakeOpenAI, SpeechReply, speech_pcm
 from xiaozhi_core.errors import ProviderError
 
 
-async def test_streams_pcm_chunks_as_they_arrive(fake_openai: FakeOpenAI,
-                                                 make_provider: Callable[..., Any]) -> None:
+async def test_streams_pcm_chunks_as_they_arrive(
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     tts = make_provider("tts", voice="nova")
     assert tts.sample_rate == 24000
     pcm = speech_pcm(0.5)
@@ -27,12 +28,17 @@ async def test_streams_pcm_chunks_as_they_arrive(fake_openai: FakeOpenAI,
     request = fake_openai.requests[-1]
     assert request.path == "/v1/audio/speech"
     assert request.authorization == "Bearer sk-test-key"
-    assert request.json == {"model": "gpt-4o-mini-tts", "voice": "nova",
-                            "input": "Hello there, how are you?", "response_format": "pcm"}
+    assert request.json == {
+        "model": "gpt-4o-mini-tts",
+        "voice": "nova",
+        "input": "Hello there, how are you?",
+        "response_format": "pcm",
+    }
 
 
-async def test_chunks_are_whole_samples(fake_openai: FakeOpenAI,
-                                        make_provider: Callable[..., Any]) -> None:
+async def test_chunks_are_whole_samples(
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     tts = make_provider("tts")
     pcm = speech_pcm(0.2)
     fake_openai.script_speech(SpeechReply(pcm=pcm, chunk_bytes=1001))  # odd-sized chunks
@@ -41,19 +47,33 @@ async def test_chunks_are_whole_samples(fake_openai: FakeOpenAI,
     assert b"".join(chunks) == pcm
 
 
-async def test_voice_override_speed_and_instructions(fake_openai: FakeOpenAI,
-                                                     make_provider: Callable[..., Any]) -> None:
-    tts = make_provider("tts", model="tts-1", voice="alloy", speed=1.25,
-                        instructions="Speak cheerfully.", extra_body={"seed": 7})
+async def test_voice_override_speed_and_instructions(
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
+    tts = make_provider(
+        "tts",
+        model="tts-1",
+        voice="alloy",
+        speed=1.25,
+        instructions="Speak cheerfully.",
+        extra_body={"seed": 7},
+    )
     audio = b"".join([c async for c in tts.synthesize("Hi!", voice="coral")])
     assert len(audio) > 0
     assert fake_openai.requests[-1].json == {
-        "model": "tts-1", "voice": "coral", "input": "Hi!", "response_format": "pcm",
-        "speed": 1.25, "instructions": "Speak cheerfully.", "seed": 7}
+        "model": "tts-1",
+        "voice": "coral",
+        "input": "Hi!",
+        "response_format": "pcm",
+        "speed": 1.25,
+        "instructions": "Speak cheerfully.",
+        "seed": 7,
+    }
 
 
 async def test_a_profiles_request_options_win_for_that_request(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     from xiaozhi_openai.plugin import OpenAISpeechRequest
 
     tts = make_provider("tts", model="tts-1", voice="alloy", speed=1.25)
@@ -61,21 +81,29 @@ async def test_a_profiles_request_options_win_for_that_request(
     audio = b"".join([c async for c in tts.synthesize("Hi!", voice="coral", options=request)])
     assert len(audio) > 0
     assert fake_openai.requests[-1].json == {
-        "model": "gpt-4o-mini-tts", "voice": "coral", "input": "Hi!", "response_format": "pcm",
-        "speed": 0.8, "instructions": "Softly."}
+        "model": "gpt-4o-mini-tts",
+        "voice": "coral",
+        "input": "Hi!",
+        "response_format": "pcm",
+        "speed": 0.8,
+        "instructions": "Softly.",
+    }
 
 
-async def test_blank_text_makes_no_request(fake_openai: FakeOpenAI,
-                                           make_provider: Callable[..., Any]) -> None:
+async def test_blank_text_makes_no_request(
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     tts = make_provider("tts")
     assert [c async for c in tts.synthesize("  \n")] == []
     assert fake_openai.requests == []
 
 
 async def test_an_encoded_file_instead_of_pcm_is_refused(
-        fake_openai: FakeOpenAI, make_provider: Callable[..., Any]) -> None:
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     tts = make_provider("tts")
-    fake_openai.script_speech(SpeechReply(pcm=b"ID3\x04" + b"\x00" * 100,
-                                          content_type="audio/mpeg"))
+    fake_openai.script_speech(
+        SpeechReply(pcm=b"ID3\x04" + b"\x00" * 100, content_type="audio/mpeg")
+    )
     with pytest.raises(ProviderError, match=r"sent 'audio/mpeg' instead of raw PCM"):
         [c async for c in tts.synthesize("Hello")]

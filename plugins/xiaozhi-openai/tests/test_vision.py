@@ -15,12 +15,14 @@ from xiaozhi_core.errors import ConfigError, ProviderError
 
 
 @pytest.mark.parametrize("image,mime", [(jpeg(), "image/jpeg"), (png(), "image/png")])
-async def test_explains_a_real_image(fake_openai: FakeOpenAI,
-                                     make_provider: Callable[..., Any], image, mime) -> None:
+async def test_explains_a_real_image(
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any], image, mime
+) -> None:
     vision = make_provider("vision", model="qwen-vl-plus", detail="low")
     fake_openai.script_chat(ChatReply("  A red square on a gradient.  "))
-    assert await vision.explain(image, mime, "What is in the middle?") == \
-        "A red square on a gradient."
+    assert (
+        await vision.explain(image, mime, "What is in the middle?") == "A red square on a gradient."
+    )
     body = fake_openai.requests[-1].json
     assert body["model"] == "qwen-vl-plus" and body["stream"] is False
     assert body["max_tokens"] == 300
@@ -33,16 +35,18 @@ async def test_explains_a_real_image(fake_openai: FakeOpenAI,
     assert base64.b64decode(data) == image
 
 
-async def test_the_fake_refuses_what_is_not_an_image(fake_openai: FakeOpenAI,
-                                                     make_provider: Callable[..., Any]) -> None:
+async def test_the_fake_refuses_what_is_not_an_image(
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     # the fake checks the bytes like OpenAI; the provider passes its 400 on, named
     vision = make_provider("vision")
     with pytest.raises(ProviderError, match="unsupported image"):
         await vision.explain(b"not an image at all", "image/jpeg", "what?")
 
 
-async def test_empty_reply_and_server_errors_are_named(fake_openai: FakeOpenAI,
-                                                       make_provider: Callable[..., Any]) -> None:
+async def test_empty_reply_and_server_errors_are_named(
+    fake_openai: FakeOpenAI, make_provider: Callable[..., Any]
+) -> None:
     vision = make_provider("vision", model="text-only-model")
     fake_openai.script_chat(ChatReply(""), ErrorReply.server_error(503))
     with pytest.raises(ProviderError, match="does model 'text-only-model' accept images"):

@@ -77,17 +77,20 @@ def run(sizes: tuple[int, ...], seconds: float, repeats: int) -> dict[str, Any]:
         }
         assert feeds["input"].shape == (n, CONTEXT + WINDOW)
         call, fastest = _time_calls(
-            lambda w=windows, s=states: vad.speech_probs(w, s), seconds, repeats)
+            lambda w=windows, s=states: vad.speech_probs(w, s), seconds, repeats
+        )
         ort_call, _ = _time_calls(lambda f=feeds: vad._session.run(None, f), seconds, repeats)
         us = call / n * 1e6
-        rows.append({
-            "batch": n,
-            "us_per_call": round(call * 1e6, 2),
-            "us_per_stream_window": round(us, 3),
-            "min_us_per_stream_window": round(fastest / n * 1e6, 3),
-            "ort_run_us_per_stream_window": round(ort_call / n * 1e6, 3),
-            "realtime_streams_per_core": int(1e6 / (us * WINDOWS_PER_SECOND)),
-        })
+        rows.append(
+            {
+                "batch": n,
+                "us_per_call": round(call * 1e6, 2),
+                "us_per_stream_window": round(us, 3),
+                "min_us_per_stream_window": round(fastest / n * 1e6, 3),
+                "ort_run_us_per_stream_window": round(ort_call / n * 1e6, 3),
+                "realtime_streams_per_core": int(1e6 / (us * WINDOWS_PER_SECOND)),
+            }
+        )
         print_row(rows[-1])
     return {
         "benchmark": "silero VAD speech_probs, one thread",
@@ -105,22 +108,30 @@ def run(sizes: tuple[int, ...], seconds: float, repeats: int) -> dict[str, Any]:
     }
 
 
-HEADER = (f"{'batch':>5}  {'us/call':>10}  {'us/stream/window':>16}  {'(fastest)':>9}  "
-          f"{'ort.run only':>12}  {'streams/core':>12}")
+HEADER = (
+    f"{'batch':>5}  {'us/call':>10}  {'us/stream/window':>16}  {'(fastest)':>9}  "
+    f"{'ort.run only':>12}  {'streams/core':>12}"
+)
 
 
 def print_row(r: dict[str, Any]) -> None:
-    print(f"{r['batch']:>5}  {r['us_per_call']:>10.1f}  {r['us_per_stream_window']:>16.2f}  "
-          f"{r['min_us_per_stream_window']:>9.2f}  {r['ort_run_us_per_stream_window']:>12.2f}  "
-          f"{r['realtime_streams_per_core']:>12}",
-          flush=True)
+    print(
+        f"{r['batch']:>5}  {r['us_per_call']:>10.1f}  {r['us_per_stream_window']:>16.2f}  "
+        f"{r['min_us_per_stream_window']:>9.2f}  {r['ort_run_us_per_stream_window']:>12.2f}  "
+        f"{r['realtime_streams_per_core']:>12}",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON ({DEFAULT_OUT})")
-    parser.add_argument("--sizes", type=lambda s: tuple(int(x) for x in s.split(",")),
-                        default=SIZES, help="comma-separated batch sizes")
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: tuple(int(x) for x in s.split(",")),
+        default=SIZES,
+        help="comma-separated batch sizes",
+    )
     parser.add_argument("--seconds", type=float, default=0.4, help="timing per size and round")
     parser.add_argument("--repeats", type=int, default=3, help="rounds per size (best kept)")
     args = parser.parse_args(argv)

@@ -20,11 +20,15 @@ def espeak(text: str, tmp_dir: Path, *, voice: str = "en", speed: int = 150) -> 
     exe = shutil.which("espeak-ng")
     assert exe, "espeak-ng is required by these tests: apt-get install -y espeak-ng"
     out = tmp_dir / f"speech-{abs(hash((text, voice, speed)))}.wav"
-    subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(out), text],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [exe, "-v", voice, "-s", str(speed), "-w", str(out), text],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     audio = int16_to_float(read_wav(out, SR))
     loud = np.flatnonzero(np.abs(audio) > 0.01)
-    return audio[loud[0]: loud[-1] + 1]
+    return audio[loud[0] : loud[-1] + 1]
 
 
 @pytest.fixture(scope="session")

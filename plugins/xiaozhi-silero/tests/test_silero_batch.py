@@ -38,8 +38,8 @@ def five_streams(speech: Callable[..., np.ndarray]) -> list[np.ndarray]:
     streams = [
         np.concatenate([np.zeros(SR // 2), talk, np.zeros(SR // 3)]),
         np.concatenate([rng.standard_normal(SR) * 0.01, other, rng.standard_normal(SR) * 0.01]),
-        0.2 * np.sin(2 * np.pi * (200 + 300 * t) * t),        # chirp
-        rng.standard_normal(3 * SR) * 0.05,                   # white noise
+        0.2 * np.sin(2 * np.pi * (200 + 300 * t) * t),  # chirp
+        rng.standard_normal(3 * SR) * 0.05,  # white noise
         np.concatenate([other[: 2 * SR] * 0.5, np.zeros(SR), talk[: 2 * SR]]),
     ]
     return [windows_of(s) for s in streams]
@@ -58,8 +58,9 @@ def test_batched_equals_solo_with_streams_joining_and_leaving(
     rng = np.random.default_rng(11)
     batch_sizes = set()
     for tick in range(ticks):
-        active = [k for k, (j, w) in enumerate(zip(joins, streams, strict=True))
-                  if j <= tick < j + len(w)]
+        active = [
+            k for k, (j, w) in enumerate(zip(joins, streams, strict=True)) if j <= tick < j + len(w)
+        ]
         rng.shuffle(active)  # the order inside a batch must not matter
         batch = np.stack([streams[k][tick - joins[k]] for k in active])
         probs, new_states = vad.speech_probs(batch, [states[k] for k in active])

@@ -33,8 +33,9 @@ class RecordingVAD(SileroVAD):
 
     threads: set[str]
 
-    def speech_probs(self, windows: np.ndarray, states: Sequence[SileroState]
-                     ) -> tuple[np.ndarray, list[SileroState]]:
+    def speech_probs(
+        self, windows: np.ndarray, states: Sequence[SileroState]
+    ) -> tuple[np.ndarray, list[SileroState]]:
         self.threads.add(threading.current_thread().name)
         return super().speech_probs(windows, states)
 

@@ -20,7 +20,7 @@ def probabilities(vad: SileroVAD, audio: np.ndarray) -> np.ndarray:
     state = vad.initial_state()
     out = []
     for k in range(len(audio) // W):
-        p, (state,) = vad.speech_probs(audio[None, k * W:(k + 1) * W], [state])
+        p, (state,) = vad.speech_probs(audio[None, k * W : (k + 1) * W], [state])
         out.append(p[0])
     return np.array(out)
 
@@ -31,13 +31,13 @@ def detected(vad: SileroVAD, audio: np.ndarray) -> list[tuple[int, int]]:
     the silence that ended it)."""
     params = segmentation_params(SessionSettings(), vad.segmentation)
     seg = params.segmenter(SR, W)
-    silence = -(-params.silence_ms * SR // 1000 // W) * W   # whole windows
+    silence = -(-params.silence_ms * SR // 1000 // W) * W  # whole windows
     pcm = (audio * 32767).astype(np.int16)
     out: list[tuple[int, int]] = []
     start = 0
     for k, p in enumerate(probabilities(vad, audio)):
         pos = (k + 1) * W
-        for event in seg.feed(pcm[k * W:pos], float(p)):
+        for event in seg.feed(pcm[k * W : pos], float(p)):
             assert event.audio is not None
             if event.kind == "start":
                 start = pos - len(event.audio)
@@ -52,8 +52,7 @@ def test_speech_between_silences_is_one_utterance(
     vad: SileroVAD, speech: Callable[..., np.ndarray], noise_rms: float
 ) -> None:
     rng = np.random.default_rng(1)
-    talk = speech("Hello, this is a test of the voice activity detector. "
-                  "It should find my speech.")
+    talk = speech("Hello, this is a test of the voice activity detector. It should find my speech.")
     pad = SR * 3 // 2
     audio = np.concatenate([np.zeros(pad), talk, np.zeros(pad)]).astype(np.float32)
     audio += (rng.standard_normal(len(audio)) * noise_rms).astype(np.float32)
@@ -71,9 +70,9 @@ def test_speech_between_silences_is_one_utterance(
     assert end <= offset + W + tol
 
     probs = probabilities(vad, audio)
-    in_pad = np.r_[: (onset - tol) // W, (offset + tol) // W + 1: len(probs)]
+    in_pad = np.r_[: (onset - tol) // W, (offset + tol) // W + 1 : len(probs)]
     assert probs[in_pad].max() < o.release_threshold
-    spoken = probs[onset // W: offset // W]
+    spoken = probs[onset // W : offset // W]
     assert np.mean(spoken >= o.threshold) > 0.8
 
 
@@ -111,11 +110,9 @@ def test_silence_and_noise_are_not_speech(vad: SileroVAD) -> None:
 
 
 @pytest.mark.slow
-def test_short_click_is_not_an_utterance(
-    vad: SileroVAD, speech: Callable[..., np.ndarray]
-) -> None:
+def test_short_click_is_not_an_utterance(vad: SileroVAD, speech: Callable[..., np.ndarray]) -> None:
     word = speech("Hi.")
     strict = SileroVAD(SileroOptions(min_speech_ms=len(word) * 1000 // SR + 300))
     audio = np.concatenate([np.zeros(SR), word, np.zeros(SR)]).astype(np.float32)
-    assert len(detected(vad, audio)) == 1     # with the defaults "Hi." is an utterance
-    assert detected(strict, audio) == []      # shorter than min_speech_ms: dropped
+    assert len(detected(vad, audio)) == 1  # with the defaults "Hi." is an utterance
+    assert detected(strict, audio) == []  # shorter than min_speech_ms: dropped

@@ -44,9 +44,11 @@ def main(repeats: int = 20) -> None:
             t = time.perf_counter()
             vp.embed(pcm)
             times.append(time.perf_counter() - t)
-        print(f"embed {seconds:4.1f} s: median {1000 * statistics.median(times):6.1f} ms "
-              f"(min {1000 * min(times):.1f}, max {1000 * max(times):.1f}) "
-              f"= {seconds / statistics.median(times):.0f}x real time")
+        print(
+            f"embed {seconds:4.1f} s: median {1000 * statistics.median(times):6.1f} ms "
+            f"(min {1000 * min(times):.1f}, max {1000 * max(times):.1f}) "
+            f"= {seconds / statistics.median(times):.0f}x real time"
+        )
     pcm = _utterance(3.0)
     with ThreadPoolExecutor(2) as pool:
         t = time.perf_counter()

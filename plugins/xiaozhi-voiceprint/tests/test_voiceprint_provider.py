@@ -51,8 +51,9 @@ def test_never_imports_torch_or_resemblyzer(tmp_path: Path, data_dir: Path) -> N
         "heavy = {'torch', 'librosa', 'webrtcvad', 'resemblyzer', 'scipy', 'numba'}\n"
         "print(sorted(heavy & set(sys.modules)), vp.speakers())\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "[] ['alice']"
 
 
@@ -85,8 +86,7 @@ def test_unknown_voice_and_noise_are_unknown(tmp_path: Path, pcm: Pcm) -> None:
         assert 0.0 <= match.score < threshold
     assert noise.score < 0.7 and hum.score < 0.7
     # The same stranger becomes known with a threshold below its score.
-    assert make(tmp_path, threshold=stranger.score - 0.01).identify(
-        pcm("en-us+klatt_1.wav")).known
+    assert make(tmp_path, threshold=stranger.score - 0.01).identify(pcm("en-us+klatt_1.wav")).known
 
 
 def test_enrolments_persist_and_refine(tmp_path: Path, pcm: Pcm) -> None:
@@ -124,14 +124,18 @@ def test_names_are_stored_safely(tmp_path: Path, pcm: Pcm) -> None:
     assert max(len(p.name.encode()) for p in tmp_path.iterdir()) <= 255
     assert all(p.parent == tmp_path for p in tmp_path.iterdir())
     assert make(tmp_path).identify(pcm("en-us_2.wav")).name in vp.speakers()
-    for bad, message in (("", "name is empty"), ("a\nb", "control characters"),
-                         ("x" * 65, "longer than 64")):
+    for bad, message in (
+        ("", "name is empty"),
+        ("a\nb", "control characters"),
+        ("x" * 65, "longer than 64"),
+    ):
         with pytest.raises(ProviderError, match=message):
             vp.enroll(bad, x)
 
 
-def test_voices_from_other_weights_are_ignored(tmp_path: Path, pcm: Pcm,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_voices_from_other_weights_are_ignored(
+    tmp_path: Path, pcm: Pcm, caplog: pytest.LogCaptureFixture
+) -> None:
     vp = make(tmp_path)
     vp.enroll("alice", pcm("en-us_1.wav"))
     data = json.loads((tmp_path / "alice.json").read_text())
@@ -156,9 +160,12 @@ def test_voices_from_other_weights_are_ignored(tmp_path: Path, pcm: Pcm,
 def test_bad_audio_is_refused_precisely(tmp_path: Path, pcm: Pcm) -> None:
     vp = make(tmp_path)
     x = pcm("en-us_2.wav")
-    with pytest.raises(ProviderError, match=r"utterance too short: 0\.\d\d s of speech after "
-                       r"dropping pauses \(from 0\.60 s of audio\), at least 1\.00 s needed "
-                       r"\(option min_seconds\)"):
+    with pytest.raises(
+        ProviderError,
+        match=r"utterance too short: 0\.\d\d s of speech after "
+        r"dropping pauses \(from 0\.60 s of audio\), at least 1\.00 s needed "
+        r"\(option min_seconds\)",
+    ):
         vp.embed(x[:9600])
     # Long, but mostly silence: what counts is the speech left after trimming.
     mostly_silent = np.concatenate([x[:8000], np.zeros(48000, np.int16)])
@@ -177,8 +184,9 @@ def test_bad_audio_is_refused_precisely(tmp_path: Path, pcm: Pcm) -> None:
 
 def test_options_are_validated_by_the_spec() -> None:
     spec = default_registry().get("voiceprint", "resemblyzer")
-    with pytest.raises(ConfigError,
-                       match=r"^voiceprint\.options\.threshold: must be in 0\.0\.\.1\.0, got 80$"):
+    with pytest.raises(
+        ConfigError, match=r"^voiceprint\.options\.threshold: must be in 0\.0\.\.1\.0, got 80$"
+    ):
         spec.validate({"threshold": 80}, path="voiceprint.options")
     with pytest.raises(ConfigError, match="unknown key 'treshold'"):
         spec.validate({"treshold": 0.8}, path="voiceprint.options")
@@ -222,8 +230,9 @@ def test_thread_safe_enrolment_and_identification(tmp_path: Path, pcm: Pcm) -> N
     assert vp.identify(x2).name == "alice"
 
 
-def test_readers_never_see_half_written_files(tmp_path: Path, pcm: Pcm,
-                                              caplog: pytest.LogCaptureFixture) -> None:
+def test_readers_never_see_half_written_files(
+    tmp_path: Path, pcm: Pcm, caplog: pytest.LogCaptureFixture
+) -> None:
     writer, reader = make(tmp_path), make(tmp_path)  # e.g. two processes on one store
     x1, x2 = pcm("en-us_1.wav"), pcm("en-us_2.wav")
     writer.enroll("alice", x1)
@@ -262,8 +271,9 @@ def test_enroll_wav_any_rate_and_channels(tmp_path: Path, pcm: Pcm, data_dir: Pa
     _write_wav(tmp_path / "alice44k.wav", hi.astype(np.int16), 44100, 2)
     seconds = enroll_wav(vp, "alice", tmp_path / "alice44k.wav")
     assert abs(seconds - len(x) / 16000) < 0.01
-    assert enroll_wav(vp, "bob", data_dir / "en+f3_1.wav") == pytest.approx(len(
-        pcm("en+f3_1.wav")) / 16000)
+    assert enroll_wav(vp, "bob", data_dir / "en+f3_1.wav") == pytest.approx(
+        len(pcm("en+f3_1.wav")) / 16000
+    )
     assert vp.identify(pcm("en-us_2.wav")).name == "alice"
     assert vp.identify(pcm("en+f3_2.wav")).name == "bob"
     # Resampling barely changes the voiceprint.
@@ -288,11 +298,13 @@ async def test_through_the_core_executor_as_cpu(tmp_path: Path, pcm: Pcm) -> Non
             return original(pcm16)
 
         vp.instance.embed = spy
-        await asyncio.gather(vp.enroll("alice", pcm("en-us_1.wav")),
-                             vp.enroll("bob", pcm("en+f3_1.wav")))
+        await asyncio.gather(
+            vp.enroll("alice", pcm("en-us_1.wav")), vp.enroll("bob", pcm("en+f3_1.wav"))
+        )
         assert await vp.speakers() == ["alice", "bob"]
-        a, b = await asyncio.gather(vp.identify(pcm("en-us_2.wav")),
-                                    vp.identify(pcm("en+f3_2.wav")))
+        a, b = await asyncio.gather(
+            vp.identify(pcm("en-us_2.wav")), vp.identify(pcm("en+f3_2.wav"))
+        )
         assert (a.name, b.name) == ("alice", "bob")
         assert threads and all(t.startswith("xiaozhi-cpu") for t in threads)
     finally:

@@ -36,8 +36,11 @@ def _compare(mine: np.ndarray, case: dict[str, Any]) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("case", _cases("network"), ids=lambda c: c["wav"])
-def test_network_matches_reference(case: dict[str, Any], pcm: Callable[[str], np.ndarray],
-                                   record_property: Callable[[str, object], None]) -> None:
+def test_network_matches_reference(
+    case: dict[str, Any],
+    pcm: Callable[[str], np.ndarray],
+    record_property: Callable[[str, object], None],
+) -> None:
     """Same input as the reference (volume-normalised, untrimmed): identical output."""
     wav = _audio.normalize_volume(pcm(case["wav"]) / 32768.0)
     mine = load_encoder().embed_prepared(wav)
@@ -53,14 +56,20 @@ def _padded(x: np.ndarray) -> np.ndarray:
     p = REFERENCE["padding"]
     half = len(x) // 2
     z = np.zeros
-    return np.concatenate([z(p["lead"], x.dtype), x[:half], z(p["middle"], x.dtype), x[half:],
-                           z(p["tail"], x.dtype)])
+    return np.concatenate(
+        [z(p["lead"], x.dtype), x[:half], z(p["middle"], x.dtype), x[half:], z(p["tail"], x.dtype)]
+    )
 
 
-@pytest.mark.parametrize("case", _cases("pipeline") + _cases("pipeline_padded"),
-                         ids=lambda c: f"{c['wav']}-{c['variant']}")
+@pytest.mark.parametrize(
+    "case",
+    _cases("pipeline") + _cases("pipeline_padded"),
+    ids=lambda c: f"{c['wav']}-{c['variant']}",
+)
 def test_provider_matches_reference_pipeline(
-    case: dict[str, Any], pcm: Callable[[str], np.ndarray], tmp_path: Path,
+    case: dict[str, Any],
+    pcm: Callable[[str], np.ndarray],
+    tmp_path: Path,
     record_property: Callable[[str, object], None],
 ) -> None:
     """The provider end to end against Resemblyzer's full preprocessing.
@@ -79,10 +88,12 @@ def test_provider_matches_reference_pipeline(
     assert cosine >= 0.98
 
 
-def test_trimming_is_what_makes_padded_audio_match(pcm: Callable[[str], np.ndarray],
-                                                   tmp_path: Path) -> None:
+def test_trimming_is_what_makes_padded_audio_match(
+    pcm: Callable[[str], np.ndarray], tmp_path: Path
+) -> None:
     case = _cases("pipeline_padded")[0]
     untrimmed = ResemblyzerVoiceprint(
-        ResemblyzerOptions(store_dir=str(tmp_path), trim_silence=False))
+        ResemblyzerOptions(store_dir=str(tmp_path), trim_silence=False)
+    )
     cosine, _ = _compare(untrimmed.embed(_padded(pcm(case["wav"]))), case)
     assert cosine < 0.95

@@ -38,8 +38,11 @@ SENTENCES = [
 
 def speak(text: str, folder: Path) -> np.ndarray:
     out = folder / "u.wav"
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(out), text],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", "140", "-w", str(out), text],
+        check=True,
+        capture_output=True,
+    )
     return read_wav(out, 16000)
 
 
@@ -63,8 +66,10 @@ def run(runs: int, tmp: Path) -> None:
     clips = {s: speak(s, tmp) for s in SENTENCES}
     pcm = clips[UTTERANCE]
     seconds = len(pcm) / 16000
-    print(f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}, "
-          f"utterance: {seconds:.2f} s\n")
+    print(
+        f"cores: {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}, "
+        f"utterance: {seconds:.2f} s\n"
+    )
 
     t0 = time.perf_counter()
     resolve_model_dir("base", cache_dir=str(tmp / "cache"))
@@ -74,14 +79,21 @@ def run(runs: int, tmp: Path) -> None:
     reuse = time.perf_counter() - t0
     print(f"base: first join {join:.2f} s, later check of the cache {reuse * 1000:.0f} ms\n")
 
-    print("| model | language | cpu_threads | load s (median) | transcribe s median / min "
-          "| RTF median | CPU s per call |")
+    print(
+        "| model | language | cpu_threads | load s (median) | transcribe s median / min "
+        "| RTF median | CPU s per call |"
+    )
     print("|---|---|---|---|---|---|---|")
     layouts: list[tuple[Model, str | None]] = [("tiny.en", None), ("base", "en"), ("base", None)]
     for model, language in layouts:
         for threads in (1, 2):
-            opts = WhisperOptions(model=model, language=language, cpu_threads=threads,
-                                  num_workers=1, cache_dir=str(tmp / "cache"))
+            opts = WhisperOptions(
+                model=model,
+                language=language,
+                cpu_threads=threads,
+                num_workers=1,
+                cache_dir=str(tmp / "cache"),
+            )
             loads = []
             for _ in range(3):
                 t0 = time.perf_counter()
@@ -95,9 +107,11 @@ def run(runs: int, tmp: Path) -> None:
                 walls.append(time.perf_counter() - t0)
                 cpus.append(time.process_time() - c0)
             med = statistics.median(walls)
-            print(f"| {model} | {language or 'auto'} | {threads} | "
-                  f"{statistics.median(loads):.2f} | {med:.2f} / {min(walls):.2f} | "
-                  f"{med / seconds:.2f} | {statistics.median(cpus):.2f} |")
+            print(
+                f"| {model} | {language or 'auto'} | {threads} | "
+                f"{statistics.median(loads):.2f} | {med:.2f} / {min(walls):.2f} | "
+                f"{med / seconds:.2f} | {statistics.median(cpus):.2f} |"
+            )
             asr.close()
 
     print("\nThroughput, 8 utterances submitted from 2 threads (the core's pool size):\n")
@@ -105,8 +119,15 @@ def run(runs: int, tmp: Path) -> None:
     print("|---|---|---|---|")
     for model in MODELS:
         for threads, workers in ((1, 2), (2, 1), (2, 2)):
-            asr = WhisperASR(WhisperOptions(model=model, language="en", cpu_threads=threads,
-                                            num_workers=workers, cache_dir=str(tmp / "cache")))
+            asr = WhisperASR(
+                WhisperOptions(
+                    model=model,
+                    language="en",
+                    cpu_threads=threads,
+                    num_workers=workers,
+                    cache_dir=str(tmp / "cache"),
+                )
+            )
             asr.transcribe(pcm)
             with concurrent.futures.ThreadPoolExecutor(2) as pool:
                 t0 = time.perf_counter()
@@ -119,8 +140,10 @@ def run(runs: int, tmp: Path) -> None:
     for model in MODELS:
         asr = WhisperASR(WhisperOptions(model=model, language="en", cache_dir=str(tmp / "cache")))
         hyps = [asr.transcribe(clips[s]).text for s in SENTENCES]
-        norm = [" ".join("".join(c for c in t.lower() if c.isalnum() or c in " '").split())
-                for t in (*SENTENCES, *hyps)]
+        norm = [
+            " ".join("".join(c for c in t.lower() if c.isalnum() or c in " '").split())
+            for t in (*SENTENCES, *hyps)
+        ]
         print(f"- {model}: WER {jiwer.wer(norm[:6], norm[6:]):.3f}  {hyps}")
         asr.close()
     print(f"\nload average after: {os.getloadavg()[0]:.2f}")

@@ -40,8 +40,11 @@ def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
     >>> word_error_rate(["Turn on the lights."], ["turn on the light"])
     0.25
     """
-    return float(jiwer.wer([normalise(r) for r in references],
-                           [normalise(h) or "<empty>" for h in hypotheses]))
+    return float(
+        jiwer.wer(
+            [normalise(r) for r in references], [normalise(h) or "<empty>" for h in hypotheses]
+        )
+    )
 
 
 @pytest.fixture(scope="session")
@@ -65,8 +68,12 @@ def say(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., np.ndarray]:
     def speak(text: str, voice: str = "en-us") -> np.ndarray:
         if (text, voice) not in made:
             out = folder / f"{len(made)}.wav"
-            subprocess.run([exe, "-v", voice, "-s", "140", "-w", str(out), text],
-                           check=True, capture_output=True, timeout=60)
+            subprocess.run(
+                [exe, "-v", voice, "-s", "140", "-w", str(out), text],
+                check=True,
+                capture_output=True,
+                timeout=60,
+            )
             made[(text, voice)] = read_wav(out, RATE)
         return made[(text, voice)]
 

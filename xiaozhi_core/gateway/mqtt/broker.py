@@ -67,8 +67,9 @@ _LISTENER = "xiaozhi"
 class DeviceLink(Protocol):
     """What the broker reports to (the MQTT gateway). All calls are synchronous and quick."""
 
-    def authenticate(self, client_id: str, username: str, password: str,
-                     connection: object) -> bool:
+    def authenticate(
+        self, client_id: str, username: str, password: str, connection: object
+    ) -> bool:
         """True when the login may connect (logs its own reason when not).
         ``connection`` identifies this connection in :meth:`disconnected` (a reconnect
         with the same client id takes over, and the old one's disconnect comes later)."""
@@ -85,8 +86,13 @@ class _GuardedReader(StreamReaderAdapter):
     keeps waiting), CONNECT must come within ``connect_timeout``, and no single read may
     exceed ``max_packet`` bytes. Closing = EOF, which amqtt handles as a disconnect."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 connect_timeout: float, max_packet: int) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        connect_timeout: float,
+        max_packet: int,
+    ) -> None:
         super().__init__(reader)
         self.writer = writer
         self.max_packet = max_packet
@@ -96,8 +102,7 @@ class _GuardedReader(StreamReaderAdapter):
         self.timed_out = False
 
     def _drop(self, why: str) -> bytes:
-        log.info("MQTT connection from %s closed: %s", self.writer.get_extra_info("peername"),
-                 why)
+        log.info("MQTT connection from %s closed: %s", self.writer.get_extra_info("peername"), why)
         self.writer.close()
         return b""
 
@@ -133,16 +138,18 @@ class _LinkPlugin(BaseAuthPlugin):
 
     async def authenticate(self, *, session: AmqttSession) -> bool | None:
         link: DeviceLink = self.config.link
-        ok = link.authenticate(session.client_id or "", session.username or "",
-                               session.password or "", session)
+        ok = link.authenticate(
+            session.client_id or "", session.username or "", session.password or "", session
+        )
         guard = self.config.readers.get((session.remote_address, session.remote_port))
         if ok and guard is not None:
             # amqtt has added the broker's grace to the client's keep-alive already
             guard.idle = float(session.keep_alive) if session.keep_alive > 0 else None
         return ok
 
-    async def on_broker_client_disconnected(self, *, client_id: str,
-                                            client_session: AmqttSession) -> None:
+    async def on_broker_client_disconnected(
+        self, *, client_id: str, client_session: AmqttSession
+    ) -> None:
         self.config.link.disconnected(client_id, client_session)
 
     async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
@@ -157,17 +164,30 @@ class _NoSubscriptions(BaseTopicPlugin):
     class Config:
         pass
 
-    async def topic_filtering(self, *, session: AmqttSession | None = None,
-                              topic: str | None = None, action: Action | None = None) -> bool:
+    async def topic_filtering(
+        self,
+        *,
+        session: AmqttSession | None = None,
+        topic: str | None = None,
+        action: Action | None = None,
+    ) -> bool:
         return bool(action == Action.PUBLISH)
 
 
 class EmbeddedBroker:
     """An amqtt broker listening on ``host:port`` (``port=0``: a free one)."""
 
-    def __init__(self, link: DeviceLink, *, host: str = "127.0.0.1", port: int = 1883,
-                 max_connections: int = 1024, keepalive_grace: int = 120,
-                 connect_timeout: float = 10.0, max_packet: int = 256 * 1024) -> None:
+    def __init__(
+        self,
+        link: DeviceLink,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        max_connections: int = 1024,
+        keepalive_grace: int = 120,
+        connect_timeout: float = 10.0,
+        max_packet: int = 256 * 1024,
+    ) -> None:
         self.link = link
         #: Seconds past a client's keep-alive before its silent connection is dropped
         #: (MQTT 3.1.1 §3.1.2.10 asks for 1.5 × keep-alive; the gateway passes half of it).
@@ -188,23 +208,30 @@ class EmbeddedBroker:
         if amqtt_log.level == logging.NOTSET:
             # amqtt logs every connection and packet at INFO; keep warnings and worse.
             amqtt_log.setLevel(logging.WARNING)
-        self._broker = Broker({
-            "timeout_disconnect_delay": self.keepalive_grace,
-            "listeners": {"default": {"type": "external", "bind": "external"},
-                          _LISTENER: {"type": "external", "bind": "external"}},
-            "plugins": {f"{__name__}._LinkPlugin": {"link": self.link,
-                                                    "readers": self._readers},
-                        f"{__name__}._NoSubscriptions": {}},
-        })
+        self._broker = Broker(
+            {
+                "timeout_disconnect_delay": self.keepalive_grace,
+                "listeners": {
+                    "default": {"type": "external", "bind": "external"},
+                    _LISTENER: {"type": "external", "bind": "external"},
+                },
+                "plugins": {
+                    f"{__name__}._LinkPlugin": {"link": self.link, "readers": self._readers},
+                    f"{__name__}._NoSubscriptions": {},
+                },
+            }
+        )
         await self._broker.start()
         self._server = await asyncio.start_server(self._connected, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _connected(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.connections >= self.max_connections or self._broker is None:
-            log.warning("MQTT connection from %s refused: %d connections open",
-                        writer.get_extra_info("peername"), self.connections)
+            log.warning(
+                "MQTT connection from %s refused: %d connections open",
+                writer.get_extra_info("peername"),
+                self.connections,
+            )
             writer.close()
             return
         self.connections += 1
@@ -213,8 +240,7 @@ class EmbeddedBroker:
         guard = _GuardedReader(reader, writer, self.connect_timeout, self.max_packet)
         self._readers[key] = guard
         try:
-            await self._broker.external_connected(guard, StreamWriterAdapter(writer),
-                                                  _LISTENER)
+            await self._broker.external_connected(guard, StreamWriterAdapter(writer), _LISTENER)
         except Exception as exc:  # a broken client must not take the listener down
             log.info("MQTT connection from %s ended: %s", peer, exc)
         finally:
@@ -226,8 +252,10 @@ class EmbeddedBroker:
     def local_host(self, connection: object) -> str | None:
         """The server address a client reached (its TCP connection's local end), given
         the amqtt session :meth:`DeviceLink.authenticate` received."""
-        key = (getattr(connection, "remote_address", None),
-               getattr(connection, "remote_port", None))
+        key = (
+            getattr(connection, "remote_address", None),
+            getattr(connection, "remote_port", None),
+        )
         guard = self._readers.get(key)  # type: ignore[arg-type]
         sockname = guard.writer.get_extra_info("sockname") if guard is not None else None
         return str(sockname[0]) if sockname else None

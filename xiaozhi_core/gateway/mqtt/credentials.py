@@ -73,8 +73,12 @@ def parse_client_id(client_id: str) -> MqttLogin:
     client id 'sensor-7' is not GID_…@@@<mac>@@@<uuid>
     """
     parts = client_id.split("@@@")
-    if len(parts) != 3 or not parts[0].startswith("GID_") or not _MAC.match(parts[1].lower()) \
-            or not _UUID.match(parts[2]):
+    if (
+        len(parts) != 3
+        or not parts[0].startswith("GID_")
+        or not _MAC.match(parts[1].lower())
+        or not _UUID.match(parts[2])
+    ):
         raise CredentialError(f"client id {client_id[:80]!r} is not GID_…@@@<mac>@@@<uuid>")
     return MqttLogin(parts[1].lower().replace("_", ":"), parts[2])
 
@@ -103,18 +107,25 @@ class MqttSigner:
         """
         mac = device_id.strip().lower().replace(":", "_").replace("-", "_")
         if not _MAC.match(mac):
-            raise CredentialError(f"device id {device_id[:40]!r} is not a MAC address "
-                                  "aa:bb:cc:dd:ee:ff")
+            raise CredentialError(
+                f"device id {device_id[:40]!r} is not a MAC address aa:bb:cc:dd:ee:ff"
+            )
         uuid = client_uuid.strip() or "0"
         if not _UUID.match(uuid):
-            raise CredentialError(f"client id {client_uuid[:80]!r} has characters outside "
-                                  "A-Z a-z 0-9 . _ : -")
+            raise CredentialError(
+                f"client id {client_uuid[:80]!r} has characters outside A-Z a-z 0-9 . _ : -"
+            )
         client_id = f"{GROUP}@@@{mac}@@@{uuid}"
         username = str(int(time.time() if now is None else now))
         return MqttCredentials(client_id, username, self._sign(client_id, username))
 
-    def verify(self, client_id: str | None, username: str | None, password: str | bytes | None,
-               now: float | None = None) -> MqttLogin:
+    def verify(
+        self,
+        client_id: str | None,
+        username: str | None,
+        password: str | bytes | None,
+        now: float | None = None,
+    ) -> MqttLogin:
         """The login's identity, or :class:`CredentialError` saying why not."""
         login = parse_client_id(client_id or "")
         if not username or not username.isdigit():
@@ -123,8 +134,9 @@ class MqttSigner:
             password = password.decode("utf-8", "replace")
         if not password:
             raise CredentialError("missing password; get credentials from the OTA endpoint")
-        if not hmac.compare_digest(password.encode(), self._sign(client_id or "", username)
-                                   .encode()):
+        if not hmac.compare_digest(
+            password.encode(), self._sign(client_id or "", username).encode()
+        ):
             raise CredentialError("password does not match this client id")
         age = (time.time() if now is None else now) - int(username)
         if age > self.ttl:

@@ -99,14 +99,22 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
 class MqttGateway:
     """Serves MQTT on ``host:port`` and audio on ``udp_host:udp_port``."""
 
-    def __init__(self, signer: MqttSigner,
-                 on_session: Callable[[MqttUdpTransport], Awaitable[None]], *,
-                 host: str = "127.0.0.1", port: int = 1883, udp_port: int = 8884,
-                 public_host: str = "", verify: bool = True,
-                 allowed_devices: set[str] | None = None,
-                 activated: Callable[[str], bool] | None = None, keepalive: int = 240,
-                 max_connections: int = 1024,
-                 on_drop: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        signer: MqttSigner,
+        on_session: Callable[[MqttUdpTransport], Awaitable[None]],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        udp_port: int = 8884,
+        public_host: str = "",
+        verify: bool = True,
+        allowed_devices: set[str] | None = None,
+        activated: Callable[[str], bool] | None = None,
+        keepalive: int = 240,
+        max_connections: int = 1024,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
         self.signer = signer
         #: MACs allowed to log in (empty: any device with valid credentials).
         self.allowed = {d.lower() for d in allowed_devices or ()}
@@ -119,9 +127,13 @@ class MqttGateway:
         self.verify = verify
         self.keepalive = keepalive
         self.stats = GatewayStats()
-        self.broker = EmbeddedBroker(self, host=host, port=port,
-                                     max_connections=max_connections,
-                                     keepalive_grace=max(1, keepalive // 2))
+        self.broker = EmbeddedBroker(
+            self,
+            host=host,
+            port=port,
+            max_connections=max_connections,
+            keepalive_grace=max(1, keepalive // 2),
+        )
         self.devices: dict[str, _Device] = {}
         self.by_ssrc: dict[int, MqttUdpTransport] = {}
         self._udp: asyncio.DatagramTransport | None = None
@@ -135,11 +147,18 @@ class MqttGateway:
         await self.broker.start()
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpEndpoint(self), local_addr=(self.host, self.udp_port))
+            lambda: _UdpEndpoint(self), local_addr=(self.host, self.udp_port)
+        )
         self._udp = transport
         self.udp_port = transport.get_extra_info("sockname")[1]
-        log.info("MQTT on %s:%d, UDP audio on %s:%d (login check %s)", self.host, self.port,
-                 self.host, self.udp_port, "on" if self.verify else "off")
+        log.info(
+            "MQTT on %s:%d, UDP audio on %s:%d (login check %s)",
+            self.host,
+            self.port,
+            self.host,
+            self.udp_port,
+            "on" if self.verify else "off",
+        )
 
     async def stop(self) -> None:
         for device in list(self.devices.values()):
@@ -155,8 +174,12 @@ class MqttGateway:
 
     def health(self) -> dict[str, object]:
         """Connections, live sessions and the gateway-wide counters (``GET /health``)."""
-        return {"connections": self.broker.connections, "devices": len(self.devices),
-                "sessions": len(self.by_ssrc), **dataclasses.asdict(self.stats)}
+        return {
+            "connections": self.broker.connections,
+            "devices": len(self.devices),
+            "sessions": len(self.by_ssrc),
+            **dataclasses.asdict(self.stats),
+        }
 
     # ------------------------------------------------------------------ OTA
     def advertised_host(self, request_host: str | None) -> str:
@@ -168,23 +191,33 @@ class MqttGateway:
             return self.host
         return request_host or "127.0.0.1"
 
-    def ota_block(self, device_id: str, client_uuid: str,
-                  request_host: str | None = None) -> dict[str, Any]:
+    def ota_block(
+        self, device_id: str, client_uuid: str, request_host: str | None = None
+    ) -> dict[str, Any]:
         """The OTA response's ``mqtt`` object for one device (raises CredentialError)."""
         creds = self.signer.issue(device_id, client_uuid)
         # The firmware uses TLS only on port 8883 (esp-ml307 EspMqtt); ours is plain TCP.
-        return {"endpoint": f"{self.advertised_host(request_host)}:{self.port}",
-                "client_id": creds.client_id, "username": creds.username,
-                "password": creds.password, "publish_topic": PUBLISH_TOPIC,
-                # old firmware refuses the block without it; current firmware ignores it
-                "subscribe_topic": "null", "keepalive": self.keepalive}
+        return {
+            "endpoint": f"{self.advertised_host(request_host)}:{self.port}",
+            "client_id": creds.client_id,
+            "username": creds.username,
+            "password": creds.password,
+            "publish_topic": PUBLISH_TOPIC,
+            # old firmware refuses the block without it; current firmware ignores it
+            "subscribe_topic": "null",
+            "keepalive": self.keepalive,
+        }
 
     # ------------------------------------------------------------------ broker events
-    def authenticate(self, client_id: str, username: str, password: str,
-                     connection: object) -> bool:
+    def authenticate(
+        self, client_id: str, username: str, password: str, connection: object
+    ) -> bool:
         try:
-            login = (self.signer.verify(client_id, username, password) if self.verify
-                     else parse_client_id(client_id))
+            login = (
+                self.signer.verify(client_id, username, password)
+                if self.verify
+                else parse_client_id(client_id)
+            )
             if self.allowed and login.device_id not in self.allowed:
                 raise CredentialError(f"device {login.device_id} is not on the allow-list")
             if self.activated is not None and not self.activated(login.device_id):
@@ -196,8 +229,9 @@ class MqttGateway:
         old = self.devices.get(client_id)
         if old is not None and old.transport is not None:
             old.transport.end()  # a reconnect takes over the old connection
-        self.devices[client_id] = _Device(client_id, login, connection,
-                                          self.broker.local_host(connection))
+        self.devices[client_id] = _Device(
+            client_id, login, connection, self.broker.local_host(connection)
+        )
         log.info("MQTT device %s logged in", client_id)
         return True
 
@@ -216,8 +250,9 @@ class MqttGateway:
             return
         if topic != PUBLISH_TOPIC:
             self.stats.json_wrong_topic += 1
-            log.info("device %s published on %r, not %r; ignored", client_id, topic[:60],
-                     PUBLISH_TOPIC)
+            log.info(
+                "device %s published on %r, not %r; ignored", client_id, topic[:60], PUBLISH_TOPIC
+            )
             return
         try:
             text = payload.decode()
@@ -226,16 +261,16 @@ class MqttGateway:
         except ValueError:
             text, kind = "", None
         if not isinstance(kind, str):
-            log.info("device %s sent a message that is not a JSON object with a type",
-                     client_id)
+            log.info("device %s sent a message that is not a JSON object with a type", client_id)
             return
         if kind == "hello":
             self._open_session(device, text)
         elif device.transport is None:
             self.stats.json_without_session += 1
             goodbye = {"type": "goodbye", "session_id": data.get("session_id") or ""}
-            self.broker.deliver_nowait(client_id, self._p2p_topic(device),
-                                       json.dumps(goodbye).encode())
+            self.broker.deliver_nowait(
+                client_id, self._p2p_topic(device), json.dumps(goodbye).encode()
+            )
         elif kind == "goodbye":
             device.transport.device_goodbye()
         else:
@@ -259,10 +294,14 @@ class MqttGateway:
 
         transport = MqttUdpTransport(
             peer=Peer(device.login.device_id, device.login.client_id, f"mqtt:{client_id}", 3),
-            ssrc=ssrc, udp_server=self.advertised_host(device.local_host),
+            ssrc=ssrc,
+            udp_server=self.advertised_host(device.local_host),
             udp_port=self.udp_port,
-            publish=publish, sendto=self._sendto, on_closed=self._transport_closed,
-            on_drop=self.on_drop)
+            publish=publish,
+            sendto=self._sendto,
+            on_closed=self._transport_closed,
+            on_drop=self.on_drop,
+        )
         self.by_ssrc[ssrc] = transport
         device.transport = transport
         transport.feed_json(hello)
@@ -283,8 +322,12 @@ class MqttGateway:
     def _transport_closed(self, transport: MqttUdpTransport) -> None:
         if self.by_ssrc.get(transport.ssrc) is transport:
             del self.by_ssrc[transport.ssrc]
-        log.info("MQTT session %s of %s ended; UDP %s", transport.session_id or "?",
-                 transport.peer.device_id, transport.counters.as_dict())
+        log.info(
+            "MQTT session %s of %s ended; UDP %s",
+            transport.session_id or "?",
+            transport.peer.device_id,
+            transport.counters.as_dict(),
+        )
 
     # ------------------------------------------------------------------ UDP
     def _datagram(self, data: bytes, address: tuple[str, int]) -> None:

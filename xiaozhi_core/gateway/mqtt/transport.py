@@ -56,12 +56,20 @@ class UdpCounters:
 
     def as_dict(self) -> dict[str, int]:
         s = self.sequence
-        return {"received": self.received, "accepted": self.accepted,
-                "late": s.late, "duplicate": s.duplicate, "gaps": s.gaps, "lost": s.lost,
-                "wrong_address": self.wrong_address,
-                "overflow": self.overflow, "json_dropped": self.json_dropped,
-                "sent": self.sent,
-                "bytes_in": self.bytes_in, "bytes_out": self.bytes_out}
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "late": s.late,
+            "duplicate": s.duplicate,
+            "gaps": s.gaps,
+            "lost": s.lost,
+            "wrong_address": self.wrong_address,
+            "overflow": self.overflow,
+            "json_dropped": self.json_dropped,
+            "sent": self.sent,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
 
 
 class MqttUdpTransport:
@@ -69,11 +77,18 @@ class MqttUdpTransport:
 
     kind = "udp"
 
-    def __init__(self, *, peer: Peer, ssrc: int, udp_server: str, udp_port: int,
-                 publish: Callable[[bytes], Awaitable[bool]],
-                 sendto: Callable[[bytes, Address], None],
-                 on_closed: Callable[[MqttUdpTransport], None],
-                 on_drop: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        peer: Peer,
+        ssrc: int,
+        udp_server: str,
+        udp_port: int,
+        publish: Callable[[bytes], Awaitable[bool]],
+        sendto: Callable[[bytes, Address], None],
+        on_closed: Callable[[MqttUdpTransport], None],
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
         self.peer = peer
         self.ssrc = ssrc
         self.key = new_key()
@@ -92,14 +107,21 @@ class MqttUdpTransport:
         self._queued_audio = 0
         self._send_seq = 0
         self._pending: collections.deque[tuple[bytes, int]] = collections.deque(
-            maxlen=PENDING_DOWNLINK)
+            maxlen=PENDING_DOWNLINK
+        )
 
     # ------------------------------------------------------------------ Transport
     def hello_fields(self) -> dict[str, Any]:
         """The ``udp`` block of the server hello: where to send, key and nonce (hex)."""
-        return {"udp": {"server": self.udp_server, "port": self.udp_port,
-                        "encryption": "aes-128-ctr", "key": self.key.hex(),
-                        "nonce": self.nonce.hex()}}
+        return {
+            "udp": {
+                "server": self.udp_server,
+                "port": self.udp_port,
+                "encryption": "aes-128-ctr",
+                "key": self.key.hex(),
+                "nonce": self.nonce.hex(),
+            }
+        }
 
     def negotiated(self, protocol_version: int) -> None:
         """Nothing to do: datagrams have one layout whatever the hello's version."""
@@ -178,11 +200,15 @@ class MqttUdpTransport:
         if not c.sequence.accept(header.sequence):
             self._on_drop("udp_duplicate" if c.sequence.duplicate > duplicates else "udp_late")
             return
-        payload = self.cipher.decrypt(datagram)      # the gateway checked the layout
+        payload = self.cipher.decrypt(datagram)  # the gateway checked the layout
         if self.address is None:
             self.address = address
-            log.info("session %s: device %s sends audio from %s:%d", self.session_id or "?",
-                     self.peer.device_id, *address)
+            log.info(
+                "session %s: device %s sends audio from %s:%d",
+                self.session_id or "?",
+                self.peer.device_id,
+                *address,
+            )
             while self._pending:
                 self._send(*self._pending.popleft())
         if self._queued_audio >= MAX_QUEUED_AUDIO:

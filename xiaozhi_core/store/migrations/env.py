@@ -12,10 +12,16 @@ def run() -> None:
     config = context.config
     connection = config.attributes.get("connection")
     if connection is None or context.is_offline_mode():
-        raise RuntimeError("the store's migrations run through xiaozhi_core.store.migrate "
-                           "(`xiaozhi db upgrade`), on a connection it passes in")
-    context.configure(connection=connection, target_metadata=Base.metadata,
-                      render_as_batch=True, compare_type=True)
+        raise RuntimeError(
+            "the store's migrations run through xiaozhi_core.store.migrate "
+            "(`xiaozhi db upgrade`), on a connection it passes in"
+        )
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=True,
+        compare_type=True,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -60,8 +60,15 @@ def resolve_api_key(option: str | None, provider: str) -> str:
     return key
 
 
-def api_error(provider: str, what: str, *, status: int | None = None, code: Any = None,
-              message: Any = None, request_id: str | None = None) -> ProviderError:
+def api_error(
+    provider: str,
+    what: str,
+    *,
+    status: int | None = None,
+    code: Any = None,
+    message: Any = None,
+    request_id: str | None = None,
+) -> ProviderError:
     """A precise error for a failed DashScope request or task.
 
     >>> print(api_error("qwen", "chat request", status=401, code="InvalidApiKey",
@@ -111,12 +118,19 @@ def _ws_handshake_error(provider: str, what: str, exc: Any) -> ProviderError:
             message = data.get("message")
         except (ValueError, AttributeError):
             message = body.decode("utf-8", "replace")[:200] if isinstance(body, bytes) else body
-    return api_error(provider, what, status=getattr(exc, "status_code", None), code=code,
-                     message=message, request_id=request_id)
+    return api_error(
+        provider,
+        what,
+        status=getattr(exc, "status_code", None),
+        code=code,
+        message=message,
+        request_id=request_id,
+    )
 
 
-def ws_error(provider: str, what: str, exc: BaseException, *, url: str,
-             timeout: float) -> ProviderError:
+def ws_error(
+    provider: str, what: str, exc: BaseException, *, url: str, timeout: float
+) -> ProviderError:
     """Map an exception raised by a WebSocket session of the SDK."""
     import websocket
     from dashscope.v2.errors import APIConnectionError, DashScopeError
@@ -140,8 +154,13 @@ def ws_error(provider: str, what: str, exc: BaseException, *, url: str,
             f"finished ({exc.message})"
         )
     if isinstance(exc, DashScopeError):  # a task-failed event: error_code, error_message
-        return api_error(provider, what, code=exc.code or "task-failed", message=exc.message,
-                         request_id=exc.request_id)
+        return api_error(
+            provider,
+            what,
+            code=exc.code or "task-failed",
+            message=exc.message,
+            request_id=exc.request_id,
+        )
     if isinstance(exc, (websocket.WebSocketConnectionClosedException,)):
         return ProviderError(f"dashscope {provider}: {what}: connection to {url} was closed")
     if isinstance(exc, OSError):
@@ -165,8 +184,14 @@ class SessionThread:
     session was aborted).
     """
 
-    def __init__(self, kind: str, *, on_error: Callable[[BaseException], None],
-                 connect_timeout: float, buffer: int = 0) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        on_error: Callable[[BaseException], None],
+        connect_timeout: float,
+        buffer: int = 0,
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.on_error = on_error
         self.name = f"dashscope-{kind}-{next(_counter)}"

@@ -53,8 +53,13 @@ def join_sentences(parts: list[str]) -> str:
     for part in parts:
         if not part:
             continue
-        if text and text[-1].isascii() and not text[-1].isspace() and part[0].isascii() \
-                and part[0].isalnum():
+        if (
+            text
+            and text[-1].isascii()
+            and not text[-1].isspace()
+            and part[0].isascii()
+            and part[0].isalnum()
+        ):
             text += " "
         text += part
     return text
@@ -75,8 +80,12 @@ def _pcm_bytes(pcm: np.ndarray) -> bytes:
 class ParaformerStream:
     """One streaming recognition session (``io`` flavour: async push / finish / close)."""
 
-    def __init__(self, owner: ParaformerASR, language: str | None,
-                 on_partial: Callable[[ASRResult], None] | None) -> None:
+    def __init__(
+        self,
+        owner: ParaformerASR,
+        language: str | None,
+        on_partial: Callable[[ASRResult], None] | None,
+    ) -> None:
         o = owner.options
         self._owner, self._o = owner, o
         self._url = owner.ws_url
@@ -99,12 +108,18 @@ class ParaformerStream:
         loop = asyncio.get_running_loop()
         self._started: asyncio.Future[bool] = loop.create_future()
         self._finished: asyncio.Future[bool] = loop.create_future()
-        self._thread = SessionThread("paraformer", on_error=self._on_thread_error,
-                                     connect_timeout=o.timeout)
+        self._thread = SessionThread(
+            "paraformer", on_error=self._on_thread_error, connect_timeout=o.timeout
+        )
         self._rec = owner._audio.asr.recognize(
-            model=o.model, format=o.format, sample_rate=o.sample_rate,
-            parameters=parameters, ws_url=self._url, connector=self._thread.connector,
-            timeout=o.idle_timeout, api_key=owner._api_key,
+            model=o.model,
+            format=o.format,
+            sample_rate=o.sample_rate,
+            parameters=parameters,
+            ws_url=self._url,
+            connector=self._thread.connector,
+            timeout=o.idle_timeout,
+            api_key=owner._api_key,
         )
         owner._threads.add(self._thread)
         self._thread.start(self._run)
@@ -192,9 +207,12 @@ class ParaformerStream:
         loop = asyncio.get_running_loop()
         done, _ = await asyncio.wait([self._started], timeout=o.timeout)
         if not done:
-            self._fail(ProviderTimeout(
-                f"dashscope paraformer: connecting to {self._url} and starting the "
-                f"recognition task took more than {o.timeout:g} s"))
+            self._fail(
+                ProviderTimeout(
+                    f"dashscope paraformer: connecting to {self._url} and starting the "
+                    f"recognition task took more than {o.timeout:g} s"
+                )
+            )
             return
         if not self._started.result():
             return
@@ -218,8 +236,15 @@ class ParaformerStream:
                 return
             # The reader usually knows better (task-failed, server closed): let it report.
             await asyncio.wait([self._thread.done], timeout=1.0)
-            self._fail(ws_error("paraformer", "sending audio to the recognition task", exc,
-                                url=self._url, timeout=o.idle_timeout))
+            self._fail(
+                ws_error(
+                    "paraformer",
+                    "sending audio to the recognition task",
+                    exc,
+                    url=self._url,
+                    timeout=o.idle_timeout,
+                )
+            )
 
     def _send_frames(self, frames: list[bytes]) -> None:
         for frame in frames:
@@ -243,10 +268,13 @@ class ParaformerStream:
         if not data:
             return
         if self._pending_bytes + len(data) > self._max_bytes:
-            self._fail(ProviderError(
-                f"dashscope paraformer: more than {self._o.max_buffered_seconds:g} s of audio "
-                f"waiting to be sent: {self._url} is not accepting audio (connection not "
-                "ready or too slow)"))
+            self._fail(
+                ProviderError(
+                    f"dashscope paraformer: more than {self._o.max_buffered_seconds:g} s of audio "
+                    f"waiting to be sent: {self._url} is not accepting audio (connection not "
+                    "ready or too slow)"
+                )
+            )
             raise self._error  # type: ignore[misc]
         self._pending.append(data)
         self._pending_bytes += len(data)
@@ -261,15 +289,21 @@ class ParaformerStream:
             self._wake.set()
             await asyncio.wait([self._started], timeout=o.timeout + 1.0)
             if self._error is None and not self._started.done():
-                self._fail(ProviderTimeout(
-                    f"dashscope paraformer: the recognition task did not start within "
-                    f"{o.timeout:g} s ({self._url})"))
+                self._fail(
+                    ProviderTimeout(
+                        f"dashscope paraformer: the recognition task did not start within "
+                        f"{o.timeout:g} s ({self._url})"
+                    )
+                )
             if self._error is None:
                 done, _ = await asyncio.wait([self._finished], timeout=o.timeout)
                 if not done and self._error is None:
-                    self._fail(ProviderTimeout(
-                        f"dashscope paraformer: no final result within {o.timeout:g} s after "
-                        f"the end of the audio ({self._url}, task {self.task_id})"))
+                    self._fail(
+                        ProviderTimeout(
+                            f"dashscope paraformer: no final result within {o.timeout:g} s after "
+                            f"the end of the audio ({self._url}, task {self.task_id})"
+                        )
+                    )
             if self._error is not None:
                 raise self._error
             return ASRResult(self.text, final=True, language=self._language)
@@ -306,8 +340,9 @@ class ParaformerASR:
             # The SDK flags its 2.0 audio surface as a preview (FutureWarning); the
             # version is pinned in pyproject.toml and the tests run the real code path.
             warnings.simplefilter("ignore", FutureWarning)
-            client = dashscope.Client(api_key=self._api_key,
-                                      base_url=str(dashscope.base_http_api_url))
+            client = dashscope.Client(
+                api_key=self._api_key, base_url=str(dashscope.base_http_api_url)
+            )
             self._audio = client.audio
         self._send_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._streams: weakref.WeakSet[ParaformerStream] = weakref.WeakSet()
@@ -322,12 +357,14 @@ class ParaformerASR:
             self._send_pool = concurrent.futures.ThreadPoolExecutor(
                 # Threads are made only when needed; a sender blocked on one socket (full
                 # buffer) must not hold up the other sessions for long.
-                max_workers=16, thread_name_prefix="xiaozhi-dashscope-send")
+                max_workers=16,
+                thread_name_prefix="xiaozhi-dashscope-send",
+            )
         return self._send_pool
 
-    async def open_stream(self, *, language: str | None = None,
-                          on_partial: Callable[[ASRResult], None] | None = None
-                          ) -> ParaformerStream:
+    async def open_stream(
+        self, *, language: str | None = None, on_partial: Callable[[ASRResult], None] | None = None
+    ) -> ParaformerStream:
         """Start a session (the connection is made in the background)."""
         stream = ParaformerStream(self, language, on_partial)
         self._streams.add(stream)
@@ -341,7 +378,7 @@ class ParaformerASR:
         try:
             step = self.options.sample_rate * self.options.chunk_ms // 1000
             for i in range(0, len(pcm), step):
-                await stream.push(pcm[i:i + step])
+                await stream.push(pcm[i : i + step])
             return await stream.finish()
         finally:
             await stream.close()

@@ -57,15 +57,23 @@ def to_dashscope_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
             calls = []
             for call in m.tool_calls:
                 names[call.id] = call.name
-                calls.append({
-                    "id": call.id, "type": "function",
-                    "function": {"name": call.name,
-                                 "arguments": json.dumps(call.arguments, ensure_ascii=False)},
-                })
+                calls.append(
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {
+                            "name": call.name,
+                            "arguments": json.dumps(call.arguments, ensure_ascii=False),
+                        },
+                    }
+                )
             out.append({"role": "assistant", "content": m.content or "", "tool_calls": calls})
         elif m.role == "tool":
-            item: dict[str, Any] = {"role": "tool", "content": m.content,
-                                    "tool_call_id": m.tool_call_id or ""}
+            item: dict[str, Any] = {
+                "role": "tool",
+                "content": m.content,
+                "tool_call_id": m.tool_call_id or "",
+            }
             if m.tool_call_id in names:
                 item["name"] = names[m.tool_call_id]
             out.append(item)
@@ -80,9 +88,13 @@ def to_dashscope_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     >>> to_dashscope_tools([ToolSpec("get_time", "Current time")])[0]["function"]["name"]
     'get_time'
     """
-    return [{"type": "function",
-             "function": {"name": t.name, "description": t.description,
-                          "parameters": t.parameters}} for t in tools]
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
 
 
 class QwenLLM:
@@ -91,9 +103,9 @@ class QwenLLM:
     def __init__(self, options: QwenOptions) -> None:
         self.options = options
         self._api_key = resolve_api_key(options.api_key, "qwen")
-        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                                  aiohttp.ClientSession] = (
-            weakref.WeakKeyDictionary())
+        self._sessions: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, aiohttp.ClientSession
+        ] = weakref.WeakKeyDictionary()
         self._ssl: ssl.SSLContext | None = None
         # The SDK builds its User-Agent with platform.processor(), which runs `uname -p`
         # once per process: do it here, not on the event loop during the first request.
@@ -110,12 +122,14 @@ class QwenLLM:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context(cafile=certifi.where())
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl), trust_env=True)
+                connector=aiohttp.TCPConnector(ssl=self._ssl), trust_env=True
+            )
             self._sessions[loop] = session
         return session
 
-    def _request(self, messages: Sequence[Message],
-                 tools: Sequence[ToolSpec] | None) -> dict[str, Any]:
+    def _request(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None
+    ) -> dict[str, Any]:
         o = self.options
         kwargs: dict[str, Any] = dict(o.parameters)
         kwargs.update(
@@ -138,8 +152,9 @@ class QwenLLM:
             kwargs["tools"] = to_dashscope_tools(tools)
         return kwargs
 
-    async def chat(self, messages: Sequence[Message], *,
-                   tools: Sequence[ToolSpec] | None = None) -> AsyncIterator[str | ToolCall]:
+    async def chat(
+        self, messages: Sequence[Message], *, tools: Sequence[ToolSpec] | None = None
+    ) -> AsyncIterator[str | ToolCall]:
         """Stream the reply: text deltas as they arrive, then complete tool calls."""
         if not messages:
             raise ProviderError("dashscope qwen: chat() needs at least one message")
@@ -199,10 +214,21 @@ class QwenLLM:
             if _SSE in ctype:
                 # An ``event:error`` inside an accepted stream: the SDK reports it with a
                 # placeholder HTTP status (400), so only the code and message are real.
-                raise api_error("qwen", "chat stream", code=rsp.code, message=rsp.message,
-                                request_id=rsp.request_id)
-            raise api_error("qwen", "chat request", status=int(rsp.status_code),
-                            code=rsp.code, message=rsp.message, request_id=rsp.request_id)
+                raise api_error(
+                    "qwen",
+                    "chat stream",
+                    code=rsp.code,
+                    message=rsp.message,
+                    request_id=rsp.request_id,
+                )
+            raise api_error(
+                "qwen",
+                "chat request",
+                status=int(rsp.status_code),
+                code=rsp.code,
+                message=rsp.message,
+                request_id=rsp.request_id,
+            )
         output = rsp.output
         if output is None:
             raise ProviderError("dashscope qwen: malformed stream: an event has no output")

@@ -29,8 +29,13 @@ from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
 from xiaozhi_core.types import Execution, Role
 
-__all__ = ["CosyVoiceOptions", "ParaformerOptions", "QwenOptions", "QwenVLOptions",
-           "xiaozhi_providers"]
+__all__ = [
+    "CosyVoiceOptions",
+    "ParaformerOptions",
+    "QwenOptions",
+    "QwenVLOptions",
+    "xiaozhi_providers",
+]
 
 
 @dataclass
@@ -125,8 +130,10 @@ class QwenVLOptions:
     #: ``https://dashscope-intl.aliyuncs.com/api/v1``.
     base_http_url: str | None = None
     #: Sent as the system message; the answer is read out by the voice assistant.
-    system_prompt: str = ("Answer the question about the photo briefly, in plain sentences "
-                          "without lists or markup; the answer will be spoken.")
+    system_prompt: str = (
+        "Answer the question about the photo briefly, in plain sentences "
+        "without lists or markup; the answer will be spoken."
+    )
     max_tokens: Annotated[int, at.Ge(1)] | None = 300
     temperature: Annotated[float, at.Interval(ge=0, lt=2)] | None = None
     #: Seconds for the whole request (the device waits: keep server.timeouts.mcp above).
@@ -141,26 +148,38 @@ def xiaozhi_providers() -> list[ProviderSpec]:
     """The four DashScope providers (all ``io``: the work is on Alibaba's servers)."""
     return [
         ProviderSpec(
-            role=Role.LLM, name="qwen", execution=Execution.IO,
-            factory="xiaozhi_dashscope.llm:QwenLLM", options=QwenOptions,
+            role=Role.LLM,
+            name="qwen",
+            execution=Execution.IO,
+            factory="xiaozhi_dashscope.llm:QwenLLM",
+            options=QwenOptions,
             capabilities=frozenset({"tools"}),
             description="Qwen chat via DashScope's Generation API (streamed, tool calls)",
         ),
         ProviderSpec(
-            role=Role.ASR, name="paraformer", execution=Execution.IO,
-            factory="xiaozhi_dashscope.asr:ParaformerASR", options=ParaformerOptions,
+            role=Role.ASR,
+            name="paraformer",
+            execution=Execution.IO,
+            factory="xiaozhi_dashscope.asr:ParaformerASR",
+            options=ParaformerOptions,
             capabilities=frozenset({"streaming", "multilingual"}),
             description="DashScope Paraformer real-time recognition (WebSocket, partials)",
         ),
         ProviderSpec(
-            role=Role.TTS, name="cosyvoice", execution=Execution.IO,
-            factory="xiaozhi_dashscope.tts:CosyVoiceTTS", options=CosyVoiceOptions,
+            role=Role.TTS,
+            name="cosyvoice",
+            execution=Execution.IO,
+            factory="xiaozhi_dashscope.tts:CosyVoiceTTS",
+            options=CosyVoiceOptions,
             capabilities=frozenset({"multilingual"}),
             description="DashScope CosyVoice streaming synthesis (WebSocket, PCM16)",
         ),
         ProviderSpec(
-            role=Role.VISION, name="qwen_vl", execution=Execution.IO,
-            factory="xiaozhi_dashscope.vision:QwenVL", options=QwenVLOptions,
+            role=Role.VISION,
+            name="qwen_vl",
+            execution=Execution.IO,
+            factory="xiaozhi_dashscope.vision:QwenVL",
+            options=QwenVLOptions,
             description="Qwen-VL via DashScope's multimodal generation API (photo + question)",
         ),
     ]

@@ -68,8 +68,9 @@ class CosyVoiceTTS:
             # The SDK flags its 2.0 audio surface as a preview (FutureWarning); the
             # version is pinned in pyproject.toml and the tests run the real code path.
             warnings.simplefilter("ignore", FutureWarning)
-            client = dashscope.Client(api_key=self._api_key,
-                                      base_url=str(dashscope.base_http_api_url))
+            client = dashscope.Client(
+                api_key=self._api_key, base_url=str(dashscope.base_http_api_url)
+            )
             self._audio = client.audio
         self._threads = SessionThreads()
 
@@ -83,19 +84,29 @@ class CosyVoiceTTS:
             return
         o = self.options
         url = self.ws_url
+
         def on_error(exc: BaseException) -> None:
             error = ws_error("cosyvoice", "synthesis task", exc, url=url, timeout=o.timeout)
             thread.queue.put_nowait(_Failure(error))
 
-        thread = SessionThread("cosyvoice", on_error=on_error,
-                               connect_timeout=o.timeout, buffer=o.buffer_chunks)
+        thread = SessionThread(
+            "cosyvoice", on_error=on_error, connect_timeout=o.timeout, buffer=o.buffer_chunks
+        )
         session = self._audio.tts.connect(
-            model=o.model, voice=voice or o.voice, format="pcm", sample_rate=o.sample_rate,
-            volume=o.volume, rate=o.rate, pitch=o.pitch, parameters=dict(o.parameters) or None,
-            ws_url=url, connector=thread.connector,
+            model=o.model,
+            voice=voice or o.voice,
+            format="pcm",
+            sample_rate=o.sample_rate,
+            volume=o.volume,
+            rate=o.rate,
+            pitch=o.pitch,
+            parameters=dict(o.parameters) or None,
+            ws_url=url,
+            connector=thread.connector,
             # The loop-side watchdog below is authoritative; the socket timeout only
             # guarantees the thread ends even if the loop went away.
-            timeout=o.timeout + 1.0, api_key=self._api_key,
+            timeout=o.timeout + 1.0,
+            api_key=self._api_key,
         )
 
         def run(t: SessionThread) -> None:
@@ -123,7 +134,8 @@ class CosyVoiceTTS:
                     phase = "between audio chunks" if got_audio else "before the first audio"
                     raise ProviderTimeout(
                         f"dashscope cosyvoice: nothing from {url} for {o.timeout:g} s "
-                        f"{phase} (model {o.model}, voice {voice or o.voice})") from None
+                        f"{phase} (model {o.model}, voice {voice or o.voice})"
+                    ) from None
                 if isinstance(item, _Failure):
                     raise item.error
                 thread.taken()

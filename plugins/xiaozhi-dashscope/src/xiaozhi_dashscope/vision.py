@@ -32,8 +32,9 @@ MULTIMODAL_PATH = "/services/aigc/multimodal-generation/generation"
 DEFAULT_HTTP_URL = "https://dashscope.aliyuncs.com/api/v1"
 
 
-def multimodal_request(options: QwenVLOptions, image: bytes, mime_type: str,
-                       question: str) -> dict[str, Any]:
+def multimodal_request(
+    options: QwenVLOptions, image: bytes, mime_type: str, question: str
+) -> dict[str, Any]:
     """The request body.
 
     >>> body = multimodal_request(QwenVLOptions(system_prompt=""), b"\\xff\\xd8\\xff",
@@ -70,43 +71,58 @@ class QwenVL:
         if self._session is None or self._session.closed:
             context = ssl.create_default_context(cafile=certifi.where())
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context), trust_env=True)
+                connector=aiohttp.TCPConnector(ssl=context), trust_env=True
+            )
         return self._session
 
     async def explain(self, image: bytes, mime_type: str, question: str) -> str:
         o = self.options
         body = multimodal_request(o, image, mime_type, question)
-        headers = {"Authorization": f"Bearer {self._api_key}",
-                   "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {self._api_key}", "Content-Type": "application/json"}
         try:
-            async with asyncio.timeout(o.timeout), \
-                    self._client().post(self.url, json=body, headers=headers) as resp:
+            async with (
+                asyncio.timeout(o.timeout),
+                self._client().post(self.url, json=body, headers=headers) as resp,
+            ):
                 status = resp.status
                 try:
                     data = await resp.json(content_type=None)
                 except ValueError:
                     data = {"message": (await resp.text())[:200]}
         except TimeoutError:
-            raise ProviderTimeout(f"dashscope qwen_vl: no answer from {self.url} within "
-                                  f"{o.timeout:g} s (model {o.model})") from None
+            raise ProviderTimeout(
+                f"dashscope qwen_vl: no answer from {self.url} within "
+                f"{o.timeout:g} s (model {o.model})"
+            ) from None
         except aiohttp.ClientError as exc:
-            raise ProviderError(f"dashscope qwen_vl: request to {self.url} failed: "
-                                f"{type(exc).__name__}: {exc}") from exc
+            raise ProviderError(
+                f"dashscope qwen_vl: request to {self.url} failed: {type(exc).__name__}: {exc}"
+            ) from exc
         if not isinstance(data, dict):
             data = {}
         if status != 200:
-            raise api_error("qwen_vl", "image explanation", status=status,
-                            code=data.get("code"), message=data.get("message"),
-                            request_id=data.get("request_id"))
+            raise api_error(
+                "qwen_vl",
+                "image explanation",
+                status=status,
+                code=data.get("code"),
+                message=data.get("message"),
+                request_id=data.get("request_id"),
+            )
         try:
             content = data["output"]["choices"][0]["message"]["content"]
-            text = content if isinstance(content, str) else "".join(
-                str(p.get("text", "")) for p in content if isinstance(p, dict))
+            text = (
+                content
+                if isinstance(content, str)
+                else "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            )
         except (KeyError, IndexError, TypeError, AttributeError):
             text = ""
         if not text.strip():
-            raise ProviderError(f"dashscope qwen_vl: the answer has no text "
-                                f"({str(data)[:200]!r}); is {o.model!r} a vision model?")
+            raise ProviderError(
+                f"dashscope qwen_vl: the answer has no text "
+                f"({str(data)[:200]!r}); is {o.model!r} a vision model?"
+            )
         return text.strip()
 
     async def close(self) -> None:

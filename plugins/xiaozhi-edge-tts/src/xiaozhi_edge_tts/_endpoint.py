@@ -54,7 +54,8 @@ from yarl import URL
 __all__ = ["EndpointNotUsed", "SynthesisConnector", "public_url", "route", "with_token"]
 
 _ENDPOINT: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "xiaozhi_edge_tts_endpoint", default=None)
+    "xiaozhi_edge_tts_endpoint", default=None
+)
 
 
 class _RoutedURL(str):
@@ -91,7 +92,8 @@ def route(endpoint: str | None) -> None:
         if current != WSS_URL:
             raise EndpointNotUsed(
                 "edge_tts.communicate.WSS_URL is not edge-tts's read-aloud URL "
-                f"({current!r}); something else replaced it")
+                f"({current!r}); something else replaced it"
+            )
         module_globals["WSS_URL"] = _RoutedURL(WSS_URL)
     _ENDPOINT.set(with_token(endpoint) if endpoint is not None else None)
 
@@ -126,12 +128,17 @@ class SynthesisConnector(aiohttp.TCPConnector):
         self.attempts += 1
         want = self.expected
         if want is not None and (url.scheme, url.host, url.port, url.path) != (
-                want.scheme, want.host, want.port, want.path):
+            want.scheme,
+            want.host,
+            want.port,
+            want.path,
+        ):
             raise EndpointNotUsed(
                 f"edge-tts {edge_tts.__version__} connected to {public_url(url)} instead of "
                 f"the configured endpoint {public_url(want)}; this edge-tts version builds "
                 "its URL differently: use the edge-tts series in xiaozhi-edge-tts's "
-                "requirements, or unset the endpoint option")
+                "requirements, or unset the endpoint option"
+            )
         connection = await super().connect(req, *args, **kwargs)
         self.connected = True
         return connection

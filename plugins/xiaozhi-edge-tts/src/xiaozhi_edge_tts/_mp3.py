@@ -71,8 +71,8 @@ class Mp3Decoder:
         if self.bytes_in and not self.frames_in:
             detail = f" ({self._last_error})" if self._last_error else ""
             raise Mp3DecodeError(
-                f"{self.bytes_in} bytes of audio were received but no MP3 frame decoded"
-                f"{detail}")
+                f"{self.bytes_in} bytes of audio were received but no MP3 frame decoded{detail}"
+            )
         return b"".join(out)
 
     def _decode(self, packets: list[av.Packet[Any]]) -> bytes:
@@ -121,7 +121,7 @@ def encode_mp3(pcm: bytes, sample_rate: int, bit_rate: int = 48000) -> bytes:
     step = encoder.frame_size
     out = bytearray()
     for pts, start in enumerate(range(0, len(pcm) // 2, step)):
-        block = pcm[start * 2:(start + step) * 2]
+        block = pcm[start * 2 : (start + step) * 2]
         frame = av.AudioFrame(format="s16p", layout="mono", samples=len(block) // 2)
         frame.planes[0].update(block + b"\x00" * (frame.planes[0].buffer_size - len(block)))
         frame.sample_rate = sample_rate

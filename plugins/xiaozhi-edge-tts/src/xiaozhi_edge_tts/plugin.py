@@ -35,7 +35,8 @@ _HERTZ = re.compile(r"^[+-]\d+Hz$")
 #: Short names ("en-US-AriaNeural", "zh-CN-liaoning-XiaobeiNeural") or the long form
 #: edge-tts also takes ("Microsoft Server Speech Text to Speech Voice (en-US, AriaNeural)").
 _VOICE = re.compile(
-    r"^([a-z]{2,}-[A-Z]{2,}-.+Neural|Microsoft Server Speech Text to Speech Voice \(.+,.+\))$")
+    r"^([a-z]{2,}-[A-Z]{2,}-.+Neural|Microsoft Server Speech Text to Speech Voice \(.+,.+\))$"
+)
 
 
 def voice_problem(voice: str) -> str | None:
@@ -48,8 +49,10 @@ def voice_problem(voice: str) -> str | None:
     """
     if _VOICE.match(voice):
         return None
-    return (f"voice {voice!r} is not an Edge voice name such as 'en-US-AriaNeural' or "
-            "'zh-CN-XiaoxiaoNeural'")
+    return (
+        f"voice {voice!r} is not an Edge voice name such as 'en-US-AriaNeural' or "
+        "'zh-CN-XiaoxiaoNeural'"
+    )
 
 
 @dataclass
@@ -86,8 +89,9 @@ class EdgeTTSOptions:
         for name in ("rate", "volume"):
             value = getattr(self, name)
             if not _PERCENT.match(value):
-                raise ValueError(f"edge: {name} {value!r} must look like '+10%' or '-25%' "
-                                 "(a signed percentage)")
+                raise ValueError(
+                    f"edge: {name} {value!r} must look like '+10%' or '-25%' (a signed percentage)"
+                )
         if not _HERTZ.match(self.pitch):
             raise ValueError(f"edge: pitch {self.pitch!r} must look like '+5Hz' or '-10Hz'")
         if self.proxy is not None and not self.proxy.startswith(("http://", "https://")):
@@ -101,10 +105,13 @@ def xiaozhi_providers() -> list[ProviderSpec]:
     """The ``edge`` TTS provider (``io``: synthesis happens on Microsoft's servers)."""
     return [
         ProviderSpec(
-            role=Role.TTS, name="edge", execution=Execution.IO,
-            factory="xiaozhi_edge_tts.tts:EdgeTTS", options=EdgeTTSOptions,
+            role=Role.TTS,
+            name="edge",
+            execution=Execution.IO,
+            factory="xiaozhi_edge_tts.tts:EdgeTTS",
+            options=EdgeTTSOptions,
             capabilities=frozenset({"multilingual"}),
             description="Microsoft Edge read-aloud voices via edge-tts (WebSocket, MP3 "
-                        "decoded in-process by PyAV), no API key",
+            "decoded in-process by PyAV), no API key",
         ),
     ]

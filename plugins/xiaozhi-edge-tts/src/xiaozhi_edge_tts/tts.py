@@ -57,8 +57,9 @@ class _Failure:
 class _Synthesis:
     """The live parts of one ``synthesize`` call: edge-tts's pump task and its socket."""
 
-    def __init__(self, communicate: edge_tts.Communicate, connector: SynthesisConnector,
-                 endpoint: str | None) -> None:
+    def __init__(
+        self, communicate: edge_tts.Communicate, connector: SynthesisConnector, endpoint: str | None
+    ) -> None:
         self.communicate = communicate
         self.connector = connector
         self.queue: asyncio.Queue[Any] = asyncio.Queue()  # MP3 is ~6 kB/s: no bound needed
@@ -116,14 +117,19 @@ class EdgeTTS:
         # Let edge-tts check the defaults now (its voice/rate/pitch rules), not per call.
         self._communicate("check", options.voice)
 
-    def _communicate(self, text: str, voice: str,
-                     connector: SynthesisConnector | None = None) -> edge_tts.Communicate:
+    def _communicate(
+        self, text: str, voice: str, connector: SynthesisConnector | None = None
+    ) -> edge_tts.Communicate:
         o = self.options
         if problem := voice_problem(voice):
             raise ProviderError(f"edge: {problem} (list them with `edge-tts --list-voices`)")
         try:
             return edge_tts.Communicate(
-                text, voice, rate=o.rate, volume=o.volume, pitch=o.pitch,
+                text,
+                voice,
+                rate=o.rate,
+                volume=o.volume,
+                pitch=o.pitch,
                 proxy=o.proxy,
                 # Whole seconds, as edge-tts wants. They bound the TCP connect and the
                 # HTTP upgrade's response; after the upgrade only the watchdog in
@@ -133,8 +139,10 @@ class EdgeTTS:
                 connector=connector,
             )
         except (TypeError, ValueError) as exc:
-            raise ProviderError(f"edge: edge-tts refused voice {voice!r} / rate {o.rate!r} / "
-                                f"volume {o.volume!r} / pitch {o.pitch!r}: {exc}") from exc
+            raise ProviderError(
+                f"edge: edge-tts refused voice {voice!r} / rate {o.rate!r} / "
+                f"volume {o.volume!r} / pitch {o.pitch!r}: {exc}"
+            ) from exc
 
     async def synthesize(self, text: str, *, voice: str | None = None) -> AsyncIterator[bytes]:
         """Stream the speech of ``text`` as the service sends it."""
@@ -157,9 +165,13 @@ class EdgeTTS:
                 if item is _END:
                     break
                 if isinstance(item, _Failure):
-                    raise stream_error(item.exc, url=self.url, voice=voice,
-                                       connect_timeout=o.connect_timeout,
-                                       receive_timeout=o.receive_timeout) from item.exc
+                    raise stream_error(
+                        item.exc,
+                        url=self.url,
+                        voice=voice,
+                        connect_timeout=o.connect_timeout,
+                        receive_timeout=o.receive_timeout,
+                    ) from item.exc
                 if item is _PROGRESS:
                     continue
                 try:
@@ -172,7 +184,8 @@ class EdgeTTS:
                 seconds = decoder.samples_out / self.sample_rate
                 raise ProviderError(
                     f"edge: {self.url} closed the connection before the end of the turn "
-                    f"(no turn.end): the audio is cut after {seconds:.2f} s; retry")
+                    f"(no turn.end): the audio is cut after {seconds:.2f} s; retry"
+                )
             try:
                 tail = decoder.flush()
             except Mp3DecodeError as exc:
@@ -198,18 +211,24 @@ class EdgeTTS:
             raise ProviderTimeout(
                 f"edge: the audio stream from {self.url} stalled: nothing received for "
                 f"{o.receive_timeout:g} s after {decoder.samples_out / self.sample_rate:.2f} s "
-                f"of audio (receive_timeout)") from None
+                f"of audio (receive_timeout)"
+            ) from None
         if not synthesis.connector.connected:
             raise ProviderTimeout(
                 f"edge: could not connect to {self.url} within {limit:g} s "
                 "(connect_timeout + receive_timeout); check network access, the proxy "
-                "option or WSS_PROXY") from None
+                "option or WSS_PROXY"
+            ) from None
         raise ProviderTimeout(
             f"edge: {self.url} accepted the connection but sent no audio within {limit:g} s "
-            f"(voice {voice}; connect_timeout + receive_timeout)") from None
+            f"(voice {voice}; connect_timeout + receive_timeout)"
+        ) from None
 
     async def close(self) -> None:
         """Abort the syntheses still running (their consumers see the socket drop)."""
         for synthesis in list(self._live):
-            await synthesis.abort(ProviderError("edge: the provider was closed during "
-                                                "the synthesis (server shutting down)"))
+            await synthesis.abort(
+                ProviderError(
+                    "edge: the provider was closed during the synthesis (server shutting down)"
+                )
+            )

@@ -37,8 +37,11 @@ def _say(args: argparse.Namespace) -> int:
     from .plugin import EspeakOptions
     from .tts import EspeakTTS
 
-    tts = EspeakTTS(EspeakOptions(voice=args.voice, sample_rate=args.sample_rate,
-                                  rate=args.rate, pitch=args.pitch))
+    tts = EspeakTTS(
+        EspeakOptions(
+            voice=args.voice, sample_rate=args.sample_rate, rate=args.rate, pitch=args.pitch
+        )
+    )
     t0 = time.perf_counter()
     first = None
     audio = bytearray()
@@ -54,14 +57,17 @@ def _say(args: argparse.Namespace) -> int:
         w.setframerate(tts.sample_rate)
         w.writeframes(bytes(audio))
     rtf = elapsed / seconds if seconds else float("nan")
-    print(f"{args.output}: {seconds:.2f} s of audio at {tts.sample_rate} Hz; first chunk "
-          f"after {1000 * (first or 0):.1f} ms; real-time factor {rtf:.4f}")
+    print(
+        f"{args.output}: {seconds:.2f} s of audio at {tts.sample_rate} Hz; first chunk "
+        f"after {1000 * (first or 0):.1f} ms; real-time factor {rtf:.4f}"
+    )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m xiaozhi_espeak",
-                                     description="espeak-ng voices and test synthesis")
+    parser = argparse.ArgumentParser(
+        prog="python -m xiaozhi_espeak", description="espeak-ng voices and test synthesis"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_voices = sub.add_parser("voices", help="list the voices (optionally for one language)")
     p_voices.add_argument("language", nargs="?", help="language code prefix, e.g. en, cmn")

@@ -202,8 +202,12 @@ class EspeakEngine:
 
     @staticmethod
     def _declare(lib: ctypes.CDLL) -> None:
-        c_int, c_uint, c_char_p, c_void_p = ctypes.c_int, ctypes.c_uint, ctypes.c_char_p, \
-            ctypes.c_void_p
+        c_int, c_uint, c_char_p, c_void_p = (
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_char_p,
+            ctypes.c_void_p,
+        )
         lib.espeak_Initialize.argtypes = [c_int, c_int, c_char_p, c_int]
         lib.espeak_Initialize.restype = c_int
         lib.espeak_SetSynthCallback.argtypes = [_SYNTH_CALLBACK]
@@ -214,15 +218,24 @@ class EspeakEngine:
         lib.espeak_SetVoiceByProperties.restype = c_int
         lib.espeak_SetParameter.argtypes = [c_int, c_int, c_int]
         lib.espeak_SetParameter.restype = c_int
-        lib.espeak_Synth.argtypes = [c_char_p, ctypes.c_size_t, c_uint, c_int, c_uint, c_uint,
-                                     ctypes.POINTER(c_uint), c_void_p]
+        lib.espeak_Synth.argtypes = [
+            c_char_p,
+            ctypes.c_size_t,
+            c_uint,
+            c_int,
+            c_uint,
+            c_uint,
+            ctypes.POINTER(c_uint),
+            c_void_p,
+        ]
         lib.espeak_Synth.restype = c_int
         lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_Voice)]
         lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
 
     # -- called by libespeak-ng, on the thread inside espeak_Synth (holding the lock) ------
-    def _on_audio(self, wav: ctypes._Pointer[ctypes.c_short], count: int,
-                  events: int | None) -> int:
+    def _on_audio(
+        self, wav: ctypes._Pointer[ctypes.c_short], count: int, events: int | None
+    ) -> int:
         sink = self._sink
         if sink is None:
             return 1  # nobody is listening: abort
@@ -237,8 +250,9 @@ class EspeakEngine:
         self._voice = None  # a failed selection leaves the library's voice undefined
         raw = voice.strip().encode("utf-8")
         if not raw or b"\x00" in raw:
-            raise UnknownVoiceError(f"tts provider 'espeak': invalid voice {voice!r}; "
-                                    f"{HOW_TO_LIST}")
+            raise UnknownVoiceError(
+                f"tts provider 'espeak': invalid voice {voice!r}; {HOW_TO_LIST}"
+            )
         # espeak-ng picks *some* voice for any name it does not know ('klingon' would
         # silently speak another language): accept only installed names, identifiers
         # and language tags
@@ -264,8 +278,11 @@ class EspeakEngine:
         identifier, or a language some voice speaks (exactly or as a prefix: 'en')."""
         base = voice.strip().partition("+")[0].lower()
         for v in self._voices_locked():
-            if base in (v.name.lower(), v.identifier.lower(),
-                        v.identifier.lower().rpartition("/")[2]):
+            if base in (
+                v.name.lower(),
+                v.identifier.lower(),
+                v.identifier.lower().rpartition("/")[2],
+            ):
                 return True
             if any(lang == base or lang.startswith(base + "-") for lang, _ in v.languages):
                 return True
@@ -276,8 +293,10 @@ class EspeakEngine:
         codes = sorted({v.code for v in self._voices_locked()})
         close = difflib.get_close_matches(voice.strip().lower()[:50], codes, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return (f"tts provider 'espeak': unknown voice {voice!r}{hint}; installed voices: "
-                f"{', '.join(codes)}; {HOW_TO_LIST}")
+        return (
+            f"tts provider 'espeak': unknown voice {voice!r}{hint}; installed voices: "
+            f"{', '.join(codes)}; {HOW_TO_LIST}"
+        )
 
     def check_voice(self, voice: str) -> None:
         """Raise :class:`UnknownVoiceError` unless ``voice`` can be selected."""
@@ -285,9 +304,17 @@ class EspeakEngine:
             self._select_voice(voice)
 
     # -- synthesis -----------------------------------------------------------------------
-    def synthesize(self, text: str, *, voice: str, rate: int = 175, pitch: int = 50,
-                   volume: int = 100, pitch_range: int = 50, end_pause: bool = True
-                   ) -> np.ndarray:
+    def synthesize(
+        self,
+        text: str,
+        *,
+        voice: str,
+        rate: int = 175,
+        pitch: int = 50,
+        volume: int = 100,
+        pitch_range: int = 50,
+        end_pause: bool = True,
+    ) -> np.ndarray:
         """Speak ``text`` with ``voice``; returns int16 samples at :attr:`sample_rate`.
 
         Holds the engine lock for the whole synthesis (espeak-ng renders roughly a
@@ -297,14 +324,19 @@ class EspeakEngine:
         flags = _CHARS_UTF8 | (_ENDPAUSE if end_pause else 0)
         with self._lock:
             self._select_voice(voice)
-            for param, value in ((_RATE, rate), (_PITCH, pitch), (_VOLUME, volume),
-                                 (_RANGE, pitch_range)):
+            for param, value in (
+                (_RATE, rate),
+                (_PITCH, pitch),
+                (_VOLUME, volume),
+                (_RANGE, pitch_range),
+            ):
                 self._lib.espeak_SetParameter(param, int(value), 0)
             sink: list[bytes] = []
             self._sink = sink
             try:
-                rc = self._lib.espeak_Synth(data, len(data) + 1, 0, _POS_CHARACTER, 0, flags,
-                                            None, None)
+                rc = self._lib.espeak_Synth(
+                    data, len(data) + 1, 0, _POS_CHARACTER, 0, flags, None, None
+                )
             finally:
                 self._sink = None
         if rc != _EE_OK:
@@ -322,12 +354,14 @@ class EspeakEngine:
             i = 0
             while array[i]:
                 v = array[i].contents
-                voices.append(VoiceInfo(
-                    name=(v.name or b"").decode("utf-8", "replace"),
-                    identifier=(v.identifier or b"").decode("utf-8", "replace"),
-                    languages=_languages(v.languages),
-                    gender=_GENDERS.get(v.gender, ""),
-                ))
+                voices.append(
+                    VoiceInfo(
+                        name=(v.name or b"").decode("utf-8", "replace"),
+                        identifier=(v.identifier or b"").decode("utf-8", "replace"),
+                        languages=_languages(v.languages),
+                        gender=_GENDERS.get(v.gender, ""),
+                    )
+                )
                 i += 1
             self._voice_list = tuple(voices)
         return self._voice_list
@@ -339,9 +373,11 @@ class EspeakEngine:
         with self._lock:
             voices = list(self._voices_locked())
         if want:
-            voices = [v for v in voices
-                      if any(lang == want or lang.startswith(want + "-")
-                             for lang, _ in v.languages)]
+            voices = [
+                v
+                for v in voices
+                if any(lang == want or lang.startswith(want + "-") for lang, _ in v.languages)
+            ]
         return voices
 
 

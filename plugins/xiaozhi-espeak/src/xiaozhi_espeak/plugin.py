@@ -66,6 +66,6 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             options=EspeakOptions,
             capabilities=frozenset({"multilingual"}),
             description="eSpeak NG formant synthesis via libespeak-ng (ctypes); ~100 "
-                        "languages incl. Mandarin; tiny and fast, robotic voice (GPL-3.0+)",
+            "languages incl. Mandarin; tiny and fast, robotic voice (GPL-3.0+)",
         )
     ]

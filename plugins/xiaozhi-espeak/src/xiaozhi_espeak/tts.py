@@ -58,8 +58,7 @@ class EspeakTTS:
         """The voices espeak-ng offers (optionally only those for ``language``)."""
         return self.engine.list_voices(language)
 
-    def synthesize(self, text: str, *, voice: str | None = None
-                   ) -> Generator[bytes, None, None]:
+    def synthesize(self, text: str, *, voice: str | None = None) -> Generator[bytes, None, None]:
         """Yield PCM16LE mono chunks of ``chunk_ms`` (the last one may be shorter).
 
         ``voice`` overrides the configured voice for this call. An unknown voice raises
@@ -70,12 +69,17 @@ class EspeakTTS:
             return
         o = self.options
         pcm = self.engine.synthesize(
-            text, voice=voice or o.voice, rate=o.rate, pitch=o.pitch, volume=o.volume,
-            pitch_range=o.pitch_range, end_pause=o.end_pause,
+            text,
+            voice=voice or o.voice,
+            rate=o.rate,
+            pitch=o.pitch,
+            volume=o.volume,
+            pitch_range=o.pitch_range,
+            end_pause=o.end_pause,
         )
         if len(pcm) == 0:
             return
         data = resample(pcm, self.engine.sample_rate, self.sample_rate).tobytes()
         step = 2 * max(1, self.sample_rate * o.chunk_ms // 1000)
         for start in range(0, len(data), step):
-            yield data[start:start + step]
+            yield data[start : start + step]

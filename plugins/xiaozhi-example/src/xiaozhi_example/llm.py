@@ -58,7 +58,7 @@ class EchoLLM:
     ) -> AsyncIterator[str | ToolCall]:
         last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=-1)
         text = messages[last_user].content.strip() if last_user >= 0 else ""
-        results = [m.content for m in messages[last_user + 1:] if m.role == "tool"]
+        results = [m.content for m in messages[last_user + 1 :] if m.role == "tool"]
         offered = {t.name for t in tools or ()}
         if results:
             reply = f"It is {results[-1]}."

@@ -65,8 +65,10 @@ class SineOptions:
         # What types cannot say (a relation between two options) is checked here; a
         # ValueError becomes a ConfigError naming the key path.
         if self.frequency >= self.sample_rate / 2:
-            raise ValueError(f"frequency {self.frequency} Hz must be below half the sample "
-                             f"rate ({self.sample_rate // 2} Hz)")
+            raise ValueError(
+                f"frequency {self.frequency} Hz must be below half the sample "
+                f"rate ({self.sample_rate // 2} Hz)"
+            )
 
 
 @hookimpl
@@ -82,7 +84,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             options=EchoOptions,
             capabilities=frozenset({"tools"}),
             description="echoes the last user message word by word; calls get_time when "
-                        "asked for the time (template provider)",
+            "asked for the time (template provider)",
         ),
         ProviderSpec(
             role=Role.TTS,

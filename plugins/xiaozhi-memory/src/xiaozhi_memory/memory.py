@@ -66,8 +66,9 @@ class SummaryMemory:
 
     async def recall(self, memory: DeviceMemory) -> Recall:
         note = (await memory.note(NOTE) or "").strip()
-        pairs = await memory.history(self.options.history_chars) \
-            if self.options.history_chars else []
+        pairs = (
+            await memory.history(self.options.history_chars) if self.options.history_chars else []
+        )
         return Recall(note, _messages(pairs))
 
     async def consolidate(self, memory: DeviceMemory) -> None:
@@ -77,11 +78,15 @@ class SummaryMemory:
         previous = (await memory.note(NOTE) or "").strip() or "(none)"
         conversation = "\n".join(f"User: {text}\nAssistant: {reply}" for text, reply in pairs)
         limit = self.options.note_chars
-        note = await memory.complete([
-            Message("system", self.options.instruction.format(chars=limit)),
-            Message("user", f"Previous notes:\n{previous}\n\nNew conversation:\n"
-                            f"{conversation[-8000:]}"),
-        ])
+        note = await memory.complete(
+            [
+                Message("system", self.options.instruction.format(chars=limit)),
+                Message(
+                    "user",
+                    f"Previous notes:\n{previous}\n\nNew conversation:\n{conversation[-8000:]}",
+                ),
+            ]
+        )
         note = " ".join(note.split())[:limit]
         if note:
             await memory.save_note(NOTE, note)

@@ -1,7 +1,7 @@
 """Entry point of the ``xiaozhi-memory`` distribution (cheap: options and specs only).
 
-    >>> [(s.role.value, s.name, s.execution.value) for s in xiaozhi_providers()]
-    [('memory', 'history', 'io'), ('memory', 'summary', 'io')]
+>>> [(s.role.value, s.name, s.execution.value) for s in xiaozhi_providers()]
+[('memory', 'history', 'io'), ('memory', 'summary', 'io')]
 """
 
 from __future__ import annotations
@@ -44,18 +44,28 @@ class SummaryOptions:
         "You keep short notes about the user of a voice assistant. Merge the previous "
         "notes and the new conversation into at most {chars} characters of plain facts "
         "worth remembering next time (name, preferences, ongoing topics, promises). "
-        "Answer with the notes only, no preamble.")
+        "Answer with the notes only, no preamble."
+    )
 
 
 @hookimpl
 def xiaozhi_providers() -> list[ProviderSpec]:
     return [
-        ProviderSpec(role=Role.MEMORY, name="history", execution=Execution.IO,
-                     factory="xiaozhi_memory.memory:HistoryMemory", options=HistoryOptions,
-                     description="the device's last turns from the store, within a budget"),
-        ProviderSpec(role=Role.MEMORY, name="summary", execution=Execution.IO,
-                     factory="xiaozhi_memory.memory:SummaryMemory", options=SummaryOptions,
-                     capabilities=frozenset({"consolidate"}),
-                     description="an LLM-written note per device after each session, "
-                                 "plus the last turns"),
+        ProviderSpec(
+            role=Role.MEMORY,
+            name="history",
+            execution=Execution.IO,
+            factory="xiaozhi_memory.memory:HistoryMemory",
+            options=HistoryOptions,
+            description="the device's last turns from the store, within a budget",
+        ),
+        ProviderSpec(
+            role=Role.MEMORY,
+            name="summary",
+            execution=Execution.IO,
+            factory="xiaozhi_memory.memory:SummaryMemory",
+            options=SummaryOptions,
+            capabilities=frozenset({"consolidate"}),
+            description="an LLM-written note per device after each session, plus the last turns",
+        ),
     ]

@@ -110,8 +110,9 @@ def resolve_api_key(options: OpenAIConnectionOptions, role: str) -> tuple[str, s
     )
 
 
-def make_client(options: OpenAIConnectionOptions, role: str, model: str
-                ) -> tuple[openai.AsyncOpenAI, Target]:
+def make_client(
+    options: OpenAIConnectionOptions, role: str, model: str
+) -> tuple[openai.AsyncOpenAI, Target]:
     """Create the SDK client of one provider (done once, in its factory)."""
     api_key, hint = resolve_api_key(options, role)
     target = Target(role, model, options.base_url.rstrip("/"), hint)
@@ -203,16 +204,18 @@ def map_error(exc: BaseException, target: Target, doing: str) -> ProviderError:
             "and that the server is running"
         )
     if isinstance(exc, openai.APIError):  # an error event inside a stream
-        return ProviderError(f"{where} failed: the server reported an error mid-stream: "
-                             f"{_server_message(exc)}")
+        return ProviderError(
+            f"{where} failed: the server reported an error mid-stream: {_server_message(exc)}"
+        )
     if isinstance(exc, _httpx.TimeoutException):
         return ProviderTimeout(
             f"{where} timed out: the server sent nothing for read_timeout seconds "
             f"({type(exc).__name__}); it is hung or overloaded"
         )
     if isinstance(exc, _httpx.HTTPError):
-        return ProviderError(f"{where} failed: connection to {target.base_url} broke "
-                             f"({type(exc).__name__}: {exc})")
+        return ProviderError(
+            f"{where} failed: connection to {target.base_url} broke ({type(exc).__name__}: {exc})"
+        )
     if isinstance(exc, json.JSONDecodeError):
         return ProviderError(
             f"{where} failed: malformed response from {target.base_url} (invalid JSON in the "
@@ -232,8 +235,14 @@ class Budget:
     timeout). Time the consumer spends between steps is not counted.
     """
 
-    def __init__(self, target: Target, doing: str, total: float,
-                 first: float | None = None, first_name: str = "first_token_timeout") -> None:
+    def __init__(
+        self,
+        target: Target,
+        doing: str,
+        total: float,
+        first: float | None = None,
+        first_name: str = "first_token_timeout",
+    ) -> None:
         self.target = target
         self.doing = doing
         self.total = total
@@ -260,7 +269,7 @@ class Budget:
             if not timeout.expired():
                 raise
             seconds = self.first if name == self.first_name else self.total
-            what = ("produced no output" if name == self.first_name else "did not finish")
+            what = "produced no output" if name == self.first_name else "did not finish"
             raise ProviderTimeout(
                 f"{self.target.label}: {self.doing} {what} within {seconds:g} s ({name}); "
                 "the server is slow or overloaded — raise the timeout or use a faster model"

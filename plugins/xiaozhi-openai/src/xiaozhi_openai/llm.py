@@ -49,16 +49,23 @@ def to_api_messages(messages: Sequence[Message], label: str = "openai llm") -> l
                 )
             out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
         elif m.role == "assistant" and m.tool_calls:
-            out.append({
-                "role": "assistant",
-                "content": m.content or None,
-                "tool_calls": [
-                    {"id": c.id, "type": "function",
-                     "function": {"name": c.name,
-                                  "arguments": json.dumps(c.arguments, ensure_ascii=False)}}
-                    for c in m.tool_calls
-                ],
-            })
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.content or None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {
+                                "name": c.name,
+                                "arguments": json.dumps(c.arguments, ensure_ascii=False),
+                            },
+                        }
+                        for c in m.tool_calls
+                    ],
+                }
+            )
         elif m.role in ("system", "user", "assistant"):
             out.append({"role": m.role, "content": m.content})
         else:
@@ -74,8 +81,10 @@ def to_api_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
       'parameters': {'type': 'object', 'properties': {}}}}]
     """
     return [
-        {"type": "function",
-         "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
         for t in tools
     ]
 
@@ -91,8 +100,12 @@ class OpenAILLM:
         self.options = options
         self.client, self.target = make_client(options, "llm", options.model)
 
-    def _params(self, messages: Sequence[Message], tools: Sequence[ToolSpec] | None,
-                request: OpenAIChatRequest | None = None) -> dict[str, Any]:
+    def _params(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[ToolSpec] | None,
+        request: OpenAIChatRequest | None = None,
+    ) -> dict[str, Any]:
         o = self.options
         params: dict[str, Any] = {
             "model": request.model if request is not None and request.model else o.model,
@@ -105,7 +118,7 @@ class OpenAILLM:
             params["temperature"] = o.temperature
         if o.max_tokens is not None:
             params["max_tokens"] = o.max_tokens
-        if request is not None:   # a profile's per-request options win
+        if request is not None:  # a profile's per-request options win
             if request.temperature is not None:
                 params["temperature"] = request.temperature
             if request.max_tokens is not None:
@@ -114,13 +127,22 @@ class OpenAILLM:
             params["extra_body"] = dict(o.extra_body)
         return params
 
-    async def chat(self, messages: Sequence[Message], *,
-                   tools: Sequence[ToolSpec] | None = None,
-                   options: OpenAIChatRequest | None = None) -> AsyncIterator[str | ToolCall]:
+    async def chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        options: OpenAIChatRequest | None = None,
+    ) -> AsyncIterator[str | ToolCall]:
         params = self._params(messages, tools, options)
         label = self.target.label
-        budget = Budget(self.target, "chat completion", self.options.total_timeout,
-                        self.options.first_token_timeout, "first_token_timeout")
+        budget = Budget(
+            self.target,
+            "chat completion",
+            self.options.total_timeout,
+            self.options.first_token_timeout,
+            "first_token_timeout",
+        )
         calls = ToolCallAssembler(label)
         finish_reason: str | None = None
         stream: Any = None
@@ -142,9 +164,16 @@ class OpenAILLM:
                         budget.got_first()
                         for tc in delta.tool_calls:
                             fn = tc.function
-                            calls.add({"index": tc.index, "id": tc.id, "function": {
-                                "name": fn.name if fn else None,
-                                "arguments": fn.arguments if fn else None}})
+                            calls.add(
+                                {
+                                    "index": tc.index,
+                                    "id": tc.id,
+                                    "function": {
+                                        "name": fn.name if fn else None,
+                                        "arguments": fn.arguments if fn else None,
+                                    },
+                                }
+                            )
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
                         for call in calls.drain():

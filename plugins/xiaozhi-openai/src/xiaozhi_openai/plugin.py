@@ -148,8 +148,10 @@ class OpenAIVisionOptions(OpenAIConnectionOptions):
     #: mode), "llava" / "qwen2.5vl" (Ollama), any vLLM-served VLM.
     model: str = "gpt-4o-mini"
     #: Sent as the system message; the answer is read out by the voice assistant.
-    system_prompt: str = ("Answer the question about the photo briefly, in plain sentences "
-                          "without lists or markup; the answer will be spoken.")
+    system_prompt: str = (
+        "Answer the question about the photo briefly, in plain sentences "
+        "without lists or markup; the answer will be spoken."
+    )
     #: OpenAI's image ``detail`` ("low", "high", "auto"); unset: not sent (some
     #: compatible servers reject unknown fields).
     detail: Literal["low", "high", "auto"] | None = None
@@ -198,26 +200,40 @@ def xiaozhi_providers() -> list[ProviderSpec]:
     """The ``openai`` LLM, ASR, TTS and vision providers."""
     return [
         ProviderSpec(
-            role=Role.LLM, name="openai", execution=Execution.IO,
-            factory="xiaozhi_openai.llm:OpenAILLM", options=OpenAILLMOptions,
-            capabilities=frozenset({"tools"}), request_options=OpenAIChatRequest,
+            role=Role.LLM,
+            name="openai",
+            execution=Execution.IO,
+            factory="xiaozhi_openai.llm:OpenAILLM",
+            options=OpenAILLMOptions,
+            capabilities=frozenset({"tools"}),
+            request_options=OpenAIChatRequest,
             description="OpenAI-compatible chat completions (streamed, tool calls)",
         ),
         ProviderSpec(
-            role=Role.ASR, name="openai", execution=Execution.IO,
-            factory="xiaozhi_openai.asr:OpenAIASR", options=OpenAIASROptions,
+            role=Role.ASR,
+            name="openai",
+            execution=Execution.IO,
+            factory="xiaozhi_openai.asr:OpenAIASR",
+            options=OpenAIASROptions,
             capabilities=frozenset({"multilingual"}),
             description="OpenAI-compatible audio transcription of whole utterances",
         ),
         ProviderSpec(
-            role=Role.TTS, name="openai", execution=Execution.IO,
-            factory="xiaozhi_openai.tts:OpenAITTS", options=OpenAITTSOptions,
-            capabilities=frozenset({"multilingual"}), request_options=OpenAISpeechRequest,
+            role=Role.TTS,
+            name="openai",
+            execution=Execution.IO,
+            factory="xiaozhi_openai.tts:OpenAITTS",
+            options=OpenAITTSOptions,
+            capabilities=frozenset({"multilingual"}),
+            request_options=OpenAISpeechRequest,
             description="OpenAI-compatible speech, streamed as raw 24 kHz PCM",
         ),
         ProviderSpec(
-            role=Role.VISION, name="openai", execution=Execution.IO,
-            factory="xiaozhi_openai.vision:OpenAIVision", options=OpenAIVisionOptions,
+            role=Role.VISION,
+            name="openai",
+            execution=Execution.IO,
+            factory="xiaozhi_openai.vision:OpenAIVision",
+            options=OpenAIVisionOptions,
             description="OpenAI-compatible vision chat (image part) explaining a photo",
         ),
     ]

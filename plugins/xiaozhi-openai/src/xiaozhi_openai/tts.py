@@ -34,8 +34,9 @@ class OpenAITTS:
         self.sample_rate = options.sample_rate
         self.client, self.target = make_client(options, "tts", options.model)
 
-    def _params(self, text: str, voice: str | None,
-                request: OpenAISpeechRequest | None = None) -> dict[str, Any]:
+    def _params(
+        self, text: str, voice: str | None, request: OpenAISpeechRequest | None = None
+    ) -> dict[str, Any]:
         o = self.options
         r = request or OpenAISpeechRequest()
         params: dict[str, Any] = {
@@ -53,15 +54,22 @@ class OpenAITTS:
             params["extra_body"] = dict(o.extra_body)
         return params
 
-    async def synthesize(self, text: str, *, voice: str | None = None,
-                         options: OpenAISpeechRequest | None = None) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, *, voice: str | None = None, options: OpenAISpeechRequest | None = None
+    ) -> AsyncIterator[bytes]:
         if not text.strip():
             return
         label = self.target.label
-        budget = Budget(self.target, "speech", self.options.total_timeout,
-                        self.options.first_chunk_timeout, "first_chunk_timeout")
+        budget = Budget(
+            self.target,
+            "speech",
+            self.options.total_timeout,
+            self.options.first_chunk_timeout,
+            "first_chunk_timeout",
+        )
         request = self.client.audio.speech.with_streaming_response.create(
-            **self._params(text, voice, options))
+            **self._params(text, voice, options)
+        )
         async with contextlib.AsyncExitStack() as stack:
             try:
                 response = await budget.step(stack.enter_async_context(request))
@@ -90,8 +98,9 @@ class OpenAITTS:
                 if carry:
                     log.warning("%s: the audio ended with half a sample; dropped it", label)
                 if budget.first_at is None:
-                    raise ProviderError(f"{label}: speech failed: the server sent no audio "
-                                        f"for {text[:40]!r}")
+                    raise ProviderError(
+                        f"{label}: speech failed: the server sent no audio for {text[:40]!r}"
+                    )
             except (openai.OpenAIError, _httpx.HTTPError, OSError) as exc:
                 raise map_error(exc, self.target, "speech") from exc
         log.debug("%s: first audio after %.3f s", label, budget.first_at or 0.0)

@@ -21,20 +21,24 @@ from .plugin import OpenAIVisionOptions
 __all__ = ["OpenAIVision", "image_message"]
 
 
-def image_message(image: bytes, mime_type: str, question: str,
-                  detail: str | None = None) -> dict[str, Any]:
+def image_message(
+    image: bytes, mime_type: str, question: str, detail: str | None = None
+) -> dict[str, Any]:
     """The user message: the question, then the image as a base64 ``data:`` URL.
 
     >>> m = image_message(b"\\x89PNG", "image/png", "what?")
     >>> m["content"][0], m["content"][1]["image_url"]["url"]
     ({'type': 'text', 'text': 'what?'}, 'data:image/png;base64,iVBORw==')
     """
-    url: dict[str, Any] = {"url": f"data:{mime_type};base64,"
-                                  f"{base64.b64encode(image).decode('ascii')}"}
+    url: dict[str, Any] = {
+        "url": f"data:{mime_type};base64,{base64.b64encode(image).decode('ascii')}"
+    }
     if detail:
         url["detail"] = detail
-    return {"role": "user", "content": [{"type": "text", "text": question},
-                                        {"type": "image_url", "image_url": url}]}
+    return {
+        "role": "user",
+        "content": [{"type": "text", "text": question}, {"type": "image_url", "image_url": url}],
+    }
 
 
 class OpenAIVision:

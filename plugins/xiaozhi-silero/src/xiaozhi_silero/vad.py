@@ -132,9 +132,13 @@ class SileroVAD:
         """How the core should cut this VAD's probabilities into utterances: the
         segmentation options of this provider (``session.*`` settings still win)."""
         o = self.options
-        return SegmentationDefaults(threshold=o.threshold, release_threshold=o.release_threshold,
-                                    silence_ms=o.min_silence_ms, min_speech_ms=o.min_speech_ms,
-                                    pre_roll_ms=o.pre_roll_ms)
+        return SegmentationDefaults(
+            threshold=o.threshold,
+            release_threshold=o.release_threshold,
+            silence_ms=o.min_silence_ms,
+            min_speech_ms=o.min_speech_ms,
+            pre_roll_ms=o.pre_roll_ms,
+        )
 
     def speech_probs(
         self, windows: np.ndarray, states: Sequence[SileroState]

@@ -68,8 +68,9 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
     min_log_hz = 1000.0
     min_log_mel = min_log_hz / f_sp
     logstep = math.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)),
-                    mel * f_sp)
+    return np.where(
+        mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), mel * f_sp
+    )
 
 
 @lru_cache(maxsize=4)
@@ -81,8 +82,9 @@ def mel_filterbank(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_ME
     ((40, 201), True)
     """
     fft_hz = np.linspace(0.0, sr / 2, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(sr / 2)),
-                                   n_mels + 2))
+    edges = _mel_to_hz(
+        np.linspace(_hz_to_mel(np.array(0.0)), _hz_to_mel(np.array(sr / 2)), n_mels + 2)
+    )
     widths = np.diff(edges)
     rising = (fft_hz[None, :] - edges[:-2, None]) / widths[:-1, None]
     falling = (edges[2:, None] - fft_hz[None, :]) / widths[1:, None]
@@ -140,7 +142,7 @@ def _moving_average(flags: np.ndarray, width: int) -> np.ndarray:
     padded = np.concatenate([np.zeros((width - 1) // 2), flags, np.zeros(width // 2)])
     sums = np.cumsum(padded, dtype=np.float64)
     sums[width:] = sums[width:] - sums[:-width]
-    return sums[width - 1:] / width
+    return sums[width - 1 :] / width
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -150,8 +152,14 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return np.asarray(windows.any(axis=1), bool)
 
 
-def speech_mask(wav: np.ndarray, *, floor_dbfs: float = -60.0, range_db: float = 30.0,
-                noise_margin_db: float = 6.0, hangover: int = 2) -> np.ndarray:
+def speech_mask(
+    wav: np.ndarray,
+    *,
+    floor_dbfs: float = -60.0,
+    range_db: float = 30.0,
+    noise_margin_db: float = 6.0,
+    hangover: int = 2,
+) -> np.ndarray:
     """Per 30 ms window: is it part of a stretch of speech? (``bool``, one per window).
 
     A window is *voiced* when its energy is above ``floor_dbfs``, within ``range_db`` of
@@ -174,8 +182,9 @@ def speech_mask(wav: np.ndarray, *, floor_dbfs: float = -60.0, range_db: float =
     if n >= NOISE_WINDOWS:
         # Background level: the quietest 0.3 s stretch. Speech never stays that quiet for
         # that long, so a stretch far (20 dB) below the loud windows is background noise.
-        power = np.convolve(10 ** (energy_db / 10), np.ones(NOISE_WINDOWS) / NOISE_WINDOWS,
-                            mode="valid")
+        power = np.convolve(
+            10 ** (energy_db / 10), np.ones(NOISE_WINDOWS) / NOISE_WINDOWS, mode="valid"
+        )
         noise = 10 * float(np.log10(power.min() + 1e-12))
         if loud - noise >= 20.0:
             threshold = max(threshold, noise + noise_margin_db)

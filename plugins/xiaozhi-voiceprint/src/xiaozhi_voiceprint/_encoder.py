@@ -130,10 +130,12 @@ class ResemblyzerEncoder:
             w_ih = _param(state, f"lstm.weight_ih_l{k}", (4 * HIDDEN_SIZE, inputs))
             w_hh = _param(state, f"lstm.weight_hh_l{k}", (4 * HIDDEN_SIZE, HIDDEN_SIZE))
             b = _param(state, f"lstm.bias_ih_l{k}", (4 * HIDDEN_SIZE,)) + _param(
-                state, f"lstm.bias_hh_l{k}", (4 * HIDDEN_SIZE,))
+                state, f"lstm.bias_hh_l{k}", (4 * HIDDEN_SIZE,)
+            )
             w_hh_t = w_hh.T
-            per_gate = tuple(_frozen(w_hh_t[:, g * HIDDEN_SIZE:(g + 1) * HIDDEN_SIZE])
-                             for g in range(4))
+            per_gate = tuple(
+                _frozen(w_hh_t[:, g * HIDDEN_SIZE : (g + 1) * HIDDEN_SIZE]) for g in range(4)
+            )
             layers.append(_LSTMLayer(_frozen(w_ih.T), _frozen(b), per_gate))  # type: ignore[arg-type]
         self._layers = tuple(layers)
         self._linear_t = _frozen(_param(state, "linear.weight", (EMBEDDING_SIZE, HIDDEN_SIZE)).T)
@@ -163,8 +165,9 @@ class ResemblyzerEncoder:
             top = index == N_LAYERS - 1
             # Input contributions of all steps at once: (steps, batch, 4H).
             gates_in = x @ layer.w_ih_t + layer.bias
-            gi, gf, gc, go = (gates_in[..., g * HIDDEN_SIZE:(g + 1) * HIDDEN_SIZE]
-                              for g in range(4))
+            gi, gf, gc, go = (
+                gates_in[..., g * HIDDEN_SIZE : (g + 1) * HIDDEN_SIZE] for g in range(4)
+            )
             whi, whf, whc, who = layer.w_hh_t
             h = np.zeros((batch, HIDDEN_SIZE), np.float32)
             c = np.zeros((batch, HIDDEN_SIZE), np.float32)

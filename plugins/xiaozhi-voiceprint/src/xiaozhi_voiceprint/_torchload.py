@@ -84,7 +84,7 @@ class _Storage:
     def array(self) -> np.ndarray:
         if self.view_of is not None:
             root, offset = self.view_of
-            return root.array()[offset:offset + self.numel]
+            return root.array()[offset : offset + self.numel]
         if self.data is None:
             raise CheckpointError(f"storage {self.key!r} is referenced but was never stored")
         return self.data
@@ -114,7 +114,7 @@ class _LazyTensor:
                 f"overruns its storage of {flat.size} elements"
             )
         view = np.lib.stride_tricks.as_strided(
-            flat[self.offset:],
+            flat[self.offset :],
             shape=self.size,
             strides=tuple(s * flat.itemsize for s in self.stride),
             writeable=False,
@@ -122,8 +122,9 @@ class _LazyTensor:
         return np.array(view, order="C")
 
 
-def _rebuild_tensor(storage: _Storage, storage_offset: int, size: tuple[int, ...],
-                    stride: tuple[int, ...], *_: Any) -> _LazyTensor:
+def _rebuild_tensor(
+    storage: _Storage, storage_offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any
+) -> _LazyTensor:
     if not isinstance(storage, _Storage):
         raise CheckpointError("tensor rebuilt from something that is not a storage")
     return _LazyTensor(storage, int(storage_offset), tuple(size), tuple(stride))

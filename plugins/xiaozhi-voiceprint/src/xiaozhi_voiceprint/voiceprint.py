@@ -85,8 +85,11 @@ class ResemblyzerVoiceprint:
             self.encoder = load_encoder(self.options.weights_path)
         except WeightsError as exc:
             raise ProviderError(f"{_LABEL}: {exc}") from exc
-        store = Path(self.options.store_dir).expanduser() if self.options.store_dir else (
-            default_store_dir())
+        store = (
+            Path(self.options.store_dir).expanduser()
+            if self.options.store_dir
+            else (default_store_dir())
+        )
         self.store_dir = store
         self._lock = threading.RLock()
         self._voices: dict[str, _Voice] = {}  # keyed by file name
@@ -123,7 +126,8 @@ class ResemblyzerVoiceprint:
         if kept < self.options.min_seconds:
             trimmed = (
                 f" after dropping pauses (from {seconds:.2f} s of audio)"
-                if self.options.trim_silence else ""
+                if self.options.trim_silence
+                else ""
             )
             raise ProviderError(
                 f"{_LABEL}: utterance too short: {kept:.2f} s of speech{trimmed}, at least "
@@ -140,7 +144,7 @@ class ResemblyzerVoiceprint:
     def _path(self, name: str) -> Path:
         stem = quote(name, safe="")
         if len(stem) > _MAX_STEM:  # e.g. long CJK names: 9 bytes per character once quoted
-            stem = stem[:_MAX_STEM - 17] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
+            stem = stem[: _MAX_STEM - 17] + "-" + hashlib.sha256(name.encode()).hexdigest()[:16]
         return self.store_dir / (stem + ".json")
 
     def _read_voice(self, path: Path) -> _Voice | None:
@@ -166,8 +170,13 @@ class ResemblyzerVoiceprint:
                 "delete it and enrol again"
             )
         norm = float(np.linalg.norm(mean))
-        return _Voice(name, mean, count, (mean / max(norm, 1e-12)).astype(np.float32),
-                      (stat.st_ino, stat.st_mtime_ns))
+        return _Voice(
+            name,
+            mean,
+            count,
+            (mean / max(norm, 1e-12)).astype(np.float32),
+            (stat.st_ino, stat.st_mtime_ns),
+        )
 
     def _refresh(self) -> dict[str, _Voice]:
         """Bring the in-memory voices up to date with the directory (other processes or
@@ -257,14 +266,17 @@ class ResemblyzerVoiceprint:
                 count = old.count + 1
                 mean = old.mean + (embedding - old.mean) / count
             try:
-                self._write_atomic(path, {
-                    "version": _FILE_VERSION,
-                    "name": name,
-                    "model": self.encoder.fingerprint,
-                    "count": count,
-                    "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "mean": [round(float(v), 8) for v in mean],
-                })
+                self._write_atomic(
+                    path,
+                    {
+                        "version": _FILE_VERSION,
+                        "name": name,
+                        "model": self.encoder.fingerprint,
+                        "count": count,
+                        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "mean": [round(float(v), 8) for v in mean],
+                    },
+                )
             except OSError as exc:
                 raise ProviderError(
                     f"{_LABEL}: cannot save the voiceprint of {name!r} to {path}: {exc}"

@@ -29,8 +29,10 @@ _FULL = {",": "，", "?": "？", "!": "！", ":": "：", ";": "；", ".": "。"}
 _ASCII_PUNCT = re.compile(rf"(?<=[{_CJK}])\s*([,?!:;.])|([,?!:;.])\s*(?=[{_CJK}])")
 # Whitespace between two CJK characters: Whisper's segment joins; a pause, so a comma.
 _CJK_SPACE = re.compile(rf"(?<=[{_CJK}])\s+(?=[{_CJK}])")
-_QUESTION = re.compile(r"(吗|呢|么|什么|怎么|怎样|几|哪|谁|多少|为什么|是不是|能不能"
-                       r"|可不可以|有没有|对不对)[^，。！？]{0,6}$")
+_QUESTION = re.compile(
+    r"(吗|呢|么|什么|怎么|怎样|几|哪|谁|多少|为什么|是不是|能不能"
+    r"|可不可以|有没有|对不对)[^，。！？]{0,6}$"
+)
 
 
 def tidy_chinese(text: str) -> str:

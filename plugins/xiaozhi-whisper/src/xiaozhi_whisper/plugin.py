@@ -118,8 +118,11 @@ class WhisperOptions:
         self.language = normalize_language(self.language)
         if self.initial_prompt is not None and not self.initial_prompt.strip():
             self.initial_prompt = None
-        if (self.model_path is None and self.model.endswith(".en")
-                and self.language not in (None, "en")):
+        if (
+            self.model_path is None
+            and self.model.endswith(".en")
+            and self.language not in (None, "en")
+        ):
             raise ValueError(
                 f"language {self.language!r} needs a multilingual model, but {self.model!r} "
                 "is English-only; set model: base (or leave language unset)"

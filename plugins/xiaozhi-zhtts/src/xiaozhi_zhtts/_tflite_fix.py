@@ -76,7 +76,7 @@ class _Op:
     opcode_pos: int | None
     code: int
     custom: bytes
-    inputs: list[int]   # positions of the input tensor indices
+    inputs: list[int]  # positions of the input tensor indices
     outputs: list[int]  # tensor indices
 
 
@@ -89,7 +89,7 @@ def _opcodes(buf: _Buf, model: int) -> list[tuple[int, bytes]]:
         custom = b""
         if name is not None:
             s = buf.ref(name)
-            custom = bytes(buf.b[s + 4:s + 4 + buf.u32(s)])
+            custom = bytes(buf.b[s + 4 : s + 4 + buf.u32(s)])
         codes.append((code, custom))
     return codes
 
@@ -117,13 +117,21 @@ def disable_dropout(data: bytes) -> tuple[bytes, int]:
             table = buf.ref(op_pos)
             opcode_pos = buf.field(table, 0)
             index = buf.u32(opcode_pos) if opcode_pos is not None else 0
-            ops.append(_Op(opcode_pos, codes[index][0], codes[index][1], buf.vector(table, 1),
-                           [buf.i32(p) for p in buf.vector(table, 2)]))
+            ops.append(
+                _Op(
+                    opcode_pos,
+                    codes[index][0],
+                    codes[index][1],
+                    buf.vector(table, 1),
+                    [buf.i32(p) for p in buf.vector(table, 2)],
+                )
+            )
         producer = {out: op for op in ops for out in op.outputs}
 
         def consumers(tensor: int, code: int, ops: list[_Op] = ops) -> list[_Op]:
-            return [o for o in ops if o.code == code and any(buf.i32(p) == tensor
-                                                               for p in o.inputs)]
+            return [
+                o for o in ops if o.code == code and any(buf.i32(p) == tensor for p in o.inputs)
+            ]
 
         for op in ops:
             if op.custom != b"FlexRandomUniform":

