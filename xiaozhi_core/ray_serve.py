@@ -35,8 +35,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypedDict, cast
 
 from .errors import ProviderError
 from .executor import BoundProvider, Executor, RayPlacement, RaySettings, check_policy
@@ -47,13 +47,34 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no telemetry: before ra
 import ray
 from ray import serve
 
-__all__ = ["ProviderReplica", "RayBackend", "RayBoundProvider", "deploy", "ray_backend"]
+__all__ = [
+    "ProviderReplica",
+    "RayBackend",
+    "RayBoundProvider",
+    "ReplicaInfo",
+    "deploy",
+    "ray_backend",
+]
 
 log = logging.getLogger(__name__)
 _END = ("__xiaozhi_end__",)
 
 
-def _next(gen: Any, lock: threading.Lock) -> Any:
+class ReplicaInfo(TypedDict):
+    """What :meth:`ProviderReplica.describe` reports."""
+
+    present: list[str]
+    batch: list[str]
+    pid: int
+    node_id: str
+    calls: int
+    batches: list[int]
+    streams_open: int
+    items_streamed: int
+    streams_cancelled: int
+
+
+def _next(gen: Iterator[object], lock: threading.Lock) -> object:
     with lock:
         try:
             return next(gen)
@@ -65,7 +86,11 @@ class ProviderReplica:
     """One replica of a provider's Serve deployment (runs in a Ray worker process)."""
 
     def __init__(
-        self, spec: ProviderSpec, options: Any, max_batch_size: int = 8, batch_wait_ms: float = 10.0
+        self,
+        spec: ProviderSpec,
+        options: object,
+        max_batch_size: int = 8,
+        batch_wait_ms: float = 10.0,
     ) -> None:
         self.spec = spec
         self.instance = spec.resolve_factory()(options)
@@ -85,7 +110,7 @@ class ProviderReplica:
         self.items_streamed = 0
         self.streams_cancelled = 0
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> ReplicaInfo:
         """Which work methods the provider has, and where this replica runs."""
         ctx = ray.get_runtime_context()
         return {
@@ -100,17 +125,19 @@ class ProviderReplica:
             "streams_cancelled": self.streams_cancelled,
         }
 
-    async def attr(self, name: str) -> Any:
+    async def attr(self, name: str) -> object:
         value = getattr(self.instance, name)
         return value() if callable(value) else value
 
-    async def call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    async def call(
+        self, method: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> object:
         self.calls += 1
         fn = getattr(self.instance, method)
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def batched(self, requests: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+    async def batched(self, requests: list[tuple[str, tuple[object, ...]]]) -> list[object]:
         """Serve gathers concurrent calls of a batch method; one ``<method>_batch`` call."""
         method = requests[0][0]
         self.calls += len(requests)
@@ -118,12 +145,12 @@ class ProviderReplica:
         fn = getattr(self.instance, f"{method}_batch")
         return list(await asyncio.to_thread(fn, [args[0] for _, args in requests]))
 
-    async def call_batched(self, method: str, args: tuple[Any, ...]) -> Any:
+    async def call_batched(self, method: str, args: tuple[object, ...]) -> object:
         return await self.batched((method, args))
 
     async def stream(
-        self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> AsyncIterator[Any]:
+        self, method: str, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> AsyncIterator[object]:
         """A Serve streaming response over the provider's blocking generator."""
         self.calls += 1
         gen = await asyncio.to_thread(getattr(self.instance, method), *args, **kwargs)
@@ -164,9 +191,9 @@ class RayBoundProvider(BoundProvider):
         self,
         spec: ProviderSpec,
         executor: Executor,
-        options: Any,
+        options: object,
         handle: Any,
-        info: dict[str, Any],
+        info: ReplicaInfo,
         app: str,
     ) -> None:
         # No local instance: BoundProvider.__init__'s checks ran in the replica.
@@ -185,23 +212,24 @@ class RayBoundProvider(BoundProvider):
                 continue
             setattr(self, name, self._wrap(name, self._methods[name]))
 
-    async def remote_attr(self, name: str) -> Any:
+    async def remote_attr(self, name: str) -> object:
         try:
             return await self.handle.attr.remote(name)
         except Exception as exc:
             raise _error(self.spec, exc) from exc
 
-    async def describe(self) -> dict[str, Any]:
+    async def describe(self) -> ReplicaInfo:
         """A replica's :meth:`ProviderReplica.describe` (whichever Serve picks)."""
-        return dict(await self.handle.describe.remote())
+        info: ReplicaInfo = await self.handle.describe.remote()
+        return info
 
-    def _wrap(self, name: str, kind: str) -> Callable[..., Any]:
+    def _wrap(self, name: str, kind: str) -> Callable[..., object]:
         spec = self.spec
-        batch = name in self.info.get("batch", ())
+        batch = name in self.info["batch"]
 
         if kind == "stream":
 
-            async def ray_stream(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            async def ray_stream(*args: object, **kwargs: object) -> AsyncIterator[object]:
                 response = self._stream_handle.stream.remote(name, args, kwargs)
                 try:
                     async for item in response:
@@ -215,7 +243,7 @@ class RayBoundProvider(BoundProvider):
 
             return ray_stream
 
-        async def ray_call(*args: Any, **kwargs: Any) -> Any:
+        async def ray_call(*args: object, **kwargs: object) -> object:
             kwargs.pop("on_partial", None)  # partial results do not cross the cluster
             if batch and not kwargs and len(args) == 1:
                 response = self.handle.call_batched.remote(name, args)
@@ -271,13 +299,13 @@ class RayBackend:
         )
 
     def _deploy(
-        self, spec: ProviderSpec, options: Any, placement: RayPlacement
-    ) -> tuple[Any, dict[str, Any], str]:
+        self, spec: ProviderSpec, options: object, placement: RayPlacement
+    ) -> tuple[Any, ReplicaInfo, str]:
         app = f"{self.settings.app_prefix}-{spec.role.value}"
-        actor: dict[str, Any] = {"num_cpus": placement.num_cpus}
+        actor: dict[str, object] = {"num_cpus": placement.num_cpus}
         if placement.resources:
             actor["resources"] = dict(placement.resources)
-        opts: dict[str, Any] = {
+        opts: dict[str, object] = {
             "name": f"{spec.role.value}-{spec.name}",
             "ray_actor_options": actor,
             "max_ongoing_requests": placement.max_ongoing_requests,
@@ -301,11 +329,11 @@ class RayBackend:
                 route_prefix=None,
             )
         self.apps.append(app)
-        info = handle.describe.remote().result(timeout_s=60)
-        return handle, dict(info), app
+        info: ReplicaInfo = handle.describe.remote().result(timeout_s=60)
+        return handle, info, app
 
     async def deploy(
-        self, spec: ProviderSpec, options: Any, placement: RayPlacement, executor: Executor
+        self, spec: ProviderSpec, options: object, placement: RayPlacement, executor: Executor
     ) -> RayBoundProvider:
         """Deploy ``spec`` (its factory runs in each replica) and bind it."""
         try:
@@ -346,7 +374,7 @@ async def ray_backend(executor: Executor) -> RayBackend:
 
 
 async def deploy(
-    spec: ProviderSpec, options: Any, placement: RayPlacement, executor: Executor
+    spec: ProviderSpec, options: object, placement: RayPlacement, executor: Executor
 ) -> RayBoundProvider:
     """Deploy a ``cpu`` provider on Ray Serve (connecting to Ray first if needed)."""
     return await (await ray_backend(executor)).deploy(spec, options, placement, executor)
