@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 __all__ = ["FORMATS", "JsonFormatter", "TEXT_FORMAT", "configure", "cut", "plain"]
 
@@ -61,7 +61,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record (UTC time, level, logger, message, fields)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        out: dict[str, Any] = {
+        out: dict[str, object] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
                 timespec="milliseconds"
             ),

@@ -39,7 +39,7 @@ import importlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -99,7 +99,7 @@ __all__ = [
 LLMChunk = str | ToolCall
 
 #: A VAD's per-stream recurrent state: created by ``initial_state``, opaque to the core.
-VADState = Any
+VADState = object
 
 #: For each role, the methods the executor policy governs, and whether each returns one
 #: value (``"call"``) or a stream (``"stream"``).

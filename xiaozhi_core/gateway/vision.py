@@ -38,7 +38,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import BodyPartReader, web
 
@@ -174,7 +174,7 @@ def explain_handler(
         log.info(
             "session %s: explained a %d-byte %s (%r)", session_id, len(image), mime, question[:60]
         )
-        body: dict[str, Any] = {"success": True, "action": "RESPONSE", "response": text}
+        body: dict[str, object] = {"success": True, "action": "RESPONSE", "response": text}
         return web.json_response(body)
 
     return explain

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
 
 __all__ = [
     "EMOTIONS",
@@ -93,19 +92,24 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _SURROGATES = re.compile("[\ud800-\udfff]")
 
 
-def _sanitise(value: Any) -> Any:
+def _sanitise(value: object) -> object:
     """``value`` with every lone surrogate in its strings replaced by U+FFFD (a device can
     send ``"\\ud800"``; echoing it back would fail to encode and drop the connection)."""
     if isinstance(value, str):
         return _SURROGATES.sub("\ufffd", value)
     if isinstance(value, dict):
-        return {_sanitise(k): _sanitise(v) for k, v in value.items()}
+        return _sanitise_object(value)
     if isinstance(value, list):
         return [_sanitise(v) for v in value]
     return value
 
 
-def parse_message(text: str | bytes) -> dict[str, Any]:
+def _sanitise_object(obj: dict[str, object]) -> dict[str, object]:
+    """:func:`_sanitise` of a JSON object (whose keys are strings)."""
+    return {_SURROGATES.sub("\ufffd", k): _sanitise(v) for k, v in obj.items()}
+
+
+def parse_message(text: str | bytes) -> dict[str, object]:
     """Decode one text frame into a dict with at least a string ``type``. Text from the
     device is sanitised here, once: lone surrogates become U+FFFD.
 
@@ -135,18 +139,18 @@ def parse_message(text: str | bytes) -> dict[str, Any]:
         not raw.isascii() and _SURROGATES.search(raw)
     ):
         try:
-            clean: dict[str, Any] = _sanitise(data)
+            clean = _sanitise_object(data)
         except RecursionError:
             raise ProtocolError("text frame is not valid JSON: nested too deeply") from None
         return clean
     return data
 
 
-def dumps(message: dict[str, Any]) -> str:
+def dumps(message: dict[str, object]) -> str:
     return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
 
 
-def server_hello(session_id: str, sample_rate: int, frame_duration: int) -> dict[str, Any]:
+def server_hello(session_id: str, sample_rate: int, frame_duration: int) -> dict[str, object]:
     """The server hello: ``transport`` and ``session_id`` are mandatory for firmware."""
     return {
         "type": "hello",
@@ -161,11 +165,11 @@ def server_hello(session_id: str, sample_rate: int, frame_duration: int) -> dict
     }
 
 
-def stt(session_id: str, text: str) -> dict[str, Any]:
+def stt(session_id: str, text: str) -> dict[str, object]:
     return {"type": "stt", "text": text, "session_id": session_id}
 
 
-def llm_emotion(session_id: str, emotion: str) -> dict[str, Any]:
+def llm_emotion(session_id: str, emotion: str) -> dict[str, object]:
     """``{"type":"llm","emotion":...,"text":<emoji>}``; unknown emotions become neutral.
 
     >>> llm_emotion("s", "happy")["text"]
@@ -176,8 +180,8 @@ def llm_emotion(session_id: str, emotion: str) -> dict[str, Any]:
     return {"type": "llm", "emotion": emotion, "text": _EMOJI[emotion], "session_id": session_id}
 
 
-def tts(session_id: str, state: str, text: str | None = None) -> dict[str, Any]:
-    msg: dict[str, Any] = {"type": "tts", "state": state, "session_id": session_id}
+def tts(session_id: str, state: str, text: str | None = None) -> dict[str, object]:
+    msg: dict[str, object] = {"type": "tts", "state": state, "session_id": session_id}
     if text is not None:
         msg["text"] = text
     return msg
@@ -185,7 +189,7 @@ def tts(session_id: str, state: str, text: str | None = None) -> dict[str, Any]:
 
 def alert(
     session_id: str, message: str, status: str = "error", emotion: str = "sad"
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """An alert: ``status``, ``message`` and ``emotion`` are all required by firmware."""
     return {
         "type": "alert",
@@ -196,5 +200,5 @@ def alert(
     }
 
 
-def mcp(session_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+def mcp(session_id: str, payload: dict[str, object]) -> dict[str, object]:
     return {"type": "mcp", "payload": payload, "session_id": session_id}

@@ -23,7 +23,7 @@ Example:
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .latency import TurnLatency
 
@@ -61,7 +61,7 @@ def _started(session: Session) -> float | None:
     return round(started, 3) if isinstance(started, float) else None
 
 
-def session_status(session: Session, now: float | None = None) -> dict[str, Any]:
+def session_status(session: Session, now: float | None = None) -> dict[str, object]:
     """A JSON-ready summary of ``session`` (see the module docstring for ``state``)."""
     mono = time.monotonic() if now is None else now
     turn = session.turn

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 __all__ = ["Peer", "Transport", "TransportClosed"]
 
@@ -78,7 +78,7 @@ class Transport(Protocol):
     kind: str
     peer: Peer
 
-    def hello_fields(self) -> dict[str, Any]:
+    def hello_fields(self) -> dict[str, object]:
         """Extra fields of the server hello this transport needs (``udp`` for MQTT+UDP)."""
         ...
 

@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class SharedVoiceprint:
         self.inner = inner
         self.store = store
         #: The provider object (BoundVoiceprint's ``instance``).
-        self.instance: Any = inner.instance
+        self.instance: object = inner.instance
         options = getattr(inner, "options", None)
         self.model = model or inner.name
         opt = getattr(options, "threshold", None)

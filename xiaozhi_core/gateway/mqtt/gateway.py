@@ -47,7 +47,6 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ...protocol.udp import UdpError, parse_header
 from ...session.transport import Peer
@@ -89,7 +88,7 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
     def __init__(self, gateway: MqttGateway) -> None:
         self.gateway = gateway
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    def datagram_received(self, data: bytes, addr: tuple[object, int]) -> None:
         self.gateway._datagram(data, (str(addr[0]), int(addr[1])))
 
     def error_received(self, exc: Exception) -> None:
@@ -193,7 +192,7 @@ class MqttGateway:
 
     def ota_block(
         self, device_id: str, client_uuid: str, request_host: str | None = None
-    ) -> dict[str, Any]:
+    ) -> dict[str, object]:
         """The OTA response's ``mqtt`` object for one device (raises CredentialError)."""
         creds = self.signer.issue(device_id, client_uuid)
         # The firmware uses TLS only on port 8883 (esp-ml307 EspMqtt); ours is plain TCP.

@@ -22,7 +22,6 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ...protocol.udp import SequenceCounter, UdpCipher, UdpHeader, new_key, new_nonce
 from ...session.transport import Peer, TransportClosed
@@ -111,7 +110,7 @@ class MqttUdpTransport:
         )
 
     # ------------------------------------------------------------------ Transport
-    def hello_fields(self) -> dict[str, Any]:
+    def hello_fields(self) -> dict[str, object]:
         """The ``udp`` block of the server hello: where to send, key and nonce (hex)."""
         return {
             "udp": {
