@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sized
 
 __all__ = ["LogLimiter", "clip"]
 
@@ -27,7 +26,7 @@ __all__ = ["LogLimiter", "clip"]
 CLIP_CHARS = 80
 
 
-def clip(value: Any, n: int = CLIP_CHARS) -> str:
+def clip(value: object, n: int = CLIP_CHARS) -> str:
     """``repr(value)`` cut to about ``n`` characters, saying how much was cut.
 
     Strings are cut *before* ``repr`` so a 60 KB value costs O(n), not O(60 KB).
@@ -45,8 +44,10 @@ def clip(value: Any, n: int = CLIP_CHARS) -> str:
     return text if len(text) <= n else f"{text[:n]}…"
 
 
-def _short_repr(value: Any, n: int) -> str:
+def _short_repr(value: object, n: int) -> str:
     """repr of a container, without building the whole repr of a huge one."""
+    if not isinstance(value, Sized):
+        return repr(value)[: n * 4]
     try:
         size = len(value)
     except TypeError:

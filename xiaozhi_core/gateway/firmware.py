@@ -27,7 +27,6 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
@@ -143,7 +142,7 @@ class FirmwareStore:
         return self.builds().get(name)
 
 
-def device_build(body: Mapping[str, Any], user_agent: str = "") -> tuple[str, str]:
+def device_build(body: Mapping[str, object], user_agent: str = "") -> tuple[str, str]:
     """The device's ``(board type, firmware version)`` from its OTA request: the body's
     ``board.type`` and ``application.version``, else the ``User-Agent`` (``<board>/<ver>``).
 
@@ -152,11 +151,11 @@ def device_build(body: Mapping[str, Any], user_agent: str = "") -> tuple[str, st
     >>> device_build({}, "box-3/1.5.1")
     ('box-3', '1.5.1')
     """
-    board = body.get("board") if isinstance(body.get("board"), dict) else {}
-    app = body.get("application") if isinstance(body.get("application"), dict) else {}
+    board = body.get("board")
+    app = body.get("application")
     ua_board, _, ua_version = user_agent.partition("/")
-    kind = board.get("type") if board else None
-    version = app.get("version") if app else None
+    kind = board.get("type") if isinstance(board, dict) else None
+    version = app.get("version") if isinstance(app, dict) else None
     return (
         kind if isinstance(kind, str) and kind else ua_board.strip(),
         version if isinstance(version, str) and version else ua_version.strip(),
@@ -165,7 +164,7 @@ def device_build(body: Mapping[str, Any], user_agent: str = "") -> tuple[str, st
 
 def firmware_answer(
     store: FirmwareStore | None, board: str, version: str, base_url: str
-) -> dict[str, Any] | None:
+) -> dict[str, object] | None:
     """The OTA response's ``firmware`` object: a newer build's URL and checksum, or the
     device's own version with an empty URL (None when the device said no version).
 

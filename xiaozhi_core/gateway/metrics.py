@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -104,6 +103,15 @@ def _os_threads() -> int:
     except (OSError, ValueError):
         pass
     return threading.active_count()
+
+
+def _number(value: object) -> float:
+    """A statistic as a float (absent or not a number: 0).
+
+    >>> _number(2), _number(None)
+    (2.0, 0.0)
+    """
+    return float(value) if isinstance(value, int | float) else 0.0
 
 
 class Metrics:
@@ -256,13 +264,13 @@ class Metrics:
 
     def render(
         self,
-        loop_stats: dict[str, Any],
+        loop_stats: Mapping[str, object],
         executor_stats: dict[str, float],
         vad_stats: dict[str, float],
     ) -> bytes:
         for stat in ("p50_ms", "p99_ms", "max_ms", "last_ms"):
-            self.loop_lag.labels(stat.removesuffix("_ms")).set(loop_stats.get(stat, 0) / 1000)
-        self.slow_callbacks.set(loop_stats.get("slow_callbacks", 0))
+            self.loop_lag.labels(stat.removesuffix("_ms")).set(_number(loop_stats.get(stat)) / 1000)
+        self.slow_callbacks.set(_number(loop_stats.get("slow_callbacks")))
         for k, v in executor_stats.items():
             self.executor.labels(k).set(v)
         for k, v in vad_stats.items():

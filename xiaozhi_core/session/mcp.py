@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TypeVar
+
+from ..types import JSONObject, JSONValue
 
 __all__ = ["MCPClient", "MCPError"]
 
@@ -24,7 +26,11 @@ class MCPError(Exception):
     """An MCP request failed (error reply, timeout or a reply of the wrong shape)."""
 
 
-def _field(result: dict[str, Any], method: str, key: str, kind: type, default: Any) -> Any:
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+
+
+def _field(result: JSONObject, method: str, key: str, kind: type[_T], default: _D) -> _T | _D:
     """``result[key]`` if it has type ``kind`` (absent/null: ``default``), else MCPError.
 
     >>> _field({"tools": 5}, "tools/list", "tools", list, [])
@@ -46,7 +52,7 @@ def _field(result: dict[str, Any], method: str, key: str, kind: type, default: A
 class MCPClient:
     def __init__(
         self,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send: Callable[[dict[str, object]], Awaitable[None]],
         timeout: float,
         client_name: str = "xiaozhi-core",
         client_version: str = "0.1.0",
@@ -57,14 +63,14 @@ class MCPClient:
         self.client_info = {"name": client_name, "version": client_version}
         self.max_pages = max_pages
         self._next_id = 1
-        self._pending: dict[int, asyncio.Future[Any]] = {}
-        self.server_info: dict[str, Any] = {}
-        self.tools: list[dict[str, Any]] = []
+        self._pending: dict[int, asyncio.Future[JSONValue]] = {}
+        self.server_info: JSONObject = {}
+        self.tools: list[JSONObject] = []
 
-    async def request(self, method: str, params: dict[str, Any] | None = None) -> Any:
+    async def request(self, method: str, params: Mapping[str, object] | None = None) -> JSONValue:
         rid = self._next_id
         self._next_id += 1
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[JSONValue] = asyncio.get_running_loop().create_future()
         self._pending[rid] = fut
         try:
             await self._send(
@@ -83,7 +89,7 @@ class MCPClient:
                 # session closing) is retrieved here, not reported at garbage collection
                 fut.exception()
 
-    def handle(self, payload: Any) -> None:
+    def handle(self, payload: object) -> None:
         """Route one payload from the device (responses by numeric id)."""
         if not isinstance(payload, dict):
             log.debug("ignoring MCP payload that is not an object: %r", payload)
@@ -103,8 +109,8 @@ class MCPClient:
         else:
             fut.set_result(payload.get("result"))
 
-    async def initialize(self, vision: dict[str, Any] | None = None) -> None:
-        capabilities: dict[str, Any] = {}
+    async def initialize(self, vision: Mapping[str, object] | None = None) -> None:
+        capabilities: dict[str, object] = {}
         if vision:
             capabilities["vision"] = vision
         result = await self.request(
@@ -118,8 +124,8 @@ class MCPClient:
         info = result.get("serverInfo") if isinstance(result, dict) else None
         self.server_info = info if isinstance(info, dict) else {}
 
-    async def list_tools(self) -> list[dict[str, Any]]:
-        tools: list[dict[str, Any]] = []
+    async def list_tools(self) -> list[JSONObject]:
+        tools: list[JSONObject] = []
         cursor = ""
         for _ in range(self.max_pages):
             result = await self.request("tools/list", {"cursor": cursor})
@@ -137,7 +143,7 @@ class MCPClient:
         self.tools = tools
         return tools
 
-    async def call_tool(self, name: str, arguments: dict[str, Any]) -> str:
+    async def call_tool(self, name: str, arguments: JSONObject) -> str:
         """Call a device tool; the result's text content (errors raise MCPError)."""
         result = await self.request("tools/call", {"name": name, "arguments": arguments})
         if not isinstance(result, dict):
