@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiomqtt
@@ -42,7 +42,7 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, device: FakeMqttDevice) -> None:
         self.device = device
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
+    def datagram_received(self, data: bytes, addr: object) -> None:
         self.device._datagram(data)
 
 
@@ -53,8 +53,8 @@ class FakeMqttDevice:
         self,
         mqtt: dict[str, Any],
         *,
-        features: dict[str, Any] | None = None,
-        mcp_handler: Any = None,
+        features: dict[str, object] | None = None,
+        mcp_handler: Callable[[object], object] | None = None,
         hello: bool = True,
         udp_via: tuple[str, int] | None = None,
     ) -> None:
@@ -143,7 +143,7 @@ class FakeMqttDevice:
             self.disconnected = True
             self._new.set()
 
-    async def send_json(self, message: dict[str, Any]) -> None:
+    async def send_json(self, message: dict[str, object]) -> None:
         assert self.client is not None
         if self.session_id and "session_id" not in message:
             message = {"session_id": self.session_id, **message}
@@ -177,10 +177,10 @@ class FakeMqttDevice:
         self.udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), remote_addr=address)
         return hello
 
-    def _server_hello(self, hello: dict[str, Any]) -> None:
-        if hello.get("transport") != "udp" or not isinstance(hello.get("udp"), dict):
+    def _server_hello(self, hello: dict[str, object]) -> None:
+        udp = hello.get("udp")
+        if hello.get("transport") != "udp" or not isinstance(udp, dict):
             return
-        udp = hello["udp"]
         key, nonce = bytes.fromhex(udp["key"]), bytes.fromhex(udp["nonce"])
         if len(key) != 16 or len(nonce) != 16:
             return
@@ -232,7 +232,7 @@ class FakeMqttDevice:
     async def listen(
         self, state: str = "start", mode: str = "auto", text: str | None = None
     ) -> None:
-        msg: dict[str, Any] = {"type": "listen", "state": state}
+        msg: dict[str, object] = {"type": "listen", "state": state}
         if state == "start":
             msg["mode"] = mode
         if text is not None:

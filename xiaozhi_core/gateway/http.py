@@ -97,7 +97,7 @@ class HttpHost(Protocol):
         """``GET /metrics`` in the Prometheus text format."""
         ...
 
-    async def health_report(self) -> dict[str, Any]:
+    async def health_report(self) -> dict[str, object]:
         """What ``GET /health`` answers (a worker: for every worker)."""
         ...
 
@@ -139,7 +139,7 @@ async def _cors(
     return response
 
 
-def _identity(request: web.Request, body: dict[str, Any]) -> tuple[str, str]:
+def _identity(request: web.Request, body: dict[str, object]) -> tuple[str, str]:
     """(device id, client id) from the headers, else the body; :class:`BadRequest` when
     either is repeated, not a string or not printable."""
     out = []
@@ -157,8 +157,8 @@ def _identity(request: web.Request, body: dict[str, Any]) -> tuple[str, str]:
 
 
 def _ota_response(
-    server: HttpHost, request: web.Request, body: dict[str, Any], device_id: str, client_id: str
-) -> dict[str, Any]:
+    server: HttpHost, request: web.Request, body: dict[str, object], device_id: str, client_id: str
+) -> dict[str, object]:
     activation = server.activation
     waiting = activation is not None and not activation.is_activated(device_id)
     token = (
@@ -167,7 +167,7 @@ def _ota_response(
         else ""
     )
     now = time.time()
-    out: dict[str, Any] = {
+    out: dict[str, object] = {
         "server_time": {
             "timestamp": int(now * 1000),
             "timezone_offset": _utc_offset_minutes(server.ota_timezone, now),
@@ -225,7 +225,7 @@ class _ClientGone(Exception):
     """The client went away (or stalled) mid-body: nothing to answer."""
 
 
-def _parse_json(raw: bytes) -> dict[str, Any]:
+def _parse_json(raw: bytes) -> dict[str, object]:
     """The OTA body as a JSON object (ValueError with a short reason otherwise)."""
     try:
         body = json.loads(raw) if raw else {}
@@ -380,7 +380,7 @@ class _ClientErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         super().__init__(logging.getLogger(f"{__name__}.aiohttp"), {})
         self.metrics = metrics
 
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info")
         if exc is True:
             exc = sys.exc_info()[1]
@@ -414,7 +414,7 @@ class _Guarded(asyncio.Protocol):
     it when its first request's headers are not complete within ``header_timeout`` (later
     requests on a kept-alive connection are bounded by aiohttp's keep-alive timeout)."""
 
-    def __init__(self, port: HttpPort, inner: Any) -> None:
+    def __init__(self, port: HttpPort, inner: asyncio.Protocol) -> None:
         self.port = port
         self.inner = inner
         self.transport: asyncio.Transport | None = None
@@ -446,7 +446,7 @@ class _Guarded(asyncio.Protocol):
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[no-any-return]
+        return self.inner.eof_received()
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()
