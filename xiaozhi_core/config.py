@@ -37,10 +37,10 @@ import copy
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, TypeVarTuple
 
 import yaml
 
@@ -545,6 +545,8 @@ class DeploymentConfig:
 
 
 # --------------------------------------------------------------------------- loading
+_T = TypeVar("_T")
+_Ts = TypeVarTuple("_Ts")
 _ENV_RE = re.compile(r"\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -602,7 +604,7 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _record_origins(data: Any, file: str, prefix: str, origins: dict[str, str]) -> None:
+def _record_origins(data: object, file: str, prefix: str, origins: dict[str, str]) -> None:
     origins[prefix] = file
     if isinstance(data, Mapping):
         for k, v in data.items():
@@ -699,7 +701,7 @@ def check_config(
     raw, files, origins = _read_merged(paths, env, auto_local)
     errors: list[ConfigError] = []
 
-    def attempt(fn: Any, *args: Any) -> Any:
+    def attempt(fn: Callable[[*_Ts], _T], *args: *_Ts) -> _T | None:
         try:
             return fn(*args)
         except ConfigError as exc:
@@ -716,15 +718,15 @@ def check_config(
                 path=key,
             ),
         )
-    schemas = (
-        ("server", ServerSettings),
-        ("executor", ExecutorSettings),
-        ("session", SessionSettings),
+    server = attempt(
+        lambda: validate_options(ServerSettings, _section(raw, "server"), path="server")
     )
-    sections = {
-        key: attempt(lambda k, t: validate_options(t, _section(raw, k), path=k), key, schema)
-        for key, schema in schemas
-    }
+    executor = attempt(
+        lambda: validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
+    )
+    session = attempt(
+        lambda: validate_options(SessionSettings, _section(raw, "session"), path="session")
+    )
     choices = {role: attempt(_choice, raw, role, registry) for role in Role}
     if build_check:
         for role, choice in choices.items():
@@ -734,11 +736,12 @@ def check_config(
         return None, errors
     vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
     assert vad and asr and llm and tts
+    assert server is not None and executor is not None and session is not None
     return DeploymentConfig(
         files,
-        sections["server"],
-        sections["executor"],
-        sections["session"],
+        server,
+        executor,
+        session,
         vad,
         asr,
         llm,
