@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Any, TextIO
+from typing import TextIO
 
 from ..config import DeploymentConfig
 from ..errors import XiaozhiError
+from ..registry import Registry
 from .server import XiaozhiServer
 
 __all__ = ["drain_until", "reload_on_signal", "serve"]
@@ -27,7 +28,7 @@ def reload_on_signal(server: XiaozhiServer) -> None:
 
 
 async def serve(
-    config: DeploymentConfig, registry: Any, out: TextIO, ready: asyncio.Event | None = None
+    config: DeploymentConfig, registry: Registry, out: TextIO, ready: asyncio.Event | None = None
 ) -> None:
     """Build the providers, start the gateway, print where devices connect, and run
     until a signal (or until ``ready``'s owner cancels us)."""
@@ -44,6 +45,7 @@ async def serve(
         print(f"Auth: {'on' if server.auth.enabled else 'off'}", file=out)
         print(f"Store: {server.store.location if server.store is not None else 'off'}", file=out)
         for role, bound in server.providers.items():
+            origin: object
             try:
                 origin = registry.lookup(role, bound.name).origin
             except Exception:
