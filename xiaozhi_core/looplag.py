@@ -35,7 +35,7 @@ import logging
 import time
 from asyncio import events
 from collections.abc import AsyncIterator, Awaitable, Generator
-from typing import Any, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -95,7 +95,7 @@ def _note(label: str, seconds: float) -> None:
         _blame[0] = (label, seconds)
 
 
-class _Traced:
+class _Traced(Generic[T]):
     """Awaitable running ``coro`` step by step, timing each step against ``label``."""
 
     __slots__ = ("coro", "label")
@@ -104,10 +104,10 @@ class _Traced:
         self.coro = coro
         self.label = label
 
-    def __await__(self) -> Generator[Any, Any, Any]:
+    def __await__(self) -> Generator[object, object, T]:
         it = self.coro.__await__()
         label = self.label
-        send_value: Any = None
+        send_value: object = None
         error: BaseException | None = None
         while True:
             t0 = time.perf_counter()
@@ -115,7 +115,8 @@ class _Traced:
                 yielded = it.throw(error) if error is not None else it.send(send_value)
             except StopIteration as stop:
                 _note(label, time.perf_counter() - t0)
-                return stop.value
+                result: T = stop.value  # the coroutine's return value
+                return result
             except BaseException:
                 _note(label, time.perf_counter() - t0)
                 raise
@@ -142,7 +143,7 @@ def traced(coro: Awaitable[T], label: str) -> Awaitable[T]:
     return _Traced(coro, label)
 
 
-class _TracedStream:
+class _TracedStream(Generic[T]):
     """An async iterator whose ``__anext__`` steps are traced (see :func:`traced`)."""
 
     __slots__ = ("inner", "label")
@@ -151,10 +152,10 @@ class _TracedStream:
         self.inner = inner
         self.label = label
 
-    def __aiter__(self) -> _TracedStream:
+    def __aiter__(self) -> _TracedStream[T]:
         return self
 
-    def __anext__(self) -> Awaitable[Any]:
+    def __anext__(self) -> Awaitable[T]:
         return _Traced(self.inner.__anext__(), self.label)
 
     async def aclose(self) -> None:

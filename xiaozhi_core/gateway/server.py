@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -89,7 +89,7 @@ _RELOADABLE_SESSION = (
 )
 
 
-def _flat(value: Any, prefix: str, out: dict[str, Any]) -> dict[str, Any]:
+def _flat(value: object, prefix: str, out: dict[str, object]) -> dict[str, object]:
     if isinstance(value, dict) and value:
         for k, v in value.items():
             _flat(v, f"{prefix}.{k}" if prefix else str(k), out)
@@ -891,7 +891,7 @@ class XiaozhiServer:
             out["mqtt"] = self.mqtt.health()
         return out
 
-    async def health_report(self) -> dict[str, Any]:
+    async def health_report(self) -> dict[str, object]:
         """``GET /health``; a worker of a supervised server covers every worker."""
         return self.health()
 
@@ -899,7 +899,7 @@ class XiaozhiServer:
         """``GET /metrics``; a worker of a supervised server merges every worker's."""
         return self.render_metrics()
 
-    async def admin_report(self, what: str) -> dict[str, Any]:
+    async def admin_report(self, what: str) -> dict[str, object]:
         """The operator API's ``sessions`` / ``stats`` (a worker: for every worker)."""
         return local_report(self, what)
 

@@ -16,7 +16,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine
-from typing import Any
 
 import numpy as np
 
@@ -570,7 +569,7 @@ class Session:
         reply = turn.reply_text
         store = self.host.store
         transcripts = store.settings.transcripts if store is not None else True
-        fields: dict[str, Any] = {
+        fields: dict[str, object] = {
             "device": plain(self.device.device_id),
             "session": self.session_id,
             "turn": turn.id,
@@ -682,7 +681,7 @@ class Session:
             return
 
 
-def format_turn(fields: dict[str, Any]) -> str:
+def format_turn(fields: dict[str, object]) -> str:
     """A turn's fields as one ``key=value`` log line, device-supplied text clipped.
 
     >>> format_turn({"device": "aa:bb\\nX", "outcome": "ok", "latency": {"total_ms": 5.0},

@@ -20,9 +20,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar, cast
+from typing import Literal, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -31,8 +31,8 @@ from ..errors import ProviderError, ProviderTimeout
 from ..logutil import clip
 from ..protocol import messages as msg
 from ..protocol.opus import OpusEncoder
-from ..providers import AsyncASRStream
-from ..types import ASRResult, Message, ToolCall
+from ..providers import AsyncASRStream, LLMChunk
+from ..types import ASRResult, Message, ToolCall, ToolSpec
 from .host import SessionHost
 from .latency import TurnLatency
 from .memory import Memory
@@ -52,6 +52,26 @@ def _disconnected(exc: BaseException) -> bool:
     if isinstance(exc, BaseExceptionGroup):
         return exc.subgroup(TransportClosed) is not None
     return isinstance(exc, TransportClosed)
+
+
+class _ChatWithOptions(Protocol):
+    """``chat`` of an LLM that declares per-request options (``ProviderSpec.request_options``)."""
+
+    def __call__(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[ToolSpec] | None = None,
+        options: object = None,
+    ) -> AsyncIterator[LLMChunk]: ...
+
+
+class _SynthesizeWithOptions(Protocol):
+    """``synthesize`` of a TTS that declares per-request options."""
+
+    def __call__(
+        self, text: str, *, voice: str | None = None, options: object = None
+    ) -> AsyncIterator[bytes]: ...
 
 
 class TurnHooks(Protocol):
@@ -395,7 +415,7 @@ class Turn:
             stream = (
                 llm.chat(messages, tools=offered)
                 if llm_options is None
-                else cast(Any, llm.chat)(messages, tools=offered, options=llm_options)
+                else cast(_ChatWithOptions, llm.chat)(messages, tools=offered, options=llm_options)
             )
             async for item in self._items(f"LLM provider '{llm.name}'", stream):
                 if self.latency.llm_first_token is None and item:
@@ -457,7 +477,7 @@ class Turn:
             resampler = Resampler(out.tts_sample_rate, out.sample_rate)
             t0 = time.monotonic()
             if tts_options is not None:  # only providers that declare request_options
-                stream = cast(Any, tts.synthesize)(
+                stream = cast(_SynthesizeWithOptions, tts.synthesize)(
                     sentence, voice=voice or None, options=tts_options
                 )
             else:
