@@ -48,19 +48,6 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-def _profile_name(session: Session) -> str | None:
-    profile = getattr(session, "profile", None)
-    if profile is None or isinstance(profile, str):
-        return profile
-    name = getattr(profile, "name", None)
-    return name if isinstance(name, str) else None
-
-
-def _started(session: Session) -> float | None:
-    started = getattr(session, "started_at", None)  # set by the fleet wiring
-    return round(started, 3) if isinstance(started, float) else None
-
-
 def session_status(session: Session, now: float | None = None) -> dict[str, object]:
     """A JSON-ready summary of ``session`` (see the module docstring for ``state``)."""
     mono = time.monotonic() if now is None else now
@@ -93,8 +80,8 @@ def session_status(session: Session, now: float | None = None) -> dict[str, obje
         "remote": peer.remote,
         "transport": session.transport.kind,
         "protocol_version": session.protocol_version,
-        "profile": _profile_name(session),
-        "connected_at": _started(session),
+        "profile": session.profile.name,
+        "connected_at": round(session.started_at, 3),
         "state": state,
         "listen_mode": session.listen_mode,
         "speaker": session.speaker,

@@ -192,21 +192,6 @@ class Turn:
         return reply or None
 
     @property
-    def stage(self) -> str:
-        """Where the turn is: ``asr``, ``llm``, ``tts``, ``speaking`` or ``done`` (for
-        the console's live view)."""
-        lat = self.latency
-        if lat.finished is not None:
-            return "done"
-        if lat.first_frame_sent is not None:
-            return "speaking"
-        if lat.llm_first_token is not None:
-            return "tts"
-        if lat.asr_final is not None or self.text is not None or self.speak_text is not None:
-            return "llm"
-        return "asr"
-
-    @property
     def outcome(self) -> str:
         """``ok``, ``failed``, ``aborted`` or ``nothing`` (nothing recognised)."""
         if self.empty:
