@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import json
@@ -28,6 +29,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Self
 from urllib.parse import urlencode
 
 import numpy as np
@@ -37,7 +39,14 @@ from .protocol.framing import decode_frame, encode_frame
 from .protocol.opus import OpusDecoder, OpusEncoder
 from .types import JSONObject
 
-__all__ = ["FakeDevice", "McpHandler", "Received", "downstream_rate", "encode_utterance"]
+__all__ = [
+    "FakeDevice",
+    "McpHandler",
+    "Received",
+    "RecordingDevice",
+    "downstream_rate",
+    "encode_utterance",
+]
 
 #: Answers one MCP request of the server: its JSON-RPC payload → the reply payload, or
 #: None for no answer; may be a coroutine function.
@@ -92,8 +101,140 @@ def encode_utterance(pcm: np.ndarray, frame_ms: int = 60, sample_rate: int = 160
     return enc.encode(pcm.astype(np.int16).tobytes()) + enc.flush()
 
 
+class RecordingDevice(abc.ABC):
+    """What both fake devices share: the ordered log of what they received, the waits on
+    it, and the conversation messages they send.
+
+    A subclass connects, appends to ``received`` (setting ``_new`` after each entry),
+    keeps the server's hello in ``server_hello``, sends with :meth:`send_json` and says
+    in :meth:`_lost` when its connection is gone.
+
+    >>> class Loopback(RecordingDevice):
+    ...     async def connect(self):
+    ...         return self
+    ...     async def close(self):
+    ...         pass
+    ...     async def send_json(self, message):
+    ...         self.received.append(Received(0.0, message=dict(message)))
+    ...         self._new.set()
+    >>> async def main():
+    ...     async with Loopback() as dev:
+    ...         await dev.listen("start", "manual")
+    ...         await dev.abort("wake_word_detected")
+    ...         return dev.events(), await dev.wait_for("listen", "start")
+    >>> asyncio.run(main())
+    (['listen', 'abort'], {'type': 'listen', 'state': 'start', 'mode': 'manual'})
+    """
+
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.server_hello: JSONObject = {}
+        self._new = asyncio.Event()
+
+    @abc.abstractmethod
+    async def connect(self) -> Self:
+        """Connect (and, unless told not to, say hello); returns the device."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the connection."""
+
+    @abc.abstractmethod
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        """Send one JSON message to the server."""
+
+    def _lost(self) -> str | None:
+        """Why the connection is gone (``"closed (1000 bye)"``), or None while it is up."""
+        return None
+
+    async def __aenter__(self) -> Self:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ sending
+    async def listen(
+        self, state: str = "start", mode: str = "auto", text: str | None = None
+    ) -> None:
+        msg: dict[str, object] = {"type": "listen", "state": state}
+        if state == "start":
+            msg["mode"] = mode
+        if text is not None:
+            msg["text"] = text
+        await self.send_json(msg)
+
+    async def abort(self, reason: str | None = None) -> None:
+        await self.send_json({"type": "abort", **({"reason": reason} if reason else {})})
+
+    # ------------------------------------------------------------------ inspecting
+    def messages(self, type_: str | None = None) -> list[JSONObject]:
+        return [
+            r.message
+            for r in self.received
+            if r.message is not None and (type_ is None or r.message.get("type") == type_)
+        ]
+
+    def audio_frames(self) -> list[bytes]:
+        return [r.audio for r in self.received if r.audio is not None]
+
+    def events(self) -> list[str]:
+        """A compact ordered log: ``stt``, ``llm``, ``tts:start``, ``audio``, ``tts:stop``..."""
+        out: list[str] = []
+        for r in self.received:
+            if r.audio is not None:
+                if not out or out[-1] != "audio":
+                    out.append("audio")
+            elif r.message is not None:
+                t = r.message.get("type")
+                kind = t if isinstance(t, str) else "?"
+                out.append(f"tts:{r.message.get('state')}" if kind == "tts" else kind)
+        return out
+
+    # The waits take a timeout argument on purpose: they are a test/driver convenience
+    # API where every call needs a bound.
+    async def wait_frames(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+        """Wait until ``count`` audio frames have arrived."""
+        async with asyncio.timeout(timeout):
+            while len(self.audio_frames()) < count:
+                if (lost := self._lost()) is not None:
+                    raise ConnectionError(f"{lost} before {count} frames")
+                self._new.clear()
+                await self._new.wait()
+
+    async def wait_for(
+        self,
+        type_: str,
+        state: str | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109
+        after: int = 0,
+    ) -> JSONObject:
+        """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for r in self.received[after:]:
+                    m = r.message
+                    if (
+                        m is not None
+                        and m.get("type") == type_
+                        and (state is None or m.get("state") == state)
+                    ):
+                        return m
+                if (lost := self._lost()) is not None:
+                    raise ConnectionError(f"{lost} before {type_}")
+                self._new.clear()
+                await self._new.wait()
+
+    def decode_reply_audio(self, sample_rate: int | None = None) -> np.ndarray:
+        """Decode every received Opus frame into one int16 signal."""
+        rate = sample_rate or downstream_rate(self.server_hello)
+        dec = OpusDecoder(rate)
+        pcm = b"".join(dec.decode(p) for p in self.audio_frames())
+        return np.frombuffer(pcm, np.int16)
+
+
 @dataclass
-class FakeDevice:
+class FakeDevice(RecordingDevice):
     url: str
     device_id: str = "aa:bb:cc:dd:ee:ff"
     client_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -107,19 +248,22 @@ class FakeDevice:
     mcp_handler: McpHandler | None = None
 
     def __post_init__(self) -> None:
+        super().__init__()
         self.ws: ClientConnection | None = None
-        self.received: list[Received] = []
-        self.server_hello: JSONObject = {}
         self.session_id = ""
         #: Text frames that were not a JSON object, in order: ignored, as the firmware does.
         self.malformed: list[str] = []
         self._reader: asyncio.Task[None] | None = None
-        self._new = asyncio.Event()
         self.closed_code: int | None = None
         self.closed_reason = ""
 
+    def _lost(self) -> str | None:
+        if self.closed_code is None:
+            return None
+        return f"closed ({self.closed_code} {self.closed_reason})"
+
     # ------------------------------------------------------------------ connect
-    async def connect(self) -> FakeDevice:
+    async def connect(self) -> Self:
         headers = {
             "Device-Id": self.device_id,
             "Client-Id": self.client_id,
@@ -162,12 +306,6 @@ class FakeDevice:
             session_id = hello.get("session_id")
             self.session_id = session_id if isinstance(session_id, str) else ""
         return self
-
-    async def __aenter__(self) -> FakeDevice:
-        return await self.connect()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -241,19 +379,6 @@ class FakeDevice:
     async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
         await self.send_raw(encode_frame(packet, self.protocol_version, timestamp))
 
-    async def listen(
-        self, state: str = "start", mode: str = "auto", text: str | None = None
-    ) -> None:
-        msg = {"type": "listen", "state": state}
-        if state == "start":
-            msg["mode"] = mode
-        if text is not None:
-            msg["text"] = text
-        await self.send_json(msg)
-
-    async def abort(self, reason: str | None = None) -> None:
-        await self.send_json({"type": "abort", **({"reason": reason} if reason else {})})
-
     async def stream(
         self, packets: Iterable[bytes], frame_ms: int = 60, realtime: bool = True
     ) -> None:
@@ -267,66 +392,6 @@ class FakeDevice:
                     await asyncio.sleep(delay)
             await self.send_packet(packet, timestamp=i * frame_ms)
 
-    # ------------------------------------------------------------------ inspecting
-    def messages(self, type_: str | None = None) -> list[JSONObject]:
-        return [
-            r.message
-            for r in self.received
-            if r.message is not None and (type_ is None or r.message.get("type") == type_)
-        ]
-
-    def audio_frames(self) -> list[bytes]:
-        return [r.audio for r in self.received if r.audio is not None]
-
-    def events(self) -> list[str]:
-        """A compact ordered log: ``stt``, ``llm``, ``tts:start``, ``audio``, ``tts:stop``..."""
-        out: list[str] = []
-        for r in self.received:
-            if r.audio is not None:
-                if not out or out[-1] != "audio":
-                    out.append("audio")
-            elif r.message is not None:
-                t = r.message.get("type")
-                kind = t if isinstance(t, str) else "?"
-                out.append(f"tts:{r.message.get('state')}" if kind == "tts" else kind)
-        return out
-
-    # The waits take a timeout argument on purpose: they are a test/driver convenience
-    # API where every call needs a bound.
-    async def wait_frames(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        """Wait until ``count`` audio frames have arrived."""
-        async with asyncio.timeout(timeout):
-            while len(self.audio_frames()) < count:
-                if self.closed_code is not None:
-                    raise ConnectionError(f"closed ({self.closed_code}) before {count} frames")
-                self._new.clear()
-                await self._new.wait()
-
-    async def wait_for(
-        self,
-        type_: str,
-        state: str | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109
-        after: int = 0,
-    ) -> JSONObject:
-        """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for r in self.received[after:]:
-                    m = r.message
-                    if (
-                        m is not None
-                        and m.get("type") == type_
-                        and (state is None or m.get("state") == state)
-                    ):
-                        return m
-                if self.closed_code is not None:
-                    raise ConnectionError(
-                        f"closed ({self.closed_code} {self.closed_reason}) before {type_}"
-                    )
-                self._new.clear()
-                await self._new.wait()
-
     async def wait_closed(
         self,
         timeout: float = 10.0,  # noqa: ASYNC109
@@ -336,10 +401,3 @@ class FakeDevice:
                 self._new.clear()
                 await self._new.wait()
         return self.closed_code, self.closed_reason
-
-    def decode_reply_audio(self, sample_rate: int | None = None) -> np.ndarray:
-        """Decode every received Opus frame into one int16 signal."""
-        rate = sample_rate or downstream_rate(self.server_hello)
-        dec = OpusDecoder(rate)
-        pcm = b"".join(dec.decode(p) for p in self.audio_frames())
-        return np.frombuffer(pcm, np.int16)

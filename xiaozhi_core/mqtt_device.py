@@ -24,14 +24,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Self
 
 import aiomqtt
-import numpy as np
 
-from .device import Received
-from .protocol.opus import OpusDecoder
+from .device import Received, RecordingDevice
 from .protocol.udp import HEADER_SIZE, TYPE_AUDIO, UdpCipher, UdpError, parse_header
 from .types import JSONObject
 
@@ -46,7 +44,7 @@ class _Udp(asyncio.DatagramProtocol):
         self.device._datagram(data)
 
 
-class FakeMqttDevice:
+class FakeMqttDevice(RecordingDevice):
     """One device; ``mqtt`` is the OTA response's ``mqtt`` object."""
 
     def __init__(
@@ -58,6 +56,7 @@ class FakeMqttDevice:
         hello: bool = True,
         udp_via: tuple[str, int] | None = None,
     ) -> None:
+        super().__init__()
         self.config = dict(mqtt)
         self.features = features if features is not None else {"mcp": False}
         self.mcp_handler = mcp_handler
@@ -66,8 +65,6 @@ class FakeMqttDevice:
         self.udp_via = udp_via
         #: Sequence numbers of the audio datagrams accepted, in order.
         self.accepted_sequences: list[int] = []
-        self.received: list[Received] = []
-        self.server_hello: dict[str, Any] = {}
         self.session_id = ""
         self.cipher: UdpCipher | None = None
         self.local_sequence = 0
@@ -78,11 +75,13 @@ class FakeMqttDevice:
         self.client: aiomqtt.Client | None = None
         self.udp: asyncio.DatagramTransport | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._new = asyncio.Event()
         self.disconnected = False
 
+    def _lost(self) -> str | None:
+        return "MQTT connection lost" if self.disconnected else None
+
     # ------------------------------------------------------------------ MQTT
-    async def connect(self) -> FakeMqttDevice:
+    async def connect(self) -> Self:
         """MQTT CONNECT (and, unless ``hello=False``, open the audio channel)."""
         host, _, port = self.config["endpoint"].rpartition(":")
         self.client = aiomqtt.Client(
@@ -98,12 +97,6 @@ class FakeMqttDevice:
         if self.send_hello:
             await self.open_audio_channel()
         return self
-
-    async def __aenter__(self) -> FakeMqttDevice:
-        return await self.connect()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     async def close(self, goodbye: bool = True) -> None:
         """Close the audio channel (saying goodbye, as the firmware does) and MQTT."""
@@ -143,7 +136,7 @@ class FakeMqttDevice:
             self.disconnected = True
             self._new.set()
 
-    async def send_json(self, message: dict[str, object]) -> None:
+    async def send_json(self, message: Mapping[str, object]) -> None:
         assert self.client is not None
         if self.session_id and "session_id" not in message:
             message = {"session_id": self.session_id, **message}
@@ -177,11 +170,11 @@ class FakeMqttDevice:
         self.udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), remote_addr=address)
         return hello
 
-    def _server_hello(self, hello: dict[str, object]) -> None:
+    def _server_hello(self, hello: JSONObject) -> None:
         udp = hello.get("udp")
         if hello.get("transport") != "udp" or not isinstance(udp, dict):
             return
-        key, nonce = bytes.fromhex(udp["key"]), bytes.fromhex(udp["nonce"])
+        key, nonce = bytes.fromhex(str(udp["key"])), bytes.fromhex(str(udp["nonce"]))
         if len(key) != 16 or len(nonce) != 16:
             return
         self.server_hello = hello
@@ -229,19 +222,6 @@ class FakeMqttDevice:
         self._new.set()
 
     # ------------------------------------------------------------------ conversation
-    async def listen(
-        self, state: str = "start", mode: str = "auto", text: str | None = None
-    ) -> None:
-        msg: dict[str, object] = {"type": "listen", "state": state}
-        if state == "start":
-            msg["mode"] = mode
-        if text is not None:
-            msg["text"] = text
-        await self.send_json(msg)
-
-    async def abort(self) -> None:
-        await self.send_json({"type": "abort"})
-
     async def stream(
         self, packets: Iterable[bytes], frame_ms: int = 60, realtime: bool = True
     ) -> None:
@@ -256,60 +236,3 @@ class FakeMqttDevice:
             else:
                 await asyncio.sleep(0)
             await self.send_packet(packet)
-
-    # ------------------------------------------------------------------ inspecting
-    def messages(self, type_: str | None = None) -> list[JSONObject]:
-        return [
-            r.message
-            for r in self.received
-            if r.message is not None and (type_ is None or r.message.get("type") == type_)
-        ]
-
-    def audio_frames(self) -> list[bytes]:
-        return [r.audio for r in self.received if r.audio is not None]
-
-    def events(self) -> list[str]:
-        out: list[str] = []
-        for r in self.received:
-            if r.audio is not None:
-                if not out or out[-1] != "audio":
-                    out.append("audio")
-            elif r.message is not None:
-                t = r.message.get("type")
-                kind = t if isinstance(t, str) else "?"
-                out.append(f"tts:{r.message.get('state')}" if kind == "tts" else kind)
-        return out
-
-    async def wait_for(
-        self,
-        type_: str,
-        state: str | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109
-        after: int = 0,
-    ) -> JSONObject:
-        """Wait for a message of ``type_`` (and ``state``) at index >= ``after``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for r in self.received[after:]:
-                    m = r.message
-                    if (
-                        m is not None
-                        and m.get("type") == type_
-                        and (state is None or m.get("state") == state)
-                    ):
-                        return m
-                if self.disconnected:
-                    raise ConnectionError(f"MQTT connection lost before {type_}")
-                self._new.clear()
-                await self._new.wait()
-
-    async def wait_frames(self, count: int, timeout: float = 10.0) -> None:  # noqa: ASYNC109
-        async with asyncio.timeout(timeout):
-            while len(self.audio_frames()) < count:
-                self._new.clear()
-                await self._new.wait()
-
-    def decode_reply_audio(self, sample_rate: int | None = None) -> np.ndarray:
-        rate = sample_rate or self.server_hello.get("audio_params", {}).get("sample_rate", 24000)
-        dec = OpusDecoder(rate)
-        return np.frombuffer(b"".join(dec.decode(p) for p in self.audio_frames()), np.int16)
