@@ -29,68 +29,14 @@ from .stats import StatsRing
 
 __all__ = ["Metrics"]
 
-_LATENCY_BUCKETS = (
-    0.005,
-    0.01,
-    0.015,
-    0.02,
-    0.025,
-    0.03,
-    0.04,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.5,
-    0.75,
-    1,
-    1.5,
-    2,
-    3,
-    5,
-    10,
-    30,
-)
-_OVERHEAD_BUCKETS = (
-    0.001,
-    0.002,
-    0.003,
-    0.005,
-    0.0075,
-    0.01,
-    0.015,
-    0.02,
-    0.025,
-    0.03,
-    0.04,
-    0.05,
-    0.075,
-    0.1,
-    0.2,
-    0.5,
-    1,
-    2,
-)
-_LAG_BUCKETS = (
-    0.001,
-    0.002,
-    0.005,
-    0.01,
-    0.015,
-    0.02,
-    0.025,
-    0.03,
-    0.04,
-    0.05,
-    0.075,
-    0.1,
-    0.2,
-    0.5,
-    1,
-    2,
-)
+#: The tens of milliseconds a turn's steps take: every histogram here resolves them.
+_TENS_OF_MS = (0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1)
+#: A turn's milestones after the end of speech (first token, first audio...): up to 30 s.
+_LATENCY_BUCKETS = (0.005, *_TENS_OF_MS, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30)
+#: The server's own share of a turn: down to a millisecond.
+_OVERHEAD_BUCKETS = (0.001, 0.002, 0.003, 0.005, 0.0075, *_TENS_OF_MS, 0.2, 0.5, 1, 2)
+#: A frame's time from arrival to its VAD result.
+_LAG_BUCKETS = (0.001, 0.002, 0.005, *_TENS_OF_MS, 0.2, 0.5, 1, 2)
 
 
 def _os_threads() -> int:
