@@ -195,6 +195,18 @@ class WorkerServer(XiaozhiServer):
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
+    async def _get(self, index: int, path: str, as_json: bool) -> object:
+        """GET ``path`` from worker ``index`` on its private socket (2 s at most): the
+        decoded JSON or the text. Raises on any failure (aiohttp, OS, timeout, bad JSON)."""
+        connector = aiohttp.UnixConnector(path=self.spec.sock(index))
+        timeout = aiohttp.ClientTimeout(total=2)
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+            http.get(f"http://worker{path}") as r,
+        ):
+            r.raise_for_status()
+            return await (r.json() if as_json else r.text())
+
     async def _ask_all(self, path: str, as_json: bool) -> list[tuple[int, Any]]:
         """Every worker's answer on its private socket (``None``: unreachable)."""
 
@@ -202,14 +214,7 @@ class WorkerServer(XiaozhiServer):
             if index == self.spec.index:
                 return index, self.local_health() if as_json else self.render_metrics().decode()
             try:
-                connector = aiohttp.UnixConnector(path=self.spec.sock(index))
-                timeout = aiohttp.ClientTimeout(total=2)
-                async with (
-                    aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
-                    http.get(f"http://worker{path}") as r,
-                ):
-                    r.raise_for_status()
-                    return index, await (r.json() if as_json else r.text())
+                return index, await self._get(index, path, as_json)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 return index, {"error": f"{type(exc).__name__}: {exc}"} if as_json else None
 
@@ -256,16 +261,10 @@ class WorkerServer(XiaozhiServer):
             if index == self.spec.index:
                 return index, local_report(self, what)
             try:
-                connector = aiohttp.UnixConnector(path=self.spec.sock(index))
-                timeout = aiohttp.ClientTimeout(total=2)
-                async with (
-                    aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
-                    http.get(f"http://worker/local/admin/{what}") as r,
-                ):
-                    r.raise_for_status()
-                    return index, dict(await r.json())
+                data = await self._get(index, f"/local/admin/{what}", True)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
                 return index, None
+            return index, dict(data) if isinstance(data, dict) else None
 
         answers = await asyncio.gather(*(ask(i) for i in range(self.spec.workers)))
         return merge_reports(what, answers)
