@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from ..command import Command, CommandGroup
 from ..errors import ConfigError
+from ._deployment import add_config_option, load_deployment
 
 if TYPE_CHECKING:
     from ..gateway.activation import ActivationStore
@@ -25,23 +26,14 @@ __all__: list[str] = []
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        required=True,
-        metavar="FILE",
-        help="the deployment config(s) the server runs with",
-    )
+    add_config_option(p, "the deployment config(s) the server runs with")
 
 
 def _store(args: argparse.Namespace) -> ActivationStore:
-    from ..config import load_config
     from ..gateway.activation import ActivationStore
     from ..gateway.server import devices_path
-    from ..registry import default_registry
 
-    config = load_config(args.config, default_registry())
+    config = load_deployment(args.config)
     if not config.ota.activation:
         print("note: ota.activation is off in this config; devices connect without it")
     return ActivationStore(devices_path(config))

@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from ..command import Command
+from ._deployment import add_config_option, load_deployment
 
 if TYPE_CHECKING:
     from ..config import DeploymentConfig
@@ -58,14 +59,7 @@ def workers(text: str) -> int | str:
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        required=True,
-        metavar="FILE",
-        help="YAML config file; repeat to deep-merge several (later files win)",
-    )
+    add_config_option(p, "YAML config file; repeat to deep-merge several (later files win)")
     p.add_argument("--host", help="listen address (overrides server.host)")
     p.add_argument("--port", type=port, help="WebSocket port (overrides server.port)")
     p.add_argument(
@@ -106,11 +100,10 @@ async def _build_and_report(config: DeploymentConfig, registry: Registry) -> Non
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from ..config import load_config
     from ..registry import default_registry
 
     registry = default_registry()
-    config = load_config(args.config, registry, auto_local=not args.no_local)
+    config = load_deployment(args.config, registry, auto_local=not args.no_local)
     if args.host is not None:
         config.server.host = args.host
     if args.port is not None:

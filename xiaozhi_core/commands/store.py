@@ -28,6 +28,7 @@ from ..command import Command, CommandGroup
 from ..errors import ConfigError
 from ..store.errors import StoreError
 from ..store.settings import StoreSettings
+from ._deployment import add_config_option
 from ._output import table
 
 if TYPE_CHECKING:
@@ -83,13 +84,8 @@ def load_store_settings(
 
 
 def _store_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="deployment config(s) whose store: section names the store",
+    add_config_option(
+        p, "deployment config(s) whose store: section names the store", required=False
     )
     p.add_argument(
         "--store-url",

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..command import Command, CommandGroup
 from ..errors import ConfigError
+from ._deployment import add_config_option, load_deployment
 
 if TYPE_CHECKING:
     from ..providers import BoundVoiceprint
@@ -35,25 +36,16 @@ __all__: list[str] = []
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-c",
-        "--config",
-        action="append",
-        required=True,
-        metavar="FILE",
-        help="deployment config(s) selecting a voiceprint provider",
-    )
+    add_config_option(p, "deployment config(s) selecting a voiceprint provider")
 
 
 async def _with_provider(
     args: argparse.Namespace, work: Callable[[BoundVoiceprint], Awaitable[T]]
 ) -> T:
-    from ..config import load_config
     from ..executor import Executor, build
     from ..providers import BoundVoiceprint
-    from ..registry import default_registry
 
-    config = load_config(args.config, default_registry())
+    config = load_deployment(args.config)
     if config.voiceprint is None:
         raise ConfigError(
             "selects no voiceprint provider; add e.g. 'voiceprint: {provider: resemblyzer}'",
