@@ -440,17 +440,7 @@ class BatchWriter:
             try:
                 await self.prepare(self.engine)
             except Exception as exc:
-                self.stats.retries += 1
-                held = self._retry_log.ready()
-                if held is not None:
-                    log.warning(
-                        "store: %s is not ready, will retry (%d events waiting, %d "
-                        "dropped so far): %s",
-                        self.where,
-                        self.waiting,
-                        self.stats.dropped,
-                        error_line(exc),
-                    )
+                self._will_retry(f"{self.where} is not ready", exc)
                 return False
             self.prepare = None
             log.info("store: %s is ready", self.where)
@@ -472,6 +462,18 @@ class BatchWriter:
                 return False
         return True
 
+    def _will_retry(self, trouble: str, exc: Exception) -> None:
+        """Count a retry and say so (at most once a minute: the retry log's rate)."""
+        self.stats.retries += 1
+        if self._retry_log.ready() is not None:
+            log.warning(
+                "store: %s, will retry (%d events waiting, %d dropped so far): %s",
+                trouble,
+                self.waiting,
+                self.stats.dropped,
+                error_line(exc),
+            )
+
     async def _transaction(self, ops: list[Op]) -> None:
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(**IMMEDIATE)
@@ -484,17 +486,7 @@ class BatchWriter:
             await self._transaction(batch)
         except Exception as exc:
             if _transient(exc):
-                self.stats.retries += 1
-                held = self._retry_log.ready()
-                if held is not None:
-                    log.warning(
-                        "store: cannot write to %s, will retry (%d events waiting, "
-                        "%d dropped so far): %s",
-                        self.where,
-                        self.waiting,
-                        self.stats.dropped,
-                        error_line(exc),
-                    )
+                self._will_retry(f"cannot write to {self.where}", exc)
                 return False
             rest = await self._write_each(batch)
             if rest:
