@@ -4,15 +4,13 @@ sessions and stats cover both workers (real processes sharing the ports)."""
 from __future__ import annotations
 
 import asyncio
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from .test_workers import one_device_per_worker, turn, worker_of
+from .test_workers import one_device_per_worker, spawn, turn, worker_of
 
 pytestmark = pytest.mark.slow
 
@@ -35,30 +33,9 @@ tts: {{provider: fake}}
 async def test_sessions_and_stats_cover_every_worker(tmp_path: Path) -> None:
     cfg = tmp_path / "workers.yaml"
     cfg.write_text(CONFIG)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "xiaozhi_core",
-        "serve",
-        "--no-local",
-        "-c",
-        str(cfg),
-        "--workers",
-        "2",
-        stdout=asyncio.subprocess.PIPE,
-    )
+    served = await spawn(cfg)
     try:
-        ws_url = http = ""
-        assert proc.stdout is not None
-        async with asyncio.timeout(60):
-            while not (ws_url and http):
-                line = (await proc.stdout.readline()).decode()
-                assert line, f"serve exited with {await proc.wait()}"
-                if line.startswith("WebSocket URL"):
-                    ws_url = line.split()[-1]
-                if line.startswith("Health:"):
-                    http = line.split()[1].removesuffix("/health")
-        devs = await one_device_per_worker(ws_url)
+        devs = await one_device_per_worker(served.ws_url)
         try:
             await asyncio.gather(*(turn(d) for d in devs.values()))
             headers = {"Authorization": f"Bearer {TOKEN}"}
@@ -68,7 +45,7 @@ async def test_sessions_and_stats_cover_every_worker(tmp_path: Path) -> None:
             async with aiohttp.ClientSession(headers=headers, connector=connector) as client:
 
                 async def get(path: str) -> Any:
-                    async with client.get(f"{http}/api/v1{path}") as r:
+                    async with client.get(f"{served.http}/api/v1{path}") as r:
                         assert r.status == 200, await r.text()
                         return await r.json()
 
@@ -90,11 +67,4 @@ async def test_sessions_and_stats_cover_every_worker(tmp_path: Path) -> None:
             for d in devs.values():
                 await d.close()
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await served.stop()

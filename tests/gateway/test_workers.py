@@ -70,6 +70,61 @@ class Served:
         ):
             return str((await r.json())["websocket"]["token"])
 
+    async def exited(self, timeout: float = 20) -> int:  # noqa: ASYNC109
+        """The supervisor's exit code, once it has exited."""
+        async with asyncio.timeout(timeout):
+            return await self.proc.wait()
+
+    async def terminate(self) -> int:
+        """SIGTERM (the supervisor drains its workers), then the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return await self.exited()
+
+    async def stop(self) -> None:
+        """Terminate if still running (killed after 30 s): the supervisor drains its
+        workers and removes its run dir."""
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await self.exited(timeout=30)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+async def spawn(cfg: Path, workers: int = 2) -> Served:
+    """``xiaozhi serve --workers N -c cfg`` in a process of its own, once it has printed
+    its WebSocket and health URLs."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "xiaozhi_core",
+        "serve",
+        "--no-local",
+        "-c",
+        str(cfg),
+        "--workers",
+        str(workers),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    ws_url = http = ""
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(60):
+            while not (ws_url and http):
+                line = (await proc.stdout.readline()).decode()
+                assert line, f"serve exited with {await proc.wait()}"
+                if line.startswith("WebSocket URL"):
+                    ws_url = line.split()[-1]
+                if line.startswith("Health:"):
+                    http = line.split()[1].removesuffix("/health")
+    except BaseException:  # not started after all: leave no process behind
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    return Served(proc, ws_url, http)
+
 
 async def start_served(
     tmp_path: Path,
@@ -89,44 +144,15 @@ async def start_served(
             data=tmp_path / "data",
         )
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "xiaozhi_core",
-        "serve",
-        "--no-local",
-        "-c",
-        str(cfg),
-        "--workers",
-        str(workers),
-        stdout=asyncio.subprocess.PIPE,
-    )
-    ws_url = http = ""
-    assert proc.stdout is not None
-    async with asyncio.timeout(60):
-        while not (ws_url and http):
-            line = (await proc.stdout.readline()).decode()
-            assert line, f"serve exited with {await proc.wait()}"
-            if line.startswith("WebSocket URL"):
-                ws_url = line.split()[-1]
-            if line.startswith("Health:"):
-                http = line.split()[1].removesuffix("/health")
-    return Served(proc, ws_url, http)
+    return await spawn(cfg, workers)
 
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[list[Served]]:
     started: list[Served] = []
     yield started
-    for s in started:  # SIGTERM: the supervisor drains its workers and removes its run dir
-        if s.proc.returncode is None:
-            s.proc.send_signal(signal.SIGTERM)
-            try:
-                async with asyncio.timeout(30):
-                    await s.proc.wait()
-            except TimeoutError:
-                s.proc.kill()
-                await s.proc.wait()
+    for s in started:
+        await s.stop()
 
 
 def worker_of(dev: FakeDevice) -> tuple[int, int]:
@@ -185,9 +211,7 @@ async def test_two_workers_serve_one_conversation_each_with_merged_health_and_me
     finally:
         for d in devs.values():
             await d.close()
-    s.proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(20):
-        assert await s.proc.wait() == 0
+    assert await s.terminate() == 0
 
 
 async def greeting(dev: FakeDevice) -> str:
@@ -225,9 +249,7 @@ async def test_workers_share_one_store_and_sighup_reloads_every_worker(
     finally:
         for d in devs.values():
             await d.close()
-    s.proc.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(20):
-        assert await s.proc.wait() == 0
+    assert await s.terminate() == 0
     store = Store(StoreSettings(data_dir=str(tmp_path / "data")))
     await store.open()
     try:  # both workers wrote to the one SQLite file
@@ -345,8 +367,7 @@ async def test_sigterm_drains_running_turns_then_closes_sessions(
     assert code == 1012
     events = busy.events()
     assert events.index("tts:stop") < len(events)
-    async with asyncio.timeout(20):
-        assert await s.proc.wait() == 0
+    assert await s.exited() == 0
 
 
 async def test_drain_deadline_cuts_a_turn_that_runs_too_long(
@@ -363,8 +384,7 @@ async def test_drain_deadline_cuts_a_turn_that_runs_too_long(
         code, _ = await dev.wait_closed(timeout=10)
         assert code == 1012
         assert 0.8 < loop.time() - t0 < 5
-    async with asyncio.timeout(20):
-        assert await s.proc.wait() == 0
+    assert await s.exited() == 0
 
 
 def test_merge_sums_counters_and_histograms_and_keeps_gauge_maxima() -> None:
