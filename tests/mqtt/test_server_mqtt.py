@@ -8,50 +8,39 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import numpy as np
 import pytest
 
-from xiaozhi_core.config import merge
-from xiaozhi_core.device import FakeDevice, encode_utterance
+from tests.harness import ServerFactory, fake_servers, utterance
+from xiaozhi_core.device import FakeDevice
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.mqtt_device import FakeMqttDevice
 from xiaozhi_core.sim.driver import ota_body
-from xiaozhi_core.testing import fake_config, tone
+from xiaozhi_core.testing import fake_config
 
 from .conftest import until
 
 REPLY = "Hello from the server. This is a short spoken answer."
 
-ServerFactory = Callable[..., Awaitable[XiaozhiServer]]
-
 
 @pytest.fixture
 async def make_server() -> AsyncIterator[ServerFactory]:
-    servers: list[XiaozhiServer] = []
-
-    async def factory(**sections: Any) -> XiaozhiServer:
-        base: dict[str, Any] = {
-            "session": {"silence_ms": 300, "min_speech_ms": 120},
-            "server": {
-                "limits": {"max_loop_lag_ms": 0},
-                "auth": {"enabled": True},
-                "mqtt": {"enabled": True, "port": 0, "udp_port": 0},
-            },
-            "llm": {"provider": "fake", "options": {"reply": REPLY}},
-            "asr": {"provider": "fake", "options": {"text": "what is new"}},
-        }
-        server = await XiaozhiServer.create(fake_config(**merge(base, sections)))
-        await server.start(port=0, http_port=0)
-        servers.append(server)
-        return server
-
-    yield factory
-    for server in servers:
-        await server.stop()
+    base = {
+        "session": {"silence_ms": 300, "min_speech_ms": 120},
+        "server": {
+            "limits": {"max_loop_lag_ms": 0},
+            "auth": {"enabled": True},
+            "mqtt": {"enabled": True, "port": 0, "udp_port": 0},
+        },
+        "llm": {"provider": "fake", "options": {"reply": REPLY}},
+        "asr": {"provider": "fake", "options": {"text": "what is new"}},
+    }
+    async with fake_servers(base) as factory:
+        yield factory
 
 
 async def ota(server: XiaozhiServer, mac: str, uuid: str = "uuid-1") -> dict[str, Any]:
@@ -67,11 +56,6 @@ async def ota(server: XiaozhiServer, mac: str, uuid: str = "uuid-1") -> dict[str
     ):
         assert resp.status == 200
         return dict(await resp.json())
-
-
-def utterance(seconds: float = 0.6) -> list[bytes]:
-    pcm = np.concatenate([np.zeros(4800, np.int16), tone(seconds), np.zeros(9600, np.int16)])
-    return encode_utterance(pcm)
 
 
 async def test_ota_returns_the_mqtt_block_next_to_websocket(make_server):

@@ -13,20 +13,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xiaozhi_core.config import load_config, merge
+from tests.harness import ServerFactory, fake_servers, utterance
+from xiaozhi_core.config import load_config
 from xiaozhi_core.device import FakeDevice, encode_utterance
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.registry import default_registry
-from xiaozhi_core.testing import fake_config, tone
 from xiaozhi_core.types import Message, Role
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("local_ray")]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def utterance() -> list[bytes]:
-    pcm = np.concatenate([np.zeros(4800, np.int16), tone(0.6), np.zeros(9600, np.int16)])
-    return encode_utterance(pcm)
 
 
 async def speak_and_wait(dev: FakeDevice, timeout: float = 30) -> None:  # noqa: ASYNC109
@@ -46,24 +41,15 @@ def delete_apps(prefix: str) -> None:
 
 
 @pytest.fixture
-async def ray_server(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
-    servers: list[XiaozhiServer] = []
+async def ray_server(request: pytest.FixtureRequest) -> AsyncIterator[ServerFactory]:
     prefix = "t-" + request.node.name.removeprefix("test_")[:20].replace("_", "-")
-
-    async def make(**sections: Any) -> XiaozhiServer:
-        base = {
-            "executor": {"kind": "ray", "ray": {"app_prefix": prefix}},
-            "session": {"silence_ms": 300, "min_speech_ms": 120},
-            "server": {"limits": {"max_loop_lag_ms": 0}, "timeouts": {"provider": 20}},
-        }
-        server = await XiaozhiServer.create(fake_config(**merge(base, sections)))
-        await server.start(port=0, http_port=0)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        await server.stop()
+    base = {
+        "executor": {"kind": "ray", "ray": {"app_prefix": prefix}},
+        "session": {"silence_ms": 300, "min_speech_ms": 120},
+        "server": {"limits": {"max_loop_lag_ms": 0}, "timeouts": {"provider": 20}},
+    }
+    async with fake_servers(base) as make:
+        yield make
     delete_apps(prefix)
 
 
