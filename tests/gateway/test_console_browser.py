@@ -22,8 +22,7 @@ import pytest
 
 from xiaozhi_core.device import FakeDevice
 from xiaozhi_core.gateway import XiaozhiServer
-from xiaozhi_core.store import Store, StoreSettings
-from xiaozhi_core.testing import fake_config
+from xiaozhi_core.store import Store
 
 from .conftest import utterance
 
@@ -84,37 +83,23 @@ class LiveServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     async def start(self) -> None:
-        if _has_fleet():
-            # a real deployment file, so the console's Reload button has something to read
-            from xiaozhi_core.config import load_config
-            from xiaozhi_core.registry import default_registry
+        # a real deployment file, so the console's Reload button has something to read
+        from xiaozhi_core.config import load_config
+        from xiaozhi_core.registry import default_registry
 
-            self.config_file.write_text(deployment(self.data_dir, "KIDS PROMPT ONE"))
-            registry = default_registry()
-            config = load_config([self.config_file], registry, auto_local=False)
-            self.server = server = await XiaozhiServer.create(config, registry)  # type: ignore[call-arg]
-        else:
-            sections: dict[str, Any] = {
-                "server": {"admin": {"token": TOKEN}, "limits": {"max_loop_lag_ms": 0}},
-                "session": {"silence_ms": 300, "min_speech_ms": 120},
-                "asr": {"provider": "fake", "options": {"text": "What time is it?", "delay": 0.2}},
-                "llm": {"provider": "fake", "options": {"reply": REPLY, "first_token_delay": 0.8}},
-                "tts": {"provider": "fake", "options": {"seconds_per_char": 0.03}},
-            }
-            self.server = server = await XiaozhiServer.create(fake_config(**sections))
+        self.config_file.write_text(deployment(self.data_dir, "KIDS PROMPT ONE"))
+        registry = default_registry()
+        config = load_config([self.config_file], registry, auto_local=False)
+        self.server = server = await XiaozhiServer.create(config, registry)
         await server.start(port=0, http_port=0)
-        store = getattr(server, "store", None)
-        if store is None:
-            store = Store(StoreSettings(data_dir=str(self.data_dir), flush_interval=0.05))
-            await store.open()
-            server.store = store  # type: ignore[attr-defined]
-        self.store = store
+        # the server's own store, opened from ``store:``: the turns it records are the
+        # ones the console shows
+        assert server.store is not None
+        self.store = server.store
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.stop()
-        if self.store is not None and not _has_fleet():
-            await self.store.close()
+            await self.server.stop()  # closes its store too
 
     def close(self) -> None:
         try:
@@ -122,11 +107,6 @@ class LiveServer:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
-
-
-def _has_fleet() -> bool:
-    """Whether the server records into its store and knows profiles (the fleet wiring)."""
-    return hasattr(XiaozhiServer, "set_device_profile")
 
 
 @pytest.fixture(scope="module")
@@ -206,31 +186,6 @@ def _prompt(llm: Any) -> str:
     return "\n".join(f"{m.role}: {m.content}" for m in llm.requests[-1][0])
 
 
-def _record_if_unwired(live: LiveServer, dev: FakeDevice, reply: str) -> None:
-    """Until the fleet wiring records turns itself, write the session's real last turn
-    (its latency record, what the device was told) into the store the API reads."""
-    if _has_fleet():
-        return
-    assert live.server is not None and live.store is not None
-    session = live.server.sessions[dev.session_id]
-    record = dict(session.latencies[-1])
-    stt = [m["text"] for m in dev.messages("stt")]
-    live.store.device_seen(
-        DEVICE, client_id=dev.client_id, board="bread-compact-wifi", firmware="1.6.2"
-    )
-    live.store.session_started(dev.session_id, DEVICE, transport="websocket")
-    live.store.turn_recorded(
-        session_id=dev.session_id,
-        device_id=DEVICE,
-        turn=int(record["turn"]),
-        kind=str(record["kind"]),
-        outcome="ok",
-        text=stt[-1] if stt else None,
-        reply=reply,
-        latency={k: v for k, v in record.items() if k.endswith("_ms")},
-    )
-
-
 def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None:
     from playwright.sync_api import expect
 
@@ -263,7 +218,6 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
         expect(row).to_contain_text("websocket")
         page.screenshot(path=str(shots / "2-sessions.png"))
         talking.result(30)
-        _record_if_unwired(live, dev, REPLY)
         assert live.store is not None
         assert live.call(live.store.flush())
 
@@ -292,45 +246,39 @@ def test_console_end_to_end(live: LiveServer, browser: Any, shots: Path) -> None
         page.screenshot(path=str(shots / "4-device.png"), full_page=True)
 
         # --- change its profile
-        if _has_fleet():
-            page.select_option("#profile-select", "kids")
-        else:  # the server names no profiles yet: the select offers only the default
-            page.select_option("#profile-select", "")
+        page.select_option("#profile-select", "kids")
         page.click("#profile-form button")
         expect(page.locator("#profile-msg")).to_contain_text("Saved")
         stored = live.call(live.store.get_device(DEVICE))
-        if _has_fleet():
-            assert stored is not None and stored.profile == "kids"
-            # the next turn uses it: the kids prompt reaches the LLM, the reply is cut
-            # after its first sentence (reply_chars), the live session shows the profile
-            live.call(_voice_turn(dev))
-            llm = live.server.providers.llm.instance  # type: ignore[union-attr]
-            assert "KIDS PROMPT ONE" in _prompt(llm)
-            assert live.call(live.store.flush())
-            page.reload()
-            first = page.locator("#turns .turn").first
-            expect(first.locator(".reply")).to_have_text("It is half past six.")
-            expect(page.locator("#turns .turn").nth(1).locator(".reply")).to_have_text(REPLY)
-            expect(page.locator("#profile-select")).to_have_value("kids")
-            page.screenshot(path=str(shots / "5-device-after-profile.png"), full_page=True)
-            page.click('header a[data-view="sessions"]')
-            expect(row.locator("td").nth(1)).to_have_text("kids")
+        assert stored is not None and stored.profile == "kids"
+        # the next turn uses it: the kids prompt reaches the LLM, the reply is cut
+        # after its first sentence (reply_chars), the live session shows the profile
+        live.call(_voice_turn(dev))
+        llm = live.server.providers.llm.instance  # type: ignore[union-attr]
+        assert "KIDS PROMPT ONE" in _prompt(llm)
+        assert live.call(live.store.flush())
+        page.reload()
+        first = page.locator("#turns .turn").first
+        expect(first.locator(".reply")).to_have_text("It is half past six.")
+        expect(page.locator("#turns .turn").nth(1).locator(".reply")).to_have_text(REPLY)
+        expect(page.locator("#profile-select")).to_have_value("kids")
+        page.screenshot(path=str(shots / "5-device-after-profile.png"), full_page=True)
+        page.click('header a[data-view="sessions"]')
+        expect(row.locator("td").nth(1)).to_have_text("kids")
 
-            # --- reload from the console: applied, then a broken file refused
-            live.config_file.write_text(deployment(live.data_dir, "KIDS PROMPT TWO"))
-            page.click("#reload")
-            expect(page.locator("#status")).to_have_text("configuration reloaded")
-            live.call(_voice_turn(dev))
-            assert "KIDS PROMPT TWO" in _prompt(llm)
-            live.config_file.write_text(deployment(live.data_dir, "X") + "bogus: 1\n")
-            page.click("#reload")
-            expect(page.locator("#error")).to_contain_text("Reload refused")
-            expect(page.locator("#error")).to_contain_text("bogus")
-            page.screenshot(path=str(shots / "6-reload-refused.png"))
-            live.call(_voice_turn(dev))
-            assert "KIDS PROMPT TWO" in _prompt(llm)
-        else:
-            assert stored is not None and stored.profile is None
+        # --- reload from the console: applied, then a broken file refused
+        live.config_file.write_text(deployment(live.data_dir, "KIDS PROMPT TWO"))
+        page.click("#reload")
+        expect(page.locator("#status")).to_have_text("configuration reloaded")
+        live.call(_voice_turn(dev))
+        assert "KIDS PROMPT TWO" in _prompt(llm)
+        live.config_file.write_text(deployment(live.data_dir, "X") + "bogus: 1\n")
+        page.click("#reload")
+        expect(page.locator("#error")).to_contain_text("Reload refused")
+        expect(page.locator("#error")).to_contain_text("bogus")
+        page.screenshot(path=str(shots / "6-reload-refused.png"))
+        live.call(_voice_turn(dev))
+        assert "KIDS PROMPT TWO" in _prompt(llm)
     finally:
         live.call(dev.close())
 
