@@ -117,13 +117,17 @@ class RecordingDevice(abc.ABC):
     ...     async def send_json(self, message):
     ...         self.received.append(Received(0.0, message=dict(message)))
     ...         self._new.set()
+    ...     async def send_packet(self, packet, timestamp=0):
+    ...         self.received.append(Received(0.0, audio=packet, timestamp=timestamp))
+    ...         self._new.set()
     >>> async def main():
     ...     async with Loopback() as dev:
     ...         await dev.listen("start", "manual")
+    ...         await dev.stream([b"a", b"b"], realtime=False)
     ...         await dev.abort("wake_word_detected")
     ...         return dev.events(), await dev.wait_for("listen", "start")
     >>> asyncio.run(main())
-    (['listen', 'abort'], {'type': 'listen', 'state': 'start', 'mode': 'manual'})
+    (['listen', 'audio', 'abort'], {'type': 'listen', 'state': 'start', 'mode': 'manual'})
     """
 
     def __init__(self) -> None:
@@ -142,6 +146,10 @@ class RecordingDevice(abc.ABC):
     @abc.abstractmethod
     async def send_json(self, message: Mapping[str, object]) -> None:
         """Send one JSON message to the server."""
+
+    @abc.abstractmethod
+    async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
+        """Send one Opus packet (``timestamp``: its ms since the stream began)."""
 
     def _lost(self) -> str | None:
         """Why the connection is gone (``"closed (1000 bye)"``), or None while it is up."""
@@ -166,6 +174,19 @@ class RecordingDevice(abc.ABC):
 
     async def abort(self, reason: str | None = None) -> None:
         await self.send_json({"type": "abort", **({"reason": reason} if reason else {})})
+
+    async def stream(
+        self, packets: Iterable[bytes], frame_ms: int = 60, realtime: bool = True
+    ) -> None:
+        """Send packets as the firmware does: one per ``frame_ms`` (or as fast as possible)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, packet in enumerate(packets):
+            if realtime:
+                delay = start + i * frame_ms / 1000 - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await self.send_packet(packet, timestamp=i * frame_ms)
 
     # ------------------------------------------------------------------ inspecting
     def messages(self, type_: str | None = None) -> list[JSONObject]:
@@ -378,19 +399,6 @@ class FakeDevice(RecordingDevice):
 
     async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
         await self.send_raw(encode_frame(packet, self.protocol_version, timestamp))
-
-    async def stream(
-        self, packets: Iterable[bytes], frame_ms: int = 60, realtime: bool = True
-    ) -> None:
-        """Send packets as the firmware does: one per ``frame_ms`` (or as fast as possible)."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for i, packet in enumerate(packets):
-            if realtime:
-                delay = start + i * frame_ms / 1000 - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await self.send_packet(packet, timestamp=i * frame_ms)
 
     async def wait_closed(
         self,

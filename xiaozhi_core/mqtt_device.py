@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Self
 
 import aiomqtt
@@ -199,6 +199,7 @@ class FakeMqttDevice(RecordingDevice):
 
     async def send_packet(self, packet: bytes, timestamp: int = 0) -> None:
         self.send_datagram(self.seal(packet, timestamp))
+        await asyncio.sleep(0)  # a datagram send never waits: let the loop run between packets
 
     def _datagram(self, data: bytes) -> None:
         if len(data) < HEADER_SIZE:
@@ -220,19 +221,3 @@ class FakeMqttDevice(RecordingDevice):
         self.accepted_sequences.append(header.sequence)
         self.received.append(Received(time.monotonic(), audio=payload, timestamp=header.timestamp))
         self._new.set()
-
-    # ------------------------------------------------------------------ conversation
-    async def stream(
-        self, packets: Iterable[bytes], frame_ms: int = 60, realtime: bool = True
-    ) -> None:
-        """One datagram per ``frame_ms`` (or as fast as possible)."""
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for i, packet in enumerate(packets):
-            if realtime:
-                delay = start + i * frame_ms / 1000 - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            else:
-                await asyncio.sleep(0)
-            await self.send_packet(packet)
