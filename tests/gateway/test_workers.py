@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -126,31 +126,36 @@ async def spawn(cfg: Path, workers: int = 2) -> Served:
     return Served(proc, ws_url, http)
 
 
-async def start_served(
-    tmp_path: Path,
-    workers: int = 2,
-    drain: float = 10,
-    max_sessions: int = 16,
-    auth: bool = False,
-    delay: float = 0.0,
-) -> Served:
-    cfg = tmp_path / "workers.yaml"
-    cfg.write_text(
-        CONFIG.format(
-            drain=drain,
-            max_sessions=max_sessions,
-            auth=str(auth).lower(),
-            delay=delay,
-            data=tmp_path / "data",
-        )
-    )
-    return await spawn(cfg, workers)
+ServeWorkers = Callable[..., Awaitable[Served]]
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[list[Served]]:
+async def serve(tmp_path: Path) -> AsyncIterator[ServeWorkers]:
+    """Start ``xiaozhi serve --workers`` on CONFIG in ``tmp_path``; each is stopped after
+    the test (SIGTERM: the supervisor drains its workers and removes its run dir)."""
     started: list[Served] = []
-    yield started
+
+    async def start(
+        workers: int = 2,
+        drain: float = 10,
+        max_sessions: int = 16,
+        auth: bool = False,
+        delay: float = 0.0,
+    ) -> Served:
+        cfg = tmp_path / "workers.yaml"
+        cfg.write_text(
+            CONFIG.format(
+                drain=drain,
+                max_sessions=max_sessions,
+                auth=str(auth).lower(),
+                delay=delay,
+                data=tmp_path / "data",
+            )
+        )
+        started.append(await spawn(cfg, workers))
+        return started[-1]
+
+    yield start
     for s in started:
         await s.stop()
 
@@ -188,10 +193,9 @@ async def turn(dev: FakeDevice) -> None:
 
 
 async def test_two_workers_serve_one_conversation_each_with_merged_health_and_metrics(
-    tmp_path: Path, served: list[Served]
+    serve: ServeWorkers,
 ) -> None:
-    s = await start_served(tmp_path)
-    served.append(s)
+    s = await serve()
     devs = await one_device_per_worker(s.ws_url)
     try:
         await asyncio.gather(*(turn(d) for d in devs.values()))
@@ -223,10 +227,9 @@ async def greeting(dev: FakeDevice) -> str:
 
 
 async def test_workers_share_one_store_and_sighup_reloads_every_worker(
-    tmp_path: Path, served: list[Served]
+    tmp_path: Path, serve: ServeWorkers
 ) -> None:
-    s = await start_served(tmp_path)
-    served.append(s)
+    s = await serve()
     devs = await one_device_per_worker(s.ws_url)
     try:
         await asyncio.gather(*(turn(d) for d in devs.values()))
@@ -263,10 +266,9 @@ async def test_workers_share_one_store_and_sighup_reloads_every_worker(
 
 
 async def test_a_killed_worker_is_restarted_and_only_its_devices_reconnect(
-    tmp_path: Path, served: list[Served]
+    serve: ServeWorkers,
 ) -> None:
-    s = await start_served(tmp_path)
-    served.append(s)
+    s = await serve()
     devs = await one_device_per_worker(s.ws_url)
     victim, survivor = devs[0], devs[1]
     _, victim_pid = worker_of(victim)
@@ -292,11 +294,8 @@ async def test_a_killed_worker_is_restarted_and_only_its_devices_reconnect(
     await survivor.close()
 
 
-async def test_admission_limit_holds_for_the_whole_server(
-    tmp_path: Path, served: list[Served]
-) -> None:
-    s = await start_served(tmp_path, max_sessions=3)
-    served.append(s)
+async def test_admission_limit_holds_for_the_whole_server(serve: ServeWorkers) -> None:
+    s = await serve(max_sessions=3)
     devs = list((await one_device_per_worker(s.ws_url)).values())
     devs.append(await FakeDevice(s.ws_url, device_id="aa:bb:cc:00:01:00").connect())
     refused = 0
@@ -318,9 +317,8 @@ async def test_admission_limit_holds_for_the_whole_server(
         await d.close()
 
 
-async def test_one_generated_secret_for_every_worker(tmp_path: Path, served: list[Served]) -> None:
-    s = await start_served(tmp_path, auth=True)
-    served.append(s)
+async def test_one_generated_secret_for_every_worker(serve: ServeWorkers) -> None:
+    s = await serve(auth=True)
     # one token from one OTA answer (whichever worker gave it) opens a session on both
     token = await s.ota_token("aa:bb:cc:00:00:01", "client-1")
     seen: dict[int, FakeDevice] = {}
@@ -345,12 +343,9 @@ async def test_one_generated_secret_for_every_worker(tmp_path: Path, served: lis
         await d.close()
 
 
-async def test_sigterm_drains_running_turns_then_closes_sessions(
-    tmp_path: Path, served: list[Served]
-) -> None:
+async def test_sigterm_drains_running_turns_then_closes_sessions(serve: ServeWorkers) -> None:
     # the LLM takes 1.5 s to its first token: SIGTERM arrives mid-turn
-    s = await start_served(tmp_path, drain=8, delay=1.5)
-    served.append(s)
+    s = await serve(drain=8, delay=1.5)
     devs = await one_device_per_worker(s.ws_url)
     busy, idle = devs[0], devs[1]
     await speak(busy)
@@ -370,11 +365,8 @@ async def test_sigterm_drains_running_turns_then_closes_sessions(
     assert await s.exited() == 0
 
 
-async def test_drain_deadline_cuts_a_turn_that_runs_too_long(
-    tmp_path: Path, served: list[Served]
-) -> None:
-    s = await start_served(tmp_path, workers=2, drain=1, delay=30)
-    served.append(s)
+async def test_drain_deadline_cuts_a_turn_that_runs_too_long(serve: ServeWorkers) -> None:
+    s = await serve(workers=2, drain=1, delay=30)
     async with FakeDevice(s.ws_url) as dev:
         await speak(dev)
         await dev.wait_for("stt", timeout=10)
