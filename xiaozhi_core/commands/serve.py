@@ -18,6 +18,23 @@ if TYPE_CHECKING:
 __all__ = ["commands", "port", "workers"]
 
 
+def _int_in(text: str, low: int, high: int, name: str, noun: str) -> int:
+    """``text`` as an integer in ``low..high``; else an argparse error saying why.
+
+    >>> _int_in("x", 1, 2, "n", "a number")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: 'x' is not a number
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{name} {value} is not in {low}..{high}")
+    return value
+
+
 def port(text: str) -> int:
     """argparse type of a TCP port.
 
@@ -28,13 +45,7 @@ def port(text: str) -> int:
     ...
     argparse.ArgumentTypeError: port 70000 is not in 0..65535
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port {value} is not in 0..65535")
-    return value
+    return _int_in(text, 0, 65535, "port", "a port number")
 
 
 def workers(text: str) -> int | str:
@@ -49,13 +60,7 @@ def workers(text: str) -> int | str:
     """
     if text == "auto":
         return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of workers") from None
-    if not 1 <= value <= 256:
-        raise argparse.ArgumentTypeError(f"workers {value} is not in 1..256")
-    return value
+    return _int_in(text, 1, 256, "workers", "a number of workers")
 
 
 def _serve_args(p: argparse.ArgumentParser) -> None:
