@@ -13,7 +13,7 @@ from ..errors import XiaozhiError
 from ..registry import Registry
 from .server import XiaozhiServer
 
-__all__ = ["drain_until", "reload_on_signal", "serve"]
+__all__ = ["drain_until", "reload_on_signal", "serve", "stop_on_signals"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,19 @@ def reload_on_signal(server: XiaozhiServer) -> None:
         server.reload_local()
     except XiaozhiError as exc:
         log.error("reload refused, the running config stays: %s", " ".join(str(exc).split()))
+
+
+def stop_on_signals(server: XiaozhiServer) -> asyncio.Event:
+    """An event that SIGINT and SIGTERM set (the caller then drains and stops), with
+    SIGHUP reloading ``server``'s config; signals the platform lacks are left alone."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, reload_on_signal, server)
+    return stop
 
 
 async def serve(
@@ -52,13 +65,7 @@ async def serve(
                 origin = "?"
             print(f"  {role}: {bound.name} ({bound.execution}, {origin})", file=out)
         out.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
-            loop.add_signal_handler(signal.SIGHUP, reload_on_signal, server)
+        stop = stop_on_signals(server)
         if ready is not None:
             ready.set()
         await stop.wait()
