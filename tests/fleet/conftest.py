@@ -11,9 +11,5 @@ from tests.store.pgserver import PostgresServer
 
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
+    with PostgresServer() as server:
         yield server
-    finally:
-        server.destroy()

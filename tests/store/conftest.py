@@ -16,12 +16,8 @@ from .pgserver import PostgresServer
 
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
+    with PostgresServer() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 @pytest.fixture

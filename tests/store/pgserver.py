@@ -49,7 +49,7 @@ def _free_port() -> int:
 
 class PostgresServer:
     """``start()``/``stop()`` may be called again (to simulate an outage); ``destroy()``
-    stops it and deletes its files."""
+    stops it and deletes its files. As a context manager: started, then destroyed."""
 
     def __init__(self, *, fsync: bool = False) -> None:
         self.bin = find_bin_dir()
@@ -162,3 +162,15 @@ class PostgresServer:
             self.stop()
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> PostgresServer:
+        """Start; leaving the ``with`` (or failing to start) destroys the server."""
+        try:
+            self.start()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()

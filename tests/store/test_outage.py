@@ -19,12 +19,8 @@ DEV = "aa:bb:cc:dd:ee:02"
 @pytest.fixture
 def own_pg() -> Iterator[PostgresServer]:
     """A server of this test's own: it is stopped and restarted."""
-    server = PostgresServer()
-    try:
-        server.start()
+    with PostgresServer() as server:
         yield server
-    finally:
-        server.destroy()
 
 
 def _turn(store: Store, n: int) -> None:
