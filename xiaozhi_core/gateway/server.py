@@ -40,6 +40,7 @@ from ..audio import Resampler
 from ..config import DeploymentConfig, ServerSettings
 from ..errors import ConfigError, StartupError
 from ..executor import Executor
+from ..language import AUTO
 from ..logutil import LogLimiter, clip
 from ..looplag import LoopLagMonitor
 from ..protocol.opus import OpusEncoder
@@ -435,6 +436,8 @@ class XiaozhiServer:
             declared = None
         defaults = declared if isinstance(declared, SegmentationDefaults) else None
         output = OutputFormat(cfg.output_sample_rate, cfg.output_frame_ms, tts_rate)
+        apologies = await self._apologies(output)
+        home = self.profiles.current.default.asr_language
         return SessionHost(
             session=cfg,
             timeouts=self.config.server.timeouts,
@@ -445,7 +448,8 @@ class XiaozhiServer:
             metrics=self.metrics,
             segmentation=segmentation_params(cfg, defaults),
             output=output,
-            apology_frames=await self._prepare_apology(output),
+            apology_frames=apologies.get(home) if home else await self._prepare_apology(output),
+            apology_by_language=apologies,
             vision_grant=self.vision_grant,
             profiles=self.profiles,
             store=self.store,
@@ -477,9 +481,31 @@ class XiaozhiServer:
         )
         return f"http://{host}:{self.http_port}{EXPLAIN_PATH}"
 
-    async def _prepare_apology(self, output: OutputFormat) -> tuple[bytes, ...] | None:
-        """Synthesise the apology once, so a failing turn can still say sorry."""
-        text = self.config.session.apology
+    async def _apologies(self, output: OutputFormat) -> dict[str, tuple[bytes, ...]]:
+        """The apology of every language a profile answers in (its own, or with
+        ``language: auto`` every known one), each in that language's voice."""
+        book = self.profiles.current
+        languages: set[str] = set()
+        for profile in [book.default, *book.profiles.values()]:
+            if profile.language == AUTO:
+                languages |= set(profile.speech)
+            elif profile.language is not None:
+                languages.add(profile.language)
+        out: dict[str, tuple[bytes, ...]] = {}
+        for language in sorted(languages):
+            frames = await self._prepare_apology(output, language)
+            if frames is not None:
+                out[language] = frames
+        return out
+
+    async def _prepare_apology(
+        self, output: OutputFormat, language: str | None = None
+    ) -> tuple[bytes, ...] | None:
+        """Synthesise the apology (of ``language``; None: the default profile's own)
+        once, so a failing turn can still say sorry."""
+        default = self.profiles.current.default
+        text = default.apology_for(language)
+        voice = default.voice_for(language)
         if not text:
             return None
         try:
@@ -487,7 +513,9 @@ class XiaozhiServer:
             encoder = OpusEncoder(output.sample_rate, output.frame_ms)
             frames: list[bytes] = []
             async with asyncio.timeout(self.config.server.timeouts.provider):
-                async for chunk in self.providers.tts.synthesize(text):
+                tts = self.providers.tts
+                stream = tts.synthesize(text, voice=voice) if voice else tts.synthesize(text)
+                async for chunk in stream:
                     frames += encoder.encode(
                         resampler.process(np.frombuffer(chunk, np.int16)).tobytes()
                     )

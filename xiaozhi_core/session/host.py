@@ -13,7 +13,7 @@ Example (the metrics sink can be anything with these methods):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -22,7 +22,7 @@ from ..config import LimitSettings, SessionSettings, TimeoutSettings
 from ..executor import Executor
 from .audio_hub import AudioHub
 from .latency import TurnLatency
-from .profiles import DEFAULT, Profile, ProfileBook, ProfileSet, ToolPolicy
+from .profiles import ProfileBook, ProfileSet, session_profile, wake_words
 from .segmenter import SegmentationParams
 
 if TYPE_CHECKING:
@@ -149,6 +149,9 @@ class SessionHost:
     output: OutputFormat
     #: The apology, synthesised and Opus-encoded once (None: synthesis failed).
     apology_frames: tuple[bytes, ...] | None = None
+    #: The apology of each language a turn can speak, likewise (language code → frames;
+    #: a language missing here falls back to ``apology_frames``).
+    apology_by_language: Mapping[str, tuple[bytes, ...]] = field(default_factory=dict)
     #: ``(session_id, device_id) -> {"url", "token"}``: the MCP ``capabilities.vision``
     #: a session offers its device (where a camera board uploads photos). None: the
     #: harmless ``{"url": "", "token": ""}``, which clients that expect the field accept.
@@ -161,15 +164,13 @@ class SessionHost:
 
     def __post_init__(self) -> None:
         if self.profiles is None:
-            s = self.session
-            default = Profile(
-                DEFAULT,
-                s.system_prompt,
-                s.tts_voice,
-                None,
-                s.greeting,
-                s.goodbye,
-                0,
-                ToolPolicy(frozenset(s.server_tools)),
-            )
-            object.__setattr__(self, "profiles", ProfileBook(ProfileSet({}, default, {})))
+            s, tts = self.session, self.providers.tts
+            default = session_profile(s, tts.spec, getattr(tts, "options", None))
+            book = ProfileBook(ProfileSet({}, default, {}, wake_words(s)))
+            object.__setattr__(self, "profiles", book)
+
+    def apology_audio(self, language: str | None) -> tuple[bytes, ...] | None:
+        """The pre-synthesised apology of ``language`` (else the default one)."""
+        if language is not None and language in self.apology_by_language:
+            return self.apology_by_language[language]
+        return self.apology_frames

@@ -57,6 +57,8 @@ class Session:
         self.llm_tools = LLMCapabilities.of(host.providers.llm.spec).tools
         self.mcp = MCPClient(self._send_mcp, host.timeouts.mcp)
         self.speaker: str | None = None
+        #: The language of the last answered turn (``auto`` sessions say goodbye in it).
+        self.last_language: str | None = None
         # profile and durable memory (resolved after the hello, see _prepare)
         #: The profile the store maps this device to (None: none, or not read yet).
         self.stored_profile: str | None = None
@@ -356,21 +358,23 @@ class Session:
         elif state == "detect":
             text = str(data.get("text", "")).strip()
             self.last_voice = time.monotonic()
-            if self._is_wake_word(text):
+            wake = self.host.profiles.current.wake_words.match(text)
+            if wake is not None:
+                # The greeting is in the wake word's language (你好小智 → Chinese, in the
+                # Chinese voice), but the session keeps its language: the stock firmware
+                # sends 你好小智 whatever its owner speaks.
                 await self.ready()
-                greeting = self.current_profile().greeting
+                profile = self.current_profile()
+                language = profile.greeting_language(wake[0])
+                greeting = profile.greeting_for(language)
                 if greeting:
-                    await self.start_turn(self._turn(speak=greeting, kind="greeting"))
+                    await self.start_turn(
+                        self._turn(speak=greeting, kind="greeting", language=language)
+                    )
             elif text:
                 await self.start_turn(self._turn(text=text, kind="text"))
         else:
             log.debug("session %s: listen state %s ignored", self.session_id, clip(state))
-
-    def _is_wake_word(self, text: str) -> bool:
-        norm = "".join(ch for ch in text.lower() if ch.isalnum())
-        return not norm or any(
-            norm == "".join(c for c in w.lower() if c.isalnum()) for w in self.settings.wake_words
-        )
 
     # ------------------------------------------------------------------ LaneSink
     async def on_control(self, item: ControlItem) -> None:
@@ -460,7 +464,12 @@ class Session:
     async def _open_asr_stream(self, initial: list[np.ndarray]) -> None:
         await self._close_asr_stream()
         try:
-            stream = await self.host.providers.asr.open_stream(on_partial=self._on_partial)
+            asr, language = self.host.providers.asr, self.profile.asr_language
+            stream = await (
+                asr.open_stream(language=language, on_partial=self._on_partial)
+                if language
+                else asr.open_stream(on_partial=self._on_partial)
+            )
             self.asr_stream = stream
             for chunk in initial:
                 await stream.push(chunk)
@@ -499,6 +508,7 @@ class Session:
         speak: str | None = None,
         kind: str = "voice",
         end_of_speech: float | None = None,
+        language: str | None = None,
     ) -> Turn:
         self.turn_seq += 1
         return Turn(
@@ -510,6 +520,7 @@ class Session:
             speak=speak,
             kind=kind,
             end_of_speech=end_of_speech,
+            language=language,
         )
 
     async def start_turn(self, turn: Turn, asr_stream: AsyncASRStream | None = None) -> None:
@@ -551,6 +562,8 @@ class Session:
         }
         self.latencies.append(record)
         del self.latencies[:-20]
+        if turn.text is not None and turn.language is not None:
+            self.last_language = turn.language
         self.last_voice = time.monotonic()
         if turn.latency.error is None:
             self.host.metrics.turn_outcome("ok")
@@ -670,10 +683,12 @@ class Session:
             if busy or time.monotonic() - self.last_voice < idle:
                 continue
             log.info("session %s: no voice for %g s; saying goodbye", self.session_id, idle)
-            goodbye = self.current_profile().goodbye
+            profile = self.current_profile()
+            language = profile.turn_language(self.last_language)
+            goodbye = profile.goodbye_for(language)
             self.close_reason = "idle timeout"
             if goodbye:
-                await self.start_turn(self._turn(speak=goodbye, kind="goodbye"))
+                await self.start_turn(self._turn(speak=goodbye, kind="goodbye", language=language))
                 if self.turn_task is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.shield(self.turn_task)

@@ -25,9 +25,17 @@ __all__ = ["SERVER_TOOLS", "ToolBox", "llm_name"]
 
 
 async def _get_time(arguments: JSONObject) -> str:
+    """The local time as JSON: ``local_time`` (ISO 8601) and ``weekday`` as before, plus
+    plain ``date`` and ``time`` fields a small model copies into its answer more
+    reliably than it reads them out of an ISO timestamp."""
     now = datetime.datetime.now().astimezone()
     return json.dumps(
-        {"local_time": now.isoformat(timespec="seconds"), "weekday": now.strftime("%A")}
+        {
+            "local_time": now.isoformat(timespec="seconds"),
+            "date": now.strftime("%Y-%m-%d"),
+            "time": now.strftime("%H:%M"),
+            "weekday": now.strftime("%A"),
+        }
     )
 
 

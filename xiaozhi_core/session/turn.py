@@ -28,6 +28,7 @@ import numpy as np
 
 from ..audio import Resampler
 from ..errors import ProviderError, ProviderTimeout
+from ..language import normalize_language
 from ..logutil import clip
 from ..protocol import messages as msg
 from ..protocol.opus import OpusEncoder
@@ -155,6 +156,7 @@ class Turn:
         asr_result: ASRResult | None = None,
         kind: str = "voice",
         end_of_speech: float | None = None,
+        language: str | None = None,
     ) -> None:
         self.host = host
         self.session = session
@@ -168,6 +170,10 @@ class Turn:
         self.started_at = time.time()
         #: The profile this turn runs with (resolved when it starts).
         self.profile: Profile | None = None
+        #: The language the turn answers in (a code; None: none known). Given for a
+        #: greeting (the wake word's language), else the profile's, or with ``auto`` the
+        #: one the ASR detected (typed text: its script).
+        self.language = language
         #: Nothing was recognised (no turn to record).
         self.empty = False
         self.reply_parts: list[str] = []
@@ -238,7 +244,9 @@ class Turn:
         s = self.session
         try:
             await s.ready()
-            self.profile = s.current_profile()
+            self.profile = profile = s.current_profile()
+            if self.language is None:
+                self.language = profile.turn_language(None, self.text)
             if self.speak_text is None and self.text is None:
                 text = await self._recognise()
                 if not text:
@@ -248,6 +256,8 @@ class Turn:
                         await s.send_json(msg.tts(s.session_id, "stop"))
                     return
                 self.text = text
+                detected = self.asr_result.language if self.asr_result is not None else None
+                self.language = profile.turn_language(normalize_language(detected), text)
             if self.text is not None:
                 await s.send_json(msg.stt(s.session_id, self.text))
             await self._pipeline()
@@ -298,7 +308,7 @@ class Turn:
                         await stream.close()
             if self.asr_result is None:
                 assert self.audio is not None
-                language = self.profile.language if self.profile is not None else None
+                language = self.profile.asr_language if self.profile is not None else None
                 call = (
                     providers.asr.transcribe(self.audio, language=language)
                     if language
@@ -387,7 +397,8 @@ class Turn:
             )
             if part
         )
-        messages = [*s.memory.messages(context, profile.prompt), Message("user", self.text)]
+        prompt = profile.prompt_for(self.language)
+        messages = [*s.memory.messages(context, prompt), Message("user", self.text)]
         tools = s.tools.specs(profile.tools) if s.llm_tools else []
         max_rounds = self.host.session.max_tool_rounds
         llm_options = profile.llm_options
@@ -455,7 +466,7 @@ class Turn:
             out.sample_rate, out.frame_ms, complexity=host.session.opus_complexity
         )
         profile = self.profile
-        voice = profile.voice if profile is not None else host.session.tts_voice
+        voice = profile.voice_for(self.language) if profile is not None else host.session.tts_voice
         tts_options = profile.tts_options if profile is not None else None
         while (sentence := await sentences.get()) is not None:
             await frames.put(SubtitleEvent("sentence_start", sentence))
@@ -528,7 +539,8 @@ class Turn:
 
     async def _fail(self, exc: BaseException) -> None:
         s = self.session
-        apology = self.host.session.apology
+        profile = self.profile or self.host.profiles.current.default
+        apology = profile.apology_for(self.language)
         errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else [exc]
         first = errors[0]
         self.latency.error = f"{type(first).__name__}: {first}"
@@ -551,7 +563,7 @@ class Turn:
                 await self.stop_speaking()
 
     async def _speak_apology(self) -> None:
-        cached = self.host.apology_frames
+        cached = self.host.apology_audio(self.language)
         if cached is None:
             return
         frame_s = self.host.output.frame_seconds

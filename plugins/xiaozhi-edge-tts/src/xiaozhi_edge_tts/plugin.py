@@ -27,7 +27,7 @@ from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
 from xiaozhi_core.types import Execution, Role
 
-__all__ = ["EdgeTTSOptions", "xiaozhi_providers"]
+__all__ = ["LANGUAGE_VOICES", "EdgeTTSOptions", "voice_for_language", "xiaozhi_providers"]
 
 # The shapes edge-tts accepts (it checks them again; these give config-time errors).
 _PERCENT = re.compile(r"^[+-]\d+%$")
@@ -53,6 +53,44 @@ def voice_problem(voice: str) -> str | None:
         f"voice {voice!r} is not an Edge voice name such as 'en-US-AriaNeural' or "
         "'zh-CN-XiaoxiaoNeural'"
     )
+
+
+#: The voice for a language when the configured one does not speak it.
+LANGUAGE_VOICES = {
+    "zh": "zh-CN-XiaoxiaoNeural",
+    "en": "en-US-AriaNeural",
+    "ja": "ja-JP-NanamiNeural",
+    "ko": "ko-KR-SunHiNeural",
+    "fr": "fr-FR-DeniseNeural",
+    "de": "de-DE-KatjaNeural",
+    "es": "es-ES-ElviraNeural",
+}
+
+
+def _locale_language(voice: str) -> str:
+    """``zh-CN-XiaoxiaoNeural`` → ``zh``; the long form's ``(en-US, AriaNeural)`` → ``en``."""
+    m = re.search(r"\(([a-z]{2,})-", voice)
+    return m[1] if m else voice.split("-", 1)[0].lower()
+
+
+def voice_for_language(options: object, language: str, voice: str | None) -> str | None:
+    """The Edge voice for ``language`` (the spec's ``voice_for_language``): None when
+    ``voice`` (else the options' voice) is already of that language, else a native one.
+    A multilingual English voice reads Chinese with an accent, so Chinese gets a
+    Chinese voice.
+
+    >>> o = EdgeTTSOptions()
+    >>> voice_for_language(o, "zh", None), voice_for_language(o, "en", None)
+    ('zh-CN-XiaoxiaoNeural', None)
+    >>> voice_for_language(o, "zh", "zh-CN-YunxiNeural") is None
+    True
+    >>> voice_for_language(o, "en", "zh-CN-YunxiNeural"), voice_for_language(o, "xx", None)
+    ('en-US-AriaNeural', None)
+    """
+    current = voice or getattr(options, "voice", "")
+    if _locale_language(current) == language:
+        return None
+    return LANGUAGE_VOICES.get(language)
 
 
 @dataclass
@@ -111,6 +149,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             factory="xiaozhi_edge_tts.tts:EdgeTTS",
             options=EdgeTTSOptions,
             capabilities=frozenset({"multilingual"}),
+            voice_for_language=voice_for_language,
             description="Microsoft Edge read-aloud voices via edge-tts (WebSocket, MP3 "
             "decoded in-process by PyAV), no API key",
         ),

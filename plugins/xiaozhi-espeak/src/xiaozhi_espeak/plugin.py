@@ -24,7 +24,32 @@ from xiaozhi_core.hookspecs import hookimpl
 from xiaozhi_core.providers import ProviderSpec
 from xiaozhi_core.types import Execution, Role
 
-__all__ = ["EspeakOptions", "xiaozhi_providers"]
+__all__ = ["EspeakOptions", "voice_for_language", "xiaozhi_providers"]
+
+#: espeak-ng voices for a language code whose own code differs (Chinese is ``cmn``).
+_VOICES = {"zh": "cmn", "en": "en-us"}
+#: espeak-ng language codes → the session's language code.
+_LANGUAGE_OF = {"cmn": "zh", "yue": "zh", "zh": "zh", "hak": "zh"}
+
+
+def voice_for_language(options: object, language: str, voice: str | None) -> str | None:
+    """The espeak voice for ``language`` (the spec's ``voice_for_language``): None when
+    ``voice`` (else the options' voice) speaks it, else the language's voice (``cmn``
+    for ``zh``; any other code is an espeak language code itself).
+
+    >>> o = EspeakOptions()
+    >>> voice_for_language(o, "zh", None), voice_for_language(o, "en", None)
+    ('cmn', None)
+    >>> voice_for_language(o, "en", "cmn"), voice_for_language(o, "zh", "yue+f2")
+    ('en-us', None)
+    >>> voice_for_language(o, "fr", None)
+    'fr'
+    """
+    current = (voice or getattr(options, "voice", "")).lower()
+    base = current.split("+", 1)[0].split("-", 1)[0].split("/")[-1]
+    if _LANGUAGE_OF.get(base, base) == language:
+        return None
+    return _VOICES.get(language, language)
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,7 @@ def xiaozhi_providers() -> list[ProviderSpec]:
             factory="xiaozhi_espeak.tts:EspeakTTS",
             options=EspeakOptions,
             capabilities=frozenset({"multilingual"}),
+            voice_for_language=voice_for_language,
             description="eSpeak NG formant synthesis via libespeak-ng (ctypes); ~100 "
             "languages incl. Mandarin; tiny and fast, robotic voice (GPL-3.0+)",
         )

@@ -94,6 +94,8 @@ class WhisperASR:
         if options.language is not None:
             self._check_language(options.language)
         self._close_lock = threading.Lock()
+        #: Per-call languages an English-only model was asked for (warned about once).
+        self._ignored: set[str] = set()
         log.info(
             "%s: loaded %s in %.2f s (compute_type=%s, cpu_threads=%d, num_workers=%d)",
             _WHO,
@@ -125,6 +127,18 @@ class WhisperASR:
                 language = normalize_language(language)
             except ValueError as exc:
                 raise ProviderError(f"{_WHO}: {exc}") from None
+            if language is not None and not self.multilingual and language != "en":
+                # A session language (e.g. a profile's ``zh``) reaching an English-only
+                # model: decode English as configured rather than fail every turn.
+                if language not in self._ignored:
+                    self._ignored.add(language)
+                    log.warning(
+                        "%s: %s is English-only; the session's language %r is ignored",
+                        _WHO,
+                        self.model_label,
+                        language,
+                    )
+                language = None
         language = language or self.options.language
         if language is None:
             return None if self.multilingual else "en"
