@@ -87,7 +87,7 @@ def voice_for_language(options: object, language: str, voice: str | None) -> str
     >>> voice_for_language(o, "en", "zh-CN-YunxiNeural"), voice_for_language(o, "xx", None)
     ('en-US-AriaNeural', None)
     """
-    current = voice or getattr(options, "voice", "")
+    current = voice or str(getattr(options, "voice", ""))
     if _locale_language(current) == language:
         return None
     return LANGUAGE_VOICES.get(language)

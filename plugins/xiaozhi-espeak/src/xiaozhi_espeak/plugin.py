@@ -45,7 +45,7 @@ def voice_for_language(options: object, language: str, voice: str | None) -> str
     >>> voice_for_language(o, "fr", None)
     'fr'
     """
-    current = (voice or getattr(options, "voice", "")).lower()
+    current = (voice or str(getattr(options, "voice", ""))).lower()
     base = current.split("+", 1)[0].split("-", 1)[0].split("/")[-1]
     if _LANGUAGE_OF.get(base, base) == language:
         return None
