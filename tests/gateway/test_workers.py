@@ -220,7 +220,7 @@ async def test_two_workers_serve_one_conversation_each_with_merged_health_and_me
 
 async def greeting(dev: FakeDevice) -> str:
     before = len(dev.received)
-    await dev.listen("detect", text="小智")
+    await dev.listen("detect", text="xiaozhi")
     start = await dev.wait_for("tts", "sentence_start", timeout=20, after=before)
     await dev.wait_for("tts", "stop", timeout=20, after=before)
     return str(start["text"])
