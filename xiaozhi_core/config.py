@@ -40,7 +40,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, TypeVarTuple
+from typing import Any, Literal, Protocol, TypeVar, TypeVarTuple
 
 import yaml
 
@@ -789,47 +789,19 @@ def check_config(
             errors.append(exc.with_file(_origin_of(exc.path, origins) or files[-1]))
             return None
 
-    unknown = sorted(set(raw) - set(_TOP_KEYS))
-    for key in unknown:
-        attempt(
-            _raise,
-            ConfigError(
-                f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}; "
-                f"allowed keys: {', '.join(_TOP_KEYS)}",
-                path=key,
-            ),
-        )
-    server = attempt(
-        lambda: validate_options(ServerSettings, _section(raw, "server"), path="server")
-    )
-    executor = attempt(
-        lambda: validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
-    )
-    session = attempt(
-        lambda: validate_options(SessionSettings, _section(raw, "session"), path="session")
-    )
-    choices = {role: attempt(_choice, raw, role, registry) for role in Role}
-    if build_check:
-        for role, choice in choices.items():
-            if choice is not None:
-                attempt(check_factory, role, choice)
-    if errors:
-        return None, errors
-    vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
-    assert vad and asr and llm and tts
-    assert server is not None and executor is not None and session is not None
-    return DeploymentConfig(
-        files,
-        server,
-        executor,
-        session,
-        vad,
-        asr,
-        llm,
-        tts,
-        choices[Role.VOICEPRINT],
-        raw,
-    ), []
+    config = _check_all(raw, registry, files, attempt, build_check=build_check)
+    return (None, errors) if errors else (config, [])
+
+
+class _Attempt(Protocol):
+    """How :func:`_validate` runs each check: raise at the first error
+    (:func:`_first_error`) or collect it and go on (``check_config``)."""
+
+    def __call__(self, fn: Callable[[*_Ts], _T], /, *args: *_Ts) -> _T | None: ...
+
+
+def _first_error(fn: Callable[[*_Ts], _T], /, *args: *_Ts) -> _T | None:
+    return fn(*args)
 
 
 def _raise(exc: Exception) -> None:
@@ -978,57 +950,97 @@ def _placement(
 
 
 def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> DeploymentConfig:
-    unknown = sorted(set(raw) - set(_TOP_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r}{did_you_mean(unknown[0], _TOP_KEYS)}; "
-            f"allowed keys: {', '.join(_TOP_KEYS)}",
-            path=unknown[0],
+    """Validate a merged raw deployment; ConfigError at the first failure."""
+    config = _check_all(raw, registry, files, _first_error)
+    assert config is not None  # _first_error raises instead of returning None
+    return config
+
+
+def _check_all(
+    raw: dict[str, Any],
+    registry: Registry,
+    files: list[str],
+    attempt: _Attempt,
+    *,
+    build_check: bool = False,
+) -> DeploymentConfig | None:
+    """Validate every section through ``attempt``. With :func:`_first_error` the first
+    failure raises (:func:`_validate`); with a collecting ``attempt`` (``check_config``)
+    every check runs and the result is None when a required part failed (the caller
+    holds the errors). With ``build_check``, also :func:`check_factory` each selected
+    provider."""
+    for key in sorted(set(raw) - set(_TOP_KEYS)):
+        attempt(
+            _raise,
+            ConfigError(
+                f"unknown key {key!r}{did_you_mean(key, _TOP_KEYS)}; "
+                f"allowed keys: {', '.join(_TOP_KEYS)}",
+                path=key,
+            ),
         )
-    server = validate_options(ServerSettings, _section(raw, "server"), path="server")
-    executor = validate_options(ExecutorSettings, _section(raw, "executor"), path="executor")
-    session = validate_options(SessionSettings, _section(raw, "session"), path="session")
-    ota = validate_options(OtaSettings, _section(raw, "ota"), path="ota")
-    store = validate_options(StoreSettings, _section(raw, "store"), path="store")
-    choices = {role: _choice(raw, role, registry, executor) for role in Role}
-    vad, asr, llm, tts = (choices[r] for r in _REQUIRED_ROLES)
-    assert vad and asr and llm and tts
-    if choices[Role.MEMORY] is not None and not store.enabled:
-        raise ConfigError(
-            "needs the device store (store.enabled: true): memory is kept there",
-            path="memory.provider",
+
+    def section(cls: type[_T], key: str) -> _T | None:
+        return attempt(lambda: validate_options(cls, _section(raw, key), path=key))
+
+    server = section(ServerSettings, "server")
+    executor = section(ExecutorSettings, "executor")
+    session = section(SessionSettings, "session")
+    ota = section(OtaSettings, "ota")
+    store = section(StoreSettings, "store")
+    choices = {role: attempt(_choice, raw, role, registry, executor) for role in Role}
+    if build_check:
+        for role, choice in choices.items():
+            if choice is not None:
+                attempt(check_factory, role, choice)
+    if choices[Role.MEMORY] is not None and store is not None and not store.enabled:
+        attempt(
+            _raise,
+            ConfigError(
+                "needs the device store (store.enabled: true): memory is kept there",
+                path="memory.provider",
+            ),
         )
+    llm, tts = choices[Role.LLM], choices[Role.TTS]
     profiles: dict[str, ProfileSettings] = {}
     request: dict[str, dict[str, object | None]] = {}
-    for name, section in _section(raw, "profiles").items():
-        path = f"profiles.{name}"
-        if not isinstance(name, str) or not _PROFILE_RE.match(name):
-            raise ConfigError(
-                "a profile name is letters, digits, '_', '-' or '.' (at most 64)", path=path
-            )
-        if not isinstance(section, dict):
-            raise ConfigError(f"expected a mapping, got {type(section).__name__}", path=path)
-        profile = validate_options(ProfileSettings, section, path=path)
-        profile.language = session.check_language(profile.language, f"{path}.language")
-        request[name] = {
-            "llm": llm.spec.validate_request(profile.llm, path=f"{path}.llm"),
-            "tts": tts.spec.validate_request(profile.tts, path=f"{path}.tts"),
-        }
-        profiles[name] = profile
-    if session.default_profile is not None and session.default_profile not in profiles:
-        raise ConfigError(
-            f"unknown profile {session.default_profile!r}; "
-            f"defined: {', '.join(profiles) or '(none)'}",
-            path="session.default_profile",
+    for name, raw_profile in (attempt(_section, raw, "profiles") or {}).items():
+        checked = attempt(_profile, name, raw_profile, session or SessionSettings(), llm, tts)
+        if checked is not None:
+            profiles[name], request[name] = checked
+    default = session.default_profile if session is not None else None
+    if default is not None and default not in profiles:
+        attempt(
+            _raise,
+            ConfigError(
+                f"unknown profile {default!r}; defined: {', '.join(profiles) or '(none)'}",
+                path="session.default_profile",
+            ),
         )
     devices: dict[str, str] = {}
-    for device, name in _section(raw, "devices").items():
+    for device, name in (attempt(_section, raw, "devices") or {}).items():
         if not isinstance(name, str) or name not in profiles:
-            raise ConfigError(
-                f"unknown profile {name!r}; defined: {', '.join(profiles) or '(none)'}",
-                path=f"devices.{device}",
+            attempt(
+                _raise,
+                ConfigError(
+                    f"unknown profile {name!r}; defined: {', '.join(profiles) or '(none)'}",
+                    path=f"devices.{device}",
+                ),
             )
+            continue
         devices[str(device).strip().lower()] = name
+    vad, asr = choices[Role.VAD], choices[Role.ASR]
+    if (
+        server is None
+        or executor is None
+        or session is None
+        or ota is None
+        or store is None
+        or vad is None
+        or asr is None
+        or llm is None
+        or tts is None
+    ):
+        return None
     return DeploymentConfig(
         files,
         server,
@@ -1048,6 +1060,30 @@ def _validate(raw: dict[str, Any], registry: Registry, files: list[str]) -> Depl
         request_options=request,
         devices=devices,
     )
+
+
+def _profile(
+    name: object,
+    section: object,
+    session: SessionSettings,
+    llm: ProviderChoice | None,
+    tts: ProviderChoice | None,
+) -> tuple[ProfileSettings, dict[str, object | None]]:
+    """One ``profiles:`` entry, validated: the profile and its per-request options."""
+    path = f"profiles.{name}"
+    if not isinstance(name, str) or not _PROFILE_RE.match(name):
+        raise ConfigError(
+            "a profile name is letters, digits, '_', '-' or '.' (at most 64)", path=path
+        )
+    if not isinstance(section, dict):
+        raise ConfigError(f"expected a mapping, got {type(section).__name__}", path=path)
+    profile = validate_options(ProfileSettings, section, path=path)
+    profile.language = session.check_language(profile.language, f"{path}.language")
+    request: dict[str, object | None] = {
+        "llm": llm.spec.validate_request(profile.llm, path=f"{path}.llm") if llm else None,
+        "tts": tts.spec.validate_request(profile.tts, path=f"{path}.tts") if tts else None,
+    }
+    return profile, request
 
 
 _PROFILE_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")

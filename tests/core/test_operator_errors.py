@@ -82,6 +82,39 @@ tts: {provider: espeak, options: {voice: elvish}}
     assert "Traceback" not in result.stderr
 
 
+def test_config_check_covers_profiles_devices_store_and_ota(tmp_path: Path) -> None:
+    """config check validates every section load_config does (it once skipped
+    profiles, devices, store and ota): one line each, all at once."""
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        FAKES
+        + """\
+ota: {websocket_url: 5}
+store: {backend: mysql}
+session: {default_profile: kidz}
+profiles:
+  kids: {language: zn, voyce: x}
+  adults: {language: zh}
+devices:
+  "aa:bb:cc:dd:ee:ff": grownups
+"""
+    )
+    result = config_check(path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("xiaozhi: config error")]
+    text = "\n".join(errors)
+    assert "ota.websocket_url" in text, result.stderr
+    assert "store.backend" in text, result.stderr
+    assert "profiles.kids" in text and "'voyce' (did you mean 'voice'?)" in text, text
+    assert "session.default_profile: unknown profile 'kidz'" in text, text
+    assert "devices.aa:bb:cc:dd:ee:ff: unknown profile 'grownups'" in text, text
+    assert len(errors) == 5, result.stderr
+    assert "Traceback" not in result.stderr
+    # the same file through load_config stops at the first of them
+    with pytest.raises(ConfigError):
+        load_config([path], default_registry())
+
+
 def test_config_check_imports_the_factories(tmp_path: Path, with_test_plugins: Path) -> None:
     """A provider whose factory cannot be imported is caught by config check (as serve
     --check would, but without building anything); the good config still passes."""
