@@ -62,6 +62,7 @@ from .admission import Admission, LocalAdmission
 from .auth import Authenticator, AuthError, BadRequest, Identity, identity_from_request
 from .firmware import FirmwareStore
 from .http import HttpPort
+from .memtrim import HeapTrimmer
 from .metrics import Metrics
 from .vision import EXPLAIN_PATH, VisionTokens
 from .ws_transport import WebSocketTransport, describe_close
@@ -212,6 +213,8 @@ class XiaozhiServer:
         self.vision_tokens = VisionTokens(ttl=s.vision.token_ttl)
         #: The host each device last reached the OTA endpoint at (explain URLs on 0.0.0.0).
         self.ota_hosts: dict[str, str] = {}
+        #: Gives memory freed after a burst back to the system (glibc; see memtrim.py).
+        self.heap_trimmer = HeapTrimmer(self._load)
 
     @classmethod
     async def create(
@@ -224,6 +227,11 @@ class XiaozhiServer:
         server = cls(config, providers, executor, registry)
         server._owns_executor = True
         return server
+
+    def _load(self) -> int:
+        """Open connections: sessions, handshakes waiting for hello, HTTP."""
+        http = self._http.open if self._http is not None else 0
+        return len(self.sessions) + len(self._pending) + http
 
     # ------------------------------------------------------------------ URLs
     @property
@@ -262,6 +270,7 @@ class XiaozhiServer:
             self.metrics.window.run(lambda: stats_probe(self)), name="xiaozhi-stats"
         )
         self.hub.start()
+        self.heap_trimmer.start()
         await self._open_store()
         self.session_host = await self.make_session_host()
         limits = self.config.server.limits
@@ -405,6 +414,7 @@ class XiaozhiServer:
             self._stats_task.cancel()
             self._stats_task = None
         self.lag_monitor.stop()
+        self.heap_trimmer.stop()
         if self._background:  # memory consolidation of the last sessions (bounded)
             await asyncio.wait(list(self._background), timeout=self.config.server.timeouts.provider)
             for task in list(self._background):
