@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -259,6 +260,8 @@ class Fuzzer:
         self.http_port = 0
         self.ws_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
+        #: (anonymous, file-backed) RSS in kB at each idle reading.
+        self.idle_parts: list[tuple[int, int]] = []
         self.log_path = Path(args.log or tempfile.mktemp(prefix="xiaozhi-fuzz-", suffix=".log"))
 
     # ------------------------------------------------------------------ server
@@ -287,11 +290,13 @@ class Fuzzer:
                 return
         raise SystemExit("server did not print its URLs within 60 s")
 
-    def rss_kb(self) -> int:
+    def rss_kb(self, field: str = "VmRSS") -> int:
+        """The server's resident memory in kB (``RssAnon``: its heaps; ``RssFile``: mapped
+        files such as shared libraries)."""
         assert self.proc is not None
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1])
         return 0
 
@@ -329,6 +334,47 @@ class Fuzzer:
 
     async def hello(self, conn: ClientConnection, mcp: bool = False) -> None:
         await conn.send(json.dumps({**TEMPLATES[0], "features": {"mcp": mcp}}))
+
+    async def dial(
+        self, category: str, pause: float = 0.2, note: bool = False, **headers: str
+    ) -> ClientConnection | None:
+        """A fuzz client's WebSocket; None after ``pause`` s when the connection or the
+        handshake failed (counted as ``{category}_connect_failed`` with ``note``)."""
+        try:
+            return await self.ws(**headers)
+        except (OSError, InvalidHandshake, TimeoutError):
+            if note:
+                self.stats.notes[f"{category}_connect_failed"] += 1
+            await asyncio.sleep(pause)
+            return None
+
+    @contextlib.asynccontextmanager
+    async def talking(
+        self, conn: ClientConnection, closed_note: str | None = None, drain: bool = True
+    ) -> AsyncIterator[ClientConnection]:
+        """Around one client's inputs: what the server sends is read and dropped
+        (``drain``); the server closing the connection ends the inputs (counted as
+        ``closed_note``); the client closes it at the end."""
+        reader = asyncio.create_task(self.drain(conn)) if drain else None
+        try:
+            yield conn
+        except ConnectionClosed:
+            if closed_note:
+                self.stats.notes[closed_note] += 1
+        finally:
+            await conn.close()
+            if reader is not None:
+                reader.cancel()
+
+    @staticmethod
+    async def send_json(conn: ClientConnection, **message: Any) -> None:
+        await conn.send(json.dumps(message))
+
+    @staticmethod
+    async def send_speech(conn: ClientConnection, packets: list[bytes]) -> None:
+        """Opus packets as protocol-v1 binary frames, as fast as the connection takes them."""
+        for packet in packets:
+            await conn.send(encode_frame(packet, 1, 0))
 
     async def raw(self, port: int, data: bytes, wait: float = 5.0) -> int:
         """Send raw bytes; the HTTP status of the answer (0: closed without one)."""
@@ -379,43 +425,27 @@ class Fuzzer:
     async def ws_text(self, worker: int) -> None:
         rng = random.Random(self.args.seed * 1000 + worker)
         while self.budget("ws_text"):
-            try:
-                conn = await self.ws()
-            except (OSError, InvalidHandshake, TimeoutError):
-                self.stats.notes["ws_text_connect_failed"] += 1
-                await asyncio.sleep(0.2)
+            if (conn := await self.dial("ws_text", note=True)) is None:
                 continue
-            reader = asyncio.create_task(self.drain(conn))
-            try:
+            async with self.talking(conn, "ws_text_closed_by_server"):
                 await self.hello(conn)
                 for _ in range(rng.randrange(200, 2000)):
                     if not self.budget("ws_text"):
                         break
                     await conn.send(mutate_message(rng))
                     self.stats.inputs["ws_text"] += 1
-            except ConnectionClosed:
-                self.stats.notes["ws_text_closed_by_server"] += 1
-            finally:
-                await conn.close()
-                reader.cancel()
 
     async def ws_binary(self, worker: int) -> None:
         rng = random.Random(self.args.seed * 2000 + worker)
         while self.budget("ws_binary"):
             version = rng.choice([1, 2, 3])
-            try:
-                conn = await self.ws(**{"Protocol-Version": str(version)})
-            except (OSError, InvalidHandshake, TimeoutError):
-                self.stats.notes["ws_binary_connect_failed"] += 1
-                await asyncio.sleep(0.2)
+            conn = await self.dial("ws_binary", note=True, **{"Protocol-Version": str(version)})
+            if conn is None:
                 continue
-            reader = asyncio.create_task(self.drain(conn))
-            try:
+            async with self.talking(conn, "ws_binary_closed_by_server"):
                 await self.hello(conn)
-                await conn.send(
-                    json.dumps(
-                        {"type": "listen", "state": "start", "mode": rng.choice(["auto", "manual"])}
-                    )
+                await self.send_json(
+                    conn, type="listen", state="start", mode=rng.choice(["auto", "manual"])
                 )
                 for _ in range(rng.randrange(100, 1000)):
                     if not self.budget("ws_binary"):
@@ -424,23 +454,14 @@ class Fuzzer:
                     self.stats.inputs["ws_binary"] += 1
                     if rng.random() < 0.05:
                         await asyncio.sleep(0.01)
-            except ConnectionClosed:
-                self.stats.notes["ws_binary_closed_by_server"] += 1
-            finally:
-                await conn.close()
-                reader.cancel()
 
     async def state(self, worker: int) -> None:
         rng = random.Random(self.args.seed * 3000 + worker)
         speech = encode_utterance(_speechlike(0.5))
         while self.budget("state"):
-            try:
-                conn = await self.ws()
-            except (OSError, InvalidHandshake, TimeoutError):
-                await asyncio.sleep(0.2)
+            if (conn := await self.dial("state")) is None:
                 continue
-            reader = asyncio.create_task(self.drain(conn))
-            try:
+            async with self.talking(conn):
                 if rng.random() < 0.9:
                     await self.hello(conn)
                 for _ in range(rng.randrange(20, 200)):
@@ -448,28 +469,19 @@ class Fuzzer:
                         break
                     choice = rng.randrange(7)
                     if choice == 0:
-                        for p in speech[: rng.randrange(len(speech))]:
-                            await conn.send(encode_frame(p, 1, 0))
+                        await self.send_speech(conn, speech[: rng.randrange(len(speech))])
                     else:
                         await conn.send(json.dumps(TEMPLATES[rng.randrange(len(TEMPLATES))]))
                     self.stats.inputs["state"] += 1
                     if rng.random() < 0.1:
                         await asyncio.sleep(rng.random() * 0.2)
-            except ConnectionClosed:
-                pass
-            finally:
-                await conn.close()
-                reader.cancel()
 
     async def mcp(self, worker: int) -> None:
         rng = random.Random(self.args.seed * 4000 + worker)
         while self.budget("mcp"):
-            try:
-                conn = await self.ws()
-            except (OSError, InvalidHandshake, TimeoutError):
-                await asyncio.sleep(0.2)
+            if (conn := await self.dial("mcp")) is None:
                 continue
-            try:
+            async with self.talking(conn, drain=False):  # it reads the server's requests
                 await self.hello(conn, mcp=True)
                 while self.budget("mcp"):
                     try:
@@ -484,17 +496,11 @@ class Fuzzer:
                         continue
                     await self.send_mcp(conn, rng, data["payload"].get("id"))
                     if rng.random() < 0.3:
-                        await conn.send(
-                            json.dumps({"type": "listen", "state": "detect", "text": "use a tool"})
-                        )
+                        await self.send_json(conn, type="listen", state="detect", text="use a tool")
                 for _ in range(rng.randrange(5, 50)):
                     if not self.budget("mcp"):
                         break
                     await self.send_mcp(conn, rng, rng.randrange(-2, 10))
-            except ConnectionClosed:
-                pass
-            finally:
-                await conn.close()
 
     async def send_mcp(self, conn: ClientConnection, rng: random.Random, rid: Any) -> None:
         result = (
@@ -640,28 +646,20 @@ class Fuzzer:
         rng = random.Random(self.args.seed * 7000 + worker)
         speech = encode_utterance(_speechlike(0.4))
         while self.budget("churn"):
-            try:
-                conn = await self.ws()
-            except (OSError, InvalidHandshake, TimeoutError):
-                await asyncio.sleep(0.1)
+            if (conn := await self.dial("churn", pause=0.1)) is None:
                 continue
             try:
                 stage = rng.randrange(4)
                 if stage >= 1:
                     await self.hello(conn)
                 if stage >= 2:
-                    await conn.send(
-                        json.dumps(
-                            {"type": "listen", "state": "detect", "text": "tell me something"}
-                        )
+                    await self.send_json(
+                        conn, type="listen", state="detect", text="tell me something"
                     )
                     await asyncio.sleep(rng.random() * 0.3)
                 if stage >= 3:
-                    await conn.send(
-                        json.dumps({"type": "listen", "state": "start", "mode": "auto"})
-                    )
-                    for p in speech:
-                        await conn.send(encode_frame(p, 1, 0))
+                    await self.send_json(conn, type="listen", state="start", mode="auto")
+                    await self.send_speech(conn, speech)
                     await asyncio.sleep(rng.random() * 0.5)
             except ConnectionClosed:
                 pass
@@ -699,46 +697,32 @@ class Fuzzer:
                 except ConnectionError:
                     pass
                 writer.close()
-            else:
+            elif (conn := await self.dial("slow", pause=0)) is not None:
                 try:
-                    conn = await self.ws()
                     await self.hello(conn)
-                    await conn.send(
-                        json.dumps(
-                            {"type": "listen", "state": "detect", "text": "tell me a long story"}
-                        )
+                    await self.send_json(
+                        conn, type="listen", state="detect", text="tell me a long story"
                     )
                     await asyncio.sleep(rng.random() * 3)  # not reading
-                    conn.transport.abort()
-                except (OSError, InvalidHandshake, ConnectionClosed, TimeoutError):
+                except ConnectionClosed:
                     pass
+                conn.transport.abort()
             self.stats.inputs["slow"] += 1
 
     async def flood(self, worker: int) -> None:
         rng = random.Random(self.args.seed * 9000 + worker)
         speech = encode_utterance(_speechlike(2.0))
         while self.budget("flood"):
-            try:
-                conn = await self.ws()
-            except (OSError, InvalidHandshake, TimeoutError):
-                await asyncio.sleep(0.2)
+            if (conn := await self.dial("flood")) is None:
                 continue
-            reader = asyncio.create_task(self.drain(conn))
-            try:
+            async with self.talking(conn, "flood_closed_by_server"):
                 await self.hello(conn)
-                await conn.send(
-                    json.dumps({"type": "listen", "state": "start", "mode": "realtime"})
-                )
+                await self.send_json(conn, type="listen", state="start", mode="realtime")
                 deadline = time.monotonic() + rng.uniform(1, 4)
                 while time.monotonic() < deadline and self.budget("flood"):
                     for p in speech:
                         await conn.send(encode_frame(p, 1, 0))
                         self.stats.inputs["flood"] += 1
-            except ConnectionClosed:
-                self.stats.notes["flood_closed_by_server"] += 1
-            finally:
-                await conn.close()
-                reader.cancel()
 
     # ------------------------------------------------------------------ canary
     async def canary(self, done: asyncio.Event) -> None:
@@ -829,7 +813,10 @@ class Fuzzer:
     async def idle_rss(self) -> int:
         """RSS once the fuzz clients are gone and the server had time to settle."""
         await asyncio.sleep(self.args.idle_seconds)
-        return self.rss_kb() if self.server_alive() else 0
+        if not self.server_alive():
+            return 0
+        self.idle_parts.append((self.rss_kb("RssAnon"), self.rss_kb("RssFile")))
+        return self.rss_kb()
 
     async def run(self) -> int:
         self.start_server()
@@ -924,6 +911,11 @@ class Fuzzer:
             f"end of load {rss_peak // 1024} MB, idle after the run {rss_idle // 1024} MB "
             f"({growth:+.1f}% vs idle after warm-up)"
         )
+        if self.idle_parts:
+            parts = ", ".join(
+                f"{a // 1024} MB anon + {f // 1024} MB file" for a, f in self.idle_parts
+            )
+            print(f"RSS once idle (after warm-up, after the run): {parts}")
         print(f"notes: {dict(s.notes)}")
         ok = (
             alive
