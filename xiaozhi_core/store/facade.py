@@ -9,7 +9,11 @@ Three kinds of methods, with different failure rules:
   server's loop never builds or sends a batch.
 * **Reads a turn waits on** (``recent_turns``, ``get_memory``, ``device_profile``) give
   up after ``store.read_timeout`` and answer empty (None / ``[]``) on any failure,
-  counted in ``stats.read_failures``.
+  counted in ``stats.read_failures``. A read whose caller stops waiting (the timeout, or
+  the session ended) is not cancelled: it finishes in the background and hands its
+  connection back to the pool (a cancelled one would be thrown away, and with it an
+  aiosqlite thread and its page cache); at most ``MAX_ORPHAN_READS`` such reads run,
+  beyond that a read answers empty at once.
 * **Operator calls** (CLI, console, API: devices, profiles, memory, voiceprints,
   pruning) raise :class:`~xiaozhi_core.store.errors.StoreError` with one line that names
   the database.
@@ -75,6 +79,9 @@ T = TypeVar("T")
 TEXT_CHARS = 16000
 #: Rows deleted per transaction when pruning (keeps SQLite's write lock short).
 _PRUNE_CHUNK = 5000
+#: Reads left running after their caller stopped waiting, at most (a database that hangs
+#: must not collect them without bound).
+MAX_ORPHAN_READS = 64
 
 
 def _clip(value: object, limit: int) -> str | None:
@@ -142,6 +149,9 @@ class Store:
         self._writer: BatchWriter | None = None
         self._maintenance: asyncio.Task[None] | None = None
         self._read_log = RateLimit(60.0)
+        #: Reads in flight (see the module docstring): finished in the background when
+        #: their caller stops waiting, cancelled by close().
+        self._reads: set[asyncio.Task[object]] = set()
         self._schema_ready = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -224,6 +234,10 @@ class Store:
 
     async def close(self, within: float = 5.0) -> None:
         """Write what is queued (waiting at most ``within`` s) and disconnect."""
+        if self._reads:
+            for task in list(self._reads):
+                task.cancel()
+            await asyncio.gather(*self._reads, return_exceptions=True)
         if self._maintenance is not None:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -368,12 +382,20 @@ class Store:
     async def _quiet(
         self, what: str, read: Callable[[AsyncConnection], Awaitable[T]], empty: T
     ) -> T:
-        if self._engine is None:
+        engine = self._engine
+        if engine is None:
             return empty
         try:
+            if len(self._reads) >= MAX_ORPHAN_READS:
+                raise StoreError(f"{len(self._reads)} reads still running")
+            task: asyncio.Task[T] = asyncio.get_running_loop().create_task(
+                self._run_read(engine, read)
+            )
+            self._reads.add(task)
+            task.add_done_callback(self._reads.discard)
             async with asyncio.timeout(self.settings.read_timeout):
-                async with self._engine.connect() as conn:
-                    return await read(conn)
+                # shield: the caller's cancellation or timeout leaves the read running
+                return await asyncio.shield(task)
         except Exception as exc:
             self.stats.read_failures += 1
             held = self._read_log.ready()
@@ -387,6 +409,11 @@ class Store:
                     "timed out" if isinstance(exc, TimeoutError) else error_line(exc),
                 )
             return empty
+
+    @staticmethod
+    async def _run_read(engine: AsyncEngine, read: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with engine.connect() as conn:
+            return await read(conn)
 
     async def recent_turns(self, device_id: str, max_chars: int) -> list[TurnRecord]:
         """The device's latest successful turns with a recognised text, oldest first,
