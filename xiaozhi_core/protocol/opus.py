@@ -23,7 +23,7 @@ import opuslib
 import opuslib.api
 import opuslib.api.decoder
 
-__all__ = ["OpusDecoder", "OpusEncoder", "OpusError"]
+__all__ = ["EncoderPool", "OpusDecoder", "OpusEncoder", "OpusError"]
 
 OpusError = opuslib.OpusError
 
@@ -98,4 +98,41 @@ class OpusEncoder:
         return [self._encoder.encode(data, self.frame_samples)]
 
     def reset(self) -> None:
+        """Back to a fresh encoder's state (settings kept): the next packet encodes
+        exactly as a new encoder's first would."""
         self._pending = b""
+        self._encoder.reset_state()
+
+
+class EncoderPool:
+    """Reply encoders of one format, reused across turns (creating one is libopus's
+    allocation plus two ``ctl`` calls on the event loop, once per turn). Used from one
+    thread (the loop): :meth:`take` one, :meth:`give` it back *only* once no pool job
+    can still be using it; it is reset then.
+
+    >>> pool = EncoderPool(16000, 60, keep=1)
+    >>> a = pool.take(); a.encode(bytes(100)); pool.give(a)
+    []
+    >>> b = pool.take()
+    >>> b is a, b._pending
+    (True, b'')
+    """
+
+    def __init__(
+        self, sample_rate: int, frame_ms: int, complexity: int | None = None, keep: int = 64
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.frame_ms = frame_ms
+        self.complexity = complexity
+        self.keep = keep
+        self._free: list[OpusEncoder] = []
+
+    def take(self) -> OpusEncoder:
+        if self._free:
+            return self._free.pop()
+        return OpusEncoder(self.sample_rate, self.frame_ms, complexity=self.complexity)
+
+    def give(self, encoder: OpusEncoder) -> None:
+        if len(self._free) < self.keep:
+            encoder.reset()
+            self._free.append(encoder)

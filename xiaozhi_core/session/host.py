@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..app import Providers
 from ..config import LimitSettings, SessionSettings, TimeoutSettings
 from ..executor import Executor
+from ..protocol.opus import EncoderPool
 from .audio_hub import AudioHub
 from .latency import TurnLatency
 from .profiles import ProfileBook, ProfileSet, session_profile, wake_words
@@ -161,8 +162,15 @@ class SessionHost:
     profiles: ProfileBook = field(default=None)  # type: ignore[assignment]
     #: The device store (None: nothing recorded, no durable memory).
     store: Store | None = None
+    #: Reply encoders reused across turns (default: one pool of ``output``'s format).
+    encoders: EncoderPool = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if self.encoders is None:
+            pool = EncoderPool(
+                self.output.sample_rate, self.output.frame_ms, self.session.opus_complexity
+            )
+            object.__setattr__(self, "encoders", pool)
         if self.profiles is None:
             s, tts = self.session, self.providers.tts
             default = session_profile(s, tts.spec, getattr(tts, "options", None))

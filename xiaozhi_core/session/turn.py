@@ -1,15 +1,16 @@
 """One conversational turn: ASR → ``stt`` → LLM (streamed, with tools) → sentences →
 TTS (streamed) → Opus → paced frames → ``tts stop``.
 
-Three tasks run in one task group so that speech starts with the first sentence:
+Four tasks run in one task group so that speech starts with the first sentence:
 
 * **think**: streams the LLM, runs tool calls, cuts sentences as text arrives;
-* **speak**: synthesises each sentence, resamples to the downstream rate and encodes
-  Opus in the worker pool;
+* **speak**: synthesises each sentence;
+* **encode**: resamples its audio to the downstream rate and encodes Opus in the worker
+  pool (what the TTS delivered while a job ran goes into the next job together);
 * **send**: paces frames to the device — a small pre-buffer, then one frame per frame
   duration — and sends ``tts stop`` once the device has played the last one.
 
-Cancelling the turn (abort, barge-in, disconnect) cancels all three at once; every
+Cancelling the turn (abort, barge-in, disconnect) cancels all four at once; every
 audio frame carries the turn's id and the session drops frames of a turn that is no
 longer current, so nothing stale is ever sent after ``tts stop``.
 """
@@ -133,12 +134,30 @@ _END = None
 _SEND_BURST = 2
 
 
+#: What the speak task hands its encoder: a TTS chunk of a sentence (None: the
+#: sentence's end), a subtitle event in line with the audio, or None (no more).
+_EncodeItem = tuple[Resampler, bytes | None] | SubtitleEvent | None
+
+#: TTS chunks queued for encoding before the speak task waits (bounds the audio read
+#: ahead of the send pacing, with the frames queue).
+_ENCODE_AHEAD = 16
+#: Items taken per encoder wake-up (one pool job holds the audio among them).
+_ENCODE_BATCH = 32
+
+
 def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> list[bytes]:
-    """Pool job: resample one TTS chunk to the downstream rate and Opus-encode it
-    (``None`` flushes the tail of the sentence, padded to a whole frame)."""
+    """Resample one TTS chunk to the downstream rate and Opus-encode it (``None``
+    flushes the tail of the sentence, padded to a whole frame)."""
     if chunk is None:
         return encoder.encode(resampler.flush().tobytes()) + encoder.flush()
     return encoder.encode(resampler.process(np.frombuffer(chunk, np.int16)).tobytes())
+
+
+def _encode_all(
+    encoder: OpusEncoder, chunks: Sequence[tuple[Resampler, bytes | None]]
+) -> list[list[bytes]]:
+    """Pool job: :func:`_encode` each chunk in order; the packets of each."""
+    return [_encode(resampler, encoder, chunk) for resampler, chunk in chunks]
 
 
 class Turn:
@@ -344,12 +363,14 @@ class Turn:
 
     async def _pipeline(self) -> None:
         sentences: asyncio.Queue[str | None] = asyncio.Queue()
+        work: asyncio.Queue[_EncodeItem] = asyncio.Queue(maxsize=_ENCODE_AHEAD)
         frames: asyncio.Queue[SendItem] = asyncio.Queue(
             maxsize=max(8, 3000 // self.host.output.frame_ms)
         )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._think(sentences), name=f"turn{self.id}-think")
-            tg.create_task(self._speak(sentences, frames), name=f"turn{self.id}-speak")
+            tg.create_task(self._speak(sentences, work), name=f"turn{self.id}-speak")
+            tg.create_task(self._encode(work, frames), name=f"turn{self.id}-encode")
             tg.create_task(self._send(frames), name=f"turn{self.id}-send")
         if self.text is not None:
             self.session.memory.add_turn(
@@ -458,18 +479,17 @@ class Turn:
         await sentences.put(_END)
 
     async def _speak(
-        self, sentences: asyncio.Queue[str | None], frames: asyncio.Queue[SendItem]
+        self, sentences: asyncio.Queue[str | None], work: asyncio.Queue[_EncodeItem]
     ) -> None:
+        """Synthesise each sentence; its audio and subtitle events go to ``work``, in
+        order, for :meth:`_encode`."""
         host = self.host
-        tts, out, executor = host.providers.tts, host.output, host.executor
-        encoder = OpusEncoder(
-            out.sample_rate, out.frame_ms, complexity=host.session.opus_complexity
-        )
+        tts, out = host.providers.tts, host.output
         profile = self.profile
         voice = profile.voice_for(self.language) if profile is not None else host.session.tts_voice
         tts_options = profile.tts_options if profile is not None else None
         while (sentence := await sentences.get()) is not None:
-            await frames.put(SubtitleEvent("sentence_start", sentence))
+            await work.put(SubtitleEvent("sentence_start", sentence))
             resampler = Resampler(out.tts_sample_rate, out.sample_rate)
             t0 = time.monotonic()
             if tts_options is not None:  # only providers that declare request_options
@@ -488,11 +508,38 @@ class Turn:
                     self.latency.provider_seconds["tts_first_audio"] = (
                         self.latency.tts_first_audio - t0
                     )
-                for packet in await executor.run(_encode, resampler, encoder, chunk):
+                await work.put((resampler, chunk))
+            await work.put((resampler, None))
+            await work.put(SubtitleEvent("sentence_end", sentence))
+        await work.put(_END)
+
+    async def _encode(
+        self, work: asyncio.Queue[_EncodeItem], frames: asyncio.Queue[SendItem]
+    ) -> None:
+        """Resample + Opus-encode the TTS audio in the pool, in order, with the subtitle
+        events in line. Everything queued while a job runs goes into the next job: one
+        pool round trip per chunk while the TTS is slower than real time (no added
+        latency), a few per sentence when it is faster."""
+        executor, encoders = self.host.executor, self.host.encoders
+        encoder = encoders.take()
+        done = False
+        while not done:
+            items = [await work.get()]
+            while not work.empty() and len(items) < _ENCODE_BATCH:
+                items.append(work.get_nowait())
+            audio = [item for item in items if isinstance(item, tuple)]
+            packets = iter(await executor.run(_encode_all, encoder, audio) if audio else ())
+            for item in items:
+                if item is None:
+                    done = True
+                    break
+                if isinstance(item, SubtitleEvent):
+                    await frames.put(item)
+                    continue
+                for packet in next(packets):
                     await frames.put(Frame(packet))
-            for packet in await executor.run(_encode, resampler, encoder, None):
-                await frames.put(Frame(packet))
-            await frames.put(SubtitleEvent("sentence_end", sentence))
+        # no pool job holds this encoder any more: a later turn may reuse it
+        encoders.give(encoder)
         await frames.put(_END)
 
     async def _send(self, frames: asyncio.Queue[SendItem]) -> None:
