@@ -118,7 +118,9 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
         st = req.stream
         parts = [st.carry]
         sizes: list[tuple[int, bool]] = []  # samples of each packet, DTX or not
-        any_dtx = bool(st.carry_dtx.any())
+        carry_dtx = st.carry_dtx
+        any_dtx = bool(carry_dtx.any())
+        only_dtx = len(carry_dtx) == 0 or bool(carry_dtx.all())
         for packet in req.packets:
             try:
                 pcm = st.decoder.decode(packet)
@@ -130,6 +132,7 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
                 parts.append(np.frombuffer(pcm, np.int16))
                 dtx = skip_dtx and is_dtx(packet)
                 any_dtx = any_dtx or dtx
+                only_dtx = only_dtx and dtx
                 sizes.append((len(pcm) // 2, dtx))
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
         n = len(data) // window
@@ -141,6 +144,14 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
             if n:
                 st.dtx_run, st.heard = 0, True
             req.vad_windows = list(range(n))
+            continue
+        if only_dtx:
+            # nothing but DTX (the common case while nobody speaks): every window is DTX
+            st.carry_dtx = np.ones(len(st.carry), np.bool_)
+            run = st.dtx_run
+            seen = max(0, min(n, DTX_VAD_WINDOWS - run)) if st.heard else n
+            req.vad_windows = list(range(seen))
+            st.dtx_run = run + n
             continue
         mask = np.concatenate([st.carry_dtx, *(np.full(k, d, np.bool_) for k, d in sizes)])
         st.carry_dtx = mask[whole:].copy()
@@ -225,6 +236,8 @@ class AudioHub:
         self._requests: list[_Request] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: The loop the hub runs on (looked up once: each lookup is a system call).
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self.batches = 0
         self.vad_calls = 0
@@ -238,8 +251,9 @@ class AudioHub:
         return StreamState(OpusDecoder(self.sample_rate), self.vad.initial_state())
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="audio-hub")
+        if self._task is None or self._loop is None:
+            self._loop = asyncio.get_running_loop()
+            self._task = self._loop.create_task(self._run(), name="audio-hub")
 
     async def stop(self) -> None:
         tasks = [t for t in (self._task, *self._inflight) if t is not None]
@@ -249,6 +263,7 @@ class AudioHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._task = None
+        self._loop = None
         self._inflight.clear()
         for req in self._requests:
             if not req.future.done():
@@ -258,14 +273,15 @@ class AudioHub:
     async def process(self, stream: StreamState, packets: list[bytes]) -> HubResult:
         """Decode + VAD ``packets`` of one stream (in order). At most one call per stream
         may be outstanding at a time (the session's lane guarantees it)."""
-        if self._task is None:
+        if self._loop is None:
             self.start()
+            assert self._loop is not None
         if stream.busy:
             raise RuntimeError(
                 "AudioHub.process: this stream already has a request "
                 "outstanding (its lane must await each one)"
             )
-        future: asyncio.Future[HubResult] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[HubResult] = self._loop.create_future()
         self._requests.append(_Request(stream, packets, future))
         stream.busy = True
         self._wake.set()

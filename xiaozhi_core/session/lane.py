@@ -50,6 +50,8 @@ Example (a sink that records what reaches it):
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -117,6 +119,99 @@ class LaneSink(Protocol):
     async def on_window(self, window: np.ndarray, prob: float) -> None: ...
 
     async def on_lane_error(self, message: str) -> None: ...
+
+
+class _LaneQueue:
+    """The lane's bounded FIFO: :class:`asyncio.Queue`'s behaviour for one consumer (the
+    lane task) and any producers, made for the per-frame path. ``asyncio.Queue`` looks
+    up the running loop each time a caller waits (on Linux a ``getpid()`` system call,
+    since glibc stopped caching it: once per frame per session); this one resolves it
+    once.
+
+    >>> async def demo():
+    ...     q = _LaneQueue(2)
+    ...     q.put_nowait("a"); await q.put("b")
+    ...     blocked = asyncio.ensure_future(q.put("c"))  # full: waits for room
+    ...     await asyncio.sleep(0)
+    ...     got = [await q.get(), await q.get()]
+    ...     await blocked
+    ...     return got, q.get_nowait(), q.empty(), blocked.done()
+    >>> asyncio.run(demo())
+    (['a', 'b'], 'c', True, True)
+    """
+
+    __slots__ = ("_getter", "_items", "_loop", "_putters", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: collections.deque[LaneItem] = collections.deque()
+        self._getter: asyncio.Future[None] | None = None
+        self._putters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def full(self) -> bool:
+        return 0 < self.maxsize <= len(self._items)
+
+    def _future(self) -> asyncio.Future[None]:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.create_future()
+
+    def put_nowait(self, item: LaneItem) -> None:
+        if self.full():
+            raise asyncio.QueueFull
+        self._items.append(item)
+        getter = self._getter
+        if getter is not None and not getter.done():
+            getter.set_result(None)
+
+    async def put(self, item: LaneItem) -> None:
+        while self.full():
+            putter = self._future()
+            self._putters.append(putter)
+            try:
+                await putter
+            except BaseException:
+                putter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._putters.remove(putter)
+                if not self.full() and not putter.cancelled():
+                    self._wake_putter()  # pass on the room this putter was given
+                raise
+        self.put_nowait(item)
+
+    def get_nowait(self) -> LaneItem:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        item = self._items.popleft()
+        if self._putters:
+            self._wake_putter()
+        return item
+
+    async def get(self) -> LaneItem:
+        while not self._items:
+            if self._getter is not None:
+                raise RuntimeError("_LaneQueue.get: one consumer only")
+            self._getter = getter = self._future()
+            try:
+                await getter
+            finally:
+                self._getter = None
+        return self.get_nowait()
+
+    def _wake_putter(self) -> None:
+        while self._putters:
+            putter = self._putters.popleft()
+            if not putter.done():
+                putter.set_result(None)
+                return
 
 
 class AudioRate:
@@ -189,7 +284,7 @@ class AudioLane:
         self.metrics = metrics
         self.sink = sink
         self.label = label
-        self.queue: asyncio.Queue[LaneItem] = asyncio.Queue(maxsize)
+        self.queue = _LaneQueue(maxsize)
         self.frames_in = 0
         self.frames_processed = 0
         #: Frames the lane skipped (decode/VAD failure) or saw out of order: stay 0.
