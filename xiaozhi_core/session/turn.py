@@ -141,8 +141,9 @@ _EncodeItem = tuple[Resampler, bytes | None] | SubtitleEvent | None
 #: TTS chunks queued for encoding before the speak task waits (bounds the audio read
 #: ahead of the send pacing, with the frames queue).
 _ENCODE_AHEAD = 16
-#: Items taken per encoder wake-up (one pool job holds the audio among them).
-_ENCODE_BATCH = 32
+#: TTS chunks per pool job at most: a job stays short (a few frames), so the audio
+#: hub's decode + VAD batches never wait long behind one in the shared pool.
+_ENCODE_CHUNKS = 4
 
 
 def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> list[bytes]:
@@ -503,12 +504,15 @@ class Turn:
             async for chunk in self._items(f"TTS provider '{tts.name}'", stream):
                 if not chunk:
                     continue
-                if self.latency.tts_first_audio is None:
+                first = self.latency.tts_first_audio is None
+                if first:
                     self.latency.tts_first_audio = time.monotonic()
                     self.latency.provider_seconds["tts_first_audio"] = (
                         self.latency.tts_first_audio - t0
                     )
                 await work.put((resampler, chunk))
+                if first:  # let the encoder start on it before the TTS's next chunk
+                    await asyncio.sleep(0)
             await work.put((resampler, None))
             await work.put(SubtitleEvent("sentence_end", sentence))
         await work.put(_END)
@@ -517,16 +521,22 @@ class Turn:
         self, work: asyncio.Queue[_EncodeItem], frames: asyncio.Queue[SendItem]
     ) -> None:
         """Resample + Opus-encode the TTS audio in the pool, in order, with the subtitle
-        events in line. Everything queued while a job runs goes into the next job: one
-        pool round trip per chunk while the TTS is slower than real time (no added
-        latency), a few per sentence when it is faster."""
+        events in line. What was queued while a job ran goes into the next job (up to
+        ``_ENCODE_CHUNKS`` chunks): one pool round trip per chunk while the TTS is slower
+        than real time (no added latency), a few per sentence when it is faster. The
+        turn's first job holds only its first chunk."""
         executor, encoders = self.host.executor, self.host.encoders
         encoder = encoders.take()
+        limit = 1  # the first job: just the first chunk, so the first frame goes out at once
         done = False
         while not done:
             items = [await work.get()]
-            while not work.empty() and len(items) < _ENCODE_BATCH:
-                items.append(work.get_nowait())
+            chunks = int(isinstance(items[0], tuple))
+            while chunks < limit and not work.empty():
+                items.append(item := work.get_nowait())
+                chunks += isinstance(item, tuple)
+            if chunks:
+                limit = _ENCODE_CHUNKS
             audio = [item for item in items if isinstance(item, tuple)]
             packets = iter(await executor.run(_encode_all, encoder, audio) if audio else ())
             for item in items:
