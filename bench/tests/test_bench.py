@@ -76,6 +76,23 @@ def test_bench_smoke_run_is_correct(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "no numeric differences" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_bench_against_serve_with_two_workers(tmp_path: Path) -> None:
+    """--workers 2: the bench runs the real 'xiaozhi serve --workers 2' and reads the
+    merged /metrics (frames and CPU of both workers)."""
+    out = tmp_path / "bench.json"
+    args = ["bench", "--phases", "ingest", "--vad", "fake", "--devices", "6", "--duration", "4"]
+    code = main([*args, "--ramp", "1", "--workers", "2", "--json", str(out), "-q"])
+    assert code == 0
+    ing = json.loads(out.read_text())["ingest"]
+    workers = ing["server_workers"]
+    assert workers["count"] == 2 and len(set(workers["pids"])) == 2
+    frames = ing["frames"]
+    assert frames["sent_by_devices"] == frames["received"] == frames["processed"] > 6 * 4 * 15
+    assert ing["turns"]["completed"] == ing["turns"]["started"] >= 6
+    assert ing["ingest"]["server_cpu_cores"] > 0
+
+
 def test_compare_prints_changes() -> None:
     a = {"ingest": {"x": 10.0, "y": 1}, "options": {"devices": 1}}
     b = {"ingest": {"x": 12.5, "y": 1}, "options": {"devices": 2}}

@@ -103,6 +103,9 @@ class BenchOptions:
     profile_server: str | None = None
     #: ``wall`` (cProfile's default: waits count) or ``cpu`` (the loop thread's CPU time).
     profile_clock: str = "wall"
+    #: Run the server as ``xiaozhi serve --workers N`` (its own process tree) instead of
+    #: in a bench-owned process; None: the bench-owned server.
+    workers: int | None = None
     quiet: bool = False
 
 
@@ -295,6 +298,111 @@ class _Server:
             if self.proc.is_alive():
                 self.proc.kill()
                 self.proc.join(5)
+
+
+def _serve_overlay(max_sessions: int, workers: int) -> dict[str, Any]:
+    """The bench's changes to any config when it runs ``xiaozhi serve``: loopback, free
+    ports, no auth, the worker count, and the per-address budgets raised to the device
+    count (every simulated device comes from 127.0.0.1).
+
+    >>> _serve_overlay(100, 2)["server"]["workers"]
+    2
+    """
+    return {
+        "server": {
+            "host": "127.0.0.1",
+            "port": 0,
+            "http_port": 0,
+            "public_ws_url": "",
+            "workers": workers,
+            "auth": {"enabled": False},
+            "limits": {
+                "max_sessions": max_sessions,
+                "max_pending_handshakes": max_sessions,
+                "max_pending_per_peer": max_sessions,
+                "max_connections_per_peer": max_sessions,
+            },
+        }
+    }
+
+
+class _ServeProcess:
+    """``xiaozhi serve --workers N`` started by the bench (``--workers``): the real
+    supervisor and worker processes. ``/metrics`` is then the workers' merged one, so
+    ``process_cpu_seconds_total`` is the CPU of every worker together."""
+
+    def __init__(self, files: list[str], max_sessions: int, workers: int, tmp: str) -> None:
+        import subprocess
+
+        import yaml
+
+        overlay = Path(tmp) / f"serve-overlay-{os.getpid()}-{time.monotonic_ns()}.yaml"
+        overlay.write_text(yaml.safe_dump(_serve_overlay(max_sessions, workers)))
+        cmd = [sys.executable, "-m", "xiaozhi_core", "serve", "--no-local"]
+        for f in [*files, str(overlay)]:
+            cmd += ["-c", f]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        self.ws_url = self.metrics_url = ""
+        self.providers: dict[str, str] = {}
+        self.pids: list[int] = []
+        deadline = time.time() + 180
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.strip()
+            if line.startswith("WebSocket URL"):
+                self.ws_url = line.split(": ", 1)[1]
+            elif line.startswith("Health:"):
+                self.metrics_url = line.split("Metrics: ", 1)[1].strip()
+            elif line.startswith("Workers:"):
+                self.pids = [int(x) for x in line.split("pids ")[1].split(";")[0].split(", ")]
+            elif (
+                ": " in line
+                and line.endswith(")")
+                and line.startswith(("vad", "asr", "llm", "tts"))
+            ):
+                role, rest = line.split(": ", 1)
+                self.providers[role] = rest.split(" (")[0]
+            if self.ws_url and self.metrics_url and len(self.providers) >= 4:
+                break  # the last lines it prints: one per provider
+            if time.time() > deadline:
+                break
+        if not (self.ws_url and self.metrics_url):
+            self.stop()
+            raise XiaozhiError(f"xiaozhi serve --workers {workers} did not start: {cmd}")
+        if workers == 1:
+            self.pids = [self.proc.pid]
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if _scrape(self.metrics_url) is not None:
+                    return
+            except Exception:
+                pass
+            time.sleep(0.5)
+        raise XiaozhiError("xiaozhi serve: /metrics did not answer within 60 s")
+
+    def stop(self) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 # ============================================================================ workers
@@ -650,15 +758,22 @@ def _split(items: list[int], parts: int) -> list[list[int]]:
 class _Target:
     """Where the phases run: a fresh bench-owned server per phase, or ``--url``."""
 
-    def __init__(self, o: BenchOptions, files: list[str]) -> None:
+    def __init__(self, o: BenchOptions, files: list[str], tmp: str = "") -> None:
         self.o = o
         self.files = files
-        self.server: _Server | None = None
+        self.tmp = tmp or tempfile.gettempdir()
+        self.server: _Server | _ServeProcess | None = None
         self.providers: dict[str, str] = {}
+        #: The server's process ids (``--workers``: the workers').
+        self.pids: list[int] = []
 
     def start(self, max_sessions: int, profile: str | None = None) -> tuple[str, str | None]:
         if self.o.url:
             return self.o.url, self.o.metrics_url
+        if self.o.workers is not None:
+            serve = _ServeProcess(self.files, max_sessions, self.o.workers, self.tmp)
+            self.server, self.providers, self.pids = serve, serve.providers, serve.pids
+            return serve.ws_url, serve.metrics_url
         self.server = _Server(self.files, max_sessions, profile, self.o.profile_clock)
         self.providers = self.server.providers
         return self.server.ws_url, self.server.metrics_url
@@ -1191,7 +1306,7 @@ def run_bench(o: BenchOptions) -> dict[str, Any]:
             path.write_text(yaml.safe_dump(_default_config(o)))
             files = [str(path)]
             report["server_config"] = _default_config(o)
-        target = _Target(o, files)
+        target = _Target(o, files, tmp)
         utterance = filler = None
         if "ingest" in o.phases:
             utterance, filler = _prepare_audio(o)
@@ -1207,6 +1322,8 @@ def run_bench(o: BenchOptions) -> dict[str, Any]:
             )
             report["ingest"] = _phase_ingest(o, target, utterance, filler)
             report["providers"] = target.providers
+            if o.workers is not None:
+                report["ingest"]["server_workers"] = {"count": o.workers, "pids": target.pids}
         if "idle" in o.phases:
             _say(o, f"idle: {o.idle} connections...")
             report["idle"] = _phase_idle(o, target)
@@ -1310,7 +1427,12 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
                 ("loop lag ms", _fmt(i["loop_lag_ms"])),
                 (
                     "server CPU cores / % per stream",
-                    f"{i['server_cpu_cores']} / {i['cpu_percent_per_stream']}%",
+                    f"{i['server_cpu_cores']} / {i['cpu_percent_per_stream']}%"
+                    + (
+                        f" (all {ing['server_workers']['count']} workers)"
+                        if ing.get("server_workers")
+                        else ""
+                    ),
                 ),
                 (
                     "RSS MB before / streaming / KB per conn",
@@ -1516,6 +1638,14 @@ def _args(p: argparse.ArgumentParser) -> None:
         help="--profile-server's clock: wall time (default) or the event-loop "
         "thread's CPU time (where its CPU goes, without the waits)",
     )
+    srv.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run the server as 'xiaozhi serve --workers N' (its supervisor and N worker "
+        "processes; server CPU is then all workers together) instead of in one "
+        "bench-owned process",
+    )
     load = p.add_argument_group("load")
     load.add_argument(
         "--phases",
@@ -1589,6 +1719,10 @@ def _bench(args: argparse.Namespace) -> int:
         raise XiaozhiError(f"--phases: unknown phase(s) {bad}; use ingest, idle, churn")
     if args.url and args.config:
         raise XiaozhiError("give either -c (the bench starts a server) or --url, not both")
+    if args.workers is not None and (args.url or args.profile_server):
+        raise XiaozhiError("--workers starts its own server: not with --url or --profile-server")
+    if args.workers is not None and args.workers < 1:
+        raise XiaozhiError("--workers must be at least 1")
     for name in ("devices", "procs", "idle", "churn", "churn_concurrency"):
         if getattr(args, name) < 1:
             raise XiaozhiError(f"--{name.replace('_', '-')} must be at least 1")
@@ -1620,6 +1754,7 @@ def _bench(args: argparse.Namespace) -> int:
         json_path=args.json_path,
         profile_server=args.profile_server,
         profile_clock=args.profile_clock,
+        workers=args.workers,
         quiet=args.quiet,
     )
     report = run_bench(o)
