@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from typing import TextIO
@@ -13,9 +14,43 @@ from ..errors import XiaozhiError
 from ..registry import Registry
 from .server import XiaozhiServer
 
-__all__ = ["drain_until", "reload_on_signal", "serve", "stop_on_signals"]
+__all__ = [
+    "GC_GEN0",
+    "drain_until",
+    "reload_on_signal",
+    "serve",
+    "settle_gc",
+    "stop_on_signals",
+]
 
 log = logging.getLogger(__name__)
+
+
+#: Allocations (minus deallocations) between two collections of the youngest generation.
+GC_GEN0 = 20_000
+
+
+def settle_gc() -> None:
+    """Once the server is up: freeze what start-up allocated (modules, models, config —
+    hundreds of thousands of objects that live as long as the process) out of the
+    cyclic collector's sight, and collect the youngest generation every ``GC_GEN0``
+    allocations instead of every 700.
+
+    Conversing devices allocate short-lived futures, handles and arrays on every frame,
+    almost all freed by reference counting; at 700 the collector ran hundreds of times
+    a second (2-4 % of the server's CPU at 200 devices in a profile) and every older
+    collection walked the whole start-up heap again. Cyclic garbage is still collected.
+
+    >>> import gc
+    >>> before = gc.get_threshold()
+    >>> settle_gc(); gc.get_threshold()[0] >= GC_GEN0
+    True
+    >>> gc.unfreeze(); gc.set_threshold(*before)
+    """
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, GC_GEN0), gen1, gen2)
 
 
 def reload_on_signal(server: XiaozhiServer) -> None:
@@ -48,6 +83,7 @@ async def serve(
     server = await XiaozhiServer.create(config, registry)
     try:
         await server.start()
+        settle_gc()
         print(f"WebSocket URL (give it to devices): {server.ws_url}", file=out)
         print(f"OTA URL (set it in the device firmware): {server.ota_url}", file=out)
         print(

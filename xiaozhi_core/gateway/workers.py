@@ -63,7 +63,7 @@ from ..logfmt import JsonFormatter
 from .admin import REPORTS, local_report, merge_reports
 from .admission import SharedAdmission
 from .promerge import merge_expositions
-from .run import drain_until, stop_on_signals
+from .run import drain_until, settle_gc, stop_on_signals
 from .server import XiaozhiServer, listen_error
 
 __all__ = ["Supervisor", "WorkerSpec", "WorkerServer", "reserve_port", "run_workers"]
@@ -301,6 +301,7 @@ async def serve_worker(
     try:
         await server.start(spec.host, spec.port, spec.http_port, reuse_port=True)
         await server.start_private()
+        settle_gc()
         stop = stop_on_signals(server)
         watch = asyncio.get_running_loop().create_task(_watch_supervisor(stop))
         out.write(json.dumps({"ready": True, "pid": os.getpid(), "worker": spec.index}) + "\n")

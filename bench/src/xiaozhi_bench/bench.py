@@ -216,6 +216,7 @@ async def _server_async(
 ) -> None:
     from xiaozhi_core.config import load_config
     from xiaozhi_core.gateway import XiaozhiServer
+    from xiaozhi_core.gateway.run import settle_gc
     from xiaozhi_core.registry import default_registry
 
     config = load_config(files, default_registry(), auto_local=False)
@@ -231,6 +232,7 @@ async def _server_async(
     lim.max_connections_per_peer = max(lim.max_connections_per_peer, max_sessions)
     server = await XiaozhiServer.create(config)
     await server.start()
+    settle_gc()  # as 'xiaozhi serve' does once it is up
     prof = None
     if profile:
         import cProfile
