@@ -32,7 +32,7 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,9 @@ class _NullTransport:
         pass
 
     async def send_audio(self, packet: bytes, timestamp_ms: int) -> None:
+        pass
+
+    async def send_audio_many(self, packets: Sequence[bytes], timestamp_ms: int) -> None:
         pass
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

@@ -3,9 +3,11 @@ encoding each TTS chunk in turn gives, with encoders reused across turns."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
+import pytest
 
 from xiaozhi_core.audio import Resampler
 from xiaozhi_core.device import FakeDevice
@@ -76,3 +78,44 @@ async def test_reply_frames_exact_with_fewer_jobs_and_a_reused_encoder(make_serv
     # the second turn took the first turn's encoder back, reset: the same bytes
     assert f2 == ref
     assert server.session_host is not None and len(server.session_host.encoders._free) >= 1
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+async def test_send_audio_many_is_one_write_of_ordinary_frames(version: int) -> None:
+    """Several packets in one socket write; the device still gets one binary message per
+    packet, in order, with its framing."""
+    from websockets.asyncio.client import connect
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from xiaozhi_core.gateway.ws_transport import WebSocketTransport
+    from xiaozhi_core.protocol.framing import decode_frame
+    from xiaozhi_core.session.host import NullMetrics
+    from xiaozhi_core.session.transport import Peer
+
+    packets = [bytes([i]) * (10 + i) for i in range(5)]
+    writes: list[int] = []
+    sent: list[int] = []
+    done = asyncio.Event()
+
+    async def handler(ws: ServerConnection) -> None:
+        t = WebSocketTransport(ws, Peer("aa:bb:cc:dd:ee:ff", "c", "", version), NullMetrics())
+        write = ws.transport.write
+
+        def counting(data: bytes) -> None:
+            writes.append(len(data))
+            write(data)
+
+        ws.transport.write = counting  # type: ignore[method-assign]
+        await t.send_audio_many(packets, 1234)
+        await t.send_audio_many(packets[:1], 1234)
+        sent.append(len(writes))
+        await done.wait()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}") as client:
+            got = [await client.recv() for _ in range(6)]
+            done.set()
+    assert sent == [2]  # five frames in one write, then one
+    payloads = [decode_frame(m, version)[0] for m in got if isinstance(m, bytes)]
+    assert payloads == [*packets, packets[0]]

@@ -163,8 +163,8 @@ class Metrics:
     def frame_in(self) -> None:
         self.frames_in.inc()
 
-    def frame_out(self) -> None:
-        self.frames_out.inc()
+    def frame_out(self, n: int = 1) -> None:
+        self.frames_out.inc(n)
 
     def frame_error(self, kind: str) -> None:
         self.frame_errors.labels(kind).inc()

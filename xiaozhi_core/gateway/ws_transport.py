@@ -20,7 +20,7 @@ import fcntl
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -66,7 +66,7 @@ class WebSocketTransport:
         except ConnectionClosed as exc:
             raise TransportClosed(str(exc)) from None
 
-    async def send_audio(self, packet: bytes, timestamp_ms: int) -> None:
+    def _check_stall(self) -> None:
         stall = self._stall
         if stall is not None and stall.stalled():
             log.info(
@@ -78,8 +78,33 @@ class WebSocketTransport:
                 self.ws.close(1008, "not reading: send buffer full")
             )
             raise TransportClosed("device stopped reading")
+
+    async def send_audio(self, packet: bytes, timestamp_ms: int) -> None:
+        self._check_stall()
         try:
             await self.ws.send(encode_frame(packet, self.version, timestamp_ms))
+        except ConnectionClosed as exc:
+            raise TransportClosed(str(exc)) from None
+
+    async def send_audio_many(self, packets: Sequence[bytes], timestamp_ms: int) -> None:
+        """Several binary messages in one socket write (``ws.send`` writes each message
+        on its own: a system call per frame, and on loopback the receiver's TCP work
+        too)."""
+        if len(packets) == 1:
+            await self.send_audio(packets[0], timestamp_ms)
+            return
+        self._check_stall()
+        ws, version = self.ws, self.version
+        try:
+            async with ws.send_context():
+                protocol = ws.protocol
+                for packet in packets:
+                    protocol.send_binary(encode_frame(packet, version, timestamp_ms))
+                data = protocol.data_to_send()
+                if all(data):  # b"" would be the end of the stream: leave it to websockets
+                    ws.transport.write(b"".join(data))
+                else:
+                    protocol.writes[:0] = data
         except ConnectionClosed as exc:
             raise TransportClosed(str(exc)) from None
 

@@ -39,8 +39,8 @@ class SessionMetrics(Protocol):
         """One Opus frame received."""
         ...
 
-    def frame_out(self) -> None:
-        """One Opus frame sent."""
+    def frame_out(self, n: int = 1) -> None:
+        """``n`` Opus frames sent."""
         ...
 
     def frame_error(self, kind: str) -> None:
@@ -86,7 +86,7 @@ class NullMetrics:
     def frame_in(self) -> None:
         pass
 
-    def frame_out(self) -> None:
+    def frame_out(self, n: int = 1) -> None:
         pass
 
     def frame_error(self, kind: str) -> None:

@@ -312,6 +312,15 @@ class Session:
         await self.transport.send_audio(packet, int(time.monotonic() * 1000) & 0xFFFFFFFF)
         self.host.metrics.frame_out()
 
+    async def send_audio_many(self, turn_id: int, packets: list[bytes]) -> None:
+        """:meth:`send_audio` for several packets of one turn, in one transport write."""
+        if self.closed or turn_id != self.active_turn_id:
+            self.stale_dropped += len(packets)
+            return
+        ts = int(time.monotonic() * 1000) & 0xFFFFFFFF
+        await self.transport.send_audio_many(packets, ts)
+        self.host.metrics.frame_out(len(packets))
+
     async def _send_mcp(self, payload: dict[str, object]) -> None:
         await self.send_json(msg.mcp(self.session_id, payload))
 

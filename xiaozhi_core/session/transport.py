@@ -29,6 +29,8 @@ Example — an in-memory transport, as a test or another process would write one
     ...         self.sent.append(text)
     ...     async def send_audio(self, packet, timestamp_ms):
     ...         self.sent.append(packet)
+    ...     async def send_audio_many(self, packets, timestamp_ms):
+    ...         self.sent.extend(packets)
     ...     async def close(self, code=1000, reason=""):
     ...         pass
     ...     async def __aiter__(self):
@@ -43,7 +45,7 @@ Example — an in-memory transport, as a test or another process would write one
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -92,6 +94,11 @@ class Transport(Protocol):
 
     async def send_audio(self, packet: bytes, timestamp_ms: int) -> None:
         """Send one Opus packet. Raises TransportClosed."""
+        ...
+
+    async def send_audio_many(self, packets: Sequence[bytes], timestamp_ms: int) -> None:
+        """Send several Opus packets in order, at once (one write where the transport
+        can). Raises TransportClosed."""
         ...
 
     async def close(self, code: int = 1000, reason: str = "") -> None:

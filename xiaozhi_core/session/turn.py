@@ -94,6 +94,8 @@ class TurnHooks(Protocol):
 
     async def send_audio(self, turn_id: int, packet: bytes) -> None: ...
 
+    async def send_audio_many(self, turn_id: int, packets: list[bytes]) -> None: ...
+
     def speaker_identified(self, name: str | None) -> None: ...
 
     async def ready(self) -> None:
@@ -556,7 +558,8 @@ class Turn:
         """Pace frames to the device: send freely until it holds ``lead_max`` of audio,
         then wake once per ``_SEND_BURST`` frames (when the device is down to
         ``lead_max``) and send that many at once: never less buffered at the device than
-        with one frame per wake-up, and half the timer wake-ups per speaking device."""
+        with one frame per wake-up, and half the timer wake-ups per speaking device.
+        Frames that go out at the same moment go in one transport write."""
         s, host = self.session, self.host
         cfg = host.session
         frame_s = host.output.frame_seconds
@@ -564,7 +567,8 @@ class Turn:
         lead_burst = lead_max + (_SEND_BURST - 1) * frame_s
         played_until = 0.0
         loop = asyncio.get_running_loop()
-        while (item := await frames.get()) is not None:
+        held: list[SendItem] = []  # an item taken while gathering frames, for next time
+        while (item := held.pop() if held else await frames.get()) is not None:
             if not self.tts_started:
                 self.tts_started = True
                 await s.send_json(msg.tts(s.session_id, "start"))
@@ -577,11 +581,21 @@ class Turn:
             lead = played_until - now
             if lead > lead_burst:
                 await asyncio.sleep(lead - lead_max)
-            await s.send_audio(self.id, item.packet)
+                now = loop.time()
+            packets = [item.packet]
+            played_until += frame_s
+            # the frames already queued that would go out now anyway: in the same write
+            while not frames.empty() and played_until - now <= lead_burst:
+                nxt = frames.get_nowait()
+                if not isinstance(nxt, Frame):
+                    held.append(nxt)
+                    break
+                packets.append(nxt.packet)
+                played_until += frame_s
+            await s.send_audio_many(self.id, packets)
             if self.latency.first_frame_sent is None:
                 self.latency.first_frame_sent = time.monotonic()
-            self.frames_sent += 1
-            played_until += frame_s
+            self.frames_sent += len(packets)
         if self.tts_started:
             # let the device play what it holds before leaving Speaking
             remaining = played_until - loop.time()

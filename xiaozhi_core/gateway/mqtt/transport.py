@@ -20,7 +20,7 @@ import asyncio
 import collections
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from ...protocol.udp import SequenceCounter, UdpCipher, UdpHeader, new_key, new_nonce
@@ -141,6 +141,10 @@ class MqttUdpTransport:
             self._pending.append((packet, timestamp_ms))
             return
         self._send(packet, timestamp_ms)
+
+    async def send_audio_many(self, packets: Sequence[bytes], timestamp_ms: int) -> None:
+        for packet in packets:  # one datagram each
+            await self.send_audio(packet, timestamp_ms)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """End the session; tells the device ``goodbye`` unless it said it first."""
