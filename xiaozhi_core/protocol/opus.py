@@ -29,6 +29,7 @@ OpusError = opuslib.OpusError
 
 
 _opus_decode = opuslib.api.decoder.libopus_decode
+_opus_nb_samples = opuslib.api.decoder.libopus_get_nb_samples
 
 
 class OpusDecoder:
@@ -57,6 +58,23 @@ class OpusDecoder:
         if samples < 0:
             raise OpusError(samples)
         return ctypes.string_at(self._pcm, samples * 2)
+
+    def samples_in(self, packet: bytes) -> int:
+        """How many samples ``packet`` decodes to (read from its TOC; nothing decoded).
+
+        >>> OpusDecoder(16000).samples_in(b"X")  # a 60 ms SILK DTX packet (TOC only)
+        960
+        """
+        if not packet:
+            return 0
+        samples = _opus_nb_samples(self._decoder.decoder_state, packet, len(packet))
+        if samples < 0:
+            raise OpusError(samples)
+        return int(samples)
+
+    def reset(self) -> None:
+        """Back to a fresh decoder's state (after packets it was not given)."""
+        self._decoder.reset_state()
 
 
 class OpusEncoder:

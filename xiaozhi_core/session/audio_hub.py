@@ -12,13 +12,18 @@ The hub gathers the requests of every session that arrive within one tick, then
 3. resolves each request with its windows and probabilities.
 
 **DTX**: while nobody speaks, the device's encoder sends 1-byte DTX packets ("nothing
-to transmit"). They are still decoded (2–3 µs each: the decoder's state stays exact and
-the segmenter still gets every sample, so audio time is unchanged), but a window made
-only of DTX audio skips the VAD and gets probability 0.0: the device's encoder already
-decided there is no signal. The VAD's recurrent state simply carries over the skipped
-windows (by the time an encoder enters DTX the VAD has heard its trailing silence); the
-first DTX_VAD_WINDOWS of each run, and every window before the stream's first real audio,
-still go through the VAD.
+to transmit"). A window made only of DTX audio skips the VAD and gets probability 0.0:
+the device's encoder already decided there is no signal. The VAD's recurrent state
+simply carries over the skipped windows (by the time an encoder enters DTX the VAD has
+heard its trailing silence); the first DTX_VAD_WINDOWS of each run, and every window
+before the stream's first real audio, still go through the VAD, decoded as usual.
+Beyond that, a request made only of DTX packets is not decoded at all: decoding one
+synthesises comfort noise (~35 µs per 60 ms packet, more than a speech packet, and
+most upstream packets are DTX), which nothing would use — the VAD skips those windows
+and the segmenter only keeps them as pre-roll or trailing silence. They become digital
+silence of exactly the packets' length (read from their TOC), so audio time is
+unchanged, and the decoder is reset before the next packet it decodes (it starts again
+like a new stream's, as after any gap).
 
 With a local ``cpu`` VAD (thread pool) steps 1 and 2 are **one** pool job: a round trip
 between the loop and the pool per VAD round would cost a thread hand-off and a GIL
@@ -73,6 +78,8 @@ class StreamState:
     #: held after a few windows would make first turns segment differently).
     heard: bool = False
     decode_errors: int = 0
+    #: DTX packets were passed over without decoding: reset the decoder before the next.
+    decoder_behind: bool = False
     #: A request of this stream is queued or being processed.
     busy: bool = False
 
@@ -112,6 +119,19 @@ def is_dtx(packet: bytes) -> bool:
     return 0 < len(packet) <= DTX_MAX_BYTES
 
 
+def _silent_samples(st: StreamState, packets: list[bytes], parts: list[np.ndarray]) -> bool:
+    """If every packet is DTX, add silence as long as each would decode to and say so;
+    else add nothing (the packets get decoded)."""
+    if not packets or not all(0 < len(p) <= DTX_MAX_BYTES for p in packets):
+        return False
+    try:
+        n = sum(st.decoder.samples_in(p) for p in packets)
+    except OpusError:
+        return False  # decoding reports it
+    parts.append(np.zeros(n, np.int16))
+    return True
+
+
 def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) -> None:
     """Pool job: decode every request's packets and cut windows (mutates requests)."""
     for req in requests:
@@ -121,19 +141,34 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
         carry_dtx = st.carry_dtx
         any_dtx = bool(carry_dtx.any())
         only_dtx = len(carry_dtx) == 0 or bool(carry_dtx.all())
-        for packet in req.packets:
-            try:
-                pcm = st.decoder.decode(packet)
-            except OpusError as exc:
-                st.decode_errors += 1
-                req.errors.append(f"opus decode failed for a {len(packet)}-byte packet: {exc}")
-                continue
-            if pcm:
-                parts.append(np.frombuffer(pcm, np.int16))
-                dtx = skip_dtx and is_dtx(packet)
-                any_dtx = any_dtx or dtx
-                only_dtx = only_dtx and dtx
-                sizes.append((len(pcm) // 2, dtx))
+        if (
+            skip_dtx
+            and only_dtx
+            and st.heard
+            and st.dtx_run >= DTX_VAD_WINDOWS
+            and _silent_samples(st, req.packets, parts)
+        ):
+            # deep in a run of DTX: the VAD skips these windows, so their comfort noise
+            # is not synthesised (silence instead); the decoder restarts at the next sound
+            st.decoder_behind = True
+            any_dtx = True
+        else:
+            if st.decoder_behind:
+                st.decoder.reset()
+                st.decoder_behind = False
+            for packet in req.packets:
+                try:
+                    pcm = st.decoder.decode(packet)
+                except OpusError as exc:
+                    st.decode_errors += 1
+                    req.errors.append(f"opus decode failed for a {len(packet)}-byte packet: {exc}")
+                    continue
+                if pcm:
+                    parts.append(np.frombuffer(pcm, np.int16))
+                    dtx = skip_dtx and is_dtx(packet)
+                    any_dtx = any_dtx or dtx
+                    only_dtx = only_dtx and dtx
+                    sizes.append((len(pcm) // 2, dtx))
         data = np.concatenate(parts) if len(parts) > 1 else parts[0]
         n = len(data) // window
         whole = n * window
