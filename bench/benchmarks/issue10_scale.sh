@@ -5,6 +5,7 @@
 #   bash bench/benchmarks/issue10_scale.sh [OUT_DIR]          # default bench/benchmarks/results/issue10
 #   DEVICES="10 100" WORKERS_AT=100 bash bench/benchmarks/issue10_scale.sh /tmp/x
 #   BASE=/path/to/other/checkout bash bench/benchmarks/issue10_scale.sh   # A/B, see below
+#   (WORKERS_AT= skips the workers runs, LANE=0 the lane benchmark)
 #
 # Every run writes its JSON to OUT_DIR and one summary line per run goes to
 # OUT_DIR/summary.txt: later-turn TTFA p50/p95 (end of speech -> first audio, client side),
@@ -13,7 +14,8 @@
 # "other cores" is near 0: run it on a quiet machine.
 #
 # BASE=DIR (optional): also run each device count against the xiaozhi_core of another
-# checkout DIR (e.g. `git worktree add /tmp/base main`), at the same time as this one
+# checkout DIR (its directory holding xiaozhi_core/, e.g. `git worktree add /tmp/base main`
+# or `git archive main xiaozhi_core | tar -x -C /tmp/base`), at the same time as this one
 # (both servers see the same machine; each gets N devices): the ratio of the two is
 # meaningful even on a shared machine.
 set -euo pipefail
@@ -74,11 +76,15 @@ for n in $DEVICES; do
     summary "devices_$n"
   fi
 done
-# 1 vs 2 workers, same load: both through `xiaozhi serve --workers N`
-for w in 1 2; do
-  bench "workers${w}_$WORKERS_AT" "$WORKERS_AT" --workers "$w"
-  summary "workers${w}_$WORKERS_AT"
-done
-# the lane's hot path (no sockets): lag p50/p99 and CPU per frame at 150 streams
-"$PY" "$ROOT/bench/benchmarks/bench_lane.py" --streams 150 --ticks 10 --inflight 2 \
-  --seconds 10 --out "$OUT/lane150.json" | tail -2 | tee -a "$OUT/summary.txt"
+# 1 vs 2 workers, same load: both through `xiaozhi serve --workers N` (WORKERS_AT= skips)
+if [ -n "$WORKERS_AT" ]; then
+  for w in 1 2; do
+    bench "workers${w}_$WORKERS_AT" "$WORKERS_AT" --workers "$w"
+    summary "workers${w}_$WORKERS_AT"
+  done
+fi
+# the lane's hot path (no sockets): lag p50/p99 and CPU per frame at 150 streams (LANE=0 skips)
+if [ "${LANE:-1}" != 0 ]; then
+  "$PY" "$ROOT/bench/benchmarks/bench_lane.py" --streams 150 --ticks 10 --inflight 2 \
+    --seconds 10 --out "$OUT/lane150.json" | tail -1 | tee -a "$OUT/summary.txt"
+fi
