@@ -22,7 +22,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="${1:-$ROOT/bench/benchmarks/results/issue10}"
 DEVICES="${DEVICES:-10 100 200 300}"
-WORKERS_AT="${WORKERS_AT:-200}"
+WORKERS_AT="${WORKERS_AT-200}"
 DURATION="${DURATION:-25}"
 PY="$ROOT/.venv/bin/python"
 mkdir -p "$OUT"
