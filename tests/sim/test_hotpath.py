@@ -285,7 +285,9 @@ async def test_dtx_windows_skip_the_vad_but_keep_every_sample(chunk: int) -> Non
     # comfort noise or (deeper in the run, not decoded) silence; every other window is
     # the same audio (after a silent stretch the decoder restarts: close, not identical)
     first = skipped.index(True)
-    assert all(np.array_equal(a, b) for a, b in zip(windows[:first], ref_windows[:first]))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(windows[:first], ref_windows[:first], strict=True)
+    )
     silent = 0
     for w, ref, skip in zip(windows, ref_windows, skipped, strict=True):
         if skip and not np.array_equal(w, ref):
