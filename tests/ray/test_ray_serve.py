@@ -129,11 +129,12 @@ async def test_killed_replica_alert_apology_then_next_turn_works(ray_server: Any
         await dev.wait_for("stt", timeout=20)
         os.kill(victim, signal.SIGKILL)
         alert = await dev.wait_for("alert", timeout=20)
-        assert alert["message"] == server.config.session.apology
+        apology = server.session_host.profiles.current.default.apology_for(None)
+        assert alert["message"] == apology
         await dev.wait_for("tts", "stop", timeout=20)
         assert dev.audio_frames()  # the pre-synthesised apology
         assert [m["text"] for m in dev.messages("tts") if m["state"] == "sentence_start"] == [
-            server.config.session.apology
+            apology
         ]
         # Serve replaces the replica; the next turn is answered by the new one
         async with asyncio.timeout(60):
