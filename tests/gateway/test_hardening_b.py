@@ -277,6 +277,46 @@ async def test_silent_connections_cannot_lock_out_devices(make_server):
         await ws.close()
 
 
+async def test_a_device_answered_hello_holds_its_slot(make_server):
+    """The slot is taken before the server's hello goes out: of two connections that
+    passed the upgrade while the server had room, the one whose hello finds it full is
+    closed 1013 *without* a hello answer (it once got the answer and then the close, so a
+    device could believe it was in; with workers, a 4th session looked admitted)."""
+    import json
+
+    from websockets.exceptions import ConnectionClosed
+
+    server = await make_server(server={"limits": {"max_sessions": 1, "max_loop_lag_ms": 0}})
+    first, second = await squatter(server), await squatter(server)  # both past the upgrade
+    hello = json.dumps({"type": "hello", "version": 1, "transport": "websocket"})
+    await first.send(hello)
+    answer = json.loads(await asyncio.wait_for(first.recv(), 5))
+    assert answer["type"] == "hello" and answer["session_id"]
+    await second.send(hello)
+    got = []
+    try:
+        async with asyncio.timeout(5):
+            async for message in second:
+                got.append(message)
+    except ConnectionClosed:
+        pass
+    assert got == [], got
+    assert second.close_code == 1013 and second.close_reason == "server full"
+    assert 'xiaozhi_connections_total{outcome="refused_full"} 1.0' in (
+        server.render_metrics().decode()
+    )
+    # the admitted one is served
+    await first.send(json.dumps({"type": "listen", "state": "detect", "text": "hello"}))
+    states = []
+    async with asyncio.timeout(15):
+        while "stop" not in states:
+            message = await first.recv()
+            if isinstance(message, str) and json.loads(message).get("type") == "tts":
+                states.append(json.loads(message)["state"])
+    assert states[0] == "start", states
+    await first.close()
+
+
 async def test_ota_is_rate_limited_per_address(make_server):
     import aiohttp
 

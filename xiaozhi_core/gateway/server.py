@@ -676,7 +676,7 @@ class XiaozhiServer:
         sid = session.session_id
         self._pending[sid] = (ws, peer)
         self._pending_per_peer[peer] += 1
-        session.on_hello = lambda: self._admit(sid, ws, slot)
+        session.on_hello = lambda: self._admit(sid, slot)
         if len(self._pending) > self.config.server.limits.max_pending_handshakes:
             self._evict_oldest_pending()
 
@@ -878,17 +878,17 @@ class XiaozhiServer:
         """Sessions of devices that said hello (what ``max_sessions`` bounds)."""
         return len(self.sessions) - len(self._pending)
 
-    def _admit(self, sid: str, ws: ServerConnection, slot: list[bool]) -> None:
-        """A device said hello: out of the pending budget, into a session slot (or closed
-        1013 when every slot is taken by sessions that did say hello)."""
+    def _admit(self, sid: str, slot: list[bool]) -> bool:
+        """A device said hello: out of the pending budget, into a session slot; False
+        when every slot is taken by sessions that did say hello (the session then closes
+        1013 without answering the hello). Taken before the server's hello goes out, so
+        a device that has its answer holds its slot."""
         self._said_hello(sid)
         if self.admission.acquire():
             slot[0] = True
-            return
+            return True
         self.metrics.connections.labels("refused_full").inc()
-        task = asyncio.get_running_loop().create_task(ws.close(1013, "server full"))
-        self._evictions.add(task)
-        task.add_done_callback(self._evictions.discard)
+        return False
 
     def _said_hello(self, sid: str) -> None:
         entry = self._pending.pop(sid, None)

@@ -71,9 +71,10 @@ class Session:
         self.started_at = time.time()
         # protocol state
         self.hello: dict[str, object] | None = None
-        #: Called once the device said hello (the gateway moves it out of its pending
-        #: handshake budget).
-        self.on_hello: Callable[[], None] | None = None
+        #: Called when the device says hello, before the server's hello is sent: the
+        #: gateway moves it out of its pending-handshake budget into a session slot.
+        #: False: no slot (the server is full): the session is closed 1013 unanswered.
+        self.on_hello: Callable[[], bool] | None = None
         self.protocol_version = transport.peer.protocol_version
         self.listen_mode: ListenMode = "auto"
         self.listening = False
@@ -148,8 +149,6 @@ class Session:
         try:
             if not await self._await_hello():
                 return
-            if self.on_hello is not None:
-                self.on_hello()
             self._spawn(self.lane.run(), "lane")
             self._spawn(self._watchdog(), "watchdog")
             async for message in self.transport:
@@ -198,6 +197,9 @@ class Session:
                             log.info("session %s: bad frame before hello: %s", self.session_id, exc)
                         continue
                     if data["type"] == "hello":
+                        if self.on_hello is not None and not self.on_hello():
+                            await self.transport.close(1013, "server full")
+                            return False
                         await self._on_hello(data)
                         return True
                     log.debug(
