@@ -53,9 +53,14 @@ def test_early_close_stops_generation_and_frees_the_model(llamacpp_llm: Any) -> 
     assert "Paris" in "".join(again) and again.stats.finish_reason == "stop"
 
 
-def test_close_from_another_thread_while_a_token_is_being_computed(llamacpp_llm: Any) -> None:
+def test_close_from_another_thread_while_a_token_is_being_computed(
+    make_llamacpp: Callable[..., Any],
+) -> None:
     """The core closes a stream from a pool thread while another pool thread may be
-    inside next(): close() must wait for that step, then stop, never raise."""
+    inside next(): close() must wait for that step, then stop, never raise. (It once
+    waited for the whole reply: the consumer took the step lock again token after
+    token; 512 tokens so that the reply cannot end by itself first.)"""
+    llamacpp_llm = make_llamacpp(max_tokens=512, temperature=0.0)
     reply = llamacpp_llm.chat(STORY)
     got: list[Any] = []
     started = threading.Event()

@@ -179,6 +179,10 @@ class Reply(Iterator[LLMChunk]):
         self._gen = gen
         self._step = threading.Lock()
         self._done = False
+        #: Set by close() before it waits for the step lock: a thread looping on next()
+        #: would otherwise take the (unfair) lock again at once, token after token, and
+        #: close() would wait for the whole reply.
+        self._closing = threading.Event()
         self.stats = stats
 
     def __iter__(self) -> Reply:
@@ -186,7 +190,7 @@ class Reply(Iterator[LLMChunk]):
 
     def __next__(self) -> LLMChunk:
         with self._step:
-            if self._done:
+            if self._done or self._closing.is_set():
                 raise StopIteration
             try:
                 return next(self._gen)
@@ -195,6 +199,7 @@ class Reply(Iterator[LLMChunk]):
                 raise
 
     def close(self) -> None:
+        self._closing.set()
         with self._step:
             self._done = True
             self._gen.close()  # type: ignore[attr-defined]
