@@ -82,9 +82,33 @@ def test_parser_drops_unknown_tools_and_never_speaks_call_json() -> None:
         ToolCallParser(TOOLS), ['<tool_call>{"name": "rm_rf", "arguments": {}}</tool_call>好的']
     ) == ["好的"]
     assert run(ToolCallParser(TOOLS), ['{"name": "rm_rf"}']) == []
-    # JSON that is not a call, and plain text starting with a brace, stay text.
-    assert run(ToolCallParser(TOOLS), ['{"a": 1}']) == ['{"a": 1}']
+    # a JSON object opening the reply is not spoken even when it is no call; the text
+    # after it is; fenced code stays text (for the core's cleaner)
+    assert run(ToolCallParser(TOOLS), ['{"a": 1} 好的。']) == [" 好的。"]
     assert run(ToolCallParser(TOOLS), ["```python\nprint(1)\n```"]) == ["print(1)\n"]
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000])
+def test_parser_never_speaks_a_call_after_a_block_or_cut_off(step: int) -> None:
+    """Seen from Qwen2.5-Coder-1.5B on "把音量调大一点。" with no volume tool offered: its
+    <tools> block, then the call in template braces, cut off by max_tokens (it was
+    spoken); and a doubled-brace call followed by text (the text was lost)."""
+    cases = {
+        '<tools>\n{"type": "function", "function": {"name": "adjust_volume"}}\n</tools>'
+        '\n\n{{"name": "adjust_volume", "arguments": {"volume": 1.5': [],
+        '{{"name": "adjust_volume", "arguments": {"volume": 100}}}将音量调大一点。': [
+            "将音量调大一点。"
+        ],
+        '<tools>\n{"a": 1}\n</tools>\n{"name": "get_time", "arguments": {}}\n好的。': [
+            ToolCall("call_1", "get_time", {}),
+            "\n好的。",
+        ],
+    }
+    for reply, expected in cases.items():
+        pieces = [reply[i : i + step] for i in range(0, len(reply), step)]
+        out = run(ToolCallParser(TOOLS), pieces)
+        text = "".join(c for c in out if isinstance(c, str))
+        assert [c for c in out if isinstance(c, ToolCall)] + ([text] if text else []) == expected
 
 
 def test_parser_numbers_several_calls() -> None:

@@ -109,6 +109,29 @@ def parse_calls(text: str, tools: Sequence[ToolSpec]) -> list[tuple[str, dict[st
     return calls if saw_call else None
 
 
+def _json_end(text: str) -> int | None:
+    """Where the JSON value at the start of ``text`` ends, or None while incomplete; the
+    doubled braces of a template (``{{"name": ...}}``) count as one object.
+
+    >>> _json_end('{"a": 1} ok'), _json_end('{{"a": 1}} ok'), _json_end('{"a": ')
+    (8, 10, None)
+    """
+    decoder = json.JSONDecoder()
+    try:
+        return decoder.raw_decode(text)[1]
+    except ValueError:
+        if not text.startswith("{{"):
+            return None
+    try:
+        end = decoder.raw_decode(text, 1)[1]
+    except ValueError:
+        return None
+    close = len(text[end:]) - len(text[end:].lstrip())
+    if end + close < len(text) and text[end + close] == "}":
+        return end + close + 1
+    return None  # the outer brace may still come
+
+
 def _held_tail(text: str) -> int:
     """Length of the longest suffix of ``text`` that could begin a marker."""
     for n in range(min(len(text), max(map(len, _TAGS)) - 1), 0, -1):
@@ -191,18 +214,21 @@ class ToolCallParser:
                     return out
                 body, self._buf = self._buf[:j], self._buf[j + len(end_marker) :]
                 out.extend(self._close_block(body))
-                self._mode = "text"
+                # bare JSON right after a block is a call too (1.5B writes its <tools>
+                # block, then the call without tags)
+                self._mode, self._started = "text", False
             else:  # bare JSON at the start of the reply: wait for the whole object
-                try:
-                    json.JSONDecoder().raw_decode(self._buf)
-                except ValueError:
-                    return out  # incomplete ({{...}} too: finish() parses it)
-                calls = self._calls(self._buf)
+                end = _json_end(self._buf)
+                if end is None:
+                    return out  # incomplete: wait (finish() drops what never completes)
+                body, self._buf = self._buf[:end], self._buf[end:]
+                calls = self._calls(body)
                 if calls is None:
-                    out.append(self._buf)
+                    log.info("llamacpp: a JSON value that is not a tool call; not spoken")
+                    self.dropped += 1
                 else:
                     out.extend(calls)
-                self._buf, self._mode = "", "text"
+                self._mode, self._started = "text", False
 
     def _close_block(self, body: str) -> list[LLMChunk]:
         calls = self._calls(body)
@@ -230,7 +256,8 @@ class ToolCallParser:
         calls = self._calls(rest)
         if calls is not None:
             return list(calls)
-        if mode == "tag":
+        if mode in ("tag", "bare"):  # an unclosed block, or JSON cut off: never spoken
+            log.info("llamacpp: the reply ended inside an unfinished tool call; not spoken")
             self.dropped += 1
             return out
-        return [re.sub(r"^[A-Za-z]*\n", "", rest) if mode == "fence" else rest]
+        return [re.sub(r"^[A-Za-z]*\n", "", rest)]
