@@ -63,7 +63,9 @@ async def test_database_down_costs_only_counted_drops_and_recovers(own_pg: Postg
             slowest = max(slowest, time.perf_counter() - start)
             if n % 50 == 0:
                 await asyncio.sleep(0.01)  # let the writer try (and fail)
-        assert slowest < 0.005, f"a recording call took {slowest * 1000:.1f} ms"
+        # never waits for the database: a call that did would take connect_timeout (2 s);
+        # 100 ms leaves room for a loaded CI machine (5 ms once failed there at 5.6 ms)
+        assert slowest < 0.1, f"a recording call took {slowest * 1000:.1f} ms"
         start = time.perf_counter()
         assert await store.recent_turns(DEV, 1000) == []  # a turn's read: empty, quickly
         assert await store.get_memory(DEV) is None
