@@ -224,7 +224,7 @@ async def test_a_full_queue_drops_and_counts(settings: StoreSettings) -> None:
         start = time.perf_counter()
         for n in range(25):  # no await in between: the writer cannot run
             _turn(store, n)
-        assert time.perf_counter() - start < 0.05
+        assert time.perf_counter() - start < 0.5  # never waits (a loaded CI box: not 50 ms)
         assert (store.stats.recorded, store.stats.dropped) == (10, 15)
         assert await store.flush()
         assert store.stats.written == 10
