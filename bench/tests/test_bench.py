@@ -151,3 +151,30 @@ def test_first_audio_by_turn_index_separates_first_turns() -> None:
     assert list(first_audio_by_turn(many)["by_index"]) == ["1", "2", "3", "4", "5", "6+"]
     assert first_audio_by_turn(many)["by_index"]["6+"]["n"] == 3
     assert "later_steady" not in first_audio_by_turn(many)
+
+
+def test_shifted_utterances_move_the_end_of_voice_within_a_packet() -> None:
+    """Each 15 ms of leading silence moves the last voiced sample 15 ms later: the audio
+    after it in its packet shrinks by 15 ms until it wraps into the next packet, and the
+    end of voice (packet end minus that audio) moves by exactly the offset."""
+    import numpy as np
+
+    from xiaozhi_core.sim.upstream import last_voiced_sample, shifted_utterances
+    from xiaozhi_core.testing import tone
+
+    pcm = np.concatenate([tone(1.0), np.zeros(8000, np.int16)])
+    last = last_voiced_sample(pcm)
+    assert 15900 <= last <= 16100  # the tone's end, within half an envelope window
+    variants = shifted_utterances(pcm, (0, 15, 30, 45))
+    ends_ms = [u.voice_end * 60 - u.voice_tail_s * 1000 for u in variants]
+    assert ends_ms[0] == pytest.approx((last + 1) / 16, abs=1e-6)
+    assert [e - ends_ms[0] for e in ends_ms] == pytest.approx([0, 15, 30, 45], abs=1e-6)
+    for u in variants:
+        assert 0 <= u.voice_tail_s < 0.060
+        assert 1 <= u.voice_end <= len(u.packets)
+    # four different positions in the packet, not one
+    assert len({round(u.voice_tail_s, 4) for u in variants}) == 4
+    # silence only: no voice, the whole utterance counts, nothing to subtract
+    (quiet,) = shifted_utterances(np.zeros(4000, np.int16), (0,))
+    assert (quiet.voice_end, quiet.voice_tail_s) == (len(quiet.packets), 0.0)
+    assert last_voiced_sample(np.zeros(4000, np.int16)) == -1

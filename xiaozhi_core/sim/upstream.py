@@ -33,6 +33,8 @@ __all__ = [
     "encode_upstream",
     "load_wav",
     "make_utterance",
+    "last_voiced_sample",
+    "shifted_utterances",
     "silence_packets",
     "speak_async",
     "speaker_for",
@@ -166,6 +168,10 @@ class Utterance:
     #: has been sent.
     voice_end: int
     seconds: float
+    #: Seconds of audio after the last voiced sample in packet ``voice_end - 1`` (0 when
+    #: only the frame is known): the true end of voice is that packet's send time minus
+    #: this, as a device sends a packet once its 60 ms have been captured.
+    voice_tail_s: float = 0.0
 
 
 def make_utterance(pcm: np.ndarray, threshold: float = 0.02) -> Utterance:
@@ -182,3 +188,56 @@ def make_utterance(pcm: np.ndarray, threshold: float = 0.02) -> Utterance:
         voice_end = 0
     packets = encode_upstream(pcm)
     return Utterance(packets, max(1, min(voice_end, len(packets))), len(pcm) / RATE)
+
+
+def last_voiced_sample(pcm: np.ndarray, threshold: float = 0.02, window: int = 160) -> int:
+    """Index of the last sample whose short-window envelope (RMS over the ``window``
+    samples centred on it, 10 ms by default) exceeds ``threshold`` of full scale (the
+    level :func:`make_utterance` uses per 60 ms frame); -1 if none does. A hard stop
+    reads a few samples late (half a window at most).
+
+    >>> pcm = np.zeros(16000, np.int16); pcm[1000:5000] = 8000
+    >>> last_voiced_sample(pcm)
+    5078
+    >>> last_voiced_sample(np.zeros(800, np.int16))
+    -1
+    """
+    x = np.asarray(pcm, np.int16).astype(np.float64) / 32768.0
+    if not len(x):
+        return -1
+    csum = np.concatenate([[0.0], np.cumsum(x * x)])
+    centre = np.arange(len(x))
+    starts = np.maximum(0, centre - window // 2)
+    ends = np.minimum(len(x), centre + window - window // 2)
+    rms = np.sqrt((csum[ends] - csum[starts]) / window)
+    loud = np.nonzero(rms > threshold)[0]
+    return int(loud[-1]) if len(loud) else -1
+
+
+def shifted_utterances(
+    pcm: np.ndarray, offsets_ms: tuple[int, ...] = (0, 15, 30, 45), threshold: float = 0.02
+) -> list[Utterance]:
+    """``pcm`` encoded once per offset with that much silence prepended, so the voice's
+    end falls at different points of the 60 ms packet grid (as real speech does). Each
+    :class:`Utterance` gets ``voice_end`` = the packet holding the last voiced sample
+    (:func:`last_voiced_sample`) + 1 and ``voice_tail_s`` = the audio after that sample
+    in its packet.
+
+    >>> pcm = np.zeros(16000, np.int16); pcm[:5000] = 8000
+    >>> [(u.voice_end, round(u.voice_tail_s * 1000, 1)) for u in shifted_utterances(pcm)]
+    [(6, 42.6), (6, 27.6), (6, 12.6), (7, 57.6)]
+    """
+    pcm = np.asarray(pcm, np.int16)
+    out = []
+    for ms in offsets_ms:
+        shifted = np.concatenate([np.zeros(RATE * ms // 1000, np.int16), pcm])
+        last = last_voiced_sample(shifted, threshold)
+        packets = encode_upstream(shifted)
+        if last < 0:
+            voice_end, tail = len(packets), 0.0
+        else:
+            voice_end = last // FRAME + 1
+            tail = (voice_end * FRAME - (last + 1)) / RATE
+        voice_end = max(1, min(voice_end, len(packets)))
+        out.append(Utterance(packets, voice_end, len(shifted) / RATE, tail))
+    return out

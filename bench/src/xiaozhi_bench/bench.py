@@ -3,8 +3,9 @@
 Simulated devices (:class:`~xiaozhi_core.device.FakeDevice` + a real-time
 :class:`~xiaozhi_core.sim.driver.Mic`) run in ``--procs`` separate processes
 (multiprocessing, spawn). The utterance is encoded **once** in the parent (Opus 16 kHz,
-60 ms, DTX on, like the firmware) and the packets are shipped to the workers, so a
-device costs a timer and a ``send`` per frame. The server is either started by the
+60 ms, DTX on, like the firmware), in four variants shifted by 0/15/30/45 ms of leading
+silence, and the packets are shipped to the workers, so a device costs a timer and a
+``send`` per frame. The server is either started by the
 bench in its own process (``-c`` configs, or by default the fake providers with fixed,
 known delays and the silero VAD), one fresh server per phase, or an existing one
 (``--url`` and ``--metrics``).
@@ -20,7 +21,13 @@ Phases (``--phases``, default all):
   per stream and RSS per connection. Turns: end of speech → first audio frame at the
   device (p50/p95, client side, including the server's end-of-utterance silence) and,
   server side, end-of-speech decision → first frame sent, split into provider time
-  and the server's own overhead.
+  and the server's own overhead. *End of speech* is the true end of voice, not a
+  packet boundary: each turn speaks a variant picked at random, and its end of speech
+  is the send time of the packet holding the last voiced sample (10 ms envelope over
+  2% of full scale) minus the audio after that sample in the packet (a device sends a
+  packet once its 60 ms are captured). With a single alignment every TTFA fell on one
+  of two values ~52 ms apart (the 60 ms packets against the server's 32 ms VAD
+  windows), and a p50 over them was meaningless.
 * **idle**: ``--idle`` devices connect, say hello and stay silent: RSS per idle
   connection (the file-descriptor limit is raised as far as allowed).
 * **churn**: ``--churn`` connect → hello → disconnect cycles (half dropped TCP like the
@@ -421,8 +428,9 @@ class _Job:
     offsets: list[float]
     versions: list[int]
     mode: str = "realtime"
-    speech: list[bytes] = field(default_factory=list)
-    voice_end: int = 0
+    #: The utterance's variants as (packets, voice_end, voice_tail_s), see
+    #: :func:`xiaozhi_core.sim.upstream.shifted_utterances`; each turn picks one.
+    variants: list[tuple[list[bytes], int, float]] = field(default_factory=list)
     filler: list[bytes] = field(default_factory=list)
     lead: float = 0.5
     gap: float = 1.0
@@ -544,15 +552,18 @@ async def _ingest_device(
         pause = job.lead * rng.uniform(0.5, 1.5)
         while time.time() < stop_at and dev.closed_code is None:
             mark = len(dev.received)
+            # Real speech ends anywhere within a packet: pick where, and count from the
+            # true end of voice (the packet holding it is sent once fully captured).
+            speech, voice_end, voice_tail_s = rng.choice(job.variants)
             if job.mode == "manual":
                 await asyncio.sleep(pause)
                 await dev.listen("start", "manual")
-                await mic.say(job.speech)
+                await mic.say(speech)
                 await dev.listen("stop")
                 eos = time.monotonic()
             else:
                 await asyncio.sleep(pause)
-                eos = await mic.say(job.speech, job.voice_end)
+                eos = await mic.say(speech, voice_end) - voice_tail_s
             error = None
             if not await _wait_tts(dev, ("start", "stop"), mark, job.turn_timeout):
                 error = "no tts start"
@@ -857,8 +868,10 @@ def _say(o: BenchOptions, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _prepare_audio(o: BenchOptions) -> tuple[Any, list[bytes]]:
-    from xiaozhi_core.sim.upstream import load_wav, make_utterance, silence_packets, synthesize
+def _prepare_audio(o: BenchOptions) -> tuple[list[Any], list[bytes]]:
+    """The utterance's shifted variants (:func:`~xiaozhi_core.sim.upstream.shifted_utterances`)
+    and the DTX filler."""
+    from xiaozhi_core.sim.upstream import load_wav, shifted_utterances, silence_packets, synthesize
 
     if o.wav:
         pcm = load_wav(o.wav)
@@ -873,11 +886,11 @@ def _prepare_audio(o: BenchOptions) -> tuple[Any, list[bytes]]:
             from xiaozhi_core.testing import tone
 
             pcm = np.concatenate([tone(1.2), np.zeros(8000, np.int16)])
-    return make_utterance(pcm), silence_packets()
+    return shifted_utterances(pcm), silence_packets()
 
 
 def _phase_ingest(
-    o: BenchOptions, target: _Target, utterance: Any, filler: list[bytes]
+    o: BenchOptions, target: _Target, variants: list[Any], filler: list[bytes]
 ) -> dict[str, Any]:
     n = o.devices
     ws_url, metrics = target.start(n + 16, o.profile_server)
@@ -898,8 +911,7 @@ def _phase_ingest(
                     [offsets[i] for i in part],
                     [versions[i] for i in part],
                     mode=o.mode,
-                    speech=utterance.packets,
-                    voice_end=utterance.voice_end,
+                    variants=[(u.packets, u.voice_end, u.voice_tail_s) for u in variants],
                     filler=filler,
                     lead=o.lead,
                     gap=o.gap,
@@ -974,8 +986,10 @@ def _ingest_report(
                 "p95": _r(_pct([t["tts_stop_ms"] for t in completed], 0.95)),
             },
         },
-        "note": "client times count from the last voiced frame sent, so they include the "
-        "server's end-of-utterance silence (VAD min silence)",
+        "note": "client times count from the true end of voice (the send time of the packet "
+        "holding the last voiced sample minus the audio after it; the utterance starts at "
+        "a random 0/15/30/45 ms offset so it ends anywhere in a packet), so they include "
+        "the server's end-of-utterance silence (VAD min silence)",
         "first_audio_by_turn": first_audio_by_turn([d["turns"] for d in devices], steady_from),
         # every turn as [device, index in its session, end of speech (s after the start),
         # first audio ms or None]: for plotting latency against time and turn index
@@ -1313,20 +1327,24 @@ def run_bench(o: BenchOptions) -> dict[str, Any]:
             files = [str(path)]
             report["server_config"] = _default_config(o)
         target = _Target(o, files, tmp)
-        utterance = filler = None
         if "ingest" in o.phases:
-            utterance, filler = _prepare_audio(o)
+            variants, filler = _prepare_audio(o)
+            utterance = variants[0]
             report["utterance"] = {
                 "seconds": round(utterance.seconds, 2),
                 "frames": len(utterance.packets),
                 "voice_frames": utterance.voice_end,
+                # per shifted variant: the voice's end after the start of the audio, ms
+                "voice_end_ms": [
+                    round((u.voice_end * 60 - u.voice_tail_s * 1000), 1) for u in variants
+                ],
             }
             _say(
                 o,
                 f"ingest: {o.devices} devices, ramp {o.ramp:g} s, {o.duration:g} s steady "
                 f"({o.mode} mode)...",
             )
-            report["ingest"] = _phase_ingest(o, target, utterance, filler)
+            report["ingest"] = _phase_ingest(o, target, variants, filler)
             report["providers"] = target.providers
             if o.workers is not None:
                 report["ingest"]["server_workers"] = {"count": o.workers, "pids": target.pids}
@@ -1458,7 +1476,7 @@ def print_report(report: dict[str, Any], out: TextIO) -> None:
                 f"{t['completed']}/{t['started']} completed, {t['failed']} failed, "
                 f"{t['frames_after_tts_stop']} frames after tts stop",
             ),
-            ("client ms from end of speech", _fmt(t["client_ms"])),
+            ("client ms from end of voice (sample)", _fmt(t["client_ms"])),
         ]
         by = t.get("first_audio_by_turn")
         if by:
