@@ -37,7 +37,7 @@ import pytest
 import yaml
 
 from xiaozhi_core.audio import resample
-from xiaozhi_core.config import load_config
+from xiaozhi_core.config import DeploymentConfig, load_config
 from xiaozhi_core.device import FakeDevice, encode_utterance
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.registry import default_registry
@@ -157,20 +157,26 @@ async def converse(server: XiaozhiServer, audio: np.ndarray) -> FakeDevice:
     return dev
 
 
+def zh_config(tmp_path: Path, extra: str = "") -> DeploymentConfig:
+    """configs/zh.yaml on free loopback ports with its store in ``tmp_path``, plus
+    ``extra`` YAML."""
+    override = tmp_path / "ports.yaml"
+    override.write_text(
+        "server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
+        f'store: {{data_dir: "{tmp_path / "data"}"}}\n' + extra
+    )
+    return load_config([ZH_CONFIG, override], default_registry(), auto_local=False)
+
+
 WEEKDAYS = "一二三四五六日"
+GREEDY = "llm: {options: {temperature: 0}}\n"
 
 
 async def test_spoken_weekday_question_on_zh_yaml_gets_the_day_in_chinese_speech(
     speaker: Any, zh_asr: Any, tmp_path: Path
 ) -> None:
-    registry = default_registry()
-    override = tmp_path / "ports.yaml"
-    override.write_text(
-        "server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
-        f'store: {{data_dir: "{tmp_path / "data"}"}}\n'
-    )
-    config = load_config([ZH_CONFIG, override], registry, auto_local=False)
-    server = await XiaozhiServer.create(config)
+    # greedy decoding, as in the time test below (sampling at 0.2 failed ~1 run in 6)
+    server = await XiaozhiServer.create(zh_config(tmp_path, GREEDY))
     await server.start()
     try:
         before = datetime.datetime.now().astimezone()
@@ -226,16 +232,9 @@ def hour_said(text: str, hours: set[int]) -> bool:
 async def test_typed_time_question_on_zh_yaml_calls_get_time_and_speaks_the_hour(
     zh_asr: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    registry = default_registry()
-    override = tmp_path / "ports.yaml"
-    override.write_text(
-        "server: {port: 0, http_port: 0, limits: {max_loop_lag_ms: 0}}\n"
-        f'store: {{data_dir: "{tmp_path / "data"}"}}\n'
-    )
     # Greedy decoding: at zh.yaml's temperature 0.2 the model, given the tool's result,
     # once in ~10 runs echoed the question instead of saying the time.
-    override.write_text(override.read_text() + "llm: {options: {temperature: 0}}\n")
-    config = load_config([ZH_CONFIG, override], registry, auto_local=False)
+    config = zh_config(tmp_path, GREEDY)
     caplog.set_level(logging.INFO, logger="xiaozhi_core.session.turn")
     server = await XiaozhiServer.create(config)
     await server.start()
