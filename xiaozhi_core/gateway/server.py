@@ -65,7 +65,7 @@ from .http import HttpPort
 from .memtrim import HeapTrimmer
 from .metrics import Metrics
 from .vision import EXPLAIN_PATH, VisionTokens
-from .ws_transport import WebSocketTransport, describe_close
+from .ws_transport import AudioConnection, WebSocketTransport, describe_close
 
 if TYPE_CHECKING:
     from ..registry import Registry
@@ -279,6 +279,7 @@ class XiaozhiServer:
                 self._handle,
                 self.host,
                 port,
+                create_connection=AudioConnection,
                 process_request=self._process_request,
                 max_size=limits.max_frame_bytes,
                 compression=None,

@@ -11,6 +11,12 @@ when the bytes not yet acknowledged have not drained for ``send_stall_s`` second
 connection is closed (1008) and the send raises :class:`TransportClosed`, which ends the
 turn and cancels its LLM and TTS calls — instead of streaming into a full socket until
 the keep-alive gives up.
+
+Audio takes a fast path (:class:`~xiaozhi_core.session.transport.AudioFastPath`): the
+server's connections are :class:`AudioConnection`, which hand a complete binary message
+to the session's handler right where ``websockets`` parses it, while the session waits
+for its next message and nothing is queued before it. Text, control frames and any
+audio that cannot go at once take ``websockets``' own queue and the iterator, in order.
 """
 
 from __future__ import annotations
@@ -20,20 +26,47 @@ import fcntl
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
-from websockets.protocol import State
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event, State
 
 from ..logutil import LogLimiter
 from ..protocol.framing import FrameError, decode_frame, encode_frame
 from ..session.host import SessionMetrics
-from ..session.transport import Peer, TransportClosed
+from ..session.transport import AudioHandler, Peer, TransportClosed
 
-__all__ = ["WebSocketTransport", "describe_close"]
+__all__ = ["AudioConnection", "WebSocketTransport", "describe_close"]
 
 log = logging.getLogger(__name__)
+
+
+class AudioConnection(ServerConnection):
+    """A server connection that can pass binary messages to a synchronous handler
+    (:attr:`audio_handler`, set by :class:`WebSocketTransport`) as soon as they are
+    parsed, instead of queueing them for ``recv()``. The handler says whether it took
+    the message; if not, or for anything else, ``websockets`` goes on as usual.
+
+    (``process_event`` is where ``websockets`` 15 hands each parsed frame to its
+    receive queue; tests/gateway/test_ws_fast_path.py fails if that changes.)
+    """
+
+    audio_handler: Callable[[bytes], bool] | None = None
+
+    def process_event(self, event: Event) -> None:
+        handler = self.audio_handler
+        if (
+            handler is not None
+            and type(event) is Frame
+            and event.opcode is Opcode.BINARY
+            and event.fin
+            and type(event.data) is bytes
+            and handler(event.data)
+        ):
+            return
+        super().process_event(event)
 
 
 class WebSocketTransport:
@@ -53,6 +86,31 @@ class WebSocketTransport:
         self._log_limit = LogLimiter(on_suppressed=metrics.count_suppressed_log)
         self._stall = _StallWatch(ws, send_stall_s) if send_stall_s > 0 else None
         self._closing: asyncio.Future[None] | None = None
+        self._audio_handler: AudioHandler | None = None
+        #: The iterator's consumer waits in ``recv()``, done with every earlier message.
+        self._waiting = False
+        #: Opus packets the session took on the fast path (the rest went through recv).
+        self.fast_frames = 0
+
+    def set_audio_handler(self, handler: AudioHandler | None) -> None:
+        self._audio_handler = handler
+        if isinstance(self.ws, AudioConnection):
+            self.ws.audio_handler = self._fast_audio if handler is not None else None
+
+    def _fast_audio(self, data: bytes) -> bool:
+        """A binary message, straight from the parser: to the session now if it is
+        next in line (the consumer waits and nothing is queued before it)."""
+        handler = self._audio_handler
+        if handler is None or not self._waiting or len(self.ws.recv_messages.frames):
+            return False
+        try:
+            payload, _ts = decode_frame(data, self.version)
+        except FrameError:
+            return False  # the iterator counts and logs it
+        if handler(payload):
+            self.fast_frames += 1
+            return True
+        return False
 
     def hello_fields(self) -> dict[str, object]:
         return {}
@@ -115,8 +173,14 @@ class WebSocketTransport:
             log.debug("closing %s: %s", self.peer.remote, exc)
 
     async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        ws = self.ws
         try:
-            async for message in self.ws:
+            while True:
+                self._waiting = True
+                try:
+                    message = await ws.recv()
+                finally:
+                    self._waiting = False
                 if isinstance(message, str):
                     yield message
                     continue

@@ -167,12 +167,21 @@ class _LaneQueue:
     def put_nowait(self, item: LaneItem) -> None:
         if self.full():
             raise asyncio.QueueFull
+        self.append(item)
+
+    def append(self, item: LaneItem) -> None:
+        """:meth:`put_nowait` for a caller that has just seen the queue not full."""
         self._items.append(item)
         getter = self._getter
         if getter is not None and not getter.done():
             getter.set_result(None)
 
     async def put(self, item: LaneItem) -> None:
+        await self.wait_for_room()
+        self.put_nowait(item)
+
+    async def wait_for_room(self) -> None:
+        """Return once the queue is not full (no item is added)."""
         while self.full():
             putter = self._future()
             self._putters.append(putter)
@@ -185,7 +194,6 @@ class _LaneQueue:
                 if not self.full() and not putter.cancelled():
                     self._wake_putter()  # pass on the room this putter was given
                 raise
-        self.put_nowait(item)
 
     def get_nowait(self) -> LaneItem:
         if not self._items:
@@ -299,27 +307,39 @@ class AudioLane:
         self._log_limit = LogLimiter(on_suppressed=metrics.count_suppressed_log)
 
     # ------------------------------------------------------------------ producer side
-    async def put_audio(self, packet: bytes) -> None:
-        """Queue one Opus packet; waits (back-pressure) while the lane is full."""
-        self.frames_in += 1
-        self.metrics.frame_in()
+    def put_audio_nowait(self, packet: bytes) -> bool:
+        """Queue one Opus packet if there is room; False (nothing changed) when full."""
         queue = self.queue
         if queue.full():
-            self.metrics.lane_backpressure()
-            if not self._backpressured:  # log once per episode, count every frame
-                self._backpressured = True
-                log.warning(
-                    "session %s: audio lane full (%d frames); applying back-pressure",
-                    self.label,
-                    queue.maxsize,
-                )
-            await queue.put(AudioItem(packet, time.monotonic(), self.frames_in))
-            return
+            return False
         if self._backpressured and queue.qsize() <= queue.maxsize // 2:
             self._backpressured = False
             log.info("session %s: audio lane caught up", self.label)
-        # not full: no need for Queue.put's coroutine (once per frame on the loop)
-        queue.put_nowait(AudioItem(packet, time.monotonic(), self.frames_in))
+        self.frames_in += 1
+        self.metrics.frame_in()
+        queue.append(AudioItem(packet, time.monotonic(), self.frames_in))
+        return True
+
+    async def wait_for_room(self) -> None:
+        """Wait until the lane has room (back-pressure: meanwhile the receive loop does
+        not read the socket). Counted every time, logged once per episode."""
+        queue = self.queue
+        if not queue.full():
+            return
+        self.metrics.lane_backpressure()
+        if not self._backpressured:
+            self._backpressured = True
+            log.warning(
+                "session %s: audio lane full (%d frames); applying back-pressure",
+                self.label,
+                queue.maxsize,
+            )
+        await queue.wait_for_room()
+
+    async def put_audio(self, packet: bytes) -> None:
+        """Queue one Opus packet; waits (back-pressure) while the lane is full."""
+        while not self.put_audio_nowait(packet):
+            await self.wait_for_room()
 
     async def put_control(self, item: ControlItem) -> None:
         """Queue a control item behind the audio received before it."""

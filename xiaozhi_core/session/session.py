@@ -32,7 +32,7 @@ from .profiles import Profile
 from .recall import StoreDeviceMemory, recall
 from .segmenter import Segment
 from .tools import ToolBox
-from .transport import Peer, Transport, TransportClosed
+from .transport import AudioFastPath, Peer, Transport, TransportClosed
 from .turn import Turn
 
 __all__ = ["Session"]
@@ -101,6 +101,8 @@ class Session:
         self.last_voice = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_alert = 0.0
+        #: Closing a device that floods the server with audio (set once).
+        self._flood: asyncio.Future[None] | None = None
         limits = host.limits
         #: Uploaded audio is held to real time (plus a burst): a flood is dropped, not
         #: decoded, so it cannot take CPU from the other sessions.
@@ -146,24 +148,29 @@ class Session:
 
     async def run(self) -> None:
         """Hello, then serve messages until the device goes away."""
+        fast: AudioFastPath | None = None
         try:
             if not await self._await_hello():
                 return
             self._spawn(self.lane.run(), "lane")
             self._spawn(self._watchdog(), "watchdog")
+            fast = self.transport if isinstance(self.transport, AudioFastPath) else None
+            if fast is not None:
+                fast.set_audio_handler(self.take_audio)
             async for message in self.transport:
                 if isinstance(message, bytes):
-                    if not message:  # a 0-byte frame is the "stopped" marker of browsers
-                        continue
-                    if self.audio_rate.allow(self.upstream_frame_ms):
-                        await self.lane.put_audio(message)
-                    elif not await self._audio_too_fast():
+                    while not self.take_audio(message):
+                        await self.lane.wait_for_room()
+                    if self._flood is not None:
+                        await self._flood
                         return
                 else:
                     await self._on_text(message)
         except TransportClosed:
             pass
         finally:
+            if fast is not None:
+                fast.set_audio_handler(None)
             await self.close_tasks()
 
     async def close_tasks(self) -> None:
@@ -634,10 +641,28 @@ class Session:
         ):
             self.listening = True
 
-    async def _audio_too_fast(self) -> bool:
+    def take_audio(self, packet: bytes) -> bool:
+        """One Opus packet from the device, taken without waiting: into the lane, or
+        dropped (over the audio rate; the 0-byte "stopped" marker of browsers). False,
+        having changed nothing, when the lane is full. The receive loop calls it, and
+        the transport's fast path (:class:`AudioFastPath`) straight from its socket."""
+        if not packet:
+            return True
+        lane = self.lane
+        if lane.queue.full():
+            return False
+        if self.audio_rate.allow(self.upstream_frame_ms):
+            lane.put_audio_nowait(packet)  # not full: it takes it
+        else:
+            self._audio_too_fast()
+        return True
+
+    def _audio_too_fast(self) -> None:
         """A frame over the audio rate: count it, tell the device (at most every 10 s),
-        close a flood. False when the session is over."""
+        close a flood."""
         self.host.metrics.audio_dropped()
+        if self._flood is not None:
+            return
         if self.audio_rate.flooding:
             log.warning(
                 "session %s: device %s sends audio far faster than real time "
@@ -646,21 +671,31 @@ class Session:
                 clip(self.device.device_id),
                 self.audio_rate.dropped,
             )
-            await self.transport.close(1008, "audio faster than real time")
-            return False
-        if time.monotonic() - self._last_alert > 10:
+            # not one of the session's tasks: closing the session must not cancel it
+            self._flood = asyncio.ensure_future(
+                self.transport.close(1008, "audio faster than real time")
+            )
+            return
+        now = time.monotonic()
+        if now - self._last_alert > 10:
+            self._last_alert = now
             log.warning(
                 "session %s: audio faster than real time; dropping the excess", self.session_id
             )
-        await self._alert_once("Audio is arriving faster than real time; extra audio is dropped.")
-        return True
+            self._spawn(
+                self._alert("Audio is arriving faster than real time; extra audio is dropped."),
+                "alert",
+            )
 
     async def _alert_once(self, message: str) -> None:
         now = time.monotonic()
         if now - self._last_alert > 10:
             self._last_alert = now
-            with contextlib.suppress(Exception):
-                await self.send_json(msg.alert(self.session_id, message))
+            await self._alert(message)
+
+    async def _alert(self, message: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.send_json(msg.alert(self.session_id, message))
 
     # ------------------------------------------------------------------ MCP
     async def _init_mcp(self) -> None:

@@ -45,11 +45,11 @@ Example — an in-memory transport, as a test or another process would write one
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Peer", "Transport", "TransportClosed"]
+__all__ = ["AudioFastPath", "AudioHandler", "Peer", "Transport", "TransportClosed"]
 
 
 class TransportClosed(Exception):
@@ -107,4 +107,30 @@ class Transport(Protocol):
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
         """Incoming JSON text messages and Opus packets, in arrival order."""
+        ...
+
+
+#: What a session gives :meth:`AudioFastPath.set_audio_handler`: takes one Opus packet
+#: (framing removed) without waiting and says whether it did. False means "not now"
+#: (the session's lane is full), *having changed nothing*: the packet then takes the
+#: iterator's way, in its place.
+AudioHandler = Callable[[bytes], bool]
+
+
+@runtime_checkable
+class AudioFastPath(Protocol):
+    """What a transport may offer on top of :class:`Transport`: Opus packets handed to
+    the session straight from the receive callback, without the wake-up of the task
+    that iterates the transport (one per packet, ~16 per second per device: a good part
+    of the event loop's per-device cost).
+
+    Order is kept by construction: the transport calls the handler only while the
+    session waits for its next message with nothing queued before the packet — exactly
+    when the iterator would have yielded this packet next and the session would have
+    taken it at once. Otherwise (a text message being handled, messages queued) the
+    packet goes through the iterator as usual.
+    """
+
+    def set_audio_handler(self, handler: AudioHandler | None) -> None:
+        """Install (or with None remove) the session's handler."""
         ...
