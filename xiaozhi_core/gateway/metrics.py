@@ -7,13 +7,21 @@ server from outside: frames processed / lost / reordered by the ordered audio la
 each turn's latency (``xiaozhi_turn_server_overhead_seconds``), and the process state
 (``process_*`` from prometheus_client's process collector: CPU seconds, RSS, open fds;
 ``xiaozhi_runtime``: asyncio tasks and OS threads).
+
+The metrics counted once per audio frame (frames in, processed, out, and the lane-lag
+histogram) are plain numbers in :class:`HotCounters`, handed to Prometheus when it
+scrapes (a custom collector): a ``prometheus_client`` counter takes a lock per
+increment and a histogram observation four Python calls, several times per frame for
+every device. The exposition is the same.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -23,11 +31,12 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from ..session.latency import TurnLatency
 from .stats import StatsRing
 
-__all__ = ["Metrics"]
+__all__ = ["HotCounters", "Metrics"]
 
 #: The tens of milliseconds a turn's steps take: every histogram here resolves them.
 _TENS_OF_MS = (0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1)
@@ -60,6 +69,75 @@ def _number(value: object) -> float:
     return float(value) if isinstance(value, int | float) else 0.0
 
 
+class HotCounters:
+    """The per-frame counters and the lane-lag histogram, as plain numbers (the event
+    loop is their only writer), exposed as ``prometheus_client`` families at scrape
+    time (a registry collector).
+
+    >>> hot = HotCounters(buckets=(0.01, 0.1))
+    >>> hot.frames_in += 3
+    >>> hot.observe_lags([0.005, 0.05, 0.5])
+    >>> r = CollectorRegistry(); r.register(hot)
+    >>> r.get_sample_value("xiaozhi_audio_frames_in_total")
+    3.0
+    >>> r.get_sample_value("xiaozhi_audio_lane_lag_seconds_bucket", {"le": "0.1"})
+    2.0
+    >>> r.get_sample_value("xiaozhi_audio_lane_lag_seconds_count")
+    3.0
+    """
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.frames_in = 0
+        self.frames_processed = 0
+        self.frames_out = 0
+        #: Upper bounds of the lag buckets (+Inf implied), and the count in each.
+        self.bounds = tuple(buckets)
+        self.lag_counts = [0] * (len(self.bounds) + 1)
+        self.lag_sum = 0.0
+        self.created = time.time()
+
+    def observe_lags(self, lags: Iterable[float]) -> None:
+        counts, bounds, where = self.lag_counts, self.bounds, bisect.bisect_left
+        total = 0.0
+        for lag in lags:
+            counts[where(bounds, lag)] += 1
+            total += lag
+        self.lag_sum += total
+
+    def describe(self) -> list[Metric]:
+        return []  # names are not reserved up front: collect() is cheap and side-free
+
+    def collect(self) -> Iterator[Metric]:
+        created = self.created
+        for name, doc, value in (
+            ("xiaozhi_audio_frames_in", "Opus frames received", self.frames_in),
+            (
+                "xiaozhi_audio_frames_processed",
+                "Opus frames through decode + VAD, in arrival order",
+                self.frames_processed,
+            ),
+            ("xiaozhi_audio_frames_out", "Opus frames sent", self.frames_out),
+        ):
+            yield CounterMetricFamily(name, doc, value=float(value), created=created)
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.lag_counts, strict=True):
+            cumulative += count
+            buckets.append((_le(bound), float(cumulative)))
+        family = HistogramMetricFamily(
+            "xiaozhi_audio_lane_lag_seconds",
+            "Time from frame arrival to its VAD result",
+            buckets=buckets,
+            sum_value=self.lag_sum,
+        )
+        family.add_sample("xiaozhi_audio_lane_lag_seconds_created", {}, created)
+        yield family
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it (``0.01``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 class Metrics:
     def __init__(self) -> None:
         #: The last hour in 10-s samples, for the console's charts (fed here too).
@@ -69,14 +147,9 @@ class Metrics:
         self.connections = Counter(
             "xiaozhi_connections_total", "Connection attempts by outcome", ["outcome"], registry=r
         )
-        self.frames_in = Counter(
-            "xiaozhi_audio_frames_in_total", "Opus frames received", registry=r
-        )
-        self.frames_processed = Counter(
-            "xiaozhi_audio_frames_processed_total",
-            "Opus frames through decode + VAD, in arrival order",
-            registry=r,
-        )
+        #: Frames in / processed / out and the lane-lag histogram (per-frame counts).
+        self.hot = HotCounters(_LAG_BUCKETS)
+        r.register(self.hot)
         self.frames_lost = Counter(
             "xiaozhi_audio_frames_lost_total",
             "Received frames the lane skipped (decode/VAD failure); should stay 0",
@@ -87,15 +160,8 @@ class Metrics:
             "Frames processed out of arrival order; must stay 0",
             registry=r,
         )
-        self.frames_out = Counter("xiaozhi_audio_frames_out_total", "Opus frames sent", registry=r)
         self.frame_errors = Counter(
             "xiaozhi_frame_errors_total", "Malformed frames by kind", ["kind"], registry=r
-        )
-        self.lane_lag = Histogram(
-            "xiaozhi_audio_lane_lag_seconds",
-            "Time from frame arrival to its VAD result",
-            registry=r,
-            buckets=_LAG_BUCKETS,
         )
         self.lane_lag_max = Gauge(
             "xiaozhi_audio_lane_lag_max_seconds",
@@ -161,10 +227,10 @@ class Metrics:
 
     # -- the SessionMetrics interface (xiaozhi_core.session.host) ------------------------
     def frame_in(self) -> None:
-        self.frames_in.inc()
+        self.hot.frames_in += 1
 
     def frame_out(self, n: int = 1) -> None:
-        self.frames_out.inc(n)
+        self.hot.frames_out += n
 
     def frame_error(self, kind: str) -> None:
         self.frame_errors.labels(kind).inc()
@@ -181,19 +247,17 @@ class Metrics:
     def turn_outcome(self, outcome: str) -> None:
         self.turns.labels(outcome).inc()
 
-    def observe_lane_lag(self, lags: Sequence[float] | Iterable[float]) -> None:
+    def observe_lane_lag(self, lags: Sequence[float]) -> None:
         """Frames through decode + VAD: their lane lag (arrival → VAD result, seconds)."""
-        n = 0
-        total = 0.0
-        peak = 0.0
-        for lag in lags:
-            n += 1
-            total += lag
-            self.lane_lag.observe(lag)
-            if lag > peak:
-                peak = lag
-        self.frames_processed.inc(n)
-        self.window.add_lane_lag(n, total, peak)
+        if not lags:
+            return
+        hot = self.hot
+        before = hot.lag_sum
+        hot.observe_lags(lags)
+        n = len(lags)
+        hot.frames_processed += n
+        peak = max(lags)
+        self.window.add_lane_lag(n, hot.lag_sum - before, peak)
         if peak > self._lane_lag_peak:
             self._lane_lag_peak = peak
             self.lane_lag_max.set(peak)
