@@ -14,6 +14,7 @@ from websockets.exceptions import InvalidStatus
 from xiaozhi_core.device import FakeDevice, encode_utterance
 from xiaozhi_core.protocol.framing import encode_frame
 from xiaozhi_core.protocol.messages import EMOTIONS
+from xiaozhi_core.session.turn import SEND_BURST
 
 from .conftest import speak, utterance
 
@@ -173,10 +174,10 @@ async def test_reply_audio_is_paced_never_underruns_and_never_runs_far_ahead(mak
     late = [k for k, at in enumerate(arrivals) if at > t0 + k * frame + 0.05]
     assert not late, late[:5]
     ahead = max(t0 + k * frame - at for k, at in enumerate(arrivals))
-    assert ahead <= (prebuffer + 2) * frame + 0.03, ahead
-    # after the pre-buffer, frames come in bursts of two: about half as many gaps
+    assert ahead <= (prebuffer + SEND_BURST) * frame + 0.03, ahead
+    # after the pre-buffer, frames come in bursts: one gap per burst, not per frame
     gaps = np.diff(arrivals[prebuffer:])
-    assert (gaps > frame / 2).sum() <= len(gaps) * 0.6
+    assert (gaps > frame / 2).sum() <= len(gaps) / SEND_BURST * 1.2
 
 
 # --------------------------------------------------------------------------- modes
