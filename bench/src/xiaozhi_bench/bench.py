@@ -1056,6 +1056,14 @@ def _ingest_report(
         "vad_windows_per_s": round(steady.get("xiaozhi_vad", stat="windows") / secs, 1)
         if steady.get("xiaozhi_vad", stat="windows") > 0
         else None,
+        # windows the VAD did not have to run on (deep in a run of DTX packets)
+        "vad_windows_dtx_skipped_share": round(
+            steady.get("xiaozhi_vad", stat="windows_dtx_skipped")
+            / steady.get("xiaozhi_vad", stat="windows"),
+            3,
+        )
+        if steady.get("xiaozhi_vad", stat="windows") > 0
+        else None,
     }
     hist = "xiaozhi_turn_latency_seconds"
     over = "xiaozhi_turn_server_overhead_seconds"
