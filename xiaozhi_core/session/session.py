@@ -613,7 +613,8 @@ class Session:
         }
         if transcripts:  # device-supplied text: bounded in the log (whole in the store)
             fields.update(text=cut(turn.text, 500), reply=cut(reply, 500))
-        log.info("turn %s", format_turn(fields), extra={"turn": fields})
+        if log.isEnabledFor(logging.INFO):  # formatting costs more than the rest of this
+            log.info("turn %s", format_turn(fields), extra={"turn": fields})
         if store is not None and outcome != "nothing":
             store.turn_recorded(
                 session_id=self.session_id,
