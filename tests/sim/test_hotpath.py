@@ -205,7 +205,9 @@ async def test_lane_counts_processed_lost_and_reordered_frames() -> None:
         return await original(stream, packets)
 
     server.hub.process = flaky  # type: ignore[method-assign]
-    pcm = np.concatenate([np.zeros(8000, np.int16), tone(0.6), np.zeros(16000, np.int16)])
+    # 2.5 s of silence first: the failed group (at most 32 frames, however the burst is
+    # grouped) can only hold silence, so the utterance still makes a turn
+    pcm = np.concatenate([np.zeros(40000, np.int16), tone(0.6), np.zeros(16000, np.int16)])
     packets = encode_utterance(pcm)
     try:
         async with FakeDevice(server.ws_url) as dev:
