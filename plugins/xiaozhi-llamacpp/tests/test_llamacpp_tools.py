@@ -111,6 +111,27 @@ def test_parser_never_speaks_a_call_after_a_block_or_cut_off(step: int) -> None:
         assert [c for c in out if isinstance(c, ToolCall)] + ([text] if text else []) == expected
 
 
+@pytest.mark.parametrize("step", [1, 2, 7, 1000])
+def test_parser_never_speaks_a_tool_result_the_model_wrote_itself(step: int) -> None:
+    """Seen from Qwen2.5-Coder-1.5B asked 今天天气怎么样 with only get_time offered: its
+    whole answer was a made-up tool result in the template's tag, and it was spoken."""
+    cases = {
+        '<toolresponse>{"localtime": "2026-12-08T00:14:37+00:00", "time": "00:14"}'
+        "</toolresponse>": "",
+        '<tool_response>\n{"name": "get_time", "result": "00:14"}\n</tool_response>'
+        "现在是零点十四分。": "现在是零点十四分。",
+        '好的。<toolresponse{"time": "00:14"}</toolresponse>': "好的。",
+        '<tool_response>{"time": "00:14"': "",  # cut off: still data
+    }
+    for reply, expected in cases.items():
+        pieces = [reply[i : i + step] for i in range(0, len(reply), step)]
+        parser = ToolCallParser(TOOLS)
+        out = run(parser, pieces)
+        assert not [c for c in out if isinstance(c, ToolCall)], (reply, out)
+        assert "".join(c for c in out if isinstance(c, str)) == expected, (reply, out)
+        assert parser.dropped == 1
+
+
 def test_parser_numbers_several_calls() -> None:
     reply = (
         '<tool_call>{"name": "get_time", "arguments": {}}</tool_call>\n'

@@ -49,6 +49,15 @@ _TAGS = {
     "<tools>": "</tools>",
     "<function_call>": "</function_call>",
 }
+#: Tags of a tool's *result*, which the template puts in the prompt and a small model
+#: sometimes writes itself (Qwen 1.5B: ``<toolresponse>{"localtime": ...}</toolresponse>``
+#: as its whole answer). Such a block is data, never a call and never spoken. Matched
+#: without their ``>`` (a following ``>`` is dropped with them).
+_RESULT_TAGS = {
+    "<tool_response": "</tool_response",
+    "<toolresponse": "</toolresponse",
+}
+_MARKERS = {**_TAGS, **_RESULT_TAGS}
 
 
 def _objects(text: str) -> list[Any]:
@@ -134,9 +143,9 @@ def _json_end(text: str) -> int | None:
 
 def _held_tail(text: str) -> int:
     """Length of the longest suffix of ``text`` that could begin a marker."""
-    for n in range(min(len(text), max(map(len, _TAGS)) - 1), 0, -1):
+    for n in range(min(len(text), max(map(len, _MARKERS)) - 1), 0, -1):
         tail = text[-n:]
-        if _FENCE.startswith(tail) or any(tag.startswith(tail) for tag in _TAGS):
+        if _FENCE.startswith(tail) or any(tag.startswith(tail) for tag in _MARKERS):
             return n
     return 0
 
@@ -147,8 +156,9 @@ class ToolCallParser:
     def __init__(self, tools: Sequence[ToolSpec], id_prefix: str = "call_") -> None:
         self.tools = list(tools)
         self._buf = ""
-        self._mode = "text"  # text | tag | fence | bare
+        self._mode = "text"  # text | tag | result | fence | bare
         self._close = ""
+        self._drop_gt = False  # a ">" closing a result tag may come next
         self._started = False  # something other than whitespace was seen
         self._count = 0
         self._prefix = id_prefix
@@ -183,6 +193,10 @@ class ToolCallParser:
         out: list[LLMChunk] = []
         while True:
             if self._mode == "text":
+                if self._drop_gt and self._buf:
+                    self._drop_gt = False
+                    if self._buf.startswith(">"):
+                        self._buf = self._buf[1:]
                 if not self._started:
                     stripped = self._buf.lstrip()
                     if not stripped:
@@ -191,7 +205,7 @@ class ToolCallParser:
                     if stripped.startswith("{"):
                         self._mode, self._buf = "bare", stripped
                         continue
-                starts = [(i, m) for m in (*_TAGS, _FENCE) if (i := self._buf.find(m)) >= 0]
+                starts = [(i, m) for m in (*_MARKERS, _FENCE) if (i := self._buf.find(m)) >= 0]
                 if not starts:
                     keep = _held_tail(self._buf)
                     text, self._buf = (
@@ -205,15 +219,24 @@ class ToolCallParser:
                 if i:
                     out.append(self._buf[:i])
                 self._buf = self._buf[i + len(marker) :]
-                self._mode = "fence" if marker == _FENCE else "tag"
-                self._close = _TAGS.get(marker, _FENCE)
-            elif self._mode in ("tag", "fence"):
+                if marker == _FENCE:
+                    self._mode, self._close = "fence", _FENCE
+                elif marker in _RESULT_TAGS:
+                    self._mode, self._close = "result", _RESULT_TAGS[marker]
+                else:
+                    self._mode, self._close = "tag", _TAGS[marker]
+            elif self._mode in ("tag", "fence", "result"):
                 end_marker = self._close
                 j = self._buf.find(end_marker)
                 if j < 0:
                     return out
                 body, self._buf = self._buf[:j], self._buf[j + len(end_marker) :]
-                out.extend(self._close_block(body))
+                if self._mode == "result":
+                    log.info("llamacpp: the model wrote a tool result itself; not spoken")
+                    self.dropped += 1
+                    self._drop_gt = True
+                else:
+                    out.extend(self._close_block(body))
                 # bare JSON right after a block is a call too (1.5B writes its <tools>
                 # block, then the call without tags)
                 self._mode, self._started = "text", False
@@ -252,7 +275,13 @@ class ToolCallParser:
         if not rest.strip():
             return out
         if mode == "text":
-            return [rest]
+            if self._drop_gt and rest.startswith(">"):
+                rest = rest[1:]
+            return [rest] if rest.strip() else out
+        if mode == "result":  # a result block never closed: data, not speech
+            log.info("llamacpp: the model wrote a tool result itself; not spoken")
+            self.dropped += 1
+            return out
         calls = self._calls(rest)
         if calls is not None:
             return list(calls)
