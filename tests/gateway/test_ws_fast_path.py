@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 
-import numpy as np
-
 from xiaozhi_core.device import FakeDevice, encode_utterance
 from xiaozhi_core.gateway import XiaozhiServer
 from xiaozhi_core.protocol.framing import encode_frame
@@ -52,8 +50,7 @@ async def test_streamed_audio_takes_the_fast_path(server):
         session = only_session(server)
         lane = session.lane
         fast = session.transport.fast_frames  # type: ignore[attr-defined]
-    assert lane.frames_in == len(packets)
-    assert lane.frames_lost == 0 and lane.frames_reordered == 0
+    assert lane.frames_in == len(packets) and lane.frames_lost == 0
     # sent one by one in real time, nearly every packet finds the session waiting
     assert fast >= 0.8 * len(packets), (fast, len(packets))
 
@@ -73,7 +70,6 @@ async def test_audio_after_listen_stop_in_the_same_read_stays_behind_it(make_ser
         await dev.wait_for("tts", "stop", timeout=15)
         session = only_session(server)
         assert session.transport.fast_frames >= 1  # type: ignore[attr-defined]
-        assert session.lane.frames_reordered == 0
     heard = server.providers.asr.instance.utterances[-1]
     # exactly the 20 packets' audio (cut into 512-sample windows), none of the 30
     assert 20 * 960 - 512 < len(heard) <= 20 * 960, len(heard)
@@ -90,9 +86,11 @@ async def test_audio_arriving_while_a_text_message_is_handled_waits_for_it(make_
         await asyncio.sleep(0.2)
         session = only_session(server)
         on_text = session._on_text
+        holding = asyncio.Event()
 
         async def slow_on_text(text: str) -> None:
             if '"stop"' in text:
+                holding.set()
                 await asyncio.sleep(0.4)
             await on_text(text)
 
@@ -100,7 +98,7 @@ async def test_audio_arriving_while_a_text_message_is_handled_waits_for_it(make_
         for packet in speech:
             await dev.send_packet(packet)
         await dev.listen("stop")
-        await asyncio.sleep(0.1)  # the session now holds the stop
+        await asyncio.wait_for(holding.wait(), 5)  # the session now holds the stop
         for packet in after:
             await dev.send_packet(packet)
         await dev.wait_for("tts", "stop", timeout=15)
@@ -109,8 +107,8 @@ async def test_audio_arriving_while_a_text_message_is_handled_waits_for_it(make_
 
 
 async def test_audio_queued_behind_a_text_message_is_processed_in_order(make_server):
-    """Packets that arrive while the session is busy with a text message go through
-    the iterator; frames are counted in arrival order either way."""
+    """A burst that starts with a text message: every packet queues behind it and the
+    listening windows take exactly their own packets."""
     server = await make_server(asr={"provider": "fake", "options": {"text": "manual"}})
     speech = encode_utterance(tone(0.6))  # 10 packets
     async with FakeDevice(server.ws_url) as dev:
@@ -118,14 +116,22 @@ async def test_audio_queued_behind_a_text_message_is_processed_in_order(make_ser
         # start + audio + stop + audio + start + audio + stop, in one write
         burst(dev, [start, *speech, stop, *speech, start, *speech, *speech, stop])
         await dev.wait_for("tts", "stop", timeout=15)
-        await asyncio.sleep(0.3)
+        first = next(
+            i
+            for i, r in enumerate(dev.received)
+            if r.message is not None
+            and r.message.get("type") == "tts"
+            and r.message.get("state") == "stop"
+        )
+        await dev.wait_for("tts", "stop", timeout=15, after=first + 1)
         session = only_session(server)
-        assert session.lane.frames_in == 40
-        assert session.lane.frames_reordered == 0 and session.lane.frames_lost == 0
+        assert session.lane.frames_in == 40 and session.lane.frames_lost == 0
     heard = [len(u) for u in server.providers.asr.instance.utterances]
-    # the first turn heard 10 packets; the second 20 (the 10 between stop and start
-    # were outside any listening window)
-    assert heard[0] <= 10 * 960 and heard[-1] > 10 * 960, heard
+    # the first window heard its 10 packets, the second its 20 (give or take the part
+    # of a 512-sample window carried over from the 10 in between), none of the 10
+    assert len(heard) == 2, heard
+    assert 10 * 960 - 512 < heard[0] <= 10 * 960, heard
+    assert 20 * 960 - 512 < heard[1] < 20 * 960 + 512, heard
 
 
 async def test_fast_path_off_after_the_session_ends(server):
@@ -139,4 +145,23 @@ async def test_fast_path_off_after_the_session_ends(server):
             break
         await asyncio.sleep(0.05)
     assert ws.audio_handler is None
-    assert np.all(np.asarray([session.lane.frames_lost, session.lane.frames_reordered]) == 0)
+
+
+async def test_a_failing_fast_path_falls_back_to_the_usual_way(server, caplog):
+    """Should the fast path ever raise (say websockets' internals changed), the frame
+    takes websockets' queue instead and the connection goes on without the fast path."""
+    packets = utterance()
+    async with FakeDevice(server.ws_url) as dev:
+        await dev.listen("start", "auto")
+        session = only_session(server)
+        ws = session.transport.ws  # type: ignore[attr-defined]
+
+        def broken(data: bytes) -> bool:
+            raise AttributeError("'Assembler' object has no attribute 'frames'")
+
+        ws.audio_handler = broken
+        await dev.stream(packets, realtime=False)
+        await dev.wait_for("tts", "stop", timeout=15)
+        assert ws.audio_handler is None
+        assert session.lane.frames_in == len(packets) and session.lane.frames_lost == 0
+    assert "audio fast path failed" in caplog.text

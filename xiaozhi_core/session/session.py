@@ -162,7 +162,7 @@ class Session:
                     while not self.take_audio(message):
                         await self.lane.wait_for_room()
                     if self._flood is not None:
-                        await self._flood
+                        await asyncio.shield(self._flood)
                         return
                 else:
                     await self._on_text(message)
@@ -647,8 +647,8 @@ class Session:
         dropped (over the audio rate; the 0-byte "stopped" marker of browsers). False,
         having changed nothing, when the lane is full. The receive loop calls it, and
         the transport's fast path (:class:`AudioFastPath`) straight from its socket."""
-        if not packet:
-            return True
+        if not packet or self._flood is not None:
+            return True  # (a flooding device's audio is dropped until its close completes)
         lane = self.lane
         if lane.queue.full():
             return False
