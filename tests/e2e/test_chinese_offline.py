@@ -205,7 +205,7 @@ async def test_spoken_weekday_question_on_zh_yaml_gets_the_day_in_chinese_speech
 
 def hour_said(text: str, hours: set[int]) -> bool:
     """Whether ``text`` names one of ``hours`` (0-23) as a clock hour: "15点", "15:20",
-    "下午三点", "两点", and "20.50分" (how Whisper writes a spoken 二十点五十分)...
+    "下午三点", "两点", and "20.50分" / "3.7分" (how Whisper writes 二十点五十分 / 三点七分)...
 
     >>> hour_said("现在是下午三点二十分。", {15}), hour_said("现在是15:20。", {15})
     (True, True)
@@ -215,6 +215,8 @@ def hour_said(text: str, hours: set[int]) -> bool:
     (False, True)
     >>> hour_said("现在是凌晨00:14。", {0}), hour_said("现在是08:05。", {8})
     (True, True)
+    >>> hour_said("下午3.7分", {15}), hour_said("气温3.7度", {15})  # 三点七分, heard
+    (True, False)
     """
     forms: set[str] = set()
     for h in hours:
@@ -224,7 +226,7 @@ def hour_said(text: str, hours: set[int]) -> bool:
             if n == 2:
                 forms.add("两")
     for form in sorted(forms, key=len, reverse=True):
-        for m in re.finditer(re.escape(form) + r"\s*(点|:|：|时|\.(?=\d\d))", text):
+        for m in re.finditer(re.escape(form) + r"\s*(点|:|：|时|\.(?=\d\d|\d分))", text):
             before = text[: m.start()]
             # "十一点" must not count as "一点": the form starts the number
             if not before or not (before[-1].isdigit() or before[-1] in _DIGITS + "十两"):
