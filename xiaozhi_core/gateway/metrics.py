@@ -76,7 +76,8 @@ class HotCounters:
 
     >>> hot = HotCounters(buckets=(0.01, 0.1))
     >>> hot.frames_in += 3
-    >>> hot.observe_lags([0.005, 0.05, 0.5])
+    >>> round(hot.observe_lags([0.005, 0.05, 0.5]), 3)
+    0.555
     >>> r = CollectorRegistry(); r.register(hot)
     >>> r.get_sample_value("xiaozhi_audio_frames_in_total")
     3.0
@@ -96,13 +97,15 @@ class HotCounters:
         self.lag_sum = 0.0
         self.created = time.time()
 
-    def observe_lags(self, lags: Iterable[float]) -> None:
+    def observe_lags(self, lags: Iterable[float]) -> float:
+        """Count each lag in its bucket; returns their sum."""
         counts, bounds, where = self.lag_counts, self.bounds, bisect.bisect_left
         total = 0.0
         for lag in lags:
             counts[where(bounds, lag)] += 1
             total += lag
         self.lag_sum += total
+        return total
 
     def describe(self) -> list[Metric]:
         return []  # names are not reserved up front: collect() is cheap and side-free
@@ -252,12 +255,11 @@ class Metrics:
         if not lags:
             return
         hot = self.hot
-        before = hot.lag_sum
-        hot.observe_lags(lags)
+        total = hot.observe_lags(lags)
         n = len(lags)
         hot.frames_processed += n
         peak = max(lags)
-        self.window.add_lane_lag(n, hot.lag_sum - before, peak)
+        self.window.add_lane_lag(n, total, peak)
         if peak > self._lane_lag_peak:
             self._lane_lag_peak = peak
             self.lane_lag_max.set(peak)

@@ -662,8 +662,6 @@ class Session:
         """A frame over the audio rate: count it, tell the device (at most every 10 s),
         close a flood."""
         self.host.metrics.audio_dropped()
-        if self._flood is not None:
-            return
         if self.audio_rate.flooding:
             log.warning(
                 "session %s: device %s sends audio far faster than real time "
