@@ -245,8 +245,10 @@ def _with_silences(seed: int) -> list[bytes]:
 
 
 async def _hub_run(
-    vad_instance: Any, packets: list[bytes], chunk: int, skip_dtx: bool
+    vad_instance: Any, packets: list[bytes], chunk: int, skip_dtx: bool, now: bool = False
 ) -> tuple[list[np.ndarray], list[float], AudioHub]:
+    """Feed ``packets`` in chunks through a hub; ``now``: like the lane, ask
+    ``process_now`` first and await ``process`` only when it declines."""
     executor = Executor(ExecutorSettings(cpu_workers=2))
     spec = ProviderSpec(
         role=Role.VAD, name="t", execution=Execution.CPU, factory=type(vad_instance), options=_Opts
@@ -258,7 +260,9 @@ async def _hub_run(
     probs: list[float] = []
     try:
         for i in range(0, len(packets), chunk):
-            result = await hub.process(stream, packets[i : i + chunk])
+            result = hub.process_now(stream, packets[i : i + chunk]) if now else None
+            if result is None:
+                result = await hub.process(stream, packets[i : i + chunk])
             windows += result.windows
             probs += result.probs
     finally:
@@ -306,6 +310,52 @@ async def test_dtx_windows_skip_the_vad_but_keep_every_sample(chunk: int) -> Non
     # up to the first skipped window everything is as without skipping
     assert probs[:first] == ref_probs[:first] and probs[first - 1] != 0.0
     assert hub.windows_total == ref_hub.windows_total == len(windows)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+async def test_deep_dtx_is_answered_at_once_with_the_batched_result(chunk: int) -> None:
+    """``process_now`` answers the requests deep in a DTX run on the spot (no batch, no
+    pool job) with exactly what the batch would have returned, and declines the rest."""
+    packets = _with_silences(5)
+    windows_b, probs_b, batched = await _hub_run(OrderVAD(), packets, chunk, True)
+    windows, probs, hub = await _hub_run(OrderVAD(), packets, chunk, True, now=True)
+    assert probs == probs_b
+    assert len(windows) == len(windows_b)
+    assert all(np.array_equal(a, b) for a, b in zip(windows, windows_b, strict=True))
+    assert batched.requests_now == 0
+    requests = -(-len(packets) // chunk)
+    assert hub.requests_now > requests // 4  # the long silences went this way
+    assert hub.batches == requests - hub.requests_now
+    assert (hub.windows_total, hub.windows_dtx) == (batched.windows_total, batched.windows_dtx)
+
+
+async def test_process_now_declines_what_needs_decoding_or_vad() -> None:
+    from xiaozhi_core.sim.upstream import silence_packets
+
+    executor = Executor(ExecutorSettings(cpu_workers=1))
+    spec = ProviderSpec(
+        role=Role.VAD, name="t", execution=Execution.CPU, factory=OrderVAD, options=_Opts
+    )
+    hub = AudioHub(executor, bind(spec, OrderVAD(), executor), tick_ms=1)
+    stream = hub.new_stream()
+    dtx = silence_packets()[:1] * 20
+    try:
+        # before the stream's first real audio every window goes to the VAD
+        assert hub.process_now(stream, dtx) is None
+        speech = encode_upstream(_speechlike(0.5, 3))
+        await hub.process(stream, speech)
+        assert hub.process_now(stream, speech[:2]) is None  # real audio: decoded
+        assert hub.process_now(stream, dtx[:1]) is None  # a run's first windows: VAD
+        await hub.process(stream, dtx)
+        got = hub.process_now(stream, dtx[:3])
+        assert got is not None and got.probs == [0.0] * len(got.windows) and not got.errors
+        assert hub.process_now(stream, [*dtx[:2], speech[0]]) is None  # not all DTX
+        stream.busy = True  # a request of this stream is in a batch: never at once
+        assert hub.process_now(stream, dtx[:3]) is None
+    finally:
+        stream.busy = False
+        await hub.stop()
+        executor.shutdown()
 
 
 async def test_no_window_skips_the_vad_before_the_streams_first_real_audio() -> None:
@@ -358,3 +408,65 @@ async def test_dtx_skipping_keeps_the_segmenters_timing_with_silero() -> None:
     assert [k for k, _ in events[False]] == [k for k, _ in events[True]] == ["start", "end"] * 4
     for (kind, ref), (_, got) in zip(events[False], events[True], strict=True):
         assert (0 <= got - ref <= 1) if kind == "end" else (-2 <= got - ref <= 0), (kind, ref, got)
+
+
+# --------------------------------------------------------------------------- at once
+async def _utterances(
+    mode: str, asr: str, packets: list[bytes], at_once: bool
+) -> tuple[list[Any], Any]:
+    """What the ASR heard from ``packets`` streamed at 3x real time in ``mode``, with the
+    lane's at-once path for silence on or off; and the session."""
+    server = await XiaozhiServer.create(
+        fake_config(
+            server={"limits": {"max_audio_speed": 4}},
+            session={"silence_ms": 300},
+            asr={"provider": asr},
+        )
+    )
+    await server.start(port=0, http_port=0)
+    try:
+        async with FakeDevice(server.ws_url) as dev:
+            await dev.listen("start", mode)  # type: ignore[arg-type]
+            async with asyncio.timeout(5):
+                while not server.sessions:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            session = next(iter(server.sessions.values()))
+            if not at_once:
+                session.lane._silence_sink = None
+            await dev.stream(packets, frame_ms=20)
+            if mode == "manual":
+                await dev.listen("stop")
+            async with asyncio.timeout(10):
+                while session.frames_processed < len(packets) or (  # noqa: ASYNC110
+                    session.turn_task is not None and not session.turn_task.done()
+                ):
+                    await asyncio.sleep(0.02)
+            assert session.frames_processed == session.frames_in == len(packets)
+            assert session.frames_lost == session.frames_reordered == 0
+            heard = list(server.providers.asr.instance.utterances)
+    finally:
+        await server.stop()
+    return heard, session
+
+
+@pytest.mark.parametrize(
+    ("mode", "asr", "at_once"),
+    [("realtime", "fake", True), ("manual", "fake_io", True), ("manual", "fake", False)],
+)
+async def test_silence_processed_at_once_changes_nothing_the_session_hears(
+    mode: str, asr: str, at_once: bool
+) -> None:
+    """Deep in a run of DTX an idle lane hands the silence to the session on arrival
+    (no queue, no hub batch): the session still hears exactly the same audio. (Not
+    while audio streams to a streaming ASR: pushing it is awaited.)"""
+    packets = _with_silences(4) + _with_silences(5)
+    ref, ref_session = await _utterances(mode, asr, packets, at_once=False)
+    got, session = await _utterances(mode, asr, packets, at_once=True)
+    assert ref_session.lane.frames_at_once == 0
+    if at_once:
+        assert session.lane.frames_at_once > 40  # the long silences went this way
+    else:
+        assert session.lane.frames_at_once == 0
+    assert len(got) == len(ref) == (1 if mode == "manual" else 4)
+    for a, b in zip(got, ref, strict=True):
+        assert np.array_equal(a, b)

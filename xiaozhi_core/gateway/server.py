@@ -952,6 +952,7 @@ class XiaozhiServer:
                 "calls": hub.vad_calls,
                 "windows": hub.windows_total,
                 "windows_dtx_skipped": hub.windows_dtx,
+                "requests_at_once": hub.requests_now,
                 "last_batch_streams": hub.last_batch_streams,
                 "busy_seconds": hub.busy_seconds,
             },

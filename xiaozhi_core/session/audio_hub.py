@@ -36,7 +36,9 @@ a stream has at most one request outstanding (its lane awaits each one), so it i
 in two batches at the same time.
 
 So the per-frame cost on the event loop is a queue hand-off; the decode and inference
-happen in the pool, one hop per tick for all sessions together.
+happen in the pool, one hop per tick for all sessions together. A request deep in a run
+of DTX needs neither: :meth:`AudioHub.process_now` answers it at once on the loop (its
+silence cut into windows, probability 0.0), without a round trip through the batch.
 """
 
 from __future__ import annotations
@@ -119,61 +121,110 @@ def is_dtx(packet: bytes) -> bool:
     return 0 < len(packet) <= DTX_MAX_BYTES
 
 
-def _silent_samples(st: StreamState, packets: list[bytes], parts: list[np.ndarray]) -> bool:
-    """If every packet is DTX, add silence as long as each would decode to and say so;
-    else add nothing (the packets get decoded)."""
-    if not packets or not all(0 < len(p) <= DTX_MAX_BYTES for p in packets):
-        return False
-    try:
-        n = sum(st.decoder.samples_in(p) for p in packets)
-    except OpusError:
-        return False  # decoding reports it
-    parts.append(np.zeros(n, np.int16))
-    return True
+#: Digital silence and "all DTX" masks, shared and read-only: deep in a run of DTX every
+#: window is silence, and handing out views of these costs no allocation per request.
+_ZEROS = np.zeros(4096, np.int16)
+_ZEROS.flags.writeable = False
+_TRUES = np.ones(4096, np.bool_)
+_TRUES.flags.writeable = False
+#: Samples each DTX packet stands for, by (sample rate, packet): read from the TOC once
+#: (a DTX packet is 1-2 bytes, so this holds at most a few thousand entries per rate).
+_DTX_SAMPLES: dict[tuple[int, bytes], int] = {}
+
+
+def _dtx_samples(st: StreamState, packets: list[bytes]) -> int | None:
+    """If every packet is DTX, the samples they decode to together; else None (they
+    get decoded; a malformed one is reported there)."""
+    rate = st.decoder.sample_rate
+    total = 0
+    for p in packets:
+        if not 0 < len(p) <= DTX_MAX_BYTES:
+            return None
+        n = _DTX_SAMPLES.get((rate, p))
+        if n is None:
+            try:
+                n = st.decoder.samples_in(p)
+            except OpusError:
+                return None
+            _DTX_SAMPLES[(rate, p)] = n
+        total += n
+    return total if packets else None
+
+
+def _cut(st: StreamState, parts: list[np.ndarray], window: int) -> tuple[np.ndarray, int]:
+    """Join ``parts`` (the stream's carry first), cut it into windows and keep the rest
+    as the stream's carry. Returns the joined audio and the number of windows."""
+    data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    n = len(data) // window
+    st.carry = data[n * window :].copy()
+    return data, n
+
+
+def _windows(data: np.ndarray, n: int, window: int) -> list[np.ndarray]:
+    return [data[i : i + window] for i in range(0, n * window, window)]
+
+
+def _silence(st: StreamState, packets: list[bytes], window: int) -> list[np.ndarray] | None:
+    """Deep in a run of DTX (the VAD has seen the run's first ``DTX_VAD_WINDOWS``
+    windows, and only DTX audio is carried over), packets that are all DTX become
+    silence of their length without decoding, and none of the windows goes to the VAD:
+    those windows. None, with nothing changed, when that does not apply (then the
+    packets get decoded)."""
+    carry_dtx = st.carry_dtx
+    if not st.heard or st.dtx_run < DTX_VAD_WINDOWS or not (len(carry_dtx) == 0 or carry_dtx.all()):
+        return None
+    samples = _dtx_samples(st, packets)
+    if samples is None:
+        return None
+    # the comfort noise is not synthesised; the decoder restarts at the next sound
+    st.decoder_behind = True
+    carry = st.carry
+    if window <= len(_ZEROS) and not carry.any():
+        # silence carried over too (the usual case after the run's first such request):
+        # every window is the same shared silence
+        length = len(carry) + samples
+        n = length // window
+        rest = length - n * window
+        st.carry, st.carry_dtx = _ZEROS[:rest], _TRUES[:rest]
+        st.dtx_run += n
+        return [_ZEROS[:window]] * n
+    data, n = _cut(st, [carry, np.zeros(samples, np.int16)], window)
+    st.carry_dtx = np.ones(len(st.carry), np.bool_)
+    st.dtx_run += n
+    return _windows(data, n, window)
 
 
 def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) -> None:
     """Pool job: decode every request's packets and cut windows (mutates requests)."""
     for req in requests:
         st = req.stream
+        if skip_dtx and (silent := _silence(st, req.packets, window)) is not None:
+            req.windows, req.vad_windows = silent, []
+            continue
         parts = [st.carry]
         sizes: list[tuple[int, bool]] = []  # samples of each packet, DTX or not
         carry_dtx = st.carry_dtx
         any_dtx = bool(carry_dtx.any())
         only_dtx = len(carry_dtx) == 0 or bool(carry_dtx.all())
-        if (
-            skip_dtx
-            and only_dtx
-            and st.heard
-            and st.dtx_run >= DTX_VAD_WINDOWS
-            and _silent_samples(st, req.packets, parts)
-        ):
-            # deep in a run of DTX: the VAD skips these windows, so their comfort noise
-            # is not synthesised (silence instead); the decoder restarts at the next sound
-            st.decoder_behind = True
-            any_dtx = True
-        else:
-            if st.decoder_behind:
-                st.decoder.reset()
-                st.decoder_behind = False
-            for packet in req.packets:
-                try:
-                    pcm = st.decoder.decode(packet)
-                except OpusError as exc:
-                    st.decode_errors += 1
-                    req.errors.append(f"opus decode failed for a {len(packet)}-byte packet: {exc}")
-                    continue
-                if pcm:
-                    parts.append(np.frombuffer(pcm, np.int16))
-                    dtx = skip_dtx and is_dtx(packet)
-                    any_dtx = any_dtx or dtx
-                    only_dtx = only_dtx and dtx
-                    sizes.append((len(pcm) // 2, dtx))
-        data = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        n = len(data) // window
+        if st.decoder_behind:
+            st.decoder.reset()
+            st.decoder_behind = False
+        for packet in req.packets:
+            try:
+                pcm = st.decoder.decode(packet)
+            except OpusError as exc:
+                st.decode_errors += 1
+                req.errors.append(f"opus decode failed for a {len(packet)}-byte packet: {exc}")
+                continue
+            if pcm:
+                parts.append(np.frombuffer(pcm, np.int16))
+                dtx = skip_dtx and is_dtx(packet)
+                any_dtx = any_dtx or dtx
+                only_dtx = only_dtx and dtx
+                sizes.append((len(pcm) // 2, dtx))
+        data, n = _cut(st, parts, window)
         whole = n * window
-        req.windows = [data[i : i + window] for i in range(0, whole, window)]
-        st.carry = data[whole:].copy()
+        req.windows = _windows(data, n, window)
         if not any_dtx:
             st.carry_dtx = np.zeros(len(st.carry), np.bool_)
             if n:
@@ -181,7 +232,7 @@ def _decode_batch(requests: list[_Request], window: int, skip_dtx: bool = True) 
             req.vad_windows = list(range(n))
             continue
         if only_dtx:
-            # nothing but DTX (the common case while nobody speaks): every window is DTX
+            # nothing but DTX (the start of a run): the VAD sees its first windows
             st.carry_dtx = np.ones(len(st.carry), np.bool_)
             run = st.dtx_run
             seen = max(0, min(n, DTX_VAD_WINDOWS - run)) if st.heard else n
@@ -281,6 +332,8 @@ class AudioHub:
         self.windows_dtx = 0
         self.last_batch_streams = 0
         self.busy_seconds = 0.0
+        #: Requests answered at once on the loop (:meth:`process_now`), not batched.
+        self.requests_now = 0
 
     def new_stream(self) -> StreamState:
         return StreamState(OpusDecoder(self.sample_rate), self.vad.initial_state())
@@ -304,6 +357,22 @@ class AudioHub:
             if not req.future.done():
                 req.future.cancel()
         self._requests.clear()
+
+    def process_now(self, stream: StreamState, packets: list[bytes]) -> HubResult | None:
+        """:meth:`process`'s result at once, for a request that needs neither decoding
+        nor the VAD: DTX packets deep in a run of DTX (see the module doc), the common
+        case while a device listens to silence or plays a reply. None for any other
+        request: then await :meth:`process`. Same rule as the lane's: one request of a
+        stream at a time."""
+        if not self.skip_dtx or stream.busy:
+            return None
+        windows = _silence(stream, packets, self.window)
+        if windows is None:
+            return None
+        self.requests_now += 1
+        self.windows_total += len(windows)
+        self.windows_dtx += len(windows)
+        return HubResult(windows, [0.0] * len(windows), [])
 
     async def process(self, stream: StreamState, packets: list[bytes]) -> HubResult:
         """Decode + VAD ``packets`` of one stream (in order). At most one call per stream

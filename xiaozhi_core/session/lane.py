@@ -13,6 +13,12 @@ each window, then each control item, is handed to the session through the small
 :class:`LaneSink` protocol. Frames that the hub failed on are counted as lost, frames
 seen out of arrival order as reordered — both must stay 0.
 
+Silence deep in a run of DTX needs neither decoding nor the VAD: the hub answers it at
+once (``process_now``) instead of in its next batch, and when the lane is idle and the
+sink can take silence without awaiting (:class:`SilenceSink`), such a packet is
+processed right on arrival (:meth:`AudioLane.process_at_once`) without going through
+the queue — still in order, since nothing is queued before it.
+
 Example (a sink that records what reaches it):
     >>> import asyncio
     >>> from xiaozhi_core.testing import tone
@@ -28,6 +34,8 @@ Example (a sink that records what reaches it):
     ...         self.events.append(message)
     >>> class Hub:  # stands in for AudioHub: 60 ms of Opus → ~2 windows of 512
     ...     window = 512
+    ...     def process_now(self, stream, packets):
+    ...         return None  # nothing answered at once: everything goes to process()
     ...     async def process(self, stream, packets):
     ...         from xiaozhi_core.session.audio_hub import HubResult
     ...         n = len(packets) * 2
@@ -56,11 +64,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import numpy as np
 
 from ..logutil import LogLimiter
+from .audio_hub import DTX_MAX_BYTES
 from .host import SessionMetrics
 
 if TYPE_CHECKING:
@@ -74,6 +83,7 @@ __all__ = [
     "LaneHub",
     "LaneItem",
     "LaneSink",
+    "SilenceSink",
     "ListenMode",
 ]
 
@@ -108,6 +118,8 @@ LaneItem = AudioItem | ControlItem
 class LaneHub(Protocol):
     """What the lane needs from the audio hub."""
 
+    def process_now(self, stream: StreamState, packets: list[bytes]) -> HubResult | None: ...
+
     async def process(self, stream: StreamState, packets: list[bytes]) -> HubResult: ...
 
 
@@ -119,6 +131,21 @@ class LaneSink(Protocol):
     async def on_window(self, window: np.ndarray, prob: float) -> None: ...
 
     async def on_lane_error(self, message: str) -> None: ...
+
+
+class SilenceSink(Protocol):
+    """What a sink may add so that the lane hands it silence at once (optional; the
+    session has it): windows of probability 0.0 taken synchronously, when nothing about
+    them needs awaiting."""
+
+    def takes_silence_now(self) -> bool:
+        """Whether :meth:`take_silence` can take windows of silence right now: what
+        ``on_window(w, 0.0)`` would do for each of them awaits nothing."""
+        ...
+
+    def take_silence(self, windows: list[np.ndarray]) -> None:
+        """Exactly what ``on_window(w, 0.0)`` for each window would do."""
+        ...
 
 
 class _LaneQueue:
@@ -305,6 +332,12 @@ class AudioLane:
         self._last_seq = 0
         self._backpressured = False
         self._log_limit = LogLimiter(on_suppressed=metrics.count_suppressed_log)
+        #: The sink's :class:`SilenceSink` side, if it has one.
+        self._silence_sink: SilenceSink | None = (
+            cast(SilenceSink, sink) if hasattr(sink, "take_silence") else None
+        )
+        #: Frames processed at once on arrival (:meth:`process_at_once`).
+        self.frames_at_once = 0
 
     # ------------------------------------------------------------------ producer side
     def put_audio_nowait(self, packet: bytes) -> bool:
@@ -318,6 +351,44 @@ class AudioLane:
         self.frames_in += 1
         self.metrics.frame_in()
         queue.append(AudioItem(packet, time.monotonic(), self.frames_in))
+        return True
+
+    def process_at_once(self, packet: bytes) -> bool:
+        """Process one Opus packet on arrival instead of queueing it, where that keeps
+        the order and awaits nothing: the lane is idle (nothing queued, its task waiting
+        for the next item, so everything received before was delivered), the hub
+        answers the packet at once (a DTX packet deep in a run of DTX, see
+        ``AudioHub.process_now``) and the sink takes silence now. True if done (counted
+        like any frame; its lane lag is 0); False, having changed nothing, otherwise:
+        then queue it."""
+        sink = self._silence_sink
+        queue = self.queue
+        getter = queue._getter
+        if (
+            sink is None
+            or not 0 < len(packet) <= DTX_MAX_BYTES
+            or queue._items
+            or getter is None
+            or getter.done()
+            or self._backpressured
+            or not sink.takes_silence_now()
+        ):
+            return False
+        result = self.hub.process_now(self.stream, [packet])
+        if result is None:
+            return False
+        self.frames_in += 1
+        self.metrics.frame_in()
+        seq = self.frames_in
+        if seq == self._last_seq + 1:
+            self._last_seq = seq
+        else:  # frames a failed hub call skipped before this one
+            self._check_order([AudioItem(packet, 0.0, seq)])
+        sink.take_silence(result.windows)
+        self.frames_processed += 1
+        self.frames_at_once += 1
+        self.metrics.observe_lane_lag((0.0,))
+        self.lag_last = 0.0
         return True
 
     async def wait_for_room(self) -> None:
@@ -366,8 +437,11 @@ class AudioLane:
                 await self._process(audio)
 
     async def _process(self, group: list[AudioItem]) -> None:
+        packets = [a.packet for a in group]
         try:
-            result = await self.hub.process(self.stream, [a.packet for a in group])
+            result = self.hub.process_now(self.stream, packets)
+            if result is None:
+                result = await self.hub.process(self.stream, packets)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -433,6 +433,28 @@ class Session:
         for event in events:
             await self._on_segment(event)
 
+    def takes_silence_now(self) -> bool:
+        """(:class:`~xiaozhi_core.session.lane.SilenceSink`) Whether windows of silence
+        need nothing awaited now: not listening; manual mode without a streaming ASR;
+        otherwise while no utterance is under way (silence then only fills the
+        segmenter's pre-roll)."""
+        if not self.listening:
+            return True
+        if self.listen_mode == "manual":
+            return self.asr_stream is None and self.host.segmentation.threshold > 0.0
+        return not self.segmenter.active and self.segmenter.threshold > 0.0
+
+    def take_silence(self, windows: list[np.ndarray]) -> None:
+        """``on_window(w, 0.0)`` for each window, when :meth:`takes_silence_now`."""
+        if not self.listening:
+            return
+        if self.listen_mode == "manual":
+            self.manual_buffer.extend(windows)
+            return
+        feed = self.segmenter.feed
+        for window in windows:
+            feed(window, 0.0)  # no utterance under way, below the threshold: no events
+
     async def on_lane_error(self, message: str) -> None:
         await self._alert_once(message)
 
@@ -653,7 +675,8 @@ class Session:
         if lane.queue.full():
             return False
         if self.audio_rate.allow(self.upstream_frame_ms):
-            lane.put_audio_nowait(packet)  # not full: it takes it
+            if not lane.process_at_once(packet):
+                lane.put_audio_nowait(packet)  # not full: it takes it
         else:
             self._audio_too_fast()
         return True

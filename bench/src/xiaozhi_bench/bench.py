@@ -1064,6 +1064,15 @@ def _ingest_report(
         )
         if steady.get("xiaozhi_vad", stat="windows") > 0
         else None,
+        # hub requests answered at once on the loop (deep DTX: no batch, no pool job),
+        # as a share of the frames processed
+        "hub_requests_at_once_per_frame": round(
+            steady.get("xiaozhi_vad", stat="requests_at_once")
+            / steady.get("xiaozhi_audio_frames_processed_total"),
+            3,
+        )
+        if steady.get("xiaozhi_audio_frames_processed_total") > 0
+        else None,
     }
     hist = "xiaozhi_turn_latency_seconds"
     over = "xiaozhi_turn_server_overhead_seconds"
