@@ -94,6 +94,8 @@ class HotCounters:
         #: Upper bounds of the lag buckets (+Inf implied), and the count in each.
         self.bounds = tuple(buckets)
         self.lag_counts = [0] * (len(self.bounds) + 1)
+        #: The bucket a lag of 0 falls in.
+        self.zero_bucket = bisect.bisect_left(self.bounds, 0.0)
         self.lag_sum = 0.0
         self.created = time.time()
 
@@ -231,6 +233,13 @@ class Metrics:
     # -- the SessionMetrics interface (xiaozhi_core.session.host) ------------------------
     def frame_in(self) -> None:
         self.hot.frames_in += 1
+
+    def frame_at_once(self) -> None:
+        hot = self.hot
+        hot.frames_in += 1
+        hot.frames_processed += 1
+        hot.lag_counts[hot.zero_bucket] += 1
+        self.window.add_lane_lag(1, 0.0, 0.0)
 
     def frame_out(self, n: int = 1) -> None:
         self.hot.frames_out += n

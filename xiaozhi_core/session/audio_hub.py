@@ -84,6 +84,9 @@ class StreamState:
     decoder_behind: bool = False
     #: A request of this stream is queued or being processed.
     busy: bool = False
+    #: ``carry`` is digital silence, all of it DTX (views of the shared ``_ZEROS`` and
+    #: ``_TRUES``): deep in a run of DTX, nothing to look at.
+    silent_carry: bool = False
 
 
 @dataclass
@@ -157,6 +160,7 @@ def _cut(st: StreamState, parts: list[np.ndarray], window: int) -> tuple[np.ndar
     data = np.concatenate(parts) if len(parts) > 1 else parts[0]
     n = len(data) // window
     st.carry = data[n * window :].copy()
+    st.silent_carry = False
     return data, n
 
 
@@ -170,22 +174,27 @@ def _silence(st: StreamState, packets: list[bytes], window: int) -> list[np.ndar
     silence of their length without decoding, and none of the windows goes to the VAD:
     those windows. None, with nothing changed, when that does not apply (then the
     packets get decoded)."""
-    carry_dtx = st.carry_dtx
-    if not st.heard or st.dtx_run < DTX_VAD_WINDOWS or not (len(carry_dtx) == 0 or carry_dtx.all()):
+    if not st.heard or st.dtx_run < DTX_VAD_WINDOWS:
         return None
+    silent = st.silent_carry
+    if not silent:
+        carry_dtx = st.carry_dtx
+        if len(carry_dtx) and not carry_dtx.all():
+            return None
     samples = _dtx_samples(st, packets)
     if samples is None:
         return None
     # the comfort noise is not synthesised; the decoder restarts at the next sound
     st.decoder_behind = True
     carry = st.carry
-    if window <= len(_ZEROS) and not carry.any():
+    if silent or (window <= len(_ZEROS) and not carry.any()):
         # silence carried over too (the usual case after the run's first such request):
         # every window is the same shared silence
         length = len(carry) + samples
         n = length // window
         rest = length - n * window
         st.carry, st.carry_dtx = _ZEROS[:rest], _TRUES[:rest]
+        st.silent_carry = True
         st.dtx_run += n
         return [_ZEROS[:window]] * n
     data, n = _cut(st, [carry, np.zeros(samples, np.int16)], window)

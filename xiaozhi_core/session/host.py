@@ -39,6 +39,10 @@ class SessionMetrics(Protocol):
         """One Opus frame received."""
         ...
 
+    def frame_at_once(self) -> None:
+        """One Opus frame received and processed on arrival (lane lag 0)."""
+        ...
+
     def frame_out(self, n: int = 1) -> None:
         """``n`` Opus frames sent."""
         ...
@@ -84,6 +88,9 @@ class NullMetrics:
     """A :class:`SessionMetrics` that records nothing (benchmarks, embedding)."""
 
     def frame_in(self) -> None:
+        pass
+
+    def frame_at_once(self) -> None:
         pass
 
     def frame_out(self, n: int = 1) -> None:

@@ -378,7 +378,6 @@ class AudioLane:
         if result is None:
             return False
         self.frames_in += 1
-        self.metrics.frame_in()
         seq = self.frames_in
         if seq == self._last_seq + 1:
             self._last_seq = seq
@@ -387,7 +386,7 @@ class AudioLane:
         sink.take_silence(result.windows)
         self.frames_processed += 1
         self.frames_at_once += 1
-        self.metrics.observe_lane_lag((0.0,))
+        self.metrics.frame_at_once()
         self.lag_last = 0.0
         return True
 

@@ -146,9 +146,10 @@ _EncodeItem = tuple[Resampler, bytes | None] | SubtitleEvent | None
 #: TTS chunks queued for encoding before the speak task waits (bounds the audio read
 #: ahead of the send pacing, with the frames queue).
 _ENCODE_AHEAD = 16
-#: TTS chunks per pool job at most: a job stays short (a few frames), so the audio
-#: hub's decode + VAD batches never wait long behind one in the shared pool.
-_ENCODE_CHUNKS = 4
+#: TTS chunks per pool job at most: a job stays short, so the audio hub's decode + VAD
+#: batches never wait long behind one in the shared pool (8 chunks of 100 ms: 13 frames,
+#: ~7 ms of encoding speech), yet a sentence that is ready at once takes few round trips.
+_ENCODE_CHUNKS = 8
 
 
 def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> list[bytes]:
