@@ -115,7 +115,15 @@ server:
   host: 127.0.0.1
   port: {ports["port"]}
   http_port: {ports["http_port"]}
-  limits: {{max_sessions: {devices + 10}, max_loop_lag_ms: 0}}
+  # every simulated device asks the OTA endpoint from 127.0.0.1: lift its per-address
+  # rate limit (and the per-address connection budgets) to the device count
+  limits:
+    max_sessions: {devices + 10}
+    max_loop_lag_ms: 0
+    max_connections_per_peer: {devices + 10}
+    max_pending_per_peer: {devices + 10}
+    max_pending_handshakes: {devices + 10}
+  http: {{ota_burst: {devices + 10}}}
   timeouts: {{idle: 3600}}
   mqtt: {{enabled: true, port: {ports["mqtt"]}, udp_port: {ports["udp"]}}}
 session: {{greeting: ""}}
