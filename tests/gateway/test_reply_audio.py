@@ -45,10 +45,12 @@ def _reference(tts: Any, sentences: list[str], tts_rate: int, out_rate: int) -> 
 
 async def test_reply_frames_exact_with_fewer_jobs_and_a_reused_encoder(make_server, monkeypatch):
     calls: list[int] = []
+    sizes: list[int] = []  # PCM bytes of each job
     real = turn_module._encode_all
 
     def counting(encoder: OpusEncoder, chunks: Any) -> list[list[bytes]]:
         calls.append(len(chunks))
+        sizes.append(sum(len(c or b"") for _, c in chunks))
         return real(encoder, chunks)
 
     monkeypatch.setattr(turn_module, "_encode_all", counting)
@@ -73,6 +75,10 @@ async def test_reply_frames_exact_with_fewer_jobs_and_a_reused_encoder(make_serv
     assert sum(c1) == chunks and sum(c2) == chunks
     # the cpu TTS is faster than real time: chunks queued while a job ran share the next
     assert len(c1) < chunks and len(c2) < chunks
+    # ...up to _ENCODE_SECONDS of audio per job (the chunk that reaches it included)
+    chunk_bytes = tts.sample_rate * 2 * 40 // 1000
+    most = int(tts.sample_rate * 2 * turn_module._ENCODE_SECONDS)
+    assert max(sizes) > chunk_bytes and max(sizes) < most + chunk_bytes
     ref = _reference(tts, s1, tts.sample_rate, out_rate)
     assert f1 == ref
     # the second turn took the first turn's encoder back, reset: the same bytes

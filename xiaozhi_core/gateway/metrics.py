@@ -90,6 +90,8 @@ class HotCounters:
     def __init__(self, buckets: Sequence[float]) -> None:
         self.frames_in = 0
         self.frames_processed = 0
+        #: Of those, frames processed on arrival (silence deep in DTX, the lane idle).
+        self.frames_at_once = 0
         self.frames_out = 0
         #: Upper bounds of the lag buckets (+Inf implied), and the count in each.
         self.bounds = tuple(buckets)
@@ -120,6 +122,12 @@ class HotCounters:
                 "xiaozhi_audio_frames_processed",
                 "Opus frames through decode + VAD, in arrival order",
                 self.frames_processed,
+            ),
+            (
+                "xiaozhi_audio_frames_at_once",
+                "Of the frames processed, those taken on arrival (silence deep in a run of "
+                "DTX while the lane was idle: no decode, no VAD, lane lag 0)",
+                self.frames_at_once,
             ),
             ("xiaozhi_audio_frames_out", "Opus frames sent", self.frames_out),
         ):
@@ -238,6 +246,7 @@ class Metrics:
         hot = self.hot
         hot.frames_in += 1
         hot.frames_processed += 1
+        hot.frames_at_once += 1
         hot.lag_counts[hot.zero_bucket] += 1
         self.window.add_lane_lag(1, 0.0, 0.0)
 

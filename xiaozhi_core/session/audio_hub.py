@@ -130,8 +130,8 @@ _ZEROS = np.zeros(4096, np.int16)
 _ZEROS.flags.writeable = False
 _TRUES = np.ones(4096, np.bool_)
 _TRUES.flags.writeable = False
-#: Samples each DTX packet stands for, by (sample rate, packet): read from the TOC once
-#: (a DTX packet is 1-2 bytes, so this holds at most a few thousand entries per rate).
+#: Samples each 1-byte DTX packet stands for, by (sample rate, packet): read from the
+#: TOC once (at most 256 entries per rate; 2-byte packets, rarer, are read each time).
 _DTX_SAMPLES: dict[tuple[int, bytes], int] = {}
 
 
@@ -149,7 +149,8 @@ def _dtx_samples(st: StreamState, packets: list[bytes]) -> int | None:
                 n = st.decoder.samples_in(p)
             except OpusError:
                 return None
-            _DTX_SAMPLES[(rate, p)] = n
+            if len(p) == 1:
+                _DTX_SAMPLES[(rate, p)] = n
         total += n
     return total if packets else None
 

@@ -179,6 +179,12 @@ class _LaneQueue:
     def qsize(self) -> int:
         return len(self._items)
 
+    def idle(self) -> bool:
+        """Nothing queued and the consumer waiting in :meth:`get` (not yet woken): it
+        has dealt with every item so far."""
+        getter = self._getter
+        return not self._items and getter is not None and not getter.done()
+
     def empty(self) -> bool:
         return not self._items
 
@@ -334,7 +340,9 @@ class AudioLane:
         self._log_limit = LogLimiter(on_suppressed=metrics.count_suppressed_log)
         #: The sink's :class:`SilenceSink` side, if it has one.
         self._silence_sink: SilenceSink | None = (
-            cast(SilenceSink, sink) if hasattr(sink, "take_silence") else None
+            cast(SilenceSink, sink)
+            if hasattr(sink, "take_silence") and hasattr(sink, "takes_silence_now")
+            else None
         )
         #: Frames processed at once on arrival (:meth:`process_at_once`).
         self.frames_at_once = 0
@@ -362,14 +370,10 @@ class AudioLane:
         like any frame; its lane lag is 0); False, having changed nothing, otherwise:
         then queue it."""
         sink = self._silence_sink
-        queue = self.queue
-        getter = queue._getter
         if (
             sink is None
             or not 0 < len(packet) <= DTX_MAX_BYTES
-            or queue._items
-            or getter is None
-            or getter.done()
+            or not self.queue.idle()
             or self._backpressured
             or not sink.takes_silence_now()
         ):

@@ -146,10 +146,11 @@ _EncodeItem = tuple[Resampler, bytes | None] | SubtitleEvent | None
 #: TTS chunks queued for encoding before the speak task waits (bounds the audio read
 #: ahead of the send pacing, with the frames queue).
 _ENCODE_AHEAD = 16
-#: TTS chunks per pool job at most: a job stays short, so the audio hub's decode + VAD
-#: batches never wait long behind one in the shared pool (8 chunks of 100 ms: 13 frames,
-#: ~7 ms of encoding speech), yet a sentence that is ready at once takes few round trips.
-_ENCODE_CHUNKS = 8
+#: TTS audio per pool job at most (seconds; a job takes at least one chunk): a job stays
+#: short, so the audio hub's decode + VAD batches never wait long behind one in the
+#: shared pool (0.8 s: 13 frames, ~7 ms of encoding speech), yet a sentence that is
+#: ready at once takes few round trips.
+_ENCODE_SECONDS = 0.8
 
 
 def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> list[bytes]:
@@ -158,6 +159,13 @@ def _encode(resampler: Resampler, encoder: OpusEncoder, chunk: bytes | None) -> 
     if chunk is None:
         return encoder.encode(resampler.flush().tobytes()) + encoder.flush()
     return encoder.encode(resampler.process(np.frombuffer(chunk, np.int16)).tobytes())
+
+
+def _pcm_bytes(item: _EncodeItem) -> int:
+    """What an encode item weighs in a job: its PCM bytes (a sentence's end: 1)."""
+    if isinstance(item, tuple):
+        return len(item[1]) if item[1] else 1
+    return 0
 
 
 def _encode_all(
@@ -528,21 +536,22 @@ class Turn:
     ) -> None:
         """Resample + Opus-encode the TTS audio in the pool, in order, with the subtitle
         events in line. What was queued while a job ran goes into the next job (up to
-        ``_ENCODE_CHUNKS`` chunks): one pool round trip per chunk while the TTS is slower
+        ``_ENCODE_SECONDS`` of audio): one pool round trip per chunk while the TTS is slower
         than real time (no added latency), a few per sentence when it is faster. The
         turn's first job holds only its first chunk."""
         executor, encoders = self.host.executor, self.host.encoders
         encoder = encoders.take()
+        most = int(self.host.output.tts_sample_rate * 2 * _ENCODE_SECONDS)  # bytes of PCM
         limit = 1  # the first job: just the first chunk, so the first frame goes out at once
         done = False
         while not done:
             items = [await work.get()]
-            chunks = int(isinstance(items[0], tuple))
-            while chunks < limit and not work.empty():
+            size = _pcm_bytes(items[0])
+            while size < limit and not work.empty():
                 items.append(item := work.get_nowait())
-                chunks += isinstance(item, tuple)
-            if chunks:
-                limit = _ENCODE_CHUNKS
+                size += _pcm_bytes(item)
+            if size:
+                limit = most
             audio = [item for item in items if isinstance(item, tuple)]
             packets = iter(await executor.run(_encode_all, encoder, audio) if audio else ())
             for item in items:

@@ -1064,10 +1064,10 @@ def _ingest_report(
         )
         if steady.get("xiaozhi_vad", stat="windows") > 0
         else None,
-        # hub requests answered at once on the loop (deep DTX: no batch, no pool job),
-        # as a share of the frames processed
-        "hub_requests_at_once_per_frame": round(
-            steady.get("xiaozhi_vad", stat="requests_at_once")
+        # frames the lane processed on arrival (silence deep in DTX: no decode, no VAD,
+        # no queue), as a share of the frames processed
+        "frames_at_once_share": round(
+            steady.get("xiaozhi_audio_frames_at_once_total")
             / steady.get("xiaozhi_audio_frames_processed_total"),
             3,
         )
