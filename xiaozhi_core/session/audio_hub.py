@@ -141,7 +141,7 @@ def _dtx_samples(st: StreamState, packets: list[bytes]) -> int | None:
     rate = st.decoder.sample_rate
     total = 0
     for p in packets:
-        if not 0 < len(p) <= DTX_MAX_BYTES:
+        if not is_dtx(p):
             return None
         n = _DTX_SAMPLES.get((rate, p))
         if n is None:

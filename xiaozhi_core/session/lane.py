@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, cast
 import numpy as np
 
 from ..logutil import LogLimiter
-from .audio_hub import DTX_MAX_BYTES
+from .audio_hub import is_dtx
 from .host import SessionMetrics
 
 if TYPE_CHECKING:
@@ -372,7 +372,7 @@ class AudioLane:
         sink = self._silence_sink
         if (
             sink is None
-            or not 0 < len(packet) <= DTX_MAX_BYTES
+            or not is_dtx(packet)
             or not self.queue.idle()
             or self._backpressured
             or not sink.takes_silence_now()
